@@ -1,0 +1,125 @@
+"""`liverview-inspect PATH [--json] [--load]`: what liverview finds in a folder, zip, DICOMDIR or files.
+
+Uses exactly the scan/load code of the GUI, so a support person can reproduce what a user sees.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+
+from liverview.io.series import ScanResult, SeriesInfo, scan_paths
+from liverview.io.sources import SourceError
+from liverview.io.volume import Volume, allocate_volume, fill_volume
+
+
+def describe_series(info: SeriesInfo, volume: Volume | None, range_from: str) -> dict:
+    """One series as the JSON object documented in the README."""
+    warnings = list(volume.warnings if volume is not None else info.warnings)
+    entry = {
+        "key": info.key,
+        "series_uid": info.series_uid,
+        "study_uid": info.study_uid,
+        "modality": info.modality,
+        "description": info.series_description,
+        "series_number": info.series_number,
+        "patient_name": info.patient_name,
+        "patient_id": info.patient_id,
+        "study_date": info.study_date,
+        "plane": info.plane,
+        "n_images": info.n_images,
+        "shape": list(info.shape),
+        "spacing_mm": [round(v, 4) for v in info.spacing_mm],
+        "slice_thickness_mm": info.slice_thickness_mm,
+        "is_hu": volume.is_hu if volume is not None else info.is_ct,
+        "hu_range": None,
+        "hu_range_from": None,
+        "warnings": warnings,
+        "failed": [],
+    }
+    if volume is not None and volume.loaded.any():
+        entry["hu_range"] = list(volume.value_range())
+        entry["hu_range_from"] = range_from
+        entry["failed"] = [{"path": f.path, "reason": f.reason} for f in volume.failed]
+    return entry
+
+
+def inspect_paths(paths: Sequence[str], load: bool) -> dict:
+    """Scan `paths`; read every series' pixels with `load`, otherwise only its middle slice."""
+    scan: ScanResult = scan_paths(list(paths))
+    series = []
+    for info in scan.series:
+        volume = allocate_volume(info)
+        if load:
+            fill_volume(volume)
+            range_from = "all slices"
+        else:
+            _fill_middle(volume)
+            range_from = "middle slice"
+        series.append(describe_series(info, volume, range_from))
+    return {
+        "paths": list(paths),
+        "n_files": scan.n_files,
+        "series": series,
+        "skipped": [{"path": s.path, "reason": s.reason} for s in scan.skipped],
+    }
+
+
+def _fill_middle(volume: Volume) -> None:
+    """Read just the middle slice (the first one `fill_volume` reads) for a quick value range."""
+
+    class _Stop(Exception):
+        pass
+
+    def stop_after_middle(vol: Volume, z: int) -> None:
+        raise _Stop()
+
+    try:
+        fill_volume(volume, on_slice=stop_after_middle)
+    except _Stop:
+        pass
+
+
+def format_report(report: dict) -> str:
+    lines: list[str] = []
+    for s in report["series"]:
+        z, y, x = s["shape"]
+        sz, sy, sx = s["spacing_mm"]
+        values = "HU" if s["is_hu"] else "values"
+        rng = f"{values} {s['hu_range'][0]}..{s['hu_range'][1]} ({s['hu_range_from']})" if s["hu_range"] else f"{values} unknown"
+        lines.append(f"{s['patient_name'] or '(no name)'} [{s['patient_id']}]  {s['study_date'] or '(no date)'}  "
+                     f"{s['modality'] or '??'}  #{s['series_number'] if s['series_number'] is not None else '-'}  "
+                     f"{s['description'] or '(no description)'}")
+        lines.append(f"    {s['n_images']} image(s), {x}x{y}x{z} ({s['plane']}), spacing {sx:.3g} x {sy:.3g} x {sz:.3g} mm, {rng}")
+        lines.append(f"    series {s['series_uid']}")
+        lines.extend(f"    warning: {w}" for w in s["warnings"])
+        lines.extend(f"    failed: {f['path']}: {f['reason']}" for f in s["failed"])
+    lines.append(f"{len(report['series'])} series from {report['n_files']} file(s); {len(report['skipped'])} skipped")
+    lines.extend(f"  skipped: {s['path']}: {s['reason']}" for s in report["skipped"])
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="liverview-inspect", description=__doc__.splitlines()[0])
+    parser.add_argument("paths", nargs="+", metavar="PATH", help="folder, zip, DICOMDIR or DICOM file(s)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    parser.add_argument("--load", action="store_true", help="read the pixels of every series (HU range over all slices)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        report = inspect_paths(args.paths, load=args.load)
+    except (SourceError, OSError) as exc:
+        print(f"liverview-inspect: cannot read {' '.join(args.paths)}: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        json.dump(report, sys.stdout, indent=2, ensure_ascii=False)
+        sys.stdout.write("\n")
+    else:
+        print(format_report(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

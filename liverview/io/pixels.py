@@ -1,0 +1,156 @@
+"""Decode one frame to modality values (HU for CT) as int16, via pydicom's pixel handlers.
+
+Native little-endian data is read straight from its file offset (known from the header pass);
+everything else - compressed syntaxes, big endian, deflate, colour - goes through pydicom with the
+pylibjpeg / pyjpegls plugins, which raise ordinary exceptions on hostile data.
+"""
+from __future__ import annotations
+
+import logging
+import warnings
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset
+from pydicom.pixels import apply_color_lut, apply_modality_lut, pixel_array
+
+from liverview.io.headers import FileHeader, FrameRef
+
+log = logging.getLogger(__name__)
+
+INT16_MIN, INT16_MAX = -32768, 32767
+#: CT value written where the scanner marked pixels as padding (outside the reconstruction circle).
+CT_PADDING_HU = -1024
+
+
+class FrameDecodeError(ValueError):
+    """A frame's pixels cannot be decoded; the message is the user-facing reason."""
+
+
+class FrameReader:
+    """Reads frames of many files, keeping the last parsed dataset so multi-frame files parse once."""
+
+    def __init__(self) -> None:
+        self._path: str | None = None
+        self._ds: Dataset | None = None
+
+    def read_into(self, frame: FrameRef, out: np.ndarray) -> int:
+        """Decode `frame` into the int16 slice `out` as modality values; returns the clipped-pixel count."""
+        stored = self.read_stored(frame)
+        try:
+            ds = self._dataset(frame.path) if frame.header.has_modality_lut else None
+            return to_modality_values(stored, frame, ds, out)
+        except Exception as exc:  # noqa: BLE001 - a malformed Modality LUT must not stop the series
+            raise FrameDecodeError(f"modality LUT / rescale cannot be applied ({type(exc).__name__}: {exc})") from exc
+
+    def read_stored(self, frame: FrameRef) -> np.ndarray:
+        """The stored pixel values of one frame (before the modality LUT), 2-D, greyscale."""
+        header = frame.header
+        try:
+            if header.pixel_offset is not None:
+                return _read_native(header, frame.frame)
+            ds = self._dataset(header.path)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                if header.number_of_frames > 1:
+                    array = pixel_array(ds, index=frame.frame)
+                else:
+                    array = ds.pixel_array
+        except FrameDecodeError:
+            raise
+        except MemoryError as exc:
+            raise FrameDecodeError("not enough memory to decode this image") from exc
+        except Exception as exc:  # noqa: BLE001 - decoder failures on untrusted data are reasons, not crashes
+            raise FrameDecodeError(f"pixel data cannot be decoded ({type(exc).__name__}: {exc})") from exc
+        return _to_grey(array, header, self._ds)
+
+    def _dataset(self, path: str) -> Dataset:
+        if path != self._path:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                ds = pydicom.dcmread(path, force=True)
+            # Fill in what real files omit but the decoders insist on, with the values the header pass
+            # already assumed (and reported as a warning).
+            for keyword, default in (("PixelRepresentation", 0), ("SamplesPerPixel", 1),
+                                     ("PhotometricInterpretation", "MONOCHROME2")):
+                if keyword not in ds:
+                    setattr(ds, keyword, default)
+            if "BitsStored" not in ds and "BitsAllocated" in ds:
+                ds.BitsStored = ds.BitsAllocated
+            self._ds, self._path = ds, path
+        assert self._ds is not None
+        return self._ds
+
+
+def _read_native(header: FileHeader, frame: int) -> np.ndarray:
+    dtype = np.dtype(("<i" if header.pixel_representation else "<u") + str(header.bits_allocated // 8))
+    count = header.rows * header.columns
+    offset = header.pixel_offset + frame * header.frame_nbytes
+    array = np.fromfile(header.path, dtype=dtype, count=count, offset=offset)
+    if array.size != count:
+        raise FrameDecodeError(f"file ends inside the pixel data of frame {frame + 1}")
+    array = array.reshape(header.rows, header.columns)
+    if header.bits_stored < header.bits_allocated:
+        array = _mask_bits(array, header)
+    return array
+
+
+def _mask_bits(array: np.ndarray, header: FileHeader) -> np.ndarray:
+    """Bits above (0028,0101) Bits Stored may hold overlays or garbage; keep only the stored bits,
+    sign-extending when (0028,0103) Pixel Representation says signed."""
+    bits = header.bits_stored
+    if header.pixel_representation:
+        shift = header.bits_allocated - bits
+        return ((array.astype(np.int32) << shift).astype(array.dtype) >> shift) if shift > 0 else array
+    return array & np.array((1 << bits) - 1, dtype=array.dtype)
+
+
+def _to_grey(array: np.ndarray, header: FileHeader, ds: Dataset | None) -> np.ndarray:
+    if header.photometric.startswith("PALETTE") and ds is not None and array.ndim == 2:
+        array = apply_color_lut(array, ds)
+    if array.ndim == 3 and array.shape[-1] in (3, 4):
+        rgb = array[..., :3].astype(np.float32)
+        array = rgb[..., 0] * 0.299 + rgb[..., 1] * 0.587 + rgb[..., 2] * 0.114
+    if array.ndim != 2:
+        raise FrameDecodeError(f"decoded to an unexpected shape {array.shape}")
+    if array.shape != (header.rows, header.columns):
+        raise FrameDecodeError(f"decoded to {array.shape[0]} x {array.shape[1]} pixels but the header says "
+                               f"{header.rows} x {header.columns}")
+    return array
+
+
+def to_modality_values(stored: np.ndarray, frame: FrameRef, ds: Dataset | None, out: np.ndarray) -> int:
+    """Apply (0028,1052/1053) Rescale Intercept/Slope (or the Modality LUT Sequence) into the int16
+    slice `out`; padding pixels become air for CT. Returns how many pixels had to be clipped."""
+    header = frame.header
+    colour = header.samples_per_pixel > 1 or header.photometric.startswith(("PALETTE", "RGB", "YBR"))
+    values = None
+    if header.has_modality_lut and ds is not None and not colour:
+        try:
+            values = apply_modality_lut(stored, ds).astype(np.float32)
+        except Exception:  # noqa: BLE001 - malformed LUT: fall back to rescale (reported by the caller)
+            log.warning("%s: Modality LUT Sequence unusable; using Rescale Slope/Intercept", header.path)
+            header.notes.append("Modality LUT Sequence (0028,3000) unusable; Rescale Slope/Intercept used")
+    if values is None:
+        slope, intercept = (1.0, 0.0) if colour else frame.rescale
+        if slope == 1.0 and float(intercept).is_integer() and stored.dtype.kind in "iu" and stored.dtype.itemsize <= 2:
+            values = stored.astype(np.int32)
+            values += int(intercept)
+        else:
+            values = stored.astype(np.float32)
+            if slope != 1.0:
+                values *= np.float32(slope)
+            values += np.float32(intercept)
+            np.rint(values, out=values)
+    clipped = int(np.count_nonzero((values < INT16_MIN) | (values > INT16_MAX)))
+    np.clip(values, INT16_MIN, INT16_MAX, out=values)
+    out[...] = values
+    if header.padding is not None and stored.dtype.kind in "iu":
+        low, high = header.padding
+        if stored.dtype.kind == "i" and stored.dtype.itemsize == 2 and low > INT16_MAX:
+            # (0028,0120) encoded as US although the pixels are signed: reinterpret the bit pattern.
+            low, high = low - 65536, high - 65536
+        pad = (stored >= low) & (stored <= high)
+        if pad.any():
+            out[pad] = CT_PADDING_HU if header.modality == "CT" else (out[~pad].min() if (~pad).any() else 0)
+    return clipped

@@ -1,0 +1,292 @@
+"""Group frames into study -> series, split mixed series, sort slices along the slice normal."""
+from __future__ import annotations
+
+import logging
+import os
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from liverview.io.headers import FileHeader, FrameRef, read_header
+from liverview.io.sources import SkippedFile, collect_files
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[float, str], None]
+ShouldStop = Callable[[], bool]
+
+#: Gaps that differ from the median by more than this fraction are reported as uneven spacing.
+SPACING_TOLERANCE = 0.1
+
+
+class LoadCancelled(Exception):
+    """The user pressed Cancel; whatever was read so far is discarded."""
+
+
+@dataclass
+class SeriesInfo:
+    """One displayable stack of images with consistent geometry (z sorted along the slice normal)."""
+
+    key: str
+    study_uid: str
+    series_uid: str
+    frame_of_reference_uid: str
+    modality: str
+    patient_name: str
+    patient_id: str
+    patient_birth_date: str
+    patient_sex: str
+    study_date: str
+    study_time: str
+    study_description: str
+    series_description: str
+    series_number: int | None
+    rows: int
+    columns: int
+    frames: list[FrameRef]
+    #: Direction cosines of rows and columns, (0020,0037) Image Orientation (Patient).
+    orientation: tuple[float, ...] | None
+    #: (row spacing, column spacing) in mm, (0028,0030) Pixel Spacing.
+    pixel_spacing_mm: tuple[float, float]
+    slice_spacing_mm: float
+    slice_thickness_mm: float | None
+    window: tuple[float, float] | None
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def n_images(self) -> int:
+        return len(self.frames)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return (len(self.frames), self.rows, self.columns)
+
+    @property
+    def spacing_mm(self) -> tuple[float, float, float]:
+        return (self.slice_spacing_mm, self.pixel_spacing_mm[0], self.pixel_spacing_mm[1])
+
+    @property
+    def is_ct(self) -> bool:
+        return self.modality == "CT"
+
+    @property
+    def plane(self) -> str:
+        return plane_name(self.orientation)
+
+    @property
+    def files(self) -> list[str]:
+        return list(dict.fromkeys(f.path for f in self.frames))
+
+    def describe(self) -> str:
+        return self.series_description or f"{self.modality or 'unknown'} series {self.series_number or ''}".strip()
+
+
+@dataclass
+class ScanResult:
+    """Everything found under the opened paths; `skipped` lists every unusable file with its reason."""
+
+    series: list[SeriesInfo]
+    skipped: list[SkippedFile]
+    n_files: int
+
+    def find(self, key: str) -> SeriesInfo:
+        for info in self.series:
+            if info.key == key or info.series_uid == key:
+                return info
+        raise KeyError(key)
+
+
+def scan_paths(paths: Sequence[str | os.PathLike[str]] | str | os.PathLike[str],
+               progress: Progress | None = None,
+               should_stop: ShouldStop | None = None) -> ScanResult:
+    """Read the headers of every file under `paths` and group them into series.
+
+    Raises `SourceError` when no path can be read and `LoadCancelled` when `should_stop()` says so.
+    """
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    source = collect_files(list(paths))
+    headers: list[FileHeader] = []
+    skipped = list(source.skipped)
+    total = max(1, len(source.paths))
+    for i, path in enumerate(source.paths):
+        if should_stop is not None and should_stop():
+            raise LoadCancelled()
+        result = read_header(path)
+        if isinstance(result, SkippedFile):
+            skipped.append(result)
+        else:
+            headers.append(result)
+        if progress is not None and (i % 16 == 0 or i == total - 1):
+            progress((i + 1) / total, f"Reading headers {i + 1}/{total}")
+    series = group_series(headers)
+    return ScanResult(series=series, skipped=skipped, n_files=len(source.paths) + len(source.skipped))
+
+
+def group_series(headers: Sequence[FileHeader]) -> list[SeriesInfo]:
+    """Study/Series Instance UID groups, split by geometry, each sorted along its slice normal."""
+    by_series: dict[tuple[str, str], list[FrameRef]] = defaultdict(list)
+    for header in headers:
+        for frame in header.frames:
+            by_series[(header.study_uid, header.series_uid)].append(frame)
+    result: list[SeriesInfo] = []
+    for (_, series_uid), frames in by_series.items():
+        parts = _split_by_geometry(frames)
+        for index, part in enumerate(parts):
+            for stack_index, (stack, notes) in enumerate(_split_by_time(part)):
+                suffix = "" if index == 0 and stack_index == 0 else f"#{index + 1}.{stack_index + 1}"
+                info = _make_series(series_uid + suffix, stack)
+                info.warnings[:0] = notes
+                if len(parts) > 1:
+                    info.warnings.insert(0, f"split from its series: {len(stack)} {info.plane} image(s) with a "
+                                            "different orientation, size or pixel spacing")
+                result.append(info)
+    result.sort(key=lambda s: (s.patient_name, s.study_date, s.study_uid,
+                               s.series_number if s.series_number is not None else 1 << 30, -s.n_images, s.key))
+    return result
+
+
+def _geometry_key(frame: FrameRef) -> tuple:
+    h = frame.header
+    orientation = tuple(round(v, 2) for v in frame.orientation) if frame.orientation else None
+    spacing = tuple(round(v, 3) for v in frame.pixel_spacing) if frame.pixel_spacing else None
+    return (h.rows, h.columns, h.samples_per_pixel, orientation, spacing)
+
+
+def _split_by_geometry(frames: list[FrameRef]) -> list[list[FrameRef]]:
+    """A stray localizer inside an axial series ends up as its own (smaller) part."""
+    groups: dict[tuple, list[FrameRef]] = defaultdict(list)
+    for frame in frames:
+        groups[_geometry_key(frame)].append(frame)
+    return sorted(groups.values(), key=len, reverse=True)
+
+
+def _split_by_time(frames: list[FrameRef]) -> list[tuple[list[FrameRef], list[str]]]:
+    """Frames that share a position belong to different phases/echoes when a temporal key tells them
+    apart; otherwise duplicates are dropped (keeping the first) with a warning."""
+    positions = [_position_key(f) for f in frames]
+    if None in positions or len(set(positions)) == len(positions):
+        return [(frames, [])]
+    by_time: dict[str, list[FrameRef]] = defaultdict(list)
+    for frame in frames:
+        by_time[frame.temporal_key].append(frame)
+    if len(by_time) > 1 and all(len({_position_key(f) for f in g}) == len(g) for g in by_time.values()):
+        return [(group, [f"one of {len(by_time)} phases/echoes sharing this series (key {key or 'none'})"])
+                for key, group in sorted(by_time.items())]
+    seen: set = set()
+    unique: list[FrameRef] = []
+    for frame, pos in zip(frames, positions):
+        if pos not in seen:
+            seen.add(pos)
+            unique.append(frame)
+    dropped = len(frames) - len(unique)
+    return [(unique, [f"{dropped} image(s) repeat a slice position already present and were left out"])]
+
+
+def _position_key(frame: FrameRef) -> tuple[float, float, float] | None:
+    return tuple(round(v, 2) for v in frame.position) if frame.position else None
+
+
+def slice_normal(orientation: Sequence[float]) -> np.ndarray:
+    """Unit normal of the image plane: row direction x column direction."""
+    row = np.asarray(orientation[:3], dtype=float)
+    col = np.asarray(orientation[3:6], dtype=float)
+    normal = np.cross(row, col)
+    norm = np.linalg.norm(normal)
+    return normal / norm if norm > 0 else np.array([0.0, 0.0, 1.0])
+
+
+def plane_name(orientation: Sequence[float] | None) -> str:
+    if orientation is None:
+        return "unknown-plane"
+    normal = np.abs(slice_normal(orientation))
+    axis = int(np.argmax(normal))
+    if normal[axis] < 0.8:
+        return "oblique"
+    return ("sagittal", "coronal", "axial")[axis]
+
+
+def _make_series(key: str, frames: list[FrameRef]) -> SeriesInfo:
+    first = frames[0].header
+    warnings: list[str] = []
+    orientation = frames[0].orientation
+    spacing_xy = frames[0].pixel_spacing
+    if spacing_xy is None or min(spacing_xy) <= 0:
+        warnings.append("no usable Pixel Spacing (0028,0030): distances assume 1 mm per pixel")
+        spacing_xy = (1.0, 1.0)
+    ordered, slice_spacing, order_notes = _order_frames(frames, orientation, first.slice_thickness_mm)
+    warnings.extend(order_notes)
+    for note in dict.fromkeys(n for f in ordered for n in f.header.notes):
+        warnings.append(note)
+    if first.samples_per_pixel > 1 or first.photometric.startswith(("PALETTE", "RGB", "YBR")):
+        warnings.append(f"colour image ({first.photometric}) shown in greyscale")
+    if first.modality and first.modality != "CT":
+        warnings.append(f"not CT ({first.modality}): values are not Hounsfield units")
+    return SeriesInfo(
+        key=key,
+        study_uid=first.study_uid,
+        series_uid=first.series_uid,
+        frame_of_reference_uid=first.frame_of_reference_uid,
+        modality=first.modality,
+        patient_name=first.patient_name,
+        patient_id=first.patient_id,
+        patient_birth_date=first.patient_birth_date,
+        patient_sex=first.patient_sex,
+        study_date=first.study_date,
+        study_time=first.study_time,
+        study_description=first.study_description,
+        series_description=first.series_description,
+        series_number=first.series_number,
+        rows=first.rows,
+        columns=first.columns,
+        frames=ordered,
+        orientation=orientation,
+        pixel_spacing_mm=(float(spacing_xy[0]), float(spacing_xy[1])),
+        slice_spacing_mm=slice_spacing,
+        slice_thickness_mm=first.slice_thickness_mm,
+        window=first.window,
+        warnings=warnings,
+    )
+
+
+def _order_frames(frames: list[FrameRef], orientation: Sequence[float] | None,
+                  thickness: float | None) -> tuple[list[FrameRef], float, list[str]]:
+    """Sort by ImagePositionPatient . normal; report uneven spacing, gaps and gantry tilt."""
+    notes: list[str] = []
+    fallback_spacing = thickness if thickness and thickness > 0 else 1.0
+    if len(frames) == 1:
+        return frames, fallback_spacing, notes
+    if orientation is None or any(f.position is None for f in frames):
+        ordered = sorted(frames, key=lambda f: (f.instance_number if f.instance_number is not None else 0, f.path, f.frame))
+        notes.append("no slice positions (0020,0032): slices in Instance Number order, spacing "
+                     f"assumed {fallback_spacing:g} mm")
+        return ordered, fallback_spacing, notes
+    normal = slice_normal(orientation)
+    distance = {id(f): float(np.dot(f.position, normal)) for f in frames}
+    ordered = sorted(frames, key=lambda f: (distance[id(f)], f.path, f.frame))
+    z = np.array([distance[id(f)] for f in ordered])
+    gaps = np.diff(z)
+    positive = gaps[gaps > 1e-3]
+    if positive.size == 0:
+        notes.append("all slices share one position; spacing assumed "
+                     f"{fallback_spacing:g} mm")
+        return ordered, fallback_spacing, notes
+    spacing = float(np.median(positive))
+    deviation = np.abs(gaps - spacing) > SPACING_TOLERANCE * spacing
+    if deviation.any():
+        missing = int(np.sum(np.maximum(np.rint(gaps[deviation] / spacing) - 1, 0)))
+        notes.append(f"uneven slice spacing: gaps from {gaps.min():.2f} to {gaps.max():.2f} mm "
+                     f"(median {spacing:.2f} mm); reformats and volumes use the median")
+        if missing:
+            notes.append(f"about {missing} slice(s) missing (gaps of a multiple of the spacing)")
+    first, last = np.asarray(ordered[0].position), np.asarray(ordered[-1].position)
+    travel = last - first
+    if np.linalg.norm(travel) > 0:
+        cos = abs(float(np.dot(travel / np.linalg.norm(travel), normal)))
+        if cos < 0.999:
+            angle = float(np.degrees(np.arccos(min(1.0, cos))))
+            notes.append(f"slices are sheared by {angle:.1f} degrees (gantry tilt): reformats are not "
+                         "geometrically exact")
+    return ordered, spacing, notes

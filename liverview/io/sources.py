@@ -1,0 +1,214 @@
+"""Turn what the user opened (folder, DICOMDIR, files, zip) into a list of candidate files.
+
+Nothing here parses images; it only decides which paths to try and which references are dangling.
+"""
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import shutil
+import tempfile
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pydicom
+from pydicom.errors import InvalidDicomError
+
+log = logging.getLogger(__name__)
+
+#: A study zip larger than this when unpacked is refused: a CD export of a whole-body CT is ~1-2 GB.
+MAX_ZIP_UNPACKED_BYTES = 8 * 1024**3
+#: Entries per zip; guards against archives of millions of empty members.
+MAX_ZIP_MEMBERS = 200_000
+
+# Operating-system litter, never worth a line in the skipped list.
+_SKIP_NAMES = {".DS_Store", "Thumbs.db", "desktop.ini"}
+# Viewer executables, reports and web pages on CDs: listed as skipped without being parsed.
+_SKIP_SUFFIXES = {".txt", ".xml", ".html", ".htm", ".pdf", ".jpg", ".jpeg", ".png", ".gif", ".exe",
+                  ".ini", ".inf", ".json", ".md", ".csv", ".tsv", ".js", ".css", ".dll", ".bat", ".sh"}
+
+
+@dataclass(frozen=True)
+class SkippedFile:
+    """A file that did not become part of any series, and why (shown to the user verbatim)."""
+
+    path: str
+    reason: str
+
+
+@dataclass
+class SourceFiles:
+    """Candidate DICOM files plus the files already known to be unusable."""
+
+    paths: list[str] = field(default_factory=list)
+    skipped: list[SkippedFile] = field(default_factory=list)
+    dicomdirs: list[str] = field(default_factory=list)
+
+
+class SourceError(OSError):
+    """PATH itself cannot be read (missing, permission denied, not a zip/folder/DICOM)."""
+
+
+def is_dicomdir(path: str | os.PathLike[str]) -> bool:
+    """True for a DICOMDIR: by name, or by its Media Storage SOP Class (1.2.840.10008.1.3.10)."""
+    if Path(path).name.upper() == "DICOMDIR":
+        return True
+    try:
+        meta = pydicom.filereader.read_file_meta_info(path)
+    except (InvalidDicomError, OSError, ValueError, EOFError):
+        return False
+    return str(meta.get("MediaStorageSOPClassUID", "")) == "1.2.840.10008.1.3.10"
+
+
+def list_dicomdir(path: str) -> SourceFiles:
+    """Files referenced by a DICOMDIR's directory records; dangling references become skipped files.
+
+    Uses (0004,1500) Referenced File ID of every record relative to the DICOMDIR's folder.
+    """
+    out = SourceFiles(dicomdirs=[path])
+    root = Path(path).parent
+    try:
+        ds = pydicom.dcmread(path, force=True)
+        records = ds.DirectoryRecordSequence
+    except Exception as exc:  # noqa: BLE001 - any parse failure of an untrusted file is reported
+        out.skipped.append(SkippedFile(path, f"DICOMDIR cannot be read: {exc}"))
+        return out
+    seen: set[str] = set()
+    for record in records:
+        file_id = record.get("ReferencedFileID")
+        if not file_id:
+            continue
+        parts = [file_id] if isinstance(file_id, str) else list(file_id)
+        candidate = _resolve_case_insensitive(root, parts)
+        if candidate is None:
+            missing = str(root.joinpath(*parts))
+            if missing not in seen:
+                seen.add(missing)
+                out.skipped.append(SkippedFile(missing, "listed in DICOMDIR but missing from the media"))
+            continue
+        if str(candidate) not in seen:
+            seen.add(str(candidate))
+            out.paths.append(str(candidate))
+    return out
+
+
+def _resolve_case_insensitive(root: Path, parts: list[str]) -> Path | None:
+    """CD file IDs are upper-case ISO 9660 names; the mounted folder may be lower-case."""
+    current = root
+    for part in parts:
+        direct = current / part
+        if direct.exists():
+            current = direct
+            continue
+        try:
+            match = next((c for c in current.iterdir() if c.name.upper() == part.upper()), None)
+        except OSError:
+            return None
+        if match is None:
+            return None
+        current = match
+    return current if current.is_file() else None
+
+
+def collect_files(paths: list[str | os.PathLike[str]]) -> SourceFiles:
+    """Expand folders (recursively), DICOMDIRs and zips into candidate files.
+
+    Raises SourceError when none of `paths` can be read at all.
+    """
+    out = SourceFiles()
+    readable = 0
+    for raw in paths:
+        path = Path(raw)
+        if not path.exists():
+            out.skipped.append(SkippedFile(str(path), "does not exist"))
+            continue
+        readable += 1
+        if path.is_dir():
+            _walk_folder(path, out)
+        elif zipfile.is_zipfile(path):
+            _merge(out, _walk_folder_of(extract_zip(path)))
+        elif is_dicomdir(path):
+            _merge(out, list_dicomdir(str(path)))
+        else:
+            out.paths.append(str(path))
+    if readable == 0:
+        raise SourceError("; ".join(f"{s.path}: {s.reason}" for s in out.skipped) or "nothing to open")
+    out.paths = list(dict.fromkeys(out.paths))
+    return out
+
+
+def _merge(into: SourceFiles, other: SourceFiles) -> None:
+    into.paths.extend(other.paths)
+    into.skipped.extend(other.skipped)
+    into.dicomdirs.extend(other.dicomdirs)
+
+
+def _walk_folder_of(path: Path) -> SourceFiles:
+    out = SourceFiles()
+    _walk_folder(path, out)
+    return out
+
+
+def _walk_folder(folder: Path, out: SourceFiles) -> None:
+    """Every file below `folder`; a DICOMDIR found on the way only contributes its dangling references,
+    since the walk already finds the files it lists."""
+    try:
+        walker = os.walk(folder, onerror=lambda e: out.skipped.append(SkippedFile(str(e.filename), f"cannot read folder: {e.strerror}")))
+        for dirpath, dirnames, filenames in walker:
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            for name in sorted(filenames):
+                full = os.path.join(dirpath, name)
+                if name.startswith(".") or name in _SKIP_NAMES:
+                    continue
+                if Path(name).suffix.lower() in _SKIP_SUFFIXES:
+                    out.skipped.append(SkippedFile(full, f"not DICOM ({Path(name).suffix.lower()} file)"))
+                    continue
+                if name.upper() == "DICOMDIR":
+                    listed = list_dicomdir(full)
+                    out.skipped.extend(listed.skipped)
+                    out.dicomdirs.append(full)
+                    continue
+                out.paths.append(full)
+    except OSError as exc:
+        out.skipped.append(SkippedFile(str(folder), f"cannot read folder: {exc}"))
+
+
+_extracted: list[str] = []
+
+
+def _remove_extracted() -> None:
+    for folder in _extracted:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+atexit.register(_remove_extracted)
+
+
+def extract_zip(path: Path) -> Path:
+    """Unpack a study zip into a private temporary folder (removed at exit).
+
+    Member names are sanitised (no absolute paths, no '..') and the unpacked size is capped, so a
+    hostile archive can neither write outside the folder nor fill the disk.
+    """
+    with zipfile.ZipFile(path) as archive:
+        members = [m for m in archive.infolist() if not m.is_dir()]
+        if len(members) > MAX_ZIP_MEMBERS:
+            raise SourceError(f"{path}: zip holds {len(members)} files, more than the {MAX_ZIP_MEMBERS} allowed")
+        total = sum(m.file_size for m in members)
+        if total > MAX_ZIP_UNPACKED_BYTES:
+            raise SourceError(f"{path}: zip would unpack to {total / 1024**3:.1f} GiB, more than the "
+                              f"{MAX_ZIP_UNPACKED_BYTES / 1024**3:.0f} GiB allowed")
+        target = Path(tempfile.mkdtemp(prefix="liverview-zip-"))
+        _extracted.append(str(target))
+        for member in members:
+            parts = [p for p in Path(member.filename.replace("\\", "/")).parts if p not in ("", ".", "..", "/")]
+            if not parts:
+                continue
+            dest = target.joinpath(*parts)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            with archive.open(member) as src, open(dest, "wb") as dst:
+                shutil.copyfileobj(src, dst, length=1024 * 1024)
+    log.info("unpacked %s (%d files) into %s", path, len(members), target)
+    return target

@@ -1,0 +1,190 @@
+"""`Volume`: a loaded series as an int16 (z, y, x) array plus its geometry, and `load_series`."""
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from liverview.io.pixels import FrameDecodeError, FrameReader
+from liverview.io.series import LoadCancelled, Progress, ScanResult, SeriesInfo, ShouldStop, scan_paths, slice_normal
+from liverview.io.sources import SkippedFile
+
+log = logging.getLogger(__name__)
+
+#: Called with (volume, z) after slice z has been read; the first call is the middle slice.
+OnSlice = Callable[["Volume", int], None]
+
+
+@dataclass
+class Volume:
+    """A series in memory.
+
+    `array` is int16 (z, y, x): z follows the slice normal (increasing ImagePositionPatient . normal),
+    y the image rows, x the columns. For CT the values are Hounsfield units; for other modalities they
+    are the modality values after (0028,1052/1053) rescale, and `is_hu` is False.
+    """
+
+    array: np.ndarray
+    spacing_mm: tuple[float, float, float]
+    #: ImagePositionPatient of every slice (LPS, mm), shape (z, 3): exact even for tilted stacks.
+    positions_mm: np.ndarray
+    #: (0020,0037): direction of increasing column index (x) then of increasing row index (y).
+    row_direction: tuple[float, float, float]
+    column_direction: tuple[float, float, float]
+    info: SeriesInfo
+    sop_instance_uids: list[str]
+    #: Frame number (1-based) within its SOP instance, for multi-frame sources; 1 otherwise.
+    frame_numbers: list[int]
+    warnings: list[str] = field(default_factory=list)
+    failed: list[SkippedFile] = field(default_factory=list)
+    loaded: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(self.array.shape)  # type: ignore[return-value]
+
+    @property
+    def origin_mm(self) -> tuple[float, float, float]:
+        return tuple(float(v) for v in self.positions_mm[0])  # type: ignore[return-value]
+
+    @property
+    def normal(self) -> tuple[float, float, float]:
+        return tuple(float(v) for v in slice_normal(self.row_direction + self.column_direction))  # type: ignore[return-value]
+
+    @property
+    def study_uid(self) -> str:
+        return self.info.study_uid
+
+    @property
+    def series_uid(self) -> str:
+        return self.info.series_uid
+
+    @property
+    def frame_of_reference_uid(self) -> str:
+        return self.info.frame_of_reference_uid
+
+    @property
+    def modality(self) -> str:
+        return self.info.modality
+
+    @property
+    def is_hu(self) -> bool:
+        """True only for CT whose (0028,1054) Rescale Type is HU or absent."""
+        first = self.info.frames[0].header
+        return self.info.modality == "CT" and first.rescale_type in ("", "HU")
+
+    @property
+    def invert_display(self) -> bool:
+        """MONOCHROME1: the lowest value is shown white."""
+        return self.info.frames[0].header.photometric == "MONOCHROME1"
+
+    def value_range(self) -> tuple[int, int]:
+        """Min and max over the slices that loaded."""
+        data = self.array[self.loaded] if self.loaded.any() else self.array
+        return int(data.min()), int(data.max())
+
+    def index_to_patient(self, z: float, y: float, x: float) -> np.ndarray:
+        """Patient coordinates (LPS, mm) of a voxel index (fractional indices allowed)."""
+        zi = int(np.clip(round(z), 0, len(self.positions_mm) - 1))
+        base = self.positions_mm[zi] + (z - zi) * self.spacing_mm[0] * np.asarray(self.normal)
+        return (base + x * self.spacing_mm[2] * np.asarray(self.row_direction)
+                + y * self.spacing_mm[1] * np.asarray(self.column_direction))
+
+    def patient_to_index(self, point_mm: Sequence[float]) -> np.ndarray:
+        """Fractional (z, y, x) index of a patient-space point (inverse of `index_to_patient`)."""
+        delta = np.asarray(point_mm, dtype=float) - self.positions_mm[0]
+        row, col, normal = (np.asarray(v) for v in (self.row_direction, self.column_direction, self.normal))
+        return np.array([np.dot(delta, normal) / self.spacing_mm[0],
+                         np.dot(delta, col) / self.spacing_mm[1],
+                         np.dot(delta, row) / self.spacing_mm[2]])
+
+
+def allocate_volume(info: SeriesInfo) -> Volume:
+    """An empty (all air / minimum) volume with the geometry of `info`, ready to be filled slice by slice."""
+    orientation = info.orientation or (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
+    positions = [f.position for f in info.frames]
+    if any(p is None for p in positions):
+        normal = slice_normal(orientation)
+        positions = [tuple(i * info.slice_spacing_mm * normal) for i in range(info.n_images)]
+    fill = -1024 if info.is_ct else 0
+    return Volume(
+        array=np.full(info.shape, fill, dtype=np.int16),
+        spacing_mm=info.spacing_mm,
+        positions_mm=np.asarray(positions, dtype=float),
+        row_direction=tuple(float(v) for v in orientation[:3]),  # type: ignore[arg-type]
+        column_direction=tuple(float(v) for v in orientation[3:6]),  # type: ignore[arg-type]
+        info=info,
+        sop_instance_uids=[f.sop_instance_uid for f in info.frames],
+        frame_numbers=[f.frame + 1 for f in info.frames],
+        warnings=list(info.warnings),
+        loaded=np.zeros(info.n_images, dtype=bool),
+    )
+
+
+def fill_volume(volume: Volume, progress: Progress | None = None, should_stop: ShouldStop | None = None,
+                on_slice: OnSlice | None = None) -> Volume:
+    """Read every slice of `volume.info` into `volume.array`, middle slice first.
+
+    A slice that cannot be decoded stays at the fill value and is listed in `volume.failed`; the rest
+    still load. Raises `LoadCancelled` when `should_stop()` becomes true.
+    """
+    frames = volume.info.frames
+    n = len(frames)
+    middle = n // 2
+    order = [middle] + [i for i in range(n) if i != middle]
+    reader = FrameReader()
+    clipped = 0
+    for done, z in enumerate(order):
+        if should_stop is not None and should_stop():
+            raise LoadCancelled()
+        try:
+            clipped += reader.read_into(frames[z], volume.array[z])
+            volume.loaded[z] = True
+        except FrameDecodeError as exc:
+            label = frames[z].path if frames[z].header.number_of_frames == 1 else f"{frames[z].path} (frame {frames[z].frame + 1})"
+            volume.failed.append(SkippedFile(label, str(exc)))
+        if on_slice is not None and volume.loaded[z]:
+            on_slice(volume, z)
+        if progress is not None and (done % 8 == 0 or done == n - 1):
+            progress((done + 1) / n, f"Reading images {done + 1}/{n}")
+    for note in dict.fromkeys(n for f in frames for n in f.header.notes):
+        if note not in volume.warnings:
+            volume.warnings.append(note)
+    if clipped:
+        volume.warnings.append(f"{clipped} pixel value(s) outside the int16 range were clipped")
+    if volume.failed:
+        volume.warnings.append(f"{len(volume.failed)} of {n} image(s) could not be decoded and are shown blank")
+    return volume
+
+
+def load_series(source: SeriesInfo | str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+                series_uid: str | None = None, progress: Progress | None = None,
+                should_stop: ShouldStop | None = None, on_slice: OnSlice | None = None) -> Volume:
+    """Load one series as a `Volume`.
+
+    `source` is a `SeriesInfo` from `scan_paths`, or a folder / file / zip / DICOMDIR (or a list of
+    them); then `series_uid` picks the series (by Series Instance UID or scan key), and without it
+    the series with the most images is loaded.
+
+    >>> vol = load_series("path/to/ct")            # doctest: +SKIP
+    >>> vol.array.shape, vol.spacing_mm, vol.is_hu  # doctest: +SKIP
+    ((41, 512, 512), (5.0, 0.797, 0.797), True)
+    """
+    info = source if isinstance(source, SeriesInfo) else pick_series(scan_paths(source), series_uid)
+    return fill_volume(allocate_volume(info), progress=progress, should_stop=should_stop, on_slice=on_slice)
+
+
+def pick_series(scan: ScanResult, series_uid: str | None = None) -> SeriesInfo:
+    """The requested series, or the one with the most images. Raises LookupError when there is none."""
+    if series_uid is not None:
+        return scan.find(series_uid)
+    if not scan.series:
+        reasons = "; ".join(f"{os.path.basename(s.path)}: {s.reason}" for s in scan.skipped[:5])
+        raise LookupError(f"no loadable image series found ({len(scan.skipped)} file(s) skipped{': ' + reasons if reasons else ''})")
+    return max(scan.series, key=lambda s: s.n_images)
+
+
+__all__ = ["Volume", "LoadCancelled", "allocate_volume", "fill_volume", "load_series", "pick_series"]
