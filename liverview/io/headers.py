@@ -64,6 +64,11 @@ class FrameRef:
     def path(self) -> str:
         return self.header.path
 
+    @property
+    def label(self) -> str:
+        """The file, plus the frame number for multi-frame files: how the user is told which image."""
+        return self.path if self.header.number_of_frames == 1 else f"{self.path} (frame {self.frame + 1})"
+
 
 @dataclass(eq=False)
 class FileHeader:

@@ -12,10 +12,11 @@ from collections.abc import Sequence
 
 from liverview.io.series import ScanResult, SeriesInfo, scan_paths
 from liverview.io.sources import SourceError
-from liverview.io.volume import Volume, allocate_volume, fill_volume
+from liverview.io.pixels import FrameDecodeError
+from liverview.io.volume import Volume, allocate_volume, fill_volume, read_slice
 
 
-def describe_series(info: SeriesInfo, volume: Volume | None, range_from: str) -> dict:
+def describe_series(info: SeriesInfo, volume: Volume | None) -> dict:
     """One series as the JSON object documented in the README."""
     warnings = list(volume.warnings if volume is not None else info.warnings)
     entry = {
@@ -41,45 +42,33 @@ def describe_series(info: SeriesInfo, volume: Volume | None, range_from: str) ->
     }
     if volume is not None and volume.loaded.any():
         entry["hu_range"] = list(volume.value_range())
-        entry["hu_range_from"] = range_from
+        entry["hu_range_from"] = "all slices"
         entry["failed"] = [{"path": f.path, "reason": f.reason} for f in volume.failed]
     return entry
 
 
 def inspect_paths(paths: Sequence[str], load: bool) -> dict:
-    """Scan `paths`; read every series' pixels with `load`, otherwise only its middle slice."""
+    """Scan `paths`; read every series' pixels with `load`, otherwise only its middle slice (for a
+    quick value range, labelled as such)."""
     scan: ScanResult = scan_paths(list(paths))
     series = []
     for info in scan.series:
-        volume = allocate_volume(info)
         if load:
-            fill_volume(volume)
-            range_from = "all slices"
-        else:
-            _fill_middle(volume)
-            range_from = "middle slice"
-        series.append(describe_series(info, volume, range_from))
+            series.append(describe_series(info, fill_volume(allocate_volume(info))))
+            continue
+        entry = describe_series(info, None)
+        try:
+            middle = read_slice(info, info.n_images // 2)
+            entry["hu_range"], entry["hu_range_from"] = [int(middle.min()), int(middle.max())], "middle slice"
+        except FrameDecodeError as exc:
+            entry["warnings"].append(f"middle slice cannot be decoded: {exc}")
+        series.append(entry)
     return {
         "paths": list(paths),
         "n_files": scan.n_files,
         "series": series,
         "skipped": [{"path": s.path, "reason": s.reason} for s in scan.skipped],
     }
-
-
-def _fill_middle(volume: Volume) -> None:
-    """Read just the middle slice (the first one `fill_volume` reads) for a quick value range."""
-
-    class _Stop(Exception):
-        pass
-
-    def stop_after_middle(vol: Volume, z: int) -> None:
-        raise _Stop()
-
-    try:
-        fill_volume(volume, on_slice=stop_after_middle)
-    except _Stop:
-        pass
 
 
 def format_report(report: dict) -> str:

@@ -121,31 +121,37 @@ def scan_paths(paths: Sequence[str | os.PathLike[str]] | str | os.PathLike[str],
             headers.append(result)
         if progress is not None and (i % 16 == 0 or i == total - 1):
             progress((i + 1) / total, f"Reading headers {i + 1}/{total}")
-    series = group_series(headers)
-    return ScanResult(series=series, skipped=skipped, n_files=len(source.paths) + len(source.skipped))
+    series, left_out = group_series(headers)
+    return ScanResult(series=series, skipped=skipped + left_out, n_files=len(source.paths) + len(source.skipped))
 
 
-def group_series(headers: Sequence[FileHeader]) -> list[SeriesInfo]:
-    """Study/Series Instance UID groups, split by geometry, each sorted along its slice normal."""
+def group_series(headers: Sequence[FileHeader]) -> tuple[list[SeriesInfo], list[SkippedFile]]:
+    """Study/Series Instance UID groups, split by geometry, each sorted along its slice normal.
+
+    Returns the series and the frames left out of them (repeated slice positions), with reasons.
+    """
     by_series: dict[tuple[str, str], list[FrameRef]] = defaultdict(list)
     for header in headers:
         for frame in header.frames:
             by_series[(header.study_uid, header.series_uid)].append(frame)
     result: list[SeriesInfo] = []
+    left_out: list[SkippedFile] = []
     for (_, series_uid), frames in by_series.items():
         parts = _split_by_geometry(frames)
         for index, part in enumerate(parts):
-            for stack_index, (stack, notes) in enumerate(_split_by_time(part)):
+            stacks, dropped = _split_by_time(part)
+            left_out.extend(dropped)
+            for stack_index, (stack, notes) in enumerate(stacks):
                 suffix = "" if index == 0 and stack_index == 0 else f"#{index + 1}.{stack_index + 1}"
                 info = _make_series(series_uid + suffix, stack)
                 info.warnings[:0] = notes
-                if len(parts) > 1:
+                if index > 0:
                     info.warnings.insert(0, f"split from its series: {len(stack)} {info.plane} image(s) with a "
-                                            "different orientation, size or pixel spacing")
+                                            "different orientation, size or pixel spacing than the rest")
                 result.append(info)
     result.sort(key=lambda s: (s.patient_name, s.study_date, s.study_uid,
                                s.series_number if s.series_number is not None else 1 << 30, -s.n_images, s.key))
-    return result
+    return result, left_out
 
 
 def _geometry_key(frame: FrameRef) -> tuple:
@@ -163,26 +169,28 @@ def _split_by_geometry(frames: list[FrameRef]) -> list[list[FrameRef]]:
     return sorted(groups.values(), key=len, reverse=True)
 
 
-def _split_by_time(frames: list[FrameRef]) -> list[tuple[list[FrameRef], list[str]]]:
+def _split_by_time(frames: list[FrameRef]) -> tuple[list[tuple[list[FrameRef], list[str]]], list[SkippedFile]]:
     """Frames that share a position belong to different phases/echoes when a temporal key tells them
-    apart; otherwise duplicates are dropped (keeping the first) with a warning."""
+    apart; otherwise repeats are left out (keeping the first) and reported."""
     positions = [_position_key(f) for f in frames]
     if None in positions or len(set(positions)) == len(positions):
-        return [(frames, [])]
+        return [(frames, [])], []
     by_time: dict[str, list[FrameRef]] = defaultdict(list)
     for frame in frames:
         by_time[frame.temporal_key].append(frame)
     if len(by_time) > 1 and all(len({_position_key(f) for f in g}) == len(g) for g in by_time.values()):
         return [(group, [f"one of {len(by_time)} phases/echoes sharing this series (key {key or 'none'})"])
-                for key, group in sorted(by_time.items())]
-    seen: set = set()
-    unique: list[FrameRef] = []
+                for key, group in sorted(by_time.items())], []
+    kept: dict[tuple, FrameRef] = {}
+    dropped: list[SkippedFile] = []
     for frame, pos in zip(frames, positions):
-        if pos not in seen:
-            seen.add(pos)
-            unique.append(frame)
-    dropped = len(frames) - len(unique)
-    return [(unique, [f"{dropped} image(s) repeat a slice position already present and were left out"])]
+        if pos in kept:
+            dropped.append(SkippedFile(frame.label, f"repeats the slice position of {kept[pos].path} in the "
+                                                            "same series; left out"))
+        else:
+            kept[pos] = frame
+    notes = [f"{len(dropped)} image(s) repeat a slice position already present and were left out"]
+    return [(list(kept.values()), notes)], dropped
 
 
 def _position_key(frame: FrameRef) -> tuple[float, float, float] | None:

@@ -167,6 +167,8 @@ def _walk_folder(folder: Path, out: SourceFiles) -> None:
                     continue
                 if name.upper() == "DICOMDIR":
                     listed = list_dicomdir(full)
+                    out.skipped.append(SkippedFile(full, "DICOMDIR index, not an image (the images it lists are "
+                                                         "read from the folder)"))
                     out.skipped.extend(listed.skipped)
                     out.dicomdirs.append(full)
                     continue

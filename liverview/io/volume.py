@@ -144,8 +144,7 @@ def fill_volume(volume: Volume, progress: Progress | None = None, should_stop: S
             clipped += reader.read_into(frames[z], volume.array[z])
             volume.loaded[z] = True
         except FrameDecodeError as exc:
-            label = frames[z].path if frames[z].header.number_of_frames == 1 else f"{frames[z].path} (frame {frames[z].frame + 1})"
-            volume.failed.append(SkippedFile(label, str(exc)))
+            volume.failed.append(SkippedFile(frames[z].label, str(exc)))
         if on_slice is not None and volume.loaded[z]:
             on_slice(volume, z)
         if progress is not None and (done % 8 == 0 or done == n - 1):
@@ -158,6 +157,14 @@ def fill_volume(volume: Volume, progress: Progress | None = None, should_stop: S
     if volume.failed:
         volume.warnings.append(f"{len(volume.failed)} of {n} image(s) could not be decoded and are shown blank")
     return volume
+
+
+def read_slice(info: SeriesInfo, z: int) -> np.ndarray:
+    """One slice of a series as int16 modality values, without loading the rest (thumbnails, quick
+    value ranges). Raises `FrameDecodeError` when it cannot be decoded."""
+    out = np.empty((info.rows, info.columns), dtype=np.int16)
+    FrameReader().read_into(info.frames[z], out)
+    return out
 
 
 def load_series(source: SeriesInfo | str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
@@ -187,4 +194,4 @@ def pick_series(scan: ScanResult, series_uid: str | None = None) -> SeriesInfo:
     return max(scan.series, key=lambda s: s.n_images)
 
 
-__all__ = ["Volume", "LoadCancelled", "allocate_volume", "fill_volume", "load_series", "pick_series"]
+__all__ = ["Volume", "LoadCancelled", "allocate_volume", "fill_volume", "load_series", "pick_series", "read_slice"]

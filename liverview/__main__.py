@@ -1,0 +1,5 @@
+import sys
+
+from liverview.app import main
+
+sys.exit(main())

@@ -1,0 +1,447 @@
+"""liverview's main window: series browser, linked views, menus, status bar, background loading."""
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from PySide6.QtCore import QSettings, Qt, QTimer
+from PySide6.QtGui import QAction, QKeySequence
+from PySide6.QtWidgets import (QFileDialog, QHBoxLayout, QLabel, QMainWindow, QMessageBox, QProgressBar,
+                               QPushButton, QSplitter, QStackedWidget, QVBoxLayout, QWidget)
+
+from liverview import __version__
+from liverview.gui.series_browser import SeriesBrowser
+from liverview.gui.viewer import CursorInfo, Viewer
+from liverview.gui.workers import BackgroundTask
+from liverview.imaging.thumbnail import make_thumbnail
+from liverview.imaging.window import CT_PRESETS, WindowPreset
+from liverview.io.pixels import FrameDecodeError
+from liverview.io.series import ScanResult, SeriesInfo, scan_paths
+from liverview.io.volume import Volume, allocate_volume, fill_volume, pick_series, read_slice
+from liverview.paths import demo_study_dir
+
+log = logging.getLogger(__name__)
+
+HELP_TEXT = """Mouse
+  Wheel                 next / previous slice
+  Ctrl + wheel          zoom
+  Left drag             window/level (horizontal: width, vertical: level)
+  Left click            move the crosshair (all views follow)
+  Middle drag           pan
+  Right drag            zoom
+
+Keyboard
+  Up / Down, Left / Right   previous / next slice
+  Page Up / Page Down       jump 10 % of the series
+  Home / End                first / last slice
+  1 2 3 4                   Liver, Abdomen, Bone, Lung window
+  5                         the series' own window (from the DICOM header)
+  F                         fit to window
+  R                         reset view (fit, centre, default window)
+  Ctrl+O                    open folder;  Ctrl+Shift+O  open files / zip / DICOMDIR
+  Ctrl+D                    open the demo study
+"""
+
+
+def scan_with_thumbnails(paths: list[str], progress, should_stop, report) -> ScanResult:
+    """Scan, publish the result at once, then publish one thumbnail per series as it is made."""
+    scan = scan_paths(paths, progress=progress, should_stop=should_stop)
+    report(scan)
+    for info in scan.series:
+        if should_stop():
+            break
+        try:
+            image = read_slice(info, info.n_images // 2)
+        except FrameDecodeError:
+            continue
+        report((info.key, make_thumbnail(image, info.is_ct, invert=info.frames[0].header.photometric == "MONOCHROME1")))
+    return scan
+
+
+def load_progressively(info: SeriesInfo, progress, should_stop, report) -> Volume:
+    """Load a series, publishing the volume as soon as its middle slice is in memory."""
+    volume = allocate_volume(info)
+    shown = False
+
+    def on_slice(vol: Volume, _z: int) -> None:
+        nonlocal shown
+        if not shown:
+            shown = True
+            report(vol)
+
+    fill_volume(volume, progress=progress, should_stop=should_stop, on_slice=on_slice)
+    if not shown:
+        report(volume)
+    return volume
+
+
+class WelcomePage(QWidget):
+    def __init__(self, open_folder, open_demo, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        title = QLabel("liverview")
+        title.setStyleSheet("font-size: 28pt; font-weight: 300; color: #c8c8c8;")
+        subtitle = QLabel("Open a liver CT/MR study from a folder, CD (DICOMDIR) or zip — or try the demo study.")
+        subtitle.setStyleSheet("color: #9a9a9a;")
+        self.open_button = QPushButton("Open study…")
+        self.demo_button = QPushButton("Open demo study")
+        for button in (self.open_button, self.demo_button):
+            button.setMinimumSize(200, 44)
+            button.setStyleSheet("font-size: 12pt;")
+        self.open_button.clicked.connect(open_folder)
+        self.demo_button.clicked.connect(open_demo)
+        buttons = QHBoxLayout()
+        buttons.addStretch(1)
+        buttons.addWidget(self.open_button)
+        buttons.addSpacing(16)
+        buttons.addWidget(self.demo_button)
+        buttons.addStretch(1)
+        layout = QVBoxLayout(self)
+        layout.addStretch(2)
+        for widget in (title, subtitle):
+            layout.addWidget(widget, 0, Qt.AlignHCenter)
+        layout.addSpacing(24)
+        layout.addLayout(buttons)
+        layout.addStretch(3)
+
+
+class MainWindow(QMainWindow):
+    def __init__(self, settings: QSettings | None = None) -> None:
+        super().__init__()
+        self.settings = settings or QSettings()
+        self.setWindowTitle("liverview")
+        self.setAcceptDrops(True)
+        self.volume: Volume | None = None
+        self.scan: ScanResult | None = None
+        self.scan_task: BackgroundTask | None = None
+        self.load_task: BackgroundTask | None = None
+        self.demo_task: BackgroundTask | None = None
+        self.presets = self._read_presets()
+
+        self.browser = SeriesBrowser()
+        self.browser.series_activated.connect(self.open_series)
+        self.viewer = Viewer()
+        self.welcome = WelcomePage(self.choose_folder, self.open_demo)
+        self.stack = QStackedWidget()
+        self.stack.addWidget(self.welcome)
+        self.stack.addWidget(self.viewer)
+        splitter = QSplitter(Qt.Horizontal)
+        splitter.addWidget(self.browser)
+        splitter.addWidget(self.stack)
+        splitter.setStretchFactor(1, 1)
+        splitter.setSizes([260, 1100])
+        self.splitter = splitter
+        self.setCentralWidget(splitter)
+
+        self._build_status_bar()
+        self._build_menus()
+        self.viewer.cursor_info.connect(self._show_cursor)
+        self.viewer.slice_changed.connect(lambda z, n: self.slice_label.setText(f"Slice {z + 1}/{n}"))
+        self.viewer.window_changed.connect(self._remember_window)
+        self._refresh_timer = QTimer(self)
+        self._refresh_timer.setInterval(250)
+        self._refresh_timer.timeout.connect(self._refresh_loading_views)
+        self._restore_settings()
+
+    # -- construction ----------------------------------------------------------------------------
+    def _build_status_bar(self) -> None:
+        bar = self.statusBar()
+        self.slice_label, self.position_label, self.pixel_label, self.value_label = (QLabel() for _ in range(4))
+        for label in (self.slice_label, self.position_label, self.pixel_label, self.value_label):
+            label.setTextFormat(Qt.PlainText)
+            label.setMinimumWidth(90)
+        self.position_label.setMinimumWidth(230)
+        self.warning_button = QPushButton()
+        self.warning_button.setFlat(True)
+        self.warning_button.setStyleSheet("color: #f0b040;")
+        self.warning_button.clicked.connect(self.show_warnings)
+        self.warning_button.hide()
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 1000)
+        self.progress.setMaximumWidth(220)
+        self.progress.setTextVisible(True)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.clicked.connect(self.cancel_tasks)
+        for widget in (self.progress, self.cancel_button):
+            widget.hide()
+        for widget in (self.warning_button, self.slice_label, self.position_label, self.pixel_label,
+                       self.value_label, self.progress, self.cancel_button):
+            bar.addPermanentWidget(widget)
+
+    def _build_menus(self) -> None:
+        file_menu = self.menuBar().addMenu("&File")
+        self._action(file_menu, "Open &folder…", self.choose_folder, QKeySequence.Open)
+        self._action(file_menu, "Open files, zip or DICOMDIR…", self.choose_files, "Ctrl+Shift+O")
+        self._action(file_menu, "Open &demo study", self.open_demo, "Ctrl+D")
+        file_menu.addSeparator()
+        self._action(file_menu, "Show skipped files…", self.browser.show_skipped)
+        file_menu.addSeparator()
+        self._action(file_menu, "&Quit", self.close, QKeySequence.Quit)
+
+        view_menu = self.menuBar().addMenu("&View")
+        for number, preset in enumerate(self.presets[:4], start=1):
+            self._action(view_menu, f"{preset.name} window (W {preset.width:g} / L {preset.center:g})",
+                         lambda p=preset: self.viewer.apply_preset(p), str(number))
+        self._action(view_menu, "Series window (from DICOM)", self.apply_series_window, "5")
+        view_menu.addSeparator()
+        self._action(view_menu, "&Fit to window", self.viewer.fit, "F")
+        self._action(view_menu, "&Reset view", self.viewer.reset, "R")
+        toggle = self.browser_dock_action = QAction("Series browser", self, checkable=True, checked=True)
+        toggle.toggled.connect(self.browser.setVisible)
+        view_menu.addAction(toggle)
+
+        nav = self.menuBar().addMenu("&Navigate")
+        self._action(nav, "Previous slice", lambda: self.viewer.scroll(-1), [Qt.Key_Up, Qt.Key_Left])
+        self._action(nav, "Next slice", lambda: self.viewer.scroll(1), [Qt.Key_Down, Qt.Key_Right])
+        self._action(nav, "Jump back", lambda: self.viewer.scroll(-self._jump()), QKeySequence.MoveToPreviousPage)
+        self._action(nav, "Jump forward", lambda: self.viewer.scroll(self._jump()), QKeySequence.MoveToNextPage)
+        self._action(nav, "First slice", lambda: self.viewer.scroll(-10**6), Qt.Key_Home)
+        self._action(nav, "Last slice", lambda: self.viewer.scroll(10**6), Qt.Key_End)
+
+        help_menu = self.menuBar().addMenu("&Help")
+        self._action(help_menu, "Mouse and keyboard…", self.show_help, QKeySequence.HelpContents)
+        self._action(help_menu, "About liverview", self.show_about)
+
+    def _action(self, menu, text, slot, shortcut=None) -> QAction:
+        action = QAction(text, self)
+        if shortcut is not None:
+            shortcuts = shortcut if isinstance(shortcut, list) else [shortcut]
+            action.setShortcuts([QKeySequence(s) for s in shortcuts])
+            action.setShortcutContext(Qt.WindowShortcut)
+        action.triggered.connect(slot)
+        menu.addAction(action)
+        return action
+
+    def _jump(self) -> int:
+        view = self.viewer.active
+        return max(1, view.n_slices() // 10) if view.volume is not None else 1
+
+    # -- settings --------------------------------------------------------------------------------
+    def _read_presets(self) -> list[WindowPreset]:
+        """Sites may redefine the four presets in the settings file (presets/N/name|center|width)."""
+        presets = []
+        for i, default in enumerate(CT_PRESETS):
+            key = f"presets/{i + 1}"
+            try:
+                presets.append(WindowPreset(str(self.settings.value(f"{key}/name", default.name)),
+                                            float(self.settings.value(f"{key}/center", default.center)),
+                                            float(self.settings.value(f"{key}/width", default.width))))
+            except (TypeError, ValueError):
+                presets.append(default)
+        return presets
+
+    def _restore_settings(self) -> None:
+        geometry = self.settings.value("window/geometry")
+        if geometry is not None:
+            self.restoreGeometry(geometry)
+        else:
+            self.resize(1400, 900)
+        state = self.settings.value("window/splitter")
+        if state is not None:
+            self.splitter.restoreState(state)
+
+    def _remember_window(self, center: float, width: float) -> None:
+        self.settings.setValue("view/last_window", [center, width, self.viewer.preset_name])
+
+    def closeEvent(self, event):  # noqa: N802
+        self.settings.setValue("window/geometry", self.saveGeometry())
+        self.settings.setValue("window/splitter", self.splitter.saveState())
+        self.settings.sync()
+        self.cancel_tasks()
+        for task in (self.scan_task, self.load_task, self.demo_task):
+            if task is not None:
+                task.wait(3000)
+        super().closeEvent(event)
+
+    # -- opening ---------------------------------------------------------------------------------
+    def choose_folder(self) -> None:
+        start = str(self.settings.value("paths/last_folder", str(Path.home())))
+        folder = QFileDialog.getExistingDirectory(self, "Open DICOM folder", start)
+        if folder:
+            self.open_paths([folder])
+
+    def choose_files(self) -> None:
+        start = str(self.settings.value("paths/last_folder", str(Path.home())))
+        files, _ = QFileDialog.getOpenFileNames(self, "Open DICOM files, a study zip or a DICOMDIR", start,
+                                                "DICOM, zip or DICOMDIR (*)")
+        if files:
+            self.open_paths(files)
+
+    def open_paths(self, paths: list[str]) -> None:
+        """Scan `paths` in the background; the first series opens as soon as the scan is done."""
+        self.cancel_tasks()
+        first = Path(paths[0])
+        self.settings.setValue("paths/last_folder", str(first if first.is_dir() else first.parent))
+        self.statusBar().showMessage(f"Scanning {', '.join(paths)} …")
+        task = BackgroundTask(lambda progress, should_stop, report: scan_with_thumbnails(paths, progress, should_stop, report), self)
+        task.partial.connect(self._on_scan_partial)
+        task.failed.connect(lambda message: self._fail("Cannot open", message))
+        self._track(task)
+        self.scan_task = task
+        task.start()
+
+    def _on_scan_partial(self, item) -> None:
+        if isinstance(item, ScanResult):
+            self.scan = item
+            self.browser.set_scan(item)
+            note = f"{len(item.series)} series, {len(item.skipped)} file(s) skipped"
+            self.statusBar().showMessage(note, 8000)
+            if item.series:
+                self.open_series(self._default_series(item))
+            elif item.skipped:
+                self.browser.show_skipped()
+        else:
+            key, thumbnail = item
+            self.browser.set_thumbnail(key, thumbnail)
+
+    @staticmethod
+    def _default_series(scan: ScanResult) -> SeriesInfo:
+        """The largest axial CT if there is one (skips localizers), else the largest series."""
+        axial_ct = [s for s in scan.series if s.is_ct and s.plane == "axial"]
+        return max(axial_ct, key=lambda s: s.n_images) if axial_ct else pick_series(scan)
+
+    def open_series(self, info: SeriesInfo) -> None:
+        if self.load_task is not None and self.load_task.is_running():
+            self.load_task.cancel()
+        self.browser.select(info.key)
+        task = BackgroundTask(lambda progress, should_stop, report: load_progressively(info, progress, should_stop, report), self)
+        task.partial.connect(self._show_volume)
+        task.finished.connect(self._on_loaded)
+        task.failed.connect(lambda message: self._fail("Cannot load series", message))
+        self._track(task)
+        self.load_task = task
+        task.start()
+
+    def _show_volume(self, volume: Volume) -> None:
+        self.volume = volume
+        self.viewer.set_volume(volume)
+        self.stack.setCurrentWidget(self.viewer)
+        info = volume.info
+        patient = info.patient_name.replace("^", " ").strip() or "(no name)"
+        self.setWindowTitle(f"liverview — {patient} — {info.describe()}")
+        self._refresh_timer.start()
+
+    def _refresh_loading_views(self) -> None:
+        if self.volume is not None:
+            self.viewer.refresh()
+
+    def _on_loaded(self, volume: Volume) -> None:
+        self._refresh_timer.stop()
+        if volume is not self.volume:
+            self._show_volume(volume)
+            self._refresh_timer.stop()
+        self.viewer.refresh()
+        if self.scan is not None and volume.failed:
+            self.scan.skipped.extend(f for f in volume.failed if f not in self.scan.skipped)
+            self.browser.set_scan(self.scan)
+        n = len(volume.warnings)
+        self.warning_button.setText(f"⚠ {n} warning(s)")
+        self.warning_button.setVisible(n > 0)
+        self.statusBar().showMessage(f"Loaded {volume.shape[0]} slices", 5000)
+
+    def open_demo(self) -> None:
+        """Open the synthetic demo study, generating it first (once) in the user data folder."""
+        target = demo_study_dir()
+        if (target / "dicom").is_dir() and any((target / "dicom").iterdir()):
+            self.open_paths([str(target / "dicom")])
+            return
+        from liverview.synth.demo import write_demo_study
+
+        def generate(progress, should_stop, report):
+            scratch = Path(tempfile.mkdtemp(prefix="demo-", dir=target.parent))
+            try:
+                write_demo_study(scratch, progress=progress, should_stop=should_stop)
+                if target.exists():
+                    shutil.rmtree(target)
+                scratch.rename(target)
+            finally:
+                shutil.rmtree(scratch, ignore_errors=True)
+            return target
+
+        self.cancel_tasks()
+        self.statusBar().showMessage("Generating the demo study (once) …")
+        task = BackgroundTask(generate, self)
+        task.finished.connect(lambda folder: self.open_paths([str(Path(folder) / "dicom")]))
+        task.failed.connect(lambda message: self._fail("Cannot create the demo study", message))
+        self._track(task)
+        self.demo_task = task
+        task.start()
+
+    # -- tasks -----------------------------------------------------------------------------------
+    def _track(self, task: BackgroundTask) -> None:
+        task.progress.connect(self._on_progress)
+        task.done.connect(self._on_task_done)
+        task.cancelled.connect(lambda: self.statusBar().showMessage("Cancelled", 4000))
+        self.progress.setValue(0)
+        self.progress.show()
+        self.cancel_button.show()
+
+    def _on_progress(self, fraction: float, message: str) -> None:
+        self.progress.setValue(int(fraction * 1000))
+        self.progress.setFormat(message)
+
+    def _on_task_done(self) -> None:
+        if not any(t is not None and t.is_running() for t in (self.scan_task, self.load_task, self.demo_task)):
+            self.progress.hide()
+            self.cancel_button.hide()
+
+    def cancel_tasks(self) -> None:
+        for task in (self.scan_task, self.load_task, self.demo_task):
+            if task is not None and task.is_running():
+                task.cancel()
+
+    def _fail(self, title: str, message: str) -> None:
+        self._refresh_timer.stop()
+        box = QMessageBox(QMessageBox.Warning, title, message, QMessageBox.Ok, self)
+        box.setTextFormat(Qt.PlainText)
+        box.show()
+
+    # -- view helpers ----------------------------------------------------------------------------
+    def apply_series_window(self) -> None:
+        preset = self.viewer.series_window()
+        if preset is not None:
+            self.viewer.apply_preset(preset)
+        else:
+            self.statusBar().showMessage("This series has no window in its header", 4000)
+
+    def _show_cursor(self, info: CursorInfo | None) -> None:
+        if info is None:
+            self.pixel_label.setText("")
+            self.value_label.setText("")
+            self.position_label.setText("")
+            return
+        z, y, x = (int(v) for v in info.index)
+        lps = info.patient_mm
+        self.position_label.setText(f"({lps[0]:.1f}, {lps[1]:.1f}, {lps[2]:.1f}) mm LPS")
+        self.pixel_label.setText(f"x {x}  y {y}  z {z + 1}")
+        self.value_label.setText(f"{info.value} HU" if info.is_hu else f"{info.value} (not CT)")
+
+    def show_warnings(self) -> None:
+        if self.volume is None:
+            return
+        box = QMessageBox(QMessageBox.Information, "Series warnings",
+                          "\n".join(f"• {w}" for w in self.volume.warnings), QMessageBox.Ok, self)
+        box.setTextFormat(Qt.PlainText)
+        box.exec()
+
+    def show_help(self) -> None:
+        box = QMessageBox(QMessageBox.NoIcon, "Mouse and keyboard", HELP_TEXT, QMessageBox.Ok, self)
+        box.setTextFormat(Qt.PlainText)
+        box.setStyleSheet("QLabel { font-family: monospace; }")
+        box.exec()
+
+    def show_about(self) -> None:
+        QMessageBox.about(self, "About liverview",
+                          f"liverview {__version__}\nResearch and teaching use only — not a medical device.")
+
+    # -- drag and drop ---------------------------------------------------------------------------
+    def dragEnterEvent(self, event):  # noqa: N802
+        if event.mimeData().hasUrls():
+            event.acceptProposedAction()
+
+    def dropEvent(self, event):  # noqa: N802
+        paths = [u.toLocalFile() for u in event.mimeData().urls() if u.isLocalFile()]
+        if paths:
+            self.open_paths(paths)

@@ -1,0 +1,84 @@
+"""Run a core function (which takes `progress` and `should_stop`) on a QThread.
+
+The core stays Qt-free; here it is wrapped so results reach widgets only through queued signals.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+from PySide6.QtCore import QObject, QThread, Signal
+
+from liverview.io.series import LoadCancelled
+
+log = logging.getLogger(__name__)
+
+
+class _Runner(QObject):
+    progress = Signal(float, str)
+    partial = Signal(object)
+    finished = Signal(object)
+    failed = Signal(str)
+    cancelled = Signal()
+
+    def __init__(self, fn: Callable[..., Any], stop: threading.Event) -> None:
+        super().__init__()
+        self._fn = fn
+        self._stop = stop
+
+    def run(self) -> None:
+        try:
+            result = self._fn(progress=self.progress.emit, should_stop=self._stop.is_set, report=self.partial.emit)
+        except LoadCancelled:
+            self.cancelled.emit()
+        except Exception as exc:  # noqa: BLE001 - every failure reaches the user as a message
+            log.error("background task failed:\n%s", traceback.format_exc())
+            self.failed.emit(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
+        else:
+            if self._stop.is_set():
+                self.cancelled.emit()
+            else:
+                self.finished.emit(result)
+
+
+class BackgroundTask(QObject):
+    """One job on its own thread.
+
+    `fn(progress, should_stop, report)` runs off the GUI thread; `report(obj)` publishes intermediate
+    results (e.g. the first slice of a volume) as `partial`.
+    """
+
+    progress = Signal(float, str)
+    partial = Signal(object)
+    finished = Signal(object)
+    failed = Signal(str)
+    cancelled = Signal()
+    done = Signal()
+
+    def __init__(self, fn: Callable[..., Any], parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self._stop = threading.Event()
+        self._thread = QThread()
+        self._runner = _Runner(fn, self._stop)
+        self._runner.moveToThread(self._thread)
+        self._thread.started.connect(self._runner.run)
+        for name in ("progress", "partial", "finished", "failed", "cancelled"):
+            getattr(self._runner, name).connect(getattr(self, name))
+        for name in ("finished", "failed", "cancelled"):
+            getattr(self._runner, name).connect(self._thread.quit)
+        self._thread.finished.connect(self.done)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def cancel(self) -> None:
+        self._stop.set()
+
+    def is_running(self) -> bool:
+        return self._thread.isRunning()
+
+    def wait(self, msecs: int = 5000) -> bool:
+        return self._thread.wait(msecs)
