@@ -210,7 +210,8 @@ class MainWindow(QMainWindow):
             shortcuts = shortcut if isinstance(shortcut, list) else [shortcut]
             action.setShortcuts([QKeySequence(s) for s in shortcuts])
             action.setShortcutContext(Qt.WindowShortcut)
-        action.triggered.connect(slot)
+        # triggered(bool) would otherwise land in the slot's first (default) argument.
+        action.triggered.connect(lambda _checked=False: slot())
         menu.addAction(action)
         return action
 

@@ -1,0 +1,31 @@
+# liverview: `make run` (install + open the demo study) and `make test` (install + whole test suite).
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test demo bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+## Install into .venv (first time) and open the app on the synthetic demo study.
+run: $(STAMP)
+	$(VENV)/bin/liverview --demo
+
+## Install into .venv (first time) and run the whole test suite headless.
+test: $(STAMP)
+	QT_QPA_PLATFORM=offscreen $(PY) -m pytest
+
+## Write the demo study to ./build/demo (DICOM + ground truth) without the GUI.
+demo: $(STAMP)
+	$(VENV)/bin/liverview-demo build/demo
+
+## Loader/viewer benchmark (by hand; results in benchmarks/results/).
+bench: $(STAMP)
+	QT_QPA_PLATFORM=offscreen $(PY) benchmarks/bench_loader.py
+
+clean:
+	rm -rf $(VENV) build dist .pytest_cache

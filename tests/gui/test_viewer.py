@@ -1,0 +1,196 @@
+"""The viewer on the real CT series, driven with real Qt events (offscreen)."""
+from __future__ import annotations
+
+import numpy as np
+import pydicom
+import pytest
+from PySide6.QtCore import QEvent, QPoint, QPointF, QSettings, Qt
+from PySide6.QtGui import QMouseEvent, QWheelEvent
+from PySide6.QtWidgets import QApplication, QLabel
+
+from liverview.gui.main_window import MainWindow
+from liverview.gui.theme import apply_dark_theme
+
+
+@pytest.fixture
+def window(qtbot, tmp_path):
+    apply_dark_theme(QApplication.instance())
+    settings = QSettings(str(tmp_path / "settings.ini"), QSettings.IniFormat)
+    win = MainWindow(settings)
+    win.resize(1400, 900)
+    qtbot.addWidget(win)
+    win.show()
+    qtbot.waitExposed(win)
+    return win
+
+
+def open_and_wait(qtbot, window, path):
+    window.open_paths([str(path)])
+    qtbot.waitUntil(lambda: window.volume is not None and window.volume.loaded.all()
+                    and not window.progress.isVisible(), timeout=30000)
+    return window.volume
+
+
+def send_mouse(widget, kind, pos, button=Qt.NoButton, buttons=Qt.NoButton):
+    event = QMouseEvent(kind, QPointF(pos), QPointF(widget.mapToGlobal(pos)), button, buttons, Qt.NoModifier)
+    QApplication.sendEvent(widget, event)
+
+
+def test_open_series_shows_middle_slice_and_status(qtbot, window, crlm_dir):
+    volume = open_and_wait(qtbot, window, crlm_dir)
+    assert volume.shape == (41, 512, 512)
+    axial = window.viewer.views[0]
+    assert axial.slice_index == 20
+    assert np.array_equal(axial.image.image, volume.array[20])
+    assert window.viewer.preset_name == "Liver"
+    assert "CRLM-CT-1004" in window.windowTitle()
+    assert window.browser.tree.topLevelItemCount() == 1
+    assert window.browser.skipped_button.isHidden()  # every file of the series folder loaded
+    # Reformats are in physical proportions: 41 slices x 5 mm tall, 512 x 0.797 mm wide.
+    coronal = window.viewer.views[1]
+    assert coronal.image.width() == 512 and coronal.image.height() == 41
+    rect = coronal.image.mapRectToParent(coronal.image.boundingRect())
+    assert rect.height() == pytest.approx(41 * 5.0) and rect.width() == pytest.approx(512 * 0.796875)
+
+
+def test_scroll_with_wheel_keys_and_slider(qtbot, window, crlm_dir):
+    open_and_wait(qtbot, window, crlm_dir)
+    axial = window.viewer.views[0]
+    viewport = axial.graphics.viewport()
+    centre = viewport.rect().center()
+    wheel = QWheelEvent(QPointF(centre), QPointF(viewport.mapToGlobal(centre)), QPoint(0, 0), QPoint(0, -120),
+                        Qt.NoButton, Qt.NoModifier, Qt.NoScrollPhase, False)
+    QApplication.sendEvent(viewport, wheel)
+    assert axial.slice_index == 21
+    window.viewer.active = axial
+    qtbot.keyClick(window, Qt.Key_Down)
+    assert axial.slice_index == 22
+    qtbot.keyClick(window, Qt.Key_PageUp)
+    assert axial.slice_index == 22 - 4
+    qtbot.keyClick(window, Qt.Key_End)
+    assert axial.slice_index == 40
+    window.viewer.slider.setValue(3)
+    assert axial.slice_index == 3
+    assert np.array_equal(axial.image.image, window.volume.array[3])
+    # The coronal and sagittal crosshairs follow the axial slice.
+    assert window.viewer.cursor[0] == 3
+
+
+def test_window_level_presets_and_drag(qtbot, window, crlm_dir):
+    open_and_wait(qtbot, window, crlm_dir)
+    viewer = window.viewer
+    qtbot.keyClick(window, Qt.Key_2)
+    assert (viewer.width, viewer.center) == (400, 40)
+    assert viewer.views[0].image.levels == pytest.approx([-160, 240])
+    qtbot.keyClick(window, Qt.Key_3)
+    assert viewer.preset_name == "Bone"
+    qtbot.keyClick(window, Qt.Key_5)
+    assert (viewer.center, viewer.width) == (40, 400)  # crlm-ct-1004 carries WC 40 / WW 400
+    viewport = viewer.views[0].graphics.viewport()
+    start = viewport.rect().center()
+    send_mouse(viewport, QEvent.MouseButtonPress, start, Qt.LeftButton, Qt.LeftButton)
+    for step in range(1, 6):
+        send_mouse(viewport, QEvent.MouseMove, start + QPoint(10 * step, 4 * step), Qt.NoButton, Qt.LeftButton)
+    send_mouse(viewport, QEvent.MouseButtonRelease, start + QPoint(50, 20), Qt.LeftButton, Qt.NoButton)
+    assert viewer.width > 400 and viewer.center > 40
+    assert viewer.preset_name == "Custom"
+
+
+def test_hu_readout_under_cursor(qtbot, window, crlm_dir):
+    volume = open_and_wait(qtbot, window, crlm_dir)
+    axial = window.viewer.views[0]
+    viewport = axial.graphics.viewport()
+    pos = viewport.rect().center() + QPoint(37, -21)
+    send_mouse(viewport, QEvent.MouseMove, pos)
+    index = axial.scene_to_index(axial.view_box.mapSceneToView(axial.graphics.mapToScene(pos)))
+    z, y, x = (int(round(v)) for v in index)
+    assert z == axial.slice_index
+    assert window.value_label.text() == f"{volume.array[z, y, x]} HU"
+    assert window.pixel_label.text() == f"x {x}  y {y}  z {z + 1}"
+    lps = volume.index_to_patient(z, y, x)
+    assert f"{lps[2]:.1f}" in window.position_label.text()
+
+
+def test_click_moves_linked_crosshair(qtbot, window, crlm_dir):
+    open_and_wait(qtbot, window, crlm_dir)
+    viewer = window.viewer
+    axial, coronal, sagittal = viewer.views
+    viewport = axial.graphics.viewport()
+    pos = viewport.rect().center() + QPoint(60, 30)
+    send_mouse(viewport, QEvent.MouseButtonPress, pos, Qt.LeftButton, Qt.LeftButton)
+    send_mouse(viewport, QEvent.MouseButtonRelease, pos, Qt.LeftButton, Qt.NoButton)
+    _, y, x = viewer.cursor
+    assert coronal.slice_index == y and sagittal.slice_index == x
+    assert (y, x) != (256, 256)
+
+
+def test_dicom_strings_are_plain_text(qtbot, window, crlm_copy):
+    for path in crlm_copy.glob("*.dcm"):
+        ds = pydicom.dcmread(path)
+        ds.PatientName = "<b>Evil</b>^<img src=x>"
+        ds.SeriesDescription = "<h1>big</h1>"
+        ds.save_as(path)
+    open_and_wait(qtbot, window, crlm_copy)
+    labels = window.viewer.views[0].findChildren(QLabel)
+    overlay = [lab for lab in labels if "<b>Evil</b>" in lab.text()]
+    assert overlay and all(lab.textFormat() == Qt.PlainText for lab in overlay)
+    assert "<h1>big</h1>" in window.windowTitle()
+    study = window.browser.tree.topLevelItem(0)
+    assert "<b>Evil</b>" in study.text(0)  # QTreeWidgetItem text is never interpreted as markup
+    from liverview.gui.series_browser import plain_tooltip
+
+    assert "&lt;h1&gt;big&lt;/h1&gt;" in plain_tooltip(ds.SeriesDescription)
+
+
+def test_skipped_files_listed_with_reasons(qtbot, window, crlm_copy):
+    (crlm_copy / "broken.dcm").write_bytes(b"DICM" * 10)
+    open_and_wait(qtbot, window, crlm_copy)
+    from liverview.gui.series_browser import SkippedFilesDialog
+
+    dialog = SkippedFilesDialog(window.browser.scan.skipped)
+    rows = {dialog.table.item(r, 0).text().rsplit("/", 1)[-1]: dialog.table.item(r, 1).text()
+            for r in range(dialog.table.rowCount())}
+    assert set(rows) == {"broken.dcm"}
+    assert all(reason for reason in rows.values())
+
+
+def test_settings_remember_last_folder_and_geometry(qtbot, window, crlm_dir, tmp_path):
+    open_and_wait(qtbot, window, crlm_dir)
+    window.resize(640, 480)  # the offscreen screen is 800 x 600
+    window.close()
+    settings = QSettings(str(tmp_path / "settings.ini"), QSettings.IniFormat)
+    assert settings.value("paths/last_folder") == str(crlm_dir)
+    again = MainWindow(settings)
+    qtbot.addWidget(again)
+    assert again.size().width() == 640
+
+
+def test_background_task_cancel_runs_off_gui_thread(qtbot, crlm_dir):
+    import threading
+
+    from liverview.gui.workers import BackgroundTask
+    from liverview.io import allocate_volume, fill_volume, scan_paths
+
+    info = scan_paths(crlm_dir).series[0]
+    gate = threading.Event()
+    seen = {}
+
+    def job(progress, should_stop, report):
+        seen["thread"] = threading.get_ident()
+
+        def first_progress(fraction, message):
+            gate.wait(10)
+            progress(fraction, message)
+
+        return fill_volume(allocate_volume(info), progress=first_progress, should_stop=should_stop)
+
+    task = BackgroundTask(job)
+    finished = []
+    task.finished.connect(finished.append)
+    with qtbot.waitSignal(task.cancelled, timeout=10000):
+        task.start()
+        task.cancel()
+        gate.set()
+    assert not finished
+    assert seen["thread"] != threading.get_ident()
+    task.wait()
