@@ -4,6 +4,7 @@ import os
 import shutil
 from pathlib import Path
 
+import pydicom
 import pytest
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
@@ -43,3 +44,27 @@ def crlm_copy(tmp_path, crlm_dir) -> Path:
     target = tmp_path / "crlm"
     shutil.copytree(crlm_dir, target)
     return target
+
+
+@pytest.fixture
+def pacs_export(tmp_path, crlm_dir) -> Path:
+    """A PACS-like export: venous phase (the real series), an 'arterial' copy with its own Series UID,
+    a coronal localizer that shares the venous Series UID, and a README."""
+    root = tmp_path / "export"
+    arterial_uid = pydicom.uid.generate_uid()
+    for folder in ("venous", "arterial"):
+        (root / folder).mkdir(parents=True)
+    for src in sorted(crlm_dir.glob("*.dcm")):
+        ds = pydicom.dcmread(src)
+        ds.save_as(root / "venous" / src.name)
+        ds.SeriesInstanceUID = arterial_uid
+        ds.SeriesDescription = "ARTERIAL"
+        ds.SeriesNumber = 1
+        ds.SOPInstanceUID = pydicom.uid.generate_uid()
+        ds.save_as(root / "arterial" / src.name)
+    ds = pydicom.dcmread(crlm_dir / "1-01.dcm")
+    ds.ImageOrientationPatient = [1, 0, 0, 0, 0, -1]
+    ds.SOPInstanceUID = pydicom.uid.generate_uid()
+    ds.save_as(root / "venous" / "LOCALIZER")
+    (root / "README.TXT").write_text("viewer instructions")
+    return root

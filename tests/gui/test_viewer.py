@@ -194,3 +194,16 @@ def test_background_task_cancel_runs_off_gui_thread(qtbot, crlm_dir):
     assert not finished
     assert seen["thread"] != threading.get_ident()
     task.wait()
+
+
+def test_multi_series_export_lists_every_series(qtbot, window, pacs_export):
+    volume = open_and_wait(qtbot, window, pacs_export)
+    study = window.browser.tree.topLevelItem(0)
+    assert window.browser.tree.topLevelItemCount() == 1 and study.childCount() == 3
+    qtbot.waitUntil(lambda: all(not study.child(i).icon(0).isNull() for i in range(3)), timeout=10000)
+    assert volume.info.n_images == 41 and volume.info.plane == "axial"
+    assert "1 file(s) skipped" in window.browser.skipped_button.text()
+    localizer = next(study.child(i) for i in range(3) if "coronal" in study.child(i).text(0))
+    window.browser.tree.itemActivated.emit(localizer, 0)
+    qtbot.waitUntil(lambda: window.volume.info.n_images == 1 and window.volume.loaded.all(), timeout=10000)
+    assert window.viewer.views[0].title == "Coronal"

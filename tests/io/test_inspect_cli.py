@@ -1,0 +1,39 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from liverview.io.inspect_cli import main
+
+
+def test_json_report_of_a_multi_series_export(pacs_export, capsys):
+    assert main([str(pacs_export), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    by_desc = {(s["description"], s["n_images"]): s for s in report["series"]}
+    assert set(by_desc) == {("ARTERIAL", 41), ("CT CH/AB/PEL", 41), ("CT CH/AB/PEL", 1)}
+    venous = by_desc[("CT CH/AB/PEL", 41)]
+    assert venous["shape"] == [41, 512, 512]
+    assert venous["spacing_mm"] == [5.0, 0.7969, 0.7969]
+    assert venous["hu_range_from"] == "middle slice" and venous["hu_range"][0] == -1024
+    assert venous["modality"] == "CT" and venous["warnings"] == []
+    localizer = by_desc[("CT CH/AB/PEL", 1)]
+    assert localizer["plane"] == "coronal" and "split" in localizer["warnings"][0]
+    assert [s["path"].rsplit("/", 1)[-1] for s in report["skipped"]] == ["README.TXT"]
+    assert report["skipped"][0]["reason"]
+
+
+def test_load_reads_every_slice_and_text_output(crlm_dir, capsys):
+    assert main([str(crlm_dir), "--load"]) == 0
+    text = capsys.readouterr().out
+    assert "CRLM-CT-1004" in text and "41 image(s)" in text and "(all slices)" in text
+    assert "HU -1024..1377" in text
+
+
+def test_entry_point_exit_status(tmp_path, crlm_dir):
+    ok = subprocess.run([sys.executable, "-m", "liverview.io.inspect_cli", str(crlm_dir), "--json"],
+                        capture_output=True, text=True)
+    assert ok.returncode == 0 and json.loads(ok.stdout)["series"][0]["n_images"] == 41
+    missing = subprocess.run([sys.executable, "-m", "liverview.io.inspect_cli", str(tmp_path / "nope")],
+                             capture_output=True, text=True)
+    assert missing.returncode == 2 and "does not exist" in missing.stderr
