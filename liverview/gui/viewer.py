@@ -35,7 +35,7 @@ class Viewer(QWidget):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.volume: Volume | None = None
-        self.center, self.width = 40.0, 400.0
+        self.window_center, self.window_width = 40.0, 400.0
         self.preset_name = ""
         self.cursor = np.zeros(3, dtype=int)
         self.views = [SliceView("Axial"), SliceView("Coronal"), SliceView("Sagittal")]
@@ -116,20 +116,20 @@ class Viewer(QWidget):
         self.set_window(preset.center, preset.width, keep_name=True)
 
     def set_window(self, center: float, width: float, keep_name: bool = False) -> None:
-        self.center, self.width = float(center), max(1.0, float(width))
+        self.window_center, self.window_width = float(center), max(1.0, float(width))
         if not keep_name:
             self.preset_name = "Custom"
-        low, high = self.center - self.width / 2, self.center + self.width / 2
+        low, high = self.window_center - self.window_width / 2, self.window_center + self.window_width / 2
         for view in self.views:
             view.set_levels(low, high)
         self._update_overlays()
-        self.window_changed.emit(self.center, self.width)
+        self.window_changed.emit(self.window_center, self.window_width)
 
     def _on_window_drag(self, dx: float, dy: float) -> None:
         # Horizontal drag widens/narrows, vertical shifts the level; sensitivity follows the width
         # so fine adjustment stays possible in a narrow liver window.
-        step = max(self.width / 256.0, 0.5)
-        self.set_window(self.center + dy * step, self.width + dx * step * 2)
+        step = max(self.window_width / 256.0, 0.5)
+        self.set_window(self.window_center + dy * step, self.window_width + dx * step * 2)
 
     # -- navigation ------------------------------------------------------------------------------
     def scroll(self, delta: int, view: SliceView | None = None) -> None:
@@ -190,7 +190,7 @@ class Viewer(QWidget):
             return
         info = self.volume.info
         patient = info.patient_name.replace("^", " ").strip() or "(no name)"
-        wl = f"W {self.width:.0f}  L {self.center:.0f}  {self.preset_name}"
+        wl = f"W {self.window_width:.0f}  L {self.window_center:.0f}  {self.preset_name}"
         thickness = f"{info.slice_thickness_mm:g} mm" if info.slice_thickness_mm else "n/a"
         for view in self.views:
             n = view.n_slices()

@@ -80,19 +80,19 @@ def test_window_level_presets_and_drag(qtbot, window, crlm_dir):
     open_and_wait(qtbot, window, crlm_dir)
     viewer = window.viewer
     qtbot.keyClick(window, Qt.Key_2)
-    assert (viewer.width, viewer.center) == (400, 40)
+    assert (viewer.window_width, viewer.window_center) == (400, 40)
     assert viewer.views[0].image.levels == pytest.approx([-160, 240])
     qtbot.keyClick(window, Qt.Key_3)
     assert viewer.preset_name == "Bone"
     qtbot.keyClick(window, Qt.Key_5)
-    assert (viewer.center, viewer.width) == (40, 400)  # crlm-ct-1004 carries WC 40 / WW 400
+    assert (viewer.window_center, viewer.window_width) == (40, 400)  # crlm-ct-1004 carries WC 40 / WW 400
     viewport = viewer.views[0].graphics.viewport()
     start = viewport.rect().center()
     send_mouse(viewport, QEvent.MouseButtonPress, start, Qt.LeftButton, Qt.LeftButton)
     for step in range(1, 6):
         send_mouse(viewport, QEvent.MouseMove, start + QPoint(10 * step, 4 * step), Qt.NoButton, Qt.LeftButton)
     send_mouse(viewport, QEvent.MouseButtonRelease, start + QPoint(50, 20), Qt.LeftButton, Qt.NoButton)
-    assert viewer.width > 400 and viewer.center > 40
+    assert viewer.window_width > 400 and viewer.window_center > 40
     assert viewer.preset_name == "Custom"
 
 

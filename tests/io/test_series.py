@@ -150,3 +150,20 @@ def test_folder_copy_loads_identically_after_move(tmp_path, crlm_dir):
     nested = tmp_path / "a" / "b"
     shutil.copytree(crlm_dir, nested)
     assert load_series(tmp_path).shape == (41, 512, 512)
+
+
+def test_unsigned_storage_with_intercept(tmp_path, crlm_dir):
+    """Many scanners store CT as unsigned 16-bit with intercept -1024: same HU as signed storage."""
+    reference = load_series(crlm_dir)
+    for src in sorted(crlm_dir.glob("*.dcm"))[:5]:
+        ds = pydicom.dcmread(src)
+        hu = ds.pixel_array.astype(np.int32) + int(ds.RescaleIntercept)
+        hu[ds.pixel_array == ds.PixelPaddingValue] = -1024
+        ds.PixelRepresentation = 0
+        ds.RescaleIntercept = -1024
+        del ds.PixelPaddingValue
+        ds.PixelData = (hu + 1024).astype(np.uint16).tobytes()
+        ds.save_as(tmp_path / src.name)
+    unsigned = load_series(tmp_path)
+    rows = [reference.sop_instance_uids.index(uid) for uid in unsigned.sop_instance_uids]
+    assert np.array_equal(unsigned.array, reference.array[rows])
