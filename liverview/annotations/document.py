@@ -1,0 +1,197 @@
+"""The annotation document: lesions made of per-slice ROIs, readers, AI results, adjudications.
+
+Serialised as liverview's versioned JSON format (``"format": "liverview.annotations"``); see
+docs/annotation-format.md. ROI points are pixel coordinates (x = column, y = row) on the slice
+`slice_index` of the series sorted along its normal, with the slice's SOP Instance UID.
+"""
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from liverview.annotations.labels import LabelDef
+from liverview.annotations.storage import now_iso
+
+FORMAT = "liverview.annotations"
+VERSION = 1
+ROI_KINDS = ("polygon", "rectangle", "ellipse", "freehand", "brush", "auto", "propagated", "seg")
+
+
+class AnnotationFormatError(ValueError):
+    """The file is not a liverview annotation file we can read; the message says why."""
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}{uuid.uuid4().hex[:8]}"
+
+
+@dataclass
+class Roi:
+    """One outline on one slice."""
+
+    slice_index: int
+    points_xy: list[tuple[float, float]]
+    kind: str = "polygon"
+    sop_instance_uid: str = ""
+    id: str = field(default_factory=lambda: new_id("r"))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "slice_index": self.slice_index, "sop_instance_uid": self.sop_instance_uid,
+                "kind": self.kind, "points_xy": [[round(x, 2), round(y, 2)] for x, y in self.points_xy]}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Roi:
+        points = [(float(p[0]), float(p[1])) for p in data["points_xy"]]
+        if len(points) < 3:
+            raise AnnotationFormatError(f"ROI {data.get('id', '?')} has {len(points)} point(s); an outline needs 3")
+        return cls(slice_index=int(data["slice_index"]), points_xy=points, kind=str(data.get("kind", "polygon")),
+                   sop_instance_uid=str(data.get("sop_instance_uid", "")), id=str(data.get("id") or new_id("r")))
+
+
+@dataclass
+class AIResult:
+    """The model's opinion on a lesion, kept with it and exported with it."""
+
+    model_id: str
+    probabilities: dict[str, float]
+    predicted: str
+    time: str
+    accepted_by: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> AIResult:
+        return cls(model_id=str(data["model_id"]), probabilities={str(k): float(v) for k, v in data["probabilities"].items()},
+                   predicted=str(data["predicted"]), time=str(data["time"]), accepted_by=data.get("accepted_by"))
+
+
+@dataclass
+class Lesion:
+    """A lesion as one reader sees it: a label and outlines on one or more neighbouring slices."""
+
+    reader: str
+    label: str | None = None
+    confidence: str = "probable"
+    note: str = ""
+    rois: list[Roi] = field(default_factory=list)
+    id: str = field(default_factory=lambda: new_id("L"))
+    created: str = field(default_factory=now_iso)
+    modified: str = field(default_factory=now_iso)
+    #: "reader", or "ai-accepted" when the reader took the model's suggestion.
+    label_source: str = "reader"
+    ai: AIResult | None = None
+    #: Simulator parameters for synthetic ground truth (class, seed, ...), else None.
+    synth: dict[str, Any] | None = None
+
+    def slices(self) -> list[int]:
+        return sorted({roi.slice_index for roi in self.rois})
+
+    def rois_on(self, slice_index: int) -> list[Roi]:
+        return [roi for roi in self.rois if roi.slice_index == slice_index]
+
+    def roi(self, roi_id: str) -> Roi:
+        for roi in self.rois:
+            if roi.id == roi_id:
+                return roi
+        raise KeyError(roi_id)
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "id": self.id, "label": self.label, "reader": self.reader, "confidence": self.confidence,
+            "note": self.note, "label_source": self.label_source, "created": self.created,
+            "modified": self.modified, "rois": [roi.to_dict() for roi in self.rois],
+        }
+        if self.ai is not None:
+            data["ai"] = self.ai.to_dict()
+        if self.synth is not None:
+            data["synth"] = self.synth
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Lesion:
+        return cls(
+            reader=str(data.get("reader") or "unknown"), label=data.get("label"),
+            confidence=str(data.get("confidence", "probable")), note=str(data.get("note", "")),
+            rois=[Roi.from_dict(r) for r in data.get("rois", [])], id=str(data.get("id") or new_id("L")),
+            created=str(data.get("created", now_iso())), modified=str(data.get("modified", now_iso())),
+            label_source=str(data.get("label_source", "reader")),
+            ai=AIResult.from_dict(data["ai"]) if data.get("ai") else None, synth=data.get("synth"),
+        )
+
+
+@dataclass
+class Adjudication:
+    """The final label of a lesion that several readers outlined, and who decided it."""
+
+    lesion_ids: list[str]
+    final_label: str
+    decided_by: str
+    time: str = field(default_factory=now_iso)
+    note: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Adjudication:
+        return cls(lesion_ids=[str(i) for i in data["lesion_ids"]], final_label=str(data["final_label"]),
+                   decided_by=str(data["decided_by"]), time=str(data.get("time", now_iso())), note=str(data.get("note", "")))
+
+
+@dataclass
+class AnnotationDocument:
+    study_instance_uid: str
+    series_instance_uid: str
+    frame_of_reference_uid: str = ""
+    lesions: list[Lesion] = field(default_factory=list)
+    labels: list[LabelDef] = field(default_factory=list)
+    adjudications: list[Adjudication] = field(default_factory=list)
+    source: str = "liverview"
+    created: str = field(default_factory=now_iso)
+    modified: str = field(default_factory=now_iso)
+
+    def lesion(self, lesion_id: str) -> Lesion:
+        for lesion in self.lesions:
+            if lesion.id == lesion_id:
+                return lesion
+        raise KeyError(lesion_id)
+
+    def readers(self) -> list[str]:
+        return sorted({lesion.reader for lesion in self.lesions})
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT, "version": VERSION,
+            "study_instance_uid": self.study_instance_uid, "series_instance_uid": self.series_instance_uid,
+            "frame_of_reference_uid": self.frame_of_reference_uid, "source": self.source,
+            "created": self.created, "modified": self.modified,
+            "labels": [label.to_dict() for label in self.labels],
+            "lesions": [lesion.to_dict() for lesion in self.lesions],
+            "adjudications": [a.to_dict() for a in self.adjudications],
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any) -> AnnotationDocument:
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            raise AnnotationFormatError("not a liverview annotation file (no \"format\": \"liverview.annotations\")")
+        version = data.get("version")
+        if not isinstance(version, int) or version > VERSION:
+            raise AnnotationFormatError(f"annotation format version {version!r} is newer than this liverview "
+                                        f"understands ({VERSION}); update liverview")
+        try:
+            return cls(
+                study_instance_uid=str(data["study_instance_uid"]), series_instance_uid=str(data["series_instance_uid"]),
+                frame_of_reference_uid=str(data.get("frame_of_reference_uid", "")),
+                lesions=[Lesion.from_dict(item) for item in data.get("lesions", [])],
+                labels=[LabelDef.from_dict(item) for item in data.get("labels", [])],
+                adjudications=[Adjudication.from_dict(item) for item in data.get("adjudications", [])],
+                source=str(data.get("source", "")), created=str(data.get("created", now_iso())),
+                modified=str(data.get("modified", now_iso())),
+            )
+        except AnnotationFormatError:
+            raise
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            raise AnnotationFormatError(f"annotation file is damaged: {type(exc).__name__}: {exc}") from exc

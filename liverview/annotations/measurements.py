@@ -1,0 +1,89 @@
+"""Per-ROI and per-lesion measurements in physical units from the series geometry."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from liverview.annotations.document import Lesion, Roi
+from liverview.imaging.measure import diameters_mm, polygon_area_mm2, polygon_mask, region_stats
+from liverview.io.volume import Volume
+
+
+@dataclass(frozen=True)
+class RoiMeasurement:
+    area_mm2: float
+    long_axis_mm: float
+    short_axis_mm: float
+    mean: float
+    sd: float
+    min: float
+    max: float
+    n_pixels: int
+
+
+@dataclass(frozen=True)
+class LesionMeasurement:
+    """Long/short axis from the slice where the outline is longest (RECIST); volume from all slices."""
+
+    n_slices: int
+    long_axis_mm: float
+    short_axis_mm: float
+    area_mm2: float
+    volume_ml: float
+    mean: float
+    sd: float
+    min: float
+    max: float
+    n_voxels: int
+    long_axis_slice: int
+
+
+def _spacing_yx(volume: Volume) -> tuple[float, float]:
+    return volume.spacing_mm[1], volume.spacing_mm[2]
+
+
+def roi_mask(volume: Volume, roi: Roi) -> np.ndarray:
+    return polygon_mask(roi.points_xy, volume.array.shape[1:])
+
+
+def measure_roi(volume: Volume, roi: Roi) -> RoiMeasurement:
+    spacing = _spacing_yx(volume)
+    long_axis, short_axis = diameters_mm(roi.points_xy, spacing)
+    mask = roi_mask(volume, roi)
+    stats = region_stats(volume.array[roi.slice_index], mask)
+    return RoiMeasurement(polygon_area_mm2(roi.points_xy, spacing), long_axis, short_axis,
+                          stats.mean, stats.sd, stats.min, stats.max, stats.n_voxels)
+
+
+def lesion_mask(volume: Volume, lesion: Lesion) -> np.ndarray:
+    """3-D boolean mask (z, y, x): the union of the lesion's outlines on each slice."""
+    mask = np.zeros(volume.array.shape, dtype=bool)
+    for roi in lesion.rois:
+        if 0 <= roi.slice_index < mask.shape[0]:
+            mask[roi.slice_index] |= roi_mask(volume, roi)
+    return mask
+
+
+def measure_lesion(volume: Volume, lesion: Lesion) -> LesionMeasurement:
+    mask = lesion_mask(volume, lesion)
+    stats = region_stats(volume.array, mask)
+    voxel_mm3 = float(np.prod(volume.spacing_mm))
+    best = (0.0, 0.0, -1)
+    for roi in lesion.rois:
+        long_axis, short_axis = diameters_mm(roi.points_xy, _spacing_yx(volume))
+        if long_axis > best[0]:
+            best = (long_axis, short_axis, roi.slice_index)
+    area = max((polygon_area_mm2(r.points_xy, _spacing_yx(volume)) for r in lesion.rois), default=0.0)
+    return LesionMeasurement(
+        n_slices=len(lesion.slices()), long_axis_mm=best[0], short_axis_mm=best[1], area_mm2=area,
+        volume_ml=stats.n_voxels * voxel_mm3 / 1000.0, mean=stats.mean, sd=stats.sd, min=stats.min,
+        max=stats.max, n_voxels=stats.n_voxels, long_axis_slice=best[2],
+    )
+
+
+def format_hu(value: float, is_hu: bool) -> str:
+    if math.isnan(value):
+        return "–"
+    return f"{value:.0f} HU" if is_hu else f"{value:.0f}"

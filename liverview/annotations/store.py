@@ -1,0 +1,310 @@
+"""`AnnotationStore`: the one place annotations change. Every edit is undoable, announced to listeners
+as a plain-Python event (the GUI subscribes, napari-style) and autosaved within a second or two.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from liverview.annotations.document import (AIResult, Adjudication, AnnotationDocument, AnnotationFormatError,
+                                            Lesion, Roi)
+from liverview.annotations.storage import annotation_path, keep_damaged_copy, now_iso, write_text_atomic
+
+log = logging.getLogger(__name__)
+
+#: A change is on disk at most this long after it was made (plus the time of one write).
+AUTOSAVE_DELAY_S = 1.0
+
+Listener = Callable[["ChangeEvent"], None]
+
+
+@dataclass(frozen=True)
+class ChangeEvent:
+    """What changed: `kind` is "edit", "undo", "redo" or "reload"; `description` is for humans."""
+
+    kind: str
+    description: str
+    lesion_ids: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class OpenReport:
+    """How opening went: recovered after a crash, started fresh because the file was damaged, ..."""
+
+    path: Path
+    existed: bool
+    recovered_after_crash: bool = False
+    damaged_copy: Path | None = None
+    problem: str = ""
+
+
+class Autosaver:
+    """Writes the latest snapshot at most `delay` seconds after the first unsaved change, on its own
+    thread, atomically. `flush()` writes synchronously (on close)."""
+
+    def __init__(self, path: Path, delay: float = AUTOSAVE_DELAY_S) -> None:
+        self.path = path
+        self.delay = delay
+        self._lock = threading.Lock()
+        self._pending: str | None = None
+        self._timer: threading.Timer | None = None
+        self.saves = 0
+        self.last_error: str = ""
+
+    def schedule(self, text: str) -> None:
+        with self._lock:
+            self._pending = text
+            if self._timer is None:
+                self._timer = threading.Timer(self.delay, self._write_pending)
+                self._timer.daemon = True
+                self._timer.start()
+
+    def _write_pending(self) -> None:
+        with self._lock:
+            text, self._pending, self._timer = self._pending, None, None
+        if text is not None:
+            try:
+                write_text_atomic(self.path, text)
+                self.saves += 1
+                self.last_error = ""
+            except OSError as exc:
+                self.last_error = f"cannot save annotations to {self.path}: {exc}"
+                log.error(self.last_error)
+
+    def flush(self) -> None:
+        with self._lock:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+        self._write_pending()
+
+
+class AnnotationStore:
+    """Holds one series' `AnnotationDocument`; edits go through `edit()` so they can be undone."""
+
+    def __init__(self, document: AnnotationDocument, path: Path | None = None, reader: str = "reader",
+                 autosave_delay: float = AUTOSAVE_DELAY_S) -> None:
+        self.document = document
+        self.path = path
+        self.reader = reader
+        self._undo: list[tuple[str, dict]] = []
+        self._redo: list[tuple[str, dict]] = []
+        self._listeners: list[Listener] = []
+        self._autosaver = Autosaver(path, autosave_delay) if path is not None else None
+
+    # -- opening ---------------------------------------------------------------------------------
+    @classmethod
+    def open(cls, study_uid: str, series_uid: str, frame_of_reference_uid: str = "", reader: str = "reader",
+             path: Path | None = None, autosave_delay: float = AUTOSAVE_DELAY_S) -> tuple[AnnotationStore, OpenReport]:
+        """Open (or start) the annotation file of a series. A damaged file is kept as a copy and the
+        report explains what happened; a lock left by a crashed session is reported as a recovery."""
+        path = path or annotation_path(study_uid, series_uid)
+        lock = path.with_suffix(".lock")
+        crashed = lock.exists() and not _lock_alive(lock)
+        report = OpenReport(path=path, existed=path.exists(), recovered_after_crash=crashed and path.exists())
+        document = AnnotationDocument(study_uid, series_uid, frame_of_reference_uid)
+        if path.exists():
+            try:
+                document = AnnotationDocument.from_dict(json.loads(path.read_text(encoding="utf-8")))
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError, AnnotationFormatError) as exc:
+                copy_path = keep_damaged_copy(path)
+                problem = f"{path.name} could not be read ({exc}); a copy was kept as {copy_path.name} and a new file started"
+                log.error(problem)
+                report = OpenReport(path=path, existed=True, damaged_copy=copy_path, problem=problem)
+                document = AnnotationDocument(study_uid, series_uid, frame_of_reference_uid)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        for stale in path.parent.glob(f".{path.name}.*.tmp"):
+            stale.unlink(missing_ok=True)  # half-written temp of a killed session; the real file is intact
+        lock.write_text(str(os.getpid()))
+        return cls(document, path, reader, autosave_delay), report
+
+    def close(self) -> None:
+        """Write everything now and release the session lock."""
+        self.flush()
+        if self.path is not None:
+            self.path.with_suffix(".lock").unlink(missing_ok=True)
+
+    def flush(self) -> None:
+        if self._autosaver is not None:
+            self._autosaver.flush()
+
+    @property
+    def save_error(self) -> str:
+        return self._autosaver.last_error if self._autosaver is not None else ""
+
+    # -- events ----------------------------------------------------------------------------------
+    def subscribe(self, listener: Listener) -> None:
+        self._listeners.append(listener)
+
+    def unsubscribe(self, listener: Listener) -> None:
+        self._listeners.remove(listener)
+
+    def _announce(self, event: ChangeEvent) -> None:
+        if self._autosaver is not None:
+            self.document.modified = now_iso()
+            self._autosaver.schedule(json.dumps(self.document.to_dict(), indent=1, ensure_ascii=False))
+        for listener in list(self._listeners):
+            listener(event)
+
+    # -- undo ------------------------------------------------------------------------------------
+    @contextmanager
+    def edit(self, description: str, *lesion_ids: str) -> Iterator[AnnotationDocument]:
+        """Everything done to the document inside the block is one undoable step."""
+        before = self.document.to_dict()
+        try:
+            yield self.document
+        except BaseException:
+            self.document = AnnotationDocument.from_dict(before)
+            raise
+        self._undo.append((description, before))
+        self._redo.clear()
+        self._announce(ChangeEvent("edit", description, tuple(lesion_ids)))
+
+    def can_undo(self) -> bool:
+        return bool(self._undo)
+
+    def can_redo(self) -> bool:
+        return bool(self._redo)
+
+    def undo_text(self) -> str:
+        return self._undo[-1][0] if self._undo else ""
+
+    def redo_text(self) -> str:
+        return self._redo[-1][0] if self._redo else ""
+
+    def undo(self) -> None:
+        if not self._undo:
+            return
+        description, before = self._undo.pop()
+        self._redo.append((description, self.document.to_dict()))
+        self.document = AnnotationDocument.from_dict(before)
+        self._announce(ChangeEvent("undo", description))
+
+    def redo(self) -> None:
+        if not self._redo:
+            return
+        description, after = self._redo.pop()
+        self._undo.append((description, self.document.to_dict()))
+        self.document = AnnotationDocument.from_dict(after)
+        self._announce(ChangeEvent("redo", description))
+
+    # -- edits -----------------------------------------------------------------------------------
+    def visible_lesions(self, hidden_readers: set[str] = frozenset()) -> list[Lesion]:
+        return [lesion for lesion in self.document.lesions if lesion.reader not in hidden_readers]
+
+    def add_lesion(self, roi: Roi, label: str | None = None, confidence: str = "probable") -> Lesion:
+        lesion = Lesion(reader=self.reader, label=label, confidence=confidence, rois=[roi])
+        with self.edit("Add lesion", lesion.id) as doc:
+            doc.lesions.append(lesion)
+        return self.document.lesion(lesion.id)
+
+    def add_roi(self, lesion_id: str, roi: Roi) -> Roi:
+        with self.edit("Add outline", lesion_id) as doc:
+            lesion = doc.lesion(lesion_id)
+            lesion.rois.append(roi)
+            lesion.modified = now_iso()
+        return roi
+
+    def update_roi(self, lesion_id: str, roi_id: str, points_xy: list[tuple[float, float]], kind: str | None = None) -> None:
+        if len(points_xy) < 3:
+            raise ValueError("an outline needs at least 3 points")
+        with self.edit("Edit outline", lesion_id) as doc:
+            lesion = doc.lesion(lesion_id)
+            roi = lesion.roi(roi_id)
+            roi.points_xy = [(float(x), float(y)) for x, y in points_xy]
+            if kind is not None:
+                roi.kind = kind
+            lesion.modified = now_iso()
+
+    def remove_roi(self, lesion_id: str, roi_id: str) -> None:
+        """Remove one outline; a lesion left without outlines is removed too."""
+        with self.edit("Delete outline", lesion_id) as doc:
+            lesion = doc.lesion(lesion_id)
+            lesion.rois = [roi for roi in lesion.rois if roi.id != roi_id]
+            if not lesion.rois:
+                doc.lesions.remove(lesion)
+
+    def remove_lesion(self, lesion_id: str) -> None:
+        with self.edit("Delete lesion", lesion_id) as doc:
+            doc.lesions.remove(doc.lesion(lesion_id))
+            for adjudication in doc.adjudications:
+                if lesion_id in adjudication.lesion_ids:
+                    adjudication.lesion_ids.remove(lesion_id)
+            doc.adjudications = [a for a in doc.adjudications if a.lesion_ids]
+
+    def set_label(self, lesion_id: str, label: str | None = None, confidence: str | None = None,
+                  note: str | None = None) -> None:
+        with self.edit("Set label", lesion_id) as doc:
+            lesion = doc.lesion(lesion_id)
+            if label is not None and label != lesion.label:
+                lesion.label = label
+                lesion.label_source = "reader"
+            if confidence is not None:
+                lesion.confidence = confidence
+            if note is not None:
+                lesion.note = note
+            lesion.modified = now_iso()
+
+    def copy_roi_to_slice(self, lesion_id: str, roi_id: str, slice_index: int, sop_instance_uid: str = "") -> Roi:
+        """Propagate an outline to a neighbouring slice (to be adjusted there)."""
+        source = self.document.lesion(lesion_id).roi(roi_id)
+        roi = Roi(slice_index=slice_index, points_xy=list(source.points_xy), kind="propagated",
+                  sop_instance_uid=sop_instance_uid)
+        with self.edit("Copy outline to slice", lesion_id) as doc:
+            doc.lesion(lesion_id).rois.append(roi)
+        return roi
+
+    def set_ai_result(self, lesion_id: str, result: AIResult) -> None:
+        with self.edit("Store model result", lesion_id) as doc:
+            doc.lesion(lesion_id).ai = result
+
+    def accept_ai_label(self, lesion_id: str) -> None:
+        """The reader takes the model's top class; the lesion records who accepted the suggestion."""
+        with self.edit("Accept model label", lesion_id) as doc:
+            lesion = doc.lesion(lesion_id)
+            if lesion.ai is None:
+                raise ValueError("this lesion has no model result to accept")
+            lesion.label = lesion.ai.predicted
+            lesion.label_source = "ai-accepted"
+            lesion.ai.accepted_by = self.reader
+            lesion.modified = now_iso()
+
+    def adjudicate(self, lesion_ids: list[str], final_label: str, note: str = "") -> Adjudication:
+        """Record the final label of a group of matched lesions (replacing an earlier decision)."""
+        decision = Adjudication(lesion_ids=list(lesion_ids), final_label=final_label, decided_by=self.reader, note=note)
+        with self.edit("Adjudicate", *lesion_ids) as doc:
+            doc.adjudications = [a for a in doc.adjudications if not set(a.lesion_ids) & set(lesion_ids)]
+            doc.adjudications.append(decision)
+        return decision
+
+    def merge(self, other: AnnotationDocument) -> int:
+        """Bring in another reader's lesions (e.g. a colleague's file); returns how many were added."""
+        known = {lesion.id for lesion in self.document.lesions}
+        new = [copy.deepcopy(lesion) for lesion in other.lesions if lesion.id not in known]
+        with self.edit(f"Import {len(new)} lesion(s)", *(lesion.id for lesion in new)) as doc:
+            doc.lesions.extend(new)
+        return len(new)
+
+
+def _lock_alive(lock: Path) -> bool:
+    """True when the process that wrote the lock still runs (then it is not a crash)."""
+    try:
+        pid = int(lock.read_text().strip())
+    except (OSError, ValueError):
+        return False
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -1,0 +1,105 @@
+"""The annotation store: undo/redo, events, autosave, damaged files, multiple readers."""
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from liverview.annotations import AIResult, AnnotationDocument, AnnotationStore, Roi
+from liverview.annotations.storage import annotation_path
+
+SQUARE = [(10.0, 10.0), (20.0, 10.0), (20.0, 20.0), (10.0, 20.0)]
+
+
+def make_store(tmp_path, reader="dr_a", delay=0.2):
+    return AnnotationStore.open("1.2.3", "1.2.3.4", reader=reader, path=tmp_path / "a.json", autosave_delay=delay)
+
+
+def test_files_live_in_user_data_keyed_by_uids(_private_user_data):
+    path = annotation_path("1.2.840.1", "1.2.840.1.2")
+    assert path == _private_user_data / "annotations" / "1.2.840.1" / "1.2.840.1.2.json"
+    hostile = annotation_path("../../etc", "x/y")
+    assert hostile.parent.parent == _private_user_data / "annotations" and ".." not in hostile.parts
+
+
+def test_undo_redo_every_edit(tmp_path):
+    store, _ = make_store(tmp_path)
+    events = []
+    store.subscribe(events.append)
+    lesion = store.add_lesion(Roi(5, SQUARE), label="metastasis")
+    store.set_label(lesion.id, confidence="certain")
+    roi = store.copy_roi_to_slice(lesion.id, lesion.rois[0].id, 6)
+    store.update_roi(lesion.id, roi.id, [(11, 11), (21, 11), (21, 21), (11, 21)])
+    assert [e.kind for e in events] == ["edit"] * 4
+    assert store.document.lesion(lesion.id).slices() == [5, 6]
+    for _ in range(4):
+        store.undo()
+    assert store.document.lesions == [] and not store.can_undo()
+    for _ in range(4):
+        store.redo()
+    restored = store.document.lesion(lesion.id)
+    assert restored.confidence == "certain" and restored.rois[1].points_xy[0] == (11.0, 11.0)
+    store.undo()
+    store.add_lesion(Roi(1, SQUARE))
+    assert not store.can_redo()  # a new edit after undo discards the redo branch
+
+
+def test_failed_edit_changes_nothing(tmp_path):
+    store, _ = make_store(tmp_path)
+    lesion = store.add_lesion(Roi(5, SQUARE))
+    with pytest.raises(ValueError):
+        store.update_roi(lesion.id, lesion.rois[0].id, [(0, 0), (1, 1)])
+    with pytest.raises(KeyError):
+        store.set_label("nope", label="hcc")
+    assert store.document.lesion(lesion.id).rois[0].points_xy == SQUARE
+    assert store.undo_text() == "Add lesion"
+
+
+def test_autosave_within_delay_and_reopen(tmp_path):
+    store, report = make_store(tmp_path)
+    assert not report.existed
+    store.add_lesion(Roi(3, SQUARE), label="hcc")
+    time.sleep(0.6)
+    saved = json.loads((tmp_path / "a.json").read_text())
+    assert saved["format"] == "liverview.annotations" and saved["version"] == 1
+    assert saved["lesions"][0]["label"] == "hcc" and saved["lesions"][0]["reader"] == "dr_a"
+    store.close()
+    again, report = make_store(tmp_path, reader="dr_b")
+    assert report.existed and not report.recovered_after_crash
+    assert again.document.lesions[0].label == "hcc"
+
+
+def test_damaged_file_is_kept_and_explained(tmp_path):
+    (tmp_path / "a.json").write_text('{"format": "liverview.annotations", "version": 1, "lesions": [')
+    store, report = make_store(tmp_path)
+    assert report.damaged_copy is not None and report.damaged_copy.exists()
+    assert "could not be read" in report.problem and report.damaged_copy.name in report.problem
+    assert report.damaged_copy.read_text().endswith('"lesions": [')
+    assert store.document.lesions == []
+
+
+def test_crash_lock_is_reported_as_recovery(tmp_path):
+    store, _ = make_store(tmp_path)
+    store.add_lesion(Roi(3, SQUARE))
+    store.flush()
+    (tmp_path / "a.lock").write_text("999999999")  # a pid that does not exist: the session died
+    _, report = make_store(tmp_path)
+    assert report.recovered_after_crash
+
+
+def test_ai_acceptance_and_adjudication_are_recorded(tmp_path):
+    store, _ = make_store(tmp_path, reader="dr_a")
+    lesion = store.add_lesion(Roi(3, SQUARE), label="benign_cyst")
+    store.set_ai_result(lesion.id, AIResult("model-1", {"hcc": 0.9, "benign_cyst": 0.1}, "hcc", "2026-11-28T09:00:00Z"))
+    store.accept_ai_label(lesion.id)
+    accepted = store.document.lesion(lesion.id)
+    assert accepted.label == "hcc" and accepted.label_source == "ai-accepted" and accepted.ai.accepted_by == "dr_a"
+    other = AnnotationDocument("1.2.3", "1.2.3.4")
+    store_b = AnnotationStore(other, reader="dr_b")
+    second = store_b.add_lesion(Roi(3, SQUARE), label="metastasis")
+    assert store.merge(store_b.document) == 1 and store.document.readers() == ["dr_a", "dr_b"]
+    decision = store.adjudicate([lesion.id, second.id], "metastasis", note="biopsy")
+    assert decision.decided_by == "dr_a" and store.document.adjudications == [decision]
+    round_trip = AnnotationDocument.from_dict(json.loads(json.dumps(store.document.to_dict())))
+    assert round_trip.to_dict() == store.document.to_dict()
