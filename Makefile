@@ -16,7 +16,10 @@ run: $(STAMP)
 	$(VENV)/bin/liverview --demo
 
 ## Install into .venv (first time) and run the whole test suite headless.
+## dciodvfy (Debian's dicom3tools) validates the DICOM we write; installed here when apt-get can.
 test: $(STAMP)
+	@command -v dciodvfy >/dev/null || { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && \
+		apt-get install -y -qq dicom3tools >/dev/null; } || echo "note: install dicom3tools for the DICOM validation tests"
 	QT_QPA_PLATFORM=offscreen $(PY) -m pytest
 
 ## Write the demo study to ./build/demo (DICOM + ground truth) without the GUI.

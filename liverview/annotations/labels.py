@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import asdict, dataclass, field
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 
 
@@ -26,7 +26,7 @@ MORPHOLOGICALLY_ABNORMAL_STRUCTURE = CodedConcept("49755003", "SCT", "Morphologi
 LIVER = CodedConcept("10200004", "SCT", "Liver")
 
 
-class LesionClass(str, Enum):
+class LesionClass(StrEnum):
     """The four classes the bundled model knows; their values are the label identifiers."""
 
     BENIGN_CYST = "benign_cyst"
@@ -35,7 +35,7 @@ class LesionClass(str, Enum):
     METASTASIS = "metastasis"
 
 
-class Confidence(str, Enum):
+class Confidence(StrEnum):
     CERTAIN = "certain"
     PROBABLE = "probable"
     POSSIBLE = "possible"

@@ -131,7 +131,7 @@ class MainWindow(QMainWindow):
         splitter.addWidget(self.browser)
         splitter.addWidget(self.stack)
         splitter.setStretchFactor(1, 1)
-        splitter.setSizes([260, 1100])
+        splitter.setSizes([300, 1100])
         self.splitter = splitter
         self.setCentralWidget(splitter)
 

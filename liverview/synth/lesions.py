@@ -17,22 +17,14 @@ import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any
 
 import cv2
 import numpy as np
 
+from liverview.annotations.labels import LesionClass
+
 logger = logging.getLogger(__name__)
-
-
-class LesionClass(StrEnum):
-    """Lesion classes; the values are liverview's label ids."""
-
-    BENIGN_CYST = "benign_cyst"
-    HEMANGIOMA = "hemangioma"
-    HCC = "hcc"
-    METASTASIS = "metastasis"
 
 
 @dataclass(frozen=True)
