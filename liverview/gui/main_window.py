@@ -134,6 +134,7 @@ class MainWindow(QMainWindow):
         splitter.setSizes([300, 1100])
         self.splitter = splitter
         self.setCentralWidget(splitter)
+        self.browser.hide()  # shown with the first scan; the welcome page stands alone until then
 
         self._build_status_bar()
         self._build_menus()
@@ -287,6 +288,7 @@ class MainWindow(QMainWindow):
         if isinstance(item, ScanResult):
             self.scan = item
             self.browser.set_scan(item)
+            self.browser.setVisible(self.browser_dock_action.isChecked())
             note = f"{len(item.series)} series, {len(item.skipped)} file(s) skipped"
             self.statusBar().showMessage(note, 8000)
             if item.series:

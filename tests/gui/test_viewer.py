@@ -207,3 +207,22 @@ def test_multi_series_export_lists_every_series(qtbot, window, pacs_export):
     window.browser.tree.itemActivated.emit(localizer, 0)
     qtbot.waitUntil(lambda: window.volume.info.n_images == 1 and window.volume.loaded.all(), timeout=10000)
     assert window.viewer.views[0].title == "Coronal"
+
+
+def test_drop_a_folder_opens_it(qtbot, window, crlm_dir):
+    from PySide6.QtCore import QMimeData, QUrl
+    from PySide6.QtGui import QDropEvent
+
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(crlm_dir))])
+    event = QDropEvent(QPointF(100, 100), Qt.CopyAction, mime, Qt.LeftButton, Qt.NoModifier)
+    window.dropEvent(event)
+    qtbot.waitUntil(lambda: window.volume is not None and window.volume.loaded.all(), timeout=30000)
+    assert window.volume.shape == (41, 512, 512)
+
+
+def test_uneven_spacing_shows_a_warning(qtbot, window, crlm_copy):
+    (crlm_copy / "1-20.dcm").unlink()
+    open_and_wait(qtbot, window, crlm_copy)
+    assert window.warning_button.isVisible()
+    assert any("missing" in w for w in window.volume.warnings)
