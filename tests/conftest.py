@@ -68,3 +68,11 @@ def pacs_export(tmp_path, crlm_dir) -> Path:
     ds.save_as(root / "venous" / "LOCALIZER")
     (root / "README.TXT").write_text("viewer instructions")
     return root
+
+
+@pytest.fixture(scope="session")
+def demo_study(tmp_path_factory):
+    """The synthetic demo study (smaller than the bundled one), generated once per test session."""
+    from liverview.synth.demo import write_demo_study
+
+    return write_demo_study(tmp_path_factory.mktemp("demo"), shape_zyx=(60, 256, 256))

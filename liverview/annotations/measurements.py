@@ -57,30 +57,62 @@ def measure_roi(volume: Volume, roi: Roi) -> RoiMeasurement:
                           stats.mean, stats.sd, stats.min, stats.max, stats.n_voxels)
 
 
+def slice_masks(volume: Volume, lesion: Lesion) -> dict[int, np.ndarray]:
+    """Per slice, the union of the lesion's outlines there (2-D masks; cheap for large series)."""
+    masks: dict[int, np.ndarray] = {}
+    for roi in lesion.rois:
+        if 0 <= roi.slice_index < volume.array.shape[0]:
+            mask = roi_mask(volume, roi)
+            masks[roi.slice_index] = masks[roi.slice_index] | mask if roi.slice_index in masks else mask
+    return masks
+
+
 def lesion_mask(volume: Volume, lesion: Lesion) -> np.ndarray:
     """3-D boolean mask (z, y, x): the union of the lesion's outlines on each slice."""
     mask = np.zeros(volume.array.shape, dtype=bool)
-    for roi in lesion.rois:
-        if 0 <= roi.slice_index < mask.shape[0]:
-            mask[roi.slice_index] |= roi_mask(volume, roi)
+    for z, plane in slice_masks(volume, lesion).items():
+        mask[z] = plane
     return mask
 
 
 def measure_lesion(volume: Volume, lesion: Lesion) -> LesionMeasurement:
-    mask = lesion_mask(volume, lesion)
-    stats = region_stats(volume.array, mask)
+    masks = slice_masks(volume, lesion)
+    values = np.concatenate([volume.array[z][m] for z, m in masks.items()]) if masks else np.zeros(0)
+    stats = region_stats(values, np.ones(values.shape, dtype=bool))
     voxel_mm3 = float(np.prod(volume.spacing_mm))
+    spacing = _spacing_yx(volume)
     best = (0.0, 0.0, -1)
     for roi in lesion.rois:
-        long_axis, short_axis = diameters_mm(roi.points_xy, _spacing_yx(volume))
+        long_axis, short_axis = diameters_mm(roi.points_xy, spacing)
         if long_axis > best[0]:
             best = (long_axis, short_axis, roi.slice_index)
-    area = max((polygon_area_mm2(r.points_xy, _spacing_yx(volume)) for r in lesion.rois), default=0.0)
+    area = max((polygon_area_mm2(r.points_xy, spacing) for r in lesion.rois), default=0.0)
     return LesionMeasurement(
-        n_slices=len(lesion.slices()), long_axis_mm=best[0], short_axis_mm=best[1], area_mm2=area,
+        n_slices=len(masks), long_axis_mm=best[0], short_axis_mm=best[1], area_mm2=area,
         volume_ml=stats.n_voxels * voxel_mm3 / 1000.0, mean=stats.mean, sd=stats.sd, min=stats.min,
         max=stats.max, n_voxels=stats.n_voxels, long_axis_slice=best[2],
     )
+
+
+def find_lesion_to_join(volume: Volume, lesions: list[Lesion], reader: str, slice_index: int,
+                        mask: np.ndarray) -> Lesion | None:
+    """The reader's lesion that a new outline continues: one with an outline on a neighbouring slice
+    that overlaps it (at least 30 % of the smaller of the two), and none on this slice yet."""
+    best: tuple[float, Lesion | None] = (0.0, None)
+    area = int(mask.sum())
+    if area == 0:
+        return None
+    for lesion in lesions:
+        if lesion.reader != reader or lesion.rois_on(slice_index):
+            continue
+        for roi in lesion.rois:
+            if abs(roi.slice_index - slice_index) != 1:
+                continue
+            other = roi_mask(volume, roi)
+            overlap = int((other & mask).sum()) / max(1, min(area, int(other.sum())))
+            if overlap >= 0.3 and overlap > best[0]:
+                best = (overlap, lesion)
+    return best[1]
 
 
 def format_hu(value: float, is_hu: bool) -> str:

@@ -1,0 +1,115 @@
+"""Outline helpers shared by the drawing tools: mask <-> polygon, shapes, and the one-click
+outline proposal (region growing on the windowed image, OpenCV)."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import cv2
+import numpy as np
+
+from liverview.imaging.measure import polygon_mask
+from liverview.imaging.window import apply_window
+
+Points = list[tuple[float, float]]
+
+
+def rectangle_points(x0: float, y0: float, x1: float, y1: float) -> Points:
+    return [(x0, y0), (x1, y0), (x1, y1), (x0, y1)]
+
+
+def ellipse_points(x0: float, y0: float, x1: float, y1: float, n: int = 64) -> Points:
+    """Ellipse inscribed in the box (x0, y0)-(x1, y1), as a polygon of n points."""
+    cx, cy, rx, ry = (x0 + x1) / 2, (y0 + y1) / 2, abs(x1 - x0) / 2, abs(y1 - y0) / 2
+    t = np.linspace(0, 2 * np.pi, n, endpoint=False)
+    return [(float(cx + rx * np.cos(a)), float(cy + ry * np.sin(a))) for a in t]
+
+
+def simplify_points(points: Sequence[Sequence[float]], tolerance_px: float = 0.4) -> Points:
+    """Fewer vertices for freehand strokes (Douglas-Peucker), keeping the shape within tolerance."""
+    pts = np.asarray(points, dtype=np.float32).reshape(-1, 1, 2)
+    if len(pts) <= 4:
+        return [(float(x), float(y)) for x, y in pts.reshape(-1, 2)]
+    approx = cv2.approxPolyDP(pts, tolerance_px, closed=True).reshape(-1, 2)
+    return [(float(x), float(y)) for x, y in approx]
+
+
+def mask_to_polygons(mask: np.ndarray, min_pixels: int = 4) -> list[Points]:
+    """Outer contours of a mask's components (largest first), as polygons through the boundary
+    pixel centres pushed out by half a pixel so that `polygon_mask` gives the mask back."""
+    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    polygons: list[tuple[int, Points]] = []
+    for contour in contours:
+        area = int(cv2.contourArea(contour)) + len(contour)
+        if area < min_pixels:
+            continue
+        component = np.zeros(mask.shape, dtype=np.uint8)
+        cv2.drawContours(component, [contour], -1, 1, thickness=cv2.FILLED)
+        polygons.append((int(component.sum()), _outline_of_component(component.astype(bool))))
+    polygons.sort(key=lambda item: -item[0])
+    return [poly for _, poly in polygons]
+
+
+def _outline_of_component(component: np.ndarray) -> Points:
+    """Trace the component on a 2x up-sampled grid: original pixel c spans up-sampled pixels 2c and
+    2c+1, whose centres lie at c -/+ 0.25, so the traced polygon encloses exactly the component's
+    pixel centres (under `polygon_mask`'s half-open rule) without any pixel-edge arithmetic."""
+    big = cv2.resize(component.astype(np.uint8), None, fx=2, fy=2, interpolation=cv2.INTER_NEAREST)
+    contours, _ = cv2.findContours(big, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    contour = max(contours, key=cv2.contourArea).reshape(-1, 2).astype(np.float64)
+    return simplify_points((contour - 0.5) / 2.0, 0.2)
+
+
+def paint_disc(mask: np.ndarray, centre_xy: tuple[float, float], radius_px: tuple[float, float]) -> None:
+    """Add a (possibly anisotropic, for non-square pixels) disc to a brush mask in place."""
+    cx, cy = centre_xy
+    rx, ry = max(radius_px[0], 0.5), max(radius_px[1], 0.5)
+    y0, y1 = max(0, int(cy - ry) - 1), min(mask.shape[0], int(cy + ry) + 2)
+    x0, x1 = max(0, int(cx - rx) - 1), min(mask.shape[1], int(cx + rx) + 2)
+    if y0 >= y1 or x0 >= x1:
+        return
+    yy, xx = np.mgrid[y0:y1, x0:x1]
+    mask[y0:y1, x0:x1] |= ((xx - cx) / rx) ** 2 + ((yy - cy) / ry) ** 2 <= 1.0
+
+
+def propose_outline(image: np.ndarray, seed_xy: tuple[float, float], center: float, width: float,
+                    spacing_yx: tuple[float, float], max_diameter_mm: float = 120.0) -> Points | None:
+    """One-click outline: grow a region from the clicked pixel on the windowed, denoised image.
+
+    The tolerance starts from the local contrast and shrinks until the region is plausibly a lesion
+    (not leaking into the whole liver); holes are filled and the edge smoothed. None when the click
+    lands on something that does not form a region.
+    """
+    rows, cols = image.shape
+    x, y = int(round(seed_xy[0])), int(round(seed_xy[1]))
+    if not (0 <= x < cols and 0 <= y < rows):
+        return None
+    grey = apply_window(image, center, width)
+    smooth = cv2.bilateralFilter(cv2.GaussianBlur(grey, (0, 0), 0.8), d=7, sigmaColor=30, sigmaSpace=5)
+    local = smooth[max(0, y - 2):y + 3, max(0, x - 2):x + 3].astype(np.float32)
+    seed_value = float(np.median(local))
+    # Start from a tolerance that spans the lesion's own texture and tighten until the region stops
+    # leaking into the parenchyma (too large, or reaching the image border).
+    base = float(np.clip(3.0 * local.std() + 12.0, 14.0, 60.0))
+    max_area_px = np.pi * (max_diameter_mm / 2) ** 2 / (spacing_yx[0] * spacing_yx[1])
+    for factor in (1.0, 0.8, 0.65, 0.5, 0.4, 0.3):
+        tolerance = max(3, int(base * factor))
+        region = np.zeros((rows + 2, cols + 2), dtype=np.uint8)
+        work = smooth.copy()
+        work[y, x] = np.uint8(np.clip(seed_value, 0, 255))
+        cv2.floodFill(work, region, (x, y), 255, loDiff=tolerance, upDiff=tolerance,
+                      flags=4 | cv2.FLOODFILL_FIXED_RANGE | cv2.FLOODFILL_MASK_ONLY | (1 << 8))
+        mask = region[1:-1, 1:-1].astype(bool)
+        area = int(mask.sum())
+        if 4 <= area <= max_area_px and not _touches_border(mask):
+            break
+    else:
+        return None
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))
+    mask = cv2.morphologyEx(mask.astype(np.uint8), cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3)))
+    mask = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, kernel).astype(bool)
+    polygons = [p for p in mask_to_polygons(mask) if polygon_mask(p, mask.shape)[y, x]]
+    return polygons[0] if polygons else None
+
+
+def _touches_border(mask: np.ndarray) -> bool:
+    return bool(mask[0].any() or mask[-1].any() or mask[:, 0].any() or mask[:, -1].any())

@@ -1,0 +1,69 @@
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from liverview.annotations import AnnotationDocument
+from liverview.annotations.measurements import find_lesion_to_join, roi_mask
+from liverview.annotations.document import Lesion, Roi
+from liverview.imaging.measure import polygon_mask
+from liverview.imaging.outline import ellipse_points, mask_to_polygons, paint_disc, propose_outline
+from liverview.io import load_series
+
+
+def test_mask_polygon_round_trip():
+    rng = np.random.default_rng(7)
+    for _ in range(20):
+        mask = np.zeros((64, 64), np.uint8)
+        for _ in range(2):
+            cv2.ellipse(mask, (int(rng.integers(20, 44)), int(rng.integers(20, 44))),
+                        (int(rng.integers(3, 14)), int(rng.integers(3, 14))), float(rng.integers(0, 180)), 0, 360, 1, -1)
+        mask = mask.astype(bool)
+        back = np.zeros_like(mask)
+        for polygon in mask_to_polygons(mask):
+            back |= polygon_mask(polygon, mask.shape)
+        assert (back != mask).sum() <= 2
+
+
+def test_brush_disc_is_anisotropic_for_non_square_pixels():
+    mask = np.zeros((50, 50), bool)
+    paint_disc(mask, (25, 25), (10, 5))
+    assert mask[25, 15] and mask[25, 35] and not mask[15, 25] and mask[20, 25]
+
+
+@pytest.fixture(scope="module")
+def demo(demo_study):
+    volume = load_series(demo_study.dicom_dir)
+    truth = AnnotationDocument.from_dict(json.loads(demo_study.ground_truth_path.read_text()))
+    return volume, truth
+
+
+def test_one_click_outline_finds_demo_lesions(demo):
+    volume, truth = demo
+    scores = {}
+    for lesion in truth.lesions:
+        roi = max(lesion.rois, key=lambda r: roi_mask(volume, r).sum())
+        expected = roi_mask(volume, roi)
+        ys, xs = np.nonzero(cv2.erode(expected.astype(np.uint8), np.ones((3, 3), np.uint8)))
+        pick = len(ys) // 2
+        points = propose_outline(volume.array[roi.slice_index], (xs[pick], ys[pick]), 70, 170, volume.spacing_mm[1:])
+        assert points is not None, lesion.label
+        got = polygon_mask(points, expected.shape)
+        scores[lesion.id] = 2 * (got & expected).sum() / (got.sum() + expected.sum())
+    homogeneous = [scores[l.id] for l in truth.lesions if l.label in ("benign_cyst", "metastasis")]
+    assert min(homogeneous) > 0.6, scores
+
+
+def test_outline_on_neighbouring_slice_joins_the_lesion(demo):
+    volume, _ = demo
+    circle = ellipse_points(100, 100, 130, 130)
+    lesion = Lesion(reader="dr_a", rois=[Roi(20, circle)])
+    other_reader = Lesion(reader="dr_b", rois=[Roi(20, circle)])
+    new_mask = polygon_mask(ellipse_points(102, 102, 128, 128), volume.array.shape[1:])
+    assert find_lesion_to_join(volume, [other_reader, lesion], "dr_a", 21, new_mask) is lesion
+    assert find_lesion_to_join(volume, [lesion], "dr_a", 23, new_mask) is None
+    far = polygon_mask(ellipse_points(10, 10, 20, 20), volume.array.shape[1:])
+    assert find_lesion_to_join(volume, [lesion], "dr_a", 21, far) is None
