@@ -8,11 +8,16 @@ from pathlib import Path
 
 import numpy as np
 from PySide6.QtCore import QSettings, Qt, QTimer
-from PySide6.QtGui import QAction, QKeySequence
-from PySide6.QtWidgets import (QFileDialog, QHBoxLayout, QLabel, QMainWindow, QMessageBox, QProgressBar,
-                               QPushButton, QSplitter, QStackedWidget, QVBoxLayout, QWidget)
+from PySide6.QtGui import QAction, QActionGroup, QKeySequence
+from PySide6.QtWidgets import (QDockWidget, QFileDialog, QHBoxLayout, QInputDialog, QLabel, QLineEdit, QMainWindow,
+                               QMessageBox, QProgressBar, QPushButton, QSplitter, QStackedWidget, QToolBar,
+                               QVBoxLayout, QWidget)
 
 from liverview import __version__
+from liverview.annotations.labels import LabelTaxonomy
+from liverview.annotations.store import AnnotationStore
+from liverview.gui.annotator import TOOLS, Annotator, Tool
+from liverview.gui.lesion_panel import AddLabelDialog, LesionPanel
 from liverview.gui.series_browser import SeriesBrowser
 from liverview.gui.viewer import CursorInfo, Viewer
 from liverview.gui.workers import BackgroundTask
@@ -21,7 +26,7 @@ from liverview.imaging.window import CT_PRESETS, WindowPreset
 from liverview.io.pixels import FrameDecodeError
 from liverview.io.series import ScanResult, SeriesInfo, scan_paths
 from liverview.io.volume import Volume, allocate_volume, fill_volume, pick_series, read_slice
-from liverview.paths import demo_study_dir
+from liverview.paths import demo_study_dir, user_data_dir
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +48,15 @@ Keyboard
   R                         reset view (fit, centre, default window)
   Ctrl+O                    open folder;  Ctrl+Shift+O  open files / zip / DICOMDIR
   Ctrl+D                    open the demo study
+
+Annotation tools (on the axial view)
+  W  window/level (no tool)      V  select / move / edit vertices
+  X  rectangle    O  ellipse     P  polygon (click points; double-click or Enter closes)
+  D  freehand     B  brush       E  eraser        [ ]  brush size
+  A  one-click outline: click inside a lesion for a proposed contour
+  C  copy the selected lesion's outline onto this slice (then adjust it)
+  Ctrl+1…9  label the selected lesion       Delete / Shift+Delete  delete outline / lesion
+  Ctrl+Z  undo      Ctrl+Shift+Z  redo      Esc  cancel the shape being drawn
 """
 
 
@@ -119,6 +133,10 @@ class MainWindow(QMainWindow):
         self.load_task: BackgroundTask | None = None
         self.demo_task: BackgroundTask | None = None
         self.presets = self._read_presets()
+        self.taxonomy = LabelTaxonomy.load(user_data_dir() / "labels.json")
+        self.store: AnnotationStore | None = None
+        self.annotator: Annotator | None = None
+        self.hidden_readers: set[str] = set()
 
         self.browser = SeriesBrowser()
         self.browser.series_activated.connect(self.open_series)
@@ -136,8 +154,22 @@ class MainWindow(QMainWindow):
         self.setCentralWidget(splitter)
         self.browser.hide()  # shown with the first scan; the welcome page stands alone until then
 
+        self.lesion_panel = LesionPanel()
+        self.lesion_panel.set_taxonomy(self.taxonomy)
+        self.lesion_dock = QDockWidget("Lesions", self)
+        self.lesion_dock.setObjectName("lesions")
+        self.lesion_dock.setWidget(self.lesion_panel)
+        self.addDockWidget(Qt.RightDockWidgetArea, self.lesion_dock)
+        self.lesion_panel.label_chosen.connect(self.apply_label)
+        self.lesion_panel.confidence_chosen.connect(lambda c: self._edit_selected(confidence=c))
+        self.lesion_panel.note_edited.connect(lambda n: self._edit_selected(note=n))
+        self.lesion_panel.lesion_clicked.connect(self.jump_to_lesion)
+        self.lesion_panel.readers_visibility.connect(self._set_hidden_readers)
+        self.lesion_panel.add_label_requested.connect(self.add_label)
+
         self._build_status_bar()
         self._build_menus()
+        self._build_tools()
         self.viewer.cursor_info.connect(self._show_cursor)
         self.viewer.slice_changed.connect(lambda z, n: self.slice_label.setText(f"Slice {z + 1}/{n}"))
         self.viewer.window_changed.connect(self._remember_window)
@@ -154,6 +186,8 @@ class MainWindow(QMainWindow):
             label.setTextFormat(Qt.PlainText)
             label.setMinimumWidth(90)
         self.position_label.setMinimumWidth(230)
+        self.reader_label = QLabel(f"Reader: {self.settings.value('reader/name', '') or '(not set)'}")
+        self.reader_label.setTextFormat(Qt.PlainText)
         self.warning_button = QPushButton()
         self.warning_button.setFlat(True)
         self.warning_button.setStyleSheet("color: #f0b040;")
@@ -167,7 +201,7 @@ class MainWindow(QMainWindow):
         self.cancel_button.clicked.connect(self.cancel_tasks)
         for widget in (self.progress, self.cancel_button):
             widget.hide()
-        for widget in (self.warning_button, self.slice_label, self.position_label, self.pixel_label,
+        for widget in (self.reader_label, self.warning_button, self.slice_label, self.position_label, self.pixel_label,
                        self.value_label, self.progress, self.cancel_button):
             bar.addPermanentWidget(widget)
 
@@ -178,8 +212,26 @@ class MainWindow(QMainWindow):
         self._action(file_menu, "Open &demo study", self.open_demo, "Ctrl+D")
         file_menu.addSeparator()
         self._action(file_menu, "Show skipped files…", self.browser.show_skipped)
+        self._action(file_menu, "Settings (reader name)…", self.edit_settings)
         file_menu.addSeparator()
         self._action(file_menu, "&Quit", self.close, QKeySequence.Quit)
+
+        edit_menu = self.menuBar().addMenu("&Edit")
+        self.undo_action = self._action(edit_menu, "Undo", self.undo, QKeySequence.Undo)
+        self.redo_action = self._action(edit_menu, "Redo", self.redo, ["Ctrl+Shift+Z", "Ctrl+Y"])
+        edit_menu.addSeparator()
+        self._action(edit_menu, "Delete selected outline", lambda: self._annotator_call("delete_selected_outline"),
+                     [QKeySequence.Delete, Qt.Key_Backspace])
+        self._action(edit_menu, "Delete selected lesion", lambda: self._annotator_call("delete_selected_lesion"),
+                     "Shift+Delete")
+        self._action(edit_menu, "Copy outline onto this slice", lambda: self._annotator_call("copy_outline_here"), "C")
+        self._action(edit_menu, "Close polygon", lambda: self._annotator_call("finish_polygon"), [Qt.Key_Return, Qt.Key_Enter])
+        self._action(edit_menu, "Cancel shape", lambda: self._annotator_call("cancel"), Qt.Key_Escape)
+        self._action(edit_menu, "Smaller brush", lambda: self._brush_size(-1), "[")
+        self._action(edit_menu, "Larger brush", lambda: self._brush_size(1), "]")
+        edit_menu.addSeparator()
+        self.label_menu = edit_menu.addMenu("Label selected lesion")
+        self._fill_label_menu()
 
         view_menu = self.menuBar().addMenu("&View")
         for number, preset in enumerate(self.presets[:4], start=1):
@@ -192,6 +244,7 @@ class MainWindow(QMainWindow):
         toggle = self.browser_dock_action = QAction("Series browser", self, checkable=True, checked=True)
         toggle.toggled.connect(self.browser.setVisible)
         view_menu.addAction(toggle)
+        view_menu.addAction(self.lesion_dock.toggleViewAction())
 
         nav = self.menuBar().addMenu("&Navigate")
         self._action(nav, "Previous slice", lambda: self.viewer.scroll(-1), [Qt.Key_Up, Qt.Key_Left])
@@ -216,9 +269,174 @@ class MainWindow(QMainWindow):
         menu.addAction(action)
         return action
 
+    def _build_tools(self) -> None:
+        bar = QToolBar("Tools", self)
+        bar.setObjectName("tools")
+        self.addToolBar(Qt.TopToolBarArea, bar)
+        self.tool_actions: dict[Tool, QAction] = {}
+        group = QActionGroup(self)
+        group.setExclusive(True)
+        for tool, text, key in TOOLS:
+            action = QAction(f"{text} ({key})", self, checkable=True)
+            action.setShortcut(QKeySequence(key))
+            action.setShortcutContext(Qt.WindowShortcut)
+            action.triggered.connect(lambda _checked=False, t=tool: self.set_tool(t))
+            group.addAction(action)
+            bar.addAction(action)
+            self.tool_actions[tool] = action
+        self.tool_actions[Tool.NAVIGATE].setChecked(True)
+        bar.addSeparator()
+        bar.addAction(self.undo_action)
+        bar.addAction(self.redo_action)
+        self.tool_bar = bar
+
+    def _fill_label_menu(self) -> None:
+        self.label_menu.clear()
+        for label in self.taxonomy:
+            action = QAction(label.name, self)
+            if label.shortcut:
+                action.setShortcut(QKeySequence(label.shortcut))
+                action.setShortcutContext(Qt.WindowShortcut)
+            action.triggered.connect(lambda _checked=False, i=label.id: self.apply_label(i))
+            self.label_menu.addAction(action)
+            self.addAction(action)
+
     def _jump(self) -> int:
         view = self.viewer.active
         return max(1, view.n_slices() // 10) if view.volume is not None else 1
+
+    # -- annotations -----------------------------------------------------------------------------
+    def reader_name(self, ask: bool = True) -> str:
+        """The reader recorded on every annotation: set once in Settings (asked at the first edit)."""
+        name = str(self.settings.value("reader/name", "") or "").strip()
+        if not name and ask:
+            name, ok = QInputDialog.getText(self, "Reader name", "Your name as it should appear on your annotations:",
+                                            QLineEdit.Normal, "")
+            name = name.strip() if ok else ""
+            if name:
+                self.settings.setValue("reader/name", name)
+                if self.store is not None:
+                    self.store.reader = name
+        return name
+
+    def edit_settings(self) -> None:
+        current = str(self.settings.value("reader/name", "") or "")
+        name, ok = QInputDialog.getText(self, "Settings", "Reader name (recorded on every annotation):",
+                                        QLineEdit.Normal, current)
+        if ok and name.strip():
+            self.settings.setValue("reader/name", name.strip())
+            if self.store is not None:
+                self.store.reader = name.strip()
+            self.reader_label.setText(f"Reader: {name.strip()}")
+
+    def set_tool(self, tool: Tool) -> None:
+        if tool != Tool.NAVIGATE and not self.reader_name():
+            self.tool_actions[Tool.NAVIGATE].setChecked(True)
+            tool = Tool.NAVIGATE
+        self.tool_actions[tool].setChecked(True)
+        if self.annotator is not None:
+            self.annotator.set_tool(tool)
+
+    def _annotator_call(self, name: str) -> None:
+        if self.annotator is not None:
+            getattr(self.annotator, name)()
+
+    def _brush_size(self, step: int) -> None:
+        if self.annotator is not None:
+            self.annotator.brush_radius_mm = float(np.clip(self.annotator.brush_radius_mm + step, 1, 40))
+            self.statusBar().showMessage(f"Brush radius {self.annotator.brush_radius_mm:.0f} mm", 2000)
+
+    def apply_label(self, label_id: str) -> None:
+        if self.annotator is not None:
+            self.annotator.apply_label(label_id)
+            self.statusBar().showMessage(f"Label: {self.taxonomy.get(label_id).name}", 3000)
+
+    def add_label(self) -> None:
+        dialog = AddLabelDialog(self.taxonomy, self)
+        if dialog.exec() and dialog.result_label is not None:
+            self.taxonomy.save(user_data_dir() / "labels.json")
+            self.lesion_panel.set_taxonomy(self.taxonomy)
+            self._fill_label_menu()
+            self._refresh_lesions()
+
+    def _edit_selected(self, **changes) -> None:
+        lesion = self.annotator.selected() if self.annotator is not None else None
+        if lesion is not None:
+            current = {"confidence": lesion.confidence, "note": lesion.note}
+            if any(current[k] != v for k, v in changes.items()):
+                self.store.set_label(lesion.id, **changes)
+
+    def undo(self) -> None:
+        if self.store is not None:
+            self.store.undo()
+
+    def redo(self) -> None:
+        if self.store is not None:
+            self.store.redo()
+
+    def jump_to_lesion(self, lesion_id: str) -> None:
+        """Show the lesion on its largest slice, crosshair on its centre, and select it."""
+        if self.annotator is None or self.volume is None:
+            return
+        lesion = self.store.document.lesion(lesion_id)
+        roi = max(lesion.rois, key=lambda r: len(r.points_xy) and abs(np.ptp(np.asarray(r.points_xy), axis=0).prod()))
+        centre = np.asarray(roi.points_xy).mean(axis=0)
+        self.viewer.set_cursor((roi.slice_index, centre[1], centre[0]))
+        self.annotator.select(lesion_id, roi.id)
+
+    def _set_hidden_readers(self, hidden: set) -> None:
+        self.hidden_readers = set(hidden)
+        if self.annotator is not None:
+            self.annotator.hidden_readers = self.hidden_readers
+            self.annotator.redraw()
+        self._refresh_lesions()
+
+    def _open_annotations(self, volume: Volume) -> None:
+        self._close_annotations()
+        reader = self.reader_name(ask=False) or "reader"
+        store, report = AnnotationStore.open(volume.study_uid, volume.series_uid, volume.frame_of_reference_uid,
+                                             reader=reader)
+        self.store = store
+        self.annotator = Annotator(self.viewer, volume, store, self.taxonomy)
+        self.annotator.hidden_readers = self.hidden_readers
+        self.annotator.set_tool(next(t for t, a in self.tool_actions.items() if a.isChecked()))
+        self.annotator.selection_changed.connect(self._on_selection)
+        self.annotator.message.connect(lambda text: self.statusBar().showMessage(text, 5000))
+        store.subscribe(lambda _event: self._on_store_changed())
+        self._refresh_lesions()
+        if report.damaged_copy is not None:
+            self._fail("Annotation file damaged", report.problem)
+        elif report.recovered_after_crash:
+            self.statusBar().showMessage(f"Recovered {len(store.document.lesions)} lesion(s) from an interrupted "
+                                         "session", 10000)
+
+    def _close_annotations(self) -> None:
+        if self.annotator is not None:
+            self.annotator.detach()
+            self.annotator = None
+        if self.store is not None:
+            self.store.close()
+            self.store = None
+
+    def _on_store_changed(self) -> None:
+        self._refresh_lesions()
+        if self.store is not None and self.store.save_error:
+            self.statusBar().showMessage(self.store.save_error, 10000)
+
+    def _refresh_lesions(self) -> None:
+        if self.store is None or self.volume is None:
+            return
+        self.lesion_panel.show_lesions(self.store.visible_lesions(self.hidden_readers), self.store.document.readers(),
+                                       self.hidden_readers, self.volume)
+        self.undo_action.setText(f"Undo {self.store.undo_text()}".strip())
+        self.redo_action.setText(f"Redo {self.store.redo_text()}".strip())
+        self.undo_action.setEnabled(self.store.can_undo())
+        self.redo_action.setEnabled(self.store.can_redo())
+        if self.annotator is not None:
+            self.lesion_panel.show_selection(self.annotator.selected())
+
+    def _on_selection(self, _lesion_id) -> None:
+        self.lesion_panel.show_selection(self.annotator.selected() if self.annotator is not None else None)
 
     # -- settings --------------------------------------------------------------------------------
     def _read_presets(self) -> list[WindowPreset]:
@@ -243,6 +461,9 @@ class MainWindow(QMainWindow):
         state = self.settings.value("window/splitter")
         if state is not None:
             self.splitter.restoreState(state)
+        docks = self.settings.value("window/state")
+        if docks is not None:
+            self.restoreState(docks)
 
     def _remember_window(self, center: float, width: float) -> None:
         self.settings.setValue("view/last_window", [center, width, self.viewer.preset_name])
@@ -250,7 +471,9 @@ class MainWindow(QMainWindow):
     def closeEvent(self, event):  # noqa: N802
         self.settings.setValue("window/geometry", self.saveGeometry())
         self.settings.setValue("window/splitter", self.splitter.saveState())
+        self.settings.setValue("window/state", self.saveState())
         self.settings.sync()
+        self._close_annotations()
         self.cancel_tasks()
         for task in (self.scan_task, self.load_task, self.demo_task):
             if task is not None:
@@ -320,6 +543,7 @@ class MainWindow(QMainWindow):
     def _show_volume(self, volume: Volume) -> None:
         self.volume = volume
         self.viewer.set_volume(volume)
+        self._open_annotations(volume)
         self.stack.setCurrentWidget(self.viewer)
         info = volume.info
         patient = info.patient_name.replace("^", " ").strip() or "(no name)"
@@ -336,6 +560,7 @@ class MainWindow(QMainWindow):
             self._show_volume(volume)
             self._refresh_timer.stop()
         self.viewer.refresh()
+        self._refresh_lesions()
         if self.scan is not None and volume.failed:
             self.scan.skipped.extend(f for f in volume.failed if f not in self.scan.skipped)
             self.browser.set_scan(self.scan)

@@ -5,6 +5,8 @@ right-drag zooms, left-click moves the linked crosshair.
 """
 from __future__ import annotations
 
+from typing import Protocol
+
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QPointF, QRectF, Qt, Signal
@@ -17,6 +19,16 @@ from liverview.io.volume import Volume
 CROSSHAIR_PEN = pg.mkPen(QColor(255, 200, 0, 150), width=1, style=Qt.DashLine)
 
 
+class ToolSink(Protocol):
+    """Receives the left button when a drawing/editing tool is active (positions in view mm)."""
+
+    def handles_left_button(self) -> bool: ...
+
+    def on_tool_drag(self, pos: QPointF, phase: str, modifiers: Qt.KeyboardModifier) -> None: ...
+
+    def on_tool_click(self, pos: QPointF, double: bool, modifiers: Qt.KeyboardModifier) -> None: ...
+
+
 class ReadingViewBox(pg.ViewBox):
     """A ViewBox with a reading-room mouse map instead of pyqtgraph's defaults."""
 
@@ -27,6 +39,10 @@ class ReadingViewBox(pg.ViewBox):
     def __init__(self) -> None:
         super().__init__(lockAspect=True, invertY=True, enableMenu=False)
         self.setMouseMode(pg.ViewBox.PanMode)
+        self.tool_sink: ToolSink | None = None
+
+    def _tool_active(self) -> bool:
+        return self.tool_sink is not None and self.tool_sink.handles_left_button()
 
     def wheelEvent(self, ev, axis=None):  # noqa: N802 - Qt naming
         if ev.modifiers() & (Qt.ControlModifier | Qt.MetaModifier):
@@ -38,6 +54,13 @@ class ReadingViewBox(pg.ViewBox):
         ev.accept()
 
     def mouseDragEvent(self, ev, axis=None):  # noqa: N802
+        if ev.button() == Qt.LeftButton and self._tool_active():
+            ev.accept()
+            if ev.isStart():
+                self.tool_sink.on_tool_drag(self.mapSceneToView(ev.buttonDownScenePos()), "start", ev.modifiers())
+            self.tool_sink.on_tool_drag(self.mapSceneToView(ev.scenePos()), "finish" if ev.isFinish() else "move",
+                                        ev.modifiers())
+            return
         if ev.button() == Qt.LeftButton:
             ev.accept()
             delta = ev.screenPos() - ev.lastScreenPos()
@@ -46,6 +69,10 @@ class ReadingViewBox(pg.ViewBox):
         super().mouseDragEvent(ev, axis)
 
     def mouseClickEvent(self, ev):  # noqa: N802
+        if ev.button() == Qt.LeftButton and self._tool_active():
+            ev.accept()
+            self.tool_sink.on_tool_click(self.mapSceneToView(ev.scenePos()), ev.double(), ev.modifiers())
+            return
         if ev.button() == Qt.LeftButton:
             ev.accept()
             self.clicked.emit(self.mapSceneToView(ev.scenePos()))
@@ -186,6 +213,15 @@ class SliceView(QWidget):
         index[self.axes.row_axis] = row
         index[self.axes.col_axis] = col
         return index
+
+    def view_to_pixel(self, point: QPointF) -> tuple[float, float]:
+        """(x = column, y = row) pixel coordinates on the displayed image of a view (mm) point."""
+        spacing = self.volume.spacing_mm
+        return (point.x() / spacing[self.axes.col_axis] - 0.5, point.y() / spacing[self.axes.row_axis] - 0.5)
+
+    def pixel_to_view(self, x: float, y: float) -> tuple[float, float]:
+        spacing = self.volume.spacing_mm
+        return ((x + 0.5) * spacing[self.axes.col_axis], (y + 0.5) * spacing[self.axes.row_axis])
 
     def set_crosshair(self, index: np.ndarray) -> None:
         """Place the crosshair at the in-plane position of a (z, y, x) index."""

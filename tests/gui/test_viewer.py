@@ -156,13 +156,14 @@ def test_skipped_files_listed_with_reasons(qtbot, window, crlm_copy):
 
 def test_settings_remember_last_folder_and_geometry(qtbot, window, crlm_dir, tmp_path):
     open_and_wait(qtbot, window, crlm_dir)
-    window.resize(640, 480)  # the offscreen screen is 800 x 600
+    window.resize(790, 520)  # the offscreen screen is 800 x 600
+    expected = window.size()
     window.close()
     settings = QSettings(str(tmp_path / "settings.ini"), QSettings.IniFormat)
     assert settings.value("paths/last_folder") == str(crlm_dir)
     again = MainWindow(settings)
     qtbot.addWidget(again)
-    assert again.size().width() == 640
+    assert again.size().height() == expected.height() == 520
 
 
 def test_background_task_cancel_runs_off_gui_thread(qtbot, crlm_dir):

@@ -1,0 +1,363 @@
+"""Drawing and editing tools on the acquired-plane view, over the Qt-free `AnnotationStore`."""
+from __future__ import annotations
+
+import math
+from enum import StrEnum
+
+import cv2
+import numpy as np
+from PySide6.QtCore import QObject, QPointF, Qt, Signal
+
+from liverview.annotations.document import Lesion, Roi, new_id
+from liverview.annotations.labels import LabelTaxonomy
+from liverview.annotations.measurements import find_lesion_to_join, roi_mask
+from liverview.annotations.store import AnnotationStore, ChangeEvent
+from liverview.gui.roi_overlay import RoiOverlay
+from liverview.gui.viewer import Viewer
+from liverview.imaging.measure import polygon_mask
+from liverview.imaging.outline import (ellipse_points, mask_to_polygons, paint_disc, propose_outline,
+                                       rectangle_points, simplify_points)
+from liverview.io.volume import Volume
+
+
+class Tool(StrEnum):
+    NAVIGATE = "navigate"
+    SELECT = "select"
+    RECTANGLE = "rectangle"
+    ELLIPSE = "ellipse"
+    POLYGON = "polygon"
+    FREEHAND = "freehand"
+    BRUSH = "brush"
+    ERASER = "eraser"
+    AUTO = "auto"
+
+
+#: (tool, menu text, shortcut)
+TOOLS: tuple[tuple[Tool, str, str], ...] = (
+    (Tool.NAVIGATE, "Window/level", "W"),
+    (Tool.SELECT, "Select / edit", "V"),
+    (Tool.RECTANGLE, "Rectangle", "X"),
+    (Tool.ELLIPSE, "Ellipse", "O"),
+    (Tool.POLYGON, "Polygon", "P"),
+    (Tool.FREEHAND, "Freehand", "D"),
+    (Tool.BRUSH, "Brush", "B"),
+    (Tool.ERASER, "Eraser", "E"),
+    (Tool.AUTO, "One-click outline", "A"),
+)
+
+VERTEX_GRAB_PX = 7.0
+
+
+class Annotator(QObject):
+    """Turns mouse gestures on the axial view into store edits, and keeps the overlay in sync."""
+
+    selection_changed = Signal(object)  # lesion id or None
+    message = Signal(str)
+
+    def __init__(self, viewer: Viewer, volume: Volume, store: AnnotationStore, taxonomy: LabelTaxonomy) -> None:
+        super().__init__()
+        self.viewer = viewer
+        self.view = viewer.views[0]
+        self.volume = volume
+        self.store = store
+        self.taxonomy = taxonomy
+        self.tool = Tool.NAVIGATE
+        self.current_label: str | None = None
+        self.hidden_readers: set[str] = set()
+        self.selected_lesion: str | None = None
+        self.selected_roi: str | None = None
+        self.brush_radius_mm = 5.0
+        self.overlay = RoiOverlay(self.view)
+        self._polygon: list[tuple[float, float]] = []
+        self._drag: dict = {}
+        self.view.view_box.tool_sink = self
+        store.subscribe(self._on_store_event)
+        viewer.slice_changed.connect(lambda *_: self.redraw())
+        self.view.cursor_moved.connect(self._on_hover)
+        self.redraw()
+
+    def detach(self) -> None:
+        self.store.unsubscribe(self._on_store_event)
+        self.view.view_box.tool_sink = None
+        self.overlay.clear()
+        self.overlay.clear_preview()
+
+    # -- state -----------------------------------------------------------------------------------
+    def set_tool(self, tool: Tool) -> None:
+        self._cancel_gesture()
+        self.tool = tool
+        self.redraw()
+
+    def handles_left_button(self) -> bool:
+        return self.tool != Tool.NAVIGATE
+
+    def lesions(self) -> list[Lesion]:
+        return self.store.visible_lesions(self.hidden_readers)
+
+    def select(self, lesion_id: str | None, roi_id: str | None = None) -> None:
+        if lesion_id is not None and roi_id is None:
+            lesion = self.store.document.lesion(lesion_id)
+            here = lesion.rois_on(self.view.slice_index)
+            roi_id = (here or lesion.rois)[0].id if lesion.rois else None
+        self.selected_lesion, self.selected_roi = lesion_id, roi_id
+        self.redraw()
+        self.selection_changed.emit(lesion_id)
+
+    def selected(self) -> Lesion | None:
+        if self.selected_lesion is None:
+            return None
+        try:
+            return self.store.document.lesion(self.selected_lesion)
+        except KeyError:
+            return None
+
+    def redraw(self) -> None:
+        self.overlay.draw(self.lesions(), self.taxonomy, self.selected_lesion, self.selected_roi,
+                          handles=self.tool == Tool.SELECT)
+
+    def _on_store_event(self, event: ChangeEvent) -> None:
+        if self.selected() is None:
+            self.selected_lesion = self.selected_roi = None
+            self.selection_changed.emit(None)
+        self.redraw()
+
+    # -- commands (menu / keyboard) --------------------------------------------------------------
+    def apply_label(self, label_id: str) -> None:
+        """Pick the label for new lesions, and give it to the selected lesion."""
+        self.current_label = label_id
+        lesion = self.selected()
+        if lesion is not None and lesion.label != label_id:
+            self.store.set_label(lesion.id, label=label_id)
+
+    def delete_selected_outline(self) -> None:
+        lesion = self.selected()
+        if lesion is not None and self.selected_roi is not None:
+            self.store.remove_roi(lesion.id, self.selected_roi)
+            self.select(lesion.id if self.selected() is not None else None)
+
+    def delete_selected_lesion(self) -> None:
+        lesion = self.selected()
+        if lesion is not None:
+            self.store.remove_lesion(lesion.id)
+            self.select(None)
+
+    def copy_outline_here(self) -> None:
+        """Copy the selected lesion's nearest outline onto the current slice, to be adjusted."""
+        lesion = self.selected()
+        z = self.view.slice_index
+        if lesion is None:
+            self.message.emit("Select a lesion first, then move to the next slice and copy its outline")
+            return
+        if lesion.rois_on(z):
+            self.message.emit(f"Lesion {lesion.id} already has an outline on this slice")
+            return
+        source = min(lesion.rois, key=lambda r: abs(r.slice_index - z))
+        roi = self.store.copy_roi_to_slice(lesion.id, source.id, z, self.volume.sop_instance_uids[z])
+        self.select(lesion.id, roi.id)
+
+    def finish_polygon(self) -> None:
+        if len(self._polygon) >= 3:
+            self._commit(list(self._polygon), "polygon")
+        self._cancel_gesture()
+
+    def cancel(self) -> None:
+        self._cancel_gesture()
+
+    # -- gestures --------------------------------------------------------------------------------
+    def on_tool_click(self, pos: QPointF, double: bool, modifiers: Qt.KeyboardModifier) -> None:
+        x, y = self.view.view_to_pixel(pos)
+        if self.tool == Tool.POLYGON:
+            if double or (len(self._polygon) >= 3 and self._near_screen(self._polygon[0], (x, y))):
+                self.finish_polygon()
+            else:
+                self._polygon.append((x, y))
+                self.overlay.set_preview(self._polygon, closed=False)
+            return
+        if self.tool == Tool.AUTO:
+            points = propose_outline(self.volume.array[self.view.slice_index], (x, y),
+                                     self.viewer.window_center, self.viewer.window_width, self.volume.spacing_mm[1:])
+            if points is None:
+                self.message.emit("No outline found there: click inside the lesion, or draw it by hand")
+            else:
+                self._commit(points, "auto")
+            return
+        hit = self._hit(x, y)
+        self.select(*hit) if hit else self.select(None)
+
+    def on_tool_drag(self, pos: QPointF, phase: str, modifiers: Qt.KeyboardModifier) -> None:
+        x, y = self.view.view_to_pixel(pos)
+        handler = {
+            Tool.RECTANGLE: self._drag_box, Tool.ELLIPSE: self._drag_box, Tool.FREEHAND: self._drag_freehand,
+            Tool.BRUSH: self._drag_brush, Tool.ERASER: self._drag_brush, Tool.SELECT: self._drag_select,
+        }.get(self.tool)
+        if handler is not None:
+            handler(x, y, phase)
+
+    def _drag_box(self, x: float, y: float, phase: str) -> None:
+        if phase == "start":
+            self._drag = {"anchor": (x, y)}
+            return
+        x0, y0 = self._drag.get("anchor", (x, y))
+        shape = rectangle_points if self.tool == Tool.RECTANGLE else ellipse_points
+        points = shape(x0, y0, x, y)
+        if phase == "finish":
+            self.overlay.clear_preview()
+            if abs(x - x0) >= 1.0 and abs(y - y0) >= 1.0:
+                self._commit(points, self.tool.value)
+            self._drag = {}
+        else:
+            self.overlay.set_preview(points)
+
+    def _drag_freehand(self, x: float, y: float, phase: str) -> None:
+        if phase == "start":
+            self._drag = {"points": [(x, y)]}
+            return
+        points = self._drag.setdefault("points", [])
+        points.append((x, y))
+        if phase == "finish":
+            self.overlay.clear_preview()
+            simplified = simplify_points(points)
+            if len(simplified) >= 3 and polygon_mask(simplified, self.volume.array.shape[1:]).any():
+                self._commit(simplified, "freehand")
+            self._drag = {}
+        else:
+            self.overlay.set_preview(points, closed=False)
+
+    def _drag_brush(self, x: float, y: float, phase: str) -> None:
+        radius = (self.brush_radius_mm / self.volume.spacing_mm[2], self.brush_radius_mm / self.volume.spacing_mm[1])
+        if phase == "start":
+            self._drag = {"mask": np.zeros(self.volume.array.shape[1:], dtype=bool), "last": (x, y)}
+        stroke = self._drag.get("mask")
+        if stroke is None:
+            return
+        last = self._drag.get("last", (x, y))
+        steps = max(1, int(math.hypot(x - last[0], y - last[1]) / max(0.5, min(radius) / 2)))
+        for t in np.linspace(0, 1, steps + 1):
+            paint_disc(stroke, (last[0] + (x - last[0]) * t, last[1] + (y - last[1]) * t), radius)
+        self._drag["last"] = (x, y)
+        outlines = mask_to_polygons(stroke)
+        if phase == "finish":
+            self.overlay.clear_preview()
+            self._apply_brush(stroke, erase=self.tool == Tool.ERASER)
+            self._drag = {}
+        elif outlines:
+            self.overlay.set_preview(outlines[0])
+
+    def _apply_brush(self, stroke: np.ndarray, erase: bool) -> None:
+        z = self.view.slice_index
+        lesion = self.selected()
+        target = None
+        if lesion is not None and lesion.reader == self.store.reader:
+            target = next((roi for roi in lesion.rois_on(z) if (roi_mask(self.volume, roi) & stroke).any()), None)
+        if erase:
+            if target is None:
+                self.message.emit("The eraser works on the selected lesion's outline on this slice")
+                return
+            remaining = mask_to_polygons(roi_mask(self.volume, target) & ~stroke)
+            with self.store.edit("Erase", lesion.id) as doc:
+                edited = doc.lesion(lesion.id)
+                edited.rois = [r for r in edited.rois if r.id != target.id]
+                for i, points in enumerate(remaining):
+                    edited.rois.append(Roi(z, points, "brush", self.volume.sop_instance_uids[z], target.id if i == 0 else new_id("r")))
+                if not edited.rois:
+                    doc.lesions.remove(edited)
+            self.select(lesion.id if self.selected() is not None else None)
+            return
+        if target is not None:
+            merged = mask_to_polygons(roi_mask(self.volume, target) | stroke)
+            self.store.update_roi(lesion.id, target.id, merged[0], kind="brush")
+            return
+        outlines = mask_to_polygons(stroke)
+        if outlines:
+            self._commit(outlines[0], "brush")
+
+    def _drag_select(self, x: float, y: float, phase: str) -> None:
+        if phase == "start":
+            self._drag = {}
+            lesion = self.selected()
+            roi = lesion.roi(self.selected_roi) if lesion is not None and self.selected_roi else None
+            if roi is not None and roi.slice_index == self.view.slice_index:
+                vertex = self._vertex_near(roi, x, y)
+                if vertex is not None:
+                    self._drag = {"lesion": lesion.id, "roi": roi.id, "vertex": vertex, "points": list(roi.points_xy)}
+                    return
+            hit = self._hit(x, y)
+            if hit is not None:
+                self.select(*hit)
+                roi = self.store.document.lesion(hit[0]).roi(hit[1])
+                self._drag = {"lesion": hit[0], "roi": hit[1], "origin": (x, y), "points": list(roi.points_xy)}
+            return
+        if not self._drag:
+            return
+        points = list(self._drag["points"])
+        if "vertex" in self._drag:
+            points[self._drag["vertex"]] = (x, y)
+        else:
+            dx, dy = x - self._drag["origin"][0], y - self._drag["origin"][1]
+            points = [(px + dx, py + dy) for px, py in points]
+        if phase == "finish":
+            self.overlay.clear_preview()
+            if points != self._drag["points"]:
+                self.store.update_roi(self._drag["lesion"], self._drag["roi"], points)
+            self._drag = {}
+        else:
+            self.overlay.set_preview(points)
+
+    # -- helpers ---------------------------------------------------------------------------------
+    def _commit(self, points: list[tuple[float, float]], kind: str) -> None:
+        """A finished outline becomes a new lesion, or joins the lesion it continues on a neighbouring slice."""
+        z = self.view.slice_index
+        roi = Roi(z, [(float(px), float(py)) for px, py in points], kind, self.volume.sop_instance_uids[z])
+        mask = polygon_mask(roi.points_xy, self.volume.array.shape[1:])
+        if not mask.any():
+            self.message.emit("That outline encloses no pixel centre; draw a larger one")
+            return
+        mine = [l for l in self.lesions() if l.reader == self.store.reader]
+        selected = self.selected()
+        candidates = ([selected] if selected is not None and selected in mine else []) + mine
+        joined = find_lesion_to_join(self.volume, candidates, self.store.reader, z, mask)
+        if joined is not None:
+            self.store.add_roi(joined.id, roi)
+            self.select(joined.id, roi.id)
+        else:
+            lesion = self.store.add_lesion(roi, label=self.current_label)
+            self.select(lesion.id, roi.id)
+
+    def _hit(self, x: float, y: float) -> tuple[str, str] | None:
+        z = self.view.slice_index
+        hits = []
+        for lesion in self.lesions():
+            for roi in lesion.rois_on(z):
+                contour = np.asarray(roi.points_xy, dtype=np.float32).reshape(-1, 1, 2)
+                if cv2.pointPolygonTest(contour, (float(x), float(y)), False) >= 0:
+                    hits.append((lesion.id != self.selected_lesion, abs(cv2.contourArea(contour)), lesion.id, roi.id))
+        if not hits:
+            return None
+        _, _, lesion_id, roi_id = min(hits)
+        return lesion_id, roi_id
+
+    def _vertex_near(self, roi: Roi, x: float, y: float) -> int | None:
+        best = None
+        for i, point in enumerate(roi.points_xy):
+            if self._near_screen(point, (x, y)):
+                distance = math.hypot(point[0] - x, point[1] - y)
+                if best is None or distance < best[0]:
+                    best = (distance, i)
+        return None if best is None else best[1]
+
+    def _near_screen(self, a: tuple[float, float], b: tuple[float, float]) -> bool:
+        """Within a few screen pixels, whatever the zoom."""
+        pa = self.view.view_box.mapViewToDevice(QPointF(*self.view.pixel_to_view(*a)))
+        pb = self.view.view_box.mapViewToDevice(QPointF(*self.view.pixel_to_view(*b)))
+        if pa is None or pb is None:
+            return False
+        return math.hypot(pa.x() - pb.x(), pa.y() - pb.y()) <= VERTEX_GRAB_PX
+
+    def _on_hover(self, index) -> None:
+        if self.tool == Tool.POLYGON and self._polygon and index is not None:
+            self.overlay.set_preview(self._polygon + [(float(index[2]), float(index[1]))], closed=False)
+
+    def _cancel_gesture(self) -> None:
+        self._polygon = []
+        self._drag = {}
+        self.overlay.clear_preview()

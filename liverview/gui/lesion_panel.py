@@ -1,0 +1,211 @@
+"""The lesion panel: label list, the selected lesion's confidence and note, readers, lesion table."""
+from __future__ import annotations
+
+import math
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QColor, QIcon, QPixmap
+from PySide6.QtWidgets import (QAbstractItemView, QColorDialog, QComboBox, QDialog, QDialogButtonBox, QFormLayout,
+                               QHBoxLayout, QHeaderView, QLabel, QLineEdit, QListWidget, QListWidgetItem,
+                               QPushButton, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
+
+from liverview.annotations.document import Lesion
+from liverview.annotations.labels import CodedConcept, Confidence, LabelDef, LabelTaxonomy
+from liverview.annotations.measurements import LesionMeasurement, measure_lesion
+from liverview.io.volume import Volume
+
+COLUMNS = ("Lesion", "Label", "Reader", "Confidence", "Slices", "Long mm", "Short mm", "Area mm²", "Volume mL",
+           "Mean", "SD", "Min", "Max", "Model")
+
+
+def swatch(color: tuple[int, int, int]) -> QIcon:
+    pixmap = QPixmap(14, 14)
+    pixmap.fill(QColor(*color))
+    return QIcon(pixmap)
+
+
+class _NumberItem(QTableWidgetItem):
+    """Sorts by value, not by text."""
+
+    def __init__(self, value: float, text: str) -> None:
+        super().__init__(text)
+        self.setData(Qt.UserRole, value)
+        self.setTextAlignment(Qt.AlignRight | Qt.AlignVCenter)
+
+    def __lt__(self, other: QTableWidgetItem) -> bool:
+        a, b = self.data(Qt.UserRole), other.data(Qt.UserRole)
+        if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+            return (math.isnan(a), a) < (math.isnan(b), b)
+        return super().__lt__(other)
+
+
+class AddLabelDialog(QDialog):
+    """A site's own label (e.g. FNH, abscess); a SNOMED CT code only if the user knows it."""
+
+    def __init__(self, taxonomy: LabelTaxonomy, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("Add label")
+        self.taxonomy = taxonomy
+        self.name = QLineEdit()
+        self.identifier = QLineEdit()
+        self.code = QLineEdit()
+        self.code.setPlaceholderText("optional, e.g. 44132006")
+        self.meaning = QLineEdit()
+        self.color = QColor(200, 120, 255)
+        self.color_button = QPushButton()
+        self.color_button.setIcon(swatch((200, 120, 255)))
+        self.color_button.clicked.connect(self._pick_color)
+        self.name.textChanged.connect(lambda t: self.identifier.setText(
+            "".join(c if c.isalnum() else "_" for c in t.lower()).strip("_")[:40]))
+        form = QFormLayout(self)
+        form.addRow("Name", self.name)
+        form.addRow("Identifier", self.identifier)
+        form.addRow("Colour", self.color_button)
+        form.addRow("SNOMED CT code", self.code)
+        form.addRow("Code meaning", self.meaning)
+        self.error = QLabel()
+        self.error.setStyleSheet("color: #f06060;")
+        form.addRow(self.error)
+        buttons = QDialogButtonBox(QDialogButtonBox.Ok | QDialogButtonBox.Cancel)
+        buttons.accepted.connect(self._accept)
+        buttons.rejected.connect(self.reject)
+        form.addRow(buttons)
+        self.result_label: LabelDef | None = None
+
+    def _pick_color(self) -> None:
+        color = QColorDialog.getColor(self.color, self)
+        if color.isValid():
+            self.color = color
+            self.color_button.setIcon(swatch((color.red(), color.green(), color.blue())))
+
+    def _accept(self) -> None:
+        code = None
+        if self.code.text().strip():
+            if not self.code.text().strip().isdigit():
+                self.error.setText("A SNOMED CT code is a number")
+                return
+            code = CodedConcept(self.code.text().strip(), "SCT", self.meaning.text().strip() or self.name.text().strip())
+        try:
+            self.result_label = self.taxonomy.add(LabelDef(self.identifier.text().strip(), self.name.text().strip(),
+                                                           (self.color.red(), self.color.green(), self.color.blue()), code))
+        except ValueError as exc:
+            self.error.setText(str(exc))
+            return
+        self.accept()
+
+
+class LesionPanel(QWidget):
+    label_chosen = Signal(str)
+    confidence_chosen = Signal(str)
+    note_edited = Signal(str)
+    lesion_clicked = Signal(str)
+    readers_visibility = Signal(object)  # set of hidden readers
+    add_label_requested = Signal()
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.taxonomy = LabelTaxonomy()
+        self.measurements: dict[str, LesionMeasurement] = {}
+        self.labels = QListWidget()
+        self.labels.setMaximumHeight(150)
+        self.labels.itemClicked.connect(lambda item: self.label_chosen.emit(item.data(Qt.UserRole)))
+        add_label = QPushButton("Add label…")
+        add_label.clicked.connect(self.add_label_requested)
+        self.confidence = QComboBox()
+        self.confidence.addItems([c.value for c in Confidence])
+        self.confidence.setCurrentText(Confidence.PROBABLE.value)
+        self.confidence.activated.connect(lambda _i: self.confidence_chosen.emit(self.confidence.currentText()))
+        self.note = QLineEdit()
+        self.note.setPlaceholderText("note for the selected lesion")
+        self.note.editingFinished.connect(lambda: self.note_edited.emit(self.note.text()))
+        self.selected_label = QLabel("No lesion selected")
+        self.selected_label.setTextFormat(Qt.PlainText)
+        self.readers = QListWidget()
+        self.readers.setMaximumHeight(70)
+        self.readers.itemChanged.connect(self._readers_changed)
+        self.table = QTableWidget(0, len(COLUMNS))
+        self.table.setHorizontalHeaderLabels(COLUMNS)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectRows)
+        self.table.setSelectionMode(QAbstractItemView.SingleSelection)
+        self.table.setEditTriggers(QAbstractItemView.NoEditTriggers)
+        self.table.setSortingEnabled(True)
+        self.table.verticalHeader().hide()
+        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeToContents)
+        self.table.cellClicked.connect(lambda row, _c: self.lesion_clicked.emit(self.table.item(row, 0).data(Qt.UserRole)))
+
+        details = QHBoxLayout()
+        details.addWidget(QLabel("Confidence"))
+        details.addWidget(self.confidence)
+        details.addWidget(self.note, 1)
+        self.setMinimumWidth(300)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(4, 4, 4, 4)
+        layout.addWidget(QLabel("Labels (Ctrl+1…9 applies to the selected lesion)"))
+        layout.addWidget(self.labels)
+        layout.addWidget(add_label)
+        layout.addWidget(self.selected_label)
+        layout.addLayout(details)
+        layout.addWidget(QLabel("Readers shown"))
+        layout.addWidget(self.readers)
+        layout.addWidget(QLabel("Lesions (click a row to jump to it)"))
+        layout.addWidget(self.table, 1)
+
+    def set_taxonomy(self, taxonomy: LabelTaxonomy) -> None:
+        self.taxonomy = taxonomy
+        self.labels.clear()
+        for label in taxonomy:
+            item = QListWidgetItem(swatch(label.color), f"{label.shortcut:8s} {label.name}")
+            item.setData(Qt.UserRole, label.id)
+            code = f"SNOMED CT {label.code.value} ({label.code.meaning})" if label.code else "no SNOMED CT code"
+            item.setToolTip(f"{label.id}: {code}")
+            self.labels.addItem(item)
+
+    def show_lesions(self, lesions: list[Lesion], all_readers: list[str], hidden: set[str], volume: Volume) -> None:
+        self.readers.blockSignals(True)
+        self.readers.clear()
+        for reader in all_readers:
+            item = QListWidgetItem(reader)
+            item.setFlags(item.flags() | Qt.ItemIsUserCheckable)
+            item.setCheckState(Qt.Unchecked if reader in hidden else Qt.Checked)
+            self.readers.addItem(item)
+        self.readers.blockSignals(False)
+        self.measurements = {lesion.id: measure_lesion(volume, lesion) for lesion in lesions}
+        unit = "HU" if volume.is_hu else ""
+        self.table.setSortingEnabled(False)
+        self.table.setRowCount(len(lesions))
+        for row, lesion in enumerate(lesions):
+            m = self.measurements[lesion.id]
+            name = self.taxonomy.get(lesion.label).name if lesion.label in self.taxonomy else "—"
+            first = QTableWidgetItem(lesion.id)
+            first.setData(Qt.UserRole, lesion.id)
+            ai = f"{lesion.ai.predicted} {max(lesion.ai.probabilities.values()):.0%}" if lesion.ai else ""
+            cells = [first, QTableWidgetItem(name + (" (AI)" if lesion.label_source == "ai-accepted" else "")),
+                     QTableWidgetItem(lesion.reader), QTableWidgetItem(lesion.confidence),
+                     _NumberItem(m.n_slices, str(m.n_slices)), _NumberItem(m.long_axis_mm, f"{m.long_axis_mm:.1f}"),
+                     _NumberItem(m.short_axis_mm, f"{m.short_axis_mm:.1f}"), _NumberItem(m.area_mm2, f"{m.area_mm2:.0f}"),
+                     _NumberItem(m.volume_ml, f"{m.volume_ml:.2f}"),
+                     _NumberItem(m.mean, f"{m.mean:.0f} {unit}".strip()), _NumberItem(m.sd, f"{m.sd:.0f}"),
+                     _NumberItem(m.min, f"{m.min:.0f}"), _NumberItem(m.max, f"{m.max:.0f}"), QTableWidgetItem(ai)]
+            for column, item in enumerate(cells):
+                self.table.setItem(row, column, item)
+        self.table.setSortingEnabled(True)
+
+    def show_selection(self, lesion: Lesion | None) -> None:
+        if lesion is None:
+            self.selected_label.setText("No lesion selected")
+            self.note.clear()
+            self.table.clearSelection()
+            return
+        name = self.taxonomy.get(lesion.label).name if lesion.label in self.taxonomy else "unlabelled"
+        self.selected_label.setText(f"{lesion.id}: {name} — {lesion.reader}")
+        self.confidence.setCurrentText(lesion.confidence)
+        self.note.setText(lesion.note)
+        for row in range(self.table.rowCount()):
+            if self.table.item(row, 0).data(Qt.UserRole) == lesion.id:
+                self.table.selectRow(row)
+                break
+
+    def _readers_changed(self, _item) -> None:
+        hidden = {self.readers.item(i).text() for i in range(self.readers.count())
+                  if self.readers.item(i).checkState() != Qt.Checked}
+        self.readers_visibility.emit(hidden)

@@ -1,0 +1,95 @@
+"""Draws the lesions' outlines on the acquired-plane view, plus the preview of the shape being drawn."""
+from __future__ import annotations
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import QPointF, Qt
+from PySide6.QtGui import QColor, QPainterPath, QPen, QPolygonF
+from PySide6.QtWidgets import QGraphicsPathItem
+
+from liverview.annotations.document import Lesion
+from liverview.annotations.labels import LabelTaxonomy
+from liverview.gui.slice_view import SliceView
+
+UNLABELLED = (230, 230, 230)
+
+
+class RoiOverlay:
+    """Outline items for the current slice; rebuilt on every change (a slice holds few outlines)."""
+
+    def __init__(self, view: SliceView) -> None:
+        self.view = view
+        self._items: list = []
+        self.preview = QGraphicsPathItem()
+        pen = QPen(QColor(255, 255, 120), 0)
+        pen.setCosmetic(True)
+        pen.setStyle(Qt.DashLine)
+        self.preview.setPen(pen)
+        self.preview.setZValue(30)
+        self.preview.setAcceptedMouseButtons(Qt.NoButton)
+        view.view_box.addItem(self.preview, ignoreBounds=True)
+
+    def _path(self, points_px, closed: bool = True) -> QPainterPath:
+        polygon = QPolygonF([QPointF(*self.view.pixel_to_view(x, y)) for x, y in points_px])
+        path = QPainterPath()
+        if len(polygon):
+            path.addPolygon(polygon)
+            if closed:
+                path.closeSubpath()
+        return path
+
+    def _add(self, item) -> None:
+        # Overlay items must never take the mouse: gestures belong to the view box (the tools).
+        item.setAcceptedMouseButtons(Qt.NoButton)
+        item.setAcceptHoverEvents(False)
+        self.view.view_box.addItem(item, ignoreBounds=True)
+        self._items.append(item)
+
+    def clear(self) -> None:
+        for item in self._items:
+            self.view.view_box.removeItem(item)
+        self._items.clear()
+
+    def draw(self, lesions: list[Lesion], taxonomy: LabelTaxonomy, selected_lesion: str | None,
+             selected_roi: str | None, handles: bool) -> None:
+        self.clear()
+        if self.view.volume is None:
+            return
+        z = self.view.slice_index
+        for lesion in lesions:
+            color = taxonomy.get(lesion.label).color if lesion.label in taxonomy else UNLABELLED
+            for roi in lesion.rois_on(z):
+                chosen = lesion.id == selected_lesion
+                item = QGraphicsPathItem(self._path(roi.points_xy))
+                pen = QPen(QColor(*color), 2.5 if chosen else 1.4)
+                pen.setCosmetic(True)
+                if roi.id == selected_roi:
+                    pen.setWidthF(3.0)
+                item.setPen(pen)
+                fill = QColor(*color)
+                fill.setAlpha(45 if chosen else 18)
+                item.setBrush(fill)
+                item.setZValue(20)
+                self._add(item)
+                x0, y0 = np.min(np.asarray(roi.points_xy), axis=0)
+                tag = pg.TextItem(self._tag(lesion, taxonomy), color=QColor(*color), anchor=(0, 1))
+                tag.setPos(*self.view.pixel_to_view(float(x0), float(y0) - 1))
+                tag.setZValue(21)
+                self._add(tag)
+                if handles and roi.id == selected_roi:
+                    spots = [self.view.pixel_to_view(x, y) for x, y in roi.points_xy]
+                    scatter = pg.ScatterPlotItem([p[0] for p in spots], [p[1] for p in spots], size=7, symbol="s",
+                                                 pen=pg.mkPen("k"), brush=pg.mkBrush(*color))
+                    scatter.setZValue(25)
+                    self._add(scatter)
+
+    @staticmethod
+    def _tag(lesion: Lesion, taxonomy: LabelTaxonomy) -> str:
+        name = taxonomy.get(lesion.label).name if lesion.label in taxonomy else "unlabelled"
+        return f"{lesion.id} {name}"
+
+    def set_preview(self, points_px, closed: bool = True) -> None:
+        self.preview.setPath(self._path(points_px, closed) if points_px else QPainterPath())
+
+    def clear_preview(self) -> None:
+        self.preview.setPath(QPainterPath())

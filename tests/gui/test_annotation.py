@@ -1,0 +1,183 @@
+"""Drawing, labelling, editing and undo in the real window, with Qt mouse and key events (offscreen)."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PySide6.QtCore import QEvent, QPoint, QPointF, QSettings, Qt
+from PySide6.QtGui import QMouseEvent
+from PySide6.QtTest import QTest
+from PySide6.QtWidgets import QApplication
+
+from liverview.annotations import AnnotationDocument
+from liverview.annotations.measurements import roi_mask
+from liverview.gui.annotator import Tool
+from liverview.gui.main_window import MainWindow
+from liverview.gui.theme import apply_dark_theme
+
+
+@pytest.fixture
+def window(qtbot, tmp_path, demo_study):
+    apply_dark_theme(QApplication.instance())
+    settings = QSettings(str(tmp_path / "settings.ini"), QSettings.IniFormat)
+    settings.setValue("reader/name", "Dr Ada")
+    win = MainWindow(settings)
+    win.resize(1500, 950)
+    qtbot.addWidget(win)
+    win.show()
+    qtbot.waitExposed(win)
+    win.open_paths([str(demo_study.dicom_dir)])
+    qtbot.waitUntil(lambda: win.volume is not None and win.volume.loaded.all() and win.store is not None
+                    and not win.progress.isVisible(), timeout=30000)
+    return win
+
+
+def viewport(window):
+    return window.viewer.views[0].graphics.viewport()
+
+
+def screen_of_pixel(window, x, y) -> QPoint:
+    """Viewport coordinates of image pixel (x = column, y = row) on the axial view."""
+    view = window.viewer.views[0]
+    scene = view.view_box.mapViewToScene(QPointF(*view.pixel_to_view(x, y)))
+    return view.graphics.mapFromScene(scene)
+
+
+def mouse(widget, kind, pos, button=Qt.NoButton, buttons=Qt.NoButton):
+    if kind == QEvent.MouseMove:
+        QTest.qWait(20)  # pyqtgraph drops moves closer than ~16 ms, as a real mouse never sends them
+    event = QMouseEvent(kind, QPointF(pos), QPointF(widget.mapToGlobal(pos)), button, buttons, Qt.NoModifier)
+    QApplication.sendEvent(widget, event)
+
+
+def drag(widget, start: QPoint, end: QPoint, steps: int = 8):
+    mouse(widget, QEvent.MouseButtonPress, start, Qt.LeftButton, Qt.LeftButton)
+    for i in range(1, steps + 1):
+        mouse(widget, QEvent.MouseMove, start + (end - start) * i / steps, Qt.NoButton, Qt.LeftButton)
+    mouse(widget, QEvent.MouseButtonRelease, end, Qt.LeftButton, Qt.NoButton)
+
+
+def click(widget, pos: QPoint, double: bool = False):
+    mouse(widget, QEvent.MouseButtonPress, pos, Qt.LeftButton, Qt.LeftButton)
+    mouse(widget, QEvent.MouseButtonRelease, pos, Qt.LeftButton, Qt.NoButton)
+    if double:
+        mouse(widget, QEvent.MouseButtonDblClick, pos, Qt.LeftButton, Qt.LeftButton)
+        mouse(widget, QEvent.MouseButtonRelease, pos, Qt.LeftButton, Qt.NoButton)
+
+
+def test_ellipse_label_copy_to_next_slice_and_undo(qtbot, window):
+    qtbot.keyClick(window, Qt.Key_O)
+    assert window.annotator.tool == Tool.ELLIPSE
+    z = window.viewer.views[0].slice_index
+    drag(viewport(window), screen_of_pixel(window, 90, 100), screen_of_pixel(window, 120, 124))
+    lesions = window.store.document.lesions
+    assert len(lesions) == 1 and lesions[0].reader == "Dr Ada" and lesions[0].rois[0].slice_index == z
+    xs, ys = np.asarray(lesions[0].rois[0].points_xy).T
+    assert xs.min() == pytest.approx(90, abs=1) and xs.max() == pytest.approx(120, abs=1)
+    assert ys.min() == pytest.approx(100, abs=1) and ys.max() == pytest.approx(124, abs=1)
+    qtbot.keyClick(window, Qt.Key_4, Qt.ControlModifier)  # metastasis
+    window.lesion_panel.confidence.setCurrentText("probable")
+    window.lesion_panel.confidence.activated.emit(1)
+    lesion = window.store.document.lesions[0]
+    assert lesion.label == "metastasis" and lesion.confidence == "probable"
+    table = window.lesion_panel.table
+    assert table.rowCount() == 1
+    headers = [table.horizontalHeaderItem(c).text() for c in range(table.columnCount())]
+    long_mm = float(table.item(0, headers.index("Long mm")).text())
+    assert long_mm == pytest.approx(30 * window.volume.spacing_mm[2], rel=0.05)
+    # Next slice, copy the outline (C), then the lesion spans two slices and has a volume.
+    qtbot.keyClick(window, Qt.Key_Down)
+    qtbot.keyClick(window, Qt.Key_C)
+    lesion = window.store.document.lesions[0]
+    assert lesion.slices() == [z, z + 1]
+    assert float(table.item(0, headers.index("Slices")).text()) == 2
+    assert float(table.item(0, headers.index("Volume mL")).text()) > 0
+    # Undo the copy and the label, then redo.
+    qtbot.keyClick(window, Qt.Key_Z, Qt.ControlModifier)
+    assert window.store.document.lesions[0].slices() == [z]
+    qtbot.keyClick(window, Qt.Key_Z, Qt.ControlModifier | Qt.ShiftModifier)
+    assert window.store.document.lesions[0].slices() == [z, z + 1]
+    # Autosaved within the delay, in the user data folder, never next to the DICOM files.
+    window.store.flush()
+    saved = json.loads(window.store.path.read_text())
+    assert saved["lesions"][0]["label"] == "metastasis"
+    assert "annotations" in window.store.path.parts
+
+
+def test_polygon_freehand_and_select_move(qtbot, window):
+    qtbot.keyClick(window, Qt.Key_P)
+    vp = viewport(window)
+    for x, y in ((60, 60), (90, 60), (90, 85)):
+        click(vp, screen_of_pixel(window, x, y))
+    qtbot.keyClick(window, Qt.Key_Return)
+    assert len(window.store.document.lesions) == 1
+    polygon = window.store.document.lesions[0].rois[0]
+    assert len(polygon.points_xy) == 3 and polygon.kind == "polygon"
+    qtbot.keyClick(window, Qt.Key_D)
+    start = screen_of_pixel(window, 150, 150)
+    mouse(vp, QEvent.MouseButtonPress, start, Qt.LeftButton, Qt.LeftButton)
+    for x, y in ((170, 150), (175, 165), (165, 180), (150, 175), (145, 160)):
+        mouse(vp, QEvent.MouseMove, screen_of_pixel(window, x, y), Qt.NoButton, Qt.LeftButton)
+    mouse(vp, QEvent.MouseButtonRelease, screen_of_pixel(window, 146, 152), Qt.LeftButton, Qt.NoButton)
+    assert len(window.store.document.lesions) == 2
+    # Select the polygon and move it 10 pixels right.
+    qtbot.keyClick(window, Qt.Key_V)
+    before = np.asarray(window.store.document.lesions[0].rois[0].points_xy)
+    drag(vp, screen_of_pixel(window, 82, 70), screen_of_pixel(window, 92, 70))
+    after = np.asarray(window.store.document.lesions[0].rois[0].points_xy)
+    assert np.allclose(after - before, [10, 0], atol=0.6)
+    # Drag one vertex.
+    drag(vp, screen_of_pixel(window, *after[1]), screen_of_pixel(window, after[1][0] + 5, after[1][1] - 5))
+    moved = np.asarray(window.store.document.lesions[0].rois[0].points_xy)
+    assert np.allclose(moved[1], after[1] + [5, -5], atol=0.6) and np.allclose(moved[0], after[0])
+    qtbot.keyClick(window, Qt.Key_Delete)
+    assert len(window.store.document.lesions) == 1
+
+
+def test_brush_grows_selected_outline_and_eraser_cuts(qtbot, window):
+    qtbot.keyClick(window, Qt.Key_B)
+    vp = viewport(window)
+    drag(vp, screen_of_pixel(window, 100, 100), screen_of_pixel(window, 110, 100))
+    lesion = window.store.document.lesions[0]
+    first = roi_mask(window.volume, lesion.rois[0]).sum()
+    drag(vp, screen_of_pixel(window, 110, 100), screen_of_pixel(window, 120, 100))
+    assert len(window.store.document.lesions) == 1
+    grown = roi_mask(window.volume, window.store.document.lesions[0].rois[0]).sum()
+    assert grown > first * 1.2
+    qtbot.keyClick(window, Qt.Key_E)
+    drag(vp, screen_of_pixel(window, 118, 92), screen_of_pixel(window, 118, 108))
+    cut = roi_mask(window.volume, window.store.document.lesions[0].rois[0]).sum()
+    assert cut < grown
+
+
+def test_one_click_outline_on_demo_cyst(qtbot, window, demo_study):
+    truth = AnnotationDocument.from_dict(json.loads(demo_study.ground_truth_path.read_text()))
+    cyst = next(l for l in truth.lesions if l.label == "benign_cyst")
+    roi = max(cyst.rois, key=lambda r: roi_mask(window.volume, r).sum())
+    window.viewer.set_cursor((roi.slice_index, 0, 0))
+    centre = np.asarray(roi.points_xy).mean(axis=0)
+    qtbot.keyClick(window, Qt.Key_A)
+    click(viewport(window), screen_of_pixel(window, *centre))
+    assert len(window.store.document.lesions) == 1
+    got = roi_mask(window.volume, window.store.document.lesions[0].rois[0])
+    expected = roi_mask(window.volume, roi)
+    assert 2 * (got & expected).sum() / (got.sum() + expected.sum()) > 0.7
+
+
+def test_second_reader_sees_first_and_can_hide(qtbot, window, tmp_path):
+    qtbot.keyClick(window, Qt.Key_X)
+    drag(viewport(window), screen_of_pixel(window, 80, 80), screen_of_pixel(window, 100, 100))
+    window.close()
+    settings = QSettings(str(tmp_path / "settings.ini"), QSettings.IniFormat)
+    settings.setValue("reader/name", "Dr Bob")
+    second = MainWindow(settings)
+    qtbot.addWidget(second)
+    second.show()
+    second.open_paths([str(window.volume.info.frames[0].path).rsplit("/", 1)[0]])
+    qtbot.waitUntil(lambda: second.store is not None and second.volume.loaded.all(), timeout=30000)
+    assert second.store.reader == "Dr Bob"
+    assert [l.reader for l in second.store.document.lesions] == ["Dr Ada"]
+    second.lesion_panel.readers.item(0).setCheckState(Qt.Unchecked)
+    assert second.lesion_panel.table.rowCount() == 0
+    second.close()
