@@ -14,8 +14,8 @@ from liverview.annotations.labels import CodedConcept, Confidence, LabelDef, Lab
 from liverview.annotations.measurements import LesionMeasurement, measure_lesion
 from liverview.io.volume import Volume
 
-COLUMNS = ("Lesion", "Label", "Reader", "Confidence", "Slices", "Long mm", "Short mm", "Area mm²", "Volume mL",
-           "Mean", "SD", "Min", "Max", "Model")
+COLUMNS = ("Lesion", "Label", "Long mm", "Short mm", "Area mm²", "Volume mL", "Mean", "SD", "Min", "Max",
+           "Slices", "Confidence", "Reader", "Model")
 
 
 def swatch(color: tuple[int, int, int]) -> QIcon:
@@ -180,12 +180,13 @@ class LesionPanel(QWidget):
             first.setData(Qt.UserRole, lesion.id)
             ai = f"{lesion.ai.predicted} {max(lesion.ai.probabilities.values()):.0%}" if lesion.ai else ""
             cells = [first, QTableWidgetItem(name + (" (AI)" if lesion.label_source == "ai-accepted" else "")),
-                     QTableWidgetItem(lesion.reader), QTableWidgetItem(lesion.confidence),
-                     _NumberItem(m.n_slices, str(m.n_slices)), _NumberItem(m.long_axis_mm, f"{m.long_axis_mm:.1f}"),
+                     _NumberItem(m.long_axis_mm, f"{m.long_axis_mm:.1f}"),
                      _NumberItem(m.short_axis_mm, f"{m.short_axis_mm:.1f}"), _NumberItem(m.area_mm2, f"{m.area_mm2:.0f}"),
                      _NumberItem(m.volume_ml, f"{m.volume_ml:.2f}"),
                      _NumberItem(m.mean, f"{m.mean:.0f} {unit}".strip()), _NumberItem(m.sd, f"{m.sd:.0f}"),
-                     _NumberItem(m.min, f"{m.min:.0f}"), _NumberItem(m.max, f"{m.max:.0f}"), QTableWidgetItem(ai)]
+                     _NumberItem(m.min, f"{m.min:.0f}"), _NumberItem(m.max, f"{m.max:.0f}"),
+                     _NumberItem(m.n_slices, str(m.n_slices)), QTableWidgetItem(lesion.confidence),
+                     QTableWidgetItem(lesion.reader), QTableWidgetItem(ai)]
             for column, item in enumerate(cells):
                 self.table.setItem(row, column, item)
         self.table.setSortingEnabled(True)

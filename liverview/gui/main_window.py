@@ -1,6 +1,7 @@
 """liverview's main window: series browser, linked views, menus, status bar, background loading."""
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import tempfile
@@ -14,6 +15,7 @@ from PySide6.QtWidgets import (QDockWidget, QFileDialog, QHBoxLayout, QInputDial
                                QVBoxLayout, QWidget)
 
 from liverview import __version__
+from liverview.annotations.document import AnnotationDocument
 from liverview.annotations.labels import LabelTaxonomy
 from liverview.annotations.store import AnnotationStore
 from liverview.gui.annotator import TOOLS, Annotator, Tool
@@ -160,6 +162,7 @@ class MainWindow(QMainWindow):
         self.lesion_dock.setObjectName("lesions")
         self.lesion_dock.setWidget(self.lesion_panel)
         self.addDockWidget(Qt.RightDockWidgetArea, self.lesion_dock)
+        self.resizeDocks([self.lesion_dock], [470], Qt.Horizontal)
         self.lesion_panel.label_chosen.connect(self.apply_label)
         self.lesion_panel.confidence_chosen.connect(lambda c: self._edit_selected(confidence=c))
         self.lesion_panel.note_edited.connect(lambda n: self._edit_selected(note=n))
@@ -211,6 +214,7 @@ class MainWindow(QMainWindow):
         self._action(file_menu, "Open files, zip or DICOMDIR…", self.choose_files, "Ctrl+Shift+O")
         self._action(file_menu, "Open &demo study", self.open_demo, "Ctrl+D")
         file_menu.addSeparator()
+        self._action(file_menu, "Import annotations (colleague's file, ground truth)…", self.choose_annotations)
         self._action(file_menu, "Show skipped files…", self.browser.show_skipped)
         self._action(file_menu, "Settings (reader name)…", self.edit_settings)
         file_menu.addSeparator()
@@ -365,6 +369,30 @@ class MainWindow(QMainWindow):
             current = {"confidence": lesion.confidence, "note": lesion.note}
             if any(current[k] != v for k, v in changes.items()):
                 self.store.set_label(lesion.id, **changes)
+
+    def choose_annotations(self) -> None:
+        if self.store is None:
+            self._fail("Import annotations", "Open a series first.")
+            return
+        path, _ = QFileDialog.getOpenFileName(self, "Import annotations", str(Path.home()),
+                                              "liverview annotations (*.json);;All files (*)")
+        if path:
+            self.import_annotations(Path(path))
+
+    def import_annotations(self, path: Path) -> int:
+        """Merge another reader's annotation file of this series; returns the number of lesions added."""
+        try:
+            other = AnnotationDocument.from_dict(json.loads(path.read_text(encoding="utf-8")))
+        except (OSError, ValueError) as exc:
+            self._fail("Cannot import annotations", f"{path}: {exc}")
+            return 0
+        if other.series_instance_uid != self.store.document.series_instance_uid:
+            self._fail("Cannot import annotations", f"{path.name} belongs to series {other.series_instance_uid}, "
+                                                    f"not to the open series {self.store.document.series_instance_uid}.")
+            return 0
+        added = self.store.merge(other)
+        self.statusBar().showMessage(f"Imported {added} lesion(s) from {path.name}", 6000)
+        return added
 
     def undo(self) -> None:
         if self.store is not None:
