@@ -19,6 +19,7 @@ from liverview.annotations.document import AnnotationDocument
 from liverview.annotations.labels import LabelTaxonomy
 from liverview.annotations.store import AnnotationStore
 from liverview.gui.annotator import TOOLS, Annotator, Tool
+from liverview.gui.consensus_dialog import ConsensusDialog
 from liverview.gui.lesion_panel import AddLabelDialog, LesionPanel
 from liverview.gui.series_browser import SeriesBrowser
 from liverview.gui.viewer import CursorInfo, Viewer
@@ -234,6 +235,7 @@ class MainWindow(QMainWindow):
         self._action(edit_menu, "Smaller brush", lambda: self._brush_size(-1), "[")
         self._action(edit_menu, "Larger brush", lambda: self._brush_size(1), "]")
         edit_menu.addSeparator()
+        self._action(edit_menu, "Consensus of readers…", self.show_consensus, "Ctrl+K")
         self.label_menu = edit_menu.addMenu("Label selected lesion")
         self._fill_label_menu()
 
@@ -393,6 +395,15 @@ class MainWindow(QMainWindow):
         added = self.store.merge(other)
         self.statusBar().showMessage(f"Imported {added} lesion(s) from {path.name}", 6000)
         return added
+
+    def show_consensus(self) -> None:
+        if self.store is None or self.volume is None:
+            self._fail("Consensus", "Open a series first.")
+            return
+        dialog = ConsensusDialog(self.store, self.volume, self.taxonomy, self)
+        dialog.lesion_requested.connect(self.jump_to_lesion)
+        self.consensus_dialog = dialog
+        dialog.show()
 
     def undo(self) -> None:
         if self.store is not None:

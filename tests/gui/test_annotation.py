@@ -181,3 +181,30 @@ def test_second_reader_sees_first_and_can_hide(qtbot, window, tmp_path):
     second.lesion_panel.readers.item(0).setCheckState(Qt.Unchecked)
     assert second.lesion_panel.table.rowCount() == 0
     second.close()
+
+
+def test_consensus_of_two_readers_and_adjudication(qtbot, window):
+    qtbot.keyClick(window, Qt.Key_X)
+    drag(viewport(window), screen_of_pixel(window, 80, 80), screen_of_pixel(window, 100, 100))
+    qtbot.keyClick(window, Qt.Key_4, Qt.ControlModifier)
+    window.settings.setValue("reader/name", "Dr Bob")
+    window.store.reader = "Dr Bob"
+    window.annotator.select(None)
+    drag(viewport(window), screen_of_pixel(window, 82, 82), screen_of_pixel(window, 102, 102))
+    qtbot.keyClick(window, Qt.Key_3, Qt.ControlModifier)
+    assert [(l.reader, l.label) for l in window.store.document.lesions] == [("Dr Ada", "metastasis"), ("Dr Bob", "hcc")]
+    window.show_consensus()
+    dialog = window.consensus_dialog
+    summary = dialog.summary
+    assert summary.readers == ["Dr Ada", "Dr Bob"] and summary.kappa_method == "cohen"
+    assert len(summary.groups) == 1 and summary.groups[0].is_matched
+    assert 0.7 < summary.groups[0].mean_dice < 1.0
+    assert dialog.table.item(0, 1).text() == "Metastasis" and dialog.table.item(0, 2).text().startswith("Hepatocellular")
+    dialog.table.selectRow(0)
+    dialog.final_label.setCurrentIndex(dialog.final_label.findData("metastasis"))
+    dialog.adjudicate_button.click()
+    decision = window.store.document.adjudications[0]
+    assert decision.final_label == "metastasis" and decision.decided_by == "Dr Bob"
+    assert dialog.summary.groups[0].final_label == "metastasis"
+    assert "Dr Bob" in dialog.table.item(0, dialog.table.columnCount() - 1).text()
+    dialog.close()

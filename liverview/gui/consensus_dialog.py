@@ -1,0 +1,110 @@
+"""Consensus view: per lesion, every reader's label, the majority, outline agreement, and the
+adjudicated final label with who decided it."""
+from __future__ import annotations
+
+import math
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QDialog, QHBoxLayout, QHeaderView, QLabel, QLineEdit,
+                               QPushButton, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
+
+from liverview.annotations.consensus import ConsensusSummary, summarize_consensus
+from liverview.annotations.labels import LabelTaxonomy
+from liverview.annotations.store import AnnotationStore
+from liverview.io.volume import Volume
+
+
+def _fmt(value: float, pattern: str = "{:.2f}") -> str:
+    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else pattern.format(value)
+
+
+class ConsensusDialog(QDialog):
+    lesion_requested = Signal(str)
+
+    def __init__(self, store: AnnotationStore, volume: Volume, taxonomy: LabelTaxonomy, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("Consensus")
+        self.resize(1100, 520)
+        self.store, self.volume, self.taxonomy = store, volume, taxonomy
+        self.summary_label = QLabel()
+        self.summary_label.setTextFormat(Qt.PlainText)
+        self.summary_label.setWordWrap(True)
+        self.table = QTableWidget()
+        self.table.setSelectionBehavior(QAbstractItemView.SelectRows)
+        self.table.setSelectionMode(QAbstractItemView.SingleSelection)
+        self.table.setEditTriggers(QAbstractItemView.NoEditTriggers)
+        self.table.verticalHeader().hide()
+        self.table.cellDoubleClicked.connect(self._jump)
+        self.final_label = QComboBox()
+        for label in taxonomy:
+            self.final_label.addItem(label.name, label.id)
+        self.note = QLineEdit()
+        self.note.setPlaceholderText("reason (optional), e.g. biopsy, follow-up")
+        self.adjudicate_button = QPushButton("Set final label for the selected lesion")
+        self.adjudicate_button.clicked.connect(self.adjudicate_selected)
+        row = QHBoxLayout()
+        row.addWidget(QLabel("Final label"))
+        row.addWidget(self.final_label)
+        row.addWidget(self.note, 1)
+        row.addWidget(self.adjudicate_button)
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.summary_label)
+        layout.addWidget(self.table, 1)
+        layout.addLayout(row)
+        layout.addWidget(QLabel("Double-click a row to show the lesion. Adjudication is recorded with your reader name."))
+        self.summary: ConsensusSummary | None = None
+        self.refresh()
+
+    def _name(self, label_id: str | None) -> str:
+        if label_id is None:
+            return "—"
+        return self.taxonomy.get(label_id).name if label_id in self.taxonomy else label_id
+
+    def refresh(self) -> None:
+        summary = summarize_consensus(self.store.document, self.volume)
+        self.summary = summary
+        method = {"cohen": "Cohen's κ", "fleiss": "Fleiss' κ"}.get(summary.kappa_method, "κ")
+        unmatched = ", ".join(f"{reader}: {n}" for reader, n in summary.unmatched_by_reader.items())
+        self.summary_label.setText(
+            f"Readers: {', '.join(summary.readers) or 'none'}    {method} = {_fmt(summary.kappa)} "
+            f"over {summary.n_kappa_items} lesion(s) labelled by every reader    mean Dice {_fmt(summary.mean_dice)}, "
+            f"mean IoU {_fmt(summary.mean_iou)}    found by one reader only — {unmatched or 'none'}    "
+            f"adjudicated: {summary.n_adjudicated} of {summary.n_groups}")
+        readers = summary.readers
+        headers = ["Lesions"] + readers + ["Majority", "Agreement", "Dice", "IoU", "Final label", "Decided by"]
+        self.table.setColumnCount(len(headers))
+        self.table.setHorizontalHeaderLabels(headers)
+        self.table.setRowCount(len(summary.groups))
+        for r, group in enumerate(summary.groups):
+            cells = [", ".join(group.lesion_ids)] + [self._name(group.labels.get(reader)) if reader in group.labels else "(not outlined)"
+                                                      for reader in readers]
+            decided = group.adjudication
+            cells += [self._name(group.majority_label), _fmt(group.agreement, "{:.0%}"), _fmt(group.mean_dice),
+                      _fmt(group.mean_iou), self._name(group.final_label),
+                      f"{decided.decided_by} ({decided.time[:10]})" if decided else ""]
+            for c, text in enumerate(cells):
+                item = QTableWidgetItem(text)
+                if c == 0:
+                    item.setData(Qt.UserRole, group.lesion_ids)
+                self.table.setItem(r, c, item)
+        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeToContents)
+
+    def selected_group(self):
+        rows = self.table.selectionModel().selectedRows()
+        if not rows or self.summary is None:
+            return None
+        return self.summary.groups[rows[0].row()]
+
+    def adjudicate_selected(self) -> None:
+        group = self.selected_group()
+        if group is None:
+            return
+        self.store.adjudicate(group.lesion_ids, self.final_label.currentData(), note=self.note.text().strip())
+        selected = self.table.currentRow()
+        self.refresh()
+        self.table.selectRow(selected)
+
+    def _jump(self, row: int, _column: int) -> None:
+        ids = self.table.item(row, 0).data(Qt.UserRole)
+        if ids:
+            self.lesion_requested.emit(ids[0])
