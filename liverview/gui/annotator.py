@@ -46,6 +46,8 @@ TOOLS: tuple[tuple[Tool, str, str], ...] = (
 )
 
 VERTEX_GRAB_PX = 7.0
+#: Brush/eraser outlines are simplified this far (pixels) so they keep few, editable vertices.
+EDIT_TOLERANCE_PX = 0.3
 
 
 class Annotator(QObject):
@@ -235,7 +237,7 @@ class Annotator(QObject):
         for t in np.linspace(0, 1, steps + 1):
             paint_disc(stroke, (last[0] + (x - last[0]) * t, last[1] + (y - last[1]) * t), radius)
         self._drag["last"] = (x, y)
-        outlines = mask_to_polygons(stroke)
+        outlines = mask_to_polygons(stroke, tolerance_px=EDIT_TOLERANCE_PX)
         if phase == "finish":
             self.overlay.clear_preview()
             self._apply_brush(stroke, erase=self.tool == Tool.ERASER)
@@ -253,7 +255,7 @@ class Annotator(QObject):
             if target is None:
                 self.message.emit("The eraser works on the selected lesion's outline on this slice")
                 return
-            remaining = mask_to_polygons(roi_mask(self.volume, target) & ~stroke)
+            remaining = mask_to_polygons(roi_mask(self.volume, target) & ~stroke, min_pixels=2, tolerance_px=EDIT_TOLERANCE_PX)
             with self.store.edit("Erase", lesion.id) as doc:
                 edited = doc.lesion(lesion.id)
                 edited.rois = [r for r in edited.rois if r.id != target.id]
@@ -264,10 +266,10 @@ class Annotator(QObject):
             self.select(lesion.id if self.selected() is not None else None)
             return
         if target is not None:
-            merged = mask_to_polygons(roi_mask(self.volume, target) | stroke)
+            merged = mask_to_polygons(roi_mask(self.volume, target) | stroke, tolerance_px=EDIT_TOLERANCE_PX)
             self.store.update_roi(lesion.id, target.id, merged[0], kind="brush")
             return
-        outlines = mask_to_polygons(stroke)
+        outlines = mask_to_polygons(stroke, tolerance_px=EDIT_TOLERANCE_PX)
         if outlines:
             self._commit(outlines[0], "brush")
 

@@ -33,30 +33,30 @@ def simplify_points(points: Sequence[Sequence[float]], tolerance_px: float = 0.4
     return [(float(x), float(y)) for x, y in approx]
 
 
-def mask_to_polygons(mask: np.ndarray, min_pixels: int = 4) -> list[Points]:
-    """Outer contours of a mask's components (largest first), as polygons through the boundary
-    pixel centres pushed out by half a pixel so that `polygon_mask` gives the mask back."""
-    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+def mask_to_polygons(mask: np.ndarray, min_pixels: int = 1, tolerance_px: float = 0.0) -> list[Points]:
+    """Outer outlines of a 2-D mask's components (x = column, y = row), largest first; holes filled.
+
+    Traced on the mask up-sampled 2x: original pixel c spans up-sampled pixels 2c and 2c+1, so the
+    outline runs a quarter pixel outside the boundary pixels' centres and `polygon_mask` (pixel
+    centres inside) gives back exactly the same pixels. `tolerance_px` > 0 simplifies the outline
+    (fewer vertices to edit, at most that far from the exact one); components smaller than
+    `min_pixels` are dropped.
+    """
+    big = np.repeat(np.repeat(mask.astype(np.uint8), 2, axis=0), 2, axis=1)
+    contours, _ = cv2.findContours(big, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     polygons: list[tuple[int, Points]] = []
     for contour in contours:
-        area = int(cv2.contourArea(contour)) + len(contour)
-        if area < min_pixels:
-            continue
-        component = np.zeros(mask.shape, dtype=np.uint8)
-        cv2.drawContours(component, [contour], -1, 1, thickness=cv2.FILLED)
-        polygons.append((int(component.sum()), _outline_of_component(component.astype(bool))))
+        pts = contour.reshape(-1, 2).astype(np.float64) / 2.0 - 0.25
+        if len(pts) < 3:
+            # A lone pixel or a one-pixel line traces to fewer than 3 points: outline its box.
+            (x0, y0), (x1, y1) = pts.min(axis=0) - 0.25, pts.max(axis=0) + 0.25
+            pts = np.array([(x0, y0), (x1, y0), (x1, y1), (x0, y1)])
+        points = simplify_points(pts, tolerance_px) if tolerance_px > 0 else [(float(x), float(y)) for x, y in pts]
+        n_pixels = int(polygon_mask(points, mask.shape).sum())
+        if n_pixels >= min_pixels:
+            polygons.append((n_pixels, points))
     polygons.sort(key=lambda item: -item[0])
-    return [poly for _, poly in polygons]
-
-
-def _outline_of_component(component: np.ndarray) -> Points:
-    """Trace the component on a 2x up-sampled grid: original pixel c spans up-sampled pixels 2c and
-    2c+1, whose centres lie at c -/+ 0.25, so the traced polygon encloses exactly the component's
-    pixel centres (under `polygon_mask`'s half-open rule) without any pixel-edge arithmetic."""
-    big = cv2.resize(component.astype(np.uint8), None, fx=2, fy=2, interpolation=cv2.INTER_NEAREST)
-    contours, _ = cv2.findContours(big, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-    contour = max(contours, key=cv2.contourArea).reshape(-1, 2).astype(np.float64)
-    return simplify_points((contour - 0.5) / 2.0, 0.2)
+    return [points for _, points in polygons]
 
 
 def paint_disc(mask: np.ndarray, centre_xy: tuple[float, float], radius_px: tuple[float, float]) -> None:
@@ -107,7 +107,7 @@ def propose_outline(image: np.ndarray, seed_xy: tuple[float, float], center: flo
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))
     mask = cv2.morphologyEx(mask.astype(np.uint8), cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3)))
     mask = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, kernel).astype(bool)
-    polygons = [p for p in mask_to_polygons(mask) if polygon_mask(p, mask.shape)[y, x]]
+    polygons = [p for p in mask_to_polygons(mask, min_pixels=4, tolerance_px=0.3) if polygon_mask(p, mask.shape)[y, x]]
     return polygons[0] if polygons else None
 
 

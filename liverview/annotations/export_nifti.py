@@ -1,0 +1,232 @@
+"""Lesions as a NIfTI-1 label map (+ JSON sidecar) and as a CSV lesion table.
+
+NIfTI geometry. liverview's `Volume` is indexed (z, y, x) = (slice, row, column) and
+`index_to_patient` gives DICOM patient coordinates (LPS: +x left, +y posterior, +z head):
+
+    P_lps(z, y, x) = positions_mm[z] + x * dx * row_direction + y * dy * column_direction
+
+NIfTI stores voxel (i, j, k) with i varying fastest and its affine maps (i, j, k) to RAS
+(+x right, +y anterior, +z head). So the label map is stored as array[x, y, z] (i = column,
+j = row, k = slice; the transpose of our (z, y, x) array) and
+
+    affine_ras = diag(-1, -1, 1, 1) @ [[row_dir * dx, col_dir * dy, slice_step, positions_mm[0]], [0, 0, 0, 1]]
+
+where slice_step = (positions_mm[-1] - positions_mm[0]) / (n - 1): the actual displacement between
+slices, which is exact for gantry-tilted stacks too. sform and qform both carry it (code 1,
+scanner), which is how 3D Slicer, ITK-SNAP and nibabel place images, so the labels lie on the
+DICOM images opened from the same folder. Uneven slice spacing cannot be expressed in one affine;
+the sidecar warns about it.
+"""
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import logging
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+
+from liverview import __version__
+from liverview.annotations.deid import Pseudonymizer
+from liverview.annotations.document import AnnotationDocument
+from liverview.annotations.export_common import (ExportError, check_document_matches, export_identity, resolve_label,
+                                                 write_bytes_atomic)
+from liverview.annotations.labels import LabelTaxonomy
+from liverview.annotations.measurements import lesion_mask, measure_lesion
+from liverview.annotations.storage import now_iso, write_json_atomic, write_text_atomic
+from liverview.io.volume import Volume
+
+log = logging.getLogger(__name__)
+
+SIDECAR_FORMAT = "liverview.nifti-labels"
+SIDECAR_VERSION = 1
+#: Slices whose position differs from the even-spacing model by more than this fraction of the
+#: spacing make the sidecar warn.
+UNEVEN_TOLERANCE = 0.05
+#: LPS (DICOM) to RAS (NIfTI): x and y change sign.
+LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+
+
+def nifti_affine(volume: Volume) -> np.ndarray:
+    """4x4 affine from NIfTI voxel (i = column, j = row, k = slice) to RAS millimetres."""
+    n = volume.shape[0]
+    positions = np.asarray(volume.positions_mm, dtype=float)
+    step = (positions[-1] - positions[0]) / (n - 1) if n > 1 else np.asarray(volume.normal) * volume.spacing_mm[0]
+    lps = np.eye(4)
+    lps[:3, 0] = np.asarray(volume.row_direction) * volume.spacing_mm[2]
+    lps[:3, 1] = np.asarray(volume.column_direction) * volume.spacing_mm[1]
+    lps[:3, 2] = step
+    lps[:3, 3] = positions[0]
+    return LPS_TO_RAS @ lps
+
+
+def slice_spacing_deviation_mm(volume: Volume) -> float:
+    """Largest distance of a slice from where even spacing between the first and last puts it."""
+    n = volume.shape[0]
+    if n < 3:
+        return 0.0
+    positions = np.asarray(volume.positions_mm, dtype=float)
+    expected = positions[0] + np.outer(np.arange(n), (positions[-1] - positions[0]) / (n - 1))
+    return float(np.linalg.norm(positions - expected, axis=1).max())
+
+
+def label_map(volume: Volume, document: AnnotationDocument) -> tuple[np.ndarray, list[str]]:
+    """int16 (z, y, x): 0 background, k = the k-th lesion of the document. Where lesions overlap the
+    later one wins; the returned notes say which overlapped."""
+    if len(document.lesions) > np.iinfo(np.int16).max:
+        raise ExportError(f"{len(document.lesions)} lesions do not fit an int16 label map")
+    labels = np.zeros(volume.shape, dtype=np.int16)
+    notes = []
+    for k, lesion in enumerate(document.lesions, start=1):
+        mask = lesion_mask(volume, lesion)
+        overlap = mask & (labels > 0)
+        if overlap.any():
+            others = sorted({int(v) for v in np.unique(labels[overlap])})
+            notes.append(f"lesion {k} ({lesion.id}) overlaps label(s) {others} in {int(overlap.sum())} voxel(s); "
+                         f"those voxels carry {k}")
+        labels[mask] = k
+    return labels, notes
+
+
+def _nifti_paths(out_path: str | os.PathLike[str]) -> tuple[Path, Path]:
+    path = Path(out_path)
+    name = path.name
+    if name.endswith(".nii.gz"):
+        stem = name[: -len(".nii.gz")]
+    elif name.endswith(".nii"):
+        stem = name[: -len(".nii")]
+    else:
+        stem, path = name, path.with_name(name + ".nii.gz")
+    return path, path.with_name(stem + ".json")
+
+
+def export_nifti(volume: Volume, document: AnnotationDocument, out_path: str | os.PathLike[str],
+                 taxonomy: LabelTaxonomy | None = None, pseudonymize: bool = True,
+                 pseudonymizer: Pseudonymizer | None = None) -> tuple[Path, Path]:
+    """Write the label map to `out_path` (.nii.gz, or .nii for uncompressed) and a JSON sidecar next
+    to it (same stem, .json). Returns (image path, sidecar path).
+
+    The sidecar: ``{"format": "liverview.nifti-labels", "version": 1, "image": NAME, "labels":
+    {"k": {"lesion_id", "label", "label_name", "code", "reader", "confidence", "label_source",
+    "n_voxels"}}, "source": {patient, study_uid, series_uid, ...}, "warnings": [...]}``.
+    """
+    import nibabel as nib
+
+    check_document_matches(volume, document)
+    image_path, sidecar_path = _nifti_paths(out_path)
+    identity = export_identity(volume, pseudonymize, pseudonymizer)
+    labels, warnings = label_map(volume, document)
+    deviation = slice_spacing_deviation_mm(volume)
+    if deviation > UNEVEN_TOLERANCE * volume.spacing_mm[0]:
+        warnings.append(f"slices are unevenly spaced (up to {deviation:.2f} mm off an even grid); the NIfTI affine "
+                        f"assumes even spacing, so labels drift by up to that much")
+
+    affine = nifti_affine(volume)
+    image = nib.Nifti1Image(np.ascontiguousarray(labels.transpose(2, 1, 0)), affine)
+    image.header.set_data_dtype(np.int16)
+    image.set_sform(affine, code=1)
+    image.set_qform(affine, code=1)
+    image.header.set_xyzt_units(xyz="mm")
+    image.header["descrip"] = b"liverview lesion labels"
+    image.header["intent_name"] = b"LABELS"
+    raw = image.to_bytes()
+    data = gzip.compress(raw, compresslevel=6, mtime=0) if image_path.name.endswith(".gz") else raw
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+
+    write_bytes_atomic(image_path, write)
+
+    entries = {}
+    for k, lesion in enumerate(document.lesions, start=1):
+        label = resolve_label(lesion.label, taxonomy, document)
+        entries[str(k)] = {"lesion_id": lesion.id, "label": label.id, "label_name": label.name,
+                           "code": label.code_dict(), "reader": identity.reader_of(lesion.reader),
+                           "confidence": lesion.confidence, "label_source": lesion.label_source,
+                           "n_voxels": int((labels == k).sum())}
+    sidecar = {"format": SIDECAR_FORMAT, "version": SIDECAR_VERSION, "image": image_path.name,
+               "created": now_iso(), "liverview_version": __version__, "labels": entries,
+               "source": {**identity.source_fields(), "modality": volume.modality, "is_hu": volume.is_hu,
+                          "shape_zyx": list(volume.shape)},
+               "geometry": {"affine_ras": affine.round(6).tolist(), "voxel_order": "i=column, j=row, k=slice"},
+               "warnings": warnings}
+    write_json_atomic(sidecar_path, sidecar)
+    log.info("wrote NIfTI label map %s (%d lesions) and %s", image_path, len(entries), sidecar_path)
+    return image_path, sidecar_path
+
+
+CSV_COLUMNS = (
+    "patient", "patient_name", "patient_birth_date", "study_uid", "series_uid", "lesion_id", "reader", "label",
+    "label_name", "code_value", "code_scheme", "code_meaning", "confidence", "label_source", "slices", "n_slices",
+    "long_axis_mm", "short_axis_mm", "area_mm2", "volume_ml", "n_voxels", "is_hu", "mean_hu", "sd_hu", "min_hu",
+    "max_hu", "ai_model", "ai_predicted", "ai_probability", "ai_accepted_by",
+)
+# Spreadsheets run text starting with these as formulas; notes and names are untrusted input.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _text(value: object) -> str:
+    text = "" if value is None else str(value)
+    return "'" + text if text.startswith(_FORMULA_START) else text
+
+
+def _number(value: float, digits: int = 2) -> str:
+    return "" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
+
+
+def lesion_rows(volume: Volume, document: AnnotationDocument, taxonomy: LabelTaxonomy | None = None,
+                pseudonymize: bool = True, pseudonymizer: Pseudonymizer | None = None) -> list[dict[str, str]]:
+    """The CSV rows as dictionaries (column -> text), one per lesion in document order."""
+    identity = export_identity(volume, pseudonymize, pseudonymizer)
+    rows = []
+    for lesion in document.lesions:
+        label = resolve_label(lesion.label, taxonomy, document)
+        m = measure_lesion(volume, lesion)
+        code = label.code
+        ai = lesion.ai
+        rows.append({
+            "patient": _text(identity.patient), "patient_name": _text(identity.patient_name),
+            "patient_birth_date": _text(identity.patient_birth_date), "study_uid": identity.study_uid,
+            "series_uid": identity.series_uid, "lesion_id": _text(lesion.id),
+            "reader": _text(identity.reader_of(lesion.reader)), "label": _text(label.id),
+            "label_name": _text(label.name), "code_value": _text(code.value if code else ""),
+            "code_scheme": _text(code.scheme if code else ""), "code_meaning": _text(code.meaning if code else ""),
+            "confidence": _text(lesion.confidence), "label_source": _text(lesion.label_source),
+            "slices": ";".join(str(z) for z in lesion.slices()), "n_slices": str(m.n_slices),
+            "long_axis_mm": _number(m.long_axis_mm), "short_axis_mm": _number(m.short_axis_mm),
+            "area_mm2": _number(m.area_mm2), "volume_ml": _number(m.volume_ml, 3), "n_voxels": str(m.n_voxels),
+            "is_hu": "yes" if volume.is_hu else "no", "mean_hu": _number(m.mean, 1), "sd_hu": _number(m.sd, 1),
+            "min_hu": _number(m.min, 0), "max_hu": _number(m.max, 0),
+            "ai_model": _text(ai.model_id if ai else ""), "ai_predicted": _text(ai.predicted if ai else ""),
+            "ai_probability": _number(ai.probabilities.get(ai.predicted, float("nan")), 4) if ai else "",
+            "ai_accepted_by": _text(identity.reader_of(ai.accepted_by) if ai and ai.accepted_by else ""),
+        })
+    return rows
+
+
+def export_csv(volume: Volume, document: AnnotationDocument, path: str | os.PathLike[str],
+               taxonomy: LabelTaxonomy | None = None, pseudonymize: bool = True,
+               pseudonymizer: Pseudonymizer | None = None) -> Path:
+    """Write the lesion table (`CSV_COLUMNS`, UTF-8, comma-separated, one row per lesion).
+
+    `slices` lists 0-based slice indexes (as in the annotation JSON) separated by ";". Measurements
+    are those of `measure_lesion`: RECIST long/short axis on the slice where the outline is longest,
+    the largest outline area, volume over all slices, voxel statistics (HU when `is_hu`).
+    """
+    check_document_matches(volume, document)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(lesion_rows(volume, document, taxonomy, pseudonymize, pseudonymizer))
+    out = Path(path)
+    write_text_atomic(out, buffer.getvalue())
+    log.info("wrote lesion table %s (%d lesions)", out, len(document.lesions))
+    return out
+
+
+__all__ = ["CSV_COLUMNS", "SIDECAR_FORMAT", "export_csv", "export_nifti", "label_map", "lesion_rows",
+           "nifti_affine", "slice_spacing_deviation_mm"]

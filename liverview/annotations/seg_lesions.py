@@ -1,0 +1,71 @@
+"""DICOM SEG segments as liverview lesions: one lesion per segment, outlines traced from the masks."""
+from __future__ import annotations
+
+import logging
+import os
+import re
+from dataclasses import dataclass, field
+
+from liverview.annotations.document import AnnotationDocument, Lesion, Roi
+from liverview.annotations.labels import LabelTaxonomy
+from liverview.imaging.outline import mask_to_polygons
+from liverview.io.seg_import import SegImport, SegSegment, import_seg
+from liverview.io.volume import Volume
+
+log = logging.getLogger(__name__)
+
+# Written by export_seg into (0062,0006) Segment Description; kept here too so import needs no export.
+_LABEL_DESCRIPTION = re.compile(r"^liverview label ([a-z][a-z0-9_]{0,39})$")
+
+
+@dataclass
+class SegDocumentImport:
+    """A SEG turned into an annotation document, with how its frames were matched and the warnings."""
+
+    document: AnnotationDocument
+    method: str
+    warnings: list[str] = field(default_factory=list)
+
+
+def label_for_segment(segment: SegSegment, taxonomy: LabelTaxonomy) -> str | None:
+    """The taxonomy id for a segment: liverview's own Segment Description first, then the
+    Segmented Property Type code value, else None (the reader labels it)."""
+    match = _LABEL_DESCRIPTION.match(segment.description.strip())
+    if match and match.group(1) in taxonomy:
+        return match.group(1)
+    if segment.property_type is not None and segment.property_type.value:
+        for label in taxonomy:
+            if label.code is not None and label.code.value == segment.property_type.value:
+                return label.id
+    return None
+
+
+def document_from_seg(seg_import: SegImport, volume: Volume, taxonomy: LabelTaxonomy | None = None) -> AnnotationDocument:
+    """One lesion per non-empty segment: label from the codes, note = Segment Label, reader =
+    ``SEG: <Content Creator's Name or Manufacturer>``, ROIs = outer outlines per slice (kind "seg")."""
+    taxonomy = taxonomy or LabelTaxonomy()
+    document = AnnotationDocument(volume.study_uid, volume.series_uid, volume.frame_of_reference_uid,
+                                  source=f"DICOM SEG {seg_import.sop_instance_uid}".strip())
+    reader = f"SEG: {seg_import.creator}"
+    for segment in seg_import.segments:
+        rois = []
+        for z in segment.slices:
+            for outline in mask_to_polygons(segment.planes[z]):
+                rois.append(Roi(slice_index=z, points_xy=outline, kind="seg",
+                                sop_instance_uid=volume.sop_instance_uids[z]))
+        if not rois:
+            continue
+        document.lesions.append(Lesion(reader=reader, label=label_for_segment(segment, taxonomy),
+                                       note=segment.label, rois=rois))
+    return document
+
+
+def import_seg_document(seg_path: str | os.PathLike[str], volume: Volume,
+                        taxonomy: LabelTaxonomy | None = None) -> SegDocumentImport:
+    """`import_seg` followed by `document_from_seg`; raises `SegImportError` when it cannot be placed."""
+    result = import_seg(seg_path, volume)
+    document = document_from_seg(result, volume, taxonomy)
+    return SegDocumentImport(document, result.method, list(result.warnings))
+
+
+__all__ = ["SegDocumentImport", "document_from_seg", "import_seg_document", "label_for_segment"]

@@ -1,0 +1,88 @@
+"""liverview-export end to end: as a subprocess for SEG from JSON and CSV from a SEG, in-process for
+the other formats and for the error paths."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import pydicom
+import pytest
+
+from liverview.annotations.export_cli import main
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "liverview.annotations.export_cli", *map(str, args)],
+                          capture_output=True, text=True, timeout=120, cwd=REPO)
+
+
+@pytest.fixture
+def annotation_file(identified_volume, document, tmp_path) -> Path:
+    path = tmp_path / "annotations.json"
+    path.write_text(json.dumps(document.to_dict()))
+    return path
+
+
+def test_cli_seg_then_csv_from_that_seg(identified_dir, annotation_file, identified_volume, tmp_path, leak):
+    out = tmp_path / "out"
+    result = _cli(identified_dir, "--annotations", annotation_file, "--to", "seg", "--out", out)
+    assert result.returncode == 0, result.stderr
+    written = [Path(line.split(" ", 1)[1]) for line in result.stdout.splitlines() if line.startswith("wrote ")]
+    assert len(written) == 1 and written[0].name.endswith("-seg.dcm") and written[0].exists()
+    seg = pydicom.dcmread(written[0])
+    assert len(seg.SegmentSequence) == 3 and seg.PatientID.startswith("LV-")
+    leak.absent(written[0].read_bytes(), "SEG written by the CLI")
+
+    # The SEG as the annotation input: one lesion per segment, then a CSV table of them.
+    result = _cli(identified_dir, "--annotations", written[0], "--to", "csv", "--out", out, "--no-pseudonymize")
+    assert result.returncode == 0, result.stderr
+    assert "read 3 lesion(s) from the SEG (frames matched by sop-instance-uid)" in result.stdout
+    csv_path = Path(next(line for line in result.stdout.splitlines() if line.startswith("wrote ")).split(" ", 1)[1])
+    text = csv_path.read_text()
+    assert text.count("\n") == 4 and "metastasis" in text and "SEG: reader-" in text
+    assert identified_volume.series_uid in text  # not pseudonymised this time
+
+
+def test_cli_other_formats_in_process(identified_dir, annotation_file, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main([str(identified_dir), "--annotations", str(annotation_file), "--to", "nifti", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert ".nii.gz" in printed and ".json" in printed and "pseudonymised" in printed
+    image = next(out.glob("*.nii.gz"))
+    assert nib.load(image).shape == (512, 512, 41)
+    assert main([str(identified_dir), "--annotations", str(annotation_file), "--to", "sr", "--out", str(out)]) == 0
+    sr = pydicom.dcmread(next(out.glob("*-sr.dcm")))
+    assert sr.SOPClassUID == "1.2.840.10008.5.1.4.1.1.88.34"  # Comprehensive 3D SR
+    dataset = tmp_path / "dataset"
+    assert main([str(identified_dir), "--annotations", str(annotation_file), "--to", "dataset", "--out", str(dataset),
+                 "--all-lesions"]) == 0
+    assert "added 3 lesion(s)" in capsys.readouterr().out
+    assert len((dataset / "lesions.jsonl").read_text().splitlines()) == 3
+
+
+def test_cli_errors_are_one_line_and_exit_1(identified_dir, annotation_file, corpus_dir, tmp_path, capsys):
+    out = str(tmp_path / "out")
+    cases = [
+        ([str(identified_dir), "--annotations", str(tmp_path / "missing.json"), "--to", "csv", "--out", out],
+         "annotation file not found"),
+        ([str(identified_dir), "--annotations", str(annotation_file), "--to", "csv", "--out", out,
+          "--series", "1.2.3"], "series 1.2.3 is not in the study"),
+        ([str(identified_dir), "--annotations", str(corpus_dir / "pydicom-data" / "liver.dcm"), "--to", "csv",
+          "--out", out, "--series", pydicom.dcmread(identified_dir / "1-01.dcm").SeriesInstanceUID],
+         "Frame of Reference UID"),
+        ([str(tmp_path / "nowhere"), "--annotations", str(annotation_file), "--to", "csv", "--out", out], "error:"),
+    ]
+    not_annotations = tmp_path / "other.json"
+    not_annotations.write_text('{"hello": 1}')
+    cases.append(([str(identified_dir), "--annotations", str(not_annotations), "--to", "csv", "--out", out],
+                  "not a liverview annotation file"))
+    for argv, message in cases:
+        assert main(argv) == 1, argv
+        err = capsys.readouterr().err
+        assert err.startswith("liverview-export: error:") and message in err, err
+        assert "Traceback" not in err

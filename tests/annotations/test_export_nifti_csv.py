@@ -1,0 +1,107 @@
+"""NIfTI label map (geometry against the DICOM, read by nibabel and ITK) and the CSV lesion table."""
+from __future__ import annotations
+
+import csv
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from liverview.annotations.document import Lesion
+from liverview.annotations.export_nifti import CSV_COLUMNS, export_csv, export_nifti, nifti_affine
+from liverview.annotations.measurements import lesion_mask, measure_lesion
+
+
+def test_affine_maps_voxel_centres_like_index_to_patient(identified_volume):
+    volume = identified_volume
+    affine = nifti_affine(volume)
+    n, rows, cols = volume.shape
+    for z, y, x in [(0, 0, 0), (n - 1, rows - 1, cols - 1), (20, 100, 400), (7, 511, 0), (33, 250.5, 17.25)]:
+        lps = volume.index_to_patient(z, y, x)
+        ras = affine @ np.array([x, y, z, 1.0])
+        assert ras[:3] == pytest.approx([-lps[0], -lps[1], lps[2]], abs=1e-4)
+
+
+def test_label_map_reads_back_in_register(identified_volume, document, pseudonymizer, tmp_path, leak):
+    volume = identified_volume
+    image_path, sidecar_path = export_nifti(volume, document, tmp_path / "labels.nii.gz", pseudonymizer=pseudonymizer)
+    assert image_path.name == "labels.nii.gz" and sidecar_path.name == "labels.json"
+
+    image = nib.load(image_path)
+    assert image.get_data_dtype() == np.int16
+    assert image.shape == (volume.shape[2], volume.shape[1], volume.shape[0])
+    assert int(image.header["sform_code"]) == 1 and int(image.header["qform_code"]) == 1
+    assert np.allclose(image.affine, nifti_affine(volume), atol=1e-4)
+    assert np.allclose(image.get_qform(), nifti_affine(volume), atol=1e-4)
+    labels = np.asarray(image.dataobj).transpose(2, 1, 0)
+    for k, lesion in enumerate(document.lesions, start=1):
+        assert np.array_equal(labels == k, lesion_mask(volume, lesion))
+    assert set(np.unique(labels)) == {0, 1, 2, 3}
+
+    sidecar = json.loads(sidecar_path.read_text())
+    assert sidecar["format"] == "liverview.nifti-labels" and sidecar["image"] == "labels.nii.gz"
+    first = sidecar["labels"]["1"]
+    assert first["lesion_id"] == document.lesions[0].id and first["label"] == "metastasis"
+    assert first["label_name"] == "Metastasis" and first["code"]["value"] == "14799000"
+    assert first["confidence"] == "certain" and first["reader"].startswith("reader-")
+    assert sidecar["labels"]["3"]["label"] is None
+    assert sidecar["source"]["patient"] == pseudonymizer.patient_pseudonym("MRN-4711-0815")
+    assert sidecar["source"]["study_uid"] == pseudonymizer.remap_uid(volume.study_uid)
+    assert sidecar["warnings"] == []
+    leak.absent(sidecar_path.read_text(), "NIfTI sidecar")
+    leak.absent(image_path.read_bytes(), "NIfTI image")
+
+
+def test_itk_places_labels_on_the_dicom_grid(identified_volume, document, tmp_path):
+    """SimpleITK (the library under 3D Slicer and ITK-SNAP) reads the NIfTI and maps its voxels to
+    the same LPS points as the DICOM series."""
+    sitk = pytest.importorskip("SimpleITK", reason="SimpleITK is a dev dependency (pip install -e '.[dev]')")
+    volume = identified_volume
+    image_path, _ = export_nifti(volume, document, tmp_path / "labels.nii.gz", pseudonymize=False)
+    image = sitk.ReadImage(str(image_path))
+    for z, y, x in [(0, 0, 0), (40, 511, 511), (25, 230, 150)]:
+        assert image.TransformIndexToPhysicalPoint((x, y, z)) == pytest.approx(
+            tuple(volume.index_to_patient(z, y, x)), abs=1e-3)
+    array = sitk.GetArrayFromImage(image)  # ITK gives (z, y, x)
+    assert np.array_equal(array == 1, lesion_mask(volume, document.lesions[0]))
+
+
+def test_overlaps_are_reported_and_plain_export_keeps_identity(identified_volume, document, tmp_path, leak):
+    volume = identified_volume
+    copy = Lesion(reader="Dr. Reader Two", label="hcc", rois=list(document.lesions[0].rois))
+    document.lesions.append(copy)
+    image_path, sidecar_path = export_nifti(volume, document, tmp_path / "plain", pseudonymize=False)
+    assert image_path.name == "plain.nii.gz"
+    sidecar = json.loads(sidecar_path.read_text())
+    assert any("lesion 4" in w and "overlaps label(s) [1]" in w for w in sidecar["warnings"])
+    assert sidecar["labels"]["1"]["n_voxels"] == 0  # entirely covered by lesion 4
+    assert sidecar["labels"]["4"]["reader"] == "Dr. Reader Two"
+    leak.present(sidecar_path.read_text(), "plain NIfTI sidecar")
+
+
+def test_csv_table(identified_volume, document, pseudonymizer, tmp_path, leak):
+    volume = identified_volume
+    document.lesions[0].note = "=HYPERLINK(\"x\")"  # notes are not exported, readers are
+    document.lesions[1].reader = "=cmd|' /C calc'!A0"
+    path = export_csv(volume, document, tmp_path / "lesions.csv", pseudonymizer=pseudonymizer)
+    with path.open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert list(rows[0].keys()) == list(CSV_COLUMNS)
+    assert [row["lesion_id"] for row in rows] == [lesion.id for lesion in document.lesions]
+    m = measure_lesion(volume, document.lesions[0])
+    first = rows[0]
+    assert first["label"] == "metastasis" and first["label_name"] == "Metastasis" and first["code_value"] == "14799000"
+    assert first["slices"] == "23;24;25;26;27" and first["n_slices"] == "5"
+    assert float(first["long_axis_mm"]) == pytest.approx(m.long_axis_mm, abs=0.01)
+    assert float(first["volume_ml"]) == pytest.approx(m.volume_ml, abs=0.001)
+    assert float(first["mean_hu"]) == pytest.approx(m.mean, abs=0.1)
+    assert first["is_hu"] == "yes" and first["patient"].startswith("LV-") and first["patient_name"] == ""
+    assert rows[2]["label"] == "" and rows[2]["label_name"] == "unlabelled"
+    leak.absent(path.read_text(), "pseudonymised CSV")
+
+    plain = export_csv(volume, document, tmp_path / "plain.csv", pseudonymize=False)
+    with plain.open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert rows[1]["reader"].startswith("'=")  # a spreadsheet shows it as text instead of running it
+    leak.present(plain.read_text(), "CSV without pseudonymisation")

@@ -1,0 +1,147 @@
+"""SEG import: round trip of our own SEG, the Frame-of-Reference fallback for SEGs whose image
+references do not resolve, refusals with reasons, FRACTIONAL segmentations, and exact outlines."""
+from __future__ import annotations
+
+import highdicom as hd
+import numpy as np
+import pydicom
+import pytest
+
+from liverview.annotations.export_seg import export_seg, read_source_datasets
+from liverview.annotations.labels import LabelTaxonomy
+from liverview.annotations.measurements import lesion_mask
+from liverview.annotations.seg_lesions import document_from_seg, import_seg_document
+from liverview.imaging.outline import mask_to_polygons
+from liverview.imaging.measure import polygon_mask
+from liverview.io.seg_import import METHOD_POSITION, METHOD_SOP, SegImportError, import_seg
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    return 2.0 * float((a & b).sum()) / float(a.sum() + b.sum())
+
+
+@pytest.fixture
+def seg_path(identified_volume, document, pseudonymizer, tmp_path):
+    return export_seg(identified_volume, document, tmp_path / "lesions.dcm", pseudonymizer=pseudonymizer)
+
+
+def rewrite(src, dst, *, fresh_references=False, frame_of_reference=None, shift_mm=0.0):
+    """A copy of a SEG as it might arrive from elsewhere: references replaced by new UIDs (the images
+    were anonymised), another Frame of Reference, or frames moved along z."""
+    ds = pydicom.dcmread(src)
+    if fresh_references:
+        for frame in ds.PerFrameFunctionalGroupsSequence:
+            for derivation in frame.DerivationImageSequence:
+                for source in derivation.SourceImageSequence:
+                    source.ReferencedSOPInstanceUID = pydicom.uid.generate_uid()
+        for series in ds.ReferencedSeriesSequence:
+            series.SeriesInstanceUID = pydicom.uid.generate_uid()
+            for item in series.ReferencedInstanceSequence:
+                item.ReferencedSOPInstanceUID = pydicom.uid.generate_uid()
+        if "SourceImageSequence" in ds:
+            del ds.SourceImageSequence
+    if frame_of_reference:
+        ds.FrameOfReferenceUID = frame_of_reference
+    if shift_mm:
+        for frame in ds.PerFrameFunctionalGroupsSequence:
+            position = [float(v) for v in frame.PlanePositionSequence[0].ImagePositionPatient]
+            position[2] += shift_mm
+            frame.PlanePositionSequence[0].ImagePositionPatient = position
+    ds.save_as(dst)
+    return dst
+
+
+def test_round_trip_by_sop_instance_uid(identified_volume, document, seg_path):
+    volume = identified_volume
+    result = import_seg(seg_path, volume)
+    assert result.method == METHOD_SOP and result.warnings == []
+    assert result.segmentation_type == "BINARY" and len(result.segments) == 3
+
+    imported = import_seg_document(seg_path, volume, LabelTaxonomy())
+    assert imported.method == METHOD_SOP
+    lesions = imported.document.lesions
+    assert [lesion.label for lesion in lesions] == ["metastasis", "hemangioma", None]
+    names = {"metastasis": "Metastasis", "hemangioma": "Hemangioma", None: "unlabelled"}
+    for original, back in zip(document.lesions, lesions):
+        assert dice(lesion_mask(volume, original), lesion_mask(volume, back)) >= 0.98
+        assert back.slices() == original.slices()
+        assert back.note == f"{names[original.label]} {original.id}"  # the Segment Label
+        assert back.reader.startswith("SEG: reader-")  # the pseudonymised content creator
+        assert all(roi.kind == "seg" for roi in back.rois)
+        assert all(roi.sop_instance_uid == volume.sop_instance_uids[roi.slice_index] for roi in back.rois)
+    assert imported.document.series_instance_uid == volume.series_uid
+
+
+def test_anonymised_references_fall_back_to_frame_of_reference(identified_volume, document, seg_path, tmp_path):
+    volume = identified_volume
+    moved = rewrite(seg_path, tmp_path / "anon.dcm", fresh_references=True)
+    result = import_seg(moved, volume)
+    assert result.method == METHOD_POSITION
+    assert any("Frame of Reference and position" in w for w in result.warnings)
+    for original, segment in zip(document.lesions, result.segments):
+        assert dice(lesion_mask(volume, original), segment.mask) >= 0.98
+
+
+def test_other_frame_of_reference_is_refused(identified_volume, seg_path, tmp_path):
+    other = rewrite(seg_path, tmp_path / "other.dcm", fresh_references=True,
+                    frame_of_reference=pydicom.uid.generate_uid())
+    with pytest.raises(SegImportError, match="Frame of Reference UID .* differs"):
+        import_seg(other, identified_volume)
+
+
+def test_positions_outside_the_volume_are_refused(identified_volume, seg_path, tmp_path):
+    shifted = rewrite(seg_path, tmp_path / "shifted.dcm", fresh_references=True, shift_mm=1000.0)
+    with pytest.raises(SegImportError, match="outside this series"):
+        import_seg(shifted, identified_volume)
+
+
+def test_foreign_segs_and_non_segs_are_refused_with_reasons(identified_volume, corpus_dir, identified_dir):
+    with pytest.raises(SegImportError, match="Frame of Reference"):  # dcmqi liver SEG of another CT
+        import_seg(corpus_dir / "pydicom-data" / "liver.dcm", identified_volume)
+    with pytest.raises(SegImportError, match="256 x 256 pixels"):  # TCIA brain MR SEG
+        import_seg(corpus_dir / "orthanc-tests" / "DicomSeg.dcm", identified_volume)
+    with pytest.raises(SegImportError, match="not a DICOM SEG"):
+        import_seg(identified_dir / "1-01.dcm", identified_volume)
+
+
+def test_fractional_seg_is_thresholded_at_half(identified_volume, document, tmp_path):
+    volume = identified_volume
+    lesion = document.lesions[0]
+    mask = lesion_mask(volume, lesion)
+    grown = np.zeros_like(mask)
+    for z in range(mask.shape[0]):
+        grown[z] = np.pad(mask[z], 2)[:-4, 2:-2] | mask[z]  # a rim of low probability around it
+    probability = np.where(mask, 0.8, np.where(grown, 0.3, 0.0)).astype(np.float32)
+    sources, _ = read_source_datasets(volume)
+    description = hd.seg.SegmentDescription(
+        segment_number=1, segment_label="probability", algorithm_type="AUTOMATIC",
+        algorithm_identification=hd.AlgorithmIdentificationSequence("test", hd.sr.CodedConcept("123", "99X", "x"), "1"),
+        segmented_property_category=hd.sr.CodedConcept("49755003", "SCT", "Morphologically Abnormal Structure"),
+        segmented_property_type=hd.sr.CodedConcept("14799000", "SCT", "Neoplasm, metastatic"))
+    seg = hd.seg.Segmentation(
+        source_images=sources, pixel_array=probability, segmentation_type="FRACTIONAL",
+        segment_descriptions=[description], series_instance_uid=hd.UID(), series_number=1, sop_instance_uid=hd.UID(),
+        instance_number=1, manufacturer="test", manufacturer_model_name="test", software_versions="1",
+        device_serial_number="1", max_fractional_value=255)
+    seg.save_as(tmp_path / "fractional.dcm")
+    result = import_seg(tmp_path / "fractional.dcm", volume)
+    assert result.segmentation_type == "FRACTIONAL" and result.method == METHOD_SOP
+    assert np.array_equal(result.segments[0].mask, mask)
+    document = document_from_seg(result, volume)
+    assert document.lesions[0].label == "metastasis" and document.lesions[0].reader == "SEG: test"
+
+
+@pytest.mark.parametrize("pixels", [
+    [(5, 5)],                                       # a single pixel
+    [(5, 5), (6, 6), (7, 7)],                       # touching only at corners
+    [(y, x) for y in range(3, 12) for x in range(3, 6)] + [(y, x) for y in range(9, 12) for x in range(6, 14)],
+    [(y, x) for y in range(2, 15) for x in range(2, 15) if (y - 8) ** 2 + (x - 8) ** 2 <= 30],
+])
+def test_traced_outlines_give_back_exactly_the_pixels(pixels):
+    mask = np.zeros((20, 20), dtype=bool)
+    for y, x in pixels:
+        mask[y, x] = True
+    back = np.zeros_like(mask)
+    for outline in mask_to_polygons(mask):
+        back |= polygon_mask(outline, mask.shape)
+    assert np.array_equal(back, mask)
