@@ -18,13 +18,13 @@ import sys
 from pathlib import Path
 
 from liverview.annotations.document import AnnotationDocument, AnnotationFormatError
-from liverview.annotations.export_common import ExportError, export_identity, output_stem
 from liverview.annotations.deid import PseudonymKeyError, Pseudonymizer
+from liverview.annotations.export import EXPORT_FORMATS, export_annotations
+from liverview.annotations.export_common import ExportError
 from liverview.annotations.labels import LabelTaxonomy
 from liverview.io import LoadCancelled, SeriesInfo, SourceError, load_series, scan_paths
 from liverview.io.seg_import import SegImportError, is_seg_file
 
-FORMATS = ("seg", "sr", "nifti", "csv", "dataset")
 
 
 class CliError(Exception):
@@ -39,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("study", help="folder, zip file, DICOMDIR or DICOM file(s) of the study")
     parser.add_argument("--annotations", required=True, metavar="FILE",
                         help="liverview annotation JSON file, or a DICOM SEG")
-    parser.add_argument("--to", required=True, choices=FORMATS, help="export format")
+    parser.add_argument("--to", required=True, choices=list(EXPORT_FORMATS), help="export format")
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder (a dataset folder for --to dataset)")
     parser.add_argument("--series", metavar="UID", help="Series Instance UID to use (default: the annotated series)")
     parser.add_argument("--no-pseudonymize", dest="pseudonymize", action="store_false",
@@ -135,33 +135,11 @@ def run(args: argparse.Namespace) -> list[Path]:
     pseudonymizer = None
     if args.pseudonymize:
         pseudonymizer = Pseudonymizer.from_user_key(args.key) if args.key else Pseudonymizer.from_user_key()
-    identity = export_identity(volume, args.pseudonymize, pseudonymizer)
-    out = Path(args.out)
-    stem = out / output_stem(identity)
-    common = dict(pseudonymize=args.pseudonymize, pseudonymizer=pseudonymizer)
-    if args.to == "seg":
-        from liverview.annotations.export_seg import export_seg
-
-        return [export_seg(volume, document, stem.with_name(stem.name + "-seg.dcm"), taxonomy, reader=args.reader,
-                           **common)]
-    if args.to == "sr":
-        from liverview.annotations.export_sr import export_sr
-
-        return [export_sr(volume, document, stem.with_name(stem.name + "-sr.dcm"), taxonomy, reader=args.reader,
-                          **common)]
-    if args.to == "nifti":
-        from liverview.annotations.export_nifti import export_nifti
-
-        return list(export_nifti(volume, document, stem.with_name(stem.name + ".nii.gz"), taxonomy, **common))
-    if args.to == "csv":
-        from liverview.annotations.export_nifti import export_csv
-
-        return [export_csv(volume, document, stem.with_name(stem.name + ".csv"), taxonomy, **common)]
-    from liverview.annotations.export_dataset import export_dataset
-
-    n = export_dataset(volume, document, out, labelled_only=not args.all_lesions, taxonomy=taxonomy, **common)
-    print(f"added {n} lesion(s) to the dataset")
-    return [out / "lesions.jsonl", out / "dataset.json"]
+    result = export_annotations(volume, document, args.to, Path(args.out), taxonomy, args.pseudonymize,
+                                pseudonymizer, reader=args.reader, labelled_only=not args.all_lesions)
+    if args.to == "dataset":
+        print(f"added {result.n_lesions} lesion(s) to the dataset")
+    return result.paths
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,10 +16,13 @@ from PySide6.QtWidgets import (QDockWidget, QFileDialog, QHBoxLayout, QInputDial
 
 from liverview import __version__
 from liverview.annotations.document import AnnotationDocument
+from liverview.annotations.export import EXPORT_FORMATS, export_annotations
+from liverview.annotations.seg_lesions import import_seg_document
 from liverview.annotations.labels import LabelTaxonomy
 from liverview.annotations.store import AnnotationStore
 from liverview.gui.annotator import TOOLS, Annotator, Tool
 from liverview.gui.consensus_dialog import ConsensusDialog
+from liverview.gui.export_dialog import ExportDialog
 from liverview.gui.lesion_panel import AddLabelDialog, LesionPanel
 from liverview.gui.series_browser import SeriesBrowser
 from liverview.gui.viewer import CursorInfo, Viewer
@@ -27,6 +30,7 @@ from liverview.gui.workers import BackgroundTask
 from liverview.imaging.thumbnail import make_thumbnail
 from liverview.imaging.window import CT_PRESETS, WindowPreset
 from liverview.io.pixels import FrameDecodeError
+from liverview.io.seg_import import SegImportError
 from liverview.io.series import ScanResult, SeriesInfo, scan_paths
 from liverview.io.volume import Volume, allocate_volume, fill_volume, pick_series, read_slice
 from liverview.paths import demo_study_dir, user_data_dir
@@ -135,6 +139,8 @@ class MainWindow(QMainWindow):
         self.scan_task: BackgroundTask | None = None
         self.load_task: BackgroundTask | None = None
         self.demo_task: BackgroundTask | None = None
+        self.export_task: BackgroundTask | None = None
+        self.last_message = ""
         self.presets = self._read_presets()
         self.taxonomy = LabelTaxonomy.load(user_data_dir() / "labels.json")
         self.store: AnnotationStore | None = None
@@ -216,6 +222,8 @@ class MainWindow(QMainWindow):
         self._action(file_menu, "Open &demo study", self.open_demo, "Ctrl+D")
         file_menu.addSeparator()
         self._action(file_menu, "Import annotations (colleague's file, ground truth)…", self.choose_annotations)
+        self._action(file_menu, "Import DICOM SEG…", self.choose_seg)
+        self._action(file_menu, "&Export…", self.choose_export, "Ctrl+E")
         self._action(file_menu, "Show skipped files…", self.browser.show_skipped)
         self._action(file_menu, "Settings (reader name)…", self.edit_settings)
         file_menu.addSeparator()
@@ -404,6 +412,68 @@ class MainWindow(QMainWindow):
         dialog.lesion_requested.connect(self.jump_to_lesion)
         self.consensus_dialog = dialog
         dialog.show()
+
+    def choose_seg(self) -> None:
+        if self.store is None:
+            self._fail("Import DICOM SEG", "Open the series the segmentation refers to first.")
+            return
+        path, _ = QFileDialog.getOpenFileName(self, "Import DICOM SEG", str(Path.home()), "DICOM (*.dcm);;All files (*)")
+        if path:
+            self.import_seg(Path(path))
+
+    def import_seg(self, path: Path) -> int:
+        """Show a DICOM SEG's segments as lesions; says how its frames were matched to the slices."""
+        try:
+            imported = import_seg_document(path, self.volume, self.taxonomy)
+        except (SegImportError, OSError, ValueError) as exc:
+            self._fail("Cannot import the DICOM SEG", f"{path.name}: {exc}")
+            return 0
+        added = self.store.merge(imported.document)
+        how = {"sop-instance-uid": "by the referenced image UIDs"}.get(
+            imported.method, "by frame of reference and slice position (the referenced image UIDs did not resolve)")
+        message = f"Imported {added} segment(s) from {path.name}, matched {how}."
+        if imported.warnings:
+            self._inform("DICOM SEG imported", message + "\n\n" + "\n".join(f"• {w}" for w in imported.warnings))
+        self.statusBar().showMessage(message, 8000)
+        return added
+
+    def choose_export(self) -> None:
+        if self.store is None or self.volume is None:
+            self._fail("Export", "Open a series first.")
+            return
+        start = str(self.settings.value("paths/last_export", str(Path.home() / "liverview-exports")))
+        dialog = ExportDialog(start, str(self.settings.value("paths/last_export_format", "seg")), self)
+        if dialog.exec():
+            fmt, folder, pseudonymize, labelled_only = dialog.choice()
+            self.export(fmt, folder, pseudonymize, labelled_only)
+
+    def export(self, fmt: str, folder: Path, pseudonymize: bool = True, labelled_only: bool = True) -> BackgroundTask:
+        """Run one export in the background; the result (or the reason it failed) is shown."""
+        self.settings.setValue("paths/last_export", str(folder))
+        self.settings.setValue("paths/last_export_format", fmt)
+        self.store.flush()
+        document = AnnotationDocument.from_dict(self.store.document.to_dict())
+        volume, taxonomy, reader = self.volume, self.taxonomy, self.store.reader
+
+        def job(progress, should_stop, report):
+            progress(0.1, f"Exporting {EXPORT_FORMATS[fmt]}")
+            return export_annotations(volume, document, fmt, folder, taxonomy, pseudonymize, reader=reader,
+                                      labelled_only=labelled_only)
+
+        task = BackgroundTask(job, self)
+        task.finished.connect(lambda result: self._inform(
+            "Export finished", f"{result.n_lesions} lesion(s) exported:\n" + "\n".join(str(p) for p in result.paths)))
+        task.failed.connect(lambda message: self._fail("Export failed", message))
+        self._track(task)
+        self.export_task = task
+        task.start()
+        return task
+
+    def _inform(self, title: str, message: str) -> None:
+        box = QMessageBox(QMessageBox.Information, title, message, QMessageBox.Ok, self)
+        box.setTextFormat(Qt.PlainText)
+        box.show()
+        self.last_message = message
 
     def undo(self) -> None:
         if self.store is not None:

@@ -208,3 +208,28 @@ def test_consensus_of_two_readers_and_adjudication(qtbot, window):
     assert dialog.summary.groups[0].final_label == "metastasis"
     assert "Dr Bob" in dialog.table.item(0, dialog.table.columnCount() - 1).text()
     dialog.close()
+
+
+def test_export_seg_and_dataset_then_reimport_seg(qtbot, window, tmp_path, demo_study):
+    window.import_annotations(demo_study.ground_truth_path)
+    assert len(window.store.document.lesions) == 6
+    out = tmp_path / "exports"
+    with qtbot.waitSignal(window.export("seg", out).finished, timeout=60000):
+        pass
+    seg_files = list(out.glob("*-seg.dcm"))
+    assert len(seg_files) == 1 and "6 lesion(s) exported" in window.last_message
+    import pydicom
+
+    seg = pydicom.dcmread(seg_files[0])
+    assert len(seg.SegmentSequence) == 6
+    assert "Hepatica" not in str(seg.PatientName) and seg.PatientID != "LV-DEMO-0001"
+    with qtbot.waitSignal(window.export("dataset", out / "dataset").finished, timeout=60000):
+        pass
+    assert len((out / "dataset" / "lesions.jsonl").read_text().splitlines()) == 6
+    # Exporting into the study's own folder is refused.
+    with qtbot.waitSignal(window.export("csv", demo_study.dicom_dir / "sub").failed, timeout=60000) as blocker:
+        pass
+    assert "never writes there" in blocker.args[0]
+    # The SEG comes back as six lesions of a "SEG" reader.
+    assert window.import_seg(seg_files[0]) == 6
+    assert sum(l.reader.startswith("SEG") for l in window.store.document.lesions) == 6

@@ -1,0 +1,74 @@
+"""One entry point for every export, shared by the GUI's Export menu and `liverview-export`."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from liverview.annotations.deid import Pseudonymizer
+from liverview.annotations.document import AnnotationDocument
+from liverview.annotations.export_common import ExportError, export_identity, output_stem
+from liverview.annotations.labels import LabelTaxonomy
+from liverview.io.volume import Volume
+
+#: format id -> what the user sees
+EXPORT_FORMATS: dict[str, str] = {
+    "seg": "DICOM SEG (one segment per lesion)",
+    "sr": "DICOM SR measurement report (TID 1500)",
+    "nifti": "NIfTI label map + JSON labels",
+    "csv": "CSV lesion table",
+    "dataset": "Training dataset (patches + lesions.jsonl)",
+}
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    paths: list[Path]
+    n_lesions: int
+
+
+def export_annotations(volume: Volume, document: AnnotationDocument, to: str, out_dir: Path,
+                       taxonomy: LabelTaxonomy | None = None, pseudonymize: bool = True,
+                       pseudonymizer: Pseudonymizer | None = None, reader: str | None = None,
+                       labelled_only: bool = True) -> ExportResult:
+    """Write `document` on `volume` in format `to` (a key of EXPORT_FORMATS) into `out_dir`.
+
+    File names come from the (pseudonymised unless asked otherwise) patient and series, so nothing
+    identifying leaks through a name. Returns the files written (for "dataset": its index files) and
+    the number of lesions exported.
+    Raises `ExportError` with a user-facing reason.
+    """
+    if to not in EXPORT_FORMATS:
+        raise ValueError(f"unknown export format {to!r}; choose one of {', '.join(EXPORT_FORMATS)}")
+    taxonomy = taxonomy or LabelTaxonomy()
+    out_dir = Path(out_dir).resolve()
+    sources = {Path(frame.path).resolve().parent for frame in volume.info.frames}
+    if any(out_dir == folder or folder in out_dir.parents for folder in sources):
+        raise ExportError(f"{out_dir} is inside the study's DICOM folder; liverview never writes there — "
+                          "choose another folder")
+    if pseudonymize and pseudonymizer is None:
+        pseudonymizer = Pseudonymizer.from_user_key()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = out_dir / output_stem(export_identity(volume, pseudonymize, pseudonymizer))
+    common = dict(pseudonymize=pseudonymize, pseudonymizer=pseudonymizer)
+    n = len(document.lesions)
+    if to == "seg":
+        from liverview.annotations.export_seg import export_seg
+
+        return ExportResult([export_seg(volume, document, stem.with_name(stem.name + "-seg.dcm"), taxonomy, reader=reader, **common)], n)
+    if to == "sr":
+        from liverview.annotations.export_sr import export_sr
+
+        return ExportResult([export_sr(volume, document, stem.with_name(stem.name + "-sr.dcm"), taxonomy, reader=reader, **common)], n)
+    if to == "nifti":
+        from liverview.annotations.export_nifti import export_nifti
+
+        return ExportResult(list(export_nifti(volume, document, stem.with_name(stem.name + ".nii.gz"), taxonomy,
+                                              **common)), n)
+    if to == "csv":
+        from liverview.annotations.export_nifti import export_csv
+
+        return ExportResult([export_csv(volume, document, stem.with_name(stem.name + ".csv"), taxonomy, **common)], n)
+    from liverview.annotations.export_dataset import export_dataset
+
+    n = export_dataset(volume, document, out_dir, labelled_only=labelled_only, taxonomy=taxonomy, **common)
+    return ExportResult([out_dir / "lesions.jsonl", out_dir / "dataset.json"], n)

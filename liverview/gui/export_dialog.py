@@ -1,0 +1,58 @@
+"""Export… and the import of DICOM SEG files, over `liverview.annotations.export`."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QDialog, QDialogButtonBox, QFileDialog, QFormLayout, QHBoxLayout,
+                               QLabel, QLineEdit, QPushButton, QWidget)
+
+from liverview.annotations.export import EXPORT_FORMATS
+
+
+class ExportDialog(QDialog):
+    """Format, destination folder, and de-identification (on unless explicitly switched off)."""
+
+    def __init__(self, start_folder: str, fmt: str = "seg", parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("Export annotations")
+        self.format = QComboBox()
+        for key, text in EXPORT_FORMATS.items():
+            self.format.addItem(text, key)
+        self.format.setCurrentIndex(self.format.findData(fmt))
+        self.folder = QLineEdit(start_folder)
+        browse = QPushButton("Choose…")
+        browse.clicked.connect(self._browse)
+        folder_row = QHBoxLayout()
+        folder_row.addWidget(self.folder, 1)
+        folder_row.addWidget(browse)
+        self.pseudonymize = QCheckBox("Pseudonymize: no patient name, ID, birth date or other identifiers")
+        self.pseudonymize.setChecked(True)
+        self.warning = QLabel("The export will contain the patient's identity.")
+        self.warning.setStyleSheet("color: #f0b040;")
+        self.warning.setVisible(False)
+        self.pseudonymize.toggled.connect(lambda on: self.warning.setVisible(not on))
+        self.labelled_only = QCheckBox("Only lesions with a label (training dataset)")
+        self.labelled_only.setChecked(True)
+        form = QFormLayout(self)
+        form.addRow("Format", self.format)
+        form.addRow("Folder", folder_row)
+        form.addRow(self.pseudonymize)
+        form.addRow(self.warning)
+        form.addRow(self.labelled_only)
+        note = QLabel("Nothing is ever written into the study's own DICOM folder.")
+        note.setTextFormat(Qt.PlainText)
+        form.addRow(note)
+        buttons = QDialogButtonBox(QDialogButtonBox.Ok | QDialogButtonBox.Cancel)
+        buttons.accepted.connect(self.accept)
+        buttons.rejected.connect(self.reject)
+        form.addRow(buttons)
+
+    def _browse(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Export to folder", self.folder.text())
+        if folder:
+            self.folder.setText(folder)
+
+    def choice(self) -> tuple[str, Path, bool, bool]:
+        return (self.format.currentData(), Path(self.folder.text()), self.pseudonymize.isChecked(),
+                self.labelled_only.isChecked())
