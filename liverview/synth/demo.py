@@ -10,7 +10,6 @@ Command line: ``liverview-demo DIR [--seed N] [--force]`` or ``python -m livervi
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import shutil
@@ -25,6 +24,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from liverview.annotations.storage import write_json_atomic
 from liverview.synth.acquisition import simulate_acquisition, to_int16_hu
 from liverview.synth.dicom_writer import (
     PatientInfo,
@@ -244,22 +244,6 @@ def make_ground_truth(
         "created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "lesions": entries,
     }
-
-
-def write_json_atomic(path: Path, document: dict[str, Any]) -> None:
-    """Write JSON so that readers see either the old file or the complete new one."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(document, f, indent=1)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _check_target(dicom_dir: Path, truth_path: Path, overwrite: bool) -> None:
