@@ -156,6 +156,135 @@ def sample_lesion_spec(
     raise ValueError(f"unknown lesion class {lesion_class!r}")
 
 
+@dataclass(frozen=True)
+class Enhancement:
+    """A patient's portal-venous enhancement, which lesion attenuation refers to.
+
+    ``liver_hu`` is the parenchyma; ``blood_pool_hu`` the portal-venous blood (main portal vein).
+    """
+
+    liver_hu: float
+    blood_pool_hu: float
+
+
+def sample_varied_lesion_spec(
+    lesion_class: LesionClass,
+    centre_mm_zyx: tuple[float, float, float],
+    diameter_mm: float,
+    seed: int,
+    enhancement: Enhancement,
+    jitter_mm_zyx: tuple[float, float, float] = (0.0, 0.0, 0.0),
+) -> LesionSpec:
+    """The lesion simulator's draw: the class's whole documented spectrum, relative to the patient.
+
+    Wider than :func:`sample_lesion_spec` (the demo's textbook lesions): attenuation is drawn
+    relative to the patient's liver (washout, hypoattenuation) or blood pool (hemangioma nodules),
+    variants appear with the frequencies the sources report (flash-filling small hemangiomas, HCC
+    without a visible capsule or mosaic, metastases without an enhancing rim or with a denser
+    centre), and shape and margin vary more. ``jitter_mm_zyx`` moves the centre by up to half that
+    much along each axis, so centres do not all sit on voxel centres. Ranges: docs/synth.md.
+    """
+    rng = np.random.default_rng([seed, 7])
+    liver, blood = float(enhancement.liver_hu), float(enhancement.blood_pool_hu)
+    d = float(diameter_mm)
+    radius = d / 2.0
+    # The largest axis is the requested diameter; the other two are 75-100 % of it.
+    radii = tuple(float(radius * f) for f in rng.permutation([1.0, *rng.uniform(0.75, 1.0, size=2)]))
+    centre = tuple(float(c + j * rng.uniform(-0.5, 0.5)) for c, j in zip(centre_mm_zyx, jitter_mm_zyx, strict=True))
+    common = dict(
+        lesion_class=lesion_class,
+        seed=seed,
+        centre_mm_zyx=centre,
+        radii_mm_zyx=radii,
+        rotation_deg=float(rng.uniform(0.0, 180.0)),
+    )
+
+    def chance(p: float) -> bool:
+        return bool(rng.random() < p)
+
+    if lesion_class is LesionClass.BENIGN_CYST:
+        return LesionSpec(
+            **common,
+            core_hu=float(rng.uniform(0.0, 18.0)),
+            lobulation=float(rng.uniform(0.0, 0.05)),
+            lobe_count=int(rng.integers(3, 6)),
+            margin_mm=float(rng.uniform(0.2, 0.5)),
+            texture_hu=float(rng.uniform(0.0, 2.0)),
+            texture_mm=3.0,
+        )
+    if lesion_class is LesionClass.HEMANGIOMA:
+        flash_probability = 0.6 if d < 12.0 else 0.3 if d < 20.0 else 0.0
+        if chance(flash_probability):
+            # Small "flash-filling" (capillary) hemangioma: uniformly filled, isodense to blood.
+            return LesionSpec(
+                **common,
+                core_hu=float(blood - rng.uniform(5.0, 25.0)),
+                lobulation=float(rng.uniform(0.02, 0.08)),
+                lobe_count=int(rng.integers(3, 6)),
+                margin_mm=float(rng.uniform(0.4, 0.7)),
+                texture_hu=float(rng.uniform(3.0, 6.0)),
+                texture_mm=2.0,
+            )
+        scar = d > 50.0 and chance(0.5)
+        return LesionSpec(
+            **common,
+            core_hu=float(np.clip(liver - rng.uniform(35.0, 75.0), 30.0, 85.0)),
+            lobulation=float(rng.uniform(0.03, 0.14)),
+            lobe_count=int(rng.integers(4, 7)),
+            margin_mm=float(rng.uniform(0.4, 0.9)),
+            texture_hu=float(rng.uniform(3.0, 8.0)),
+            texture_mm=float(rng.uniform(2.0, 4.0)),
+            necrosis_fraction=float(rng.uniform(0.1, 0.25)) if scar else 0.0,
+            necrosis_hu=float(rng.uniform(20.0, 40.0)),
+            enhancing_hu=float(blood - rng.uniform(0.0, 30.0)),
+            enhancing_mm=float(np.clip(radius * rng.uniform(0.1, 0.25), 2.0, 6.5)),
+            nodule_count=int(np.clip(round(rng.uniform(0.8, 1.3) * (3.0 + d / 8.0)), 3, 12)),
+        )
+    if lesion_class is LesionClass.HCC:
+        # Washout: hypoattenuating to the liver; the mosaic varies around that, mostly staying below.
+        washout = float(rng.uniform(15.0, 50.0))
+        core = float(max(liver - washout, 45.0))
+        mosaic = not (d < 15.0 and chance(0.6))
+        capsule = chance(0.55 if d < 20.0 else 0.8)
+        necrosis = d > 30.0 and chance(0.6)
+        return LesionSpec(
+            **common,
+            core_hu=core,
+            lobulation=float(rng.uniform(0.02, 0.12)),
+            lobe_count=int(rng.integers(4, 7)),
+            margin_mm=float(rng.uniform(0.3, 0.8)),
+            texture_hu=float(3.0 + washout * rng.uniform(0.25, 0.6) if mosaic else rng.uniform(2.0, 5.0)),
+            texture_mm=float(rng.uniform(1.5, 3.5)),
+            necrosis_fraction=float(rng.uniform(0.1, 0.35)) if necrosis else 0.0,
+            necrosis_hu=float(rng.uniform(20.0, 45.0)),
+            enhancing_hu=float(liver + rng.uniform(0.0, 35.0)) if capsule else None,
+            enhancing_mm=float(min(rng.uniform(0.8, 2.0), 0.08 * d)),
+            nodule_count=int(np.clip(round(d / rng.uniform(4.0, 7.0)), 2, 14)) if mosaic else 0,
+        )
+    if lesion_class is LesionClass.METASTASIS:
+        core = float(max(liver - rng.uniform(30.0, 75.0), 25.0))
+        rim = chance(0.84)
+        # A distinct centre in most lesions over 15 mm: necrotic (low) or, in about half of the
+        # colorectal metastases of [M1], denser than the rest of the lesion.
+        necrosis = d > 15.0 and chance(0.85)
+        dense_centre = chance(0.6)
+        necrosis_hu = core + rng.uniform(5.0, 25.0) if dense_centre else rng.uniform(10.0, 35.0)
+        return LesionSpec(
+            **common,
+            core_hu=core,
+            lobulation=float(rng.uniform(0.05, 0.2)),
+            lobe_count=int(rng.integers(5, 8)),
+            margin_mm=float(rng.uniform(0.8, 2.5)),
+            texture_hu=float(rng.uniform(3.0, 9.0)),
+            texture_mm=float(rng.uniform(2.0, 4.0)),
+            necrosis_fraction=float(rng.uniform(0.2, 0.5)) if necrosis else 0.0,
+            necrosis_hu=float(necrosis_hu),
+            enhancing_hu=float(min(core + rng.uniform(15.0, 50.0), liver + 15.0)) if rim else None,
+            enhancing_mm=float(np.clip(radius * rng.uniform(0.12, 0.28), 1.0, 5.0)),
+        )
+    raise ValueError(f"unknown lesion class {lesion_class!r}")
+
+
 @dataclass
 class _LesionGeometry:
     """Per-voxel geometry of a lesion inside its bounding box."""

@@ -19,6 +19,7 @@ scanner's blur and noise after lesions have been inserted.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 import math
@@ -95,6 +96,8 @@ class Phantom:
     masks: dict[str, np.ndarray]
     spacing_mm_zyx: tuple[float, float, float]
     liver_hu: float
+    #: Portal-venous blood attenuation (main portal vein); the other vessels scale with it.
+    blood_pool_hu: float = PORTAL_VEIN_HU
 
 
 @dataclass(frozen=True)
@@ -131,6 +134,8 @@ class _Anatomy:
     vertebra_phase_mm: float
     rib_phase_mm: float
     loops: tuple[_Loop, ...]
+    #: Factor on every blood-pool attenuation (vessels, heart chambers); 1 for the demo.
+    blood_scale: float = 1.0
 
 
 def make_abdomen_phantom(
@@ -140,6 +145,10 @@ def make_abdomen_phantom(
     *,
     progress: ProgressFn | None = None,
     should_stop: StopFn | None = None,
+    centre_xy_mm: tuple[float, float] = (0.0, 0.0),
+    top_s_mm: float | None = None,
+    liver_hu: float | None = None,
+    blood_pool_hu: float | None = None,
 ) -> Phantom:
     """Build a noise-free portal-venous abdominal CT phantom covering the liver.
 
@@ -149,15 +158,31 @@ def make_abdomen_phantom(
     ``rng`` drives all anatomical variation (shape of the liver, vessel trees, bowel loops):
     the same generator state gives the same phantom. ``progress`` and ``should_stop`` are
     consulted once per slice (see :mod:`liverview.synth.progress`).
+
+    A smaller field of view (the lesion simulator's: a slab around the liver) is chosen with
+    ``centre_xy_mm`` — the anatomical (X, Y) at the centre of each slice, X towards the patient's
+    left, Y posterior, (0, 0) = the middle of the abdomen — and ``top_s_mm``, the depth of the
+    top slice below the right hemidiaphragm's apex (default ``-APEX_BELOW_TOP_MM``).
+    ``liver_hu`` replaces the drawn parenchymal attenuation and ``blood_pool_hu`` the portal
+    vein's (175 HU; every other vessel and the heart's blood scale with it), to vary the
+    enhancement from patient to patient. They change no random draw: with the defaults the
+    phantom is exactly the one earlier versions built.
     """
     nz, ny, nx = shape_zyx
     dz, dy, dx = (float(v) for v in spacing_mm_zyx)
     anatomy = _draw_anatomy(rng)
-    grid = _SliceGrid(ny, nx, dy, dx, anatomy, rng)
+    if liver_hu is not None:
+        anatomy = dataclasses.replace(anatomy, liver_hu=float(liver_hu))
+    if blood_pool_hu is not None:
+        anatomy = dataclasses.replace(anatomy, blood_scale=float(blood_pool_hu) / PORTAL_VEIN_HU)
+    grid = _SliceGrid(ny, nx, dy, dx, anatomy, rng, centre_xy_mm)
 
     hu = np.empty(shape_zyx, dtype=np.float32)
     masks = {name: np.zeros(shape_zyx, dtype=bool) for name in MASK_NAMES}
-    z_apex = (nz - 1) * dz - APEX_BELOW_TOP_MM
+    if top_s_mm is None:
+        z_apex = (nz - 1) * dz - APEX_BELOW_TOP_MM
+    else:
+        z_apex = (nz - 1) * dz + float(top_s_mm)
     for k in range(nz):
         check_stop(should_stop)
         if progress is not None:
@@ -167,9 +192,15 @@ def make_abdomen_phantom(
         for name, m in slice_masks.items():
             masks[name][k] = m
 
-    _paint_hepatic_vessels(hu, masks, (dz, dy, dx), z_apex, grid, rng)
+    _paint_hepatic_vessels(hu, masks, (dz, dy, dx), z_apex, grid, rng, anatomy.blood_scale)
     logger.debug("phantom %s built, liver %.0f ml", shape_zyx, masks["liver"].sum() * dz * dy * dx / 1000)
-    return Phantom(hu=hu, masks=masks, spacing_mm_zyx=(dz, dy, dx), liver_hu=anatomy.liver_hu)
+    return Phantom(
+        hu=hu,
+        masks=masks,
+        spacing_mm_zyx=(dz, dy, dx),
+        liver_hu=anatomy.liver_hu,
+        blood_pool_hu=PORTAL_VEIN_HU * anatomy.blood_scale,
+    )
 
 
 def _draw_anatomy(rng: np.random.Generator) -> _Anatomy:
@@ -214,23 +245,33 @@ def _draw_anatomy(rng: np.random.Generator) -> _Anatomy:
 class _SliceGrid:
     """In-plane coordinates and the parts of the anatomy that do not change with depth."""
 
-    def __init__(self, ny: int, nx: int, dy: float, dx: float, anatomy: _Anatomy, rng: np.random.Generator) -> None:
+    def __init__(
+        self,
+        ny: int,
+        nx: int,
+        dy: float,
+        dx: float,
+        anatomy: _Anatomy,
+        rng: np.random.Generator,
+        centre_xy_mm: tuple[float, float] = (0.0, 0.0),
+    ) -> None:
         self.shape = (ny, nx)
         self.dy, self.dx = dy, dx
-        self.centre_y_mm = (ny - 1) / 2 * dy
-        self.centre_x_mm = (nx - 1) / 2 * dx
+        cx_mm, cy_mm = (float(v) for v in centre_xy_mm)
+        self.centre_y_mm = (ny - 1) / 2 * dy - cy_mm
+        self.centre_x_mm = (nx - 1) / 2 * dx - cx_mm
         self.X = ((np.arange(nx, dtype=np.float32) - (nx - 1) / 2) * dx)[None, :]
         self.Y = ((np.arange(ny, dtype=np.float32) - (ny - 1) / 2) * dy)[:, None]
+        if cx_mm != 0.0 or cy_mm != 0.0:
+            self.X = self.X + np.float32(cx_mm)
+            self.Y = self.Y + np.float32(cy_mm)
         X, Y = self.X, self.Y
 
         a, b, cy = anatomy.body_a_mm, anatomy.body_b_mm, -3.0
-        # The back is flatter than the belly: a higher superellipse exponent posteriorly.
-        p = np.where(Y > cy, 2.7, 2.0).astype(np.float32)
-        qb = (np.abs(X / a) ** p + np.abs((Y - cy) / b) ** p) ** (1.0 / p)
-        self.body = qb <= 1.0
+        self.body = _body_mask(X, Y, a, b, cy)
         self.posterior_skin_y_mm = cy + b
         pixel_mm = math.sqrt(dx * dy)
-        depth = cv2.distanceTransform(self.body.astype(np.uint8), cv2.DIST_L2, 5) * pixel_mm
+        depth = _body_depth_mm(self.body, X, Y, a, b, cy, dx, dy)
         r = np.hypot(X, Y - cy) + 1e-3
         cos_anterior = -(Y - cy) / r  # 1 at the front midline, -1 at the back
         self.theta_anterior = np.arctan2(X, -(Y - cy))
@@ -275,6 +316,39 @@ class _SliceGrid:
     def to_array_mm(self, x_mm: float, y_mm: float, s_mm: float, z_apex: float) -> np.ndarray:
         """Anatomical (X, Y, s) -> array-frame (z, y, x) millimetres from voxel (0, 0, 0)."""
         return np.array([z_apex - s_mm, y_mm + self.centre_y_mm, x_mm + self.centre_x_mm])
+
+
+def _body_mask(X: np.ndarray, Y: np.ndarray, a: float, b: float, cy: float) -> np.ndarray:
+    # The back is flatter than the belly: a higher superellipse exponent posteriorly.
+    p = np.where(Y > cy, 2.7, 2.0).astype(np.float32)
+    qb = (np.abs(X / a) ** p + np.abs((Y - cy) / b) ** p) ** (1.0 / p)
+    return qb <= 1.0
+
+
+def _body_depth_mm(
+    body: np.ndarray, X: np.ndarray, Y: np.ndarray, a: float, b: float, cy: float, dx: float, dy: float
+) -> np.ndarray:
+    """Distance from each pixel to the skin (mm), right even when the field of view cuts the body.
+
+    When the body reaches the edge of the slice, the distance transform runs on a canvas with the
+    same pixel grid that holds the whole body, and the slice's part is cut out of it.
+    """
+    pixel_mm = math.sqrt(dx * dy)
+    ny, nx = body.shape
+    edge_hit = body[0].any() or body[-1].any() or body[:, 0].any() or body[:, -1].any()
+    if not edge_hit:
+        return cv2.distanceTransform(body.astype(np.uint8), cv2.DIST_L2, 5) * pixel_mm
+    x0, y0 = float(X[0, 0]), float(Y[0, 0])
+    # Canvas pixels before / after the slice on each side, enough to hold the body plus a margin.
+    before_x = max(0, int(math.ceil((x0 - (-a - 5.0)) / dx)))
+    after_x = max(0, int(math.ceil((a + 5.0 - (x0 + (nx - 1) * dx)) / dx)))
+    before_y = max(0, int(math.ceil((y0 - (cy - b - 5.0)) / dy)))
+    after_y = max(0, int(math.ceil((cy + b + 5.0 - (y0 + (ny - 1) * dy)) / dy)))
+    cX = (x0 + (np.arange(-before_x, nx + after_x, dtype=np.float32)) * dx)[None, :]
+    cY = (y0 + (np.arange(-before_y, ny + after_y, dtype=np.float32)) * dy)[:, None]
+    canvas = _body_mask(cX, cY, a, b, cy)
+    depth = cv2.distanceTransform(canvas.astype(np.uint8), cv2.DIST_L2, 5) * pixel_mm
+    return depth[before_y : before_y + ny, before_x : before_x + nx]
 
 
 def _ellipse_q(
@@ -347,7 +421,7 @@ def _paint_slice(out: np.ndarray, s: float, g: _SliceGrid, an: _Anatomy) -> dict
     heart = lungs & (g.heart_q <= 1.0) & (s < 14.0 + 14.0 * g.heart_q)
     lungs &= ~heart
     out[heart] = MYOCARDIUM_HU
-    out[heart & (g.heart_q <= 0.78)] = CARDIAC_BLOOD_HU
+    out[heart & (g.heart_q <= 0.78)] = CARDIAC_BLOOD_HU * an.blood_scale
 
     # Great vessels (in front of the spine) and the retroperitoneal organs.
     aorta = _ellipse_q(X, Y, 13.0, 13.0, 11.5, 11.0) <= 1.0
@@ -450,8 +524,8 @@ def _paint_slice(out: np.ndarray, s: float, g: _SliceGrid, an: _Anatomy) -> dict
         out[kidney] = KIDNEY_CORTEX_HU
         out[kidney & (q < 1.0 - 6.0 / max(minor, 6.5))] = KIDNEY_MEDULLA_HU
         out[sinus] = RENAL_SINUS_HU
-    out[aorta] = AORTA_HU
-    out[ivc] = IVC_HU
+    out[aorta] = AORTA_HU * an.blood_scale
+    out[ivc] = IVC_HU * an.blood_scale
     out[liver] = an.liver_hu
 
     # Spine, back muscles and psoas overwrite whatever the soft shapes reached.
@@ -531,6 +605,7 @@ def _paint_hepatic_vessels(
     z_apex: float,
     g: _SliceGrid,
     rng: np.random.Generator,
+    blood_scale: float = 1.0,
 ) -> None:
     """Grow branching portal and hepatic venous trees inside the liver and paint them."""
     liver = masks["liver"]
@@ -541,15 +616,15 @@ def _paint_hepatic_vessels(
         p0 = g.to_array_mm(*root, z_apex)
         p1 = g.to_array_mm(*target, z_apex)
         for seg in _grow_tree(p0, p1 - p0, 5.5, 26.0, liver, spacing, rng):
-            _paint_capsule(hu, vessels, seg, HEPATIC_VEIN_HU, spacing, liver)
+            _paint_capsule(hu, vessels, seg, HEPATIC_VEIN_HU * blood_scale, spacing, liver)
     hilum = g.to_array_mm(*_PORTAL_HILUM, z_apex)
     # The main portal vein runs outside the liver from the confluence to the hilum.
     trunk = (g.to_array_mm(*_PORTAL_CONFLUENCE, z_apex), hilum, 7.0)
-    _paint_capsule(hu, vessels, trunk, PORTAL_VEIN_HU, spacing, masks["body"] & ~masks["bone"])
+    _paint_capsule(hu, vessels, trunk, PORTAL_VEIN_HU * blood_scale, spacing, masks["body"] & ~masks["bone"])
     for target in _PORTAL_BRANCH_TARGETS:
         p1 = g.to_array_mm(*target, z_apex)
         for seg in _grow_tree(hilum, p1 - hilum, 6.0, 24.0, liver, spacing, rng):
-            _paint_capsule(hu, vessels, seg, PORTAL_VEIN_HU, spacing, liver)
+            _paint_capsule(hu, vessels, seg, PORTAL_VEIN_HU * blood_scale, spacing, liver)
     vessels &= liver
 
 
