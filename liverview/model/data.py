@@ -1,0 +1,200 @@
+"""Training datasets on disk (the app's export format) and the torch Dataset over them.
+
+A dataset folder holds ``dataset.json``, ``lesions.jsonl`` (one JSON object per lesion) and
+``patches/<lesion_uid>.npz`` (hu int16 (z, y, x), mask bool, spacing_mm (z, y, x), bbox_zyx);
+`liverview.annotations.export_dataset` writes it and documents every field. Training accepts one or
+several folders; lesions are identified by ``lesion_uid`` across all of them.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from torch.utils.data import Dataset
+
+from liverview.annotations.export_dataset import DATASET_FORMAT, DATASET_VERSION
+from liverview.annotations.labels import LesionClass
+from liverview.model.transforms import LesionPreprocess, select_key_slice
+
+log = logging.getLogger(__name__)
+
+#: The classes of the bundled model, in output order: the label taxonomy's built-in ids.
+DEFAULT_CLASSES: tuple[str, ...] = tuple(c.value for c in LesionClass)
+
+
+class DatasetError(Exception):
+    """A dataset folder cannot be used; the message names the file and what to do."""
+
+
+@dataclass(frozen=True)
+class LesionRecord:
+    """One labelled lesion of a dataset folder (a line of lesions.jsonl)."""
+
+    uid: str
+    label: str
+    patch_path: Path
+    patient: str | None = None
+    series_uid: str | None = None
+    reader: str | None = None
+    dataset: str = ""
+    extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False, repr=False)
+
+    @property
+    def group(self) -> str:
+        """The split unit: the patient pseudonym, else the series, else the lesion itself."""
+        return (f"patient:{self.patient}" if self.patient else
+                f"series:{self.series_uid}" if self.series_uid else f"lesion:{self.uid}")
+
+
+@dataclass
+class SkippedLesion:
+    uid: str
+    reason: str
+
+
+@dataclass
+class LoadedRecords:
+    """Usable records plus every line that was left out, with the reason (never a silent skip)."""
+
+    records: list[LesionRecord]
+    skipped: list[SkippedLesion]
+    datasets: list[dict[str, Any]]
+
+    def class_counts(self, classes: Sequence[str]) -> dict[str, int]:
+        return {c: sum(r.label == c for r in self.records) for c in classes}
+
+
+def read_manifest(folder: Path) -> dict[str, Any]:
+    path = folder / "dataset.json"
+    if not folder.is_dir():
+        raise DatasetError(f"{folder} is not a folder; give the folder written by the training-dataset export")
+    if not path.is_file():
+        raise DatasetError(f"{folder} has no dataset.json: not a liverview training dataset (export one with "
+                           f"Export > Training dataset or liverview-export, or liverview-synth)")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise DatasetError(f"{path} cannot be read ({exc})") from exc
+    if not isinstance(manifest, dict) or manifest.get("format") != DATASET_FORMAT:
+        raise DatasetError(f"{path} is not a liverview dataset manifest (format {DATASET_FORMAT!r} expected)")
+    if int(manifest.get("version", 0)) > DATASET_VERSION:
+        raise DatasetError(f"{path} has version {manifest.get('version')}, newer than this liverview reads "
+                           f"({DATASET_VERSION}); update liverview")
+    return manifest
+
+
+def load_records(folders: Sequence[str | Path], classes: Sequence[str] = DEFAULT_CLASSES) -> LoadedRecords:
+    """Read the lesion lines of every folder. Lines without a label, with a label outside `classes`,
+    whose patch is missing, or whose uid was already seen are skipped and listed."""
+    records: list[LesionRecord] = []
+    skipped: list[SkippedLesion] = []
+    datasets: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    wanted = set(classes)
+    for item in folders:
+        folder = Path(item)
+        manifest = read_manifest(folder)
+        lines_path = folder / manifest.get("lesions", "lesions.jsonl")
+        if not lines_path.is_file():
+            raise DatasetError(f"{folder} has no {lines_path.name}; the export did not finish")
+        count = 0
+        for number, line in enumerate(lines_path.read_text(encoding="utf-8").splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                data = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DatasetError(f"{lines_path} line {number} is not valid JSON ({exc})") from exc
+            uid = str(data.get("lesion_uid", f"{folder.name}:{number}"))
+            label = data.get("label")
+            patch = folder / str(data.get("file", f"patches/{uid}.npz"))
+            reason = None
+            if label is None:
+                reason = "no label"
+            elif label not in wanted:
+                reason = f"label {label!r} is not one of the model's classes"
+            elif uid in seen:
+                reason = "duplicate lesion_uid (the same lesion was already read)"
+            elif not patch.is_file():
+                reason = f"patch file {patch} is missing"
+            if reason:
+                skipped.append(SkippedLesion(uid, f"{lines_path}:{number}: {reason}"))
+                continue
+            seen.add(uid)
+            records.append(LesionRecord(uid=uid, label=str(label), patch_path=patch, patient=data.get("patient"),
+                                        series_uid=data.get("series_uid"), reader=data.get("reader"),
+                                        dataset=str(folder), extra=data))
+            count += 1
+        datasets.append({"path": str(folder.resolve()), "n_used": count,
+                         "description": manifest.get("description", ""), "created": manifest.get("created")})
+    for item in skipped:
+        log.warning("skipped lesion %s: %s", item.uid, item.reason)
+    if not records:
+        raise DatasetError(f"no usable labelled lesions in {', '.join(str(f) for f in folders)}")
+    return LoadedRecords(records, skipped, datasets)
+
+
+@dataclass
+class KeySlice:
+    """The slice of a patch the model sees: HU int16 (y, x), mask bool (y, x), pixel spacing (row, col) mm."""
+
+    hu: np.ndarray
+    mask: np.ndarray
+    spacing_yx: tuple[float, float]
+    z: int
+
+
+def load_key_slice(record: LesionRecord) -> KeySlice:
+    """Read the patch of `record` and keep its key slice (largest ROI area)."""
+    try:
+        with np.load(record.patch_path) as npz:
+            hu, mask, spacing = npz["hu"], npz["mask"].astype(bool), npz["spacing_mm"]
+    except (OSError, KeyError, ValueError) as exc:
+        raise DatasetError(f"patch {record.patch_path} of lesion {record.uid} cannot be read ({exc})") from exc
+    if hu.shape != mask.shape or hu.ndim != 3:
+        raise DatasetError(f"patch {record.patch_path}: hu {hu.shape} and mask {mask.shape} must be (z, y, x) alike")
+    if not mask.any():
+        raise DatasetError(f"patch {record.patch_path}: the lesion mask is empty")
+    z = select_key_slice(mask)
+    return KeySlice(np.ascontiguousarray(hu[z]), np.ascontiguousarray(mask[z]),
+                    (float(spacing[-2]), float(spacing[-1])), z)
+
+
+class LesionDataset(Dataset):
+    """(tensor (C, H, W), class index) per record. Key slices are read once and kept in memory (a few
+    kB each). Evaluation mode goes through `LesionPreprocess.__call__` with ``train=False`` - exactly
+    what `prepare_lesion_input` does for the app; training mode adds the random augmentation, drawn
+    from a generator seeded by (seed, epoch, index) so runs and resumed runs repeat exactly, whatever
+    the number of worker processes or ranks."""
+
+    def __init__(self, records: Sequence[LesionRecord], classes: Sequence[str], preprocess: LesionPreprocess,
+                 train: bool = False, seed: int = 0) -> None:
+        self.records = list(records)
+        self.classes = list(classes)
+        self.preprocess = preprocess
+        self.train = train
+        self.seed = int(seed)
+        self.epoch = 0
+        self.labels = np.array([self.classes.index(r.label) for r in self.records], dtype=np.int64)
+        self.slices = [load_key_slice(r) for r in self.records]
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: int):
+        item = self.slices[index]
+        rng = np.random.default_rng([self.seed, self.epoch, index]) if self.train else None
+        tensor = self.preprocess(item.hu, item.mask, item.spacing_yx, train=self.train, rng=rng)
+        return tensor, int(self.labels[index])
+
+
+__all__ = ["DEFAULT_CLASSES", "DatasetError", "KeySlice", "LesionDataset", "LesionRecord", "LoadedRecords",
+           "SkippedLesion", "load_key_slice", "load_records", "read_manifest"]

@@ -1,0 +1,129 @@
+"""Training on CPU: loss goes down, runs resume exactly, the CLIs write report + bundle."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from liverview.model.bundle import load_bundle
+from liverview.model.split import Split, find_group_leaks
+from liverview.model.train import TrainConfig, TrainingCancelled, TrainingError, resume_training, train_model
+from liverview.model.transforms import AugmentConfig, PreprocessConfig
+
+NO_AUGMENT = AugmentConfig(rotation_deg=0, zoom=0, shift=0, hflip=False, vflip=False, hu_offset=0, hu_scale=0,
+                           noise_hu=0, gamma=0)
+
+
+def _config(datasets, **changes) -> TrainConfig:
+    values = dict(datasets=[str(d) for d in datasets], architecture="tiny_cnn", epochs=3, batch_size=8, lr=3e-3,
+                  baseline=False, patience=50, preprocess=PreprocessConfig(size=32))
+    values.update(changes)
+    return TrainConfig(**values)
+
+
+def test_a_few_epochs_lower_the_loss(toy_dataset, tmp_path):
+    messages = []
+    config = _config([toy_dataset], epochs=8, preprocess=PreprocessConfig(size=32, augment=NO_AUGMENT))
+    result = train_model(config, tmp_path / "run", progress=lambda f, m: messages.append((f, m)))
+    losses = [h["train_loss"] for h in result.history]
+    assert len(losses) == 8 and result.stopped_by == "max epochs"
+    assert np.mean(losses[-2:]) < 0.8 * np.mean(losses[:2]), losses
+    assert messages[-1][0] == 1.0 and all(0 <= f <= 1 for f, _ in messages)
+    fractions = [f for f, _ in messages]
+    assert fractions == sorted(fractions)
+    checkpoints = tmp_path / "run" / "checkpoints"
+    assert (checkpoints / "best.pt").is_file() and (checkpoints / "last.pt").is_file()
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["status"] == "finished"
+
+
+def test_stopped_run_resumes_to_the_same_weights(toy_dataset, tmp_path):
+    config = _config([toy_dataset], epochs=4, lr_schedule="plateau", lr_patience=0)
+    straight = train_model(config, tmp_path / "straight")
+
+    calls = {"n": 0}
+
+    def stop_in_third_epoch() -> bool:  # checked after each of the 2 steps and at each epoch's end
+        calls["n"] += 1
+        return calls["n"] >= 7  # epoch 3, step 1
+
+    with pytest.raises(TrainingCancelled, match="--resume"):
+        train_model(config, tmp_path / "stopped", should_stop=stop_in_third_epoch)
+    assert json.loads((tmp_path / "stopped" / "history.json").read_text())[-1]["epoch"] == 2
+    assert json.loads((tmp_path / "stopped" / "run.json").read_text())["status"] == "cancelled"
+    with pytest.raises(TrainingError, match="already holds a training run"):
+        train_model(config, tmp_path / "stopped")
+    resumed = resume_training(tmp_path / "stopped")
+    assert [h["epoch"] for h in resumed.history] == [1, 2, 3, 4]
+    for a, b in zip(straight.history, resumed.history):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-6) and a["lr"] == b["lr"]
+    load = lambda run: torch.load(run / "checkpoints" / "last.pt", weights_only=True)["model"]  # noqa: E731
+    sa, sb = load(tmp_path / "straight"), load(tmp_path / "stopped")
+    assert all(torch.allclose(sa[k].float(), sb[k].float(), atol=1e-6) for k in sa)
+    # More epochs on a finished run continue it.
+    longer = resume_training(tmp_path / "straight", overrides={"epochs": 5})
+    assert [h["epoch"] for h in longer.history] == [1, 2, 3, 4, 5]
+    with pytest.raises(TrainingError, match="cannot change 'lr'"):
+        resume_training(tmp_path / "straight", overrides={"lr": 1.0})
+
+
+@pytest.fixture(scope="module")
+def cli_run(toy_dataset, toy_dataset_b, tmp_path_factory):
+    from liverview.model.train_cli import main
+
+    run = tmp_path_factory.mktemp("cli") / "run"
+    code = main([str(toy_dataset), str(toy_dataset_b), "--out", str(run), "--arch", "tiny_cnn", "--input-size", "48",
+                 "--epochs", "2", "--batch-size", "8", "--seed", "3", "--denoise", "bilateral", "--clahe", "-q"])
+    assert code == 0
+    return run
+
+
+def test_cli_writes_report_and_bundle(cli_run):
+    run = cli_run
+    report = run / "report"
+    for name in ("report.md", "metrics.json", "accuracy_curves.png", "loss_curves.png", "confusion_cnn.png",
+                 "roc_cnn.png", "reliability_cnn.png", "confusion_baseline.png", "predictions_cnn.csv"):
+        assert (report / name).is_file(), name
+    metrics = json.loads((report / "metrics.json").read_text())
+    assert set(metrics["results"]) == {"cnn", "baseline"}
+    cnn = metrics["results"]["cnn"]
+    for key in ("accuracy", "macro_f1", "per_class", "roc_auc", "macro_roc_auc", "ece", "confusion_matrix"):
+        assert key in cnn
+    text = (report / "report.md").read_text()
+    assert "![confusion matrix](confusion_cnn.png)" in text and "![loss curves](loss_curves.png)" in text
+    split = Split.load(run / "split.json")
+    assert find_group_leaks(split) == [] and split.seed == 3
+    loaded = load_bundle(run / "bundle")
+    assert loaded.info["preprocessing"]["denoise"] == "bilateral" and loaded.preprocess_config.clahe
+    assert loaded.info["metrics"]["macro_f1"] == pytest.approx(cnn["macro_f1"])
+    assert loaded.info["training_data"]["simulated"] is True and loaded.info["training_data"]["n_lesions"] == 36
+    config = json.loads((run / "config.json").read_text())
+    assert config["architecture"] == "tiny_cnn" and len(config["datasets"]) == 2
+
+
+def test_cli_refuses_an_existing_run_and_resumes_a_finished_one(cli_run, toy_dataset):
+    from liverview.model.train_cli import main
+
+    assert main([str(toy_dataset), "--out", str(cli_run), "--arch", "tiny_cnn", "-q"]) == 1
+    assert main(["--resume", str(cli_run), "--no-baseline", "-q"]) == 0
+    with pytest.raises(SystemExit):
+        main(["--out", str(cli_run / "x"), "--arch", "tiny_cnn", "-q"])  # no dataset
+
+
+def test_evaluate_cli(cli_run, toy_dataset, toy_dataset_b, tmp_path):
+    from liverview.model.evaluate_cli import main
+
+    out = tmp_path / "eval"
+    assert main([str(cli_run / "bundle"), str(toy_dataset), str(toy_dataset_b), "--out", str(out), "--split",
+                 str(cli_run / "split.json"), "--baseline", "-q"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    run_metrics = json.loads((cli_run / "report" / "metrics.json").read_text())
+    assert metrics["results"]["cnn"]["confusion_matrix"] == run_metrics["results"]["cnn"]["confusion_matrix"]
+    assert metrics["results"]["cnn"]["macro_f1"] == pytest.approx(run_metrics["results"]["cnn"]["macro_f1"])
+    assert "baseline" in metrics["results"] and (out / "loss_curves.png").is_file()
+    # Without a split: every labelled lesion.
+    all_out = tmp_path / "all"
+    assert main([str(cli_run / "bundle"), str(toy_dataset), "--out", str(all_out), "-q"]) == 0
+    assert json.loads((all_out / "metrics.json").read_text())["results"]["cnn"]["n"] == 24
+    assert main([str(tmp_path / "no-bundle"), str(toy_dataset), "--out", str(tmp_path / "x"), "-q"]) == 1
