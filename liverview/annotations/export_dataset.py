@@ -114,7 +114,7 @@ def read_lesion_lines(path: Path) -> list[dict[str, Any]]:
     return records
 
 
-def _read_manifest(path: Path) -> dict[str, Any] | None:
+def read_dataset_manifest(path: Path) -> dict[str, Any] | None:
     if not path.exists():
         return None
     try:
@@ -129,13 +129,13 @@ def _read_manifest(path: Path) -> dict[str, Any] | None:
     return manifest
 
 
-class _FolderLock:
+class DatasetFolderLock:
     """Keeps two exports from merging lesions.jsonl into the same folder at once."""
 
     def __init__(self, folder: Path) -> None:
         self.path = folder / LOCK_NAME
 
-    def __enter__(self) -> _FolderLock:
+    def __enter__(self) -> DatasetFolderLock:
         try:
             fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         except FileExistsError as exc:
@@ -146,10 +146,7 @@ class _FolderLock:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        try:
-            self.path.unlink()
-        except FileNotFoundError:
-            pass
+        self.path.unlink(missing_ok=True)
 
 
 def export_dataset(volume: Volume, document: AnnotationDocument, out_dir: str | os.PathLike[str],
@@ -166,8 +163,8 @@ def export_dataset(volume: Volume, document: AnnotationDocument, out_dir: str | 
     (folder / "patches").mkdir(exist_ok=True)
     taxonomy = taxonomy or LabelTaxonomy()
     identity = export_identity(volume, pseudonymize, pseudonymizer)
-    with _FolderLock(folder):
-        manifest = _read_manifest(folder / "dataset.json")
+    with DatasetFolderLock(folder):
+        manifest = read_dataset_manifest(folder / "dataset.json")
         lines_path = folder / "lesions.jsonl"
         records = {r["lesion_uid"]: r for r in read_lesion_lines(lines_path)}
         written = 0

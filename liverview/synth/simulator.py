@@ -48,14 +48,13 @@ from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 from liverview import __version__
 from liverview.annotations.deid import KEY_FILE_NAME, Pseudonymizer, load_or_create_key
 from liverview.annotations.document import AnnotationDocument, Lesion, Roi
-from liverview.annotations.export_common import ExportError, export_identity, volume_patient_identity
+from liverview.annotations.export_common import export_identity, volume_patient_identity
 from liverview.annotations.export_dataset import (
-    DATASET_FORMAT,
-    DATASET_VERSION,
-    LOCK_NAME,
     MARGIN_XY_PX,
+    DatasetFolderLock,
     export_dataset,
     lesion_uid,
+    read_dataset_manifest,
     read_lesion_lines,
 )
 from liverview.annotations.labels import LIVER, LesionClass
@@ -1062,40 +1061,9 @@ def _iter_patients(plans: Sequence[PatientPlan], config: SimulatorConfig, ct: di
                 future.cancel()
 
 
-class _DatasetLock:
-    """The export's lock file (``.export.lock``), held while the ``synth`` objects are merged in."""
-
-    def __init__(self, folder: Path) -> None:
-        self.path = folder / LOCK_NAME
-
-    def __enter__(self) -> _DatasetLock:
-        try:
-            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        except FileExistsError as exc:
-            raise ExportError(f"another export is writing to {self.path.parent} (lock file {self.path}); if none "
-                              f"is running, delete the lock file and try again") from exc
-        with os.fdopen(fd, "w") as fh:
-            fh.write(f"{os.getpid()}\n")
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.path.unlink(missing_ok=True)
-
-
 def _check_target(folder: Path) -> None:
     """Refuse a folder that holds something other than a liverview dataset this version writes."""
-    manifest_path = folder / "dataset.json"
-    if not manifest_path.exists():
-        return
-    try:
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ExportError(f"{manifest_path} is damaged ({exc}); repair or move it, or choose another folder") from exc
-    if not isinstance(manifest, dict) or manifest.get("format") != DATASET_FORMAT:
-        raise ExportError(f"{folder} holds something other than a liverview dataset; choose an empty folder")
-    if not isinstance(manifest.get("version"), int) or manifest["version"] > DATASET_VERSION:
-        raise ExportError(f"{folder} is a liverview dataset of version {manifest.get('version')!r}, newer than "
-                          f"this liverview writes ({DATASET_VERSION}); update liverview")
+    read_dataset_manifest(folder / "dataset.json")
 
 
 def _append_patient(folder: Path, staging: Path, synth: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
@@ -1130,7 +1098,7 @@ def _refresh_index(folder: Path, volume: Volume, run: dict[str, Any]) -> None:
         description = previous.get("description")
     empty = AnnotationDocument(volume.study_uid, volume.series_uid, volume.frame_of_reference_uid)
     export_dataset(volume, empty, folder, pseudonymize=False)
-    with _DatasetLock(folder):
+    with DatasetFolderLock(folder):
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
         manifest["description"] = description or "simulated liver lesions (liverview-synth; see docs/synth.md)"
         manifest["simulator_runs"] = [*earlier, run]
@@ -1206,7 +1174,7 @@ def write_simulated_dataset(
             export_dataset(volume, document, staging, pseudonymize=True, pseudonymizer=pseudonymizer)
             identity = export_identity(volume, pseudonymize=True, pseudonymizer=pseudonymizer)
             synth = {lesion_uid(identity, lesion): lesion.synth or {} for lesion in document.lesions}
-            with _DatasetLock(folder):
+            with DatasetFolderLock(folder):
                 records = _append_patient(folder, staging, synth)
             shutil.rmtree(staging, ignore_errors=True)
             for record in records:
