@@ -58,14 +58,22 @@ class AIResult:
     predicted: str
     time: str
     accepted_by: str | None = None
+    #: "low", "moderate" or "high" (normalised entropy and test-time-augmentation spread).
+    uncertainty: str | None = None
+    entropy: float | None = None
+    #: The slice the model looked at (the lesion's largest outline).
+    slice_index: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> AIResult:
+        entropy, slice_index = data.get("entropy"), data.get("slice_index")
         return cls(model_id=str(data["model_id"]), probabilities={str(k): float(v) for k, v in data["probabilities"].items()},
-                   predicted=str(data["predicted"]), time=str(data["time"]), accepted_by=data.get("accepted_by"))
+                   predicted=str(data["predicted"]), time=str(data["time"]), accepted_by=data.get("accepted_by"),
+                   uncertainty=data.get("uncertainty"), entropy=None if entropy is None else float(entropy),
+                   slice_index=None if slice_index is None else int(slice_index))
 
 
 @dataclass

@@ -256,6 +256,19 @@ def load_bundle(path: str | Path, device: str | torch.device = "cpu", *,
                        preprocess=build_preprocess(config), gradcam_target_layer=layer, device=device, path=folder)
 
 
+def resolve_device(preference: str = "auto", local_rank: int = 0) -> torch.device:
+    """"auto": this process's GPU when there is one, else the CPU; or any torch device string.
+    Nothing is hard-wired to CUDA: the model and every input go to this device."""
+    if preference == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", local_rank % torch.cuda.device_count())
+        return torch.device("cpu")
+    device = torch.device(preference)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", local_rank % max(torch.cuda.device_count(), 1))
+    return device
+
+
 def predict(loaded: LoadedModel, tensors: torch.Tensor | Sequence[torch.Tensor], batch_size: int = 32) -> np.ndarray:
     """Class probabilities (softmax), float32 (N, n_classes) in `loaded.classes` order, for inputs made
     by `prepare_lesion_input` - one (C, H, W) tensor, a (N, C, H, W) batch or a list of tensors."""
@@ -370,4 +383,4 @@ def render_model_card(info: dict[str, Any], notes: Sequence[str] = ()) -> str:
 
 __all__ = ["BUNDLE_FORMAT", "BUNDLE_KEYS", "BUNDLE_VERSION", "BundleError", "HISTORY_FILE", "INTENDED_USE",
            "LoadedModel", "MODEL_CARD", "MODEL_JSON", "WEIGHTS_FILE", "describe_classes", "file_sha256", "load_bundle",
-           "predict", "predict_lesion", "read_bundle_info", "render_model_card", "save_bundle"]
+           "predict", "predict_lesion", "read_bundle_info", "render_model_card", "resolve_device", "save_bundle"]

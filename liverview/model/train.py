@@ -36,7 +36,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 
-from liverview.model.bundle import save_bundle, write_json
+from liverview.model.bundle import resolve_device, save_bundle, write_json
 from liverview.model.data import DEFAULT_CLASSES, LesionDataset, LoadedRecords, load_records
 from liverview.model.metrics import compute_metrics, log_loss
 from liverview.model.network import DEFAULT_ARCHITECTURE, build_network, get_architecture
@@ -156,18 +156,6 @@ class DistContext:
     @property
     def distributed(self) -> bool:
         return self.world_size > 1
-
-
-def resolve_device(preference: str = "auto", local_rank: int = 0) -> torch.device:
-    """"auto": this process's GPU when there is one, else the CPU; or any torch device string."""
-    if preference == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", local_rank % torch.cuda.device_count())
-        return torch.device("cpu")
-    device = torch.device(preference)
-    if device.type == "cuda" and device.index is None:
-        device = torch.device("cuda", local_rank % max(torch.cuda.device_count(), 1))
-    return device
 
 
 def init_distributed(device_preference: str = "auto") -> DistContext:
@@ -657,4 +645,4 @@ def finish_run(config: TrainConfig, run_dir: Path, split: Split, loaded: LoadedR
 
 __all__ = ["DistContext", "MONITORS", "SCHEDULES", "TrainConfig", "TrainResult", "TrainingCancelled", "TrainingError",
            "configure_threads", "finish_run", "init_distributed", "load_run_config", "predict_dataset",
-           "resolve_device", "resume_training", "seed_everything", "train_model"]
+           "resume_training", "seed_everything", "train_model"]

@@ -196,12 +196,18 @@ class SelectKeySlice(Transform):
 def select_key_slice(mask_zyx: np.ndarray) -> int:
     """Index of the slice with the largest mask area; ties go to the slice nearest the lesion's middle."""
     areas = mask_zyx.reshape(mask_zyx.shape[0], -1).sum(axis=1)
-    if areas.max(initial=0) == 0:
+    return select_key_slice_by_area({z: int(a) for z, a in enumerate(areas)})
+
+
+def select_key_slice_by_area(areas: dict[int, int]) -> int:
+    """`select_key_slice` from {slice index: mask area}: the app knows a lesion's outlines per slice and
+    need not build a whole-volume mask."""
+    occupied = sorted(z for z, a in areas.items() if a > 0)
+    if not occupied:
         raise ValueError("the lesion mask is empty")
-    candidates = np.flatnonzero(areas == areas.max())
-    occupied = np.flatnonzero(areas)
+    largest = max(areas[z] for z in occupied)
     middle = (occupied[0] + occupied[-1]) / 2.0
-    return int(candidates[np.argmin(np.abs(candidates - middle))])
+    return min((z for z in occupied if areas[z] == largest), key=lambda z: (abs(z - middle), z))
 
 
 def _mask_bbox(mask: np.ndarray) -> tuple[int, int, int, int]:
@@ -523,5 +529,5 @@ __all__ = [
     "AugmentConfig", "Clahe", "Compose", "CropSquareResize", "CropToContext", "DEFAULT_WINDOWS", "Denoise",
     "HUWindow", "LesionPreprocess", "PreprocessConfig", "RandomAffine", "RandomGamma", "RandomHUJitter",
     "RandomHUNoise", "SelectKeySlice", "ToTensor", "Transform", "WindowToChannels", "build_preprocess",
-    "prepare_lesion_input", "prepare_lesion_patch", "select_key_slice",
+    "prepare_lesion_input", "prepare_lesion_patch", "select_key_slice", "select_key_slice_by_area",
 ]

@@ -1,0 +1,255 @@
+"""Classify the outlined lesions of a loaded series: what the app's "Classify" and `liverview-predict` run.
+
+A lesion is classified on its key slice (the slice where its outline is largest, as in training)
+through the bundle's own preprocessing pipeline, so the tensor is the one the evaluation saw. One
+forward + backward pass gives both the probabilities and the Grad-CAM map; three flipped copies
+(the flips training augmented with) give the test-time-augmentation spread used as an uncertainty
+indication alongside the normalised entropy. Heatmaps of the lesion's other slices explain the same
+class and are computed on request (`compute_slice_heatmap`), so the overlay can follow the slice.
+
+Qt-free; the GUI runs these functions on its single model worker thread.
+"""
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from liverview.annotations.document import AIResult, Lesion
+from liverview.annotations.measurements import slice_masks
+from liverview.annotations.storage import now_iso
+from liverview.io.volume import Volume
+from liverview.model.bundle import LoadedModel, predict
+from liverview.model.gradcam import compute_gradcam
+from liverview.model.transforms import CropSquareResize, select_key_slice_by_area
+from liverview.paths import resource_path
+
+#: The bundled model: resources/models/<DEFAULT_MODEL_NAME>/ (model.json, weights.pt, MODEL_CARD.md).
+DEFAULT_MODEL_NAME = "liver-lesion-classifier"
+#: Test-time augmentation: the identity plus the flips (over W, H, both) the network was trained with.
+TTA_FLIP_DIMS: tuple[tuple[int, ...], ...] = ((), (-1,), (-2,), (-2, -1))
+#: Uncertainty bands on the normalised entropy (0 = certain, 1 = uniform) and the TTA spread.
+ENTROPY_MODERATE, ENTROPY_HIGH = 0.25, 0.5
+SPREAD_MODERATE, SPREAD_HIGH = 0.08, 0.2
+
+Progress = Callable[[int, int, str], None]
+ShouldStop = Callable[[], bool]
+
+
+class ClassificationError(Exception):
+    """A lesion cannot be classified; the message says which lesion and why."""
+
+
+def default_model_path() -> Path:
+    """The model bundle shipped with liverview (source tree or PyInstaller bundle)."""
+    return resource_path("models", DEFAULT_MODEL_NAME)
+
+
+def model_id(loaded: LoadedModel) -> str:
+    """Stable id stored with each result: name, version and the weights' SHA-256 prefix."""
+    sha = str(loaded.info.get("sha256") or (loaded.info.get("weights") or {}).get("sha256") or "")
+    return f"{loaded.name} {loaded.version}".strip() + (f" ({sha[:12]})" if sha else "")
+
+
+@dataclass
+class Heatmap:
+    """A Grad-CAM map over the network's input square, placed on one slice of the series."""
+
+    slice_index: int
+    cam: np.ndarray  # float32 (n, n), 0..1, rows then columns of the input square
+    center_yx: tuple[float, float]  # square centre in slice pixel indices (pixel centres are integers)
+    side_mm: float
+    spacing_yx: tuple[float, float]
+    explained: str  # the class id the map explains
+
+    def extent_px(self) -> tuple[float, float, float, float]:
+        """(x0, y0, width, height) of the square in pixel coordinates whose pixel centres are integers,
+        i.e. x0 is the left edge; matches the preprocessing's resampling grid exactly."""
+        sy, sx = self.spacing_yx
+        width, height = self.side_mm / sx, self.side_mm / sy
+        return self.center_yx[1] - width / 2.0, self.center_yx[0] - height / 2.0, width, height
+
+
+@dataclass
+class LesionPrediction:
+    """The model's opinion on one lesion."""
+
+    lesion_id: str
+    model_id: str
+    classes: list[str]
+    probabilities: dict[str, float]
+    predicted: str
+    slice_index: int
+    entropy: float  # normalised to 0..1
+    tta_spread: float  # largest standard deviation of a class probability over the TTA copies
+    tta_agreement: float  # fraction of TTA copies whose top class is `predicted`
+    heatmap: Heatmap | None = None
+    timings_ms: dict[str, float] = field(default_factory=dict)
+    time: str = field(default_factory=now_iso)
+
+    @property
+    def probability(self) -> float:
+        return self.probabilities[self.predicted]
+
+    @property
+    def uncertainty(self) -> str:
+        """'low', 'moderate' or 'high' from the entropy and the TTA spread (the larger of the two)."""
+        if self.entropy >= ENTROPY_HIGH or self.tta_spread >= SPREAD_HIGH or self.tta_agreement < 0.75:
+            return "high"
+        if self.entropy >= ENTROPY_MODERATE or self.tta_spread >= SPREAD_MODERATE or self.tta_agreement < 1.0:
+            return "moderate"
+        return "low"
+
+    def to_ai_result(self) -> AIResult:
+        return AIResult(model_id=self.model_id, probabilities=dict(self.probabilities), predicted=self.predicted,
+                        time=self.time, uncertainty=self.uncertainty, entropy=round(self.entropy, 4),
+                        slice_index=self.slice_index)
+
+    def to_json(self) -> dict:
+        return {"id": self.lesion_id, "predicted": self.predicted, "probability": self.probability,
+                "probabilities": self.probabilities, "uncertainty": self.uncertainty,
+                "entropy": self.entropy, "tta_spread": self.tta_spread, "tta_agreement": self.tta_agreement,
+                "slice_index": self.slice_index, "model_id": self.model_id, "time": self.time}
+
+
+def check_series(loaded: LoadedModel, volume: Volume) -> None:
+    """The bundled networks read CT Hounsfield units through HU windows; anything else would give
+    confident nonsense, so it is refused with the reason."""
+    if not volume.is_hu:
+        raise ClassificationError(f"the model {loaded.name} reads CT in Hounsfield units; this series is "
+                                  f"{volume.modality or 'not CT'}")
+
+
+def lesion_slice_masks(volume: Volume, lesion: Lesion) -> dict[int, np.ndarray]:
+    """The lesion's non-empty outline masks per slice inside the image; error when there are none."""
+    masks = {z: m for z, m in slice_masks(volume, lesion).items() if m.any()}
+    if not masks:
+        raise ClassificationError(f"lesion {lesion.id} has no outline inside the image "
+                                  f"({len(lesion.rois)} outline(s), none covering a pixel of the series)")
+    return masks
+
+
+def key_slice(masks: dict[int, np.ndarray]) -> int:
+    return select_key_slice_by_area({z: int(m.sum()) for z, m in masks.items()})
+
+
+def _crop_geometry(loaded: LoadedModel, mask: np.ndarray, spacing_yx: tuple[float, float]) -> tuple[tuple[float, float], float]:
+    config = loaded.preprocess_config
+    crop = CropSquareResize(config.size, config.crop_scale, config.crop_margin_mm, config.crop_min_mm)
+    cy, cx, side = crop.square_mm(mask, spacing_yx)
+    return (cy, cx), side
+
+
+def _heatmap(loaded: LoadedModel, volume: Volume, z: int, mask: np.ndarray, tensor: torch.Tensor,
+             class_index: int | None) -> tuple[Heatmap, np.ndarray]:
+    spacing = (float(volume.spacing_mm[1]), float(volume.spacing_mm[2]))
+    cam, index, probabilities = compute_gradcam(loaded, tensor, class_index)
+    center, side = _crop_geometry(loaded, mask, spacing)
+    return Heatmap(z, cam, center, side, spacing, loaded.classes[index]), probabilities
+
+
+def classify_lesion(loaded: LoadedModel, volume: Volume, lesion: Lesion, *, heatmap: bool = True,
+                    tta: bool = True) -> LesionPrediction:
+    """Probabilities, uncertainty and (optionally) the Grad-CAM heatmap of `lesion` on its key slice.
+    Raises `ClassificationError` for a non-CT series or a lesion without an outline in the image."""
+    check_series(loaded, volume)
+    timings: dict[str, float] = {}
+    start = time.perf_counter()
+    masks = lesion_slice_masks(volume, lesion)
+    z = key_slice(masks)
+    spacing = (float(volume.spacing_mm[1]), float(volume.spacing_mm[2]))
+    try:
+        tensor = loaded.preprocess(volume.array[z], masks[z], spacing)
+    except ValueError as exc:
+        raise ClassificationError(f"lesion {lesion.id}: {exc}") from exc
+    timings["preprocess"] = (time.perf_counter() - start) * 1000
+    mark = time.perf_counter()
+    cam = None
+    if heatmap:
+        cam, probs = _heatmap(loaded, volume, z, masks[z], tensor, None)
+        timings["classify_gradcam"] = (time.perf_counter() - mark) * 1000
+    else:
+        probs = predict(loaded, tensor)[0]
+        timings["classify"] = (time.perf_counter() - mark) * 1000
+    top = int(np.argmax(probs))
+    spread, agreement = 0.0, 1.0
+    if tta:
+        mark = time.perf_counter()
+        flipped = [torch.flip(tensor, dims) for dims in TTA_FLIP_DIMS[1:]]
+        all_probs = np.vstack([probs[None, :], predict(loaded, flipped)])
+        spread = float(all_probs.std(axis=0).max())
+        agreement = float(np.mean(all_probs.argmax(axis=1) == top))
+        timings["tta"] = (time.perf_counter() - mark) * 1000
+    timings["total"] = (time.perf_counter() - start) * 1000
+    return LesionPrediction(
+        lesion_id=lesion.id, model_id=model_id(loaded), classes=list(loaded.classes),
+        probabilities={c: float(p) for c, p in zip(loaded.classes, probs)}, predicted=loaded.classes[top],
+        slice_index=z, entropy=normalised_entropy(probs), tta_spread=spread, tta_agreement=agreement,
+        heatmap=cam, timings_ms=timings)
+
+
+def compute_slice_heatmap(loaded: LoadedModel, volume: Volume, lesion: Lesion, slice_index: int,
+                          explained: str) -> Heatmap:
+    """Grad-CAM of class `explained` for the lesion's outline on `slice_index` (the overlay following
+    the slice through a multi-slice lesion). Raises `ClassificationError` when it has no outline there."""
+    check_series(loaded, volume)
+    masks = lesion_slice_masks(volume, lesion)
+    if slice_index not in masks:
+        raise ClassificationError(f"lesion {lesion.id} has no outline on slice {slice_index + 1}")
+    if explained not in loaded.classes:
+        raise ClassificationError(f"the model {loaded.name} has no class {explained!r}")
+    spacing = (float(volume.spacing_mm[1]), float(volume.spacing_mm[2]))
+    tensor = loaded.preprocess(volume.array[slice_index], masks[slice_index], spacing)
+    cam, _ = _heatmap(loaded, volume, slice_index, masks[slice_index], tensor, loaded.classes.index(explained))
+    return cam
+
+
+def normalised_entropy(probabilities: Sequence[float] | np.ndarray) -> float:
+    """Shannon entropy divided by log(number of classes): 0 for a one-hot, 1 for a uniform vector."""
+    p = np.clip(np.asarray(probabilities, dtype=np.float64), 1e-12, 1.0)
+    if p.size < 2:
+        return 0.0
+    return float(-(p * np.log(p)).sum() / math.log(p.size))
+
+
+@dataclass
+class BatchResult:
+    predictions: list[LesionPrediction]
+    errors: dict[str, str]  # lesion id -> reason
+    cancelled: bool
+
+
+def classify_lesions(loaded: LoadedModel, volume: Volume, lesions: Sequence[Lesion], *, heatmap: bool = True,
+                     progress: Progress | None = None, should_stop: ShouldStop | None = None,
+                     on_result: Callable[[LesionPrediction], None] | None = None) -> BatchResult:
+    """Classify several lesions one after the other; a lesion that fails is reported and skipped,
+    `should_stop` is checked between lesions, and each result is handed to `on_result` as it comes."""
+    predictions: list[LesionPrediction] = []
+    errors: dict[str, str] = {}
+    total = len(lesions)
+    for done, lesion in enumerate(lesions):
+        if should_stop is not None and should_stop():
+            return BatchResult(predictions, errors, cancelled=True)
+        if progress is not None:
+            progress(done, total, f"lesion {done + 1} of {total}")
+        try:
+            prediction = classify_lesion(loaded, volume, lesion, heatmap=heatmap)
+        except ClassificationError as exc:
+            errors[lesion.id] = str(exc)
+            continue
+        predictions.append(prediction)
+        if on_result is not None:
+            on_result(prediction)
+    if progress is not None:
+        progress(total, total, "done")
+    return BatchResult(predictions, errors, cancelled=False)
+
+
+__all__ = ["BatchResult", "ClassificationError", "DEFAULT_MODEL_NAME", "Heatmap", "LesionPrediction", "TTA_FLIP_DIMS",
+           "check_series", "classify_lesion", "classify_lesions", "compute_slice_heatmap", "default_model_path",
+           "key_slice", "lesion_slice_masks", "model_id", "normalised_entropy"]

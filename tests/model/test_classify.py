@@ -1,0 +1,156 @@
+"""Classifying outlined lesions of a real loaded series (the app's and liverview-predict's core)."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from liverview.annotations.document import AIResult, AnnotationDocument, Lesion, Roi
+from liverview.model.bundle import load_bundle, predict, save_bundle
+from liverview.model.classify import (ClassificationError, classify_lesion, classify_lesions, compute_slice_heatmap,
+                                      key_slice, lesion_slice_masks, normalised_entropy)
+from liverview.model.gradcam import compute_gradcam
+from liverview.model.network import build_network
+from liverview.model.transforms import PreprocessConfig, prepare_lesion_patch
+
+CLASSES = ["benign_cyst", "hemangioma", "hcc", "metastasis"]
+
+
+@pytest.fixture(scope="module")
+def tiny_bundle(tmp_path_factory):
+    torch.manual_seed(3)
+    net = build_network("tiny_cnn", 4)
+    return save_bundle(tmp_path_factory.mktemp("tiny") / "bundle", net, architecture="tiny_cnn", classes=CLASSES,
+                       preprocess_config=PreprocessConfig(size=64), metrics={"macro_f1": 0.3})
+
+
+@pytest.fixture(scope="module")
+def demo(demo_study):
+    from liverview.io import load_series
+
+    volume = load_series(demo_study.dicom_dir)
+    document = AnnotationDocument.from_dict(json.loads(demo_study.ground_truth_path.read_text()))
+    return volume, document
+
+
+def test_classify_demo_lesions_matches_the_training_path(tiny_bundle, demo):
+    volume, document = demo
+    loaded = load_bundle(tiny_bundle)
+    for lesion in document.lesions:
+        prediction = classify_lesion(loaded, volume, lesion)
+        assert sum(prediction.probabilities.values()) == pytest.approx(1.0, abs=1e-5)
+        assert prediction.predicted == max(prediction.probabilities, key=prediction.probabilities.get)
+        assert 0.0 <= prediction.entropy <= 1.0 and prediction.uncertainty in ("low", "moderate", "high")
+        # The dataset/evaluation path: a 3-D patch reduced to its key slice by the training transforms.
+        masks = lesion_slice_masks(volume, lesion)
+        z0, z1 = min(masks), max(masks) + 1
+        mask = np.zeros((z1 - z0,) + volume.array.shape[1:], dtype=bool)
+        for z, plane in masks.items():
+            mask[z - z0] = plane
+        tensor = prepare_lesion_patch(volume.array[z0:z1], mask, volume.spacing_mm, loaded.preprocess_config)
+        np.testing.assert_allclose(predict(loaded, tensor)[0], [prediction.probabilities[c] for c in CLASSES],
+                                   atol=1e-5)
+        assert prediction.slice_index == z0 + int(np.argmax(mask.sum(axis=(1, 2)))) or \
+            mask[prediction.slice_index - z0].sum() == mask.sum(axis=(1, 2)).max()
+        heatmap = prediction.heatmap
+        assert heatmap is not None and heatmap.cam.shape == (64, 64) and heatmap.slice_index == prediction.slice_index
+        x0, y0, width, height = heatmap.extent_px()
+        ys, xs = np.nonzero(masks[prediction.slice_index])
+        # The heatmap square covers the outline it explains.
+        assert x0 <= xs.min() and xs.max() <= x0 + width and y0 <= ys.min() and ys.max() <= y0 + height
+        result = prediction.to_ai_result()
+        assert AIResult.from_dict(json.loads(json.dumps(result.to_dict()))) == result
+
+
+def test_heatmap_follows_the_slices_of_a_lesion(tiny_bundle, demo):
+    volume, document = demo
+    loaded = load_bundle(tiny_bundle)
+    lesion = max(document.lesions, key=lambda item: len({roi.slice_index for roi in item.rois}))
+    masks = lesion_slice_masks(volume, lesion)
+    assert len(masks) >= 3
+    centres = []
+    for z in sorted(masks):
+        heatmap = compute_slice_heatmap(loaded, volume, lesion, z, "hcc")
+        assert heatmap.slice_index == z and heatmap.explained == "hcc"
+        centres.append(heatmap.center_yx)
+    assert len(set(centres)) > 1  # placed on each slice's own outline
+    with pytest.raises(ClassificationError, match="no outline on slice"):
+        compute_slice_heatmap(loaded, volume, lesion, max(masks) + 1, "hcc")
+
+
+def test_bad_lesions_are_reported_and_the_batch_goes_on(tiny_bundle, demo):
+    volume, document = demo
+    loaded = load_bundle(tiny_bundle)
+    outside = Lesion(reader="R", rois=[Roi(5, [(-50.0, -50.0), (-40.0, -50.0), (-40.0, -40.0)])])
+    beyond = Lesion(reader="R", rois=[Roi(volume.shape[0] + 3, [(10.0, 10.0), (30.0, 10.0), (30.0, 30.0)])])
+    lesions = [document.lesions[0], outside, beyond, document.lesions[1]]
+    seen = []
+    batch = classify_lesions(loaded, volume, lesions, heatmap=False, on_result=seen.append)
+    assert [p.lesion_id for p in batch.predictions] == [document.lesions[0].id, document.lesions[1].id] == \
+        [p.lesion_id for p in seen]
+    assert set(batch.errors) == {outside.id, beyond.id} and "no outline inside the image" in batch.errors[outside.id]
+    assert not batch.cancelled
+
+
+def test_a_batch_stops_between_lesions(tiny_bundle, demo):
+    volume, document = demo
+    loaded = load_bundle(tiny_bundle)
+    calls = []
+    batch = classify_lesions(loaded, volume, document.lesions, heatmap=False,
+                             should_stop=lambda: len(calls) >= 2, progress=lambda *a: calls.append(a))
+    assert batch.cancelled and len(batch.predictions) == 2
+
+
+def test_a_non_ct_series_is_refused(tiny_bundle, demo):
+    import dataclasses
+
+    volume, document = demo
+    loaded = load_bundle(tiny_bundle)
+    mr = dataclasses.replace(volume, info=dataclasses.replace(volume.info, modality="MR"))
+    assert not mr.is_hu
+    with pytest.raises(ClassificationError, match="Hounsfield units; this series is MR"):
+        classify_lesion(loaded, mr, document.lesions[0])
+
+
+def test_key_slice_is_the_largest_outline_nearest_the_middle():
+    plane = np.zeros((4, 4), dtype=bool)
+    big, small = plane.copy(), plane.copy()
+    big[:2, :2] = True
+    small[0, 0] = True
+    assert key_slice({3: small, 4: big, 5: small, 6: big, 7: big, 8: small}) == 6
+
+
+def test_entropy_bounds():
+    assert normalised_entropy([1.0, 0.0, 0.0, 0.0]) == pytest.approx(0.0, abs=1e-9)
+    assert normalised_entropy([0.25] * 4) == pytest.approx(1.0)
+    assert 0.0 < normalised_entropy([0.7, 0.1, 0.1, 0.1]) < 1.0
+
+
+def test_gradcam_survives_inference_mode_frozen_weights_and_in_place_activations(tiny_bundle):
+    loaded = load_bundle(tiny_bundle)
+    x = torch.rand(loaded.input_size, generator=torch.Generator().manual_seed(0))
+    reference, index, _ = compute_gradcam(loaded, x)
+    for p in loaded.model.parameters():
+        p.requires_grad_(False)
+    try:
+        with torch.inference_mode():
+            frozen, frozen_index, _ = compute_gradcam(loaded, torch.rand(loaded.input_size).copy_(x))
+    finally:
+        for p in loaded.model.parameters():
+            p.requires_grad_(True)
+    assert frozen_index == index
+    np.testing.assert_allclose(frozen, reference, atol=1e-5)
+    # An in-place op in the module after the target layer (tiny_cnn: the pooling) must not corrupt
+    # the captured maps: the result equals that of the same op done out of place.
+    maps = {}
+    for name, hook in (("out-of-place", lambda module, args: (args[0] + 0.5,)),
+                       ("in-place", lambda module, args: (args[0].add_(0.5),))):
+        handle = loaded.model.pool.register_forward_pre_hook(hook)
+        try:
+            maps[name] = compute_gradcam(loaded, x, index)[0]
+        finally:
+            handle.remove()
+    np.testing.assert_allclose(maps["out-of-place"], reference, atol=1e-6)
+    np.testing.assert_allclose(maps["in-place"], maps["out-of-place"], atol=1e-6)
