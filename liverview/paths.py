@@ -6,6 +6,8 @@ import sys
 from pathlib import Path
 
 APP_NAME = "liverview"
+#: The bundled model: resources/models/<DEFAULT_MODEL_NAME>/ (model.json, weights.pt, MODEL_CARD.md).
+DEFAULT_MODEL_NAME = "liver-lesion-classifier"
 
 
 def resource_path(*parts: str) -> Path:
@@ -13,6 +15,11 @@ def resource_path(*parts: str) -> Path:
     bundle_root = getattr(sys, "_MEIPASS", None)
     base = Path(bundle_root) if bundle_root else Path(__file__).resolve().parent.parent
     return base.joinpath("resources", *parts)
+
+
+def default_model_path() -> Path:
+    """The model bundle shipped with liverview (found without importing torch)."""
+    return resource_path("models", DEFAULT_MODEL_NAME)
 
 
 def user_data_dir() -> Path:

@@ -75,6 +75,12 @@ def lesion_mask(volume: Volume, lesion: Lesion) -> np.ndarray:
     return mask
 
 
+def outline_key(lesion: Lesion) -> int:
+    """Changes whenever the lesion's outlines change: anything derived from them alone (measurements,
+    heatmaps) can be cached under it."""
+    return hash(tuple((roi.slice_index, tuple(map(tuple, roi.points_xy))) for roi in lesion.rois))
+
+
 def measure_lesion(volume: Volume, lesion: Lesion) -> LesionMeasurement:
     masks = slice_masks(volume, lesion)
     values = np.concatenate([volume.array[z][m] for z, m in masks.items()]) if masks else np.zeros(0)

@@ -11,7 +11,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QColorDialog, QComboBox, QDial
 
 from liverview.annotations.document import Lesion
 from liverview.annotations.labels import CodedConcept, Confidence, LabelDef, LabelTaxonomy
-from liverview.annotations.measurements import LesionMeasurement, measure_lesion
+from liverview.annotations.measurements import LesionMeasurement, measure_lesion, outline_key
 from liverview.io.volume import Volume
 
 COLUMNS = ("Lesion", "Label", "Long mm", "Short mm", "Area mm²", "Volume mL", "Mean", "SD", "Min", "Max",
@@ -106,6 +106,8 @@ class LesionPanel(QWidget):
         super().__init__(parent)
         self.taxonomy = LabelTaxonomy()
         self.measurements: dict[str, LesionMeasurement] = {}
+        self._measure_cache: dict[tuple[str, int], LesionMeasurement] = {}
+        self._measured_state: tuple[int, int] | None = None
         self.labels = QListWidget()
         self.labels.setMaximumHeight(150)
         self.labels.itemClicked.connect(lambda item: self.label_chosen.emit(item.data(Qt.UserRole)))
@@ -169,7 +171,20 @@ class LesionPanel(QWidget):
             item.setCheckState(Qt.Unchecked if reader in hidden else Qt.Checked)
             self.readers.addItem(item)
         self.readers.blockSignals(False)
-        self.measurements = {lesion.id: measure_lesion(volume, lesion) for lesion in lesions}
+        # Measuring rasterises every outline; a label or model result alone must not pay for that again.
+        # HU statistics also change while a series is still loading slices.
+        state = (id(volume), int(volume.loaded.sum()))
+        if state != self._measured_state:
+            self._measure_cache.clear()
+            self._measured_state = state
+        keys = {lesion.id: outline_key(lesion) for lesion in lesions}
+        for lesion in lesions:
+            if (lesion.id, keys[lesion.id]) not in self._measure_cache:
+                self._measure_cache[(lesion.id, keys[lesion.id])] = measure_lesion(volume, lesion)
+        self.measurements = {lesion.id: self._measure_cache[(lesion.id, keys[lesion.id])] for lesion in lesions}
+        live = set(keys.items())
+        for stale in [key for key in self._measure_cache if key not in live]:
+            del self._measure_cache[stale]
         unit = "HU" if volume.is_hu else ""
         self.table.setSortingEnabled(False)
         self.table.setRowCount(len(lesions))

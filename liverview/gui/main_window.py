@@ -21,6 +21,7 @@ from liverview.annotations.seg_lesions import import_seg_document
 from liverview.annotations.labels import LabelTaxonomy
 from liverview.annotations.store import AnnotationStore
 from liverview.gui.annotator import TOOLS, Annotator, Tool
+from liverview.gui.classification import ClassificationController
 from liverview.gui.consensus_dialog import ConsensusDialog
 from liverview.gui.export_dialog import ExportDialog
 from liverview.gui.lesion_panel import AddLabelDialog, LesionPanel
@@ -64,6 +65,10 @@ Annotation tools (on the axial view)
   C  copy the selected lesion's outline onto this slice (then adjust it)
   Ctrl+1…9  label the selected lesion       Delete / Shift+Delete  delete outline / lesion
   Ctrl+Z  undo      Ctrl+Shift+Z  redo      Esc  cancel the shape being drawn
+
+Model (research use only)
+  K  classify the selected lesion     Shift+K  classify all lesions of the series
+  Ctrl+Shift+A  accept the model's top class as the selected lesion's label
 """
 
 
@@ -180,6 +185,10 @@ class MainWindow(QMainWindow):
         self._build_status_bar()
         self._build_menus()
         self._build_tools()
+        self.classification = ClassificationController(self)
+        self.classification.add_actions(self.file_menu, self.help_menu)
+        self.tabifyDockWidget(self.lesion_dock, self.classification.dock)
+        self.lesion_dock.raise_()
         self.viewer.cursor_info.connect(self._show_cursor)
         self.viewer.slice_changed.connect(lambda z, n: self.slice_label.setText(f"Slice {z + 1}/{n}"))
         self.viewer.window_changed.connect(self._remember_window)
@@ -216,7 +225,7 @@ class MainWindow(QMainWindow):
             bar.addPermanentWidget(widget)
 
     def _build_menus(self) -> None:
-        file_menu = self.menuBar().addMenu("&File")
+        file_menu = self.file_menu = self.menuBar().addMenu("&File")
         self._action(file_menu, "Open &folder…", self.choose_folder, QKeySequence.Open)
         self._action(file_menu, "Open files, zip or DICOMDIR…", self.choose_files, "Ctrl+Shift+O")
         self._action(file_menu, "Open &demo study", self.open_demo, "Ctrl+D")
@@ -268,7 +277,7 @@ class MainWindow(QMainWindow):
         self._action(nav, "First slice", lambda: self.viewer.scroll(-10**6), Qt.Key_Home)
         self._action(nav, "Last slice", lambda: self.viewer.scroll(10**6), Qt.Key_End)
 
-        help_menu = self.menuBar().addMenu("&Help")
+        help_menu = self.help_menu = self.menuBar().addMenu("&Help")
         self._action(help_menu, "Mouse and keyboard…", self.show_help, QKeySequence.HelpContents)
         self._action(help_menu, "About liverview", self.show_about)
 
@@ -512,6 +521,7 @@ class MainWindow(QMainWindow):
         self.annotator.selection_changed.connect(self._on_selection)
         self.annotator.message.connect(lambda text: self.statusBar().showMessage(text, 5000))
         store.subscribe(lambda _event: self._on_store_changed())
+        store.subscribe(self.classification.on_store_event)
         self._refresh_lesions()
         if report.damaged_copy is not None:
             self._fail("Annotation file damaged", report.problem)
@@ -520,6 +530,7 @@ class MainWindow(QMainWindow):
                                          "session", 10000)
 
     def _close_annotations(self) -> None:
+        self.classification.series_closed()
         if self.annotator is not None:
             self.annotator.detach()
             self.annotator = None
@@ -546,6 +557,7 @@ class MainWindow(QMainWindow):
 
     def _on_selection(self, _lesion_id) -> None:
         self.lesion_panel.show_selection(self.annotator.selected() if self.annotator is not None else None)
+        self.classification.refresh()
 
     # -- settings --------------------------------------------------------------------------------
     def _read_presets(self) -> list[WindowPreset]:
@@ -587,6 +599,7 @@ class MainWindow(QMainWindow):
         for task in (self.scan_task, self.load_task, self.demo_task):
             if task is not None:
                 task.wait(3000)
+        self.classification.shutdown()
         super().closeEvent(event)
 
     # -- opening ---------------------------------------------------------------------------------
@@ -658,6 +671,8 @@ class MainWindow(QMainWindow):
         patient = info.patient_name.replace("^", " ").strip() or "(no name)"
         self.setWindowTitle(f"liverview — {patient} — {info.describe()}")
         self._refresh_timer.start()
+        if volume.is_hu:
+            self.classification.preload()
 
     def _refresh_loading_views(self) -> None:
         if self.volume is not None:

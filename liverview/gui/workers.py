@@ -4,6 +4,7 @@ The core stays Qt-free; here it is wrapped so results reach widgets only through
 """
 from __future__ import annotations
 
+import atexit
 import logging
 import threading
 import traceback
@@ -15,6 +16,23 @@ from PySide6.QtCore import QObject, QThread, Signal
 from liverview.io.series import LoadCancelled
 
 log = logging.getLogger(__name__)
+
+#: Started threads, referenced until they finish: Qt aborts the process when a QThread object is
+#: destroyed while its thread runs, which a dropped (unclosed) window or task would otherwise cause.
+_RUNNING: set[QThread] = set()
+
+
+def start_thread(thread: QThread) -> None:
+    _RUNNING.add(thread)
+    thread.finished.connect(lambda: _RUNNING.discard(thread))
+    thread.start()
+
+
+@atexit.register
+def _wait_for_threads() -> None:
+    for thread in list(_RUNNING):
+        thread.quit()
+        thread.wait(5000)
 
 
 class _Runner(QObject):
@@ -72,7 +90,7 @@ class BackgroundTask(QObject):
         self._thread.finished.connect(self.done)
 
     def start(self) -> None:
-        self._thread.start()
+        start_thread(self._thread)
 
     def cancel(self) -> None:
         self._stop.set()

@@ -15,7 +15,6 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -27,10 +26,8 @@ from liverview.io.volume import Volume
 from liverview.model.bundle import LoadedModel, predict
 from liverview.model.gradcam import compute_gradcam
 from liverview.model.transforms import CropSquareResize, select_key_slice_by_area
-from liverview.paths import resource_path
+from liverview.paths import DEFAULT_MODEL_NAME, default_model_path
 
-#: The bundled model: resources/models/<DEFAULT_MODEL_NAME>/ (model.json, weights.pt, MODEL_CARD.md).
-DEFAULT_MODEL_NAME = "liver-lesion-classifier"
 #: Test-time augmentation: the identity plus the flips (over W, H, both) the network was trained with.
 TTA_FLIP_DIMS: tuple[tuple[int, ...], ...] = ((), (-1,), (-2,), (-2, -1))
 #: Uncertainty bands on the normalised entropy (0 = certain, 1 = uniform) and the TTA spread.
@@ -43,11 +40,6 @@ ShouldStop = Callable[[], bool]
 
 class ClassificationError(Exception):
     """A lesion cannot be classified; the message says which lesion and why."""
-
-
-def default_model_path() -> Path:
-    """The model bundle shipped with liverview (source tree or PyInstaller bundle)."""
-    return resource_path("models", DEFAULT_MODEL_NAME)
 
 
 def model_id(loaded: LoadedModel) -> str:

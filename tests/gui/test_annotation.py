@@ -21,6 +21,7 @@ from liverview.gui.theme import apply_dark_theme
 def window(qtbot, tmp_path, demo_study):
     apply_dark_theme(QApplication.instance())
     settings = QSettings(str(tmp_path / "settings.ini"), QSettings.IniFormat)
+    settings.setValue("model/preload", False)  # these tests are about viewing and drawing, not the model
     settings.setValue("reader/name", "Dr Ada")
     win = MainWindow(settings)
     win.resize(1500, 950)
@@ -170,6 +171,7 @@ def test_second_reader_sees_first_and_can_hide(qtbot, window, tmp_path):
     drag(viewport(window), screen_of_pixel(window, 80, 80), screen_of_pixel(window, 100, 100))
     window.close()
     settings = QSettings(str(tmp_path / "settings.ini"), QSettings.IniFormat)
+    settings.setValue("model/preload", False)  # these tests are about viewing and drawing, not the model
     settings.setValue("reader/name", "Dr Bob")
     second = MainWindow(settings)
     qtbot.addWidget(second)

@@ -16,6 +16,7 @@ from liverview.gui.theme import apply_dark_theme
 def window(qtbot, tmp_path):
     apply_dark_theme(QApplication.instance())
     settings = QSettings(str(tmp_path / "settings.ini"), QSettings.IniFormat)
+    settings.setValue("model/preload", False)  # these tests are about viewing and drawing, not the model
     win = MainWindow(settings)
     win.resize(1400, 900)
     qtbot.addWidget(win)
@@ -160,6 +161,7 @@ def test_settings_remember_last_folder_and_geometry(qtbot, window, crlm_dir, tmp
     expected = window.size()
     window.close()
     settings = QSettings(str(tmp_path / "settings.ini"), QSettings.IniFormat)
+    settings.setValue("model/preload", False)  # these tests are about viewing and drawing, not the model
     assert settings.value("paths/last_folder") == str(crlm_dir)
     again = MainWindow(settings)
     qtbot.addWidget(again)

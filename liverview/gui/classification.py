@@ -1,0 +1,367 @@
+"""Wires the model worker, the prediction panel and the heatmap overlay into the main window.
+
+The GUI thread only sends requests and applies answers: results are stored with the lesion
+(`AnnotationStore.set_ai_result`, autosaved and exported with it), heatmaps are cached per lesion
+outline and slice, and the overlay follows the slice on screen by asking the worker for the map of
+each slice the lesion covers (at most one such request in flight; scrolling fast skips slices).
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from PySide6.QtCore import QObject, Qt, QTimer
+from PySide6.QtGui import QAction, QActionGroup
+from PySide6.QtWidgets import QDockWidget, QFileDialog, QLabel, QMenu
+
+from liverview.annotations.document import Lesion
+from liverview.annotations.measurements import outline_key
+from liverview.annotations.store import ChangeEvent
+from liverview.gui.heatmap_overlay import HeatmapOverlay
+from liverview.gui.model_worker import ModelDescription, ModelWorker
+from liverview.gui.prediction_panel import PredictionPanel
+from liverview.paths import default_model_path
+
+if TYPE_CHECKING:
+    from liverview.gui.main_window import MainWindow
+    from liverview.model.classify import Heatmap, LesionPrediction
+
+log = logging.getLogger(__name__)
+
+DEVICES = (("auto", "Automatic (CUDA when available)"), ("cpu", "CPU"), ("cuda", "CUDA GPU"))
+OUTLINE_EDITS = ("Add lesion", "Add outline", "Edit outline", "Copy outline to slice")
+AUTO_CLASSIFY_DELAY_MS = 400
+
+
+class ClassificationController(QObject):
+    def __init__(self, window: MainWindow) -> None:
+        super().__init__(window)
+        self.window = window
+        self.settings = window.settings
+        self.worker = ModelWorker(self, threads=1)
+        self.panel = PredictionPanel()
+        self.dock = QDockWidget("Model", window)
+        self.dock.setObjectName("model")
+        self.dock.setWidget(self.panel)
+        window.addDockWidget(Qt.RightDockWidgetArea, self.dock)
+        self.overlay = HeatmapOverlay(window.viewer.views[0])
+        self.status_label = QLabel("Model: not loaded")
+        self.status_label.setTextFormat(Qt.PlainText)
+        window.statusBar().addPermanentWidget(self.status_label)
+
+        self.model: ModelDescription | None = None
+        self.model_path = Path(str(self.settings.value("model/path", "") or default_model_path()))
+        self.pending: dict[int, tuple[str, int]] = {}  # job -> (lesion id, outline key)
+        self.batch_geometry: dict[str, int] = {}  # lesion id -> outline key, for the running batch
+        self.heatmaps: dict[tuple[str, int, int], Heatmap] = {}  # (lesion id, outline key, slice) -> map
+        self.explained: dict[tuple[str, int], str] = {}  # (lesion id, outline key) -> class the maps explain
+        self.batch_job: int | None = None
+        self.heatmap_job: int | None = None
+        self.wanted_heatmap: tuple[str, int, int] | None = None
+        self.last_error = ""
+        self._quiet_load = False
+        self._auto_lesion: str | None = None
+        self._auto_timer = QTimer(self)
+        self._auto_timer.setSingleShot(True)
+        self._auto_timer.setInterval(AUTO_CLASSIFY_DELAY_MS)
+        self._auto_timer.timeout.connect(self._auto_classify)
+
+        self.panel.classify_requested.connect(self.classify_selected)
+        self.panel.classify_all_requested.connect(self.classify_all)
+        self.panel.cancel_requested.connect(self.cancel_batch)
+        self.panel.accept_requested.connect(self.accept_label)
+        self.panel.heatmap_toggled.connect(self.overlay.set_enabled)
+        self.panel.opacity_changed.connect(self.overlay.set_opacity)
+        self.worker.model_loaded.connect(self._on_model_loaded)
+        self.worker.model_failed.connect(self._on_model_failed)
+        self.worker.result.connect(self._on_result)
+        self.worker.heatmap.connect(self._on_heatmap)
+        self.worker.job_failed.connect(self._on_job_failed)
+        self.worker.batch_progress.connect(self._on_batch_progress)
+        self.worker.batch_finished.connect(self._on_batch_finished)
+        window.viewer.slice_changed.connect(lambda *_: self.follow_slice())
+
+    # -- menus -----------------------------------------------------------------------------------
+    def add_actions(self, file_menu: QMenu, before_menu: QMenu) -> None:
+        """File → Load model… and a Model menu placed before `before_menu`."""
+        load = QAction("Load &model…", self.window)
+        load.triggered.connect(lambda _checked=False: self.choose_model())
+        file_menu.insertAction(file_menu.actions()[-1], load)
+        file_menu.insertSeparator(file_menu.actions()[-1])
+        model_menu = QMenu("&Model", self.window)
+        self.window.menuBar().insertMenu(before_menu.menuAction(), model_menu)
+        self.window._action(model_menu, "Classify selected lesion", self.classify_selected, "K")
+        self.window._action(model_menu, "Classify all lesions", self.classify_all, "Shift+K")
+        self.window._action(model_menu, "Accept model's label for the selected lesion", self.accept_label,
+                            "Ctrl+Shift+A")
+        auto = QAction("Classify outlines automatically when finished", self.window, checkable=True)
+        auto.setChecked(self.settings.value("model/auto_classify", "false") in (True, "true"))
+        auto.toggled.connect(lambda on: self.settings.setValue("model/auto_classify", on))
+        model_menu.addAction(auto)
+        self.auto_action = auto
+        model_menu.addSeparator()
+        self.window._action(model_menu, "Load model…", self.choose_model)
+        self.window._action(model_menu, "Use the bundled model", lambda: self.load_model(default_model_path()))
+        devices = model_menu.addMenu("Device")
+        group = QActionGroup(self.window)
+        current = self.device_preference()
+        for key, text in DEVICES:
+            action = QAction(text, self.window, checkable=True)
+            action.setChecked(key == current)
+            action.triggered.connect(lambda _checked=False, k=key: self.set_device(k))
+            group.addAction(action)
+            devices.addAction(action)
+
+    # -- model -----------------------------------------------------------------------------------
+    def device_preference(self) -> str:
+        value = str(self.settings.value("model/device", "auto") or "auto")
+        return value if value in dict(DEVICES) else "auto"
+
+    def set_device(self, key: str) -> None:
+        self.settings.setValue("model/device", key)
+        self.load_model(self.model_path)
+
+    def ensure_model(self, quiet: bool = False) -> None:
+        """Start loading the active model unless it is loaded or on its way (torch loads with it).
+        `quiet`: a failure only shows in the status bar (a background preload nobody asked for)."""
+        if self.model is None and not self.worker.loading:
+            self.load_model(self.model_path, quiet)
+
+    def preload(self) -> None:
+        """Load the model in the background once a CT series is open, so the first Classify is quick."""
+        if self.settings.value("model/preload", True) not in (False, "false"):
+            self.ensure_model(quiet=True)
+
+    def load_model(self, path: str | Path, quiet: bool = False) -> None:
+        self.status_label.setText(f"Model: loading {Path(path).name} …")
+        self._quiet_load = quiet
+        self.worker.load(path, self.device_preference())
+
+    def choose_model(self) -> None:
+        start = str(self.model_path.parent if self.model_path.exists() else Path.home())
+        folder = QFileDialog.getExistingDirectory(self.window, "Load model bundle (folder with model.json)", start)
+        if folder:
+            self.load_model(folder)
+
+    def _on_model_loaded(self, description: ModelDescription) -> None:
+        self.model = description
+        self.model_path = description.path
+        if description.path.resolve() != default_model_path().resolve():
+            self.settings.setValue("model/path", str(description.path))
+        else:
+            self.settings.remove("model/path")
+        self.heatmaps.clear()
+        self.explained.clear()
+        device = description.device.upper() if description.device.startswith("cpu") else description.device
+        self.status_label.setText(f"Model: {description.name} {description.version} · {device}")
+        quality = f" · test macro-F1 {description.macro_f1:.2f}" if description.macro_f1 is not None else ""
+        self.panel.set_model(f"{description.name} {description.version} on {device}{quality}",
+                             description.classes, description.class_names)
+        if description.device_note:
+            self.window.statusBar().showMessage(description.device_note, 10000)
+        self.refresh()
+
+    def _on_model_failed(self, message: str) -> None:
+        self.last_error = message
+        if self._quiet_load and self.model is None:
+            self.status_label.setText("Model: not available")
+            self.status_label.setToolTip(message)
+            return
+        still = f" Still using {self.model.name} {self.model.version}." if self.model is not None else ""
+        self.status_label.setText(f"Model: {self.model.name} {self.model.version}" if self.model else
+                                  "Model: not loaded")
+        self.window._fail("Cannot load the model", f"{message}\n\nA model is a folder written by liverview-train "
+                                                   f"(model.json, weights.pt).{still}")
+        self._clear_pending()
+
+    # -- requests --------------------------------------------------------------------------------
+    def _ready(self) -> bool:
+        window = self.window
+        if window.volume is None or window.store is None:
+            window.statusBar().showMessage("Open a series first", 4000)
+            return False
+        if window.load_task is not None and window.load_task.is_running():
+            window.statusBar().showMessage("Wait until the series has finished loading", 4000)
+            return False
+        self.ensure_model()
+        return True
+
+    def selected_lesion(self) -> Lesion | None:
+        annotator = self.window.annotator
+        return annotator.selected() if annotator is not None else None
+
+    def classify_selected(self) -> int | None:
+        lesion = self.selected_lesion()
+        if lesion is None:
+            self.window.statusBar().showMessage("Select a lesion to classify (click its outline)", 4000)
+            return None
+        return self.classify(lesion)
+
+    def classify(self, lesion: Lesion) -> int | None:
+        if not self._ready():
+            return None
+        job = self.worker.classify(self.window.volume, lesion)
+        self.pending[job] = (lesion.id, outline_key(lesion))
+        if self.selected_lesion() is not None and self.selected_lesion().id == lesion.id:
+            self.panel.show_result(None, "Classifying …")
+        return job
+
+    def classify_all(self) -> int | None:
+        store = self.window.store
+        if not self._ready():
+            return None
+        lesions = [lesion for lesion in store.visible_lesions(self.window.hidden_readers) if lesion.rois]
+        if not lesions:
+            self.window.statusBar().showMessage("There are no outlined lesions to classify", 4000)
+            return None
+        job = self.worker.classify_batch(self.window.volume, lesions)
+        self.batch_job = job
+        self.batch_geometry = {lesion.id: outline_key(lesion) for lesion in lesions}
+        self.panel.show_batch(0, len(lesions))
+        self.panel.set_enabled(model=True, lesion=self.selected_lesion() is not None, busy=True)
+        return job
+
+    def cancel_batch(self) -> None:
+        self.worker.cancel_batch()
+        self.window.statusBar().showMessage("Cancelling: the batch stops after the lesion in hand", 4000)
+
+    def accept_label(self) -> None:
+        lesion = self.selected_lesion()
+        if lesion is None or lesion.ai is None:
+            self.window.statusBar().showMessage("Classify the selected lesion first", 4000)
+            return
+        if not self.window.reader_name():
+            return
+        self.window.store.accept_ai_label(lesion.id)
+        name = self.window.taxonomy.get(lesion.ai.predicted).name if lesion.ai.predicted in self.window.taxonomy \
+            else lesion.ai.predicted
+        self.window.statusBar().showMessage(f"Label set to {name} (model suggestion, accepted by "
+                                            f"{self.window.store.reader})", 5000)
+
+    # -- answers ---------------------------------------------------------------------------------
+    def _on_result(self, job: int, prediction: LesionPrediction) -> None:
+        if job == self.batch_job:
+            geometry = self.batch_geometry.pop(prediction.lesion_id, None)
+            key = None if geometry is None else (prediction.lesion_id, geometry)
+        else:
+            key = self.pending.pop(job, None)
+        store = self.window.store
+        if key is None or store is None or not any(lesion.id == prediction.lesion_id for lesion in store.document.lesions):
+            return  # the series was closed or the lesion deleted meanwhile
+        lesion_id, geometry = key
+        store.set_ai_result(lesion_id, prediction.to_ai_result())
+        self.explained[(lesion_id, geometry)] = prediction.predicted
+        if prediction.heatmap is not None:
+            self.heatmaps[(lesion_id, geometry, prediction.heatmap.slice_index)] = prediction.heatmap
+        self.refresh()
+
+    def _on_heatmap(self, job: int, lesion_id: str, heatmap: Heatmap) -> None:
+        key = self.pending.pop(job, None)
+        if job == self.heatmap_job:
+            self.heatmap_job = None
+        if key is not None:
+            self.heatmaps[(key[0], key[1], heatmap.slice_index)] = heatmap
+        self.follow_slice()
+
+    def _on_job_failed(self, job: int, lesion_id: str, message: str) -> None:
+        if self.pending.pop(job, None) is None:
+            return  # dropped: the series closed, or the model failed to load (already reported)
+        if job == self.heatmap_job:
+            self.heatmap_job = None
+            log.info("no heatmap for lesion %s: %s", lesion_id, message)
+            return
+        self.last_error = message
+        self.panel.show_result(None, "Not classified")
+        self.window._fail("Cannot classify the lesion", message)
+
+    def _on_batch_progress(self, job: int, done: int, total: int) -> None:
+        if job == self.batch_job:
+            self.panel.show_batch(done, total)
+
+    def _on_batch_finished(self, job: int, classified: int, errors: dict, cancelled: bool) -> None:
+        if job != self.batch_job:
+            return
+        self.batch_job = None
+        self.batch_geometry.clear()
+        self.panel.show_batch(1, 1)
+        text = f"Classified {classified} lesion(s)" + (" — cancelled" if cancelled else "")
+        if errors:
+            text += f"; {len(errors)} could not be classified"
+            self.last_error = "\n".join(f"{lesion_id or 'batch'}: {reason}" for lesion_id, reason in errors.items())
+            self.window._fail("Some lesions were not classified", self.last_error)
+        self.window.statusBar().showMessage(text, 8000)
+        self.refresh()
+
+    def _clear_pending(self) -> None:
+        self.pending.clear()
+        self.batch_geometry.clear()
+        self.heatmap_job = None
+        if self.batch_job is not None:
+            self.batch_job = None
+            self.panel.show_batch(1, 1)
+        self.refresh()
+
+    # -- view ------------------------------------------------------------------------------------
+    def refresh(self) -> None:
+        """Panel and overlay for the selected lesion (called on selection, store and model changes)."""
+        lesion = self.selected_lesion()
+        busy = self.batch_job is not None
+        self.panel.set_enabled(model=True, lesion=lesion is not None, has_result=lesion is not None and
+                               lesion.ai is not None, busy=busy)
+        if lesion is None:
+            self.panel.show_result(None, "Select a lesion, then Classify" if self.window.store else "")
+        elif lesion.ai is not None:
+            self.panel.show_result(lesion.ai)
+        elif lesion.id in self.batch_geometry or any(key[0] == lesion.id for key in self.pending.values()):
+            self.panel.show_result(None, "Classifying …")
+        else:
+            self.panel.show_result(None, "Not classified yet")
+        self.follow_slice()
+
+    def follow_slice(self) -> None:
+        """Show the selected lesion's heatmap for the slice on screen, computing it if needed."""
+        lesion = self.selected_lesion()
+        view = self.window.viewer.views[0]
+        if lesion is None or self.window.volume is None:
+            self.overlay.set_heatmap(None)
+            return
+        geometry = outline_key(lesion)
+        explained = self.explained.get((lesion.id, geometry))
+        z = view.slice_index
+        cached = self.heatmaps.get((lesion.id, geometry, z))
+        if cached is not None:
+            self.overlay.set_heatmap(cached)
+            return
+        self.overlay.set_heatmap(None)
+        if explained is None or not self.overlay.enabled or not lesion.rois_on(z) or self.model is None:
+            return
+        self.wanted_heatmap = (lesion.id, geometry, z)
+        if self.heatmap_job is None:
+            job = self.worker.slice_heatmap(self.window.volume, lesion, z, explained)
+            self.heatmap_job = job
+            self.pending[job] = (lesion.id, geometry)
+
+    def on_store_event(self, event: ChangeEvent) -> None:
+        if event.kind == "edit" and event.description in OUTLINE_EDITS and self.auto_action.isChecked() \
+                and event.lesion_ids:
+            self._auto_lesion = event.lesion_ids[0]
+            self._auto_timer.start()
+        self.refresh()
+
+    def _auto_classify(self) -> None:
+        store = self.window.store
+        lesion = next((item for item in store.document.lesions if item.id == self._auto_lesion), None) \
+            if store is not None else None
+        if lesion is not None and lesion.rois:
+            self.classify(lesion)
+
+    def series_closed(self) -> None:
+        self.worker.cancel_batch()
+        self._clear_pending()
+        self.heatmaps.clear()
+        self.explained.clear()
+        self.overlay.set_heatmap(None)
+
+    def shutdown(self) -> None:
+        self.worker.shutdown()

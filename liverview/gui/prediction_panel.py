@@ -1,0 +1,176 @@
+"""The model's opinion on the selected lesion: probability bars, top class, uncertainty, heatmap controls."""
+from __future__ import annotations
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QImage, QPixmap
+from PySide6.QtWidgets import (QCheckBox, QGridLayout, QHBoxLayout, QLabel, QProgressBar, QPushButton, QSlider,
+                               QVBoxLayout, QWidget)
+
+from liverview.annotations.document import AIResult
+from liverview.gui.heatmap_overlay import heatmap_lookup_table
+
+RESEARCH_NOTE = "Research use only — not for diagnosis. The model's opinion is a suggestion for the reader to check."
+BAR_COLOR = (90, 150, 220)
+TOP_COLOR = (240, 176, 64)
+UNCERTAINTY_COLORS = {"low": "#8fd18f", "moderate": "#f0b040", "high": "#ef6b5b"}
+
+
+def legend_pixmap(width: int = 160, height: int = 12) -> QPixmap:
+    table = heatmap_lookup_table(width)
+    rgba = np.repeat(table[None, :, :], height, axis=0).copy()
+    rgba[..., 3] = 255  # the legend shows the colours; their fading is explained by the opacity slider
+    image = QImage(rgba.data, width, height, width * 4, QImage.Format_RGBA8888)
+    return QPixmap.fromImage(image.copy())
+
+
+class PredictionPanel(QWidget):
+    classify_requested = Signal()
+    classify_all_requested = Signal()
+    cancel_requested = Signal()
+    accept_requested = Signal()
+    heatmap_toggled = Signal(bool)
+    opacity_changed = Signal(float)
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.classes: list[str] = []
+        self.class_names: list[str] = []
+        self.probabilities: dict[str, float] = {}
+        self.model_label = QLabel("No model loaded")
+        self.model_label.setTextFormat(Qt.PlainText)
+        self.model_label.setWordWrap(True)
+        self.note = QLabel(RESEARCH_NOTE)
+        self.note.setWordWrap(True)
+        self.note.setStyleSheet("color: #f0b040; font-size: 9pt;")
+
+        self.classify_button = QPushButton("Classify (K)")
+        self.classify_button.setToolTip("Classify the selected lesion on its largest outline")
+        self.all_button = QPushButton("Classify all (Shift+K)")
+        self.cancel_button = QPushButton("Cancel")
+        self.accept_button = QPushButton("Accept as label")
+        self.accept_button.setToolTip("Take the model's top class as this lesion's label (recorded as AI-suggested)")
+        self.classify_button.clicked.connect(self.classify_requested)
+        self.all_button.clicked.connect(self.classify_all_requested)
+        self.cancel_button.clicked.connect(self.cancel_requested)
+        self.accept_button.clicked.connect(self.accept_requested)
+        self.batch_progress = QProgressBar()
+        self.batch_progress.setTextVisible(True)
+        for widget in (self.batch_progress, self.cancel_button):
+            widget.hide()
+
+        self.plot = pg.PlotWidget()
+        self.plot.setBackground(None)
+        self.plot.setMouseEnabled(False, False)
+        self.plot.hideButtons()
+        self.plot.setMenuEnabled(False)
+        self.plot.setXRange(0, 1, padding=0.02)
+        self.plot.getAxis("bottom").setTicks([[(v, f"{v:.0%}") for v in (0, 0.25, 0.5, 0.75, 1.0)]])
+        self.plot.setMinimumHeight(150)
+        self.plot.setMaximumHeight(230)
+        self.plot.invertY(True)  # classes top to bottom in the taxonomy's order
+        self.plot.showGrid(x=True, y=False, alpha=0.2)
+        self.bars = pg.BarGraphItem(x0=[], y=[], height=0.6, width=[])
+        self.plot.addItem(self.bars)
+        self.value_texts: list[pg.TextItem] = []
+
+        self.top_label = QLabel("")
+        self.top_label.setTextFormat(Qt.PlainText)
+        self.top_label.setStyleSheet("font-size: 12pt; font-weight: 600;")
+        self.uncertainty_label = QLabel("")
+        self.uncertainty_label.setTextFormat(Qt.PlainText)
+        self.detail_label = QLabel("")
+        self.detail_label.setTextFormat(Qt.PlainText)
+        self.detail_label.setStyleSheet("color: #9a9a9a; font-size: 9pt;")
+        self.detail_label.setWordWrap(True)
+
+        self.heatmap_check = QCheckBox("Heatmap (Grad-CAM)")
+        self.heatmap_check.setChecked(True)
+        self.heatmap_check.toggled.connect(self.heatmap_toggled)
+        self.opacity_slider = QSlider(Qt.Horizontal)
+        self.opacity_slider.setRange(0, 100)
+        self.opacity_slider.setValue(60)
+        self.opacity_slider.setToolTip("Heatmap opacity")
+        self.opacity_slider.valueChanged.connect(lambda v: self.opacity_changed.emit(v / 100.0))
+        legend = QLabel()
+        legend.setPixmap(legend_pixmap())
+        legend.setToolTip("Where the network looked for its top class: dark = little, bright = most")
+
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.classify_button)
+        buttons.addWidget(self.all_button)
+        batch = QHBoxLayout()
+        batch.addWidget(self.batch_progress, 1)
+        batch.addWidget(self.cancel_button)
+        heat = QGridLayout()
+        heat.addWidget(self.heatmap_check, 0, 0, 1, 3)
+        heat.addWidget(QLabel("Opacity"), 1, 0)
+        heat.addWidget(self.opacity_slider, 1, 1, 1, 2)
+        heat.addWidget(QLabel("low"), 2, 0)
+        heat.addWidget(legend, 2, 1)
+        heat.addWidget(QLabel("high attention"), 2, 2)
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.model_label)
+        layout.addLayout(buttons)
+        layout.addLayout(batch)
+        layout.addWidget(self.plot, 1)
+        layout.addWidget(self.top_label)
+        layout.addWidget(self.uncertainty_label)
+        layout.addWidget(self.accept_button)
+        layout.addWidget(self.detail_label)
+        layout.addLayout(heat)
+        layout.addWidget(self.note)
+        self.show_result(None)
+        self.set_enabled(model=False, lesion=False)
+
+    def set_model(self, text: str, classes: list[str], class_names: list[str]) -> None:
+        self.model_label.setText(text)
+        self.classes, self.class_names = list(classes), list(class_names)
+        self.plot.getAxis("left").setTicks([[(i, name) for i, name in enumerate(self.class_names)]])
+        self.plot.setYRange(-0.6, len(self.classes) - 0.4, padding=0)
+
+    def set_enabled(self, model: bool, lesion: bool, has_result: bool = False, busy: bool = False) -> None:
+        self.classify_button.setEnabled(model and lesion)
+        self.all_button.setEnabled(model and not busy)
+        self.accept_button.setEnabled(lesion and has_result)
+
+    def show_result(self, result: AIResult | None, pending: str = "") -> None:
+        """Bars for `result` (None: empty, with `pending` as the explanation)."""
+        for text in self.value_texts:
+            self.plot.removeItem(text)
+        self.value_texts = []
+        if result is None or not self.classes:
+            self.probabilities = {}
+            self.bars.setOpts(x0=[], y=[], width=[], brushes=[])
+            self.top_label.setText(pending)
+            self.uncertainty_label.setText("")
+            self.detail_label.setText("")
+            return
+        self.probabilities = {c: float(result.probabilities.get(c, 0.0)) for c in self.classes}
+        values = [self.probabilities[c] for c in self.classes]
+        brushes = [pg.mkBrush(*(TOP_COLOR if c == result.predicted else BAR_COLOR)) for c in self.classes]
+        self.bars.setOpts(x0=[0] * len(values), y=list(range(len(values))), width=values, brushes=brushes)
+        for i, value in enumerate(values):
+            text = pg.TextItem(f"{value:.0%}", anchor=(0, 0.5), color=(230, 230, 230))
+            text.setPos(min(value, 0.86) + 0.02, i)
+            self.plot.addItem(text)
+            self.value_texts.append(text)
+        name = self.class_names[self.classes.index(result.predicted)] if result.predicted in self.classes \
+            else result.predicted
+        self.top_label.setText(f"{name}  {self.probabilities.get(result.predicted, 0.0):.0%}")
+        level = result.uncertainty or ""
+        self.uncertainty_label.setText(f"Uncertainty: {level}" + (f" (entropy {result.entropy:.2f})"
+                                                                 if result.entropy is not None else ""))
+        self.uncertainty_label.setStyleSheet(f"color: {UNCERTAINTY_COLORS.get(level, '#c8c8c8')};")
+        where = f"slice {result.slice_index + 1}" if result.slice_index is not None else "its largest slice"
+        accepted = f" · accepted as label by {result.accepted_by}" if result.accepted_by else ""
+        self.detail_label.setText(f"{result.model_id}, on {where}, {result.time}{accepted}")
+
+    def show_batch(self, done: int, total: int) -> None:
+        running = done < total
+        self.batch_progress.setRange(0, max(total, 1))
+        self.batch_progress.setValue(done)
+        self.batch_progress.setFormat(f"{done}/{total} lesions")
+        self.batch_progress.setVisible(running)
+        self.cancel_button.setVisible(running)

@@ -1,0 +1,168 @@
+"""Classifying lesions in the real window: probabilities, heatmap, accept-as-label, batch cancel, errors."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+
+import pytest
+import torch
+from PySide6.QtCore import QSettings
+from PySide6.QtWidgets import QApplication
+
+from liverview.gui.main_window import MainWindow
+from liverview.gui.theme import apply_dark_theme
+from liverview.model.bundle import save_bundle
+from liverview.model.network import build_network
+from liverview.model.transforms import PreprocessConfig
+
+CLASSES = ["benign_cyst", "hemangioma", "hcc", "metastasis"]
+
+
+@pytest.fixture(scope="module")
+def model_bundle(tmp_path_factory):
+    """A small untrained bundle: these tests are about the app's plumbing, not the model's accuracy."""
+    torch.manual_seed(5)
+    return save_bundle(tmp_path_factory.mktemp("model") / "tiny", build_network("tiny_cnn", 4),
+                       architecture="tiny_cnn", classes=CLASSES, preprocess_config=PreprocessConfig(size=96),
+                       metrics={"macro_f1": 0.25}, name="tiny-test-model", version="0.0.1")
+
+
+@pytest.fixture
+def window(qtbot, tmp_path, demo_study, model_bundle):
+    apply_dark_theme(QApplication.instance())
+    settings = QSettings(str(tmp_path / "settings.ini"), QSettings.IniFormat)
+    settings.setValue("reader/name", "Dr Ada")
+    settings.setValue("model/path", str(model_bundle))
+    settings.setValue("model/device", "cpu")
+    win = MainWindow(settings)
+    win.resize(1500, 950)
+    qtbot.addWidget(win)
+    win.show()
+    qtbot.waitExposed(win)
+    win.open_paths([str(demo_study.dicom_dir)])
+    qtbot.waitUntil(lambda: win.volume is not None and win.volume.loaded.all() and win.store is not None
+                    and not win.progress.isVisible(), timeout=30000)
+    assert win.import_annotations(demo_study.ground_truth_path) == 6
+    yield win
+    win.close()
+
+
+def test_classify_selected_lesion_shows_probabilities_and_heatmap(qtbot, window):
+    controller = window.classification
+    lesion = window.store.document.lesions[0]
+    window.jump_to_lesion(lesion.id)
+    with qtbot.waitSignal(controller.worker.result, timeout=60000) as blocker:
+        assert controller.classify_selected() is not None
+    prediction = blocker.args[1]
+    assert prediction.lesion_id == lesion.id
+    assert controller.worker.worker_thread_ids and threading.get_ident() not in controller.worker.worker_thread_ids
+
+    stored = window.store.document.lesion(lesion.id).ai
+    assert stored is not None and stored.model_id.startswith("tiny-test-model 0.0.1")
+    probabilities = controller.panel.probabilities
+    assert set(probabilities) == set(CLASSES) and sum(probabilities.values()) == pytest.approx(1.0, abs=1e-4)
+    assert controller.panel.top_label.text().startswith(window.taxonomy.get(stored.predicted).name)
+    assert "tiny-test-model 0.0.1" in controller.status_label.text() and "CPU" in controller.status_label.text()
+    assert "not for diagnosis" in controller.panel.note.text()
+
+    # The heatmap is on screen, on the slice the lesion is shown on, and fades with the slider.
+    view = window.viewer.views[0]
+    qtbot.waitUntil(controller.overlay.is_visible, timeout=30000)
+    assert controller.overlay.heatmap.slice_index == view.slice_index
+    controller.panel.opacity_slider.setValue(20)
+    assert controller.overlay.item.opacity() == pytest.approx(0.2)
+    controller.panel.heatmap_check.setChecked(False)
+    assert not controller.overlay.is_visible()
+    controller.panel.heatmap_check.setChecked(True)
+    assert controller.overlay.is_visible()
+
+    # It follows the slice through the lesion: a neighbouring slice gets its own map.
+    slices = sorted({roi.slice_index for roi in lesion.rois})
+    other = next(z for z in slices if z != view.slice_index)
+    window.viewer.set_slice(view, other)
+    qtbot.waitUntil(lambda: controller.overlay.is_visible() and controller.overlay.heatmap.slice_index == other,
+                    timeout=30000)
+    # Off the lesion there is nothing to show.
+    window.viewer.set_slice(view, max(slices) + 3)
+    assert not controller.overlay.is_visible()
+
+
+def test_accept_as_label_records_the_ai_suggestion(qtbot, window):
+    controller = window.classification
+    lesion = window.store.document.lesions[1]
+    window.jump_to_lesion(lesion.id)
+    with qtbot.waitSignal(controller.worker.result, timeout=60000):
+        controller.classify_selected()
+    qtbot.waitUntil(lambda: controller.panel.accept_button.isEnabled(), timeout=5000)
+    controller.panel.accept_button.click()
+    accepted = window.store.document.lesion(lesion.id)
+    assert accepted.label == accepted.ai.predicted
+    assert accepted.label_source == "ai-accepted" and accepted.ai.accepted_by == "Dr Ada"
+    window.store.flush()
+    saved = window.store.path.read_text()
+    assert '"ai-accepted"' in saved and '"accepted_by": "Dr Ada"' in saved
+
+
+def test_batch_classifies_every_lesion_and_can_be_cancelled(qtbot, window):
+    controller = window.classification
+    with qtbot.waitSignal(controller.worker.batch_finished, timeout=120000) as blocker:
+        controller.classify_all()
+    _job, classified, errors, cancelled = blocker.args
+    assert classified == 6 and not errors and not cancelled
+    assert all(lesion.ai is not None for lesion in window.store.document.lesions)
+
+    for lesion in window.store.document.lesions:
+        window.store.set_ai_result(lesion.id, None)
+    with qtbot.waitSignal(controller.worker.batch_finished, timeout=120000) as blocker:
+        controller.classify_all()
+        controller.panel.cancel_button.click()
+    _job, classified, errors, cancelled = blocker.args
+    assert cancelled and classified < 6
+    assert sum(lesion.ai is not None for lesion in window.store.document.lesions) == classified
+
+
+def test_errors_reach_the_user_and_the_app_keeps_working(qtbot, window, tmp_path, model_bundle):
+    controller = window.classification
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "model.json").write_text("{not json")
+    with qtbot.waitSignal(controller.worker.model_failed, timeout=60000):
+        controller.load_model(broken)
+    assert "broken" in controller.last_error
+
+    corrupted = tmp_path / "corrupted"
+    corrupted.mkdir()
+    for item in model_bundle.iterdir():
+        (corrupted / item.name).write_bytes(item.read_bytes())
+    weights = corrupted / "weights.pt"
+    weights.write_bytes(weights.read_bytes()[:-10] + b"0123456789")
+    with qtbot.waitSignal(controller.worker.model_failed, timeout=60000):
+        controller.load_model(corrupted)
+    assert "corrupted or was replaced" in controller.last_error
+
+    # An outline entirely outside the image: a clear message, no crash.
+    from liverview.annotations.document import Roi
+
+    lesion = window.store.add_lesion(Roi(3, [(-90.0, -90.0), (-60.0, -90.0), (-60.0, -60.0)]))
+    window.annotator.select(lesion.id)
+    with qtbot.waitSignal(controller.worker.job_failed, timeout=60000):
+        controller.classify_selected()
+    assert "no outline inside the image" in controller.last_error
+
+    # The worker still serves: the good model loads and classifies.
+    with qtbot.waitSignal(controller.worker.model_loaded, timeout=60000):
+        controller.load_model(model_bundle)
+    window.jump_to_lesion(window.store.document.lesions[0].id)
+    with qtbot.waitSignal(controller.worker.result, timeout=60000):
+        controller.classify_selected()
+
+
+def test_opening_the_window_does_not_import_torch():
+    code = ("import sys; from liverview.gui.main_window import MainWindow; "
+            "from liverview.gui import classification, model_worker, prediction_panel, heatmap_overlay; "
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env={"QT_QPA_PLATFORM": "offscreen", "PATH": "/usr/bin:/bin"})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
