@@ -12,23 +12,18 @@ Frame of Reference with). Exit status 0 on success, 1 on any error (the message 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from pathlib import Path
 
-from liverview.annotations.document import AnnotationDocument, AnnotationFormatError
+from liverview.annotations.annotated_study import AnnotatedStudyError, open_annotated_study
 from liverview.annotations.deid import PseudonymKeyError, Pseudonymizer
 from liverview.annotations.export import EXPORT_FORMATS, export_annotations
 from liverview.annotations.export_common import ExportError
 from liverview.annotations.labels import LabelTaxonomy
-from liverview.io import LoadCancelled, SeriesInfo, SourceError, load_series, scan_paths
-from liverview.io.seg_import import SegImportError, is_seg_file
+from liverview.io import LoadCancelled
+from liverview.io.seg_import import SegImportError
 
-
-
-class CliError(Exception):
-    """A failure reported to the user as one line; exit status 1."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,84 +48,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _read_annotation_json(path: Path) -> AnnotationDocument:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError as exc:
-        raise CliError(f"{path}: neither a DICOM SEG nor a liverview annotation JSON file (not UTF-8 text)") from exc
-    except json.JSONDecodeError as exc:
-        raise CliError(f"{path}: neither a DICOM SEG nor a liverview annotation JSON file ({exc})") from exc
-    try:
-        return AnnotationDocument.from_dict(data)
-    except AnnotationFormatError as exc:
-        raise CliError(f"{path}: {exc}") from exc
-
-
-def _pick_series(scan, wanted: str | None, fallback_for: str | None = None) -> SeriesInfo:
-    if wanted:
-        for info in scan.series:
-            if info.series_uid == wanted:
-                return info
-        found = ", ".join(f"{i.series_uid} ({i.describe()})" for i in scan.series) or "none"
-        raise CliError(f"series {wanted} is not in the study (series found: {found})")
-    if fallback_for:
-        candidates = [i for i in scan.series if i.frame_of_reference_uid == fallback_for]
-        if len(candidates) == 1:
-            return candidates[0]
-        if len(candidates) > 1:
-            raise CliError("several series share the SEG's Frame of Reference; choose one with --series UID: "
-                           + ", ".join(f"{i.series_uid} ({i.describe()})" for i in candidates))
-    if len(scan.series) == 1:
-        return scan.series[0]
-    raise CliError("cannot tell which series the annotations belong to; give --series UID (series found: "
-                   + ", ".join(f"{i.series_uid} ({i.describe()})" for i in scan.series) + ")")
-
-
-def _seg_series_hint(path: Path) -> tuple[list[str], str]:
-    """(Referenced Series Instance UIDs, Frame of Reference UID) named by a SEG, header only."""
-    import pydicom
-
-    ds = pydicom.dcmread(path, stop_before_pixels=True)
-    series = [str(item.get("SeriesInstanceUID", "")) for item in ds.get("ReferencedSeriesSequence", [])]
-    return [s for s in series if s], str(ds.get("FrameOfReferenceUID", ""))
-
-
 def run(args: argparse.Namespace) -> list[Path]:
     """Do the export described by parsed `args`; returns the files written (or the dataset folder)."""
-    annotations = Path(args.annotations)
-    if not annotations.is_file():
-        raise CliError(f"{annotations}: annotation file not found")
-    try:
-        scan = scan_paths(args.study)
-    except SourceError as exc:
-        raise CliError(str(exc)) from exc
-    if not scan.series:
-        reasons = "; ".join(f"{Path(s.path).name}: {s.reason}" for s in scan.skipped[:3])
-        raise CliError(f"{args.study}: no image series found" + (f" ({reasons})" if reasons else ""))
-
-    seg_input = is_seg_file(annotations)
-    if seg_input:
-        referenced, frame_of_reference = _seg_series_hint(annotations)
-        wanted = args.series or next((s for s in referenced if any(i.series_uid == s for i in scan.series)), None)
-        info = _pick_series(scan, wanted, frame_of_reference)
-    else:
-        document = _read_annotation_json(annotations)
-        info = _pick_series(scan, args.series or document.series_instance_uid)
-    volume = load_series(info)
-    for warning in volume.warnings:
-        print(f"note: {warning}", file=sys.stderr)
-
     taxonomy = LabelTaxonomy()
-    if seg_input:
-        from liverview.annotations.seg_lesions import import_seg_document
-
-        imported = import_seg_document(annotations, volume, taxonomy)
-        document = imported.document
-        print(f"read {len(document.lesions)} lesion(s) from the SEG (frames matched by {imported.method})")
-        for warning in imported.warnings:
-            print(f"warning: {warning}", file=sys.stderr)
-    elif document.series_instance_uid and document.series_instance_uid != volume.series_uid:
-        raise CliError(f"the annotations belong to series {document.series_instance_uid}, not {volume.series_uid}")
+    opened = open_annotated_study(args.study, args.annotations, args.series, taxonomy)
+    volume, document = opened.volume, opened.document
+    if opened.seg_method is not None:
+        print(f"read {len(document.lesions)} lesion(s) from the SEG (frames matched by {opened.seg_method})")
+    for note in opened.notes:
+        print(f"note: {note}", file=sys.stderr)
 
     pseudonymizer = None
     if args.pseudonymize:
@@ -148,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     try:
         written = run(args)
-    except (CliError, ExportError, SegImportError, PseudonymKeyError, LookupError, LoadCancelled) as exc:
+    except (AnnotatedStudyError, ExportError, SegImportError, PseudonymKeyError, LookupError, LoadCancelled) as exc:
         print(f"liverview-export: error: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:

@@ -1,0 +1,115 @@
+"""Open a study together with its annotations (liverview JSON or DICOM SEG), for the command-line tools.
+
+The series is the one asked for, else the one the annotations name: the JSON's
+series_instance_uid, or the series a SEG references / shares its Frame of Reference with.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from liverview.annotations.document import AnnotationDocument, AnnotationFormatError
+from liverview.annotations.labels import LabelTaxonomy
+from liverview.io import SeriesInfo, SourceError, load_series, scan_paths
+from liverview.io.seg_import import is_seg_file
+from liverview.io.volume import Volume
+
+
+class AnnotatedStudyError(Exception):
+    """The study or its annotations cannot be opened; the message says which file and why."""
+
+
+@dataclass
+class AnnotatedStudy:
+    volume: Volume
+    document: AnnotationDocument
+    #: Things the user should know (series warnings, how SEG frames were matched).
+    notes: list[str] = field(default_factory=list)
+    seg_method: str | None = None
+
+
+def read_annotation_json(path: Path) -> AnnotationDocument:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise AnnotatedStudyError(f"{path}: neither a DICOM SEG nor a liverview annotation JSON file "
+                                  "(not UTF-8 text)") from exc
+    except json.JSONDecodeError as exc:
+        raise AnnotatedStudyError(f"{path}: neither a DICOM SEG nor a liverview annotation JSON file ({exc})") from exc
+    try:
+        return AnnotationDocument.from_dict(data)
+    except AnnotationFormatError as exc:
+        raise AnnotatedStudyError(f"{path}: {exc}") from exc
+
+
+def pick_annotated_series(scan, wanted: str | None, fallback_for: str | None = None) -> SeriesInfo:
+    if wanted:
+        for info in scan.series:
+            if info.series_uid == wanted:
+                return info
+        found = ", ".join(f"{i.series_uid} ({i.describe()})" for i in scan.series) or "none"
+        raise AnnotatedStudyError(f"series {wanted} is not in the study (series found: {found})")
+    if fallback_for:
+        candidates = [i for i in scan.series if i.frame_of_reference_uid == fallback_for]
+        if len(candidates) == 1:
+            return candidates[0]
+        if len(candidates) > 1:
+            raise AnnotatedStudyError("several series share the SEG's Frame of Reference; choose one with --series "
+                                      "UID: " + ", ".join(f"{i.series_uid} ({i.describe()})" for i in candidates))
+    if len(scan.series) == 1:
+        return scan.series[0]
+    raise AnnotatedStudyError("cannot tell which series the annotations belong to; give --series UID (series found: "
+                              + ", ".join(f"{i.series_uid} ({i.describe()})" for i in scan.series) + ")")
+
+
+def _seg_series_hint(path: Path) -> tuple[list[str], str]:
+    """(Referenced Series Instance UIDs, Frame of Reference UID) named by a SEG, header only."""
+    import pydicom
+
+    ds = pydicom.dcmread(path, stop_before_pixels=True)
+    series = [str(item.get("SeriesInstanceUID", "")) for item in ds.get("ReferencedSeriesSequence", [])]
+    return [s for s in series if s], str(ds.get("FrameOfReferenceUID", ""))
+
+
+def open_annotated_study(study: str | Path, annotations: str | Path, series_uid: str | None = None,
+                         taxonomy: LabelTaxonomy | None = None) -> AnnotatedStudy:
+    """Load the annotated series of `study` and the annotations as a document (a SEG becomes one lesion
+    per segment). Raises `AnnotatedStudyError` (and SegImportError for a SEG that does not fit)."""
+    annotations = Path(annotations)
+    if not annotations.is_file():
+        raise AnnotatedStudyError(f"{annotations}: annotation file not found")
+    try:
+        scan = scan_paths(study)
+    except SourceError as exc:
+        raise AnnotatedStudyError(str(exc)) from exc
+    if not scan.series:
+        reasons = "; ".join(f"{Path(s.path).name}: {s.reason}" for s in scan.skipped[:3])
+        raise AnnotatedStudyError(f"{study}: no image series found" + (f" ({reasons})" if reasons else ""))
+
+    seg_input = is_seg_file(annotations)
+    document = None
+    if seg_input:
+        referenced, frame_of_reference = _seg_series_hint(annotations)
+        wanted = series_uid or next((s for s in referenced if any(i.series_uid == s for i in scan.series)), None)
+        info = pick_annotated_series(scan, wanted, frame_of_reference)
+    else:
+        document = read_annotation_json(annotations)
+        info = pick_annotated_series(scan, series_uid or document.series_instance_uid)
+    volume = load_series(info)
+    result = AnnotatedStudy(volume, document, notes=list(volume.warnings))  # type: ignore[arg-type]
+    if seg_input:
+        from liverview.annotations.seg_lesions import import_seg_document
+
+        imported = import_seg_document(annotations, volume, taxonomy or LabelTaxonomy())
+        result.document = imported.document
+        result.seg_method = imported.method
+        result.notes += list(imported.warnings)
+    elif document.series_instance_uid and document.series_instance_uid != volume.series_uid:
+        raise AnnotatedStudyError(f"the annotations belong to series {document.series_instance_uid}, "
+                                  f"not {volume.series_uid}")
+    return result
+
+
+__all__ = ["AnnotatedStudy", "AnnotatedStudyError", "open_annotated_study", "pick_annotated_series",
+           "read_annotation_json"]

@@ -1,0 +1,161 @@
+"""liverview-predict: the app's "Classify" for every lesion of a study, from the command line.
+
+    liverview-predict STUDY --annotations FILE [--model BUNDLE] [--json] [--heatmaps DIR]
+                      [--series UID] [--device auto|cpu|cuda]
+
+FILE is the app's annotation JSON or a DICOM SEG (one lesion per segment). The JSON written with
+--json is {"model": {...}, "series": {...}, "lesions": [{"id", "label", "predicted", "probabilities",
+...}], "errors": [{"id", "reason"}]}; `label` (the reader's) and `predicted` are label-taxonomy ids
+and compare directly. --heatmaps DIR writes one Grad-CAM overlay PNG per lesion. Exit status 0 when
+every lesion was classified, 1 on an error that stops the run, 3 when some lesions could not be.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from liverview.annotations.annotated_study import AnnotatedStudyError, open_annotated_study
+from liverview.annotations.measurements import slice_masks
+from liverview.imaging.window import CT_PRESETS, apply_window
+from liverview.io import LoadCancelled
+from liverview.io.seg_import import SegImportError
+from liverview.io.volume import Volume
+from liverview.model.bundle import BundleError, LoadedModel, load_bundle, resolve_device
+from liverview.model.classify import Heatmap, LesionPrediction, classify_lesions, model_id
+from liverview.paths import default_model_path
+
+HEATMAP_PNG_SIZE = 448
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="liverview-predict",
+                                     description="Classify every annotated lesion of a study with a liverview model "
+                                                 "(research use only, not for diagnosis).")
+    parser.add_argument("study", help="folder, zip file, DICOMDIR or DICOM file(s) of the study")
+    parser.add_argument("--annotations", required=True, metavar="FILE",
+                        help="liverview annotation JSON or DICOM SEG (one lesion per segment)")
+    parser.add_argument("--model", metavar="BUNDLE", type=Path, default=None,
+                        help="model bundle folder (default: the bundled model)")
+    parser.add_argument("--json", action="store_true", help="write the results as JSON to stdout")
+    parser.add_argument("--heatmaps", metavar="DIR", type=Path, help="write one Grad-CAM overlay PNG per lesion")
+    parser.add_argument("--series", metavar="UID", help="Series Instance UID (default: the annotated series)")
+    parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1, ...")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress")
+    return parser
+
+
+def model_summary(loaded: LoadedModel) -> dict[str, Any]:
+    metrics = loaded.info.get("metrics") or {}
+    return {"id": model_id(loaded), "name": loaded.name, "version": loaded.version, "path": str(loaded.path),
+            "sha256": loaded.info.get("sha256"), "architecture": loaded.info.get("architecture"),
+            "classes": list(loaded.classes), "device": str(loaded.device), "macro_f1": metrics.get("macro_f1"),
+            "intended_use": loaded.info.get("intended_use")}
+
+
+def render_heatmap_png(volume: Volume, prediction: LesionPrediction, mask: np.ndarray, path: Path,
+                       size: int = HEATMAP_PNG_SIZE, opacity: float = 0.6) -> None:
+    """The heatmap's square of the slice at the liver window, the map blended over it (the app's colour
+    map, opacity rising with the value) and the outline in white."""
+    heatmap: Heatmap = prediction.heatmap  # type: ignore[assignment]
+    x0, y0, width, height = heatmap.extent_px()
+    # Same resampling grid as the network input: output pixel centres at edge + (i + 0.5) * step.
+    step_x, step_y = width / size, height / size
+    matrix = np.array([[step_x, 0.0, x0 + 0.5 * step_x], [0.0, step_y, y0 + 0.5 * step_y]])
+    liver = CT_PRESETS[0]
+    grey = apply_window(volume.array[heatmap.slice_index], liver.center, liver.width)
+    crop = cv2.warpAffine(grey, matrix, (size, size), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                          borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    outline = cv2.warpAffine(mask.astype(np.uint8), matrix, (size, size),
+                             flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP, borderValue=0)
+    cam = cv2.resize(heatmap.cam, (size, size), interpolation=cv2.INTER_LINEAR)
+    colour = cv2.applyColorMap(np.clip(cam * 255, 0, 255).astype(np.uint8), cv2.COLORMAP_INFERNO)
+    alpha = (np.clip(cam * 1.4, 0.0, 1.0) * opacity)[..., None]
+    image = (cv2.cvtColor(crop, cv2.COLOR_GRAY2BGR) * (1 - alpha) + colour * alpha).astype(np.uint8)
+    contours, _ = cv2.findContours(outline, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    cv2.drawContours(image, contours, -1, (255, 255, 255), 1, lineType=cv2.LINE_AA)
+    label = f"{prediction.predicted} {prediction.probability:.0%}"
+    cv2.putText(image, label, (8, size - 10), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (255, 255, 255), 1, cv2.LINE_AA)
+    if not cv2.imwrite(str(path), image):
+        raise OSError(f"cannot write {path}")
+
+
+def safe_name(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text)[:80] or "lesion"
+
+
+def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
+    opened = open_annotated_study(args.study, args.annotations, args.series)
+    volume, document = opened.volume, opened.document
+    for note in opened.notes:
+        print(f"note: {note}", file=sys.stderr)
+    try:
+        device = resolve_device(args.device)
+    except (RuntimeError, ValueError) as exc:
+        raise BundleError(f"device {args.device!r}: {exc}") from exc
+    loaded = load_bundle(args.model or default_model_path(), device)
+    lesions = [lesion for lesion in document.lesions if lesion.rois]
+    batch = classify_lesions(loaded, volume, lesions, heatmap=args.heatmaps is not None)
+    by_id = {p.lesion_id: p for p in batch.predictions}
+    if args.heatmaps is not None:
+        args.heatmaps.mkdir(parents=True, exist_ok=True)
+    results = []
+    for lesion in lesions:
+        prediction = by_id.get(lesion.id)
+        if prediction is None:
+            continue
+        entry = {**prediction.to_json(), "id": lesion.id, "label": lesion.label, "reader": lesion.reader}
+        if args.heatmaps is not None and prediction.heatmap is not None:
+            path = args.heatmaps / f"{safe_name(lesion.id)}.png"
+            render_heatmap_png(volume, prediction, slice_masks(volume, lesion)[prediction.slice_index], path)
+            entry["heatmap"] = str(path)
+        results.append(entry)
+    output = {"model": model_summary(loaded),
+              "series": {"study_uid": volume.study_uid, "series_uid": volume.series_uid,
+                         "description": volume.info.describe(), "slices": volume.shape[0]},
+              "lesions": results,
+              "errors": [{"id": lesion_id, "reason": reason} for lesion_id, reason in batch.errors.items()]}
+    return output, 3 if batch.errors else 0
+
+
+def print_table(output: dict[str, Any]) -> None:
+    model = output["model"]
+    print(f"model {model['id']} on {model['device']} — research use only, not for diagnosis")
+    for entry in output["lesions"]:
+        agreement = "" if entry["label"] is None else ("  (agrees with the label)" if entry["label"] == entry["predicted"]
+                                                       else f"  (label: {entry['label']})")
+        print(f"{entry['id']:>12}  {entry['predicted']:<12} {entry['probability']:6.1%}  "
+              f"uncertainty {entry['uncertainty']:<8} slice {entry['slice_index'] + 1}{agreement}")
+    for error in output["errors"]:
+        print(f"{error['id']:>12}  not classified: {error['reason']}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        output, status = run(args)
+    except (AnnotatedStudyError, BundleError, SegImportError, LookupError, LoadCancelled) as exc:
+        print(f"liverview-predict: error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"liverview-predict: error: {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        json.dump(output, sys.stdout, indent=1)
+        sys.stdout.write("\n")
+    else:
+        print_table(output)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

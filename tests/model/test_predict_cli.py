@@ -1,0 +1,79 @@
+"""liverview-predict on the demo study: JSON, heatmap PNGs, a DICOM SEG as input, clear errors."""
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from liverview.model.bundle import save_bundle
+from liverview.model.network import build_network
+from liverview.model.predict_cli import main
+from liverview.model.transforms import PreprocessConfig
+
+CLASSES = ["benign_cyst", "hemangioma", "hcc", "metastasis"]
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+    torch.manual_seed(11)
+    return save_bundle(tmp_path_factory.mktemp("predict") / "bundle", build_network("tiny_cnn", 4),
+                       architecture="tiny_cnn", classes=CLASSES, preprocess_config=PreprocessConfig(size=64),
+                       metrics={"macro_f1": 0.3}, name="tiny", version="9")
+
+
+def test_json_and_heatmaps_for_every_lesion(demo_study, bundle, tmp_path, capsys):
+    heatmaps = tmp_path / "heatmaps"
+    status = main([str(demo_study.dicom_dir), "--annotations", str(demo_study.ground_truth_path),
+                   "--model", str(bundle), "--json", "--heatmaps", str(heatmaps), "--device", "cpu"])
+    assert status == 0
+    output = json.loads(capsys.readouterr().out)
+    assert output["model"]["name"] == "tiny" and output["model"]["classes"] == CLASSES
+    assert output["model"]["device"] == "cpu"
+    truth = json.loads(demo_study.ground_truth_path.read_text())
+    assert [entry["id"] for entry in output["lesions"]] == [lesion["id"] for lesion in truth["lesions"]]
+    for entry, lesion in zip(output["lesions"], truth["lesions"]):
+        assert entry["label"] == lesion["label"] and entry["label"] in CLASSES  # comparable with `predicted`
+        assert entry["predicted"] in CLASSES
+        assert sum(entry["probabilities"].values()) == pytest.approx(1.0, abs=1e-4)
+        assert entry["predicted"] == max(entry["probabilities"], key=entry["probabilities"].get)
+        image = cv2.imread(entry["heatmap"])
+        assert image is not None and image.shape == (448, 448, 3)
+        assert image.std() > 5  # an image, not a blank square
+    assert output["errors"] == []
+
+
+def test_a_dicom_seg_as_annotations(demo_study, bundle, tmp_path, capsys):
+    from liverview.annotations.export_cli import main as export_main
+
+    assert export_main([str(demo_study.dicom_dir), "--annotations", str(demo_study.ground_truth_path), "--to", "seg",
+                        "--out", str(tmp_path / "seg"), "--no-pseudonymize"]) == 0
+    seg = next((tmp_path / "seg").glob("*.dcm"))
+    capsys.readouterr()
+    assert main([str(demo_study.dicom_dir), "--annotations", str(seg), "--model", str(bundle), "--json"]) == 0
+    output = json.loads(capsys.readouterr().out)
+    truth = json.loads(demo_study.ground_truth_path.read_text())
+    assert len(output["lesions"]) == len(truth["lesions"])
+    assert sorted(entry["label"] for entry in output["lesions"]) == sorted(lesion["label"] for lesion in truth["lesions"])
+
+
+def test_human_readable_table(demo_study, bundle, capsys):
+    assert main([str(demo_study.dicom_dir), "--annotations", str(demo_study.ground_truth_path),
+                 "--model", str(bundle)]) == 0
+    out = capsys.readouterr().out
+    assert "research use only" in out and out.count("uncertainty") == 6
+
+
+def test_errors_are_one_line_and_exit_1(demo_study, bundle, tmp_path, capsys):
+    missing = tmp_path / "no-model"
+    assert main([str(demo_study.dicom_dir), "--annotations", str(demo_study.ground_truth_path),
+                 "--model", str(missing)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("liverview-predict: error:") and "no-model" in err
+
+    not_annotations = tmp_path / "notes.txt"
+    not_annotations.write_bytes(np.arange(300, dtype=np.uint8).tobytes())
+    assert main([str(demo_study.dicom_dir), "--annotations", str(not_annotations), "--model", str(bundle)]) == 1
+    assert "neither a DICOM SEG nor a liverview annotation JSON" in capsys.readouterr().err
