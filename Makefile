@@ -30,5 +30,11 @@ demo: $(STAMP)
 bench: $(STAMP)
 	QT_QPA_PLATFORM=offscreen $(PY) benchmarks/bench_loader.py
 
+## Build the desktop application into dist/liverview/ (executable dist/liverview/liverview); docs/packaging.md.
+.PHONY: package
+package: $(STAMP)
+	$(PY) -m pip install --quiet -e '.[package]'
+	$(VENV)/bin/pyinstaller --noconfirm --clean packaging/liverview.spec
+
 clean:
 	rm -rf $(VENV) build dist .pytest_cache
