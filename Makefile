@@ -36,5 +36,24 @@ package: $(STAMP)
 	$(PY) -m pip install --quiet -e '.[package]'
 	$(VENV)/bin/pyinstaller --noconfirm --clean packaging/liverview.spec
 
+## The bundled model, reproducibly (docs/model.md): simulate lesions, train, train again with the paper's
+## image enhancement for comparison, then install the run into resources/models/ if it beats the
+## bundled one, with the real-CT sanity check in its card. About 1.5 h on 2 CPU cores.
+MODEL_SEED    ?= 1
+MODEL_LESIONS ?= 1000
+MODEL_VERSION ?= 1.0.0
+MODEL_DIR     := build/model
+MODEL_TRAIN   := --seed $(MODEL_SEED) --epochs 60 --patience 12 --name liver-lesion-classifier --model-version $(MODEL_VERSION)
+CRLM_SERIES   ?= ../shared/data/series/crlm-ct-1004
+.PHONY: model
+model: $(STAMP)
+	rm -rf $(MODEL_DIR) && mkdir -p $(MODEL_DIR)
+	$(VENV)/bin/liverview-synth $(MODEL_DIR)/dataset -n $(MODEL_LESIONS) --seed $(MODEL_SEED) --min-diameter 8 -q
+	$(VENV)/bin/liverview-train $(MODEL_DIR)/dataset --out $(MODEL_DIR)/run $(MODEL_TRAIN)
+	$(VENV)/bin/liverview-train $(MODEL_DIR)/dataset --out $(MODEL_DIR)/run-enhanced $(MODEL_TRAIN) --denoise bilateral --clahe --no-baseline
+	$(PY) -m liverview.model.release $(MODEL_DIR)/run resources/models/liver-lesion-classifier \
+		--compare $(MODEL_DIR)/run-enhanced --sanity-series $(CRLM_SERIES) \
+		--sanity-annotations tests/data/crlm-ct-1004-metastases.json
+
 clean:
 	rm -rf $(VENV) build dist .pytest_cache

@@ -1,0 +1,228 @@
+"""`python -m liverview.model.release RUN TARGET`: make a finished training run the bundled model.
+
+`make model` runs the whole recipe (simulate, train, evaluate, release); this is its last step:
+- refuses a model that is not better (test macro-F1) than the one already in TARGET, because every
+  committed version stays in the repository's history and the bundle should only improve;
+- runs the real-data sanity check: the reference outlines of a real CT series (by default the
+  colorectal liver metastases of crlm-ct-1004) classified by the new model, reported as they come out;
+- adds the comparison with runs trained with image enhancement (`--compare`), if given;
+- copies weights, model.json (with the checks added), the training history and the report's figures
+  into TARGET and writes MODEL_CARD.md citing the method paper and the data.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import sys
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from liverview.model.bundle import (HISTORY_FILE, MODEL_CARD, MODEL_JSON, BundleError, load_bundle,
+                                    read_bundle_info, render_model_card, write_json)
+
+log = logging.getLogger(__name__)
+
+FIGURES = ("confusion_cnn.png", "roc_cnn.png", "reliability_cnn.png", "accuracy_curves.png", "loss_curves.png")
+PAPER = ("Bharath N Y, Bhimesha V J, Chandresh M, Pramod kumar H R, Lakshmi D L, Goutham V (2025). Machine "
+         "Learning-Driven Analysis of Liver Lesions from Medical Images. IJIRE 6(3):94-98 (IJIRE-V6I3-94-98). "
+         "CC BY 4.0.")
+CRLM_CITATION = ("Simpson AL, Peoples J, Creasy JM, et al. (2023). Preoperative CT and Survival Data for Patients "
+                 "Undergoing Resection of Colorectal Liver Metastases (Colorectal-Liver-Metastases), Version 2. "
+                 "The Cancer Imaging Archive. https://doi.org/10.7937/QXK2-QG03. CC BY 4.0.")
+
+
+class ReleaseError(Exception):
+    """The run cannot become the bundled model; the message says why."""
+
+
+@dataclass
+class SanityCheck:
+    name: str
+    expected: str
+    predictions: list[dict[str, Any]]
+
+    def summary(self) -> dict[str, Any]:
+        counts = Counter(p["predicted"] for p in self.predictions)
+        hits = counts.get(self.expected, 0)
+        return {"series": self.name, "expected": self.expected, "lesions": len(self.predictions),
+                "predicted_as_expected": hits, "predicted_counts": dict(counts), "predictions": self.predictions}
+
+
+def run_sanity_check(bundle: Path, series: Path, annotations: Path, name: str) -> SanityCheck:
+    """Classify the reference outlines of a real series; every lesion's expected class is its label."""
+    from liverview.annotations.annotated_study import open_annotated_study
+    from liverview.model.classify import classify_lesions
+
+    opened = open_annotated_study(series, annotations)
+    loaded = load_bundle(bundle)
+    lesions = [lesion for lesion in opened.document.lesions if lesion.rois]
+    labels = {lesion.label for lesion in lesions}
+    if len(labels) != 1 or None in labels:
+        raise ReleaseError(f"{annotations}: the sanity-check lesions must share one label (found {sorted(map(str, labels))})")
+    batch = classify_lesions(loaded, opened.volume, lesions, heatmap=False)
+    if batch.errors:
+        raise ReleaseError(f"sanity check on {name}: " + "; ".join(f"{k}: {v}" for k, v in batch.errors.items()))
+    from liverview.annotations.measurements import measure_lesion
+
+    by_id = {lesion.id: lesion for lesion in lesions}
+    predictions = []
+    for p in batch.predictions:
+        m = measure_lesion(opened.volume, by_id[p.lesion_id])
+        predictions.append({"id": p.lesion_id, "predicted": p.predicted, "probability": round(p.probability, 3),
+                            "probabilities": {k: round(v, 3) for k, v in p.probabilities.items()},
+                            "uncertainty": p.uncertainty, "slice": p.slice_index + 1,
+                            "long_axis_mm": round(m.long_axis_mm, 1), "mean_hu": round(m.mean, 1)})
+    return SanityCheck(name, labels.pop(), predictions)
+
+
+def _macro_f1(info: dict[str, Any]) -> float | None:
+    value = (info.get("metrics") or {}).get("macro_f1")
+    return float(value) if isinstance(value, (int, float)) else None
+
+
+def _describe_preprocessing(info: dict[str, Any]) -> str:
+    pre = info.get("preprocessing") or {}
+    parts = [f"denoise {pre.get('denoise', 'none')}", f"CLAHE {'on' if pre.get('clahe') else 'off'}"]
+    return ", ".join(parts)
+
+
+def compare_runs(runs: list[Path]) -> list[dict[str, Any]]:
+    rows = []
+    for run in runs:
+        _, info = read_bundle_info(run / "bundle")
+        metrics = info.get("metrics") or {}
+        rows.append({"run": run.name, "preprocessing": _describe_preprocessing(info),
+                     "accuracy": metrics.get("accuracy"), "macro_f1": metrics.get("macro_f1"),
+                     "ece": metrics.get("ece"), "n_test": metrics.get("n")})
+    return rows
+
+
+def _markdown_sections(info: dict[str, Any], check: SanityCheck | None, comparison: list[dict[str, Any]],
+                       recipe: str) -> str:
+    lines = ["", "## How it was made", "", f"Reproduce with `{recipe}` (same seed, same data, same split).", ""]
+    lines += ["Figures of the held-out test split: "
+              + ", ".join(f"[{name}]({name})" for name in FIGURES) + ".", "",
+              "![confusion matrix](confusion_cnn.png)", ""]
+    if comparison:
+        lines += ["## With and without image enhancement", "",
+                  "The method paper enhances images (noise reduction, contrast enhancement) before learning. "
+                  "Same data, split and seed; only the preprocessing differs:", "",
+                  "| run | preprocessing | test accuracy | test macro-F1 | ECE | n |", "|---|---|---|---|---|---|"]
+        for row in comparison:
+            lines.append(f"| {row['run']} | {row['preprocessing']} | {_fmt(row['accuracy'])} | "
+                         f"{_fmt(row['macro_f1'])} | {_fmt(row['ece'])} | {row['n_test']} |")
+        lines.append("")
+    if check is not None:
+        s = check.summary()
+        lines += [f"## Real-data sanity check: {check.name}", "",
+                  f"{s['lesions']} lesion(s) outlined by hand on this real portal-venous CT series; by collection "
+                  f"they are **{check.expected}**. The model predicted {check.expected} for "
+                  f"**{s['predicted_as_expected']} of {s['lesions']}** "
+                  f"(predictions: {', '.join(f'{k} {v}' for k, v in sorted(s['predicted_counts'].items()))}).", "",
+                  "| lesion | slice | long axis (mm) | mean HU | predicted | p | uncertainty | probabilities |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for p in check.predictions:
+            probs = ", ".join(f"{k} {v:.2f}" for k, v in p["probabilities"].items())
+            lines.append(f"| {p['id']} | {p['slice']} | {p['long_axis_mm']} | {p['mean_hu']} | {p['predicted']} | "
+                         f"{p['probability']:.2f} | {p['uncertainty']} | {probs} |")
+        lines += ["", "One patient is not an evaluation: this only shows whether the simulated training data "
+                      "carry over to a real scan at all. " + _sanity_verdict(s), ""]
+    lines += ["## References", "", f"- Method: {PAPER}",
+              "- Lesion appearance of the simulator: the radiology sources listed in docs/synth.md.",
+              f"- Real-data sanity check series: {CRLM_CITATION}", ""]
+    return "\n".join(lines)
+
+
+def _sanity_verdict(summary: dict[str, Any]) -> str:
+    if summary["lesions"] and summary["predicted_as_expected"] == summary["lesions"]:
+        return "Here it agrees with the collection's diagnosis for every lesion."
+    return ("Where it disagrees, the simulator's picture of that class differs from this real scan; treat the "
+            "model's output on real data as unvalidated.")
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.3f}" if isinstance(value, float) else ("n/a" if value is None else str(value))
+
+
+def release_model(run: Path, target: Path, *, sanity_series: Path | None = None,
+                  sanity_annotations: Path | None = None, compare: list[Path] | None = None,
+                  force: bool = False, recipe: str = "make model") -> dict[str, Any]:
+    """Install `run`'s bundle as `target`; returns the new model.json. Raises ReleaseError."""
+    bundle = run / "bundle"
+    try:
+        _, info = read_bundle_info(bundle)
+    except BundleError as exc:
+        raise ReleaseError(f"{run} has no finished model bundle ({exc})") from exc
+    new_f1 = _macro_f1(info)
+    if new_f1 is None:
+        raise ReleaseError(f"{bundle} was not evaluated on a test split; nothing to compare")
+    if (target / MODEL_JSON).is_file() and not force:
+        old_f1 = _macro_f1(json.loads((target / MODEL_JSON).read_text(encoding="utf-8")))
+        if old_f1 is not None and new_f1 <= old_f1:
+            raise ReleaseError(f"the new model's test macro-F1 {new_f1:.4f} is not better than the bundled "
+                               f"model's {old_f1:.4f}; keeping the bundled model (use --force to replace it anyway)")
+    check = None
+    if sanity_series is not None and sanity_annotations is not None:
+        check = run_sanity_check(bundle, sanity_series, sanity_annotations, sanity_series.name)
+        info["sanity_checks"] = {check.name: check.summary()}
+    comparison = compare_runs([run, *(compare or [])]) if compare else []
+    if comparison:
+        info["enhancement_comparison"] = comparison
+    notes = ["Trained on simulated lesions only: the simulator's idea of each class, not real radiology."]
+    if check is not None:
+        s = check.summary()
+        notes.append(f"On the real series {check.name} it called {s['predicted_as_expected']} of {s['lesions']} "
+                     f"{check.expected} lesion(s) {check.expected} (see the sanity check above).")
+    staging = target.with_name(f".{target.name}.staging")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    for name in (info["weights"]["file"], HISTORY_FILE):
+        if (bundle / name).is_file():
+            shutil.copy2(bundle / name, staging / name)
+    for name in FIGURES:
+        if (run / "report" / name).is_file():
+            shutil.copy2(run / "report" / name, staging / name)
+    write_json(staging / MODEL_JSON, info)
+    card = render_model_card(info, notes) + _markdown_sections(info, check, comparison, recipe)
+    (staging / MODEL_CARD).write_text(card, encoding="utf-8")
+    load_bundle(staging)  # the installed bundle must load and verify exactly as the app will
+    if target.exists():
+        shutil.rmtree(target)
+    staging.rename(target)
+    return info
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m liverview.model.release", description=__doc__.splitlines()[0])
+    parser.add_argument("run", type=Path, help="finished liverview-train run folder")
+    parser.add_argument("target", type=Path, help="bundle folder to (re)place, e.g. resources/models/liver-lesion-classifier")
+    parser.add_argument("--sanity-series", type=Path, help="real CT series for the sanity check")
+    parser.add_argument("--sanity-annotations", type=Path, help="reference outlines of that series (one label)")
+    parser.add_argument("--compare", type=Path, nargs="*", default=[],
+                        help="other runs on the same data (e.g. with enhancement) for the card's comparison table")
+    parser.add_argument("--force", action="store_true", help="replace the bundled model even if it is not better")
+    parser.add_argument("--recipe", default="make model", help="the command that reproduces this model")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        info = release_model(args.run, args.target, sanity_series=args.sanity_series,
+                             sanity_annotations=args.sanity_annotations, compare=args.compare, force=args.force,
+                             recipe=args.recipe)
+    except ReleaseError as exc:
+        print(f"release: {exc}", file=sys.stderr)
+        return 2
+    metrics = info.get("metrics") or {}
+    print(f"installed {info.get('name')} {info.get('version')} into {args.target}: test accuracy "
+          f"{metrics.get('accuracy', float('nan')):.3f}, macro-F1 {metrics.get('macro_f1', float('nan')):.3f}")
+    for name, check in (info.get("sanity_checks") or {}).items():
+        print(f"sanity check {name}: {check['predicted_as_expected']}/{check['lesions']} predicted {check['expected']} "
+              f"({check['predicted_counts']})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,69 @@
+"""Releasing a training run as the bundled model: only when better, with the real-data check in the card."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from liverview.model.bundle import load_bundle
+from liverview.model.release import PAPER, ReleaseError, main, release_model
+
+
+@pytest.fixture(scope="module")
+def runs(toy_dataset, tmp_path_factory):
+    from liverview.model.train_cli import main as train
+
+    root = tmp_path_factory.mktemp("release")
+    common = [str(toy_dataset), "--arch", "tiny_cnn", "--input-size", "48", "--epochs", "2", "--batch-size", "8",
+              "--seed", "4", "-q"]
+    assert train(common + ["--out", str(root / "plain")]) == 0
+    assert train(common + ["--out", str(root / "enhanced"), "--denoise", "bilateral", "--clahe"]) == 0
+    return root / "plain", root / "enhanced"
+
+
+@pytest.fixture(scope="module")
+def metastases(demo_study, tmp_path_factory):
+    """The demo study's metastases only: a reference set with one label, like the real series'."""
+    truth = json.loads(demo_study.ground_truth_path.read_text())
+    truth["lesions"] = [lesion for lesion in truth["lesions"] if lesion["label"] == "metastasis"]
+    path = tmp_path_factory.mktemp("refs") / "metastases.json"
+    path.write_text(json.dumps(truth))
+    return path, len(truth["lesions"])
+
+
+def test_release_installs_a_verified_bundle_with_its_card(runs, demo_study, metastases, tmp_path):
+    plain, enhanced = runs
+    target = tmp_path / "models" / "liver-lesion-classifier"
+    references, n = metastases
+    info = release_model(plain, target, sanity_series=demo_study.dicom_dir, sanity_annotations=references,
+                         compare=[enhanced], recipe="make model")
+    loaded = load_bundle(target)
+    assert loaded.info["sha256"] == info["sha256"]
+    check = info["sanity_checks"]["dicom"]
+    assert check["lesions"] == n and check["expected"] == "metastasis"
+    assert sum(check["predicted_counts"].values()) == n
+    assert [row["preprocessing"] for row in info["enhancement_comparison"]] == [
+        "denoise none, CLAHE off", "denoise bilateral, CLAHE on"]
+    card = (target / "MODEL_CARD.md").read_text()
+    for needle in ("simulated lesions", "Confusion matrix", "Real-data sanity check", PAPER[:40], "make model",
+                   "With and without image enhancement", "Not a medical device"):
+        assert needle in card, needle
+    assert (target / "confusion_cnn.png").stat().st_size > 1000
+    assert not list(target.parent.glob(".*staging"))
+
+
+def test_a_model_that_is_not_better_is_refused(runs, tmp_path):
+    plain, _ = runs
+    target = tmp_path / "bundled"
+    release_model(plain, target)
+    with pytest.raises(ReleaseError, match="not better"):
+        release_model(plain, target)
+    before = (target / "model.json").read_text()
+    assert main([str(plain), str(target)]) == 2
+    assert (target / "model.json").read_text() == before
+    assert main([str(plain), str(target), "--force"]) == 0
+
+
+def test_an_unfinished_run_is_refused(tmp_path):
+    with pytest.raises(ReleaseError, match="no finished model bundle"):
+        release_model(tmp_path / "nothing", tmp_path / "target")
