@@ -65,7 +65,7 @@ class AIResult:
     slice_index: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        return {**self.__dict__, "probabilities": dict(self.probabilities)}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> AIResult:

@@ -32,6 +32,8 @@ class ChangeEvent:
     kind: str
     description: str
     lesion_ids: tuple[str, ...] = ()
+    #: False when only data drawn nowhere on the image changed (a model result): overlays may skip redrawing.
+    drawn: bool = True
 
 
 @dataclass(frozen=True)
@@ -47,20 +49,24 @@ class OpenReport:
 
 class Autosaver:
     """Writes the latest snapshot at most `delay` seconds after the first unsaved change, on its own
-    thread, atomically. `flush()` writes synchronously (on close)."""
+    thread, atomically. `flush()` writes synchronously (on close).
+
+    The snapshot is handed over as plain data (`AnnotationDocument.to_dict()` builds fresh lists and
+    dicts) and encoded to JSON on the timer thread: for a study with many long outlines that takes
+    tens of milliseconds the GUI thread must not spend on every edit."""
 
     def __init__(self, path: Path, delay: float = AUTOSAVE_DELAY_S) -> None:
         self.path = path
         self.delay = delay
         self._lock = threading.Lock()
-        self._pending: str | None = None
+        self._pending: dict | None = None
         self._timer: threading.Timer | None = None
         self.saves = 0
         self.last_error: str = ""
 
-    def schedule(self, text: str) -> None:
+    def schedule(self, snapshot: dict) -> None:
         with self._lock:
-            self._pending = text
+            self._pending = snapshot
             if self._timer is None:
                 self._timer = threading.Timer(self.delay, self._write_pending)
                 self._timer.daemon = True
@@ -68,10 +74,10 @@ class Autosaver:
 
     def _write_pending(self) -> None:
         with self._lock:
-            text, self._pending, self._timer = self._pending, None, None
-        if text is not None:
+            snapshot, self._pending, self._timer = self._pending, None, None
+        if snapshot is not None:
             try:
-                write_text_atomic(self.path, text)
+                write_text_atomic(self.path, json.dumps(snapshot, indent=1, ensure_ascii=False))
                 self.saves += 1
                 self.last_error = ""
             except OSError as exc:
@@ -149,13 +155,13 @@ class AnnotationStore:
     def _announce(self, event: ChangeEvent) -> None:
         if self._autosaver is not None:
             self.document.modified = now_iso()
-            self._autosaver.schedule(json.dumps(self.document.to_dict(), indent=1, ensure_ascii=False))
+            self._autosaver.schedule(self.document.to_dict())
         for listener in list(self._listeners):
             listener(event)
 
     # -- undo ------------------------------------------------------------------------------------
     @contextmanager
-    def edit(self, description: str, *lesion_ids: str) -> Iterator[AnnotationDocument]:
+    def edit(self, description: str, *lesion_ids: str, drawn: bool = True) -> Iterator[AnnotationDocument]:
         """Everything done to the document inside the block is one undoable step."""
         before = self.document.to_dict()
         try:
@@ -165,7 +171,7 @@ class AnnotationStore:
             raise
         self._undo.append((description, before))
         self._redo.clear()
-        self._announce(ChangeEvent("edit", description, tuple(lesion_ids)))
+        self._announce(ChangeEvent("edit", description, tuple(lesion_ids), drawn))
 
     def can_undo(self) -> bool:
         return bool(self._undo)
@@ -262,7 +268,7 @@ class AnnotationStore:
         return roi
 
     def set_ai_result(self, lesion_id: str, result: AIResult) -> None:
-        with self.edit("Store model result", lesion_id) as doc:
+        with self.edit("Store model result", lesion_id, drawn=False) as doc:
             doc.lesion(lesion_id).ai = result
 
     def accept_ai_label(self, lesion_id: str) -> None:

@@ -121,7 +121,8 @@ class Annotator(QObject):
         if self.selected() is None:
             self.selected_lesion = self.selected_roi = None
             self.selection_changed.emit(None)
-        self.redraw()
+        if event.drawn:
+            self.redraw()
 
     # -- commands (menu / keyboard) --------------------------------------------------------------
     def apply_label(self, label_id: str) -> None:
