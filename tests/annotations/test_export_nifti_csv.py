@@ -105,3 +105,27 @@ def test_csv_table(identified_volume, document, pseudonymizer, tmp_path, leak):
         rows = list(csv.DictReader(fh))
     assert rows[1]["reader"].startswith("'=")  # a spreadsheet shows it as text instead of running it
     leak.present(plain.read_text(), "CSV without pseudonymisation")
+
+
+def test_the_model_opinion_travels_with_the_lesion(identified_volume, document, pseudonymizer, tmp_path):
+    """A classified lesion's AI result (and who accepted it) reaches the CSV and the training dataset."""
+    from liverview.annotations.document import AIResult
+    from liverview.annotations.export_dataset import export_dataset
+
+    lesion = document.lesions[0]
+    lesion.ai = AIResult("tiny 1.0 (abcdef123456)", {"benign_cyst": 0.1, "hemangioma": 0.05, "hcc": 0.05,
+                                                     "metastasis": 0.8}, "metastasis", "2026-11-28T10:00:00+00:00",
+                         accepted_by="Dr Ada", uncertainty="low", entropy=0.2, slice_index=25)
+    path = export_csv(identified_volume, document, tmp_path / "lesions.csv", pseudonymizer=pseudonymizer)
+    rows = list(csv.DictReader(path.open(encoding="utf-8")))
+    assert rows[0]["ai_model"] == "tiny 1.0 (abcdef123456)" and rows[0]["ai_predicted"] == "metastasis"
+    assert float(rows[0]["ai_probability"]) == pytest.approx(0.8)
+    assert rows[0]["ai_accepted_by"] and rows[0]["ai_accepted_by"] != "Dr Ada"  # pseudonymised like readers
+    assert rows[1]["ai_model"] == ""
+
+    folder = tmp_path / "dataset"
+    assert export_dataset(identified_volume, document, folder, pseudonymizer=pseudonymizer, labelled_only=False) == 3
+    lines = [json.loads(line) for line in (folder / "lesions.jsonl").read_text().splitlines()]
+    ai = next(line["ai"] for line in lines if line["lesion_id"] == lesion.id)
+    assert ai["model_id"] == "tiny 1.0 (abcdef123456)" and ai["predicted"] == "metastasis"
+    assert ai["probabilities"]["metastasis"] == pytest.approx(0.8)
