@@ -71,30 +71,9 @@ class _Runner(QObject):
         self._note_thread()
         self.busy.emit(True)
         try:
-            import torch
+            from liverview.model.classify import load_model_with_fallback, model_id
 
-            from liverview.model.bundle import BundleError, load_bundle, resolve_device
-            from liverview.model.classify import model_id
-
-            if threads > 0:
-                torch.set_num_threads(threads)
-            note = ""
-            try:
-                device = resolve_device(device_preference)
-                if device.type == "cuda" and not torch.cuda.is_available():
-                    raise RuntimeError("CUDA is not available")
-            except (RuntimeError, ValueError) as exc:
-                device = torch.device("cpu")
-                note = f"{device_preference} unavailable ({exc}); using the CPU"
-            try:
-                loaded = load_bundle(path, device)
-            except BundleError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - e.g. a CUDA driver problem: the CPU still works
-                if device.type == "cpu":
-                    raise
-                note = f"{device} failed ({_describe_error(exc)}); using the CPU"
-                loaded = load_bundle(path, "cpu")
+            loaded, note = load_model_with_fallback(path, device_preference, threads)
             self.loaded = loaded
             metrics = loaded.info.get("metrics") or {}
             macro_f1 = metrics.get("macro_f1")

@@ -15,6 +15,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -23,7 +24,7 @@ from liverview.annotations.document import AIResult, Lesion
 from liverview.annotations.measurements import slice_masks
 from liverview.annotations.storage import now_iso
 from liverview.io.volume import Volume
-from liverview.model.bundle import LoadedModel, predict
+from liverview.model.bundle import BundleError, LoadedModel, load_bundle, predict, resolve_device
 from liverview.model.gradcam import compute_gradcam
 from liverview.model.transforms import CropSquareResize, select_key_slice_by_area
 from liverview.paths import DEFAULT_MODEL_NAME, default_model_path
@@ -107,6 +108,32 @@ class LesionPrediction:
                 "probabilities": self.probabilities, "uncertainty": self.uncertainty,
                 "entropy": self.entropy, "tta_spread": self.tta_spread, "tta_agreement": self.tta_agreement,
                 "slice_index": self.slice_index, "model_id": self.model_id, "time": self.time}
+
+
+def load_model_with_fallback(path: str | Path, device_preference: str = "auto",
+                             threads: int = 0) -> tuple[LoadedModel, str]:
+    """Load a bundle for interactive use: `threads` > 0 caps torch's intra-op threads (one leaves a core
+    to the GUI); a device that is unavailable or fails (e.g. a CUDA driver problem) falls back to the CPU.
+    Returns the model and a note saying why it is not on the preferred device ("" when it is). Bundle
+    errors (checksum, classes, input size) are raised: another device would not fix them."""
+    if threads > 0:
+        torch.set_num_threads(threads)
+    note = ""
+    try:
+        device = resolve_device(device_preference)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError("CUDA is not available")
+    except (RuntimeError, ValueError) as exc:
+        device = torch.device("cpu")
+        note = f"{device_preference} unavailable ({exc}); using the CPU"
+    try:
+        return load_bundle(path, device), note
+    except BundleError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - whatever the GPU raised, the CPU may still work
+        if device.type == "cpu":
+            raise
+        return load_bundle(path, "cpu"), f"{device} failed ({type(exc).__name__}: {exc}); using the CPU"
 
 
 def check_series(loaded: LoadedModel, volume: Volume) -> None:

@@ -154,3 +154,17 @@ def test_gradcam_survives_inference_mode_frozen_weights_and_in_place_activations
             handle.remove()
     np.testing.assert_allclose(maps["out-of-place"], reference, atol=1e-6)
     np.testing.assert_allclose(maps["in-place"], maps["out-of-place"], atol=1e-6)
+
+
+def test_load_model_with_fallback_lands_on_a_working_device(tiny_bundle):
+    from liverview.model.classify import load_model_with_fallback
+
+    loaded, note = load_model_with_fallback(tiny_bundle, "no-such-device", threads=0)
+    assert loaded.device.type == "cpu" and "no-such-device unavailable" in note
+    loaded, note = load_model_with_fallback(tiny_bundle, "cuda", threads=0)
+    if torch.cuda.is_available():
+        assert loaded.device.type == "cuda" and note == ""
+    else:
+        assert loaded.device.type == "cpu" and "CUDA is not available" in note
+    loaded, note = load_model_with_fallback(tiny_bundle, "cpu", threads=0)
+    assert loaded.device.type == "cpu" and note == ""
