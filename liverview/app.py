@@ -50,7 +50,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--demo", action="store_true", help="open the bundled synthetic demo study")
     parser.add_argument("--self-test", action="store_true",
                         help="offscreen: open the demo study, classify one lesion, write a JSON report, exit")
-    parser.add_argument("--out", type=Path, metavar="FILE", help="--self-test: write the report here (default stdout)")
+    parser.add_argument("--out", type=Path, metavar="FILE",
+                        help="--self-test: write the report here (default: stdout, or without a console "
+                             "self-test/self-test.json in the user data folder)")
     parser.add_argument("--version", action="version", version=f"liverview {__version__}")
     return parser.parse_args(argv)
 
@@ -284,9 +286,10 @@ def run_gui(args: argparse.Namespace, reporter: ErrorReporter, started: float) -
     from PySide6.QtCore import QTimer
 
     app = create_application()
+    settings = open_settings(reporter)  # before the splash, which would cover its warning
+    splash = None
     try:
         splash = show_splash(app)
-        settings = open_settings(reporter)
         from liverview.gui.main_window import MainWindow
         from liverview.gui.theme import apply_dark_theme
 
@@ -296,6 +299,8 @@ def run_gui(args: argparse.Namespace, reporter: ErrorReporter, started: float) -
         splash.finish(window)
     except Exception as exc:  # noqa: BLE001 - whatever stops the window must reach the user
         log.exception("liverview could not start")
+        if splash is not None:
+            splash.close()  # it stays on top and would hide the message
         show_error("liverview could not start", f"{type(exc).__name__}: {exc}", reporter.log_file)
         return EXIT_FAILURE
     # Runs once the event loop has painted the window: the start-up time a user sees.
@@ -433,11 +438,14 @@ def run_self_test(out: Path | None, reporter: ErrorReporter, started: float) -> 
     result["warnings"] = reporter.warnings
     result["timings_s"]["total"] = round(time.perf_counter() - started, 3)
     text = json.dumps(result, indent=2)
+    if out is None and sys.stdout is None:
+        out = scratch / "self-test.json"  # a windowed build (Windows, macOS) has no console to print to
     if out is None:
         print(text)
     else:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(text + "\n", encoding="utf-8")
+        log.info("self-test report written to %s", out)
     log.info("self-test %s (%.1f s)", "passed" if result["ok"] else f"failed: {result['error']}",
              result["timings_s"]["total"])
     return 0 if result["ok"] else EXIT_FAILURE
