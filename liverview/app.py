@@ -51,7 +51,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--self-test", action="store_true",
                         help="offscreen: open the demo study, classify one lesion, write a JSON report, exit")
     parser.add_argument("--out", type=Path, metavar="FILE",
-                        help="--self-test: write the report here (default: stdout, or without a console "
+                        help="--self-test: write the JSON report here ('-' for stdout; default: "
                              "self-test/self-test.json in the user data folder)")
     parser.add_argument("--version", action="version", version=f"liverview {__version__}")
     return parser.parse_args(argv)
@@ -418,6 +418,20 @@ def self_test_steps(result: dict[str, Any], reporter: ErrorReporter, settings_fi
         window.close()
 
 
+def summarise_self_test(result: dict[str, Any]) -> str:
+    """The self-test's verdict in one line: OK or FAILED, with the model and device that were used."""
+    model = result.get("model") or {}
+    used = (f"model {model.get('name')} {model.get('version')} ({str(model.get('sha256') or '')[:12]}) "
+            f"on {result.get('device')}") if model else "no model loaded"
+    seconds = result["timings_s"].get("total", 0.0)
+    if not result["ok"]:
+        return f"liverview self-test: FAILED - {result['error']} ({used}; {seconds:.1f} s)"
+    lesion = result["lesion"]
+    p = result["probabilities"][result["predicted"]]
+    return (f"liverview self-test: OK - {used}; demo lesion {lesion['id']} (ground truth {lesion['ground_truth']}) "
+            f"classified {result['predicted']} (p={p:.2f}) in {seconds:.1f} s")
+
+
 def run_self_test(out: Path | None, reporter: ErrorReporter, started: float) -> int:
     result: dict[str, Any] = {
         "ok": False, "error": None, "liverview_version": __version__, "python": platform.python_version(),
@@ -438,14 +452,18 @@ def run_self_test(out: Path | None, reporter: ErrorReporter, started: float) -> 
     result["warnings"] = reporter.warnings
     result["timings_s"]["total"] = round(time.perf_counter() - started, 3)
     text = json.dumps(result, indent=2)
-    if out is None and sys.stdout is None:
-        out = scratch / "self-test.json"  # a windowed build (Windows, macOS) has no console to print to
-    if out is None:
+    if out == Path("-") and sys.stdout is not None:
         print(text)
     else:
+        # Without --out the JSON goes to the user data folder: a windowed build has no console, and on
+        # a terminal the person running it wants the one-line verdict, not 30 lines of JSON.
+        out = scratch / "self-test.json" if out is None or out == Path("-") else out
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(text + "\n", encoding="utf-8")
         log.info("self-test report written to %s", out)
+        if sys.stdout is not None:
+            print(summarise_self_test(result))
+            print(f"report: {out}")
     log.info("self-test %s (%.1f s)", "passed" if result["ok"] else f"failed: {result['error']}",
              result["timings_s"]["total"])
     return 0 if result["ok"] else EXIT_FAILURE

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 
 import pytest
 
@@ -84,11 +85,13 @@ def test_the_demo_is_offered_on_the_first_start_only(qapp, tmp_path):
     assert app.first_start(settings) is False
 
 
-def test_self_test_in_process(with_demo, tiny_bundle, tmp_path, monkeypatch):
+def test_self_test_in_process(with_demo, tiny_bundle, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("QT_QPA_PLATFORM", "offscreen")
     monkeypatch.setenv(app.MODEL_OVERRIDE_ENV, str(tiny_bundle))
     out = tmp_path / "report.json"
     assert app.main(["--self-test", "--out", str(out)]) == 0
+    verdict = capsys.readouterr().out.splitlines()[0]
+    assert verdict.startswith("liverview self-test: OK - model packaging-test-model 0.0.0") and " on cpu;" in verdict
     report = json.loads(out.read_text())
     assert report["ok"] is True and report["error"] is None
     assert report["frozen"] is False
@@ -104,7 +107,9 @@ def test_self_test_reports_a_missing_model(with_demo, tmp_path, monkeypatch, cap
     monkeypatch.setenv("QT_QPA_PLATFORM", "offscreen")
     monkeypatch.setenv(app.MODEL_OVERRIDE_ENV, str(tmp_path / "no-such-model"))
     assert app.main(["--self-test"]) == app.EXIT_FAILURE
-    report = json.loads(capsys.readouterr().out)
+    verdict, where = capsys.readouterr().out.splitlines()
+    assert verdict.startswith("liverview self-test: FAILED - BundleError") and "no model loaded" in verdict
+    report = json.loads(Path(where.removeprefix("report: ")).read_text())
     assert report["ok"] is False
     assert "BundleError" in report["error"] and "no-such-model" in report["error"]
     assert report["lesion"]["id"] == "L1"  # what worked before the failure is still reported
@@ -145,3 +150,11 @@ def test_accepting_the_demo_offer_opens_it(qapp, monkeypatch):
     monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: QMessageBox.Yes)
     app.offer_demo(window)
     assert opened == [True]
+
+
+def test_self_test_json_on_stdout_when_asked(with_demo, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("QT_QPA_PLATFORM", "offscreen")
+    monkeypatch.setenv(app.MODEL_OVERRIDE_ENV, str(tmp_path / "no-such-model"))
+    assert app.main(["--self-test", "--out", "-"]) == app.EXIT_FAILURE
+    assert json.loads(capsys.readouterr().out)["ok"] is False
+    assert not (with_demo / "self-test" / "self-test.json").exists()
