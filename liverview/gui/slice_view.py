@@ -10,7 +10,7 @@ from typing import Protocol
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QPointF, QRectF, Qt, Signal
-from PySide6.QtGui import QColor, QFont
+from PySide6.QtGui import QColor, QFont, QFontMetrics
 from PySide6.QtWidgets import QLabel, QVBoxLayout, QWidget
 
 from liverview.imaging.orientation import ViewAxes
@@ -125,6 +125,7 @@ class SliceView(QWidget):
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.graphics)
 
+        self._corner_text: dict[str, str] = {}
         self.corner = {
             "tl": _overlay_label(self.graphics, Qt.AlignLeft | Qt.AlignTop),
             "tr": _overlay_label(self.graphics, Qt.AlignRight | Qt.AlignTop),
@@ -192,8 +193,30 @@ class SliceView(QWidget):
             self.view_box.setRange(rect=self._rect, padding=0.02)
 
     def set_overlay(self, tl: str = "", tr: str = "", bl: str = "", br: str = "") -> None:
-        for key, text in (("tl", tl), ("tr", tr), ("bl", bl), ("br", br)):
-            self.corner[key].setText(text)
+        self._corner_text = {"tl": tl, "tr": tr, "bl": bl, "br": br}
+        self._fit_corners()
+
+    def corner_text(self, key: str) -> str:
+        """The text a corner shows now (shortened when the view is too narrow for both corners)."""
+        return self.corner[key].text()
+
+    def _fit_corners(self) -> None:
+        """Left and right corners share a row; in a narrow view each keeps its half (minus room for the
+        orientation letter between them) and long lines end in an ellipsis instead of overprinting."""
+        width = self.graphics.width() - 12
+        for left, right in (("tl", "tr"), ("bl", "br")):
+            texts = {key: self._corner_text.get(key, "") for key in (left, right)}
+            metrics = {key: QFontMetrics(self.corner[key].font()) for key in (left, right)}
+            natural = {key: max((metrics[key].horizontalAdvance(line) for line in texts[key].splitlines()), default=0)
+                       for key in (left, right)}
+            if natural[left] + natural[right] + 24 <= width:
+                for key in (left, right):
+                    self.corner[key].setText(texts[key])
+                continue
+            room = max(20, (width - 40) // 2)  # 40 px keep the orientation letter in the middle clear
+            for key in (left, right):
+                self.corner[key].setText("\n".join(metrics[key].elidedText(line, Qt.ElideRight, room)
+                                                   for line in texts[key].splitlines()))
 
     # -- geometry --------------------------------------------------------------------------------
     def scene_to_index(self, point: QPointF) -> np.ndarray | None:
@@ -257,6 +280,7 @@ class SliceView(QWidget):
         half_w, half_h = w // 2, h // 2
         for label in self.corner.values():
             label.setGeometry(m, m, w - 2 * m, h - 2 * m)
+        self._fit_corners()
         self.letters["top"].setGeometry(half_w - 20, m, 40, 20)
         self.letters["bottom"].setGeometry(half_w - 20, h - 20 - m, 40, 20)
         self.letters["left"].setGeometry(m, half_h - 10, 40, 20)

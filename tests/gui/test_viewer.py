@@ -229,3 +229,20 @@ def test_uneven_spacing_shows_a_warning(qtbot, window, crlm_copy):
     open_and_wait(qtbot, window, crlm_copy)
     assert window.warning_button.isVisible()
     assert any("missing" in w for w in window.volume.warnings)
+
+
+def test_corner_texts_never_overprint_in_a_narrow_view(qtbot, window, crlm_dir):
+    open_and_wait(qtbot, window, crlm_dir)
+    view = window.viewer.views[1]
+    full_tr = view._corner_text["tr"]
+    view.resize(150, 300)
+    qtbot.waitUntil(lambda: view.graphics.width() <= 160)
+    widths = {}
+    for key in ("tl", "tr"):
+        label = view.corner[key]
+        widths[key] = max(label.fontMetrics().horizontalAdvance(line) for line in label.text().splitlines())
+    assert widths["tl"] + widths["tr"] < view.graphics.width()
+    assert "…" in view.corner_text("tr") or "…" in view.corner_text("tl")
+    view.resize(1200, 600)
+    qtbot.waitUntil(lambda: view.graphics.width() >= 1100)
+    assert view.corner_text("tr") == full_tr
