@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import logging
 import shutil
@@ -101,12 +102,62 @@ def compare_runs(runs: list[Path]) -> list[dict[str, Any]]:
     return rows
 
 
+SIZE_BINS_MM = (0.0, 12.0, 20.0, 35.0, float("inf"))
+
+
+def _long_axis_mm(record: dict[str, Any]) -> float | None:
+    """In-plane extent of the lesion's bounding box (the larger of its y and x sides), in mm."""
+    box, spacing = record.get("lesion_bbox_zyx"), record.get("spacing_mm")
+    if not box or not spacing:
+        return None
+    return max((box[1][1] - box[1][0]) * spacing[1], (box[2][1] - box[2][0]) * spacing[2])
+
+
+def accuracy_by_size(run: Path) -> list[dict[str, Any]]:
+    """Test-split accuracy of the run's CNN per lesion size band (bounding-box long axis): small lesions
+    carry fewer of the features that tell the classes apart, so the card says where the errors are."""
+    predictions = run / "report" / "predictions_cnn.csv"
+    if not predictions.is_file():
+        return []
+    config = json.loads((run / "config.json").read_text(encoding="utf-8"))
+    sizes: dict[str, float] = {}
+    for folder in config.get("datasets", []):
+        manifest = Path(folder) / "lesions.jsonl"
+        if manifest.is_file():
+            for line in manifest.read_text(encoding="utf-8").splitlines():
+                record = json.loads(line) if line.strip() else {}
+                size = _long_axis_mm(record)
+                if size is not None:
+                    sizes[record["lesion_uid"]] = size
+    rows = []
+    with open(predictions, newline="", encoding="utf-8") as fh:
+        scored = [(sizes[row["lesion_uid"]], row["true"], row["predicted"]) for row in csv.DictReader(fh)
+                  if row["lesion_uid"] in sizes]
+    for low, high in zip(SIZE_BINS_MM, SIZE_BINS_MM[1:]):
+        band = [(t, p) for size, t, p in scored if low <= size < high]
+        if not band:
+            continue
+        errors = Counter(f"{t} as {p}" for t, p in band if t != p)
+        rows.append({"band": f"< {high:.0f} mm" if low == 0 else f">= {low:.0f} mm" if high == float("inf")
+                     else f"{low:.0f}-{high:.0f} mm", "n": len(band),
+                     "accuracy": sum(t == p for t, p in band) / len(band),
+                     "commonest_error": errors.most_common(1)[0][0] if errors else None})
+    return rows
+
+
 def _markdown_sections(info: dict[str, Any], check: SanityCheck | None, comparison: list[dict[str, Any]],
-                       recipe: str) -> str:
+                       recipe: str, sizes: list[dict[str, Any]] | None = None) -> str:
     lines = ["", "## How it was made", "", f"Reproduce with `{recipe}` (same seed, same data, same split).", ""]
     lines += ["Figures of the held-out test split: "
               + ", ".join(f"[{name}]({name})" for name in FIGURES) + ".", "",
               "![confusion matrix](confusion_cnn.png)", ""]
+    if sizes:
+        lines += ["## Accuracy by lesion size", "",
+                  "Held-out test split, by the long axis of the lesion's bounding box on its slices:", "",
+                  "| long axis | lesions | accuracy | commonest error |", "|---|---|---|---|"]
+        lines += [f"| {row['band']} | {row['n']} | {row['accuracy']:.3f} | {row['commonest_error'] or '-'} |"
+                  for row in sizes]
+        lines.append("")
     if comparison:
         lines += ["## With and without image enhancement", "",
                   "The method paper enhances images (noise reduction, contrast enhancement) before learning. "
@@ -172,6 +223,9 @@ def release_model(run: Path, target: Path, *, sanity_series: Path | None = None,
     comparison = compare_runs([run, *(compare or [])]) if compare else []
     if comparison:
         info["enhancement_comparison"] = comparison
+    sizes = accuracy_by_size(run)
+    if sizes:
+        info["accuracy_by_size"] = sizes
     notes = ["Trained on simulated lesions only: the simulator's idea of each class, not real radiology."]
     if check is not None:
         s = check.summary()
@@ -187,7 +241,7 @@ def release_model(run: Path, target: Path, *, sanity_series: Path | None = None,
         if (run / "report" / name).is_file():
             shutil.copy2(run / "report" / name, staging / name)
     write_json(staging / MODEL_JSON, info)
-    card = render_model_card(info, notes) + _markdown_sections(info, check, comparison, recipe)
+    card = render_model_card(info, notes) + _markdown_sections(info, check, comparison, recipe, sizes)
     (staging / MODEL_CARD).write_text(card, encoding="utf-8")
     load_bundle(staging)  # the installed bundle must load and verify exactly as the app will
     if target.exists():

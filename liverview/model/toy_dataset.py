@@ -69,7 +69,8 @@ def write_toy_dataset(folder: str | Path, lesions_per_class: int = 6, seed: int 
             "format_version": DATASET_VERSION, "lesion_uid": uid, "file": f"patches/{uid}.npz",
             "lesion_id": f"L{n}", "label": lesion_class.value, "reader": "simulator", "confidence": "certain",
             "label_source": "simulator", "spacing_mm": list(spacing), "source_shape": list(shape),
-            "bbox_zyx": bbox.tolist(), "n_voxels": int(mask.sum()), "patient": patient,
+            "bbox_zyx": bbox.tolist(), "lesion_bbox_zyx": patch_bbox(mask, 0, 0).tolist(),
+            "n_voxels": int(mask.sum()), "patient": patient,
             "series_uid": f"2.25.{int(hashlib.sha256(patient.encode()).hexdigest()[:16], 16)}",
             "modality": "CT", "is_hu": True, "synth": spec.to_dict(),
         })

@@ -1,6 +1,7 @@
 """Releasing a training run as the bundled model: only when better, with the real-data check in the card."""
 from __future__ import annotations
 
+import csv
 import json
 
 import pytest
@@ -49,6 +50,13 @@ def test_release_installs_a_verified_bundle_with_its_card(runs, demo_study, meta
                    "With and without image enhancement", "Not a medical device"):
         assert needle in card, needle
     assert (target / "confusion_cnn.png").stat().st_size > 1000
+    bands = info["accuracy_by_size"]
+    with open(plain / "report" / "predictions_cnn.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert sum(band["n"] for band in bands) == len(rows)
+    correct = sum(row["true"] == row["predicted"] for row in rows)
+    assert sum(band["accuracy"] * band["n"] for band in bands) == pytest.approx(correct)
+    assert "## Accuracy by lesion size" in card
     assert not list(target.parent.glob(".*staging"))
 
 
