@@ -196,6 +196,8 @@ class ClassificationController(QObject):
         if lesion is None:
             self.window.statusBar().showMessage("Select a lesion to classify (click its outline)", 4000)
             return None
+        self.dock.show()
+        self.dock.raise_()  # the answer must be in sight, also when K was pressed on the Lesions tab
         return self.classify(lesion)
 
     def classify(self, lesion: Lesion) -> int | None:

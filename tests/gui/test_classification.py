@@ -52,8 +52,10 @@ def test_classify_selected_lesion_shows_probabilities_and_heatmap(qtbot, window)
     controller = window.classification
     lesion = window.store.document.lesions[0]
     window.jump_to_lesion(lesion.id)
+    window.lesion_dock.raise_()
     with qtbot.waitSignal(controller.worker.result, timeout=60000) as blocker:
         assert controller.classify_selected() is not None
+    assert not controller.dock.visibleRegion().isEmpty()  # the Model tab came to the front
     prediction = blocker.args[1]
     assert prediction.lesion_id == lesion.id
     assert controller.worker.worker_thread_ids and threading.get_ident() not in controller.worker.worker_thread_ids

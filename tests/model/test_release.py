@@ -27,6 +27,7 @@ def metastases(demo_study, tmp_path_factory):
     """The demo study's metastases only: a reference set with one label, like the real series'."""
     truth = json.loads(demo_study.ground_truth_path.read_text())
     truth["lesions"] = [lesion for lesion in truth["lesions"] if lesion["label"] == "metastasis"]
+    truth["lesions"][0]["note"] = "outlined by a developer, not a radiologist"
     path = tmp_path_factory.mktemp("refs") / "metastases.json"
     path.write_text(json.dumps(truth))
     return path, len(truth["lesions"])
@@ -57,6 +58,8 @@ def test_release_installs_a_verified_bundle_with_its_card(runs, demo_study, meta
     correct = sum(row["true"] == row["predicted"] for row in rows)
     assert sum(band["accuracy"] * band["n"] for band in bands) == pytest.approx(correct)
     assert "## Accuracy by lesion size" in card
+    assert "outlined by a developer, not a radiologist" in card
+    assert "Below the project's target of test macro-F1 >= 0.95" in card  # two epochs of a tiny CNN
     assert not list(target.parent.glob(".*staging"))
 
 
