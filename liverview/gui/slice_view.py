@@ -201,22 +201,13 @@ class SliceView(QWidget):
         return self.corner[key].text()
 
     def _fit_corners(self) -> None:
-        """Left and right corners share a row; in a narrow view each keeps its half (minus room for the
-        orientation letter between them) and long lines end in an ellipsis instead of overprinting."""
-        width = self.graphics.width() - 12
-        for left, right in (("tl", "tr"), ("bl", "br")):
-            texts = {key: self._corner_text.get(key, "") for key in (left, right)}
-            metrics = {key: QFontMetrics(self.corner[key].font()) for key in (left, right)}
-            natural = {key: max((metrics[key].horizontalAdvance(line) for line in texts[key].splitlines()), default=0)
-                       for key in (left, right)}
-            if natural[left] + natural[right] + 24 <= width:
-                for key in (left, right):
-                    self.corner[key].setText(texts[key])
-                continue
-            room = max(20, (width - 40) // 2)  # 40 px keep the orientation letter in the middle clear
-            for key in (left, right):
-                self.corner[key].setText("\n".join(metrics[key].elidedText(line, Qt.ElideRight, room)
-                                                   for line in texts[key].splitlines()))
+        """Left and right corners share a row with an orientation letter in its middle: each keeps its
+        half minus room for the letter, and longer lines end in an ellipsis instead of overprinting."""
+        room = max(20, (self.graphics.width() - 12 - 40) // 2)
+        for key, label in self.corner.items():
+            metrics = QFontMetrics(label.font())
+            label.setText("\n".join(metrics.elidedText(line, Qt.ElideRight, room)
+                                    for line in self._corner_text.get(key, "").splitlines()))
 
     # -- geometry --------------------------------------------------------------------------------
     def scene_to_index(self, point: QPointF) -> np.ndarray | None:
