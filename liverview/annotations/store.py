@@ -17,6 +17,9 @@ from liverview.annotations.document import (AIResult, Adjudication, AnnotationDo
                                             Lesion, Roi)
 from liverview.annotations.storage import annotation_path, keep_damaged_copy, now_iso, write_text_atomic
 
+# The undo step a model result makes; the GUI recognises it to skip work a result does not need.
+STORE_RESULT = "Store model result"
+
 log = logging.getLogger(__name__)
 
 #: A change is on disk at most this long after it was made (plus the time of one write).
@@ -268,7 +271,7 @@ class AnnotationStore:
         return roi
 
     def set_ai_result(self, lesion_id: str, result: AIResult) -> None:
-        with self.edit("Store model result", lesion_id, drawn=False) as doc:
+        with self.edit(STORE_RESULT, lesion_id, drawn=False) as doc:
             doc.lesion(lesion_id).ai = result
 
     def accept_ai_label(self, lesion_id: str) -> None:

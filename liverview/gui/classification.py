@@ -7,6 +7,7 @@ each slice the lesion covers (at most one such request in flight; scrolling fast
 """
 from __future__ import annotations
 
+import gc
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -17,7 +18,7 @@ from PySide6.QtWidgets import QDockWidget, QFileDialog, QLabel, QMenu
 
 from liverview.annotations.document import Lesion
 from liverview.annotations.measurements import outline_key
-from liverview.annotations.store import ChangeEvent
+from liverview.annotations.store import STORE_RESULT, ChangeEvent
 from liverview.gui.heatmap_overlay import HeatmapOverlay
 from liverview.gui.model_worker import ModelDescription, ModelWorker
 from liverview.gui.prediction_panel import PredictionPanel
@@ -145,6 +146,10 @@ class ClassificationController(QObject):
             self.load_model(folder)
 
     def _on_model_loaded(self, description: ModelDescription) -> None:
+        # torch, torchvision and the network add a few hundred thousand long-lived objects; a full
+        # garbage collection walking them all paused the window for ~200 ms several times during a
+        # batch. Frozen objects are skipped by the collector (they live as long as the app anyway).
+        gc.freeze()
         self.model = description
         self.model_path = description.path
         if description.path.resolve() != default_model_path().resolve():
@@ -256,7 +261,9 @@ class ClassificationController(QObject):
         self.explained[(lesion_id, geometry)] = prediction.predicted
         if prediction.heatmap is not None:
             self.heatmaps[(lesion_id, geometry, prediction.heatmap.slice_index)] = prediction.heatmap
-        self.refresh()
+        selected = self.selected_lesion()
+        if selected is not None and selected.id == lesion_id:
+            self.refresh()  # the panel shows the selected lesion: other lesions' results leave it as it is
 
     def _on_heatmap(self, job: int, lesion_id: str, heatmap: Heatmap) -> None:
         key = self.pending.pop(job, None)
@@ -349,6 +356,8 @@ class ClassificationController(QObject):
                 and event.lesion_ids:
             self._auto_lesion = event.lesion_ids[0]
             self._auto_timer.start()
+        if event.kind == "edit" and event.description == STORE_RESULT:
+            return  # _on_result refreshes once its heatmap is cached, and only for the selected lesion
         self.refresh()
 
     def _auto_classify(self) -> None:

@@ -8,7 +8,6 @@ message and the worker goes on serving.
 """
 from __future__ import annotations
 
-import copy
 import logging
 import threading
 import traceback
@@ -213,7 +212,7 @@ class ModelWorker(QObject):
         """Queue one lesion (a snapshot: later edits in the GUI do not race with the worker)."""
         job = self._next_job()
         self._start()
-        self._classify.emit(job, volume, copy.deepcopy(lesion), heatmap)
+        self._classify.emit(job, volume, lesion.snapshot(), heatmap)
         return job
 
     def classify_batch(self, volume: Volume, lesions: list[Lesion]) -> int:
@@ -221,7 +220,7 @@ class ModelWorker(QObject):
         self._batch_stop = threading.Event()
         job = self._next_job()
         self._start()
-        self._classify_batch.emit(job, volume, [copy.deepcopy(lesion) for lesion in lesions], self._batch_stop)
+        self._classify_batch.emit(job, volume, [lesion.snapshot() for lesion in lesions], self._batch_stop)
         return job
 
     def cancel_batch(self) -> None:
@@ -231,7 +230,7 @@ class ModelWorker(QObject):
     def slice_heatmap(self, volume: Volume, lesion: Lesion, slice_index: int, explained: str) -> int:
         job = self._next_job()
         self._start()
-        self._slice_heatmap.emit(job, volume, copy.deepcopy(lesion), slice_index, explained)
+        self._slice_heatmap.emit(job, volume, lesion.snapshot(), slice_index, explained)
         return job
 
     def shutdown(self, wait_ms: int = 5000) -> None:
