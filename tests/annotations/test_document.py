@@ -1,8 +1,10 @@
+"""The annotation document's data classes."""
+from __future__ import annotations
+
+from liverview.annotations.document import Lesion, Roi
 
 
 def test_lesion_snapshot_is_independent_of_later_edits():
-    from liverview.annotations.document import Lesion, Roi
-
     lesion = Lesion(reader="a", label="hcc", rois=[Roi(4, [(1.0, 1.0), (5.0, 1.0), (5.0, 5.0)])])
     snap = lesion.snapshot()
     lesion.rois[0].points_xy = [(0.0, 0.0), (9.0, 0.0), (9.0, 9.0)]
