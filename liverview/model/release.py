@@ -24,6 +24,8 @@ from typing import Any
 
 from liverview.model.bundle import (HISTORY_FILE, MODEL_CARD, MODEL_JSON, BundleError, load_bundle,
                                     read_bundle_info, render_model_card, write_json)
+from liverview.model.data import load_records
+from liverview.model.train import load_run_config
 
 log = logging.getLogger(__name__)
 
@@ -122,20 +124,12 @@ def accuracy_by_size(run: Path) -> list[dict[str, Any]]:
     predictions = run / "report" / "predictions_cnn.csv"
     if not predictions.is_file():
         return []
-    config = json.loads((run / "config.json").read_text(encoding="utf-8"))
-    sizes: dict[str, float] = {}
-    for folder in config.get("datasets", []):
-        manifest = Path(folder) / "lesions.jsonl"
-        if manifest.is_file():
-            for line in manifest.read_text(encoding="utf-8").splitlines():
-                record = json.loads(line) if line.strip() else {}
-                size = _long_axis_mm(record)
-                if size is not None:
-                    sizes[record["lesion_uid"]] = size
+    config = load_run_config(run)
+    sizes = {record.uid: _long_axis_mm(record.extra) for record in load_records(config.datasets, config.classes).records}
     rows = []
     with open(predictions, newline="", encoding="utf-8") as fh:
         scored = [(sizes[row["lesion_uid"]], row["true"], row["predicted"]) for row in csv.DictReader(fh)
-                  if row["lesion_uid"] in sizes]
+                  if sizes.get(row["lesion_uid"]) is not None]
     for low, high in zip(SIZE_BINS_MM, SIZE_BINS_MM[1:]):
         band = [(t, p) for size, t, p in scored if low <= size < high]
         if not band:
