@@ -457,7 +457,8 @@ def run_self_test(out: Path | None, reporter: ErrorReporter, started: float) -> 
     else:
         # Without --out the JSON goes to the user data folder: a windowed build has no console, and on
         # a terminal the person running it wants the one-line verdict, not 30 lines of JSON.
-        out = scratch / "self-test.json" if out is None or out == Path("-") else out
+        if out in (None, Path("-")):
+            out = scratch / "self-test.json"
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(text + "\n", encoding="utf-8")
         log.info("self-test report written to %s", out)
