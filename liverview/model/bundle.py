@@ -243,7 +243,7 @@ def load_bundle(path: str | Path, device: str | torch.device = "cpu", *,
         raise BundleError(f"{weights} cannot be read as a weights file ({exc})") from exc
     if not isinstance(state, dict):
         raise BundleError(f"{weights} does not hold a state_dict")
-    model = build_network(architecture, len(classes))
+    model = build_network(architecture, len(classes), config.channels)
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
@@ -301,6 +301,13 @@ def predict_lesion(loaded: LoadedModel, hu_slice: np.ndarray, mask: np.ndarray,
     return {c: float(p) for c, p in zip(loaded.classes, probs)}
 
 
+def _describe_slices(neighbours: int) -> str:
+    if neighbours <= 0:
+        return "key slice of the ROI"
+    return (f"key slice of the ROI and {neighbours} slice{'s' if neighbours > 1 else ''} on each side "
+            f"(2.5-D: every window of every slice is a channel)")
+
+
 def _fmt(value: Any, digits: int = 3) -> str:
     if value is None:
         return "n/a"
@@ -330,7 +337,7 @@ def render_model_card(info: dict[str, Any], notes: Sequence[str] = ()) -> str:
              f"- Architecture: {info.get('architecture')} (torchvision, trained from scratch)",
              f"- Input: {' x '.join(str(v) for v in info.get('input_size', []))} (channels x height x width), "
              f"values 0..1",
-             "- Preprocessing: key slice of the ROI, square crop of side max("
+             f"- Preprocessing: {_describe_slices(int(pre.get('neighbour_slices', 0)))}, square crop of side max("
              f"{pre.get('crop_min_mm')} mm, extent x {pre.get('crop_scale')} + 2 x {pre.get('crop_margin_mm')} mm), "
              f"HU windows {_describe_windows(pre.get('windows', []))}, denoising {pre.get('denoise', 'none')}, CLAHE {'on' if pre.get('clahe') else 'off'}",
              f"- Grad-CAM target layer: `{info.get('gradcam_target_layer')}`",

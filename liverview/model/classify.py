@@ -26,7 +26,7 @@ from liverview.annotations.storage import now_iso
 from liverview.io.volume import Volume
 from liverview.model.bundle import BundleError, LoadedModel, load_bundle, predict, resolve_device
 from liverview.model.gradcam import compute_gradcam
-from liverview.model.transforms import CropSquareResize, select_key_slice_by_area
+from liverview.model.transforms import CropSquareResize, select_key_slice_by_area, select_slab
 from liverview.paths import DEFAULT_MODEL_NAME, default_model_path
 
 #: Test-time augmentation: the identity plus the flips (over W, H, both) the network was trained with.
@@ -157,6 +157,11 @@ def key_slice(masks: dict[int, np.ndarray]) -> int:
     return select_key_slice_by_area({z: int(m.sum()) for z, m in masks.items()})
 
 
+def model_slab(loaded: LoadedModel, volume: Volume, z: int) -> np.ndarray:
+    """The HU the model reads for an outline on slice `z`: that slice, with its neighbours for a 2.5-D model."""
+    return select_slab(volume.array, z, loaded.preprocess_config.neighbour_slices)
+
+
 def _crop_geometry(loaded: LoadedModel, mask: np.ndarray, spacing_yx: tuple[float, float]) -> tuple[tuple[float, float], float]:
     config = loaded.preprocess_config
     crop = CropSquareResize(config.size, config.crop_scale, config.crop_margin_mm, config.crop_min_mm)
@@ -183,7 +188,7 @@ def classify_lesion(loaded: LoadedModel, volume: Volume, lesion: Lesion, *, heat
     z = key_slice(masks)
     spacing = (float(volume.spacing_mm[1]), float(volume.spacing_mm[2]))
     try:
-        tensor = loaded.preprocess(volume.array[z], masks[z], spacing)
+        tensor = loaded.preprocess(model_slab(loaded, volume, z), masks[z], spacing)
     except ValueError as exc:
         raise ClassificationError(f"lesion {lesion.id}: {exc}") from exc
     timings["preprocess"] = (time.perf_counter() - start) * 1000
@@ -223,7 +228,7 @@ def compute_slice_heatmap(loaded: LoadedModel, volume: Volume, lesion: Lesion, s
     if explained not in loaded.classes:
         raise ClassificationError(f"the model {loaded.name} has no class {explained!r}")
     spacing = (float(volume.spacing_mm[1]), float(volume.spacing_mm[2]))
-    tensor = loaded.preprocess(volume.array[slice_index], masks[slice_index], spacing)
+    tensor = loaded.preprocess(model_slab(loaded, volume, slice_index), masks[slice_index], spacing)
     cam, _ = _heatmap(loaded, volume, slice_index, masks[slice_index], tensor, loaded.classes.index(explained))
     return cam
 
@@ -271,4 +276,4 @@ def classify_lesions(loaded: LoadedModel, volume: Volume, lesions: Sequence[Lesi
 
 __all__ = ["BatchResult", "ClassificationError", "DEFAULT_MODEL_NAME", "Heatmap", "LesionPrediction", "TTA_FLIP_DIMS",
            "check_series", "classify_lesion", "classify_lesions", "compute_slice_heatmap", "default_model_path",
-           "key_slice", "lesion_slice_masks", "model_id", "normalised_entropy"]
+           "key_slice", "lesion_slice_masks", "model_id", "model_slab", "normalised_entropy"]

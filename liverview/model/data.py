@@ -19,7 +19,7 @@ from torch.utils.data import Dataset
 
 from liverview.annotations.export_dataset import DATASET_FORMAT, DATASET_VERSION
 from liverview.annotations.labels import LesionClass
-from liverview.model.transforms import LesionPreprocess, select_key_slice
+from liverview.model.transforms import LesionPreprocess, select_key_slice, select_slab
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +141,8 @@ def load_records(folders: Sequence[str | Path], classes: Sequence[str] = DEFAULT
 
 @dataclass
 class KeySlice:
-    """The slice of a patch the model sees: HU int16 (y, x), mask bool (y, x), pixel spacing (row, col) mm."""
+    """The slice of a patch the model sees: HU int16 (y, x) - or the (2n + 1, y, x) slab around it when
+    the model takes n neighbour slices -, mask bool (y, x) of the key slice, pixel spacing (row, col) mm."""
 
     hu: np.ndarray
     mask: np.ndarray
@@ -149,8 +150,9 @@ class KeySlice:
     z: int
 
 
-def load_key_slice(record: LesionRecord) -> KeySlice:
-    """Read the patch of `record` and keep its key slice (largest ROI area)."""
+def load_key_slice(record: LesionRecord, neighbour_slices: int = 0) -> KeySlice:
+    """Read the patch of `record` and keep its key slice (largest ROI area) and `neighbour_slices`
+    slices on each side (`select_slab`)."""
     try:
         with np.load(record.patch_path) as npz:
             hu, mask, spacing = npz["hu"], npz["mask"].astype(bool), npz["spacing_mm"]
@@ -161,13 +163,13 @@ def load_key_slice(record: LesionRecord) -> KeySlice:
     if not mask.any():
         raise DatasetError(f"patch {record.patch_path}: the lesion mask is empty")
     z = select_key_slice(mask)
-    return KeySlice(np.ascontiguousarray(hu[z]), np.ascontiguousarray(mask[z]),
+    return KeySlice(np.ascontiguousarray(select_slab(hu, z, neighbour_slices)), np.ascontiguousarray(mask[z]),
                     (float(spacing[-2]), float(spacing[-1])), z)
 
 
 class LesionDataset(Dataset):
-    """(tensor (C, H, W), class index) per record. Key slices are read once and kept in memory (a few
-    kB each). Evaluation mode goes through `LesionPreprocess.__call__` with ``train=False`` - exactly
+    """(tensor (C, H, W), class index) per record. Key slices (slabs) are read once and kept in memory
+    (a few kB each). Evaluation mode goes through `LesionPreprocess.__call__` with ``train=False`` - exactly
     what `prepare_lesion_input` does for the app; training mode adds the random augmentation, drawn
     from a generator seeded by (seed, epoch, index) so runs and resumed runs repeat exactly, whatever
     the number of worker processes or ranks."""
@@ -181,7 +183,7 @@ class LesionDataset(Dataset):
         self.seed = int(seed)
         self.epoch = 0
         self.labels = np.array([self.classes.index(r.label) for r in self.records], dtype=np.int64)
-        self.slices = [load_key_slice(r) for r in self.records]
+        self.slices = [load_key_slice(r, preprocess.config.neighbour_slices) for r in self.records]
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)

@@ -98,9 +98,25 @@ def get_architecture(name: str) -> Architecture:
                                        f"{', '.join(sorted(ARCHITECTURES))}") from None
 
 
-def build_network(name: str, num_classes: int) -> nn.Module:
-    """A freshly initialised network (no pretrained weights) with `num_classes` outputs."""
-    return get_architecture(name).build(num_classes)
+def build_network(name: str, num_classes: int, in_channels: int = 3) -> nn.Module:
+    """A freshly initialised network (no pretrained weights) with `num_classes` outputs, reading
+    `in_channels` input channels (3 HU windows of one slice by default; more for a 2.5-D slab)."""
+    model = get_architecture(name).build(num_classes)
+    if in_channels != 3:
+        _widen_stem(model, in_channels)
+    return model
+
+
+def _widen_stem(model: nn.Module, in_channels: int) -> None:
+    """Replace the first convolution (torchvision's stems all read 3 channels) by one reading `in_channels`."""
+    for parent in model.modules():
+        for child_name, child in parent.named_children():
+            if isinstance(child, nn.Conv2d):
+                setattr(parent, child_name, nn.Conv2d(
+                    in_channels, child.out_channels, child.kernel_size, child.stride, child.padding,
+                    child.dilation, bias=child.bias is not None, padding_mode=child.padding_mode))
+                return
+    raise ValueError(f"{type(model).__name__} has no convolution to read {in_channels} channels")
 
 
 def gradcam_target_layer(name: str) -> str:

@@ -335,7 +335,7 @@ def _run_in_context(config: TrainConfig, run_dir: Path, resume: bool, progress: 
     val_ds = LesionDataset(val_records, config.classes, preprocess, train=False)
 
     torch.manual_seed(config.seed)  # identical initial weights on every rank
-    model = build_network(config.architecture, len(config.classes)).to(ctx.device)
+    model = build_network(config.architecture, len(config.classes), config.preprocess.channels).to(ctx.device)
     net = model
     if ctx.distributed:
         model = nn.parallel.DistributedDataParallel(

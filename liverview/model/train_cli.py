@@ -94,6 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--monitor", choices=("val_macro_f1", "val_loss"))
     p.add_argument("--seed", type=int)
     p.add_argument("--input-size", type=int, help="network input size in pixels (default 224)")
+    p.add_argument("--neighbour-slices", type=int, choices=(0, 1),
+                   help="slices on each side of the key slice the network also reads (2.5-D input; default 0)")
     p.add_argument("--denoise", choices=("none", "bilateral", "nlmeans"), help="noise reduction before the crop")
     p.add_argument("--clahe", action="store_true", default=None, help="contrast enhancement (CLAHE) of each channel")
     p.add_argument("--no-augment", action="store_true", help="switch training augmentation off (for comparisons)")
@@ -132,6 +134,8 @@ def _config_from_args(args: argparse.Namespace):
     pre = dict(base.get("preprocess") or {})
     if args.input_size:
         pre["size"] = args.input_size
+    if args.neighbour_slices is not None:
+        pre["neighbour_slices"] = args.neighbour_slices
     if args.denoise:
         pre["denoise"] = args.denoise
     if args.clahe:

@@ -1,13 +1,15 @@
 """Preprocessing shared by training, evaluation and the app: small callable transforms (MONAI style).
 
-A lesion input is built from one axial slice and the ROI mask on it::
+A lesion input is built from the key axial slice (largest ROI area) and the ROI mask on it; with
+``neighbour_slices`` = n > 0 also from the n slices on each side of it (a "2.5-D" slab, every
+transform applied to each slice alike, the key slice's ROI setting the crop)::
 
     CropToContext      mask bounding box + `context_px` (the export's patch margin), clipped to the slice
     [RandomHUNoise]    training only: extra correlated noise, in HU, at native resolution
     Denoise            optional: bilateral or non-local-means, in HU (the paper's "noise reduction")
     CropSquareResize   a square of side max(min, extent x scale + 2 x margin) mm around the ROI -> size x size
     [RandomHUJitter]   training only: contrast-phase variation (scale about the liver HU + offset)
-    WindowToChannels   three HU windows -> 3 channels in 0..1 (the paper's "normalise to 0-1")
+    WindowToChannels   three HU windows x (2n + 1) slices -> channels in 0..1 (the paper's "normalise to 0-1")
     Clahe              optional: contrast-limited adaptive histogram equalisation (the paper's "contrast enhancement")
     [RandomAffine]     training only: rotation, zoom, shift, horizontal/vertical flips
     [RandomGamma]      training only: intensity jitter in the 0..1 channels
@@ -31,7 +33,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from liverview.annotations.export_dataset import MARGIN_XY_PX
+from liverview.annotations.export_dataset import MARGIN_XY_PX, MARGIN_Z_SLICES
 
 #: HU used to fill crop regions outside the available context when it holds no tissue at all.
 DEFAULT_FILL_HU = 100.0
@@ -97,6 +99,10 @@ class AugmentConfig:
 class PreprocessConfig:
     """Everything that turns an ROI on a slice into the network input; stored in every model bundle.
 
+    Slices: the key slice alone (``neighbour_slices`` 0, the published method) or with its
+    ``neighbour_slices`` neighbours on each side, at most the export's z margin so a dataset patch
+    holds them; slices beyond the end of the series repeat the last one there.
+
     Crop: a square of side ``max(crop_min_mm, extent_mm * crop_scale + 2 * crop_margin_mm)`` centred on
     the ROI's bounding box, ``extent_mm`` being the longer side of that box. Only ``context_px`` pixels
     around the ROI are used (the margin of the training-dataset export), so the app, which has the
@@ -107,6 +113,7 @@ class PreprocessConfig:
     size: int = 224
     windows: tuple[HUWindow, ...] = DEFAULT_WINDOWS
     context_px: int = MARGIN_XY_PX
+    neighbour_slices: int = 0
     crop_scale: float = 1.25
     crop_margin_mm: float = 4.0
     crop_min_mm: float = 20.0
@@ -128,10 +135,18 @@ class PreprocessConfig:
             raise ValueError(f"input size {self.size} is too small (at least 16 pixels)")
         if not self.windows:
             raise ValueError("at least one HU window is needed")
+        if not 0 <= self.neighbour_slices <= MARGIN_Z_SLICES:
+            raise ValueError(f"neighbour_slices must be 0..{MARGIN_Z_SLICES} (the training export keeps "
+                             f"{MARGIN_Z_SLICES} slice(s) around each lesion), not {self.neighbour_slices}")
+
+    @property
+    def slab_slices(self) -> int:
+        """Slices the input is built from: the key slice and its neighbours."""
+        return 2 * self.neighbour_slices + 1
 
     @property
     def channels(self) -> int:
-        return len(self.windows)
+        return len(self.windows) * self.slab_slices
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -182,15 +197,37 @@ class Transform:
 
 
 class SelectKeySlice(Transform):
-    """(z, y, x) patch -> the slice with the largest mask area (ties: the one nearest the middle)."""
+    """(z, y, x) patch -> the slice with the largest mask area (ties: the one nearest the middle), with
+    `neighbour_slices` slices on each side as a (2n + 1, y, x) slab when n > 0."""
+
+    def __init__(self, neighbour_slices: int = 0) -> None:
+        self.neighbour_slices = int(neighbour_slices)
 
     def __call__(self, sample: Sample, rng: np.random.Generator | None = None) -> Sample:
         hu, mask = sample["hu"], sample["mask"]
-        if hu.ndim == 2:
+        if mask.ndim == 2:
             return sample
         z = select_key_slice(mask)
         spacing = tuple(float(s) for s in sample["spacing_mm"])
-        return {**sample, "hu": hu[z], "mask": mask[z], "spacing_yx": spacing[-2:], "key_z": z}
+        return {**sample, "hu": select_slab(hu, z, self.neighbour_slices), "mask": mask[z],
+                "spacing_yx": spacing[-2:], "key_z": z}
+
+
+def select_slab(hu_zyx: np.ndarray, z: int, neighbour_slices: int) -> np.ndarray:
+    """Slice `z` of a (z, y, x) array, or with n = `neighbour_slices` > 0 the (2n + 1, y, x) slab of
+    slices z - n .. z + n; indices past either end of the array repeat the end slice. The app passes
+    the whole series and the dataset an exported patch: both give the same slab (module docstring)."""
+    if neighbour_slices <= 0:
+        return hu_zyx[z]
+    index = np.clip(np.arange(z - neighbour_slices, z + neighbour_slices + 1), 0, hu_zyx.shape[0] - 1)
+    return np.stack([hu_zyx[i] for i in index])
+
+
+def _per_slice(function, hu: np.ndarray) -> np.ndarray:
+    """`function` on a (y, x) slice, or on each slice of a (k, y, x) slab."""
+    if hu.ndim == 2:
+        return function(hu)
+    return np.stack([function(s) for s in hu])
 
 
 def select_key_slice(mask_zyx: np.ndarray) -> int:
@@ -231,13 +268,15 @@ class CropToContext(Transform):
 
     def __call__(self, sample: Sample, rng: np.random.Generator | None = None) -> Sample:
         hu, mask = sample["hu"], sample["mask"]
-        if hu.shape != mask.shape or hu.ndim != 2:
-            raise ValueError(f"slice {hu.shape} and mask {mask.shape} must be 2-D arrays of the same shape")
+        if hu.shape[-2:] != mask.shape or mask.ndim != 2 or hu.ndim not in (2, 3):
+            raise ValueError(f"slice {hu.shape} and mask {mask.shape} must be 2-D arrays of the same shape "
+                             f"(or a (k, y, x) slab over a (y, x) mask)")
         y0, y1, x0, x1 = _mask_bbox(mask)
         c = self.context_px
-        ys = slice(max(0, y0 - c), min(hu.shape[0], y1 + 1 + c))
-        xs = slice(max(0, x0 - c), min(hu.shape[1], x1 + 1 + c))
-        return {**sample, "hu": np.asarray(hu[ys, xs], dtype=np.float32), "mask": np.asarray(mask[ys, xs], dtype=bool)}
+        ys = slice(max(0, y0 - c), min(hu.shape[-2], y1 + 1 + c))
+        xs = slice(max(0, x0 - c), min(hu.shape[-1], x1 + 1 + c))
+        return {**sample, "hu": np.asarray(hu[..., ys, xs], dtype=np.float32),
+                "mask": np.asarray(mask[ys, xs], dtype=bool)}
 
 
 class RandomHUNoise(Transform):
@@ -255,7 +294,7 @@ class RandomHUNoise(Transform):
         sigma = rng.uniform(0.0, self.max_sigma_hu)
         hu = sample["hu"]
         white = rng.standard_normal(hu.shape).astype(np.float32)
-        grain = cv2.GaussianBlur(white, (0, 0), self.grain_px, borderType=cv2.BORDER_REFLECT)
+        grain = _per_slice(lambda w: cv2.GaussianBlur(w, (0, 0), self.grain_px, borderType=cv2.BORDER_REFLECT), white)
         std = float(grain.std()) or 1.0
         return {**sample, "hu": hu + grain * np.float32(sigma / std)}
 
@@ -275,20 +314,19 @@ class Denoise(Transform):
     def __call__(self, sample: Sample, rng: np.random.Generator | None = None) -> Sample:
         if self.method == "none":
             return sample
-        hu = sample["hu"]
         pixel_mm = math.sqrt(float(sample["spacing_yx"][0]) * float(sample["spacing_yx"][1]))
+        return {**sample, "hu": _per_slice(lambda hu: self._denoise(hu, pixel_mm), sample["hu"])}
+
+    def _denoise(self, hu: np.ndarray, pixel_mm: float) -> np.ndarray:
         if self.method == "bilateral":
             sigma_px = max(self.sigma_mm / pixel_mm, 0.5)
             d = int(2 * math.ceil(2 * sigma_px) + 1)
-            out = cv2.bilateralFilter(hu.astype(np.float32), d, self.sigma_hu, sigma_px,
-                                      borderType=cv2.BORDER_REFLECT)
-        else:
-            # NLM needs integers: 12-bit CT range shifted to uint16 with L1 distances, so `h` is in HU.
-            u16 = np.clip(np.rint(hu + 1024.0), 0, 65535).astype(np.uint16)
-            out16 = cv2.fastNlMeansDenoising(u16, h=[self.nlm_h_hu], templateWindowSize=5, searchWindowSize=13,
-                                             normType=cv2.NORM_L1)
-            out = out16.astype(np.float32) - 1024.0
-        return {**sample, "hu": out}
+            return cv2.bilateralFilter(hu.astype(np.float32), d, self.sigma_hu, sigma_px, borderType=cv2.BORDER_REFLECT)
+        # NLM needs integers: 12-bit CT range shifted to uint16 with L1 distances, so `h` is in HU.
+        u16 = np.clip(np.rint(hu + 1024.0), 0, 65535).astype(np.uint16)
+        out16 = cv2.fastNlMeansDenoising(u16, h=[self.nlm_h_hu], templateWindowSize=5, searchWindowSize=13,
+                                         normType=cv2.NORM_L1)
+        return out16.astype(np.float32) - 1024.0
 
 
 class CropSquareResize(Transform):
@@ -318,15 +356,19 @@ class CropSquareResize(Transform):
         ay, ax = side / (n * sy), side / (n * sx)  # source pixels per output pixel
         matrix = np.array([[ax, 0.0, cx + (0.5 / n - 0.5) * side / sx],
                            [0.0, ay, cy + (0.5 / n - 0.5) * side / sy]], dtype=np.float64)
-        background = hu[~mask]
-        fill = float(np.median(background)) if background.size else DEFAULT_FILL_HU
-        src = hu.astype(np.float32)
-        if max(ax, ay) > 1.5:
-            # Shrinking: low-pass first so the bilinear sampling does not alias the noise texture.
-            src = cv2.GaussianBlur(src, (0, 0), sigmaX=max((ax - 1) / 2, 0.01), sigmaY=max((ay - 1) / 2, 0.01),
-                                   borderType=cv2.BORDER_REPLICATE)
-        flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
-        out = cv2.warpAffine(src, matrix, (n, n), flags=flags, borderMode=cv2.BORDER_CONSTANT, borderValue=fill)
+
+        def resample(hu_slice: np.ndarray) -> np.ndarray:
+            background = hu_slice[~mask]
+            fill = float(np.median(background)) if background.size else DEFAULT_FILL_HU
+            src = hu_slice.astype(np.float32)
+            if max(ax, ay) > 1.5:
+                # Shrinking: low-pass first so the bilinear sampling does not alias the noise texture.
+                src = cv2.GaussianBlur(src, (0, 0), sigmaX=max((ax - 1) / 2, 0.01), sigmaY=max((ay - 1) / 2, 0.01),
+                                       borderType=cv2.BORDER_REPLICATE)
+            flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+            return cv2.warpAffine(src, matrix, (n, n), flags=flags, borderMode=cv2.BORDER_CONSTANT, borderValue=fill)
+
+        out = _per_slice(resample, hu)
         out_mask = cv2.warpAffine(mask.astype(np.uint8), matrix, (n, n), flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP,
                                   borderMode=cv2.BORDER_CONSTANT, borderValue=0).astype(bool)
         return {**sample, "hu": out, "mask": out_mask, "crop_side_mm": side, "pixel_mm": side / n}
@@ -352,14 +394,17 @@ class RandomHUJitter(Transform):
 
 
 class WindowToChannels(Transform):
-    """HU -> one channel per window, linear from window low (0) to high (1), clipped."""
+    """HU -> one channel per window (per window and slice for a slab, window-major: every slice of the
+    first window, then of the second...), linear from window low (0) to high (1), clipped."""
 
     def __init__(self, windows: Sequence[HUWindow] = DEFAULT_WINDOWS) -> None:
         self.windows = tuple(windows)
 
     def __call__(self, sample: Sample, rng: np.random.Generator | None = None) -> Sample:
         hu = sample["hu"].astype(np.float32)
-        channels = [np.clip((hu - np.float32(w.low)) / np.float32(w.width), 0.0, 1.0) for w in self.windows]
+        slices = [hu] if hu.ndim == 2 else list(hu)
+        channels = [np.clip((s - np.float32(w.low)) / np.float32(w.width), 0.0, 1.0)
+                    for w in self.windows for s in slices]
         return {**sample, "image": np.stack(channels).astype(np.float32)}
 
 
@@ -483,12 +528,20 @@ class LesionPreprocess:
         steps += [RandomAffine(aug.rotation_deg, aug.zoom, aug.shift, aug.hflip, aug.vflip, aug.affine_probability),
                   RandomGamma(aug.gamma), ToTensor()]
         self.pipeline = Compose(steps)
-        self.select_key_slice = SelectKeySlice()
+        self.select_key_slice = SelectKeySlice(config.neighbour_slices)
 
     def run(self, hu_slice: np.ndarray, mask: np.ndarray, spacing_yx: Sequence[float], train: bool = False,
             rng: np.random.Generator | None = None) -> Sample:
-        """The whole sample dict (tensor plus intermediate crop/mask), for inspection and Grad-CAM overlays."""
-        sample = {"hu": np.asarray(hu_slice), "mask": np.asarray(mask, dtype=bool),
+        """The whole sample dict (tensor plus intermediate crop/mask), for inspection and Grad-CAM overlays.
+
+        `hu_slice` is the key slice (y, x), or with ``neighbour_slices`` > 0 the slab from `select_slab`
+        ((2n + 1, y, x)); `mask` is the ROI on the key slice."""
+        hu = np.asarray(hu_slice)
+        expected = self.config.slab_slices
+        if (hu.ndim == 2 and expected != 1) or (hu.ndim == 3 and hu.shape[0] != expected):
+            raise ValueError(f"this preprocessing takes {expected} slice(s) (the key slice and "
+                             f"{self.config.neighbour_slices} on each side), not an array of shape {hu.shape}")
+        sample = {"hu": hu, "mask": np.asarray(mask, dtype=bool),
                   "spacing_yx": (float(spacing_yx[0]), float(spacing_yx[1]))}
         return self.pipeline(sample, train=train, rng=rng)
 
@@ -509,7 +562,8 @@ def build_preprocess(config: PreprocessConfig | None = None) -> LesionPreprocess
 def prepare_lesion_input(hu_slice: np.ndarray, mask: np.ndarray, spacing_yx: Sequence[float],
                          config: PreprocessConfig | None = None):
     """The network input for the ROI `mask` (bool, (y, x)) on the axial slice `hu_slice` ((y, x) HU, int16
-    or float): float32 torch tensor (channels, size, size) in 0..1, deterministic (no augmentation).
+    or float; the (2n + 1, y, x) slab of `select_slab` when the config has ``neighbour_slices`` n > 0):
+    float32 torch tensor (channels, size, size) in 0..1, deterministic (no augmentation).
 
     `spacing_yx` is the pixel spacing in mm, (0028,0030) Pixel Spacing (row, column). The app passes
     the whole slice; the dataset passes an exported patch slice; both give the same tensor.
@@ -520,14 +574,17 @@ def prepare_lesion_input(hu_slice: np.ndarray, mask: np.ndarray, spacing_yx: Seq
 
 def prepare_lesion_patch(hu_zyx: np.ndarray, mask_zyx: np.ndarray, spacing_zyx: Sequence[float],
                          config: PreprocessConfig | None = None):
-    """Network input for a 3-D lesion patch: its key slice (largest ROI area) through `prepare_lesion_input`."""
+    """Network input for a 3-D lesion patch: its key slice (largest ROI area, with the config's neighbour
+    slices) through `prepare_lesion_input`."""
+    config = config or PreprocessConfig()
     z = select_key_slice(np.asarray(mask_zyx, dtype=bool))
-    return prepare_lesion_input(hu_zyx[z], mask_zyx[z], tuple(spacing_zyx)[-2:], config)
+    return prepare_lesion_input(select_slab(np.asarray(hu_zyx), z, config.neighbour_slices), mask_zyx[z],
+                                tuple(spacing_zyx)[-2:], config)
 
 
 __all__ = [
     "AugmentConfig", "Clahe", "Compose", "CropSquareResize", "CropToContext", "DEFAULT_WINDOWS", "Denoise",
     "HUWindow", "LesionPreprocess", "PreprocessConfig", "RandomAffine", "RandomGamma", "RandomHUJitter",
     "RandomHUNoise", "SelectKeySlice", "ToTensor", "Transform", "WindowToChannels", "build_preprocess",
-    "prepare_lesion_input", "prepare_lesion_patch", "select_key_slice", "select_key_slice_by_area",
+    "prepare_lesion_input", "prepare_lesion_patch", "select_key_slice", "select_key_slice_by_area", "select_slab",
 ]

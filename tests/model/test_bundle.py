@@ -123,6 +123,35 @@ def test_every_architecture_names_a_real_gradcam_layer():
         assert all(m.momentum == 0.1 for m in norms), name
 
 
+def test_every_architecture_reads_a_slab_of_nine_channels():
+    for name in ARCHITECTURES:
+        net = build_network(name, 4, in_channels=9)
+        first = next(m for m in net.modules() if isinstance(m, torch.nn.Conv2d))
+        assert first.in_channels == 9, name
+        assert net(torch.zeros(2, 9, 64, 64)).shape == (2, 4), name
+        with pytest.raises(RuntimeError):
+            net(torch.zeros(1, 3, 64, 64))
+
+
+def test_a_slab_bundle_round_trips_and_a_single_slice_one_refuses_slab_inputs(tmp_path):
+    torch.manual_seed(1)
+    config = PreprocessConfig(size=48, neighbour_slices=1)
+    net = build_network("tiny_cnn", 4, config.channels)
+    folder = save_bundle(tmp_path / "slab", net, architecture="tiny_cnn", classes=CLASSES, preprocess_config=config,
+                         metrics={"macro_f1": 0.5})
+    assert json.loads((folder / "model.json").read_text())["input_size"] == [9, 48, 48]
+    loaded = load_bundle(folder)
+    hu, mask = _disc()
+    slab = np.stack([hu, hu + 30, hu - 30])
+    x = prepare_lesion_input(slab, mask, (0.8, 0.8), loaded.preprocess_config)
+    net.eval()
+    with torch.no_grad():
+        assert np.allclose(predict(loaded, x), torch.softmax(net(x[None]), 1).numpy(), atol=1e-6)
+    _edit(folder, input_size=[3, 48, 48])
+    with pytest.raises(BundleError, match="does not match the preprocessing"):
+        load_bundle(folder)
+
+
 def test_default_architecture():
     from liverview.model.network import DEFAULT_ARCHITECTURE
     from liverview.model.train import TrainConfig

@@ -64,6 +64,36 @@ def test_classify_demo_lesions_matches_the_training_path(tiny_bundle, demo):
         assert AIResult.from_dict(json.loads(json.dumps(result.to_dict()))) == result
 
 
+def test_a_slab_model_reads_the_key_slice_and_its_neighbours_as_training_does(tmp_path, demo):
+    """A 2.5-D model: the app's slab from the whole series equals the one from an exported patch
+    (lesion slices plus the export's one-slice margin), and the neighbours change the answer."""
+    from liverview.annotations.export_dataset import MARGIN_Z_SLICES
+    from liverview.model.classify import model_slab
+
+    volume, document = demo
+    torch.manual_seed(5)
+    config = PreprocessConfig(size=64, neighbour_slices=1)
+    folder = save_bundle(tmp_path / "slab", build_network("tiny_cnn", 4, config.channels), architecture="tiny_cnn",
+                         classes=CLASSES, preprocess_config=config, metrics={"macro_f1": 0.3})
+    loaded = load_bundle(folder)
+    for lesion in document.lesions:
+        prediction = classify_lesion(loaded, volume, lesion, tta=False)
+        masks = lesion_slice_masks(volume, lesion)
+        z0, z1 = max(min(masks) - MARGIN_Z_SLICES, 0), min(max(masks) + 1 + MARGIN_Z_SLICES, volume.array.shape[0])
+        mask = np.zeros((z1 - z0,) + volume.array.shape[1:], dtype=bool)
+        for z, plane in masks.items():
+            mask[z - z0] = plane
+        tensor = prepare_lesion_patch(volume.array[z0:z1], mask, volume.spacing_mm, config)
+        assert tuple(tensor.shape) == (9, 64, 64)
+        np.testing.assert_allclose(predict(loaded, tensor)[0], [prediction.probabilities[c] for c in CLASSES],
+                                   atol=1e-5)
+        z = prediction.slice_index
+        assert np.array_equal(model_slab(loaded, volume, z)[1], volume.array[z])
+        flat = np.repeat(volume.array[z][None], 3, axis=0)
+        flat_probs = predict(loaded, loaded.preprocess(flat, masks[z], volume.spacing_mm[1:]))[0]
+        assert not np.allclose(flat_probs, [prediction.probabilities[c] for c in CLASSES], atol=1e-6)
+
+
 def test_heatmap_follows_the_slices_of_a_lesion(tiny_bundle, demo):
     volume, document = demo
     loaded = load_bundle(tiny_bundle)

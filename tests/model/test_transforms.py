@@ -10,7 +10,7 @@ import torch
 from liverview.model.data import LesionDataset, load_key_slice, load_records
 from liverview.model.transforms import (CropSquareResize, HUWindow, PreprocessConfig, WindowToChannels,
                                         build_preprocess, prepare_lesion_input, prepare_lesion_patch,
-                                        select_key_slice)
+                                        select_key_slice, select_slab)
 
 
 def _disc_slice(shape=(256, 256), centre=(128, 120), radius=20, inside=10, outside=100, noise=10.0, seed=0):
@@ -115,6 +115,47 @@ def test_empty_mask_and_shape_mismatch_are_refused():
         prepare_lesion_input(hu, mask[:-1], (0.7, 0.7))
 
 
+def _disc_volume(slices=5, seed=0):
+    hu, mask = zip(*(_disc_slice(inside=10 + 20 * z, seed=seed + z) for z in range(slices)))
+    return np.stack(hu), np.stack(mask)
+
+
+def test_slab_is_the_key_slice_and_its_neighbours_repeating_the_ends():
+    hu, _ = _disc_volume()
+    assert select_slab(hu, 2, 0).shape == hu.shape[1:] and np.array_equal(select_slab(hu, 2, 0), hu[2])
+    assert np.array_equal(select_slab(hu, 2, 1), hu[1:4])
+    assert np.array_equal(select_slab(hu, 0, 1), hu[[0, 0, 1]])
+    assert np.array_equal(select_slab(hu, 4, 1), hu[[3, 4, 4]])
+
+
+@pytest.mark.parametrize("train", [False, True])
+def test_slab_channels_are_window_major_and_the_key_slice_matches_the_single_slice_input(train):
+    hu, mask = _disc_volume()
+    single, slab = PreprocessConfig(), PreprocessConfig(neighbour_slices=1)
+    assert slab.channels == 9 and slab.input_shape == (9, 224, 224) and slab.slab_slices == 3
+    x1 = build_preprocess(slab)(select_slab(hu, 2, 1), mask[2], (0.7, 0.7), train=train, rng=np.random.default_rng(4))
+    assert tuple(x1.shape) == (9, 224, 224) and float(x1.min()) >= 0.0 and float(x1.max()) <= 1.0
+    if not train:
+        x0 = prepare_lesion_input(hu[2], mask[2], (0.7, 0.7), single)
+        assert torch.equal(x1[[1, 4, 7]], x0)  # window w, key slice -> channel 3w + 1
+        # The slices differ inside the lesion (10 + 20 z HU): the neighbours are really other slices.
+        centre = (slice(100, 124), slice(100, 124))
+        liver_window = [float(x1[c][centre].mean()) for c in range(3)]
+        assert liver_window[0] < liver_window[1] < liver_window[2]
+
+
+def test_slab_settings_are_checked():
+    hu, mask = _disc_volume()
+    with pytest.raises(ValueError, match="3 slice"):
+        prepare_lesion_input(hu[2], mask[2], (0.7, 0.7), PreprocessConfig(neighbour_slices=1))
+    with pytest.raises(ValueError, match="1 slice"):
+        prepare_lesion_input(hu[1:4], mask[2], (0.7, 0.7))
+    with pytest.raises(ValueError, match="neighbour_slices"):
+        PreprocessConfig(neighbour_slices=2)  # the training export keeps one slice around each lesion
+    config = PreprocessConfig(neighbour_slices=1)
+    assert PreprocessConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+
+
 def test_key_slice_is_the_largest_roi():
     mask = np.zeros((5, 10, 10), bool)
     mask[1, 2:4, 2:4] = True
@@ -132,14 +173,17 @@ def test_app_path_equals_dataset_path_on_a_real_export(crlm_export):
     volume = crlm_export.volume
     records = load_records([crlm_export.folder]).records
     assert len(records) == 3
-    for config in (PreprocessConfig(), PreprocessConfig(denoise="bilateral", clahe=True, size=128)):
+    for config in (PreprocessConfig(), PreprocessConfig(denoise="bilateral", clahe=True, size=128),
+                   PreprocessConfig(neighbour_slices=1)):
         dataset = LesionDataset(records, ["benign_cyst", "hemangioma", "hcc", "metastasis"], build_preprocess(config))
         for index, record in enumerate(records):
             lesion = next(l for l in crlm_export.document.lesions if l.id == record.extra["lesion_id"])
             mask3d = lesion_mask(volume, lesion)
             z = select_key_slice(mask3d)
             assert load_key_slice(record).z + int(record.extra["bbox_zyx"][0][0]) == z
-            app = prepare_lesion_input(volume.array[z], mask3d[z], volume.spacing_mm[1:], config)
+            app = prepare_lesion_input(select_slab(volume.array, z, config.neighbour_slices), mask3d[z],
+                                       volume.spacing_mm[1:], config)
+            assert tuple(app.shape) == config.input_shape
             item, label = dataset[index]
             assert torch.equal(app, item), record.label
             assert torch.equal(app, prepare_lesion_patch(volume.array, mask3d, volume.spacing_mm, config))
