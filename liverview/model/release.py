@@ -91,7 +91,9 @@ def _macro_f1(info: dict[str, Any]) -> float | None:
 
 def _describe_preprocessing(info: dict[str, Any]) -> str:
     pre = info.get("preprocessing") or {}
-    parts = [f"denoise {pre.get('denoise', 'none')}", f"CLAHE {'on' if pre.get('clahe') else 'off'}"]
+    neighbours = int(pre.get("neighbour_slices", 0))
+    parts = ["key slice" + (f" +- {neighbours}" if neighbours else " only"),
+             f"denoise {pre.get('denoise', 'none')}", f"CLAHE {'on' if pre.get('clahe') else 'off'}"]
     return ", ".join(parts)
 
 
@@ -164,6 +166,12 @@ def _markdown_sections(info: dict[str, Any], check: SanityCheck | None, comparis
             lines.append(f"| {row['run']} | {row['preprocessing']} | {_fmt(row['accuracy'])} | "
                          f"{_fmt(row['macro_f1'])} | {_fmt(row['ece'])} | {row['n_test']} |")
         lines.append("")
+    replaced = info.get("replaces")
+    if replaced:
+        lines += ["## What it replaces", "",
+                  f"{replaced['name']} {replaced['version']} (weights SHA-256 {str(replaced['sha256'])[:12]}..., "
+                  f"{replaced['preprocessing']}): test accuracy {_fmt(replaced['accuracy'])}, macro-F1 "
+                  f"{_fmt(replaced['macro_f1'])}. Its weights stay in the repository history.", ""]
     if check is not None:
         s = check.summary()
         lines += [f"## Real-data sanity check: {check.name}", "",
@@ -210,8 +218,9 @@ def release_model(run: Path, target: Path, *, sanity_series: Path | None = None,
     new_f1 = _macro_f1(info)
     if new_f1 is None:
         raise ReleaseError(f"{bundle} was not evaluated on a test split; nothing to compare")
-    if (target / MODEL_JSON).is_file() and not force:
-        old_f1 = _macro_f1(json.loads((target / MODEL_JSON).read_text(encoding="utf-8")))
+    previous = json.loads((target / MODEL_JSON).read_text(encoding="utf-8")) if (target / MODEL_JSON).is_file() else None
+    if previous is not None and not force:
+        old_f1 = _macro_f1(previous)
         if old_f1 is not None and new_f1 <= old_f1:
             raise ReleaseError(f"the new model's test macro-F1 {new_f1:.4f} is not better than the bundled "
                                f"model's {old_f1:.4f}; keeping the bundled model (use --force to replace it anyway)")
@@ -225,6 +234,11 @@ def release_model(run: Path, target: Path, *, sanity_series: Path | None = None,
     sizes = accuracy_by_size(run)
     if sizes:
         info["accuracy_by_size"] = sizes
+    if previous is not None:
+        old_metrics = previous.get("metrics") or {}
+        info["replaces"] = {"name": previous.get("name"), "version": previous.get("version"),
+                            "sha256": previous.get("sha256"), "preprocessing": _describe_preprocessing(previous),
+                            "accuracy": old_metrics.get("accuracy"), "macro_f1": old_metrics.get("macro_f1")}
     notes = ["Trained on simulated lesions only: the simulator's idea of each class, not real radiology."]
     if new_f1 < TARGET_MACRO_F1:
         notes.append(f"Below the project's target of test macro-F1 >= {TARGET_MACRO_F1:.2f} on simulated lesions "

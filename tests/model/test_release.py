@@ -45,7 +45,8 @@ def test_release_installs_a_verified_bundle_with_its_card(runs, demo_study, meta
     assert check["lesions"] == n and check["expected"] == "metastasis"
     assert sum(check["predicted_counts"].values()) == n
     assert [row["preprocessing"] for row in info["enhancement_comparison"]] == [
-        "denoise none, CLAHE off", "denoise bilateral, CLAHE on"]
+        "key slice only, denoise none, CLAHE off", "key slice only, denoise bilateral, CLAHE on"]
+    assert "replaces" not in info and "## What it replaces" not in (target / "MODEL_CARD.md").read_text()
     card = (target / "MODEL_CARD.md").read_text()
     for needle in ("simulated lesions", "Confusion matrix", "Real-data sanity check", PAPER[:40], "make model",
                    "With and without image enhancement", "Not a medical device"):
@@ -73,6 +74,11 @@ def test_a_model_that_is_not_better_is_refused(runs, tmp_path):
     assert main([str(plain), str(target)]) == 2
     assert (target / "model.json").read_text() == before
     assert main([str(plain), str(target), "--force"]) == 0
+    replaced = json.loads(before)
+    info = json.loads((target / "model.json").read_text())
+    assert info["replaces"]["sha256"] == replaced["sha256"]
+    assert info["replaces"]["macro_f1"] == replaced["metrics"]["macro_f1"]
+    assert "Its weights stay in the repository history" in (target / "MODEL_CARD.md").read_text()
 
 
 def test_an_unfinished_run_is_refused(tmp_path):
