@@ -26,6 +26,7 @@ from liverview.model.bundle import (HISTORY_FILE, MODEL_CARD, MODEL_JSON, Bundle
                                     read_bundle_info, render_model_card, write_json)
 from liverview.model.data import load_records
 from liverview.model.train import load_run_config
+from liverview.synth.lesions import LesionSpec
 
 log = logging.getLogger(__name__)
 
@@ -144,8 +145,33 @@ def accuracy_by_size(run: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def accuracy_by_variant(run: Path) -> list[dict[str, Any]]:
+    """Test-split accuracy per simulated appearance (class and variant, e.g. "hcc: no capsule, no mosaic")
+    for lesions made by the simulator; empty for datasets of real lesions."""
+    predictions = run / "report" / "predictions_cnn.csv"
+    if not predictions.is_file():
+        return []
+    config = load_run_config(run)
+    variants = {}
+    for record in load_records(config.datasets, config.classes).records:
+        synth = record.extra.get("synth")
+        if isinstance(synth, dict) and "class" in synth:
+            variants[record.uid] = f"{record.label}: {LesionSpec.from_record(synth).variant}"
+    with open(predictions, newline="", encoding="utf-8") as fh:
+        scored = [(variants[row["lesion_uid"]], row["true"], row["predicted"]) for row in csv.DictReader(fh)
+                  if row["lesion_uid"] in variants]
+    rows = []
+    for variant in sorted({v for v, _, _ in scored}):
+        group = [(t, p) for v, t, p in scored if v == variant]
+        errors = Counter(f"as {p}" for t, p in group if t != p)
+        rows.append({"variant": variant, "n": len(group), "accuracy": sum(t == p for t, p in group) / len(group),
+                     "commonest_error": errors.most_common(1)[0][0] if errors else None})
+    return rows
+
+
 def _markdown_sections(info: dict[str, Any], check: SanityCheck | None, comparison: list[dict[str, Any]],
-                       recipe: str, sizes: list[dict[str, Any]] | None = None) -> str:
+                       recipe: str, sizes: list[dict[str, Any]] | None = None,
+                       variants: list[dict[str, Any]] | None = None) -> str:
     lines = ["", "## How it was made", "", f"Reproduce with `{recipe}` (same seed, same data, same split).", ""]
     lines += ["Figures of the held-out test split: "
               + ", ".join(f"[{name}]({name})" for name in FIGURES) + ".", "",
@@ -156,6 +182,14 @@ def _markdown_sections(info: dict[str, Any], check: SanityCheck | None, comparis
                   "| long axis | lesions | accuracy | commonest error |", "|---|---|---|---|"]
         lines += [f"| {row['band']} | {row['n']} | {row['accuracy']:.3f} | {row['commonest_error'] or '-'} |"
                   for row in sizes]
+        lines.append("")
+    if variants:
+        lines += ["## Accuracy by simulated appearance", "",
+                  "Held-out test split, by the variant the simulator drew (docs/synth.md lists them and how "
+                  "often each occurs):", "",
+                  "| class: appearance | lesions | accuracy | commonest error |", "|---|---|---|---|"]
+        lines += [f"| {row['variant']} | {row['n']} | {row['accuracy']:.3f} | {row['commonest_error'] or '-'} |"
+                  for row in variants]
         lines.append("")
     if comparison:
         lines += ["## With and without image enhancement", "",
@@ -234,6 +268,9 @@ def release_model(run: Path, target: Path, *, sanity_series: Path | None = None,
     sizes = accuracy_by_size(run)
     if sizes:
         info["accuracy_by_size"] = sizes
+    variants = accuracy_by_variant(run)
+    if variants:
+        info["accuracy_by_variant"] = variants
     if previous is not None:
         old_metrics = previous.get("metrics") or {}
         info["replaces"] = {"name": previous.get("name"), "version": previous.get("version"),
@@ -257,7 +294,7 @@ def release_model(run: Path, target: Path, *, sanity_series: Path | None = None,
         if (run / "report" / name).is_file():
             shutil.copy2(run / "report" / name, staging / name)
     write_json(staging / MODEL_JSON, info)
-    card = render_model_card(info, notes) + _markdown_sections(info, check, comparison, recipe, sizes)
+    card = render_model_card(info, notes) + _markdown_sections(info, check, comparison, recipe, sizes, variants)
     (staging / MODEL_CARD).write_text(card, encoding="utf-8")
     load_bundle(staging)  # the installed bundle must load and verify exactly as the app will
     if target.exists():

@@ -75,6 +75,31 @@ class LesionSpec:
             values[key] = list(values[key])
         return {"class": self.lesion_class.value, **values}
 
+    @property
+    def variant(self) -> str:
+        """The appearance this lesion was drawn with, in the reader's terms (the variants of
+        `sample_varied_lesion_spec`): where a classifier errs is best told by variant."""
+        c = self.lesion_class
+        if c is LesionClass.BENIGN_CYST:
+            return "cyst"
+        if c is LesionClass.HEMANGIOMA:
+            if self.enhancing_hu is None:
+                return "flash-filling"
+            return "peripheral nodules" + (", central scar" if self.necrosis_fraction > 0 else "")
+        if c is LesionClass.HCC:
+            return ", ".join(["capsule" if self.enhancing_hu is not None else "no capsule",
+                              "mosaic" if self.nodule_count > 0 else "no mosaic"])
+        centre = ("no distinct centre" if self.necrosis_fraction <= 0 else
+                  "dense centre" if self.necrosis_hu > self.core_hu else "necrotic centre")
+        return ", ".join(["rim" if self.enhancing_hu is not None else "no rim", centre])
+
+    @classmethod
+    def from_record(cls, values: dict[str, Any]) -> LesionSpec:
+        """The spec inside a ground-truth or dataset ``synth`` object, which also carries provenance
+        (generator, patient, ...) beside the parameters."""
+        known = {f.name for f in dataclasses.fields(cls)} | {"class"}
+        return cls.from_dict({k: v for k, v in values.items() if k in known})
+
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> LesionSpec:
         """Inverse of :meth:`to_dict`."""

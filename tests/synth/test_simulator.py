@@ -210,6 +210,33 @@ def test_varied_parameters_stay_in_their_documented_ranges() -> None:
                 assert s.enhancing_hu is None or s.core_hu + 15.0 <= s.enhancing_hu <= 125.0
 
 
+def test_variant_names_follow_the_drawn_parameters_and_their_frequencies() -> None:
+    enhancement = Enhancement(liver_hu=110.0, blood_pool_hu=180.0)
+    counts: dict[str, int] = {}
+    for seed in range(400):
+        for lesion_class in (LesionClass.HEMANGIOMA, LesionClass.HCC, LesionClass.METASTASIS):
+            spec = sample_varied_lesion_spec(lesion_class, (0.0, 0.0, 0.0), 10.0, seed, enhancement)
+            record = {**spec.to_dict(), "generator": "liverview-synth", "patient": {"liver_hu": 110.0}}
+            assert LesionSpec.from_record(record) == spec
+            name = f"{lesion_class.value}: {spec.variant}"
+            counts[name] = counts.get(name, 0) + 1
+            if lesion_class is LesionClass.HEMANGIOMA:
+                assert (spec.variant == "flash-filling") == (spec.enhancing_hu is None)
+            elif lesion_class is LesionClass.HCC:
+                assert spec.variant.startswith("capsule") == (spec.enhancing_hu is not None)
+                assert spec.variant.endswith(", mosaic") == (spec.nodule_count > 0)
+            else:
+                assert spec.variant == ("rim" if spec.enhancing_hu is not None else "no rim") + ", no distinct centre"
+    # 10 mm: flash filling 60 % of hemangiomas, no mosaic 60 % of HCC, capsule 55 %, rim 84 % of metastases.
+    assert 0.5 < counts["hemangioma: flash-filling"] / 400 < 0.7
+    hcc_plain = sum(n for k, n in counts.items() if k.startswith("hcc:") and k.endswith("no mosaic"))
+    assert 0.5 < hcc_plain / 400 < 0.7
+    assert 0.45 < sum(n for k, n in counts.items() if k.startswith("hcc: capsule")) / 400 < 0.65
+    assert 0.78 < counts["metastasis: rim, no distinct centre"] / 400 < 0.9
+    assert LesionSpec.from_record(sample_varied_lesion_spec(LesionClass.BENIGN_CYST, (0.0, 0.0, 0.0), 30.0, 1,
+                                                            enhancement).to_dict()).variant == "cyst"
+
+
 @pytest.fixture(scope="module")
 def real_ct(crlm_dir):
     volume = load_series(crlm_dir)
