@@ -308,6 +308,13 @@ def _describe_slices(neighbours: int) -> str:
             f"(2.5-D: every window of every slice is a channel)")
 
 
+def _describe_slice_limit(neighbours: int) -> str:
+    if neighbours <= 0:
+        return "One axial slice per lesion (the slice with the largest outline)"
+    return (f"{2 * neighbours + 1} adjacent axial slices per lesion around the one with the largest outline, "
+            f"whatever their thickness: the rest of a larger lesion is not seen")
+
+
 def _fmt(value: Any, digits: int = 3) -> str:
     if value is None:
         return "n/a"
@@ -380,7 +387,7 @@ def render_model_card(info: dict[str, Any], notes: Sequence[str] = ()) -> str:
     else:
         lines.append("Not evaluated.")
     lines += ["", "## Known limits", "",
-              "- One axial slice per lesion (the slice with the largest outline); no multi-phase information.",
+              f"- {_describe_slice_limit(int(pre.get('neighbour_slices', 0)))}; no multi-phase information.",
               "- Trained from scratch on the data above only; other scanners, phases, reconstruction kernels and "
               "lesion types (abscess, FNH, adenoma, ...) are outside what it has seen.",
               "- Probabilities are calibrated only as well as the ECE above says."]

@@ -140,6 +140,8 @@ def test_a_slab_bundle_round_trips_and_a_single_slice_one_refuses_slab_inputs(tm
     folder = save_bundle(tmp_path / "slab", net, architecture="tiny_cnn", classes=CLASSES, preprocess_config=config,
                          metrics={"macro_f1": 0.5})
     assert json.loads((folder / "model.json").read_text())["input_size"] == [9, 48, 48]
+    card = (folder / "MODEL_CARD.md").read_text()
+    assert "key slice of the ROI and 1 slice on each side" in card and "3 adjacent axial slices" in card
     loaded = load_bundle(folder)
     hu, mask = _disc()
     slab = np.stack([hu, hu + 30, hu - 30])
