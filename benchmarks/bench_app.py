@@ -178,7 +178,7 @@ def measure_per_lesion(volume, lesions, model: Path, repeats: int) -> dict:
     loaded = load_bundle(model, "cpu")
     for lesion in lesions[:3]:
         classify_lesion(loaded, volume, lesion)
-    totals, parts = [], {"preprocess": [], "classify_gradcam": [], "tta": []}
+    totals, parts = [], {"preprocess": [], "classify": [], "gradcam": []}
     for _ in range(repeats):
         for lesion in lesions:
             t0 = time.perf_counter()

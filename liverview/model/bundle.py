@@ -41,6 +41,9 @@ BUNDLE_FORMAT = "liverview.model"
 BUNDLE_VERSION = 1
 MODEL_JSON = "model.json"
 WEIGHTS_FILE = "weights.pt"
+#: Flips for the test-time average and the uncertainty: the identity, then over W, H and both - the
+#: flips training augments with.
+FLIP_DIMS: tuple[tuple[int, ...], ...] = ((), (-1,), (-2,), (-2, -1))
 MODEL_CARD = "MODEL_CARD.md"
 HISTORY_FILE = "training_history.json"
 BUNDLE_KEYS = ("format", "format_version", "name", "version", "created", "liverview_version", "torch_version",
@@ -80,6 +83,11 @@ class LoadedModel:
     @property
     def input_size(self) -> tuple[int, int, int]:
         return tuple(self.info["input_size"])  # type: ignore[return-value]
+
+    @property
+    def flip_average(self) -> bool:
+        """Whether the model's answer is the mean over the input and its flips (`predict_lesions`)."""
+        return bool((self.info.get("inference") or {}).get("flip_average", False))
 
 
 def file_sha256(path: Path) -> str:
@@ -139,8 +147,11 @@ def save_bundle(folder: str | Path, model: nn.Module, *, architecture: str, clas
                 preprocess_config: PreprocessConfig, metrics: dict[str, Any] | None = None,
                 training_data: dict[str, Any] | None = None, training: dict[str, Any] | None = None,
                 name: str = "liverview-lesion-classifier", version: str = "0.0.0",
-                history: list[dict[str, Any]] | None = None, card_notes: Sequence[str] = ()) -> Path:
-    """Write a bundle for `model` (a bare network or a DDP wrapper) into `folder`; return the folder."""
+                history: list[dict[str, Any]] | None = None, card_notes: Sequence[str] = (),
+                flip_average: bool = False) -> Path:
+    """Write a bundle for `model` (a bare network or a DDP wrapper) into `folder`; return the folder.
+    `flip_average`: the model answers with the mean over the input and its flips (`predict_lesions`);
+    its metrics must have been measured that way."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     net = getattr(model, "module", model)
@@ -157,6 +168,7 @@ def save_bundle(folder: str | Path, model: nn.Module, *, architecture: str, clas
         "weights": {"file": WEIGHTS_FILE, "sha256": sha, "bytes": weights.stat().st_size}, "sha256": sha,
         "training_data": training_data or {}, "training": training or {}, "metrics": metrics or {},
         "intended_use": INTENDED_USE,
+        "inference": {"flip_average": bool(flip_average), "flips": [list(d) for d in FLIP_DIMS] if flip_average else []},
     }
     if history is not None:
         write_json(folder / HISTORY_FILE, history)
@@ -293,11 +305,29 @@ def predict(loaded: LoadedModel, tensors: torch.Tensor | Sequence[torch.Tensor],
     return torch.cat(out).numpy().astype(np.float32)
 
 
+def predict_flips(loaded: LoadedModel, tensors: torch.Tensor | Sequence[torch.Tensor]) -> np.ndarray:
+    """Probabilities (len(FLIP_DIMS), N, n_classes) of the inputs as given and flipped along `FLIP_DIMS`
+    (the flips training augments with, so the network has seen every orientation)."""
+    batch = torch.stack(list(tensors)) if not isinstance(tensors, torch.Tensor) else tensors
+    batch = batch.unsqueeze(0) if batch.ndim == 3 else batch
+    n = batch.shape[0]
+    probs = predict(loaded, torch.cat([torch.flip(batch, dims) if dims else batch for dims in FLIP_DIMS]))
+    return probs.reshape(len(FLIP_DIMS), n, -1)
+
+
+def predict_lesions(loaded: LoadedModel, tensors: torch.Tensor | Sequence[torch.Tensor]) -> np.ndarray:
+    """The model's answer (N, n_classes): `predict`, or for a bundle with ``flip_average`` the mean of
+    `predict_flips`. Evaluation and the app both answer through this function."""
+    if not loaded.flip_average:
+        return predict(loaded, tensors)
+    return predict_flips(loaded, tensors).mean(axis=0)
+
+
 def predict_lesion(loaded: LoadedModel, hu_slice: np.ndarray, mask: np.ndarray,
                    spacing_yx: Sequence[float]) -> dict[str, float]:
     """{class id: probability} for one ROI on one slice (what the app's "Classify" shows)."""
     tensor = loaded.preprocess(hu_slice, mask, spacing_yx)
-    probs = predict(loaded, tensor)[0]
+    probs = predict_lesions(loaded, tensor)[0]
     return {c: float(p) for c, p in zip(loaded.classes, probs)}
 
 
@@ -347,6 +377,9 @@ def render_model_card(info: dict[str, Any], notes: Sequence[str] = ()) -> str:
              f"- Preprocessing: {_describe_slices(int(pre.get('neighbour_slices', 0)))}, square crop of side max("
              f"{pre.get('crop_min_mm')} mm, extent x {pre.get('crop_scale')} + 2 x {pre.get('crop_margin_mm')} mm), "
              f"HU windows {_describe_windows(pre.get('windows', []))}, denoising {pre.get('denoise', 'none')}, CLAHE {'on' if pre.get('clahe') else 'off'}",
+             "- Answer: " + ("the mean of the class probabilities of the input and its horizontal, vertical "
+                             "and double flips (test metrics measured the same way)"
+                             if (info.get("inference") or {}).get("flip_average") else "one pass per lesion"),
              f"- Grad-CAM target layer: `{info.get('gradcam_target_layer')}`",
              f"- Weights SHA-256: `{info.get('sha256', '')}`", "",
              "## Training data", ""]

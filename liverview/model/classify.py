@@ -24,13 +24,11 @@ from liverview.annotations.document import AIResult, Lesion
 from liverview.annotations.measurements import slice_masks
 from liverview.annotations.storage import now_iso
 from liverview.io.volume import Volume
-from liverview.model.bundle import BundleError, LoadedModel, load_bundle, predict, resolve_device
+from liverview.model.bundle import BundleError, LoadedModel, load_bundle, predict, predict_flips, resolve_device
 from liverview.model.gradcam import compute_gradcam
 from liverview.model.transforms import CropSquareResize, select_key_slice_by_area, select_slab
 from liverview.paths import DEFAULT_MODEL_NAME, default_model_path
 
-#: Test-time augmentation: the identity plus the flips (over W, H, both) the network was trained with.
-TTA_FLIP_DIMS: tuple[tuple[int, ...], ...] = ((), (-1,), (-2,), (-2, -1))
 #: Uncertainty bands on the normalised entropy (0 = certain, 1 = uniform) and the TTA spread.
 ENTROPY_MODERATE, ENTROPY_HIGH = 0.25, 0.5
 SPREAD_MODERATE, SPREAD_HIGH = 0.08, 0.2
@@ -193,22 +191,21 @@ def classify_lesion(loaded: LoadedModel, volume: Volume, lesion: Lesion, *, heat
         raise ClassificationError(f"lesion {lesion.id}: {exc}") from exc
     timings["preprocess"] = (time.perf_counter() - start) * 1000
     mark = time.perf_counter()
+    # The flipped copies serve the uncertainty and, for a flip-averaging model, the answer itself
+    # (the same `predict_flips` evaluation measured the bundle's metrics with).
+    copies = predict_flips(loaded, tensor)[:, 0] if tta or loaded.flip_average else predict(loaded, tensor)
+    probs = copies.mean(axis=0) if loaded.flip_average else copies[0]
+    top = int(np.argmax(probs))
+    timings["classify"] = (time.perf_counter() - mark) * 1000
     cam = None
     if heatmap:
-        cam, probs = _heatmap(loaded, volume, z, masks[z], tensor, None)
-        timings["classify_gradcam"] = (time.perf_counter() - mark) * 1000
-    else:
-        probs = predict(loaded, tensor)[0]
-        timings["classify"] = (time.perf_counter() - mark) * 1000
-    top = int(np.argmax(probs))
+        mark = time.perf_counter()
+        cam, _ = _heatmap(loaded, volume, z, masks[z], tensor, top)
+        timings["gradcam"] = (time.perf_counter() - mark) * 1000
     spread, agreement = 0.0, 1.0
     if tta:
-        mark = time.perf_counter()
-        flipped = [torch.flip(tensor, dims) for dims in TTA_FLIP_DIMS[1:]]
-        all_probs = np.vstack([probs[None, :], predict(loaded, flipped)])
-        spread = float(all_probs.std(axis=0).max())
-        agreement = float(np.mean(all_probs.argmax(axis=1) == top))
-        timings["tta"] = (time.perf_counter() - mark) * 1000
+        spread = float(copies.std(axis=0).max())
+        agreement = float(np.mean(copies.argmax(axis=1) == top))
     timings["total"] = (time.perf_counter() - start) * 1000
     return LesionPrediction(
         lesion_id=lesion.id, model_id=model_id(loaded), classes=list(loaded.classes),
@@ -274,6 +271,6 @@ def classify_lesions(loaded: LoadedModel, volume: Volume, lesions: Sequence[Lesi
     return BatchResult(predictions, errors, cancelled=False)
 
 
-__all__ = ["BatchResult", "ClassificationError", "DEFAULT_MODEL_NAME", "Heatmap", "LesionPrediction", "TTA_FLIP_DIMS",
+__all__ = ["BatchResult", "ClassificationError", "DEFAULT_MODEL_NAME", "Heatmap", "LesionPrediction",
            "check_series", "classify_lesion", "classify_lesions", "compute_slice_heatmap", "default_model_path",
            "key_slice", "lesion_slice_masks", "model_id", "model_slab", "normalised_entropy"]

@@ -296,13 +296,13 @@ def evaluate_bundle(bundle: str | Path, datasets: Sequence[str | Path], out_dir:
         raise ValueError("no lesions to evaluate")
     dataset = LesionDataset(chosen, loaded.classes, loaded.preprocess, train=False)
     probs = np.zeros((len(dataset), len(loaded.classes)), dtype=np.float32)
-    from liverview.model.bundle import predict
+    from liverview.model.bundle import predict_lesions
 
     for start in range(0, len(dataset), batch_size):
         if should_stop is not None and should_stop():
             raise InterruptedError("evaluation cancelled")
         stop = min(start + batch_size, len(dataset))
-        probs[start:stop] = predict(loaded, [dataset[i][0] for i in range(start, stop)])
+        probs[start:stop] = predict_lesions(loaded, [dataset[i][0] for i in range(start, stop)])
         if progress is not None:
             progress(stop / len(dataset), f"predicting {stop}/{len(dataset)} lesions")
     results = {"cnn": EvaluationResult("cnn", f"CNN ({loaded.info['architecture']})", [r.uid for r in chosen],

@@ -93,8 +93,10 @@ def _macro_f1(info: dict[str, Any]) -> float | None:
 def _describe_preprocessing(info: dict[str, Any]) -> str:
     pre = info.get("preprocessing") or {}
     neighbours = int(pre.get("neighbour_slices", 0))
+    flips = bool((info.get("inference") or {}).get("flip_average"))
     parts = ["key slice" + (f" +- {neighbours}" if neighbours else " only"),
-             f"denoise {pre.get('denoise', 'none')}", f"CLAHE {'on' if pre.get('clahe') else 'off'}"]
+             f"denoise {pre.get('denoise', 'none')}", f"CLAHE {'on' if pre.get('clahe') else 'off'}",
+             "answer averaged over flips" if flips else "one pass per lesion"]
     return ", ".join(parts)
 
 

@@ -36,7 +36,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 
-from liverview.model.bundle import resolve_device, save_bundle, write_json
+from liverview.model.bundle import FLIP_DIMS, resolve_device, save_bundle, write_json
 from liverview.model.data import DEFAULT_CLASSES, LesionDataset, LoadedRecords, load_records
 from liverview.model.metrics import compute_metrics, log_loss
 from liverview.model.network import DEFAULT_ARCHITECTURE, build_network, get_architecture
@@ -88,6 +88,9 @@ class TrainConfig:
     device: str = "auto"
     steps_per_epoch: int | None = None  # cap on optimizer steps per epoch (smoke runs, benchmarks)
     baseline: bool = True
+    # The bundle answers with the mean over the input and its flips; the test metrics are measured so.
+    # Validation during training (early stopping, best epoch) stays one pass per lesion, for speed.
+    flip_average: bool = True
     name: str = "liverview-lesion-classifier"
     version: str = "0.1.0"
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
@@ -238,7 +241,8 @@ def resume_training(run_dir: str | Path, progress: ProgressFn | None = None, sho
     the data or the model (epochs, patience, num_workers, threads, device, baseline)."""
     run_dir = Path(run_dir)
     config = load_run_config(run_dir)
-    allowed = {"epochs", "patience", "num_workers", "threads", "device", "baseline", "steps_per_epoch"}
+    allowed = {"epochs", "patience", "num_workers", "threads", "device", "baseline", "steps_per_epoch",
+               "flip_average"}
     for key, value in (overrides or {}).items():
         if key not in allowed:
             raise TrainingError(f"--resume cannot change {key!r} (it would change the model or the data)")
@@ -536,8 +540,9 @@ def _predict_sharded(model: nn.Module, dataset: LesionDataset, ctx: DistContext,
 
 
 def predict_dataset(net: nn.Module, dataset: LesionDataset, device: torch.device, batch_size: int = 32,
-                    indices: Sequence[int] | None = None) -> np.ndarray:
-    """Softmax probabilities (len(indices), C) of a bare network, eval mode, no gradients."""
+                    indices: Sequence[int] | None = None, flip_average: bool = False) -> np.ndarray:
+    """Softmax probabilities (len(indices), C) of a bare network, eval mode, no gradients; with
+    `flip_average` the mean over the input and its `FLIP_DIMS` flips, as `bundle.predict_lesions`."""
     indices = list(range(len(dataset))) if indices is None else list(indices)
     out = np.zeros((len(indices), len(dataset.classes)), dtype=np.float32)
     was_training = net.training
@@ -546,7 +551,9 @@ def predict_dataset(net: nn.Module, dataset: LesionDataset, device: torch.device
         for start in range(0, len(indices), batch_size):
             chunk = indices[start:start + batch_size]
             x = torch.stack([dataset[i][0] for i in chunk]).to(device)
-            out[start:start + len(chunk)] = torch.softmax(net(x).float(), dim=1).cpu().numpy()
+            views = [torch.flip(x, dims) if dims else x for dims in FLIP_DIMS] if flip_average else [x]
+            probs = torch.stack([torch.softmax(net(v).float(), dim=1) for v in views]).mean(dim=0)
+            out[start:start + len(chunk)] = probs.cpu().numpy()
     net.train(was_training)
     return out
 
@@ -601,7 +608,7 @@ def finish_run(config: TrainConfig, run_dir: Path, split: Split, loaded: LoadedR
     results: dict[str, EvaluationResult] = {}
     if test_records:
         test_ds = LesionDataset(test_records, config.classes, preprocess, train=False)
-        probs = predict_dataset(net, test_ds, ctx.device, config.batch_size)
+        probs = predict_dataset(net, test_ds, ctx.device, config.batch_size, flip_average=config.flip_average)
         results["cnn"] = EvaluationResult("cnn", f"CNN ({config.architecture})", [r.uid for r in test_records],
                                           test_ds.labels, probs, config.classes)
     else:
@@ -634,7 +641,7 @@ def finish_run(config: TrainConfig, run_dir: Path, split: Split, loaded: LoadedR
     bundle_dir = save_bundle(run_dir / "bundle", net, architecture=config.architecture, classes=config.classes,
                              preprocess_config=config.preprocess, metrics=bundle_metrics, training_data=data_summary,
                              training=training, name=config.name, version=config.version, history=state.history,
-                             card_notes=notes)
+                             card_notes=notes, flip_average=config.flip_average)
     report_dir = write_report(run_dir / "report", results, history=state.history, context={
         "title": f"Training run {run_dir.name}", "model": config.architecture, "split": split.class_counts(),
         "training": training, "datasets": [d["path"] for d in loaded.datasets],

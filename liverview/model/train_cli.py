@@ -101,6 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-augment", action="store_true", help="switch training augmentation off (for comparisons)")
     p.add_argument("--no-class-weights", action="store_true", help="plain (unweighted) cross-entropy")
     p.add_argument("--no-baseline", action="store_true", help="skip the classical baseline in the report")
+    p.add_argument("--no-flip-average", action="store_true",
+                   help="the bundle answers with one pass per lesion, not the mean over the lesion and its flips")
     p.add_argument("--workers", type=int, help="DataLoader worker processes (default 0)")
     p.add_argument("--threads", type=int, help="intra-op threads per process (default: cores / local processes)")
     p.add_argument("--device", help="auto (default), cpu, cuda, cuda:1, ...")
@@ -129,6 +131,8 @@ def _config_from_args(args: argparse.Namespace):
             base[key] = value
     if args.no_baseline:
         base["baseline"] = False
+    if args.no_flip_average:
+        base["flip_average"] = False
     if args.no_class_weights:
         base["class_weights"] = False
     pre = dict(base.get("preprocess") or {})
@@ -187,6 +191,8 @@ def _train(args: argparse.Namespace, run_dir: Path, is_main: bool) -> int:
                          if v is not None}
             if args.no_baseline:
                 overrides["baseline"] = False
+            if args.no_flip_average:
+                overrides["flip_average"] = False
             result = resume_training(args.resume, progress, lambda: stop_requested["flag"], overrides)
         else:
             config = _config_from_args(args)

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from liverview.model.bundle import (BUNDLE_KEYS, BundleError, load_bundle, predict, predict_lesion,
-                                    read_bundle_info, save_bundle)
+from liverview.model.bundle import (BUNDLE_KEYS, FLIP_DIMS, BundleError, load_bundle, predict, predict_flips,
+                                    predict_lesion, predict_lesions, read_bundle_info, save_bundle)
 from liverview.model.network import ARCHITECTURES, build_network, find_module, gradcam_target_layer
 from liverview.model.transforms import PreprocessConfig, prepare_lesion_input
 
@@ -152,6 +152,29 @@ def test_a_slab_bundle_round_trips_and_a_single_slice_one_refuses_slab_inputs(tm
     _edit(folder, input_size=[3, 48, 48])
     with pytest.raises(BundleError, match="does not match the preprocessing"):
         load_bundle(folder)
+
+
+def test_a_flip_averaging_bundle_answers_with_the_mean_over_the_flips(bundle, tmp_path):
+    folder, net = bundle
+    single = load_bundle(folder)
+    assert not single.flip_average and single.info["inference"] == {"flip_average": False, "flips": []}
+    hu, mask = _disc()
+    x = prepare_lesion_input(hu, mask, (0.8, 0.8), single.preprocess_config)
+    asymmetric = x.clone()
+    asymmetric[:, :20, :10] = 1.0  # a corner: every flip differs
+    assert np.array_equal(predict_lesions(single, [x, asymmetric]), predict(single, [x, asymmetric]))
+    averaging = load_bundle(save_bundle(tmp_path / "flips", net, architecture="tiny_cnn", classes=CLASSES,
+                                        preprocess_config=SMALL, flip_average=True))
+    assert averaging.flip_average
+    assert "mean of the class probabilities of the input and its" in (averaging.path / "MODEL_CARD.md").read_text()
+    assert "- Answer: one pass per lesion" in (folder / "MODEL_CARD.md").read_text()
+    copies = predict_flips(averaging, [x, asymmetric])
+    assert copies.shape == (len(FLIP_DIMS), 2, 4)
+    expected = np.stack([predict(single, [torch.flip(t, d) if d else t for t in (x, asymmetric)]) for d in FLIP_DIMS])
+    assert np.allclose(copies, expected, atol=1e-6) and np.abs(copies[0, 1] - copies[1, 1]).max() > 1e-5
+    assert np.allclose(predict_lesions(averaging, [x, asymmetric]), expected.mean(axis=0), atol=1e-6)
+    by_class = predict_lesion(averaging, hu, mask, (0.8, 0.8))
+    assert np.allclose(list(by_class.values()), expected[:, 0].mean(axis=0), atol=1e-6)
 
 
 def test_default_architecture():

@@ -94,6 +94,26 @@ def test_a_slab_model_reads_the_key_slice_and_its_neighbours_as_training_does(tm
         assert not np.allclose(flat_probs, [prediction.probabilities[c] for c in CLASSES], atol=1e-6)
 
 
+def test_a_flip_averaging_model_answers_in_the_app_as_in_evaluation(tmp_path, demo):
+    from liverview.model.bundle import predict_flips, predict_lesions
+
+    volume, document = demo
+    torch.manual_seed(9)
+    folder = save_bundle(tmp_path / "flips", build_network("tiny_cnn", 4), architecture="tiny_cnn", classes=CLASSES,
+                         preprocess_config=PreprocessConfig(size=64), metrics={"macro_f1": 0.3}, flip_average=True)
+    loaded = load_bundle(folder)
+    for lesion in document.lesions[:3]:
+        prediction = classify_lesion(loaded, volume, lesion)
+        masks = lesion_slice_masks(volume, lesion)
+        z = prediction.slice_index
+        tensor = loaded.preprocess(volume.array[z], masks[z], volume.spacing_mm[1:])
+        expected = predict_lesions(loaded, tensor)[0]
+        np.testing.assert_allclose([prediction.probabilities[c] for c in CLASSES], expected, atol=1e-5)
+        copies = predict_flips(loaded, tensor)[:, 0]
+        assert prediction.tta_spread == pytest.approx(float(copies.std(axis=0).max()), abs=1e-6)
+        assert prediction.heatmap.explained == CLASSES[int(np.argmax(expected))]
+
+
 def test_heatmap_follows_the_slices_of_a_lesion(tiny_bundle, demo):
     volume, document = demo
     loaded = load_bundle(tiny_bundle)

@@ -97,6 +97,7 @@ def test_cli_writes_report_and_bundle(cli_run):
     loaded = load_bundle(run / "bundle")
     assert loaded.info["preprocessing"]["denoise"] == "bilateral" and loaded.preprocess_config.clahe
     assert loaded.info["metrics"]["macro_f1"] == pytest.approx(cnn["macro_f1"])
+    assert loaded.flip_average and loaded.info["inference"]["flips"] == [[], [-1], [-2], [-2, -1]]
     assert loaded.info["training_data"]["simulated"] is True and loaded.info["training_data"]["n_lesions"] == 36
     config = json.loads((run / "config.json").read_text())
     assert config["architecture"] == "tiny_cnn" and len(config["datasets"]) == 2
