@@ -384,12 +384,19 @@ def _run_in_context(config: TrainConfig, run_dir: Path, resume: bool, progress: 
         state.finished, state.stopped_by = True, state.stopped_by or "max epochs"
     ranks = _gather_rank_info(ctx, rank_samples, threads)
     if not ctx.is_main:
+        # Keep the process group up until rank 0 has written the report and bundle: a rank that tears
+        # down its gloo connections while rank 0 still holds them aborts (std::terminate).
+        dist.barrier()
         return TrainResult(run_dir, "finished", state.stopped_by, state.epoch + 1, state.best_epoch + 1,
                            state.history, None, None, None)
-    _save_checkpoint(checkpoints / "last.pt", net, optimizer, scheduler, state)
-    report(TRAINING_SHARE, "evaluating the best model on the test split")
-    result = finish_run(config, run_dir, split, loaded, state, ctx, net)
-    _write_run_json(run_dir, "finished", config, ctx, threads, state, ranks)
+    try:
+        _save_checkpoint(checkpoints / "last.pt", net, optimizer, scheduler, state)
+        report(TRAINING_SHARE, "evaluating the best model on the test split")
+        result = finish_run(config, run_dir, split, loaded, state, ctx, net)
+        _write_run_json(run_dir, "finished", config, ctx, threads, state, ranks)
+    finally:
+        if ctx.distributed:
+            dist.barrier()
     report(1.0, "done")
     return result
 
