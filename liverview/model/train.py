@@ -62,6 +62,11 @@ class TrainingCancelled(Exception):
     """`should_stop()` returned True. The last completed epoch is checkpointed: `--resume` continues."""
 
 
+#: New models read the key slice and one slice on each side (docs/model.md: 2.5-D input); a bundle or
+#: a saved run that does not say so reads the key slice alone (the `PreprocessConfig` default).
+TRAINING_NEIGHBOUR_SLICES = 1
+
+
 @dataclass
 class TrainConfig:
     """Everything a run depends on (saved as config.json; the seed makes it reproducible)."""
@@ -93,7 +98,8 @@ class TrainConfig:
     flip_average: bool = True
     name: str = "liverview-lesion-classifier"
     version: str = "0.1.0"
-    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    preprocess: PreprocessConfig = field(default_factory=lambda: PreprocessConfig(
+        neighbour_slices=TRAINING_NEIGHBOUR_SLICES))
 
     def __post_init__(self) -> None:
         get_architecture(self.architecture)  # raises for unknown names

@@ -95,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int)
     p.add_argument("--input-size", type=int, help="network input size in pixels (default 224)")
     p.add_argument("--neighbour-slices", type=int, choices=(0, 1),
-                   help="slices on each side of the key slice the network also reads (2.5-D input; default 0)")
+                   help="slices on each side of the key slice the network also reads (2.5-D input; default 1)")
     p.add_argument("--denoise", choices=("none", "bilateral", "nlmeans"), help="noise reduction before the crop")
     p.add_argument("--clahe", action="store_true", default=None, help="contrast enhancement (CLAHE) of each channel")
     p.add_argument("--no-augment", action="store_true", help="switch training augmentation off (for comparisons)")
@@ -115,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _config_from_args(args: argparse.Namespace):
-    from liverview.model.train import TrainConfig
+    from liverview.model.train import TRAINING_NEIGHBOUR_SLICES, TrainConfig
     from liverview.model.transforms import AugmentConfig, PreprocessConfig
 
     base = json.loads(args.config.read_text(encoding="utf-8")) if args.config else {}
@@ -140,6 +140,7 @@ def _config_from_args(args: argparse.Namespace):
         pre["size"] = args.input_size
     if args.neighbour_slices is not None:
         pre["neighbour_slices"] = args.neighbour_slices
+    pre.setdefault("neighbour_slices", TRAINING_NEIGHBOUR_SLICES)
     if args.denoise:
         pre["denoise"] = args.denoise
     if args.clahe:

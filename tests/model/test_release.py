@@ -45,8 +45,8 @@ def test_release_installs_a_verified_bundle_with_its_card(runs, demo_study, meta
     assert check["lesions"] == n and check["expected"] == "metastasis"
     assert sum(check["predicted_counts"].values()) == n
     assert [row["preprocessing"] for row in info["enhancement_comparison"]] == [
-        "key slice only, denoise none, CLAHE off, answer averaged over flips",
-        "key slice only, denoise bilateral, CLAHE on, answer averaged over flips"]
+        "key slice +- 1, denoise none, CLAHE off, answer averaged over flips",
+        "key slice +- 1, denoise bilateral, CLAHE on, answer averaged over flips"]
     assert "replaces" not in info and "## What it replaces" not in (target / "MODEL_CARD.md").read_text()
     card = (target / "MODEL_CARD.md").read_text()
     for needle in ("simulated lesions", "Confusion matrix", "Real-data sanity check", PAPER[:40], "make model",

@@ -98,6 +98,12 @@ def test_cli_writes_report_and_bundle(cli_run):
     assert loaded.info["preprocessing"]["denoise"] == "bilateral" and loaded.preprocess_config.clahe
     assert loaded.info["metrics"]["macro_f1"] == pytest.approx(cnn["macro_f1"])
     assert loaded.flip_average and loaded.info["inference"]["flips"] == [[], [-1], [-2], [-2, -1]]
+    # New models read the key slice and its neighbours; a saved config without the setting reads one slice.
+    assert loaded.preprocess_config.neighbour_slices == 1 and loaded.input_size == (9, 48, 48)
+    from liverview.model.train import TrainConfig
+
+    assert TrainConfig(datasets=["x"]).preprocess.neighbour_slices == 1
+    assert TrainConfig.from_dict({"datasets": ["x"], "preprocess": {"size": 48}}).preprocess.neighbour_slices == 0
     assert loaded.info["training_data"]["simulated"] is True and loaded.info["training_data"]["n_lesions"] == 36
     config = json.loads((run / "config.json").read_text())
     assert config["architecture"] == "tiny_cnn" and len(config["datasets"]) == 2
