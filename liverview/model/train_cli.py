@@ -90,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float)
     p.add_argument("--weight-decay", type=float)
     p.add_argument("--lr-schedule", choices=("plateau", "cosine", "none"))
+    p.add_argument("--ema", type=float, metavar="DECAY",
+                   help="keep an exponential moving average of the weights with this decay per step (e.g. 0.998) "
+                        "and validate, checkpoint and bundle it; 0 (default) = off")
     p.add_argument("--patience", type=int, help="early stopping: epochs without improvement")
     p.add_argument("--monitor", choices=("val_macro_f1", "val_loss"))
     p.add_argument("--seed", type=int)
@@ -122,7 +125,7 @@ def _config_from_args(args: argparse.Namespace):
     if args.datasets:
         base["datasets"] = [str(d) for d in args.datasets]
     mapping = {"arch": "architecture", "epochs": "epochs", "batch_size": "batch_size", "lr": "lr",
-               "weight_decay": "weight_decay", "lr_schedule": "lr_schedule", "patience": "patience",
+               "weight_decay": "weight_decay", "lr_schedule": "lr_schedule", "ema": "ema_decay", "patience": "patience",
                "monitor": "monitor", "seed": "seed", "workers": "num_workers", "threads": "threads",
                "device": "device", "steps_per_epoch": "steps_per_epoch", "name": "name", "model_version": "version"}
     for arg, key in mapping.items():

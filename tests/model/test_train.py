@@ -134,3 +134,57 @@ def test_evaluate_cli(cli_run, toy_dataset, toy_dataset_b, tmp_path):
     assert main([str(cli_run / "bundle"), str(toy_dataset), "--out", str(all_out), "-q"]) == 0
     assert json.loads((all_out / "metrics.json").read_text())["results"]["cnn"]["n"] == 24
     assert main([str(tmp_path / "no-bundle"), str(toy_dataset), "--out", str(tmp_path / "x"), "-q"]) == 1
+
+
+def test_weight_average_is_what_is_validated_checkpointed_and_resumed(toy_dataset, tmp_path):
+    config = _config([toy_dataset], epochs=3, lr_schedule="cosine", ema_decay=0.9)
+    straight = train_model(config, tmp_path / "straight")
+    last = torch.load(tmp_path / "straight" / "checkpoints" / "last.pt", weights_only=True)
+    assert int(last["ema"]["n_averaged"]) == 6  # one update per optimizer step: 2 steps x 3 epochs
+    averaged = {k.removeprefix("module."): v for k, v in last["ema"].items() if k.startswith("module.")}
+    assert averaged.keys() == last["model"].keys()
+    assert any(not torch.equal(averaged[k], last["model"][k]) for k in averaged if averaged[k].is_floating_point())
+
+    one = train_model(_config([toy_dataset], epochs=1, ema_decay=0.9), tmp_path / "one")
+    assert one.best_epoch == 1
+    best = torch.load(tmp_path / "one" / "checkpoints" / "best.pt", weights_only=True)
+    last_one = torch.load(tmp_path / "one" / "checkpoints" / "last.pt", weights_only=True)
+    assert all(torch.equal(best[k], last_one["ema"]["module." + k]) for k in best)
+    assert any(not torch.equal(best[k], last_one["model"][k]) for k in best if best[k].is_floating_point())
+    bundle = load_bundle(tmp_path / "one" / "bundle")
+    assert all(torch.equal(bundle.model.state_dict()[k].cpu(), best[k]) for k in best)
+
+    calls = {"n": 0}
+
+    def stop_after_second_epoch() -> bool:
+        calls["n"] += 1
+        return calls["n"] >= 6  # 2 steps + the epoch's end, twice
+
+    with pytest.raises(TrainingCancelled):
+        train_model(config, tmp_path / "stopped", should_stop=stop_after_second_epoch)
+    resumed = resume_training(tmp_path / "stopped")
+    assert [h["val_loss"] for h in resumed.history] == pytest.approx([h["val_loss"] for h in straight.history],
+                                                                      rel=1e-5)
+    again = torch.load(tmp_path / "stopped" / "checkpoints" / "last.pt", weights_only=True)["ema"]
+    assert all(torch.allclose(again[k].float(), last["ema"][k].float(), atol=1e-6) for k in again)
+
+
+def test_weight_average_warms_up_from_the_initial_weights():
+    from liverview.model.train import _make_ema
+
+    net = torch.nn.Linear(3, 2)
+    first = net.weight.detach().clone()
+    ema = _make_ema(TrainConfig(datasets=[], ema_decay=0.998), net)
+    ema.update_parameters(net)  # the first update copies
+    with torch.no_grad():
+        net.weight.add_(1.0)
+    ema.update_parameters(net)  # decay (1 + 1) / (10 + 1), not 0.998: the random start fades fast
+    assert torch.allclose(ema.module.weight, first + 9 / 11, atol=1e-6)
+    for _ in range(5000):
+        ema.update_parameters(net)
+    with torch.no_grad():
+        net.weight.add_(1.0)
+    before = ema.module.weight.detach().clone()
+    ema.update_parameters(net)  # long after the warm-up: the configured decay
+    assert torch.allclose(ema.module.weight, before + 0.002 * (net.weight - before), atol=1e-6)
+    assert _make_ema(TrainConfig(datasets=[]), net) is None
