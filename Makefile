@@ -41,9 +41,9 @@ package: $(STAMP)
 ## bundled one, with the real-CT sanity check in its card. About 2.5 h on 2 CPU cores.
 MODEL_SEED    ?= 1
 MODEL_LESIONS ?= 1000
-MODEL_VERSION ?= 1.1.0
+MODEL_VERSION ?= 1.2.0
 MODEL_DIR     := build/model
-MODEL_TRAIN   := --seed $(MODEL_SEED) --epochs 60 --patience 12 --neighbour-slices 1 --name liver-lesion-classifier --model-version $(MODEL_VERSION)
+MODEL_TRAIN   := --seed $(MODEL_SEED) --epochs 50 --patience 50 --lr-schedule cosine --ema 0.998 --neighbour-slices 1 --name liver-lesion-classifier --model-version $(MODEL_VERSION)
 CRLM_SERIES   ?= ../shared/data/series/crlm-ct-1004
 .PHONY: model
 model: $(STAMP)

@@ -393,8 +393,9 @@ def render_model_card(info: dict[str, Any], notes: Sequence[str] = ()) -> str:
             lines.append(f"- {key}: `{json.dumps(data[key], default=str)}`")
     if training:
         lines += ["", "## Training", ""] + [f"- {k}: `{json.dumps(v, default=str)}`" for k, v in training.items()
-                                          if k in ("epochs_run", "best_epoch", "seed", "batch_size", "lr", "optimizer",
-                                                   "loss", "monitor", "world_size", "device", "stopped_by")]
+                                          if k in ("epochs_run", "best_epoch", "seed", "batch_size", "lr", "lr_schedule",
+                                                   "weight_average", "optimizer", "loss", "monitor", "patience",
+                                                   "world_size", "device", "stopped_by")]
     lines += ["", "## Metrics (held-out test split)", ""]
     if metrics:
         lines += ["| metric | value |", "|---|---|"]

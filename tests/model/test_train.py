@@ -153,6 +153,9 @@ def test_weight_average_is_what_is_validated_checkpointed_and_resumed(toy_datase
     assert any(not torch.equal(best[k], last_one["model"][k]) for k in best if best[k].is_floating_point())
     bundle = load_bundle(tmp_path / "one" / "bundle")
     assert all(torch.equal(bundle.model.state_dict()[k].cpu(), best[k]) for k in best)
+    card = (tmp_path / "one" / "bundle" / "MODEL_CARD.md").read_text(encoding="utf-8")
+    assert "weight_average: `\"exponential moving average, decay 0.9 per step\"`" in card
+    assert "lr_schedule: `\"plateau\"`" in card
 
     calls = {"n": 0}
 
