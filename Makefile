@@ -38,7 +38,7 @@ package: $(STAMP)
 
 ## The bundled model, reproducibly (docs/model.md): simulate lesions, train, train again with the paper's
 ## image enhancement for comparison, then install the run into resources/models/ if it beats the
-## bundled one, with the real-CT sanity check in its card. About 2.5 h on 2 CPU cores.
+## bundled one, with the real-CT sanity check in its card. About 2.2 h on 2 CPU cores.
 MODEL_SEED    ?= 1
 MODEL_LESIONS ?= 1000
 MODEL_VERSION ?= 1.2.0
