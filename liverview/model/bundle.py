@@ -357,6 +357,11 @@ def _describe_windows(windows: Sequence[dict[str, Any]]) -> str:
     return ", ".join(f"{w.get('name', '')} W{float(w['width']):g}/L{float(w['center']):g}" for w in windows)
 
 
+#: The training settings the card lists (model.json keeps them all, run_dir among them).
+CARD_TRAINING_KEYS = ("epochs_run", "best_epoch", "seed", "batch_size", "lr", "lr_schedule", "weight_average",
+                      "optimizer", "loss", "monitor", "patience", "world_size", "device", "stopped_by")
+
+
 def render_model_card(info: dict[str, Any], notes: Sequence[str] = ()) -> str:
     """MODEL_CARD.md for a bundle's model.json: intended use, model, data, metrics, limits."""
     classes = [c["id"] if isinstance(c, dict) else str(c) for c in info.get("classes", [])]
@@ -393,9 +398,7 @@ def render_model_card(info: dict[str, Any], notes: Sequence[str] = ()) -> str:
             lines.append(f"- {key}: `{json.dumps(data[key], default=str)}`")
     if training:
         lines += ["", "## Training", ""] + [f"- {k}: `{json.dumps(v, default=str)}`" for k, v in training.items()
-                                          if k in ("epochs_run", "best_epoch", "seed", "batch_size", "lr", "lr_schedule",
-                                                   "weight_average", "optimizer", "loss", "monitor", "patience",
-                                                   "world_size", "device", "stopped_by")]
+                                          if k in CARD_TRAINING_KEYS]
     lines += ["", "## Metrics (held-out test split)", ""]
     if metrics:
         lines += ["| metric | value |", "|---|---|"]

@@ -35,8 +35,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.utils.data import DataLoader
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 
 from liverview.model.bundle import FLIP_DIMS, resolve_device, save_bundle, write_json
@@ -417,11 +417,13 @@ def _run_in_context(config: TrainConfig, run_dir: Path, resume: bool, progress: 
 
 
 def _train_epochs(config: TrainConfig, run_dir: Path, ctx: DistContext, model: nn.Module, net: nn.Module,
-                  ema: AveragedModel | None, loader: DataLoader, sampler: DistributedSampler, train_ds: LesionDataset, val_ds: LesionDataset,
+                  ema: AveragedModel | None, loader: DataLoader, sampler: DistributedSampler,
+                  train_ds: LesionDataset, val_ds: LesionDataset,
                   criterion: nn.Module, optimizer: torch.optim.Optimizer, scheduler, state: _State, steps: int,
                   report: ProgressFn, should_stop: StopFn | None) -> int:
     """The epoch loop; updates `state` and the checkpoints. Returns the samples this rank trained on."""
     checkpoints = run_dir / "checkpoints"
+    judged = net if ema is None else ema.module  # the weights validation and best.pt are about
     rank_samples = 0
     for epoch in range(state.epoch + 1, config.epochs):
         if state.finished:
@@ -458,8 +460,7 @@ def _train_epochs(config: TrainConfig, run_dir: Path, ctx: DistContext, model: n
         train_loss = float(totals[0] / max(totals[2], 1))
         train_acc = float(totals[1] / max(totals[2], 1))
 
-        evaluated = model if ema is None else ema.module
-        val_probs = _predict_sharded(evaluated, val_ds, ctx, config.batch_size)
+        val_probs = _predict_sharded(judged, val_ds, ctx, config.batch_size)
         val_metrics = compute_metrics(val_ds.labels, val_probs, config.classes) if len(val_ds) else None
         val_loss = log_loss(val_probs, val_ds.labels) if len(val_ds) else train_loss
         val_f1 = val_metrics["macro_f1"] if val_metrics else train_acc
@@ -491,8 +492,7 @@ def _train_epochs(config: TrainConfig, run_dir: Path, ctx: DistContext, model: n
                      f"{entry['val_accuracy']:.3f}" if entry["val_accuracy"] is not None else "n/a", val_f1, entry["lr"],
                      entry["images_per_second"] or 0.0, " *" if improved else "")
             if improved:
-                best = net if ema is None else ema.module
-                _save_torch_atomic({k: v.detach().cpu() for k, v in best.state_dict().items()}, checkpoints / "best.pt")
+                _save_torch_atomic(_cpu_state(judged), checkpoints / "best.pt")
             _save_checkpoint(checkpoints / "last.pt", net, optimizer, scheduler, ema, state)
             write_json(run_dir / "history.json", state.history)
         stop = should_stop() if (should_stop is not None and ctx.is_main) else False
@@ -532,12 +532,15 @@ def _warming_ema(decay: float):
     return update
 
 
+def _cpu_state(module: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu() for k, v in module.state_dict().items()}
+
+
 def _save_checkpoint(path: Path, net: nn.Module, optimizer, scheduler, ema: AveragedModel | None,
                      state: _State) -> None:
     _save_torch_atomic({
         "format": "liverview.checkpoint", "version": 1, "epoch": state.epoch,
-        "model": {k: v.detach().cpu() for k, v in net.state_dict().items()},
-        "ema": {k: v.detach().cpu() for k, v in ema.state_dict().items()} if ema is not None else None,
+        "model": _cpu_state(net), "ema": _cpu_state(ema) if ema is not None else None,
         "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict() if scheduler is not None else None,
         "best_key": list(state.best_key), "best_epoch": state.best_epoch, "bad_epochs": state.bad_epochs,
         "finished": state.finished, "stopped_by": state.stopped_by, "torch_rng": torch.get_rng_state(),

@@ -125,9 +125,10 @@ def _config_from_args(args: argparse.Namespace):
     if args.datasets:
         base["datasets"] = [str(d) for d in args.datasets]
     mapping = {"arch": "architecture", "epochs": "epochs", "batch_size": "batch_size", "lr": "lr",
-               "weight_decay": "weight_decay", "lr_schedule": "lr_schedule", "ema": "ema_decay", "patience": "patience",
-               "monitor": "monitor", "seed": "seed", "workers": "num_workers", "threads": "threads",
-               "device": "device", "steps_per_epoch": "steps_per_epoch", "name": "name", "model_version": "version"}
+               "weight_decay": "weight_decay", "lr_schedule": "lr_schedule", "ema": "ema_decay",
+               "patience": "patience", "monitor": "monitor", "seed": "seed", "workers": "num_workers",
+               "threads": "threads", "device": "device", "steps_per_epoch": "steps_per_epoch", "name": "name",
+               "model_version": "version"}
     for arg, key in mapping.items():
         value = getattr(args, arg)
         if value is not None:
