@@ -55,6 +55,9 @@ MONITORS = ("val_macro_f1", "val_loss")
 #: Part of the progress bar for the epochs; the rest is the final evaluation, report and bundle.
 TRAINING_SHARE = 0.95
 SCHEDULES = ("plateau", "cosine", "none")
+#: Training and validation run NHWC: on the 2-core CPU oneDNN's depthwise and 1x1 convolutions train
+#: MobileNetV3-Small 1.55x and -Large 1.7x faster that way (68 -> 105 and 23 -> 39 images/s, batch 32).
+MEMORY_FORMAT = torch.channels_last
 
 
 class TrainingError(Exception):
@@ -353,7 +356,8 @@ def _run_in_context(config: TrainConfig, run_dir: Path, resume: bool, progress: 
     val_ds = LesionDataset(val_records, config.classes, preprocess, train=False)
 
     torch.manual_seed(config.seed)  # identical initial weights on every rank
-    model = build_network(config.architecture, len(config.classes), config.preprocess.channels).to(ctx.device)
+    model = build_network(config.architecture, len(config.classes), config.preprocess.channels)
+    model = model.to(ctx.device, memory_format=MEMORY_FORMAT)
     net = model
     if ctx.distributed:
         model = nn.parallel.DistributedDataParallel(
@@ -436,7 +440,7 @@ def _train_epochs(config: TrainConfig, run_dir: Path, ctx: DistContext, model: n
         for step, (x, y) in enumerate(loader):
             if step >= steps:
                 break
-            x = x.to(ctx.device, non_blocking=True)
+            x = x.to(ctx.device, non_blocking=True, memory_format=MEMORY_FORMAT)
             y = y.to(ctx.device, non_blocking=True)
             optimizer.zero_grad(set_to_none=True)
             logits = model(x)
@@ -533,7 +537,8 @@ def _warming_ema(decay: float):
 
 
 def _cpu_state(module: nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().cpu() for k, v in module.state_dict().items()}
+    # Contiguous: checkpoints and bundles keep the standard layout whatever MEMORY_FORMAT trains in.
+    return {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
 
 
 def _save_checkpoint(path: Path, net: nn.Module, optimizer, scheduler, ema: AveragedModel | None,
@@ -602,7 +607,7 @@ def predict_dataset(net: nn.Module, dataset: LesionDataset, device: torch.device
     with torch.inference_mode():
         for start in range(0, len(indices), batch_size):
             chunk = indices[start:start + batch_size]
-            x = torch.stack([dataset[i][0] for i in chunk]).to(device)
+            x = torch.stack([dataset[i][0] for i in chunk]).to(device, memory_format=MEMORY_FORMAT)
             views = [torch.flip(x, dims) if dims else x for dims in FLIP_DIMS] if flip_average else [x]
             probs = torch.stack([torch.softmax(net(v).float(), dim=1) for v in views]).mean(dim=0)
             out[start:start + len(chunk)] = probs.cpu().numpy()
