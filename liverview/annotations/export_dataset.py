@@ -38,7 +38,7 @@ DATASET_FORMAT = "liverview.dataset"
 DATASET_VERSION = 1
 #: Context around the lesion's bounding box: pixels in-plane, slices along z (clipped to the volume).
 MARGIN_XY_PX = 16
-MARGIN_Z_SLICES = 1
+MARGIN_Z_SLICES = 2
 LOCK_NAME = ".export.lock"
 
 

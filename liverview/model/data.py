@@ -43,6 +43,9 @@ class LesionRecord:
     reader: str | None = None
     dataset: str = ""
     extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False, repr=False)
+    #: Slices the export kept on each side of the lesion (the manifest's patch.margin_z_slices; exports
+    #: written before it was recorded kept 1): a model may read at most that many neighbours.
+    margin_z_slices: int = 1
 
     @property
     def group(self) -> str:
@@ -99,6 +102,7 @@ def load_records(folders: Sequence[str | Path], classes: Sequence[str] = DEFAULT
     for item in folders:
         folder = Path(item)
         manifest = read_manifest(folder)
+        margin_z = int((manifest.get("patch") or {}).get("margin_z_slices", 1))
         lines_path = folder / manifest.get("lesions", "lesions.jsonl")
         if not lines_path.is_file():
             raise DatasetError(f"{folder} has no {lines_path.name}; the export did not finish")
@@ -128,7 +132,7 @@ def load_records(folders: Sequence[str | Path], classes: Sequence[str] = DEFAULT
             seen.add(uid)
             records.append(LesionRecord(uid=uid, label=str(label), patch_path=patch, patient=data.get("patient"),
                                         series_uid=data.get("series_uid"), reader=data.get("reader"),
-                                        dataset=str(folder), extra=data))
+                                        dataset=str(folder), extra=data, margin_z_slices=margin_z))
             count += 1
         datasets.append({"path": str(folder.resolve()), "n_used": count,
                          "description": manifest.get("description", ""), "created": manifest.get("created")})
@@ -152,7 +156,12 @@ class KeySlice:
 
 def load_key_slice(record: LesionRecord, neighbour_slices: int = 0) -> KeySlice:
     """Read the patch of `record` and keep its key slice (largest ROI area) and `neighbour_slices`
-    slices on each side (`select_slab`)."""
+    slices on each side (`select_slab`). A dataset exported with fewer slices around each lesion than
+    that is refused: its slab would repeat the patch's end slice where the app reads the real one."""
+    if neighbour_slices > record.margin_z_slices:
+        raise DatasetError(f"{record.dataset} keeps {record.margin_z_slices} slice(s) around each lesion but the "
+                           f"model reads {neighbour_slices} on each side: export or simulate the dataset again "
+                           f"with this liverview")
     try:
         with np.load(record.patch_path) as npz:
             hu, mask, spacing = npz["hu"], npz["mask"].astype(bool), npz["spacing_mm"]

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from liverview.annotations.export_dataset import DATASET_FORMAT, DATASET_VERSION, patch_bbox
+from liverview.annotations.export_dataset import (DATASET_FORMAT, DATASET_VERSION, MARGIN_XY_PX, MARGIN_Z_SLICES,
+                                                  patch_bbox)
 from liverview.annotations.labels import BUILTIN_LABELS, LesionClass
 
 log = logging.getLogger(__name__)
@@ -55,7 +56,8 @@ def write_toy_dataset(folder: str | Path, lesions_per_class: int = 6, seed: int 
         liver = np.ones(shape, dtype=bool)
         spec = sample_lesion_spec(lesion_class, centre, diameter, int(rng.integers(0, 2**31 - 1)))
         mask = insert_lesion(hu, liver, spec, spacing)
-        simulate_acquisition(hu, spacing, rng, noise_sigma_hu=float(rng.uniform(*noise_hu)))
+        noise = float(rng.uniform(*noise_hu))
+        simulate_acquisition(hu, spacing, rng, noise_sigma_hu=noise)
         if not mask.any():
             continue
         bbox = patch_bbox(mask)
@@ -72,7 +74,7 @@ def write_toy_dataset(folder: str | Path, lesions_per_class: int = 6, seed: int 
             "bbox_zyx": bbox.tolist(), "lesion_bbox_zyx": patch_bbox(mask, 0, 0).tolist(),
             "n_voxels": int(mask.sum()), "patient": patient,
             "series_uid": f"2.25.{int(hashlib.sha256(patient.encode()).hexdigest()[:16], 16)}",
-            "modality": "CT", "is_hu": True, "synth": spec.to_dict(),
+            "modality": "CT", "is_hu": True, "synth": {**spec.to_dict(), "patient": {"noise_sigma_hu": round(noise, 2)}},
         })
         if progress is not None:
             progress((n + 1) / len(plan), "Simulating toy lesions")
@@ -84,6 +86,7 @@ def write_toy_dataset(folder: str | Path, lesions_per_class: int = 6, seed: int 
         "format": DATASET_FORMAT, "version": DATASET_VERSION, "lesions": "lesions.jsonl", "patches": "patches/",
         "description": "toy dataset: simulated lesions in homogeneous liver blocks (liverview.model.toy_dataset)",
         "n_lesions": len(records), "n_unlabelled": 0,
+        "patch": {"margin_xy_px": MARGIN_XY_PX, "margin_z_slices": MARGIN_Z_SLICES, "resolution": "native"},
         "classes": [{"id": label.id, "name": label.name, "count": counts.get(label.id, 0)}
                     for label in BUILTIN_LABELS if label.id in counts],
     }

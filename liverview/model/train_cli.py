@@ -20,6 +20,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 
+from liverview.annotations.export_dataset import MARGIN_Z_SLICES
+
 log = logging.getLogger("liverview.model.train_cli")
 
 
@@ -97,8 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--monitor", choices=("val_macro_f1", "val_loss"))
     p.add_argument("--seed", type=int)
     p.add_argument("--input-size", type=int, help="network input size in pixels (default 224)")
-    p.add_argument("--neighbour-slices", type=int, choices=(0, 1),
-                   help="slices on each side of the key slice the network also reads (2.5-D input; default 1)")
+    p.add_argument("--neighbour-slices", type=int, choices=range(MARGIN_Z_SLICES + 1), metavar="N",
+                   help="slices on each side of the key slice the network also reads (2.5-D input; default 1; "
+                        f"at most the training export's margin, {MARGIN_Z_SLICES})")
     p.add_argument("--denoise", choices=("none", "bilateral", "nlmeans"), help="noise reduction before the crop")
     p.add_argument("--clahe", action="store_true", default=None, help="contrast enhancement (CLAHE) of each channel")
     p.add_argument("--no-augment", action="store_true", help="switch training augmentation off (for comparisons)")

@@ -48,6 +48,24 @@ def test_not_a_dataset(tmp_path):
         load_records([tmp_path])
 
 
+def test_a_model_reads_no_more_neighbour_slices_than_the_export_kept(toy_dataset, tmp_path):
+    classes = ["benign_cyst", "hemangioma", "hcc", "metastasis"]
+    two = build_preprocess(PreprocessConfig(size=32, neighbour_slices=2))
+    records = load_records([toy_dataset]).records[:2]
+    assert LesionDataset(records, classes, two)[0][0].shape == (15, 32, 32)  # 5 slices x 3 windows
+
+    folder = tmp_path / "old-export"
+    shutil.copytree(toy_dataset, folder)
+    manifest = json.loads((folder / "dataset.json").read_text())
+    manifest.pop("patch")  # written before the margin was recorded: 1 slice
+    (folder / "dataset.json").write_text(json.dumps(manifest))
+    old = load_records([folder]).records[:2]
+    one = build_preprocess(PreprocessConfig(size=32, neighbour_slices=1))
+    assert LesionDataset(old, classes, one)[0][0].shape[0] == 9
+    with pytest.raises(DatasetError, match="keeps 1 slice.* reads 2 on each side"):
+        LesionDataset(old, classes, two)
+
+
 def test_training_items_vary_by_epoch_but_repeat_for_a_seed(toy_dataset):
     records = load_records([toy_dataset]).records[:3]
     pre = build_preprocess(PreprocessConfig(size=32))
