@@ -18,13 +18,14 @@ import logging
 import shutil
 import sys
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from liverview.model.bundle import (HISTORY_FILE, MODEL_CARD, MODEL_JSON, BundleError, load_bundle,
                                     read_bundle_info, render_model_card, write_json)
-from liverview.model.data import load_records
+from liverview.model.data import LesionRecord, load_records
 from liverview.model.train import load_run_config
 from liverview.synth.lesions import LesionSpec
 
@@ -113,6 +114,8 @@ def compare_runs(runs: list[Path]) -> list[dict[str, Any]]:
 
 TARGET_MACRO_F1 = 0.95
 SIZE_BINS_MM = (0.0, 12.0, 20.0, 35.0, float("inf"))
+NOISE_BINS_HU = (0.0, 10.0, 15.0, float("inf"))
+NOISE_SIZE_SPLIT_MM = 20.0
 
 
 def _long_axis_mm(record: dict[str, Any]) -> float | None:
@@ -123,57 +126,81 @@ def _long_axis_mm(record: dict[str, Any]) -> float | None:
     return max((box[1][1] - box[1][0]) * spacing[1], (box[2][1] - box[2][0]) * spacing[2])
 
 
-def accuracy_by_size(run: Path) -> list[dict[str, Any]]:
-    """Test-split accuracy of the run's CNN per lesion size band (bounding-box long axis): small lesions
-    carry fewer of the features that tell the classes apart, so the card says where the errors are."""
+def _scored_test_lesions(run: Path, key: Callable[[LesionRecord], Any]) -> list[tuple[Any, str, str]]:
+    """(key(record), true, predicted) per test lesion the run's CNN scored, for lesions whose key is not None."""
     predictions = run / "report" / "predictions_cnn.csv"
     if not predictions.is_file():
         return []
     config = load_run_config(run)
-    sizes = {record.uid: _long_axis_mm(record.extra) for record in load_records(config.datasets, config.classes).records}
-    rows = []
+    keys = {record.uid: key(record) for record in load_records(config.datasets, config.classes).records}
     with open(predictions, newline="", encoding="utf-8") as fh:
-        scored = [(sizes[row["lesion_uid"]], row["true"], row["predicted"]) for row in csv.DictReader(fh)
-                  if sizes.get(row["lesion_uid"]) is not None]
+        return [(keys[row["lesion_uid"]], row["true"], row["predicted"]) for row in csv.DictReader(fh)
+                if keys.get(row["lesion_uid"]) is not None]
+
+
+def _band_name(low: float, high: float, unit: str) -> str:
+    if low == 0:
+        return f"< {high:.0f} {unit}"
+    return f">= {low:.0f} {unit}" if high == float("inf") else f"{low:.0f}-{high:.0f} {unit}"
+
+
+def _accuracy_row(group: list[tuple[str, str]], error_prefix: str = "") -> dict[str, Any]:
+    errors = Counter(f"{error_prefix}{p}" if error_prefix else f"{t} as {p}" for t, p in group if t != p)
+    return {"n": len(group), "accuracy": sum(t == p for t, p in group) / len(group),
+            "commonest_error": errors.most_common(1)[0][0] if errors else None}
+
+
+def accuracy_by_size(run: Path) -> list[dict[str, Any]]:
+    """Test-split accuracy of the run's CNN per lesion size band (bounding-box long axis): small lesions
+    carry fewer of the features that tell the classes apart, so the card says where the errors are."""
+    scored = _scored_test_lesions(run, lambda record: _long_axis_mm(record.extra))
+    rows = []
     for low, high in zip(SIZE_BINS_MM, SIZE_BINS_MM[1:]):
         band = [(t, p) for size, t, p in scored if low <= size < high]
-        if not band:
-            continue
-        errors = Counter(f"{t} as {p}" for t, p in band if t != p)
-        rows.append({"band": f"< {high:.0f} mm" if low == 0 else f">= {low:.0f} mm" if high == float("inf")
-                     else f"{low:.0f}-{high:.0f} mm", "n": len(band),
-                     "accuracy": sum(t == p for t, p in band) / len(band),
-                     "commonest_error": errors.most_common(1)[0][0] if errors else None})
+        if band:
+            rows.append({"band": _band_name(low, high, "mm"), **_accuracy_row(band)})
     return rows
+
+
+def _synth(record: LesionRecord) -> dict[str, Any] | None:
+    synth = record.extra.get("synth")
+    return synth if isinstance(synth, dict) and "class" in synth else None
 
 
 def accuracy_by_variant(run: Path) -> list[dict[str, Any]]:
     """Test-split accuracy per simulated appearance (class and variant, e.g. "hcc: no capsule, no mosaic")
     for lesions made by the simulator; empty for datasets of real lesions."""
-    predictions = run / "report" / "predictions_cnn.csv"
-    if not predictions.is_file():
-        return []
-    config = load_run_config(run)
-    variants = {}
-    for record in load_records(config.datasets, config.classes).records:
-        synth = record.extra.get("synth")
-        if isinstance(synth, dict) and "class" in synth:
-            variants[record.uid] = f"{record.label}: {LesionSpec.from_record(synth).variant}"
-    with open(predictions, newline="", encoding="utf-8") as fh:
-        scored = [(variants[row["lesion_uid"]], row["true"], row["predicted"]) for row in csv.DictReader(fh)
-                  if row["lesion_uid"] in variants]
+    scored = _scored_test_lesions(run, lambda record: f"{record.label}: {LesionSpec.from_record(s).variant}"
+                                  if (s := _synth(record)) else None)
+    return [{"variant": variant, **_accuracy_row([(t, p) for v, t, p in scored if v == variant], "as ")}
+            for variant in sorted({v for v, _, _ in scored})]
+
+
+def _noise_and_size(record: LesionRecord) -> tuple[float, float] | None:
+    synth, size = _synth(record), _long_axis_mm(record.extra)
+    noise = (synth or {}).get("patient", {}).get("noise_sigma_hu")
+    return None if noise is None or size is None else (float(noise), size)
+
+
+def accuracy_by_noise(run: Path) -> list[dict[str, Any]]:
+    """Test-split accuracy per simulated image noise (SD in HU, drawn per patient) and lesion size (below
+    or above 20 mm): on small lesions the noise hides a capsule or rim a few pixels wide, and no
+    network size recovers that (docs/model.md). Empty for datasets of real lesions."""
+    scored = _scored_test_lesions(run, _noise_and_size)
     rows = []
-    for variant in sorted({v for v, _, _ in scored}):
-        group = [(t, p) for v, t, p in scored if v == variant]
-        errors = Counter(f"as {p}" for t, p in group if t != p)
-        rows.append({"variant": variant, "n": len(group), "accuracy": sum(t == p for t, p in group) / len(group),
-                     "commonest_error": errors.most_common(1)[0][0] if errors else None})
+    for low, high in zip(NOISE_BINS_HU, NOISE_BINS_HU[1:]):
+        for size_low, size_high in ((0.0, NOISE_SIZE_SPLIT_MM), (NOISE_SIZE_SPLIT_MM, float("inf"))):
+            group = [(t, p) for (noise, size), t, p in scored if low <= noise < high and size_low <= size < size_high]
+            if group:
+                rows.append({"noise": _band_name(low, high, "HU"), "size": _band_name(size_low, size_high, "mm"),
+                             **_accuracy_row(group)})
     return rows
 
 
 def _markdown_sections(info: dict[str, Any], check: SanityCheck | None, comparison: list[dict[str, Any]],
                        recipe: str, sizes: list[dict[str, Any]] | None = None,
-                       variants: list[dict[str, Any]] | None = None) -> str:
+                       variants: list[dict[str, Any]] | None = None,
+                       noise: list[dict[str, Any]] | None = None) -> str:
     lines = ["", "## How it was made", "", f"Reproduce with `{recipe}` (same seed, same data, same split).", ""]
     lines += ["Figures of the held-out test split: "
               + ", ".join(f"[{name}]({name})" for name in FIGURES) + ".", "",
@@ -192,6 +219,14 @@ def _markdown_sections(info: dict[str, Any], check: SanityCheck | None, comparis
                   "| class: appearance | lesions | accuracy | commonest error |", "|---|---|---|---|"]
         lines += [f"| {row['variant']} | {row['n']} | {row['accuracy']:.3f} | {row['commonest_error'] or '-'} |"
                   for row in variants]
+        lines.append("")
+    if noise:
+        lines += ["## Accuracy by image noise", "",
+                  "Held-out test split, by the simulated image noise of the lesion's patient (SD in HU) and "
+                  "the lesion's long axis:", "",
+                  "| noise | long axis | lesions | accuracy | commonest error |", "|---|---|---|---|---|"]
+        lines += [f"| {row['noise']} | {row['size']} | {row['n']} | {row['accuracy']:.3f} | "
+                  f"{row['commonest_error'] or '-'} |" for row in noise]
         lines.append("")
     if comparison:
         lines += ["## With and without image enhancement", "",
@@ -273,6 +308,9 @@ def release_model(run: Path, target: Path, *, sanity_series: Path | None = None,
     variants = accuracy_by_variant(run)
     if variants:
         info["accuracy_by_variant"] = variants
+    noise = accuracy_by_noise(run)
+    if noise:
+        info["accuracy_by_noise"] = noise
     if previous is not None:
         old_metrics = previous.get("metrics") or {}
         info["replaces"] = {"name": previous.get("name"), "version": previous.get("version"),
@@ -296,7 +334,7 @@ def release_model(run: Path, target: Path, *, sanity_series: Path | None = None,
         if (run / "report" / name).is_file():
             shutil.copy2(run / "report" / name, staging / name)
     write_json(staging / MODEL_JSON, info)
-    card = render_model_card(info, notes) + _markdown_sections(info, check, comparison, recipe, sizes, variants)
+    card = render_model_card(info, notes) + _markdown_sections(info, check, comparison, recipe, sizes, variants, noise)
     (staging / MODEL_CARD).write_text(card, encoding="utf-8")
     load_bundle(staging)  # the installed bundle must load and verify exactly as the app will
     if target.exists():

@@ -65,6 +65,10 @@ def test_release_installs_a_verified_bundle_with_its_card(runs, demo_study, meta
     assert sum(row["accuracy"] * row["n"] for row in variants) == pytest.approx(correct)
     assert {row["variant"].split(":")[0] for row in variants} <= {row["true"] for row in rows}
     assert "## Accuracy by simulated appearance" in card and variants[0]["variant"] in card
+    noise = info["accuracy_by_noise"]
+    assert sum(row["n"] for row in noise) == len(rows)
+    assert sum(row["accuracy"] * row["n"] for row in noise) == pytest.approx(correct)
+    assert {row["size"] for row in noise} <= {"< 20 mm", ">= 20 mm"} and "## Accuracy by image noise" in card
     assert "outlined by a developer, not a radiologist" in card
     assert "Below the project's target of test macro-F1 >= 0.95" in card  # two epochs of a tiny CNN
     assert not list(target.parent.glob(".*staging"))
