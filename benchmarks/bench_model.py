@@ -3,7 +3,8 @@
 Measures, on CPU, for each candidate architecture:
 
 1. Training throughput: images/s of forward + backward + Adam step on batches of random
-   (3, 224, 224) inputs in train mode, with all cores (intra-op threads = CPU count unless --threads).
+   (9, 224, 224) inputs (the training's 2.5-D input) in train mode, channels-last as the training runs
+   and contiguous, with all cores (intra-op threads = CPU count unless --threads).
 2. Inference latency per lesion with 1 intra-op thread (what the app's single model worker uses):
    model only (one (1, 3, 224, 224) forward in eval/inference mode) and end to end
    (`prepare_lesion_input` on a 512 x 512 slice + `predict`), median and p95; plus a batch of 20 lesions.
@@ -91,29 +92,38 @@ def _slice_and_mask(seed: int = 0):
 
 
 def bench_training(arch: str, batch: int, steps: int, threads: int) -> dict:
+    """Images/s of training steps on the input the training uses (`TRAINING_NEIGHBOUR_SLICES`: 9
+    channels), in the memory layout it trains in (`MEMORY_FORMAT`) and, for comparison, contiguous."""
     import torch
 
     from liverview.model.network import build_network, count_parameters
+    from liverview.model.train import MEMORY_FORMAT, TRAINING_NEIGHBOUR_SLICES
+    from liverview.model.transforms import PreprocessConfig
 
     torch.set_num_threads(threads)
-    torch.manual_seed(0)
-    model = build_network(arch, 4)
-    model.train()
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    x = torch.rand(batch, 3, 224, 224)
-    y = torch.randint(0, 4, (batch,))
-    times = []
-    for step in range(steps + 2):
-        started = time.perf_counter()
-        optimizer.zero_grad(set_to_none=True)
-        loss = torch.nn.functional.cross_entropy(model(x), y)
-        loss.backward()
-        optimizer.step()
-        if step >= 2:  # first steps allocate and warm the allocator
-            times.append(time.perf_counter() - started)
-    return {"parameters": count_parameters(model), "batch": batch, "threads": threads, "steps": steps,
-            "images_per_second": batch * len(times) / sum(times),
-            "step_ms": _summary_ms(times)}
+    channels = PreprocessConfig(neighbour_slices=TRAINING_NEIGHBOUR_SLICES).channels
+    out: dict = {"batch": batch, "threads": threads, "steps": steps, "channels": channels,
+                 "memory_format": str(MEMORY_FORMAT).removeprefix("torch.")}
+    for layout, fmt in (("", MEMORY_FORMAT), ("_contiguous", torch.contiguous_format)):
+        torch.manual_seed(0)
+        model = build_network(arch, 4, channels).to(memory_format=fmt)
+        model.train()
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+        x = torch.rand(batch, channels, 224, 224).contiguous(memory_format=fmt)
+        y = torch.randint(0, 4, (batch,))
+        times = []
+        for step in range(steps + 2):
+            started = time.perf_counter()
+            optimizer.zero_grad(set_to_none=True)
+            loss = torch.nn.functional.cross_entropy(model(x), y)
+            loss.backward()
+            optimizer.step()
+            if step >= 2:  # first steps allocate and warm the allocator
+                times.append(time.perf_counter() - started)
+        out["parameters"] = count_parameters(model)
+        out[f"images_per_second{layout}"] = batch * len(times) / sum(times)
+        out[f"step_ms{layout}"] = _summary_ms(times)
+    return out
 
 
 def bench_inference(arch: str, repeats: int) -> dict:
@@ -250,7 +260,7 @@ def _merge_accuracy(old: dict | None, new: dict, old_seed: int) -> dict:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--archs", default=DEFAULT_ARCHS)
-    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--batch", type=int, default=32, help="training batch (liverview-train's default)")
     p.add_argument("--steps", type=int, default=6)
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     p.add_argument("--repeats", type=int, default=40)
@@ -271,8 +281,9 @@ def main(argv: list[str] | None = None) -> int:
     archs = [a for a in args.archs.split(",") if a]
     result: dict = {"machine": _machine(), "parameters": vars(args) | {"out": str(args.out), "data": str(args.data)},
                     "method": {
-                        "training": "forward+backward+Adam step on random (batch, 3, 224, 224) inputs, train mode, "
-                                    f"{args.threads} intra-op threads; 2 warm-up steps excluded",
+                        "training": "forward+backward+Adam step on random (batch, channels, 224, 224) inputs "
+                                    "(the training's 2.5-D input), train mode, in the training's memory format "
+                                    f"and contiguous, {args.threads} intra-op threads; 2 warm-up steps excluded",
                         "inference": "1 intra-op thread; model only = one forward of (1, 3, 224, 224) under "
                                      "inference_mode; end to end = prepare_lesion_input on a 512x512 slice + predict",
                     }, "architectures": {}}

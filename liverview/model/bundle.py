@@ -155,7 +155,7 @@ def save_bundle(folder: str | Path, model: nn.Module, *, architecture: str, clas
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     net = getattr(model, "module", model)
-    state = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
+    state = {k: v.detach().cpu().clone(memory_format=torch.contiguous_format) for k, v in net.state_dict().items()}
     weights = folder / WEIGHTS_FILE
     _write_atomic(weights, lambda fh: torch.save(state, fh))
     sha = file_sha256(weights)

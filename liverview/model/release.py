@@ -184,8 +184,8 @@ def _noise_and_size(record: LesionRecord) -> tuple[float, float] | None:
 
 def accuracy_by_noise(run: Path) -> list[dict[str, Any]]:
     """Test-split accuracy per simulated image noise (SD in HU, drawn per patient) and lesion size (below
-    or above 20 mm): on small lesions the noise hides a capsule or rim a few pixels wide, and no
-    network size recovers that (docs/model.md). Empty for datasets of real lesions."""
+    or above 20 mm): on small lesions the noise hides a capsule or rim a few pixels wide, and a larger
+    network did not recover it (docs/model.md). Empty for datasets of real lesions."""
     scored = _scored_test_lesions(run, _noise_and_size)
     rows = []
     for low, high in zip(NOISE_BINS_HU, NOISE_BINS_HU[1:]):

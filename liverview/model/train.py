@@ -56,7 +56,8 @@ MONITORS = ("val_macro_f1", "val_loss")
 TRAINING_SHARE = 0.95
 SCHEDULES = ("plateau", "cosine", "none")
 #: Training and validation run NHWC: on the 2-core CPU oneDNN's depthwise and 1x1 convolutions train
-#: MobileNetV3-Small 1.55x and -Large 1.7x faster that way (68 -> 105 and 23 -> 39 images/s, batch 32).
+#: MobileNetV3-Small and -Large about 1.6x faster that way (83 -> 134 and 23 -> 36 images/s, batch 32;
+#: benchmarks/bench_model.py).
 MEMORY_FORMAT = torch.channels_last
 
 

@@ -40,14 +40,14 @@ def test_patches_equal_volume_crops(identified_volume, document, pseudonymizer, 
         assert np.allclose(spacing, volume.spacing_mm)
         assert record["bbox_zyx"] == bbox.tolist()
         zs, ys, xs = (np.flatnonzero(full.any(axis=a)) for a in ((1, 2), (0, 2), (0, 1)))
-        expected = [[max(0, zs[0] - 1), min(41, zs[-1] + 2)], [max(0, ys[0] - 16), min(512, ys[-1] + 17)],
+        expected = [[max(0, zs[0] - 2), min(41, zs[-1] + 3)], [max(0, ys[0] - 16), min(512, ys[-1] + 17)],
                     [max(0, xs[0] - 16), min(512, xs[-1] + 17)]]
         assert bbox.tolist() == expected
         assert record["source_shape"] == list(volume.shape) and record["is_hu"] is True
         assert record["modality"] == "CT" and record["format_version"] == 1
         assert record["liverview_version"] == __version__
     # rows 3..7, columns 2..8 (pixel centres inside the square); clipped at the last slice and the corner
-    assert records[2]["bbox_zyx"] == [[39, 41], [0, 24], [0, 25]]
+    assert records[2]["bbox_zyx"] == [[38, 41], [0, 24], [0, 25]]
     first = records[0]
     assert first["label"] == "metastasis" and first["label_name"] == "Metastasis"
     assert first["code"] == {"value": "14799000", "scheme": "SCT", "meaning": "Neoplasm, metastatic"}

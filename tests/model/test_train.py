@@ -36,6 +36,12 @@ def test_a_few_epochs_lower_the_loss(toy_dataset, tmp_path):
     checkpoints = tmp_path / "run" / "checkpoints"
     assert (checkpoints / "best.pt").is_file() and (checkpoints / "last.pt").is_file()
     assert json.loads((tmp_path / "run" / "run.json").read_text())["status"] == "finished"
+    # Trained channels-last, stored contiguous: the files keep the layout every reader expects.
+    for state in (torch.load(checkpoints / "best.pt", weights_only=True),
+                  torch.load(checkpoints / "last.pt", weights_only=True)["model"],
+                  torch.load(tmp_path / "run" / "bundle" / "weights.pt", weights_only=True)):
+        assert any(t.ndim == 4 for t in state.values())
+        assert all(t.is_contiguous() for t in state.values())
 
 
 def test_stopped_run_resumes_to_the_same_weights(toy_dataset, tmp_path):

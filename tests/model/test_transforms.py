@@ -151,8 +151,8 @@ def test_slab_settings_are_checked():
     with pytest.raises(ValueError, match="1 slice"):
         prepare_lesion_input(hu[1:4], mask[2], (0.7, 0.7))
     with pytest.raises(ValueError, match="neighbour_slices"):
-        PreprocessConfig(neighbour_slices=2)  # the training export keeps one slice around each lesion
-    config = PreprocessConfig(neighbour_slices=1)
+        PreprocessConfig(neighbour_slices=3)  # the training export keeps two slices around each lesion
+    config = PreprocessConfig(neighbour_slices=2)
     assert PreprocessConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
 
 
