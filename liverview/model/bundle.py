@@ -143,6 +143,12 @@ def describe_classes(classes: Sequence[str]) -> list[dict[str, Any]]:
     return out
 
 
+def cpu_state(module: nn.Module) -> dict[str, torch.Tensor]:
+    """A CPU copy of `module`'s state dict in the standard (contiguous) layout, whatever memory format
+    it was trained in: what bundles and training checkpoints store."""
+    return {k: v.detach().cpu().clone(memory_format=torch.contiguous_format) for k, v in module.state_dict().items()}
+
+
 def save_bundle(folder: str | Path, model: nn.Module, *, architecture: str, classes: Sequence[str],
                 preprocess_config: PreprocessConfig, metrics: dict[str, Any] | None = None,
                 training_data: dict[str, Any] | None = None, training: dict[str, Any] | None = None,
@@ -154,8 +160,7 @@ def save_bundle(folder: str | Path, model: nn.Module, *, architecture: str, clas
     its metrics must have been measured that way."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    net = getattr(model, "module", model)
-    state = {k: v.detach().cpu().clone(memory_format=torch.contiguous_format) for k, v in net.state_dict().items()}
+    state = cpu_state(getattr(model, "module", model))
     weights = folder / WEIGHTS_FILE
     _write_atomic(weights, lambda fh: torch.save(state, fh))
     sha = file_sha256(weights)
@@ -433,5 +438,6 @@ def render_model_card(info: dict[str, Any], notes: Sequence[str] = ()) -> str:
 
 
 __all__ = ["BUNDLE_FORMAT", "BUNDLE_KEYS", "BUNDLE_VERSION", "BundleError", "HISTORY_FILE", "INTENDED_USE",
-           "LoadedModel", "MODEL_CARD", "MODEL_JSON", "WEIGHTS_FILE", "describe_classes", "file_sha256", "load_bundle",
-           "predict", "predict_lesion", "read_bundle_info", "render_model_card", "resolve_device", "save_bundle"]
+           "LoadedModel", "MODEL_CARD", "MODEL_JSON", "WEIGHTS_FILE", "cpu_state", "describe_classes", "file_sha256",
+           "load_bundle", "predict", "predict_lesion", "read_bundle_info", "render_model_card", "resolve_device",
+           "save_bundle"]

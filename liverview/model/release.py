@@ -18,7 +18,7 @@ import logging
 import shutil
 import sys
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -126,16 +126,20 @@ def _long_axis_mm(record: dict[str, Any]) -> float | None:
     return max((box[1][1] - box[1][0]) * spacing[1], (box[2][1] - box[2][0]) * spacing[2])
 
 
-def _scored_test_lesions(run: Path, key: Callable[[LesionRecord], Any]) -> list[tuple[Any, str, str]]:
-    """(key(record), true, predicted) per test lesion the run's CNN scored, for lesions whose key is not None."""
+Scored = list[tuple[LesionRecord, str, str]]
+
+
+def scored_test_lesions(run: Path) -> Scored:
+    """(record, true, predicted) per test lesion the run's CNN scored (report/predictions_cnn.csv); read
+    once for all the card's per-group tables."""
     predictions = run / "report" / "predictions_cnn.csv"
     if not predictions.is_file():
         return []
     config = load_run_config(run)
-    keys = {record.uid: key(record) for record in load_records(config.datasets, config.classes).records}
+    by_uid = {record.uid: record for record in load_records(config.datasets, config.classes).records}
     with open(predictions, newline="", encoding="utf-8") as fh:
-        return [(keys[row["lesion_uid"]], row["true"], row["predicted"]) for row in csv.DictReader(fh)
-                if keys.get(row["lesion_uid"]) is not None]
+        return [(by_uid[row["lesion_uid"]], row["true"], row["predicted"]) for row in csv.DictReader(fh)
+                if row["lesion_uid"] in by_uid]
 
 
 def _band_name(low: float, high: float, unit: str) -> str:
@@ -144,19 +148,19 @@ def _band_name(low: float, high: float, unit: str) -> str:
     return f">= {low:.0f} {unit}" if high == float("inf") else f"{low:.0f}-{high:.0f} {unit}"
 
 
-def _accuracy_row(group: list[tuple[str, str]], error_prefix: str = "") -> dict[str, Any]:
-    errors = Counter(f"{error_prefix}{p}" if error_prefix else f"{t} as {p}" for t, p in group if t != p)
+def _accuracy_row(group: list[tuple[str, str]], name_true: bool = True) -> dict[str, Any]:
+    errors = Counter(f"{t} as {p}" if name_true else f"as {p}" for t, p in group if t != p)
     return {"n": len(group), "accuracy": sum(t == p for t, p in group) / len(group),
             "commonest_error": errors.most_common(1)[0][0] if errors else None}
 
 
-def accuracy_by_size(run: Path) -> list[dict[str, Any]]:
+def accuracy_by_size(scored: Scored) -> list[dict[str, Any]]:
     """Test-split accuracy of the run's CNN per lesion size band (bounding-box long axis): small lesions
     carry fewer of the features that tell the classes apart, so the card says where the errors are."""
-    scored = _scored_test_lesions(run, lambda record: _long_axis_mm(record.extra))
+    sized = [(size, t, p) for record, t, p in scored if (size := _long_axis_mm(record.extra)) is not None]
     rows = []
     for low, high in zip(SIZE_BINS_MM, SIZE_BINS_MM[1:]):
-        band = [(t, p) for size, t, p in scored if low <= size < high]
+        band = [(t, p) for size, t, p in sized if low <= size < high]
         if band:
             rows.append({"band": _band_name(low, high, "mm"), **_accuracy_row(band)})
     return rows
@@ -167,34 +171,44 @@ def _synth(record: LesionRecord) -> dict[str, Any] | None:
     return synth if isinstance(synth, dict) and "class" in synth else None
 
 
-def accuracy_by_variant(run: Path) -> list[dict[str, Any]]:
+def accuracy_by_variant(scored: Scored) -> list[dict[str, Any]]:
     """Test-split accuracy per simulated appearance (class and variant, e.g. "hcc: no capsule, no mosaic")
     for lesions made by the simulator; empty for datasets of real lesions."""
-    scored = _scored_test_lesions(run, lambda record: f"{record.label}: {LesionSpec.from_record(s).variant}"
-                                  if (s := _synth(record)) else None)
-    return [{"variant": variant, **_accuracy_row([(t, p) for v, t, p in scored if v == variant], "as ")}
-            for variant in sorted({v for v, _, _ in scored})]
+    named = [(f"{record.label}: {LesionSpec.from_record(synth).variant}", t, p) for record, t, p in scored
+             if (synth := _synth(record))]
+    return [{"variant": variant, **_accuracy_row([(t, p) for v, t, p in named if v == variant], name_true=False)}
+            for variant in sorted({v for v, _, _ in named})]
 
 
-def _noise_and_size(record: LesionRecord) -> tuple[float, float] | None:
-    synth, size = _synth(record), _long_axis_mm(record.extra)
-    noise = (synth or {}).get("patient", {}).get("noise_sigma_hu")
-    return None if noise is None or size is None else (float(noise), size)
-
-
-def accuracy_by_noise(run: Path) -> list[dict[str, Any]]:
+def accuracy_by_noise(scored: Scored) -> list[dict[str, Any]]:
     """Test-split accuracy per simulated image noise (SD in HU, drawn per patient) and lesion size (below
     or above 20 mm): on small lesions the noise hides a capsule or rim a few pixels wide, and a larger
     network did not recover it (docs/model.md). Empty for datasets of real lesions."""
-    scored = _scored_test_lesions(run, _noise_and_size)
+    measured = []
+    for record, t, p in scored:
+        noise = ((_synth(record) or {}).get("patient") or {}).get("noise_sigma_hu")
+        size = _long_axis_mm(record.extra)
+        if noise is not None and size is not None:
+            measured.append((float(noise), size, t, p))
     rows = []
     for low, high in zip(NOISE_BINS_HU, NOISE_BINS_HU[1:]):
         for size_low, size_high in ((0.0, NOISE_SIZE_SPLIT_MM), (NOISE_SIZE_SPLIT_MM, float("inf"))):
-            group = [(t, p) for (noise, size), t, p in scored if low <= noise < high and size_low <= size < size_high]
+            group = [(t, p) for noise, size, t, p in measured if low <= noise < high and size_low <= size < size_high]
             if group:
                 rows.append({"noise": _band_name(low, high, "HU"), "size": _band_name(size_low, size_high, "mm"),
                              **_accuracy_row(group)})
     return rows
+
+
+def _accuracy_table(title: str, intro: str, columns: Sequence[tuple[str, str]],
+                    rows: list[dict[str, Any]]) -> list[str]:
+    """A card section: `columns` are (header, row key) before the lesions / accuracy / commonest error columns."""
+    headers = [h for h, _ in columns] + ["lesions", "accuracy", "commonest error"]
+    lines = [f"## {title}", "", intro, "", "| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join([str(row[key]) for _, key in columns]
+                                + [str(row["n"]), f"{row['accuracy']:.3f}", row["commonest_error"] or "-"]) + " |"
+              for row in rows]
+    return lines + [""]
 
 
 def _markdown_sections(info: dict[str, Any], check: SanityCheck | None, comparison: list[dict[str, Any]],
@@ -206,28 +220,17 @@ def _markdown_sections(info: dict[str, Any], check: SanityCheck | None, comparis
               + ", ".join(f"[{name}]({name})" for name in FIGURES) + ".", "",
               "![confusion matrix](confusion_cnn.png)", ""]
     if sizes:
-        lines += ["## Accuracy by lesion size", "",
-                  "Held-out test split, by the long axis of the lesion's bounding box on its slices:", "",
-                  "| long axis | lesions | accuracy | commonest error |", "|---|---|---|---|"]
-        lines += [f"| {row['band']} | {row['n']} | {row['accuracy']:.3f} | {row['commonest_error'] or '-'} |"
-                  for row in sizes]
-        lines.append("")
+        lines += _accuracy_table("Accuracy by lesion size",
+                                 "Held-out test split, by the long axis of the lesion's bounding box on its slices:",
+                                 [("long axis", "band")], sizes)
     if variants:
-        lines += ["## Accuracy by simulated appearance", "",
-                  "Held-out test split, by the variant the simulator drew (docs/synth.md lists them and how "
-                  "often each occurs):", "",
-                  "| class: appearance | lesions | accuracy | commonest error |", "|---|---|---|---|"]
-        lines += [f"| {row['variant']} | {row['n']} | {row['accuracy']:.3f} | {row['commonest_error'] or '-'} |"
-                  for row in variants]
-        lines.append("")
+        lines += _accuracy_table("Accuracy by simulated appearance",
+                                 "Held-out test split, by the variant the simulator drew (docs/synth.md lists them "
+                                 "and how often each occurs):", [("class: appearance", "variant")], variants)
     if noise:
-        lines += ["## Accuracy by image noise", "",
-                  "Held-out test split, by the simulated image noise of the lesion's patient (SD in HU) and "
-                  "the lesion's long axis:", "",
-                  "| noise | long axis | lesions | accuracy | commonest error |", "|---|---|---|---|---|"]
-        lines += [f"| {row['noise']} | {row['size']} | {row['n']} | {row['accuracy']:.3f} | "
-                  f"{row['commonest_error'] or '-'} |" for row in noise]
-        lines.append("")
+        lines += _accuracy_table("Accuracy by image noise",
+                                 "Held-out test split, by the simulated image noise of the lesion's patient (SD in "
+                                 "HU) and the lesion's long axis:", [("noise", "noise"), ("long axis", "size")], noise)
     if comparison:
         lines += ["## With and without image enhancement", "",
                   "The method paper enhances images (noise reduction, contrast enhancement) before learning. "
@@ -302,15 +305,11 @@ def release_model(run: Path, target: Path, *, sanity_series: Path | None = None,
     comparison = compare_runs([run, *(compare or [])]) if compare else []
     if comparison:
         info["enhancement_comparison"] = comparison
-    sizes = accuracy_by_size(run)
-    if sizes:
-        info["accuracy_by_size"] = sizes
-    variants = accuracy_by_variant(run)
-    if variants:
-        info["accuracy_by_variant"] = variants
-    noise = accuracy_by_noise(run)
-    if noise:
-        info["accuracy_by_noise"] = noise
+    scored = scored_test_lesions(run)
+    sizes, variants, noise = accuracy_by_size(scored), accuracy_by_variant(scored), accuracy_by_noise(scored)
+    for key, rows in (("accuracy_by_size", sizes), ("accuracy_by_variant", variants), ("accuracy_by_noise", noise)):
+        if rows:
+            info[key] = rows
     if previous is not None:
         old_metrics = previous.get("metrics") or {}
         info["replaces"] = {"name": previous.get("name"), "version": previous.get("version"),

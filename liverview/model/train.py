@@ -39,7 +39,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 
-from liverview.model.bundle import FLIP_DIMS, resolve_device, save_bundle, write_json
+from liverview.model.bundle import FLIP_DIMS, cpu_state, resolve_device, save_bundle, write_json
 from liverview.model.data import DEFAULT_CLASSES, LesionDataset, LoadedRecords, load_records
 from liverview.model.metrics import compute_metrics, log_loss
 from liverview.model.network import DEFAULT_ARCHITECTURE, build_network, get_architecture
@@ -497,7 +497,7 @@ def _train_epochs(config: TrainConfig, run_dir: Path, ctx: DistContext, model: n
                      f"{entry['val_accuracy']:.3f}" if entry["val_accuracy"] is not None else "n/a", val_f1, entry["lr"],
                      entry["images_per_second"] or 0.0, " *" if improved else "")
             if improved:
-                _save_torch_atomic(_cpu_state(judged), checkpoints / "best.pt")
+                _save_torch_atomic(cpu_state(judged), checkpoints / "best.pt")
             _save_checkpoint(checkpoints / "last.pt", net, optimizer, scheduler, ema, state)
             write_json(run_dir / "history.json", state.history)
         stop = should_stop() if (should_stop is not None and ctx.is_main) else False
@@ -537,16 +537,11 @@ def _warming_ema(decay: float):
     return update
 
 
-def _cpu_state(module: nn.Module) -> dict[str, torch.Tensor]:
-    # Contiguous: checkpoints and bundles keep the standard layout whatever MEMORY_FORMAT trains in.
-    return {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
-
-
 def _save_checkpoint(path: Path, net: nn.Module, optimizer, scheduler, ema: AveragedModel | None,
                      state: _State) -> None:
     _save_torch_atomic({
         "format": "liverview.checkpoint", "version": 1, "epoch": state.epoch,
-        "model": _cpu_state(net), "ema": _cpu_state(ema) if ema is not None else None,
+        "model": cpu_state(net), "ema": cpu_state(ema) if ema is not None else None,
         "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict() if scheduler is not None else None,
         "best_key": list(state.best_key), "best_epoch": state.best_epoch, "bad_epochs": state.bad_epochs,
         "finished": state.finished, "stopped_by": state.stopped_by, "torch_rng": torch.get_rng_state(),
