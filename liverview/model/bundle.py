@@ -398,6 +398,9 @@ def render_model_card(info: dict[str, Any], notes: Sequence[str] = ()) -> str:
     if data.get("simulated"):
         lines += ["**The training data are simulated lesions**, not patient images. Performance on real CT is "
                   "unknown until measured on real, independently labelled cases.", ""]
+    if data.get("n_training_only"):
+        lines += [f"{data['n_training_only']} of the training lesions come from datasets given for training only; "
+                  "validation and test use none of them.", ""]
     for key in ("n_lesions", "class_counts", "split_counts", "datasets"):
         if key in data:
             lines.append(f"- {key}: `{json.dumps(data[key], default=str)}`")

@@ -46,6 +46,9 @@ class LesionRecord:
     #: Slices the export kept on each side of the lesion (the manifest's patch.margin_z_slices; exports
     #: written before it was recorded kept 1): a model may read at most that many neighbours.
     margin_z_slices: int = 1
+    #: From a dataset given for training only (e.g. simulated lesions added to a clinic's own cases):
+    #: the split puts it in the training subset, so validation and test stay on the other datasets.
+    training_only: bool = False
 
     @property
     def group(self) -> str:
@@ -91,15 +94,17 @@ def read_manifest(folder: Path) -> dict[str, Any]:
     return manifest
 
 
-def load_records(folders: Sequence[str | Path], classes: Sequence[str] = DEFAULT_CLASSES) -> LoadedRecords:
-    """Read the lesion lines of every folder. Lines without a label, with a label outside `classes`,
-    whose patch is missing, or whose uid was already seen are skipped and listed."""
+def load_records(folders: Sequence[str | Path], classes: Sequence[str] = DEFAULT_CLASSES,
+                 training_only: Sequence[str | Path] = ()) -> LoadedRecords:
+    """Read the lesion lines of every folder, then of the `training_only` folders (their records are
+    marked `training_only`). Lines without a label, with a label outside `classes`, whose patch is
+    missing, or whose uid was already seen are skipped and listed."""
     records: list[LesionRecord] = []
     skipped: list[SkippedLesion] = []
     datasets: list[dict[str, Any]] = []
     seen: set[str] = set()
     wanted = set(classes)
-    for item in folders:
+    for item, only_training in [(f, False) for f in folders] + [(f, True) for f in training_only]:
         folder = Path(item)
         manifest = read_manifest(folder)
         margin_z = int((manifest.get("patch") or {}).get("margin_z_slices", 1))
@@ -132,14 +137,16 @@ def load_records(folders: Sequence[str | Path], classes: Sequence[str] = DEFAULT
             seen.add(uid)
             records.append(LesionRecord(uid=uid, label=str(label), patch_path=patch, patient=data.get("patient"),
                                         series_uid=data.get("series_uid"), reader=data.get("reader"),
-                                        dataset=str(folder), extra=data, margin_z_slices=margin_z))
+                                        dataset=str(folder), extra=data, margin_z_slices=margin_z,
+                                        training_only=only_training))
             count += 1
         datasets.append({"path": str(folder.resolve()), "n_used": count,
-                         "description": manifest.get("description", ""), "created": manifest.get("created")})
+                         "description": manifest.get("description", ""), "created": manifest.get("created"),
+                         **({"role": "training only"} if only_training else {})})
     for item in skipped:
         log.warning("skipped lesion %s: %s", item.uid, item.reason)
     if not records:
-        raise DatasetError(f"no usable labelled lesions in {', '.join(str(f) for f in folders)}")
+        raise DatasetError(f"no usable labelled lesions in {', '.join(str(f) for f in [*folders, *training_only])}")
     return LoadedRecords(records, skipped, datasets)
 
 

@@ -6,6 +6,10 @@ Within that constraint the per-class proportions follow the requested fractions 
 group sizes allow: groups are placed one at a time, largest first (ties in a seeded random order),
 each into the split where it reduces the squared deviation from the target class counts most.
 The split is deterministic for a seed and is saved as JSON with the run.
+
+Lesions from datasets given for training only (`LesionRecord.training_only`), and every other lesion of
+their patients, go to the training subset; the fractions apply to the rest. A clinic can so add
+simulated lesions to its own cases and still validate and test on its own cases alone.
 """
 from __future__ import annotations
 
@@ -34,6 +38,7 @@ class Split:
     fractions: tuple[float, float, float] = DEFAULT_FRACTIONS
     groups: dict[str, str] = field(default_factory=dict)  # uid -> group key
     labels: dict[str, str] = field(default_factory=dict)  # uid -> label
+    training_only: list[str] = field(default_factory=list)  # uids of train from training-only datasets
 
     def subset(self, name: str) -> list[str]:
         if name not in SPLIT_NAMES:
@@ -54,7 +59,7 @@ class Split:
         return {"format": "liverview.split", "version": 1, "seed": self.seed, "fractions": list(self.fractions),
                 "group_by": "patient, else series, else lesion", "counts": self.class_counts(),
                 "train": self.train, "val": self.val, "test": self.test, "groups": self.groups,
-                "labels": self.labels}
+                "labels": self.labels, "training_only": self.training_only}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Split:
@@ -62,7 +67,7 @@ class Split:
             raise ValueError("not a liverview split file")
         return cls(train=list(data["train"]), val=list(data["val"]), test=list(data["test"]), seed=int(data["seed"]),
                    fractions=tuple(data.get("fractions", DEFAULT_FRACTIONS)), groups=dict(data.get("groups", {})),
-                   labels=dict(data.get("labels", {})))
+                   labels=dict(data.get("labels", {})), training_only=list(data.get("training_only", [])))
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=1), encoding="utf-8")
@@ -74,14 +79,17 @@ class Split:
 
 def split_records(records: Sequence[LesionRecord], seed: int = 0,
                   fractions: Sequence[float] = DEFAULT_FRACTIONS) -> Split:
-    """Split lesions into train/val/test, grouped by `LesionRecord.group`, stratified by label."""
+    """Split lesions into train/val/test, grouped by `LesionRecord.group`, stratified by label; the
+    patients of training-only records go to train whole."""
     fractions = tuple(float(f) for f in fractions)
     if len(fractions) != 3 or min(fractions) < 0 or abs(sum(fractions) - 1.0) > 1e-6:
         raise ValueError(f"fractions must be three non-negative numbers summing to 1, not {fractions}")
-    labels = sorted({r.label for r in records})
+    forced = {r.group for r in records if r.training_only}
+    regular = [r for r in records if r.group not in forced]
+    labels = sorted({r.label for r in regular})
     label_index = {label: i for i, label in enumerate(labels)}
     groups: dict[str, list[LesionRecord]] = {}
-    for record in sorted(records, key=lambda r: r.uid):
+    for record in sorted(regular, key=lambda r: r.uid):
         groups.setdefault(record.group, []).append(record)
     keys = sorted(groups)
     rng = np.random.default_rng(seed)
@@ -89,7 +97,7 @@ def split_records(records: Sequence[LesionRecord], seed: int = 0,
     order = sorted(range(len(keys)), key=lambda i: (-len(groups[keys[i]]), tiebreak[i]))
 
     totals = np.zeros(len(labels))
-    for record in records:
+    for record in regular:
         totals[label_index[record.label]] += 1
     frac = np.asarray(fractions)
     target = frac[:, None] * totals[None, :]  # (split, class)
@@ -117,8 +125,10 @@ def split_records(records: Sequence[LesionRecord], seed: int = 0,
     parts: list[list[str]] = [[], [], []]
     for key in keys:
         parts[assigned[key]].extend(r.uid for r in groups[key])
+    parts[0].extend(r.uid for r in records if r.group in forced)
     return Split(train=sorted(parts[0]), val=sorted(parts[1]), test=sorted(parts[2]), seed=seed, fractions=fractions,
-                 groups={r.uid: r.group for r in records}, labels={r.uid: r.label for r in records})
+                 groups={r.uid: r.group for r in records}, labels={r.uid: r.label for r in records},
+                 training_only=sorted(r.uid for r in records if r.training_only))
 
 
 def find_group_leaks(split: Split) -> list[str]:

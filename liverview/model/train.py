@@ -80,6 +80,8 @@ class TrainConfig:
 
     datasets: list[str]
     architecture: str = DEFAULT_ARCHITECTURE
+    # Datasets whose lesions only train (never validate or test): e.g. simulated lesions beside real ones.
+    training_only_datasets: list[str] = field(default_factory=list)
     classes: list[str] = field(default_factory=lambda: list(DEFAULT_CLASSES))
     epochs: int = 60
     batch_size: int = 32
@@ -123,6 +125,7 @@ class TrainConfig:
             raise ValueError("epochs and batch_size must be at least 1")
         self.fractions = tuple(float(f) for f in self.fractions)  # type: ignore[assignment]
         self.datasets = [str(d) for d in self.datasets]
+        self.training_only_datasets = [str(d) for d in self.training_only_datasets]
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -321,7 +324,7 @@ def _run_in_context(config: TrainConfig, run_dir: Path, resume: bool, progress: 
         checkpoints.mkdir(parents=True, exist_ok=True)
     seed_everything(config.seed)
 
-    loaded = load_records(config.datasets, config.classes)
+    loaded = load_records(config.datasets, config.classes, training_only=config.training_only_datasets)
     split_path = run_dir / "split.json"
     if resume:
         if not split_path.is_file():
@@ -346,8 +349,8 @@ def _run_in_context(config: TrainConfig, run_dir: Path, resume: bool, progress: 
         raise TrainingError("the training split is empty; the datasets hold too few patients")
     counts = split.class_counts()
     if ctx.is_main:
-        log.info("split: train %d, val %d, test %d lesions (%s)", len(split.train), len(split.val), len(split.test),
-                 json.dumps(counts))
+        log.info("split: train %d (%d from training-only datasets), val %d, test %d lesions (%s)", len(split.train),
+                 len(split.training_only), len(split.val), len(split.test), json.dumps(counts))
         if not val_records:
             log.warning("the validation split is empty (too few patients): early stopping and the best epoch "
                         "follow the training loss and accuracy instead")
@@ -641,6 +644,7 @@ def _training_data_summary(loaded: LoadedRecords, split: Split, classes: Sequenc
     descriptions = [d.get("description") for d in loaded.datasets if d.get("description")]
     return {"datasets": loaded.datasets, "n_lesions": len(loaded.records), "n_skipped": len(loaded.skipped),
             "class_counts": loaded.class_counts(classes), "split_counts": split.class_counts(),
+            **({"n_training_only": len(split.training_only)} if split.training_only else {}),
             "n_groups": len(set(split.groups.values())), "simulated": simulated,
             "description": "; ".join(descriptions) if descriptions else
             ("Simulated lesions (liverview.synth)." if simulated else "Lesions exported from liverview.")}

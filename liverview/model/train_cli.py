@@ -82,6 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="liverview-train", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("datasets", nargs="*", type=Path, help="dataset folders (training-dataset export / liverview-synth)")
+    p.add_argument("--train-only", type=Path, action="append", metavar="DATASET",
+                   help="a dataset whose lesions only train, never validate or test (repeatable): e.g. simulated "
+                        "lesions added to your own, so the reported metrics stay those on your own cases")
     p.add_argument("--out", type=Path, help="run folder to create (checkpoints, report, bundle)")
     p.add_argument("--resume", type=Path, metavar="RUN", help="continue the run in RUN from its last completed epoch")
     p.add_argument("--config", type=Path, help="JSON file of TrainConfig fields (command-line options override it)")
@@ -127,6 +130,8 @@ def _config_from_args(args: argparse.Namespace):
     base = json.loads(args.config.read_text(encoding="utf-8")) if args.config else {}
     if args.datasets:
         base["datasets"] = [str(d) for d in args.datasets]
+    if args.train_only:
+        base["training_only_datasets"] = [str(d) for d in args.train_only]
     mapping = {"arch": "architecture", "epochs": "epochs", "batch_size": "batch_size", "lr": "lr",
                "weight_decay": "weight_decay", "lr_schedule": "lr_schedule", "ema": "ema_decay",
                "patience": "patience", "monitor": "monitor", "seed": "seed", "workers": "num_workers",

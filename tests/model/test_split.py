@@ -1,6 +1,7 @@
 """70/15/15 split: grouped by patient (no leakage), stratified by class, deterministic."""
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -78,3 +79,34 @@ def test_real_dataset_folders_split_by_pseudo_patient(toy_dataset, toy_dataset_b
     split = split_records(loaded.records, seed=0)
     assert find_group_leaks(split) == []
     assert all(split.subset(name) for name in ("train", "val", "test"))
+
+
+def test_training_only_records_stay_in_train_and_leave_the_rest_as_it_was(tmp_path):
+    records = _records(n_patients=60, seed=2)
+    extra = [dataclasses.replace(r, uid=f"sim-{r.uid}", patient=f"SIM{r.patient}", training_only=True)
+             for r in _records(n_patients=40, seed=3)]
+    # One of the clinic's own patients also appears in the training-only data: that patient trains whole.
+    shared = records[0].patient
+    extra.append(LesionRecord(uid="sim-shared", label="hcc", patch_path=Path("x.npz"), patient=shared,
+                              training_only=True))
+    plain = split_records([r for r in records if r.patient != shared], seed=4)
+    mixed = split_records(records + extra, seed=4)
+    assert find_group_leaks(mixed) == []
+    assert (mixed.val, mixed.test) == (plain.val, plain.test)
+    own_of_shared = {r.uid for r in records if r.patient == shared}
+    assert set(mixed.train) == set(plain.train) | {r.uid for r in extra} | own_of_shared
+    assert mixed.training_only == sorted(r.uid for r in extra)
+    mixed.save(tmp_path / "split.json")
+    assert Split.load(tmp_path / "split.json").training_only == mixed.training_only
+
+
+def test_load_records_marks_training_only_folders(toy_dataset, toy_dataset_b):
+    loaded = load_records([toy_dataset], training_only=[toy_dataset_b])
+    own = [r for r in loaded.records if not r.training_only]
+    extra = [r for r in loaded.records if r.training_only]
+    assert (len(own), len(extra)) == (24, 12)
+    assert {r.dataset for r in extra} == {str(toy_dataset_b)}
+    assert [d.get("role") for d in loaded.datasets] == [None, "training only"]
+    split = split_records(loaded.records, seed=0)
+    assert {r.uid for r in extra} <= set(split.train)
+    assert split.val and split.test and not {r.uid for r in extra} & set(split.val + split.test)

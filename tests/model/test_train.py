@@ -74,6 +74,28 @@ def test_stopped_run_resumes_to_the_same_weights(toy_dataset, tmp_path):
         resume_training(tmp_path / "straight", overrides={"lr": 1.0})
 
 
+def test_training_only_dataset_trains_but_is_never_validated_or_tested(toy_dataset, toy_dataset_b, tmp_path):
+    from liverview.model.data import load_records
+    from liverview.model.train_cli import _config_from_args, build_parser
+
+    args = build_parser().parse_args([str(toy_dataset), "--train-only", str(toy_dataset_b), "--out", "r"])
+    assert _config_from_args(args).training_only_datasets == [str(toy_dataset_b)]
+    config = _config([toy_dataset], training_only_datasets=[str(toy_dataset_b)], epochs=1)
+    result = train_model(config, tmp_path / "run")
+    split = Split.load(tmp_path / "run" / "split.json")
+    extra = {r.uid for r in load_records([toy_dataset_b]).records}
+    own = {r.uid for r in load_records([toy_dataset]).records}
+    assert set(split.training_only) == extra and extra <= set(split.train)
+    assert set(split.val) | set(split.test) <= own and split.val and split.test
+    tested = [line.split(",")[0] for line in (result.report_dir / "predictions_cnn.csv").read_text().splitlines()[1:]]
+    assert sorted(tested) == sorted(split.test)
+    bundle = load_bundle(result.bundle_dir)
+    assert [d.get("role") for d in bundle.info["training_data"]["datasets"]] == [None, "training only"]
+    assert f"{len(extra)} of the training lesions come from datasets given for training only" in \
+        (result.bundle_dir / "MODEL_CARD.md").read_text()
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["training_only_datasets"] == [str(toy_dataset_b)]
+
+
 @pytest.fixture(scope="module")
 def cli_run(toy_dataset, toy_dataset_b, tmp_path_factory):
     from liverview.model.train_cli import main
