@@ -106,7 +106,9 @@ def compare_runs(runs: list[Path]) -> list[dict[str, Any]]:
     for run in runs:
         _, info = read_bundle_info(run / "bundle")
         metrics = info.get("metrics") or {}
-        rows.append({"run": run.name, "preprocessing": _describe_preprocessing(info),
+        train_counts = ((info.get("training_data") or {}).get("split_counts") or {}).get("train") or {}
+        rows.append({"run": run.name, "n_train": sum(train_counts.values()) or None,
+                     "preprocessing": _describe_preprocessing(info),
                      "accuracy": metrics.get("accuracy"), "macro_f1": metrics.get("macro_f1"),
                      "ece": metrics.get("ece"), "n_test": metrics.get("n")})
     return rows
@@ -234,11 +236,13 @@ def _markdown_sections(info: dict[str, Any], check: SanityCheck | None, comparis
     if comparison:
         lines += ["## With and without image enhancement", "",
                   "The method paper enhances images (noise reduction, contrast enhancement) before learning. "
-                  "Same data, split and seed; only the preprocessing differs:", "",
-                  "| run | preprocessing | test accuracy | test macro-F1 | ECE | n |", "|---|---|---|---|---|---|"]
+                  "Same test split and seed; the runs differ only in their training lesions and preprocessing, "
+                  "as listed:", "",
+                  "| run | training lesions | preprocessing | test accuracy | test macro-F1 | ECE | n |",
+                  "|---|---|---|---|---|---|---|"]
         for row in comparison:
-            lines.append(f"| {row['run']} | {row['preprocessing']} | {_fmt(row['accuracy'])} | "
-                         f"{_fmt(row['macro_f1'])} | {_fmt(row['ece'])} | {row['n_test']} |")
+            lines.append(f"| {row['run']} | {_fmt(row.get('n_train'))} | {row['preprocessing']} | "
+                         f"{_fmt(row['accuracy'])} | {_fmt(row['macro_f1'])} | {_fmt(row['ece'])} | {row['n_test']} |")
         lines.append("")
     replaced = info.get("replaces")
     if replaced:

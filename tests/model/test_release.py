@@ -47,6 +47,8 @@ def test_release_installs_a_verified_bundle_with_its_card(runs, demo_study, meta
     assert [row["preprocessing"] for row in info["enhancement_comparison"]] == [
         "key slice +- 1, denoise none, CLAHE off, answer averaged over flips",
         "key slice +- 1, denoise bilateral, CLAHE on, answer averaged over flips"]
+    trained = json.loads((plain / "split.json").read_text())["train"]
+    assert [row["n_train"] for row in info["enhancement_comparison"]] == [len(trained)] * 2
     assert "replaces" not in info and "## What it replaces" not in (target / "MODEL_CARD.md").read_text()
     card = (target / "MODEL_CARD.md").read_text()
     for needle in ("simulated lesions", "Confusion matrix", "Real-data sanity check", PAPER[:40], "make model",
