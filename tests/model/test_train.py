@@ -91,6 +91,8 @@ def test_training_only_dataset_trains_but_is_never_validated_or_tested(toy_datas
     assert sorted(tested) == sorted(split.test)
     bundle = load_bundle(result.bundle_dir)
     assert [d.get("role") for d in bundle.info["training_data"]["datasets"]] == [None, "training only"]
+    descriptions = {d["description"] for d in bundle.info["training_data"]["datasets"]}
+    assert len(descriptions) == 1 and bundle.info["training_data"]["description"] == descriptions.pop()
     assert f"{len(extra)} of the training lesions come from datasets given for training only" in \
         (result.bundle_dir / "MODEL_CARD.md").read_text()
     assert json.loads((tmp_path / "run" / "config.json").read_text())["training_only_datasets"] == [str(toy_dataset_b)]
