@@ -129,6 +129,8 @@ class SimulatorConfig:
         lo, hi = self.diameter_mm
         if not 0.0 < lo <= hi:
             raise ValueError(f"diameter range {self.diameter_mm} must be positive and ordered")
+        if not 0.0 <= self.noise_sigma_hu[0] <= self.noise_sigma_hu[1]:
+            raise ValueError(f"noise SD range {self.noise_sigma_hu} HU must be non-negative and ordered")
         if not 1 <= self.lesions_per_patient[0] <= self.lesions_per_patient[1]:
             raise ValueError(f"lesions per patient {self.lesions_per_patient} must be >= 1 and ordered")
         if not self.classes:

@@ -48,6 +48,12 @@ def _parser() -> argparse.ArgumentParser:
                         help=f"smallest lesion diameter in mm (default {DEFAULT_CONFIG.diameter_mm[0]:g})")
     parser.add_argument("--max-diameter", type=float, default=DEFAULT_CONFIG.diameter_mm[1], metavar="MM",
                         help=f"largest lesion diameter in mm (default {DEFAULT_CONFIG.diameter_mm[1]:g})")
+    low, high = DEFAULT_CONFIG.noise_sigma_hu
+    parser.add_argument("--noise-sd", type=float, nargs=2, default=DEFAULT_CONFIG.noise_sigma_hu,
+                        metavar=("LOW", "HIGH"),
+                        help=f"image noise SD in HU of the phantom patients, drawn per patient from LOW..HIGH "
+                             f"(default {low:g} {high:g}); LOW = HIGH fixes it. With the same seed the lesions are "
+                             f"the same whatever the noise, so a model can be tested on them at another noise")
     real = parser.add_argument_group("lesions in a real CT series")
     real.add_argument("--ct-series", type=Path, metavar="DIR",
                       help="folder (or zip / DICOMDIR) with the CT series to insert lesions into")
@@ -88,7 +94,8 @@ def main(argv: Sequence[str] | None = None) -> int:
               file=sys.stderr)
         return 1
     try:
-        config = SimulatorConfig(diameter_mm=(args.min_diameter, args.max_diameter))
+        config = SimulatorConfig(diameter_mm=(args.min_diameter, args.max_diameter),
+                                 noise_sigma_hu=tuple(args.noise_sd))
     except ValueError as exc:
         print(f"{name}: {exc}", file=sys.stderr)
         return 1

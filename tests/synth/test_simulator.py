@@ -341,3 +341,29 @@ def test_cli_writes_a_dataset_and_reports_errors(tmp_path: Path, capsys: pytest.
     (foreign / "dataset.json").write_text(json.dumps({"format": "something.else"}))
     assert synth_cli.main([str(foreign), "-n", "1", "--workers", "1", "-q"]) == 1
     assert "other than a liverview dataset" in capsys.readouterr().err
+
+
+def test_cli_noise_option_renders_the_same_lesions_at_another_noise(tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    lines = {}
+    for sd in ("4", "24"):
+        out = tmp_path / f"noise{sd}"
+        assert synth_cli.main([str(out), "-n", "1", "--seed", "7", "--workers", "1", "--max-diameter", "30",
+                               "--noise-sd", sd, sd, "-q"]) == 0
+        lines[sd] = {r["lesion_uid"]: r for r in read_lesion_lines(out / "lesions.jsonl")}
+    quiet, noisy = lines["4"], lines["24"]
+    assert set(quiet) == set(noisy) and len(quiet) == 4
+    for uid, record in quiet.items():
+        other = noisy[uid]
+        assert {k: v for k, v in record["synth"].items() if k != "patient"} == \
+            {k: v for k, v in other["synth"].items() if k != "patient"}
+        assert (record["synth"]["patient"]["noise_sigma_hu"], other["synth"]["patient"]["noise_sigma_hu"]) == (4, 24)
+        # Outside the lesion the patch is liver (and some neighbours): its spread follows the noise.
+        spread = []
+        for folder in (tmp_path / "noise4", tmp_path / "noise24"):
+            with np.load(folder / record["file"]) as patch:
+                hu, mask = patch["hu"].astype(float), patch["mask"]
+            spread.append(np.median(np.abs(np.diff(hu[~mask].reshape(-1)[:4000]))))
+        assert spread[1] > 2 * spread[0]
+    assert synth_cli.main([str(tmp_path / "x"), "-n", "1", "--noise-sd", "20", "7", "-q"]) == 1
+    assert "noise SD range" in capsys.readouterr().err
