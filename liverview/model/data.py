@@ -104,8 +104,8 @@ def load_records(folders: Sequence[str | Path], classes: Sequence[str] = DEFAULT
     datasets: list[dict[str, Any]] = []
     seen: set[str] = set()
     wanted = set(classes)
-    for item, only_training in [(f, False) for f in folders] + [(f, True) for f in training_only]:
-        folder = Path(item)
+    sources = [(Path(f), False) for f in folders] + [(Path(f), True) for f in training_only]
+    for folder, only_training in sources:
         manifest = read_manifest(folder)
         margin_z = int((manifest.get("patch") or {}).get("margin_z_slices", 1))
         lines_path = folder / manifest.get("lesions", "lesions.jsonl")
@@ -146,7 +146,7 @@ def load_records(folders: Sequence[str | Path], classes: Sequence[str] = DEFAULT
     for item in skipped:
         log.warning("skipped lesion %s: %s", item.uid, item.reason)
     if not records:
-        raise DatasetError(f"no usable labelled lesions in {', '.join(str(f) for f in [*folders, *training_only])}")
+        raise DatasetError(f"no usable labelled lesions in {', '.join(str(f) for f, _ in sources)}")
     return LoadedRecords(records, skipped, datasets)
 
 
