@@ -162,7 +162,8 @@ class ClassificationController(QObject):
         self.status_label.setText(f"Model: {description.name} {description.version} · {device}")
         quality = f" · test macro-F1 {description.macro_f1:.2f}" if description.macro_f1 is not None else ""
         self.panel.set_model(f"{description.name} {description.version} on {device}{quality}",
-                             description.classes, description.class_names)
+                             description.classes, description.class_names, model_id=description.model_id,
+                             by_uncertainty=description.by_uncertainty, simulated=description.simulated)
         if description.device_note:
             self.window.statusBar().showMessage(description.device_note, 10000)
         self.refresh()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,10 @@ class ModelDescription:
     device: str
     macro_f1: float | None
     device_note: str = ""
+    #: The bundle's test metrics per uncertainty level (`uncertainty.metrics_by_uncertainty` rows), so the
+    #: panel can say how often answers shown at a level were right; empty for bundles without them.
+    by_uncertainty: list[dict] = field(default_factory=list)
+    simulated: bool = False  # trained and tested on simulated lesions
 
 
 def _describe_error(exc: BaseException) -> str:
@@ -79,7 +83,9 @@ class _Runner(QObject):
             self.model_loaded.emit(ModelDescription(
                 path=loaded.path, name=loaded.name, version=loaded.version, model_id=model_id(loaded),
                 classes=list(loaded.classes), class_names=list(loaded.class_names), device=str(loaded.device),
-                macro_f1=float(macro_f1) if isinstance(macro_f1, (int, float)) else None, device_note=note))
+                macro_f1=float(macro_f1) if isinstance(macro_f1, (int, float)) else None, device_note=note,
+                by_uncertainty=list(metrics.get("by_uncertainty") or []),
+                simulated=bool((loaded.info.get("training_data") or {}).get("simulated"))))
         except Exception as exc:  # noqa: BLE001 - every failure reaches the user as a message
             log.error("loading model %s failed:\n%s", path, traceback.format_exc())
             self.model_failed.emit(f"{Path(path).name}: {_describe_error(exc)}")

@@ -38,6 +38,9 @@ class PredictionPanel(QWidget):
         self.classes: list[str] = []
         self.class_names: list[str] = []
         self.probabilities: dict[str, float] = {}
+        self.model_id = ""
+        self.by_uncertainty: dict[str, dict] = {}
+        self.simulated = False
         self.model_label = QLabel("No model loaded")
         self.model_label.setTextFormat(Qt.PlainText)
         self.model_label.setWordWrap(True)
@@ -80,6 +83,10 @@ class PredictionPanel(QWidget):
         self.top_label.setStyleSheet("font-size: 12pt; font-weight: 600;")
         self.uncertainty_label = QLabel("")
         self.uncertainty_label.setTextFormat(Qt.PlainText)
+        self.measured_label = QLabel("")
+        self.measured_label.setTextFormat(Qt.PlainText)
+        self.measured_label.setStyleSheet("color: #9a9a9a; font-size: 9pt;")
+        self.measured_label.setWordWrap(True)
         self.detail_label = QLabel("")
         self.detail_label.setTextFormat(Qt.PlainText)
         self.detail_label.setStyleSheet("color: #9a9a9a; font-size: 9pt;")
@@ -116,7 +123,11 @@ class PredictionPanel(QWidget):
         layout.addLayout(batch)
         layout.addWidget(self.plot, 1)
         layout.addWidget(self.top_label)
-        layout.addWidget(self.uncertainty_label)
+        uncertainty = QVBoxLayout()
+        uncertainty.setSpacing(2)
+        uncertainty.addWidget(self.uncertainty_label)
+        uncertainty.addWidget(self.measured_label)
+        layout.addLayout(uncertainty)
         layout.addWidget(self.accept_button)
         layout.addWidget(self.detail_label)
         layout.addLayout(heat)
@@ -124,8 +135,13 @@ class PredictionPanel(QWidget):
         self.show_result(None)
         self.set_enabled(model=False, lesion=False)
 
-    def set_model(self, text: str, classes: list[str], class_names: list[str]) -> None:
+    def set_model(self, text: str, classes: list[str], class_names: list[str], model_id: str = "",
+                  by_uncertainty: list[dict] | None = None, simulated: bool = False) -> None:
+        """`by_uncertainty`: the model's test metrics per uncertainty level, shown with its own answers."""
         self.model_label.setText(text)
+        self.model_id = model_id
+        self.by_uncertainty = {row["uncertainty"]: row for row in by_uncertainty or []}
+        self.simulated = simulated
         self.classes, self.class_names = list(classes), list(class_names)
         self.plot.getAxis("left").setTicks([[(i, name) for i, name in enumerate(self.class_names)]])
         self.plot.setYRange(-0.6, len(self.classes) - 0.4, padding=0)
@@ -145,6 +161,7 @@ class PredictionPanel(QWidget):
             self.bars.setOpts(x0=[], y=[], width=[], brushes=[])
             self.top_label.setText(pending)
             self.uncertainty_label.setText("")
+            self.measured_label.setText("")
             self.detail_label.setText("")
             return
         self.probabilities = {c: float(result.probabilities.get(c, 0.0)) for c in self.classes}
@@ -163,9 +180,20 @@ class PredictionPanel(QWidget):
         self.uncertainty_label.setText(f"Uncertainty: {level}" + (f" (entropy {result.entropy:.2f})"
                                                                  if result.entropy is not None else ""))
         self.uncertainty_label.setStyleSheet(f"color: {UNCERTAINTY_COLORS.get(level, '#c8c8c8')};")
+        self.measured_label.setText(self.describe_level(level) if result.model_id == self.model_id else "")
         where = f"slice {result.slice_index + 1}" if result.slice_index is not None else "its largest slice"
         accepted = f" · accepted as label by {result.accepted_by}" if result.accepted_by else ""
         self.detail_label.setText(f"{result.model_id}, on {where}, {result.time}{accepted}")
+
+    def describe_level(self, level: str) -> str:
+        """How often this model was right when it showed `level` on its test split ("" when unmeasured)."""
+        row = self.by_uncertainty.get(level)
+        if not row or not row.get("n"):
+            return ""
+        right = round(row["accuracy"] * row["n"])
+        lesions = "simulated test lesions" if self.simulated else "test lesions"
+        return (f"On its {lesions}, answers shown with {level} uncertainty were right in {right} of "
+                f"{row['n']} ({100 * right // row['n']}%).")
 
     def show_batch(self, done: int, total: int) -> None:
         running = done < total

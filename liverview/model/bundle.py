@@ -34,6 +34,7 @@ from liverview import __version__
 from liverview.annotations.labels import BUILTIN_LABELS
 from liverview.model.network import UnknownArchitectureError, build_network, get_architecture
 from liverview.model.transforms import LesionPreprocess, PreprocessConfig, build_preprocess
+from liverview.model.uncertainty import answer_from_copies, uncertainty_table
 
 log = logging.getLogger(__name__)
 
@@ -322,10 +323,9 @@ def predict_flips(loaded: LoadedModel, tensors: torch.Tensor | Sequence[torch.Te
 
 def predict_lesions(loaded: LoadedModel, tensors: torch.Tensor | Sequence[torch.Tensor]) -> np.ndarray:
     """The model's answer (N, n_classes): `predict`, or for a bundle with ``flip_average`` the mean of
-    `predict_flips`. Evaluation and the app both answer through this function."""
-    if not loaded.flip_average:
-        return predict(loaded, tensors)
-    return predict_flips(loaded, tensors).mean(axis=0)
+    `predict_flips` (`uncertainty.answer_from_copies`, which the app and the evaluation also answer with)."""
+    copies = predict_flips(loaded, tensors) if loaded.flip_average else predict(loaded, tensors)[None]
+    return answer_from_copies(copies, loaded.flip_average)
 
 
 def predict_lesion(loaded: LoadedModel, hu_slice: np.ndarray, mask: np.ndarray,
@@ -425,6 +425,11 @@ def render_model_card(info: dict[str, Any], notes: Sequence[str] = ()) -> str:
                       "| truth \\ predicted | " + " | ".join(classes) + " |",
                       "|---" * (len(classes) + 1) + "|"]
             lines += [f"| {classes[i]} | " + " | ".join(str(v) for v in row) + " |" for i, row in enumerate(cm)]
+        if metrics.get("by_uncertainty"):
+            lines += ["", "By the uncertainty the app shows with each answer (from the answer's entropy and from how "
+                          "the input's flipped copies agree):", ""] + uncertainty_table(metrics["by_uncertainty"])
+            lines += ["", "Measured on the same held-out lesions as above; on other data, such as real scans, what a "
+                          "level means is unmeasured."]
         baseline = metrics.get("baseline")
         if baseline:
             lines += ["", f"Classical baseline on the same split ({baseline.get('classifier', 'random forest')}): "

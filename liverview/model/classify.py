@@ -11,7 +11,6 @@ Qt-free; the GUI runs these functions on its single model worker thread.
 """
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -27,11 +26,8 @@ from liverview.io.volume import Volume
 from liverview.model.bundle import BundleError, LoadedModel, load_bundle, predict, predict_flips, resolve_device
 from liverview.model.gradcam import compute_gradcam
 from liverview.model.transforms import CropSquareResize, select_key_slice_by_area, select_slab
+from liverview.model.uncertainty import answer_from_copies, copy_statistics, normalised_entropy, uncertainty_level
 from liverview.paths import DEFAULT_MODEL_NAME, default_model_path
-
-#: Uncertainty bands on the normalised entropy (0 = certain, 1 = uniform) and the TTA spread.
-ENTROPY_MODERATE, ENTROPY_HIGH = 0.25, 0.5
-SPREAD_MODERATE, SPREAD_HIGH = 0.08, 0.2
 
 Progress = Callable[[int, int, str], None]
 ShouldStop = Callable[[], bool]
@@ -89,12 +85,8 @@ class LesionPrediction:
 
     @property
     def uncertainty(self) -> str:
-        """'low', 'moderate' or 'high' from the entropy and the TTA spread (the larger of the two)."""
-        if self.entropy >= ENTROPY_HIGH or self.tta_spread >= SPREAD_HIGH or self.tta_agreement < 0.75:
-            return "high"
-        if self.entropy >= ENTROPY_MODERATE or self.tta_spread >= SPREAD_MODERATE or self.tta_agreement < 1.0:
-            return "moderate"
-        return "low"
+        """'low', 'moderate' or 'high' (`uncertainty.uncertainty_level`, as the evaluation report counts it)."""
+        return uncertainty_level(self.entropy, self.tta_spread, self.tta_agreement)
 
     def to_ai_result(self) -> AIResult:
         return AIResult(model_id=self.model_id, probabilities=dict(self.probabilities), predicted=self.predicted,
@@ -193,8 +185,8 @@ def classify_lesion(loaded: LoadedModel, volume: Volume, lesion: Lesion, *, heat
     mark = time.perf_counter()
     # The flipped copies serve the uncertainty and, for a flip-averaging model, the answer itself
     # (the same `predict_flips` evaluation measured the bundle's metrics with).
-    copies = predict_flips(loaded, tensor)[:, 0] if tta or loaded.flip_average else predict(loaded, tensor)
-    probs = copies.mean(axis=0) if loaded.flip_average else copies[0]
+    copies = predict_flips(loaded, tensor) if tta or loaded.flip_average else predict(loaded, tensor)[None]
+    probs = answer_from_copies(copies, loaded.flip_average)[0]
     top = int(np.argmax(probs))
     timings["classify"] = (time.perf_counter() - mark) * 1000
     cam = None
@@ -204,8 +196,8 @@ def classify_lesion(loaded: LoadedModel, volume: Volume, lesion: Lesion, *, heat
         timings["gradcam"] = (time.perf_counter() - mark) * 1000
     spread, agreement = 0.0, 1.0
     if tta:
-        spread = float(copies.std(axis=0).max())
-        agreement = float(np.mean(copies.argmax(axis=1) == top))
+        spreads, agreements = copy_statistics(copies, probs[None])
+        spread, agreement = float(spreads[0]), float(agreements[0])
     timings["total"] = (time.perf_counter() - start) * 1000
     return LesionPrediction(
         lesion_id=lesion.id, model_id=model_id(loaded), classes=list(loaded.classes),
@@ -228,14 +220,6 @@ def compute_slice_heatmap(loaded: LoadedModel, volume: Volume, lesion: Lesion, s
     tensor = loaded.preprocess(model_slab(loaded, volume, slice_index), masks[slice_index], spacing)
     cam, _ = _heatmap(loaded, volume, slice_index, masks[slice_index], tensor, loaded.classes.index(explained))
     return cam
-
-
-def normalised_entropy(probabilities: Sequence[float] | np.ndarray) -> float:
-    """Shannon entropy divided by log(number of classes): 0 for a one-hot, 1 for a uniform vector."""
-    p = np.clip(np.asarray(probabilities, dtype=np.float64), 1e-12, 1.0)
-    if p.size < 2:
-        return 0.0
-    return float(-(p * np.log(p)).sum() / math.log(p.size))
 
 
 @dataclass
@@ -273,4 +257,4 @@ def classify_lesions(loaded: LoadedModel, volume: Volume, lesions: Sequence[Lesi
 
 __all__ = ["BatchResult", "ClassificationError", "DEFAULT_MODEL_NAME", "Heatmap", "LesionPrediction",
            "check_series", "classify_lesion", "classify_lesions", "compute_slice_heatmap", "default_model_path",
-           "key_slice", "lesion_slice_masks", "model_id", "model_slab", "normalised_entropy"]
+           "key_slice", "lesion_slice_masks", "model_id", "model_slab"]

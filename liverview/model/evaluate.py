@@ -4,7 +4,8 @@
 `liverview-evaluate`. It writes::
 
     metrics.json                every metric of every evaluated model (cnn, baseline, ...)
-    predictions_<name>.csv      lesion uid, truth, prediction, class probabilities
+    predictions_<name>.csv      lesion uid, truth, prediction, class probabilities (and the uncertainty
+                                the app would show, for the CNN)
     confusion_<name>.png        confusion matrix (counts, colour = row-normalised)
     roc_<name>.png              one-vs-rest ROC curves with their AUC
     reliability_<name>.png      reliability diagram + confidence histogram, with the ECE
@@ -27,6 +28,8 @@ from typing import Any
 import numpy as np
 
 from liverview.model.metrics import compute_metrics, roc_curve_binary
+from liverview.model.uncertainty import (answer_from_copies, metrics_by_uncertainty, uncertainty_levels,
+                                         uncertainty_table)
 
 log = logging.getLogger(__name__)
 
@@ -45,13 +48,21 @@ class EvaluationResult:
     probs: np.ndarray
     classes: list[str]
     metrics: dict[str, Any] = field(default_factory=dict)
+    #: Per lesion, the uncertainty the app would show with this answer (`uncertainty.uncertainty_levels`);
+    #: None for a model the app does not run (the baseline).
+    uncertainty: list[str] | None = None
 
     def __post_init__(self) -> None:
         self.y_true = np.asarray(self.y_true, dtype=np.int64)
         self.probs = np.asarray(self.probs, dtype=np.float64).reshape(len(self.y_true), len(self.classes))
         self.classes = list(self.classes)
+        if self.uncertainty is not None and len(self.uncertainty) != len(self.y_true):
+            raise ValueError(f"{len(self.uncertainty)} uncertainty levels for {len(self.y_true)} lesions")
         if not self.metrics:
             self.metrics = compute_metrics(self.y_true, self.probs, self.classes)
+            if self.uncertainty is not None:
+                self.metrics["by_uncertainty"] = metrics_by_uncertainty(self.y_true, self.probs.argmax(axis=1),
+                                                                        self.uncertainty, self.classes)
 
 
 def _pyplot():
@@ -169,10 +180,12 @@ def plot_curves(history: Sequence[dict[str, Any]], key: str, path: Path, ylabel:
 def _write_predictions(result: EvaluationResult, path: Path) -> None:
     with open(path, "w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)
-        writer.writerow(["lesion_uid", "true", "predicted", *[f"p_{c}" for c in result.classes]])
-        for uid, t, p in zip(result.uids, result.y_true, result.probs):
+        levels = result.uncertainty
+        writer.writerow(["lesion_uid", "true", "predicted", *[f"p_{c}" for c in result.classes],
+                         *(["uncertainty"] if levels is not None else [])])
+        for i, (uid, t, p) in enumerate(zip(result.uids, result.y_true, result.probs)):
             writer.writerow([uid, result.classes[int(t)], result.classes[int(np.argmax(p))],
-                             *[f"{v:.6f}" for v in p]])
+                             *[f"{v:.6f}" for v in p], *([levels[i]] if levels is not None else [])])
 
 
 def _f(value: Any) -> str:
@@ -242,6 +255,9 @@ def _render_report(results: dict[str, EvaluationResult], figures: dict[str, dict
                       "| truth \\ predicted | " + " | ".join(r.classes) + " |", "|---" * (len(r.classes) + 1) + "|"]
             lines += [f"| {r.classes[i]} | " + " | ".join(str(v) for v in row) + " |"
                       for i, row in enumerate(m["confusion_matrix"])]
+            if m.get("by_uncertainty"):
+                lines += ["", "By the uncertainty the app shows with each answer:", ""]
+                lines += uncertainty_table(m["by_uncertainty"])
             fig = figures[name]
             lines += ["", f"![confusion matrix]({fig['confusion']}) ![ROC curves]({fig['roc']}) "
                           f"![reliability diagram]({fig['reliability']})"]
@@ -295,18 +311,20 @@ def evaluate_bundle(bundle: str | Path, datasets: Sequence[str | Path], out_dir:
     if not chosen:
         raise ValueError("no lesions to evaluate")
     dataset = LesionDataset(chosen, loaded.classes, loaded.preprocess, train=False)
-    probs = np.zeros((len(dataset), len(loaded.classes)), dtype=np.float32)
-    from liverview.model.bundle import predict_lesions
+    from liverview.model.bundle import FLIP_DIMS, predict_flips
 
+    copies = np.zeros((len(FLIP_DIMS), len(dataset), len(loaded.classes)), dtype=np.float32)
     for start in range(0, len(dataset), batch_size):
         if should_stop is not None and should_stop():
             raise InterruptedError("evaluation cancelled")
         stop = min(start + batch_size, len(dataset))
-        probs[start:stop] = predict_lesions(loaded, [dataset[i][0] for i in range(start, stop)])
+        copies[:, start:stop] = predict_flips(loaded, [dataset[i][0] for i in range(start, stop)])
         if progress is not None:
             progress(stop / len(dataset), f"predicting {stop}/{len(dataset)} lesions")
+    # The copies the app makes for every answer: the answer itself and the uncertainty shown with it.
     results = {"cnn": EvaluationResult("cnn", f"CNN ({loaded.info['architecture']})", [r.uid for r in chosen],
-                                       dataset.labels, probs, loaded.classes)}
+                                       dataset.labels, answer_from_copies(copies, loaded.flip_average),
+                                       loaded.classes, uncertainty=uncertainty_levels(copies, loaded.flip_average))}
     if baseline:
         if not train_records:
             log.warning("the baseline needs the training lesions: give --split with the run's split.json")

@@ -314,7 +314,11 @@ def release_model(run: Path, target: Path, *, sanity_series: Path | None = None,
     for key, rows in (("accuracy_by_size", sizes), ("accuracy_by_variant", variants), ("accuracy_by_noise", noise)):
         if rows:
             info[key] = rows
-    if previous is not None:
+    if previous is not None and previous.get("sha256") == info.get("sha256"):
+        # The installed weights again (a card or metrics update): they replace what they replaced before.
+        if previous.get("replaces"):
+            info["replaces"] = previous["replaces"]
+    elif previous is not None:
         old_metrics = previous.get("metrics") or {}
         info["replaces"] = {"name": previous.get("name"), "version": previous.get("version"),
                             "sha256": previous.get("sha256"), "preprocessing": _describe_preprocessing(previous),

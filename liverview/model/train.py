@@ -45,6 +45,7 @@ from liverview.model.metrics import compute_metrics, log_loss
 from liverview.model.network import DEFAULT_ARCHITECTURE, build_network, get_architecture
 from liverview.model.split import DEFAULT_FRACTIONS, Split, check_split_matches, find_group_leaks, split_records
 from liverview.model.transforms import PreprocessConfig, build_preprocess
+from liverview.model.uncertainty import answer_from_copies, uncertainty_levels
 
 log = logging.getLogger(__name__)
 
@@ -583,7 +584,7 @@ def _predict_sharded(model: nn.Module, dataset: LesionDataset, ctx: DistContext,
         for buffer in net.buffers():
             dist.broadcast(buffer.data, 0)
     indices = list(range(ctx.rank, len(dataset), ctx.world_size))
-    probs = predict_dataset(net, dataset, ctx.device, batch_size, indices)
+    probs = predict_dataset(net, dataset, ctx.device, batch_size, indices)[0]
     if not ctx.distributed:
         return probs
     shards: list[Any] = [None] * ctx.world_size
@@ -596,20 +597,22 @@ def _predict_sharded(model: nn.Module, dataset: LesionDataset, ctx: DistContext,
 
 
 def predict_dataset(net: nn.Module, dataset: LesionDataset, device: torch.device, batch_size: int = 32,
-                    indices: Sequence[int] | None = None, flip_average: bool = False) -> np.ndarray:
-    """Softmax probabilities (len(indices), C) of a bare network, eval mode, no gradients; with
-    `flip_average` the mean over the input and its `FLIP_DIMS` flips, as `bundle.predict_lesions`."""
+                    indices: Sequence[int] | None = None,
+                    views: Sequence[tuple[int, ...]] = ((),)) -> np.ndarray:
+    """Softmax probabilities (len(views), len(indices), C) of a bare network, eval mode, no gradients: one
+    copy per view, a view being the dims to flip (() = the input as given; `FLIP_DIMS` = every copy
+    `bundle.predict_flips` makes)."""
     indices = list(range(len(dataset))) if indices is None else list(indices)
-    out = np.zeros((len(indices), len(dataset.classes)), dtype=np.float32)
+    out = np.zeros((len(views), len(indices), len(dataset.classes)), dtype=np.float32)
     was_training = net.training
     net.eval()
     with torch.inference_mode():
         for start in range(0, len(indices), batch_size):
             chunk = indices[start:start + batch_size]
             x = torch.stack([dataset[i][0] for i in chunk]).to(device, memory_format=MEMORY_FORMAT)
-            views = [torch.flip(x, dims) if dims else x for dims in FLIP_DIMS] if flip_average else [x]
-            probs = torch.stack([torch.softmax(net(v).float(), dim=1) for v in views]).mean(dim=0)
-            out[start:start + len(chunk)] = probs.cpu().numpy()
+            for k, dims in enumerate(views):
+                view = torch.flip(x, dims) if dims else x
+                out[k, start:start + len(chunk)] = torch.softmax(net(view).float(), dim=1).cpu().numpy()
     net.train(was_training)
     return out
 
@@ -665,9 +668,11 @@ def finish_run(config: TrainConfig, run_dir: Path, split: Split, loaded: LoadedR
     results: dict[str, EvaluationResult] = {}
     if test_records:
         test_ds = LesionDataset(test_records, config.classes, preprocess, train=False)
-        probs = predict_dataset(net, test_ds, ctx.device, config.batch_size, flip_average=config.flip_average)
+        # Every flipped copy, as the app makes them: the answer and the uncertainty the app would show.
+        copies = predict_dataset(net, test_ds, ctx.device, config.batch_size, views=FLIP_DIMS)
         results["cnn"] = EvaluationResult("cnn", f"CNN ({config.architecture})", [r.uid for r in test_records],
-                                          test_ds.labels, probs, config.classes)
+                                          test_ds.labels, answer_from_copies(copies, config.flip_average),
+                                          config.classes, uncertainty=uncertainty_levels(copies, config.flip_average))
     else:
         log.warning("the test split is empty: no test metrics (the datasets hold too few patients)")
     if config.baseline and test_records:

@@ -1,6 +1,7 @@
 """Classifying lesions in the real window: probabilities, heatmap, accept-as-label, batch cancel, errors."""
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 import threading
@@ -17,6 +18,11 @@ from liverview.model.network import build_network
 from liverview.model.transforms import PreprocessConfig
 
 CLASSES = ["benign_cyst", "hemangioma", "hcc", "metastasis"]
+#: Made-up test metrics per uncertainty level, each with its own count of right answers.
+BY_UNCERTAINTY = [{"uncertainty": "low", "n": 20, "coverage": 0.5, "accuracy": 0.95, "macro_f1": 0.95},
+                  {"uncertainty": "moderate", "n": 10, "coverage": 0.25, "accuracy": 0.7, "macro_f1": 0.7},
+                  {"uncertainty": "high", "n": 10, "coverage": 0.25, "accuracy": 0.3, "macro_f1": 0.3}]
+RIGHT = {"low": "19 of 20 (95%)", "moderate": "7 of 10 (70%)", "high": "3 of 10 (30%)"}
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +31,8 @@ def model_bundle(tmp_path_factory):
     torch.manual_seed(5)
     return save_bundle(tmp_path_factory.mktemp("model") / "tiny", build_network("tiny_cnn", 4),
                        architecture="tiny_cnn", classes=CLASSES, preprocess_config=PreprocessConfig(size=96),
-                       metrics={"macro_f1": 0.25}, name="tiny-test-model", version="0.0.1")
+                       metrics={"macro_f1": 0.25, "by_uncertainty": BY_UNCERTAINTY}, name="tiny-test-model",
+                       version="0.0.1")
 
 
 @pytest.fixture
@@ -67,6 +74,15 @@ def test_classify_selected_lesion_shows_probabilities_and_heatmap(qtbot, window)
     assert controller.panel.top_label.text().startswith(window.taxonomy.get(stored.predicted).name)
     assert "tiny-test-model 0.0.1" in controller.status_label.text() and "CPU" in controller.status_label.text()
     assert "not for diagnosis" in controller.panel.note.text()
+    # Beside the uncertainty, how often this model was right at that level on its test lesions ...
+    level = stored.uncertainty
+    assert controller.panel.uncertainty_label.text().startswith(f"Uncertainty: {level}")
+    assert controller.panel.measured_label.text() == (f"On its test lesions, answers shown with {level} "
+                                                      f"uncertainty were right in {RIGHT[level]}.")
+    # ... but not for an answer another model gave.
+    controller.panel.show_result(dataclasses.replace(stored, model_id="another-model 9.9"))
+    assert controller.panel.uncertainty_label.text() and controller.panel.measured_label.text() == ""
+    controller.panel.show_result(stored)
 
     # The heatmap is on screen, on the slice the lesion is shown on, and fades with the slider.
     view = window.viewer.views[0]

@@ -10,10 +10,11 @@ import torch
 from liverview.annotations.document import AIResult, AnnotationDocument, Lesion, Roi
 from liverview.model.bundle import load_bundle, predict, save_bundle
 from liverview.model.classify import (ClassificationError, classify_lesion, classify_lesions, compute_slice_heatmap,
-                                      key_slice, lesion_slice_masks, normalised_entropy)
+                                      key_slice, lesion_slice_masks)
 from liverview.model.gradcam import compute_gradcam
 from liverview.model.network import build_network
 from liverview.model.transforms import PreprocessConfig, prepare_lesion_patch
+from liverview.model.uncertainty import uncertainty_levels
 
 CLASSES = ["benign_cyst", "hemangioma", "hcc", "metastasis"]
 
@@ -109,9 +110,11 @@ def test_a_flip_averaging_model_answers_in_the_app_as_in_evaluation(tmp_path, de
         tensor = loaded.preprocess(volume.array[z], masks[z], volume.spacing_mm[1:])
         expected = predict_lesions(loaded, tensor)[0]
         np.testing.assert_allclose([prediction.probabilities[c] for c in CLASSES], expected, atol=1e-5)
-        copies = predict_flips(loaded, tensor)[:, 0]
-        assert prediction.tta_spread == pytest.approx(float(copies.std(axis=0).max()), abs=1e-6)
+        copies = predict_flips(loaded, tensor)
+        assert prediction.tta_spread == pytest.approx(float(copies[:, 0].std(axis=0).max()), abs=1e-6)
         assert prediction.heatmap.explained == CLASSES[int(np.argmax(expected))]
+        # The evaluation report counts answers by the very level the app shows.
+        assert uncertainty_levels(copies, flip_average=True) == [prediction.uncertainty]
 
 
 def test_heatmap_follows_the_slices_of_a_lesion(tiny_bundle, demo):
@@ -170,12 +173,6 @@ def test_key_slice_is_the_largest_outline_nearest_the_middle():
     big[:2, :2] = True
     small[0, 0] = True
     assert key_slice({3: small, 4: big, 5: small, 6: big, 7: big, 8: small}) == 6
-
-
-def test_entropy_bounds():
-    assert normalised_entropy([1.0, 0.0, 0.0, 0.0]) == pytest.approx(0.0, abs=1e-9)
-    assert normalised_entropy([0.25] * 4) == pytest.approx(1.0)
-    assert 0.0 < normalised_entropy([0.7, 0.1, 0.1, 0.1]) < 1.0
 
 
 def test_gradcam_survives_inference_mode_frozen_weights_and_in_place_activations(tiny_bundle):

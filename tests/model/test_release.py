@@ -77,7 +77,7 @@ def test_release_installs_a_verified_bundle_with_its_card(runs, demo_study, meta
 
 
 def test_a_model_that_is_not_better_is_refused(runs, tmp_path):
-    plain, _ = runs
+    plain, enhanced = runs
     target = tmp_path / "bundled"
     release_model(plain, target)
     with pytest.raises(ReleaseError, match="not better"):
@@ -85,12 +85,15 @@ def test_a_model_that_is_not_better_is_refused(runs, tmp_path):
     before = (target / "model.json").read_text()
     assert main([str(plain), str(target)]) == 2
     assert (target / "model.json").read_text() == before
-    assert main([str(plain), str(target), "--force"]) == 0
+    assert main([str(enhanced), str(target), "--force"]) == 0
     replaced = json.loads(before)
     info = json.loads((target / "model.json").read_text())
     assert info["replaces"]["sha256"] == replaced["sha256"]
     assert info["replaces"]["macro_f1"] == replaced["metrics"]["macro_f1"]
     assert "Its weights stay in the repository history" in (target / "MODEL_CARD.md").read_text()
+    # The same weights released again (say for a newer card) still replace what they replaced.
+    assert main([str(enhanced), str(target), "--force"]) == 0
+    assert json.loads((target / "model.json").read_text())["replaces"] == info["replaces"]
 
 
 def test_an_unfinished_run_is_refused(tmp_path):

@@ -1,6 +1,7 @@
 """Training on CPU: loss goes down, runs resume exactly, the CLIs write report + bundle."""
 from __future__ import annotations
 
+import csv
 import json
 
 import numpy as np
@@ -127,6 +128,8 @@ def test_cli_writes_report_and_bundle(cli_run):
     loaded = load_bundle(run / "bundle")
     assert loaded.info["preprocessing"]["denoise"] == "bilateral" and loaded.preprocess_config.clahe
     assert loaded.info["metrics"]["macro_f1"] == pytest.approx(cnn["macro_f1"])
+    assert loaded.info["metrics"]["by_uncertainty"] == cnn["by_uncertainty"]
+    assert "| uncertainty shown | lesions |" in (run / "bundle" / "MODEL_CARD.md").read_text()
     assert loaded.flip_average and loaded.info["inference"]["flips"] == [[], [-1], [-2], [-2, -1]]
     # New models read the key slice and its neighbours; a saved config without the setting reads one slice.
     assert loaded.preprocess_config.neighbour_slices == 1 and loaded.input_size == (9, 48, 48)
@@ -158,6 +161,14 @@ def test_evaluate_cli(cli_run, toy_dataset, toy_dataset_b, tmp_path):
     run_metrics = json.loads((cli_run / "report" / "metrics.json").read_text())
     assert metrics["results"]["cnn"]["confusion_matrix"] == run_metrics["results"]["cnn"]["confusion_matrix"]
     assert metrics["results"]["cnn"]["macro_f1"] == pytest.approx(run_metrics["results"]["cnn"]["macro_f1"])
+    # The end of training and liverview-evaluate read the same uncertainty for every lesion.
+    by_level = metrics["results"]["cnn"]["by_uncertainty"]
+    assert [r["n"] for r in by_level] == [r["n"] for r in run_metrics["results"]["cnn"]["by_uncertainty"]]
+    assert sum(r["n"] for r in by_level[:3]) == metrics["results"]["cnn"]["n"]
+    with open(out / "predictions_cnn.csv") as fh, open(cli_run / "report" / "predictions_cnn.csv") as run_fh:
+        levels, run_levels = ([row["uncertainty"] for row in csv.DictReader(f)] for f in (fh, run_fh))
+    assert levels == run_levels and set(levels) <= {"low", "moderate", "high"}
+    assert "By the uncertainty the app shows" in (out / "report.md").read_text()
     assert "baseline" in metrics["results"] and (out / "loss_curves.png").is_file()
     # Without a split: every labelled lesion.
     all_out = tmp_path / "all"

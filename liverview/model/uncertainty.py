@@ -1,0 +1,103 @@
+"""The uncertainty the app shows beside every answer, and what it is worth on a labelled test set.
+
+A lesion's uncertainty is read from its class probabilities (normalised entropy) and from the
+flipped copies of its input (`bundle.FLIP_DIMS`): how far their probabilities spread and how many
+agree on the top class. The app's answer panel and the evaluation report both go through
+`uncertainty_level`, so the report's "accuracy when the app said low" is about exactly the label a
+radiologist sees. numpy only (no torch): the copies come from `bundle.predict_flips` or the training
+loop's `predict_dataset`.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from liverview.model.metrics import confusion_matrix, metrics_from_confusion
+
+#: Uncertainty bands on the normalised entropy (0 = certain, 1 = uniform) and the TTA spread.
+ENTROPY_MODERATE, ENTROPY_HIGH = 0.25, 0.5
+SPREAD_MODERATE, SPREAD_HIGH = 0.08, 0.2
+#: Least share of the flipped copies that must agree with the answer's top class.
+AGREEMENT_MODERATE, AGREEMENT_HIGH = 1.0, 0.75
+LEVELS: tuple[str, ...] = ("low", "moderate", "high")
+
+
+def normalised_entropy(probabilities: Sequence[float] | np.ndarray) -> float:
+    """Shannon entropy divided by log(number of classes): 0 for a one-hot, 1 for a uniform vector."""
+    p = np.clip(np.asarray(probabilities, dtype=np.float64), 1e-12, 1.0)
+    if p.size < 2:
+        return 0.0
+    return float(-(p * np.log(p)).sum() / math.log(p.size))
+
+
+def answer_from_copies(copies: np.ndarray, flip_average: bool) -> np.ndarray:
+    """The model's answer (N, C) from its copies (K, N, C), the first being the unflipped input: their mean
+    for a flip-averaging model, else the first."""
+    return copies.mean(axis=0) if flip_average else copies[0]
+
+
+def copy_statistics(copies: np.ndarray, answer: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(spread, agreement) per lesion: the largest SD of a class probability over the copies (K, N, C), and
+    the share of copies whose top class is the answer's (N, C)."""
+    spread = copies.std(axis=0).max(axis=1)
+    agreement = (copies.argmax(axis=2) == answer.argmax(axis=1)).mean(axis=0)
+    return spread, agreement
+
+
+def uncertainty_level(entropy: float, spread: float = 0.0, agreement: float = 1.0) -> str:
+    """'low', 'moderate' or 'high': the worst of the entropy, the copies' spread and their agreement."""
+    if entropy >= ENTROPY_HIGH or spread >= SPREAD_HIGH or agreement < AGREEMENT_HIGH:
+        return "high"
+    if entropy >= ENTROPY_MODERATE or spread >= SPREAD_MODERATE or agreement < AGREEMENT_MODERATE:
+        return "moderate"
+    return "low"
+
+
+def uncertainty_levels(copies: np.ndarray, flip_average: bool) -> list[str]:
+    """The level the app would show for each of N lesions, from their copies (K, N, C)."""
+    answer = answer_from_copies(copies, flip_average)
+    spread, agreement = copy_statistics(copies, answer)
+    return [uncertainty_level(normalised_entropy(p), float(s), float(a)) for p, s, a in zip(answer, spread, agreement)]
+
+
+def metrics_by_uncertainty(y_true: Sequence[int], y_pred: Sequence[int], levels: Sequence[str],
+                           classes: Sequence[str]) -> list[dict[str, Any]]:
+    """Per level, and for each level together with the more certain ones ("low + moderate"): how many
+    lesions, the share of all (coverage), accuracy and macro-F1. Levels without lesions are kept (n 0),
+    so a reader sees that the model never answered that way."""
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    levels = np.asarray(levels)
+    unknown = sorted(set(levels.tolist()) - set(LEVELS))
+    if unknown:
+        raise ValueError(f"unknown uncertainty level(s) {unknown}; expected {LEVELS}")
+    groups = [(level, levels == level) for level in LEVELS]
+    groups += [(" + ".join(LEVELS[:i + 1]), np.isin(levels, LEVELS[:i + 1])) for i in range(1, len(LEVELS) - 1)]
+    rows = []
+    for name, chosen in groups:
+        n = int(chosen.sum())
+        row: dict[str, Any] = {"uncertainty": name, "n": n, "coverage": n / len(levels) if len(levels) else 0.0,
+                               "accuracy": None, "macro_f1": None}
+        if n:
+            m = metrics_from_confusion(confusion_matrix(y_true[chosen], y_pred[chosen], len(classes)), classes)
+            row.update(accuracy=m["accuracy"], macro_f1=m["macro_f1"])
+        rows.append(row)
+    return rows
+
+
+def uncertainty_table(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """Markdown table of `metrics_by_uncertainty` rows, for the evaluation report and the model card."""
+    def fmt(value: float | None) -> str:
+        return "n/a" if value is None else f"{value:.3f}"
+
+    lines = ["| uncertainty shown | lesions | share of all | accuracy | macro-F1 |", "|---|---|---|---|---|"]
+    lines += [f"| {r['uncertainty']} | {r['n']} | {r['coverage']:.1%} | {fmt(r['accuracy'])} | {fmt(r['macro_f1'])} |"
+              for r in rows]
+    return lines
+
+
+__all__ = ["AGREEMENT_HIGH", "AGREEMENT_MODERATE", "ENTROPY_HIGH", "ENTROPY_MODERATE", "LEVELS", "SPREAD_HIGH",
+           "SPREAD_MODERATE", "answer_from_copies", "copy_statistics", "metrics_by_uncertainty", "normalised_entropy",
+           "uncertainty_level", "uncertainty_levels", "uncertainty_table"]
