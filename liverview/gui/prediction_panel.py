@@ -161,7 +161,7 @@ class PredictionPanel(QWidget):
             self.bars.setOpts(x0=[], y=[], width=[], brushes=[])
             self.top_label.setText(pending)
             self.uncertainty_label.setText("")
-            self.measured_label.setText("")
+            self._show_measured("")
             self.detail_label.setText("")
             return
         self.probabilities = {c: float(result.probabilities.get(c, 0.0)) for c in self.classes}
@@ -180,10 +180,15 @@ class PredictionPanel(QWidget):
         self.uncertainty_label.setText(f"Uncertainty: {level}" + (f" (entropy {result.entropy:.2f})"
                                                                  if result.entropy is not None else ""))
         self.uncertainty_label.setStyleSheet(f"color: {UNCERTAINTY_COLORS.get(level, '#c8c8c8')};")
-        self.measured_label.setText(self.describe_level(level) if result.model_id == self.model_id else "")
+        self._show_measured(self.describe_level(level) if result.model_id == self.model_id else "")
         where = f"slice {result.slice_index + 1}" if result.slice_index is not None else "its largest slice"
         accepted = f" · accepted as label by {result.accepted_by}" if result.accepted_by else ""
         self.detail_label.setText(f"{result.model_id}, on {where}, {result.time}{accepted}")
+
+    def _show_measured(self, text: str) -> None:
+        # Hidden when empty, so the panel (and the smallest window) is no taller than without it.
+        self.measured_label.setText(text)
+        self.measured_label.setVisible(bool(text))
 
     def describe_level(self, level: str) -> str:
         """How often this model was right when it showed `level` on its test split ("" when unmeasured)."""

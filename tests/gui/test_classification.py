@@ -82,6 +82,7 @@ def test_classify_selected_lesion_shows_probabilities_and_heatmap(qtbot, window)
     # ... but not for an answer another model gave.
     controller.panel.show_result(dataclasses.replace(stored, model_id="another-model 9.9"))
     assert controller.panel.uncertainty_label.text() and controller.panel.measured_label.text() == ""
+    assert controller.panel.measured_label.isHidden()
     controller.panel.show_result(stored)
 
     # The heatmap is on screen, on the slice the lesion is shown on, and fades with the slider.
