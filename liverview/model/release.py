@@ -326,7 +326,9 @@ def release_model(run: Path, target: Path, *, sanity_series: Path | None = None,
     notes = ["Trained on simulated lesions only: the simulator's idea of each class, not real radiology."]
     if new_f1 < TARGET_MACRO_F1:
         notes.append(f"Below the project's target of test macro-F1 >= {TARGET_MACRO_F1:.2f} on simulated lesions "
-                     f"({new_f1:.3f}); see the confusion matrix and the accuracy by size for where it errs.")
+                     f"({new_f1:.3f}); see the confusion matrix and the accuracy by size for where it errs"
+                     + (", and the metrics by uncertainty for how far the uncertainty shown flags it."
+                        if (info.get("metrics") or {}).get("by_uncertainty") else "."))
     if check is not None:
         s = check.summary()
         notes.append(f"On the real series {check.name} it called {s['predicted_as_expected']} of {s['lesions']} "
