@@ -30,6 +30,7 @@ from liverview.io.seg_import import SegImportError
 from liverview.io.volume import Volume
 from liverview.model.bundle import BundleError, LoadedModel, load_bundle, resolve_device
 from liverview.model.classify import Heatmap, LesionPrediction, classify_lesions, model_id
+from liverview.model.uncertainty import LEVELS
 from liverview.paths import default_model_path
 
 HEATMAP_PNG_SIZE = 448
@@ -57,7 +58,7 @@ def model_summary(loaded: LoadedModel) -> dict[str, Any]:
     return {"id": model_id(loaded), "name": loaded.name, "version": loaded.version, "path": str(loaded.path),
             "sha256": loaded.info.get("sha256"), "architecture": loaded.info.get("architecture"),
             "classes": list(loaded.classes), "device": str(loaded.device), "macro_f1": metrics.get("macro_f1"),
-            "intended_use": loaded.info.get("intended_use")}
+            "by_uncertainty": metrics.get("by_uncertainty") or [], "intended_use": loaded.info.get("intended_use")}
 
 
 def render_heatmap_png(volume: Volume, prediction: LesionPrediction, mask: np.ndarray, path: Path,
@@ -135,6 +136,10 @@ def print_table(output: dict[str, Any]) -> None:
               f"uncertainty {entry['uncertainty']:<8} slice {entry['slice_index'] + 1}{agreement}")
     for error in output["errors"]:
         print(f"{error['id']:>12}  not classified: {error['reason']}")
+    measured = [row for row in model["by_uncertainty"] if row["uncertainty"] in LEVELS and row["n"]]
+    if measured:
+        print("the model's test accuracy when it showed that uncertainty: "
+              + ", ".join(f"{row['uncertainty']} {row['accuracy']:.3f} ({row['n']} lesions)" for row in measured))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -59,11 +59,25 @@ def test_a_dicom_seg_as_annotations(demo_study, bundle, tmp_path, capsys):
     assert sorted(entry["label"] for entry in output["lesions"]) == sorted(lesion["label"] for lesion in truth["lesions"])
 
 
-def test_human_readable_table(demo_study, bundle, capsys):
+def test_human_readable_table(demo_study, bundle, tmp_path, capsys):
     assert main([str(demo_study.dicom_dir), "--annotations", str(demo_study.ground_truth_path),
                  "--model", str(bundle)]) == 0
     out = capsys.readouterr().out
     assert "research use only" in out and out.count("uncertainty") == 6
+    # A bundle measured by uncertainty level says what each level was worth on its test lesions.
+    by_level = [{"uncertainty": "low", "n": 30, "coverage": 0.75, "accuracy": 0.9, "macro_f1": 0.9},
+                {"uncertainty": "moderate", "n": 10, "coverage": 0.25, "accuracy": 0.6, "macro_f1": 0.5},
+                {"uncertainty": "high", "n": 0, "coverage": 0.0, "accuracy": None, "macro_f1": None},
+                {"uncertainty": "low + moderate", "n": 40, "coverage": 1.0, "accuracy": 0.825, "macro_f1": 0.8}]
+    torch.manual_seed(11)
+    measured = save_bundle(tmp_path / "measured", build_network("tiny_cnn", 4), architecture="tiny_cnn",
+                           classes=CLASSES, preprocess_config=PreprocessConfig(size=64),
+                           metrics={"macro_f1": 0.3, "by_uncertainty": by_level}, name="tiny", version="9")
+    assert main([str(demo_study.dicom_dir), "--annotations", str(demo_study.ground_truth_path),
+                 "--model", str(measured)]) == 0
+    last = capsys.readouterr().out.splitlines()[-1]
+    assert last == ("the model's test accuracy when it showed that uncertainty: low 0.900 (30 lesions), "
+                    "moderate 0.600 (10 lesions)")
 
 
 def test_errors_are_one_line_and_exit_1(demo_study, bundle, tmp_path, capsys):
