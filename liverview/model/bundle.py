@@ -367,6 +367,15 @@ CARD_TRAINING_KEYS = ("epochs_run", "best_epoch", "seed", "batch_size", "lr", "l
                       "optimizer", "loss", "monitor", "patience", "world_size", "device", "stopped_by")
 
 
+def _describe_start(training: dict[str, Any]) -> str:
+    start = training.get("initial_weights")
+    if not start:
+        return "trained from scratch"
+    new = start.get("new_classes") or []
+    return (f"fine-tuned from {start.get('name')} {start.get('version')}, weights SHA-256 "
+            f"{str(start.get('sha256'))[:12]}..." + (f"; classes new to it: {', '.join(new)}" if new else ""))
+
+
 def render_model_card(info: dict[str, Any], notes: Sequence[str] = ()) -> str:
     """MODEL_CARD.md for a bundle's model.json: intended use, model, data, metrics, limits."""
     classes = [c["id"] if isinstance(c, dict) else str(c) for c in info.get("classes", [])]
@@ -381,7 +390,7 @@ def render_model_card(info: dict[str, Any], notes: Sequence[str] = ()) -> str:
              "Task: classify one outlined focal liver lesion on a contrast-enhanced (portal-venous) CT slice "
              f"into {', '.join(classes)}. The reader outlines the lesion; the model does not detect lesions.", "",
              "## Model", "",
-             f"- Architecture: {info.get('architecture')} (torchvision, trained from scratch)",
+             f"- Architecture: {info.get('architecture')} (torchvision, {_describe_start(training)})",
              f"- Input: {' x '.join(str(v) for v in info.get('input_size', []))} (channels x height x width), "
              f"values 0..1",
              f"- Preprocessing: {_describe_slices(int(pre.get('neighbour_slices', 0)))}, square crop of side max("
@@ -438,8 +447,10 @@ def render_model_card(info: dict[str, Any], notes: Sequence[str] = ()) -> str:
         lines.append("Not evaluated.")
     lines += ["", "## Known limits", "",
               f"- {_describe_slice_limit(int(pre.get('neighbour_slices', 0)))}; no multi-phase information.",
-              "- Trained from scratch on the data above only; other scanners, phases, reconstruction kernels and "
-              "lesion types (abscess, FNH, adenoma, ...) are outside what it has seen.",
+              ("- Trained from scratch on the data above only" if not training.get("initial_weights") else
+               "- Trained on the data above and, before, on what the model it started from saw (see its card)")
+              + "; other scanners, phases, reconstruction kernels and lesion types (abscess, FNH, adenoma, ...) are "
+              "outside what it has seen.",
               "- Probabilities are calibrated only as well as the ECE above says."]
     lines += [f"- {note}" for note in notes]
     return "\n".join(lines) + "\n"

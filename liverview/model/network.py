@@ -135,9 +135,18 @@ def find_module(model: nn.Module, dotted: str) -> nn.Module:
     return modules[dotted]
 
 
+def find_class_head(model: nn.Module) -> str:
+    """Dotted path of the network's last fully connected layer, the one with a row per class."""
+    names = [name for name, module in getattr(model, "module", model).named_modules() if isinstance(module, nn.Linear)]
+    if not names:
+        raise ValueError(f"{type(model).__name__} has no fully connected layer")
+    return names[-1]
+
+
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
 __all__ = ["ARCHITECTURES", "Architecture", "DEFAULT_ARCHITECTURE", "TinyCNN", "UnknownArchitectureError",
-           "build_network", "count_parameters", "find_module", "get_architecture", "gradcam_target_layer"]
+           "build_network", "count_parameters", "find_class_head", "find_module", "get_architecture",
+           "gradcam_target_layer"]

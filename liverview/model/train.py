@@ -8,6 +8,7 @@ A run folder holds::
     split.json           the train/val/test split (lesion uids, grouped by patient)
     history.json         one entry per epoch (losses, accuracies, macro-F1, learning rate, speed)
     run.json             status (running / finished / cancelled), ranks that took part, timing
+    initial_weights.json the bundle a fine-tuning run (`init_from`) started from
     checkpoints/last.pt  everything needed to resume (model, optimizer, scheduler, weight average,
                          early-stopping state)
     checkpoints/best.pt  the state_dict of the best epoch so far (by the monitored validation metric;
@@ -73,6 +74,8 @@ class TrainingCancelled(Exception):
 #: New models read the key slice and one slice on each side (docs/model.md: 2.5-D input); a bundle or
 #: a saved run that does not say so reads the key slice alone (the `PreprocessConfig` default).
 TRAINING_NEIGHBOUR_SLICES = 1
+#: In the run folder: the bundle a fine-tuning run started from (name, version, SHA-256, classes).
+INITIAL_WEIGHTS_FILE = "initial_weights.json"
 
 
 @dataclass
@@ -111,6 +114,9 @@ class TrainConfig:
     flip_average: bool = True
     name: str = "liverview-lesion-classifier"
     version: str = "0.1.0"
+    # A model bundle whose weights the network starts from (fine-tuning, e.g. the bundled model on a
+    # clinic's own lesions) instead of a random initialisation; its architecture and input must match.
+    init_from: str | None = None
     preprocess: PreprocessConfig = field(default_factory=lambda: PreprocessConfig(
         neighbour_slices=TRAINING_NEIGHBOUR_SLICES))
 
@@ -362,6 +368,12 @@ def _run_in_context(config: TrainConfig, run_dir: Path, resume: bool, progress: 
 
     torch.manual_seed(config.seed)  # identical initial weights on every rank
     model = build_network(config.architecture, len(config.classes), config.preprocess.channels)
+    if config.init_from and not resume:
+        start = load_initial_weights(model, config)
+        if ctx.is_main:
+            write_json(run_dir / INITIAL_WEIGHTS_FILE, start)
+            log.info("starting from the weights of %s %s (%s); classes new to it: %s", start["name"],
+                     start["version"], start["path"], ", ".join(start["new_classes"]) or "none")
     model = model.to(ctx.device, memory_format=MEMORY_FORMAT)
     net = model
     if ctx.distributed:
@@ -521,6 +533,54 @@ def _make_scheduler(config: TrainConfig, optimizer: torch.optim.Optimizer):
     if config.lr_schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs, eta_min=config.min_lr)
     return None
+
+
+def load_initial_weights(net: nn.Module, config: TrainConfig) -> dict[str, Any]:
+    """Copy the weights of the bundle `config.init_from` into the freshly built `net` and return what
+    the run records about them. The bundle is verified as the app verifies it (SHA-256) and must have
+    the run's architecture and network input (preprocessing apart from augmentation). The class head
+    follows the class ids: a class the bundle knows keeps its row, a new one keeps its fresh row."""
+    from liverview.model.bundle import BundleError, load_bundle
+    from liverview.model.network import find_class_head
+
+    try:
+        start = load_bundle(str(config.init_from), "cpu")
+    except BundleError as exc:
+        raise TrainingError(f"cannot start from {config.init_from}: {exc}") from exc
+    if start.info["architecture"] != config.architecture:
+        raise TrainingError(f"{start.path} is a {start.info['architecture']}, not a {config.architecture}: only a "
+                            f"{start.info['architecture']} can start from it")
+    theirs, ours = _network_input(start.preprocess_config), _network_input(config.preprocess)
+    differing = sorted(k for k in theirs if theirs[k] != ours.get(k))
+    if differing:
+        raise TrainingError(f"{start.path} reads its input differently ({', '.join(f'{k} {theirs[k]!r}' for k in differing)}"
+                            f" against {', '.join(f'{k} {ours.get(k)!r}' for k in differing)}); a network "
+                            f"continues only on the input it learnt from: train with the bundle's preprocessing")
+    head = find_class_head(net)
+    state = {k: v.detach().clone() for k, v in start.model.state_dict().items()}
+    fresh = net.state_dict()
+    for key in (f"{head}.weight", f"{head}.bias"):
+        if key not in state:
+            continue
+        rows = fresh[key].clone()
+        for i, name in enumerate(config.classes):
+            if name in start.classes:
+                rows[i] = state[key][start.classes.index(name)]
+        state[key] = rows
+    try:
+        net.load_state_dict(state)
+    except RuntimeError as exc:
+        raise TrainingError(f"the weights of {start.path} do not fit this network: {exc}") from exc
+    return {"name": start.name, "version": start.version, "sha256": start.info.get("sha256"),
+            "path": str(start.path), "classes": list(start.classes),
+            "new_classes": [c for c in config.classes if c not in start.classes]}
+
+
+def _network_input(preprocess: PreprocessConfig) -> dict[str, Any]:
+    """What the network's input depends on: the preprocessing without the training-only augmentation."""
+    data = preprocess.to_dict()
+    data.pop("augment", None)
+    return data
 
 
 def _make_ema(config: TrainConfig, net: nn.Module) -> AveragedModel | None:
@@ -699,6 +759,8 @@ def finish_run(config: TrainConfig, run_dir: Path, split: Split, loaded: LoadedR
                 **({"weight_average": f"exponential moving average, decay {config.ema_decay} per step"}
                    if config.ema_decay else {}),
                 "world_size": ctx.world_size, "device": str(ctx.device), "run_dir": str(run_dir.resolve())}
+    if (run_dir / INITIAL_WEIGHTS_FILE).is_file():
+        training["initial_weights"] = _read_json(run_dir / INITIAL_WEIGHTS_FILE)
     data_summary = _training_data_summary(loaded, split, config.classes)
     notes = ["Trained on simulated lesions only: the simulator's idea of each class, not real radiology."] \
         if data_summary["simulated"] else []
@@ -714,6 +776,7 @@ def finish_run(config: TrainConfig, run_dir: Path, split: Split, loaded: LoadedR
                        test_metrics, bundle_dir, report_dir)
 
 
-__all__ = ["DistContext", "MONITORS", "SCHEDULES", "TrainConfig", "TrainResult", "TrainingCancelled", "TrainingError",
-           "configure_threads", "finish_run", "init_distributed", "load_run_config", "predict_dataset",
-           "resume_training", "seed_everything", "train_model"]
+__all__ = ["DistContext", "INITIAL_WEIGHTS_FILE", "MONITORS", "SCHEDULES", "TrainConfig", "TrainResult",
+           "TrainingCancelled", "TrainingError", "configure_threads", "finish_run", "init_distributed",
+           "load_initial_weights", "load_run_config", "predict_dataset", "resume_training", "seed_everything",
+           "train_model"]

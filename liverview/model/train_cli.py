@@ -88,6 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help="run folder to create (checkpoints, report, bundle)")
     p.add_argument("--resume", type=Path, metavar="RUN", help="continue the run in RUN from its last completed epoch")
     p.add_argument("--config", type=Path, help="JSON file of TrainConfig fields (command-line options override it)")
+    p.add_argument("--init-from", type=Path, metavar="BUNDLE",
+                   help="start from the weights of this model bundle (fine-tuning; 'bundled' = the model liverview "
+                        "ships) instead of random ones; the run takes its architecture and input preprocessing")
     p.add_argument("--arch", help="architecture: mobilenet_v3_small (default), resnet18, mobilenet_v3_large, "
                                   "efficientnet_b0, tiny_cnn (tests only)")
     p.add_argument("--epochs", type=int)
@@ -137,6 +140,8 @@ def _config_from_args(args: argparse.Namespace):
                "patience": "patience", "monitor": "monitor", "seed": "seed", "workers": "num_workers",
                "threads": "threads", "device": "device", "steps_per_epoch": "steps_per_epoch", "name": "name",
                "model_version": "version"}
+    if args.init_from:
+        _start_from_bundle(base, args.init_from)
     for arg, key in mapping.items():
         value = getattr(args, arg)
         if value is not None:
@@ -162,6 +167,23 @@ def _config_from_args(args: argparse.Namespace):
                                               hu_scale=0, noise_hu=0, gamma=0))
     base["preprocess"] = PreprocessConfig.from_dict(pre)
     return TrainConfig.from_dict(base)
+
+
+def _start_from_bundle(base: dict, bundle: Path) -> None:
+    """`base` (TrainConfig fields) starts from `bundle`'s weights, with its architecture and network input
+    unless the config file sets them (a conflict is then refused by `load_initial_weights`)."""
+    from liverview.model.bundle import BundleError, read_bundle_info
+    from liverview.paths import default_model_path
+
+    path = default_model_path() if str(bundle) == "bundled" else bundle
+    try:
+        _, info = read_bundle_info(path)
+    except BundleError as exc:
+        raise ValueError(f"--init-from: {exc}") from exc
+    base["init_from"] = str(path)
+    base.setdefault("architecture", info["architecture"])
+    if "preprocess" not in base:
+        base["preprocess"] = {k: v for k, v in (info.get("preprocessing") or {}).items() if k != "augment"}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -232,3 +232,65 @@ def test_weight_average_warms_up_from_the_initial_weights():
     ema.update_parameters(net)  # long after the warm-up: the configured decay
     assert torch.allclose(ema.module.weight, before + 0.002 * (net.weight - before), atol=1e-6)
     assert _make_ema(TrainConfig(datasets=[]), net) is None
+
+
+def test_fine_tuning_starts_from_a_bundle_and_maps_the_head_by_class(cli_run, tmp_path):
+    from liverview.model.network import build_network, find_class_head
+    from liverview.model.train import load_initial_weights
+
+    start = load_bundle(cli_run / "bundle")
+    config = _config(["x"], preprocess=start.preprocess_config, init_from=str(cli_run / "bundle"))
+    torch.manual_seed(0)
+    net = build_network("tiny_cnn", 4, start.preprocess_config.channels)
+    record = load_initial_weights(net, config)
+    theirs = start.model.state_dict()
+    for key, value in net.state_dict().items():
+        assert torch.equal(value, theirs[key]), key
+    assert record["sha256"] == start.info["sha256"] and record["new_classes"] == []
+
+    # Another order of the classes and one the bundle never saw: rows follow the class ids.
+    classes = ["metastasis", "fnh", "benign_cyst", "hcc", "hemangioma"]
+    config = _config(["x"], preprocess=start.preprocess_config, classes=classes, init_from=str(cli_run / "bundle"))
+    torch.manual_seed(0)
+    net = build_network("tiny_cnn", len(classes), start.preprocess_config.channels)
+    head = find_class_head(net)
+    fresh = net.state_dict()[f"{head}.weight"].clone()
+    record = load_initial_weights(net, config)
+    weight = net.state_dict()[f"{head}.weight"]
+    for i, name in enumerate(classes):
+        expected = fresh[i] if name == "fnh" else theirs[f"{head}.weight"][start.classes.index(name)]
+        assert torch.equal(weight[i], expected), name
+    assert record["new_classes"] == ["fnh"]
+
+
+def test_fine_tuning_refuses_another_input_or_architecture(cli_run):
+    from liverview.model.network import build_network
+    from liverview.model.train import load_initial_weights
+
+    start = load_bundle(cli_run / "bundle")
+    other_input = _config(["x"], preprocess=PreprocessConfig(size=32, neighbour_slices=1),
+                          init_from=str(cli_run / "bundle"))
+    with pytest.raises(TrainingError, match="reads its input differently.*denoise.*size"):
+        load_initial_weights(build_network("tiny_cnn", 4, 9), other_input)
+    other_arch = _config(["x"], architecture="mobilenet_v3_small", preprocess=start.preprocess_config,
+                         init_from=str(cli_run / "bundle"))
+    with pytest.raises(TrainingError, match="is a tiny_cnn, not a mobilenet_v3_small"):
+        load_initial_weights(build_network("mobilenet_v3_small", 4, 9), other_arch)
+
+
+def test_cli_fine_tunes_the_bundle_of_a_run(cli_run, toy_dataset, tmp_path):
+    from liverview.model.train_cli import main
+
+    run = tmp_path / "tuned"
+    # No --arch or preprocessing options: the run reads its input as the bundle it starts from does.
+    assert main([str(toy_dataset), "--out", str(run), "--init-from", str(cli_run / "bundle"), "--epochs", "1",
+                 "--batch-size", "8", "--no-baseline", "-q"]) == 0
+    tuned = load_bundle(run / "bundle")
+    start = load_bundle(cli_run / "bundle")
+    assert tuned.info["architecture"] == "tiny_cnn" and tuned.preprocess_config == start.preprocess_config
+    assert tuned.info["training"]["initial_weights"]["sha256"] == start.info["sha256"]
+    assert f"fine-tuned from {start.name} {start.version}" in (run / "bundle" / "MODEL_CARD.md").read_text()
+    assert main([str(toy_dataset), "--out", str(tmp_path / "clash"), "--init-from", str(cli_run / "bundle"),
+                 "--input-size", "64", "-q"]) == 1
+    assert main([str(toy_dataset), "--out", str(tmp_path / "none"), "--init-from", str(tmp_path / "nothing"),
+                 "-q"]) == 1
