@@ -448,7 +448,7 @@ def render_model_card(info: dict[str, Any], notes: Sequence[str] = ()) -> str:
     lines += ["", "## Known limits", "",
               f"- {_describe_slice_limit(int(pre.get('neighbour_slices', 0)))}; no multi-phase information.",
               ("- Trained from scratch on the data above only" if not training.get("initial_weights") else
-               "- Trained on the data above and, before, on what the model it started from saw (see its card)")
+               "- Trained on the data above, starting from a model trained on other data (see that model's card)")
               + "; other scanners, phases, reconstruction kernels and lesion types (abscess, FNH, adenoma, ...) are "
               "outside what it has seen.",
               "- Probabilities are calibrated only as well as the ECE above says."]

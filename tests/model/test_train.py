@@ -290,6 +290,10 @@ def test_cli_fine_tunes_the_bundle_of_a_run(cli_run, toy_dataset, tmp_path):
     assert tuned.info["architecture"] == "tiny_cnn" and tuned.preprocess_config == start.preprocess_config
     assert tuned.info["training"]["initial_weights"]["sha256"] == start.info["sha256"]
     assert f"fine-tuned from {start.name} {start.version}" in (run / "bundle" / "MODEL_CARD.md").read_text()
+    # Resumed for one more epoch, it goes on from its checkpoint and still says where it started.
+    assert main(["--resume", str(run), "--epochs", "2", "-q"]) == 0
+    assert load_bundle(run / "bundle").info["training"]["initial_weights"]["sha256"] == start.info["sha256"]
+    assert json.loads((run / "history.json").read_text())[-1]["epoch"] == 2
     assert main([str(toy_dataset), "--out", str(tmp_path / "clash"), "--init-from", str(cli_run / "bundle"),
                  "--input-size", "64", "-q"]) == 1
     assert main([str(toy_dataset), "--out", str(tmp_path / "none"), "--init-from", str(tmp_path / "nothing"),
