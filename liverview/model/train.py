@@ -553,11 +553,13 @@ def load_initial_weights(net: nn.Module, config: TrainConfig) -> dict[str, Any]:
     theirs, ours = _network_input(start.preprocess_config), _network_input(config.preprocess)
     differing = sorted(k for k in theirs if theirs[k] != ours.get(k))
     if differing:
-        raise TrainingError(f"{start.path} reads its input differently ({', '.join(f'{k} {theirs[k]!r}' for k in differing)}"
-                            f" against {', '.join(f'{k} {ours.get(k)!r}' for k in differing)}); a network "
-                            f"continues only on the input it learnt from: train with the bundle's preprocessing")
+        bundle_reads = ", ".join(f"{k} {theirs[k]!r}" for k in differing)
+        run_reads = ", ".join(f"{k} {ours.get(k)!r}" for k in differing)
+        raise TrainingError(f"{start.path} reads its input differently ({bundle_reads} against {run_reads}); a "
+                            f"network continues only on the input it learnt from: train with the bundle's "
+                            f"preprocessing")
     head = find_class_head(net)
-    state = {k: v.detach().clone() for k, v in start.model.state_dict().items()}
+    state = dict(start.model.state_dict())
     fresh = net.state_dict()
     for key in (f"{head}.weight", f"{head}.bias"):
         if key not in state:
