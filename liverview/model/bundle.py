@@ -34,7 +34,8 @@ from liverview import __version__
 from liverview.annotations.labels import BUILTIN_LABELS
 from liverview.model.network import UnknownArchitectureError, build_network, get_architecture
 from liverview.model.transforms import LesionPreprocess, PreprocessConfig, build_preprocess
-from liverview.model.uncertainty import answer_from_copies, uncertainty_table
+from liverview.model.evaluate import uncertainty_table
+from liverview.model.uncertainty import answer_from_copies
 
 log = logging.getLogger(__name__)
 

@@ -28,8 +28,7 @@ from typing import Any
 import numpy as np
 
 from liverview.model.metrics import compute_metrics, roc_curve_binary
-from liverview.model.uncertainty import (answer_from_copies, metrics_by_uncertainty, uncertainty_levels,
-                                         uncertainty_table)
+from liverview.model.uncertainty import answer_from_copies, metrics_by_uncertainty, uncertainty_levels
 
 log = logging.getLogger(__name__)
 
@@ -192,6 +191,14 @@ def _f(value: Any) -> str:
     return "n/a" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value)
 
 
+def uncertainty_table(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """Markdown table of `uncertainty.metrics_by_uncertainty` rows, for the report and the model card."""
+    lines = ["| uncertainty shown | lesions | share of all | accuracy | macro-F1 |", "|---|---|---|---|---|"]
+    lines += [f"| {r['uncertainty']} | {r['n']} | {r['coverage']:.1%} | {_f(r['accuracy'])} | {_f(r['macro_f1'])} |"
+              for r in rows]
+    return lines
+
+
 def write_report(out_dir: str | Path, results: dict[str, EvaluationResult],
                  history: Sequence[dict[str, Any]] | None = None, context: dict[str, Any] | None = None) -> Path:
     """Write metrics.json, the figures and report.md into `out_dir`; return the folder."""
@@ -345,4 +352,4 @@ def evaluate_bundle(bundle: str | Path, datasets: Sequence[str | Path], out_dir:
 
 
 __all__ = ["EvaluationResult", "evaluate_bundle", "plot_confusion", "plot_curves", "plot_reliability", "plot_roc",
-           "write_report"]
+           "uncertainty_table", "write_report"]

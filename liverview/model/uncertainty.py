@@ -87,17 +87,6 @@ def metrics_by_uncertainty(y_true: Sequence[int], y_pred: Sequence[int], levels:
     return rows
 
 
-def uncertainty_table(rows: Sequence[dict[str, Any]]) -> list[str]:
-    """Markdown table of `metrics_by_uncertainty` rows, for the evaluation report and the model card."""
-    def fmt(value: float | None) -> str:
-        return "n/a" if value is None else f"{value:.3f}"
-
-    lines = ["| uncertainty shown | lesions | share of all | accuracy | macro-F1 |", "|---|---|---|---|---|"]
-    lines += [f"| {r['uncertainty']} | {r['n']} | {r['coverage']:.1%} | {fmt(r['accuracy'])} | {fmt(r['macro_f1'])} |"
-              for r in rows]
-    return lines
-
-
 __all__ = ["AGREEMENT_HIGH", "AGREEMENT_MODERATE", "ENTROPY_HIGH", "ENTROPY_MODERATE", "LEVELS", "SPREAD_HIGH",
            "SPREAD_MODERATE", "answer_from_copies", "copy_statistics", "metrics_by_uncertainty", "normalised_entropy",
-           "uncertainty_level", "uncertainty_levels", "uncertainty_table"]
+           "uncertainty_level", "uncertainty_levels"]
