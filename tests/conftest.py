@@ -76,3 +76,14 @@ def demo_study(tmp_path_factory):
     from liverview.synth.demo import write_demo_study
 
     return write_demo_study(tmp_path_factory.mktemp("demo"), shape_zyx=(60, 256, 256))
+
+
+HCC = SHARED_DATA / "series" / "hcc-tace-006" / "image"
+
+
+@pytest.fixture(scope="session")
+def hcc_dir() -> Path:
+    """A real arterial-phase CT (109 slices, 2.5 mm) of a patient with HCC, no tumour mask."""
+    if not HCC.is_dir():
+        pytest.fail(f"real test data missing: {HCC} (set LIVERVIEW_SHARED_DATA to the shared data folder)")
+    return HCC

@@ -768,7 +768,7 @@ class MainWindow(QMainWindow):
         lps = info.patient_mm
         self.position_label.setText(f"({lps[0]:.1f}, {lps[1]:.1f}, {lps[2]:.1f}) mm LPS")
         self.pixel_label.setText(f"x {x}  y {y}  z {z + 1}")
-        self.value_label.setText(f"{info.value} HU" if info.is_hu else f"{info.value} (not CT)")
+        self.value_label.setText(f"{info.value} HU" if info.is_hu else f"{info.value} (not HU)")
 
     def show_warnings(self) -> None:
         if self.volume is None:

@@ -102,7 +102,7 @@ class FileHeader:
     window: tuple[float, float] | None
     #: (0028,0120) Pixel Padding Value and (0028,0121) Pixel Padding Range Limit, in stored values.
     padding: tuple[int, int] | None
-    #: (0028,1054) Rescale Type; "HU" or empty for CT means Hounsfield units.
+    #: (0028,1054) Rescale Type as written (vendors' free text; `liverview.io.hu` interprets it).
     rescale_type: str
     has_modality_lut: bool
     #: Byte offset and length of native little-endian Pixel Data, for reading without a parser.
@@ -252,7 +252,7 @@ def describe_dataset(ds: Dataset, path: str) -> FileHeader:
         slice_thickness_mm=_float(ds, "SliceThickness"),
         window=_window(ds),
         padding=_padding(ds),
-        rescale_type=_str(ds, "RescaleType").upper(),
+        rescale_type=_str(ds, "RescaleType"),
         has_modality_lut="ModalityLUTSequence" in ds,
         pixel_offset=pixel_offset,
         pixel_nbytes=pixel_nbytes,

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from liverview.io.headers import FileHeader, FrameRef, read_header
+from liverview.io.hu import HUStatus, UnitDecision, interpret_rescale_type
 from liverview.io.sources import SkippedFile, collect_files
 
 log = logging.getLogger(__name__)
@@ -70,6 +71,12 @@ class SeriesInfo:
     @property
     def is_ct(self) -> bool:
         return self.modality == "CT"
+
+    @property
+    def units(self) -> UnitDecision:
+        """Whether the values are Hounsfield units, and why (`liverview.io.hu`)."""
+        first = self.frames[0].header
+        return interpret_rescale_type(self.modality, first.sop_class_uid, first.rescale_type)
 
     @property
     def plane(self) -> str:
@@ -230,8 +237,11 @@ def _make_series(key: str, frames: list[FrameRef]) -> SeriesInfo:
         warnings.append(note)
     if first.samples_per_pixel > 1 or first.photometric.startswith(("PALETTE", "RGB", "YBR")):
         warnings.append(f"colour image ({first.photometric}) shown in greyscale")
+    units = interpret_rescale_type(first.modality, first.sop_class_uid, first.rescale_type)
     if first.modality and first.modality != "CT":
         warnings.append(f"not CT ({first.modality}): values are not Hounsfield units")
+    elif units.status is not HUStatus.HU:
+        warnings.append(units.reason)
     return SeriesInfo(
         key=key,
         study_uid=first.study_uid,

@@ -72,9 +72,8 @@ class Volume:
 
     @property
     def is_hu(self) -> bool:
-        """True only for CT whose (0028,1054) Rescale Type is HU or absent."""
-        first = self.info.frames[0].header
-        return self.info.modality == "CT" and first.rescale_type in ("", "HU")
+        """True for CT unless its (0028,1054) Rescale Type names another unit (`liverview.io.hu`)."""
+        return self.info.units.is_hu
 
     @property
     def invert_display(self) -> bool:

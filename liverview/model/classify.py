@@ -130,8 +130,8 @@ def check_series(loaded: LoadedModel, volume: Volume) -> None:
     """The bundled networks read CT Hounsfield units through HU windows; anything else would give
     confident nonsense, so it is refused with the reason."""
     if not volume.is_hu:
-        raise ClassificationError(f"the model {loaded.name} reads CT in Hounsfield units; this series is "
-                                  f"{volume.modality or 'not CT'}")
+        raise ClassificationError(f"the model {loaded.name} reads CT in Hounsfield units; this series is not: "
+                                  f"{volume.info.units.reason}")
 
 
 def lesion_slice_masks(volume: Volume, lesion: Lesion) -> dict[int, np.ndarray]:

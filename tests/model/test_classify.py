@@ -163,7 +163,7 @@ def test_a_non_ct_series_is_refused(tiny_bundle, demo):
     loaded = load_bundle(tiny_bundle)
     mr = dataclasses.replace(volume, info=dataclasses.replace(volume.info, modality="MR"))
     assert not mr.is_hu
-    with pytest.raises(ClassificationError, match="Hounsfield units; this series is MR"):
+    with pytest.raises(ClassificationError, match="Hounsfield units; this series is not: modality MR, expected CT"):
         classify_lesion(loaded, mr, document.lesions[0])
 
 
