@@ -66,7 +66,7 @@ def test_rule_detects_a_violation(tmp_path, monkeypatch):
 
 
 def test_core_imports_without_qt_or_torch():
-    code = ("import sys, liverview.io, liverview.imaging, liverview.io.inspect_cli, liverview.paths\n"
+    code = ("import sys, liverview.io, liverview.imaging, liverview.imaging.inspect_cli, liverview.paths\n"
             "bad = sorted(m for m in sys.modules if m.split('.')[0] in "
             "{'PySide6', 'pyqtgraph', 'torch', 'torchvision'})\n"
             "print(bad); sys.exit(1 if bad else 0)")

@@ -105,6 +105,11 @@ class FileHeader:
     #: (0028,1054) Rescale Type as written (vendors' free text; `liverview.io.hu` interprets it).
     rescale_type: str
     has_modality_lut: bool
+    #: (0018,0010) Contrast/Bolus Agent and (0018,1042) Contrast/Bolus Start Time, "" when absent.
+    contrast_agent: str
+    contrast_start_time: str
+    #: (0008,0032) Acquisition Time, else (0008,0031) Series Time.
+    acquisition_time: str
     #: Byte offset and length of native little-endian Pixel Data, for reading without a parser.
     pixel_offset: int | None
     pixel_nbytes: int | None
@@ -254,6 +259,9 @@ def describe_dataset(ds: Dataset, path: str) -> FileHeader:
         padding=_padding(ds),
         rescale_type=_str(ds, "RescaleType"),
         has_modality_lut="ModalityLUTSequence" in ds,
+        contrast_agent=_str(ds, "ContrastBolusAgent"),
+        contrast_start_time=_str(ds, "ContrastBolusStartTime"),
+        acquisition_time=_str(ds, "AcquisitionTime") or _str(ds, "SeriesTime"),
         pixel_offset=pixel_offset,
         pixel_nbytes=pixel_nbytes,
     )

@@ -886,7 +886,7 @@ def _synthetic_series_info(patient: SimulatedPatient) -> tuple[SeriesInfo, list[
         series_number=1, rows=ny, columns=nx, samples_per_pixel=1, photometric="MONOCHROME2",
         bits_allocated=16, bits_stored=16, pixel_representation=1, number_of_frames=1,
         slice_thickness_mm=dz, window=(60.0, 150.0), padding=None, rescale_type="HU", has_modality_lut=False,
-        pixel_offset=None, pixel_nbytes=None,
+        contrast_agent="", contrast_start_time="", acquisition_time="", pixel_offset=None, pixel_nbytes=None,
     )
     origin = np.array([-(nx - 1) / 2.0 * dx, -(ny - 1) / 2.0 * dy, 0.0])
     positions = np.array([origin + [0.0, 0.0, k * dz] for k in range(nz)])

@@ -4,7 +4,7 @@ import json
 import subprocess
 import sys
 
-from liverview.io.inspect_cli import main
+from liverview.imaging.inspect_cli import main
 
 
 def test_json_report_of_a_multi_series_export(pacs_export, capsys):
@@ -31,9 +31,9 @@ def test_load_reads_every_slice_and_text_output(crlm_dir, capsys):
 
 
 def test_entry_point_exit_status(tmp_path, crlm_dir):
-    ok = subprocess.run([sys.executable, "-m", "liverview.io.inspect_cli", str(crlm_dir), "--json"],
+    ok = subprocess.run([sys.executable, "-m", "liverview.imaging.inspect_cli", str(crlm_dir), "--json"],
                         capture_output=True, text=True)
     assert ok.returncode == 0 and json.loads(ok.stdout)["series"][0]["n_images"] == 41
-    missing = subprocess.run([sys.executable, "-m", "liverview.io.inspect_cli", str(tmp_path / "nope")],
+    missing = subprocess.run([sys.executable, "-m", "liverview.imaging.inspect_cli", str(tmp_path / "nope")],
                              capture_output=True, text=True)
     assert missing.returncode == 2 and "does not exist" in missing.stderr

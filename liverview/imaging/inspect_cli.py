@@ -10,6 +10,9 @@ import logging
 import sys
 from collections.abc import Sequence
 
+import numpy as np
+
+from liverview.imaging.contrast_phase import detect_series_phases
 from liverview.io.series import ScanResult, SeriesInfo, scan_paths
 from liverview.io.sources import SourceError
 from liverview.io.pixels import FrameDecodeError
@@ -49,12 +52,15 @@ def describe_series(info: SeriesInfo, volume: Volume | None) -> dict:
 
 def inspect_paths(paths: Sequence[str], load: bool) -> dict:
     """Scan `paths`; read every series' pixels with `load`, otherwise only its middle slice (for a
-    quick value range, labelled as such)."""
+    quick value range, labelled as such) and the slices the contrast-phase detector samples."""
     scan: ScanResult = scan_paths(list(paths))
     series = []
+    arrays: dict[str, np.ndarray] = {}
     for info in scan.series:
         if load:
-            series.append(describe_series(info, fill_volume(allocate_volume(info))))
+            volume = fill_volume(allocate_volume(info))
+            arrays[info.key] = volume.array
+            series.append(describe_series(info, volume))
             continue
         entry = describe_series(info, None)
         try:
@@ -63,6 +69,10 @@ def inspect_paths(paths: Sequence[str], load: bool) -> dict:
         except FrameDecodeError as exc:
             entry["warnings"].append(f"middle slice cannot be decoded: {exc}")
         series.append(entry)
+    phases = detect_series_phases(scan.series, arrays)
+    for info, entry in zip(scan.series, series):
+        entry["contrast_phase"] = phases[info.key].phase.value
+        entry["contrast_phase_evidence"] = phases[info.key].evidence()
     return {
         "paths": list(paths),
         "n_files": scan.n_files,
@@ -82,6 +92,7 @@ def format_report(report: dict) -> str:
                      f"{s['modality'] or '??'}  #{s['series_number'] if s['series_number'] is not None else '-'}  "
                      f"{s['description'] or '(no description)'}")
         lines.append(f"    {s['n_images']} image(s), {x}x{y}x{z} ({s['plane']}), spacing {sx:.3g} x {sy:.3g} x {sz:.3g} mm, {rng}")
+        lines.append(f"    contrast phase: {s['contrast_phase']} ({s['contrast_phase_evidence']['summary']})")
         lines.append(f"    series {s['series_uid']}")
         lines.extend(f"    warning: {w}" for w in s["warnings"])
         lines.extend(f"    failed: {f['path']}: {f['reason']}" for f in s["failed"])

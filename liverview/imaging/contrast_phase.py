@@ -1,0 +1,457 @@
+"""The contrast phase of a CT series, told from its images and, where present, from its DICOM text.
+
+The images decide when they can: the attenuation of the aorta and of the liver parenchyma, found
+automatically on the slices where the liver is largest, places a series in the enhancement curve
+(values from the literature; docs/contrast-phase.md cites them):
+
+| phase | aorta (HU) | liver (HU) |
+|---|---|---|
+| non-contrast | 35-55 | 45-65 |
+| arterial (late arterial, ~35 s) | 250-400 | 65-90 |
+| portal-venous (~70 s) | 150-220 | 100-130 |
+| delayed / equilibrium (3-5 min) | 100-150 | 85-110 |
+
+Unenhanced blood and an arterial blood pool far above a liver that has not yet taken up portal
+contrast are clear from one series. After the arterial peak the values of the portal-venous and the
+equilibrium phase, and of a late arterial phase with a modest bolus, overlap between patients: the
+images then say "enhanced, not arterial", and the phase comes from the DICOM text (Series
+Description, the delay after the Contrast/Bolus Start Time), else from the order of the study's
+enhanced series in time (the first is portal-venous, a later one delayed), else it is the routine
+portal-venous phase. Every decision records which of these decided and what the others said.
+"""
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from enum import Enum
+
+import cv2
+import numpy as np
+
+from liverview.io.pixels import FrameDecodeError
+from liverview.io.series import LoadCancelled, SeriesInfo
+from liverview.io.volume import read_slice
+
+
+class ContrastPhase(str, Enum):
+    NON_CONTRAST = "non_contrast"
+    ARTERIAL = "arterial"
+    PORTAL_VENOUS = "portal_venous"
+    DELAYED = "delayed"
+    UNKNOWN = "unknown"
+
+    @property
+    def title(self) -> str:
+        return _TITLES[self]
+
+
+_TITLES = {ContrastPhase.NON_CONTRAST: "non-contrast", ContrastPhase.ARTERIAL: "arterial",
+           ContrastPhase.PORTAL_VENOUS: "portal-venous", ContrastPhase.DELAYED: "delayed",
+           ContrastPhase.UNKNOWN: "unknown phase"}
+
+
+class DecidedBy(str, Enum):
+    IMAGES = "images"
+    #: The images show enhancement after the arterial peak; the DICOM text names the phase.
+    IMAGES_AND_TEXT = "images_and_dicom_text"
+    #: Enhanced after the arterial peak; the order of the study's series in time names the phase.
+    IMAGES_AND_ORDER = "images_and_acquisition_order"
+    DESCRIPTION = "dicom_text"
+    READER = "reader"
+    NOTHING = "nothing"
+
+
+# Decision boundaries on the aorta (A) and liver (L) attenuation, from the table above: blood below
+# 90 HU is unenhanced; A - L of 130 HU or more is an arterial blood pool over a liver that has not yet
+# taken up portal contrast.
+UNENHANCED_BLOOD_MAX_HU = 90.0
+ARTERIAL_GAP_MIN_HU = 130.0
+#: Two enhanced series of one study this far apart in time are two phases (portal-venous, then delayed).
+PHASE_SEPARATION_S = 60.0
+#: Plausible liver parenchyma in any phase (steatosis down to about 0 HU, iron or amiodarone up to 140).
+LIVER_RANGE_HU = (-10.0, 170.0)
+
+#: Slices read to find the liver (evenly over the series) and slices measured (where it is largest).
+SAMPLED_SLICES = 24
+MEASURED_SLICES = 5
+#: A liver cross-section smaller than this is not measured (the dome or the tip).
+MIN_LIVER_AREA_MM2 = 3000.0
+
+
+@dataclass(frozen=True)
+class Enhancement:
+    """What the images show: medians over the measured slices, None where a structure was not found."""
+
+    aorta_hu: float | None
+    liver_hu: float | None
+    #: Indices (z) of the slices measured.
+    slices: tuple[int, ...] = ()
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class PhaseDecision:
+    """A series' phase and how it was decided; `evidence()` is what liverview-inspect --json prints."""
+
+    phase: ContrastPhase
+    decided_by: DecidedBy
+    summary: str
+    enhancement: Enhancement | None = None
+    text_phase: ContrastPhase | None = None
+    text_reason: str = ""
+    delay_s: float | None = None
+    reader: str = ""
+    extra: dict = field(default_factory=dict)
+
+    def evidence(self) -> dict:
+        e = self.enhancement
+        return {
+            "decided_by": self.decided_by.value,
+            "summary": self.summary,
+            "aorta_hu": None if e is None or e.aorta_hu is None else round(e.aorta_hu, 1),
+            "liver_hu": None if e is None or e.liver_hu is None else round(e.liver_hu, 1),
+            "slices_measured": [] if e is None else list(e.slices),
+            "description_phase": None if self.text_phase is None else self.text_phase.value,
+            "description_evidence": self.text_reason,
+            "delay_after_bolus_s": self.delay_s,
+            **({"reader": self.reader} if self.reader else {}),
+        }
+
+
+# --- the images -----------------------------------------------------------------------------------
+
+
+def _disk(radius_px: float) -> np.ndarray:
+    r = max(1, int(round(radius_px)))
+    return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
+
+
+def _largest_component(mask: np.ndarray) -> np.ndarray:
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    if n <= 1:
+        return np.zeros_like(mask, dtype=bool)
+    return labels == 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+
+
+@dataclass(frozen=True)
+class _Frame:
+    """Patient directions on the image: per pixel, mm towards the patient's left and back."""
+
+    left_mm: np.ndarray
+    back_mm: np.ndarray
+
+
+def _patient_frame(shape: tuple[int, int], pixel_mm: tuple[float, float], row_direction: Sequence[float],
+                   column_direction: Sequence[float]) -> _Frame:
+    rows, cols = np.mgrid[0:shape[0], 0:shape[1]].astype(np.float32)
+    x_mm, y_mm = cols * pixel_mm[1], rows * pixel_mm[0]
+    # LPS: +x is the patient's left, +y the back.
+    left = x_mm * row_direction[0] + y_mm * column_direction[0]
+    back = x_mm * row_direction[1] + y_mm * column_direction[1]
+    return _Frame(left.astype(np.float32), back.astype(np.float32))
+
+
+def _body(hu: np.ndarray) -> np.ndarray:
+    body = _largest_component(hu > -500)
+    filled = body.astype(np.uint8)
+    contours, _ = cv2.findContours(filled, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    cv2.drawContours(filled, contours, -1, 1, thickness=cv2.FILLED)
+    return filled.astype(bool)
+
+
+def find_liver(hu: np.ndarray, pixel_mm: tuple[float, float], frame: _Frame) -> np.ndarray:
+    """The liver's cross-section on one axial slice: the largest soft-tissue region on the patient's
+    right once vessels, bowel walls and muscle layers are opened away (8 mm); empty when none."""
+    body = _body(hu)
+    if body.sum() * pixel_mm[0] * pixel_mm[1] < 20000:
+        return np.zeros_like(body)
+    smooth = cv2.GaussianBlur(hu.astype(np.float32), (0, 0), 1.0 / min(pixel_mm))
+    centre_left = float(frame.left_mm[body].mean())
+    tissue = body & (smooth > LIVER_RANGE_HU[0]) & (smooth < LIVER_RANGE_HU[1]) & (frame.left_mm < centre_left)
+    opened = cv2.morphologyEx(tissue.astype(np.uint8), cv2.MORPH_OPEN, _disk(8.0 / min(pixel_mm))).astype(bool)
+    liver = _largest_component(opened)
+    if liver.sum() * pixel_mm[0] * pixel_mm[1] < MIN_LIVER_AREA_MM2:
+        return np.zeros_like(body)
+    return liver
+
+
+def _liver_hu(hu: np.ndarray, liver: np.ndarray, pixel_mm: tuple[float, float]) -> float:
+    """The parenchyma's attenuation: the mode of the lightly smoothed values inside the outline, which
+    vessels, lesions and a strip of neighbouring muscle caught in it do not move."""
+    smooth = cv2.GaussianBlur(hu.astype(np.float32), (0, 0), 1.0 / min(pixel_mm))
+    values = smooth[liver]
+    counts, edges = np.histogram(values, bins=np.arange(LIVER_RANGE_HU[0], LIVER_RANGE_HU[1] + 5.0, 5.0))
+    counts = np.convolve(counts, np.ones(3) / 3.0, mode="same")
+    peak = int(np.argmax(counts))
+    near = values[np.abs(values - (edges[peak] + 2.5)) < 20.0]
+    return float(np.median(near)) if near.size else float(np.median(values))
+
+
+def _spine(hu: np.ndarray, body: np.ndarray, frame: _Frame, pixel_mm: tuple[float, float]) -> np.ndarray:
+    """The bone behind the body's centre near the midline (vertebra, rib heads), gaps of up to 5 mm
+    closed and enclosed marrow filled; empty when there is none."""
+    centre_left = float(frame.left_mm[body].mean())
+    centre_back = float(frame.back_mm[body].mean())
+    cortical = (hu > 450) & body & (np.abs(frame.left_mm - centre_left) < 40.0) & (frame.back_mm > centre_back - 20.0)
+    closed = cv2.morphologyEx(cortical.astype(np.uint8), cv2.MORPH_CLOSE, _disk(2.5 / min(pixel_mm)))
+    contours, _ = cv2.findContours(closed, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    cv2.drawContours(closed, contours, -1, 1, thickness=cv2.FILLED)
+    return closed.astype(bool)
+
+
+def find_aorta(hu: np.ndarray, pixel_mm: tuple[float, float], frame: _Frame) -> tuple[float, tuple[int, int]] | None:
+    """The aorta's attenuation on one axial slice and the (row, column) of its centre; None when no
+    aorta is found.
+
+    The aorta is the round, homogeneous, isolated blob in front of and beside the vertebra. Thresholds
+    sweep down from bright to dim; at each, a connected region counts when it is 12-36 mm across,
+    round, holds no bone, touches neither the vertebra nor the search box's edge. The brightest
+    threshold that shows one wins: an enhanced aorta separates from its surroundings first, the
+    vertebral body stays joined to its posterior elements.
+    """
+    body = _body(hu)
+    if not body.any():
+        return None
+    spine = _spine(hu, body, frame, pixel_mm)
+    if spine.sum() * pixel_mm[0] * pixel_mm[1] < 150.0:
+        return None
+    spine_left = float(frame.left_mm[spine].mean())
+    front = float(frame.back_mm[spine].min())
+    zone = (body & (frame.back_mm > front - 45.0) & (frame.back_mm < front + 40.0)
+            & (frame.left_mm > spine_left - 35.0) & (frame.left_mm < spine_left + 45.0))
+    rows, cols = np.nonzero(zone)
+    if rows.size == 0:
+        return None
+    r0, r1, c0, c1 = rows.min(), rows.max() + 1, cols.min(), cols.max() + 1
+    crop = hu[r0:r1, c0:c1].astype(np.float32)
+    smooth = cv2.GaussianBlur(crop, (0, 0), 0.8 / min(pixel_mm))
+    pixel_area = pixel_mm[0] * pixel_mm[1]
+    blocked = cv2.dilate(spine[r0:r1, c0:c1].astype(np.uint8), _disk(2.0 / min(pixel_mm))).astype(bool)
+    blocked |= ~zone[r0:r1, c0:c1]
+    for threshold in range(450, 10, -15):
+        n, labels, stats, centroids = cv2.connectedComponentsWithStats((smooth > threshold).astype(np.uint8), connectivity=4)
+        found: list[tuple[float, tuple[int, int]]] = []
+        for i in range(1, n):
+            x, y, w, h, area = stats[i]
+            if not (math.pi * 36.0 <= area * pixel_area <= math.pi * 324.0):
+                continue
+            if x == 0 or y == 0 or x + w >= crop.shape[1] or y + h >= crop.shape[0]:
+                continue
+            blob = labels == i
+            if (blocked & blob).any() or (smooth[blob] > 600).any():
+                continue
+            contours, _ = cv2.findContours(blob.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+            perimeter = cv2.arcLength(contours[0], True)
+            if perimeter <= 0 or 4 * math.pi * area / perimeter ** 2 < 0.65:
+                continue
+            core = cv2.erode(blob.astype(np.uint8), _disk(1.5 / min(pixel_mm))).astype(bool)
+            values = crop[core if core.sum() >= 10 else blob]
+            cy, cx = centroids[i]
+            found.append((float(np.median(values)), (int(r0 + cx), int(c0 + cy))))
+        if found:
+            return max(found, key=lambda f: f[0])
+    return None
+
+
+def measure_enhancement(slices: np.ndarray, indices: Sequence[int], pixel_mm: tuple[float, float],
+                        row_direction: Sequence[float], column_direction: Sequence[float]) -> Enhancement:
+    """Aorta and liver attenuation from axial HU slices (k, y, x) whose series indices are `indices`."""
+    frame = _patient_frame(slices.shape[1:], pixel_mm, row_direction, column_direction)
+    livers = [find_liver(s, pixel_mm, frame) for s in slices]
+    areas = np.array([m.sum() for m in livers], dtype=float)
+    if not areas.any():
+        return Enhancement(None, None, (), "no liver found on the sampled slices")
+    best = [int(i) for i in np.argsort(-areas)[:MEASURED_SLICES] if areas[i] > 0]
+    liver = float(np.median([_liver_hu(slices[i], livers[i], pixel_mm) for i in best]))
+    aortas = [a[0] for a in (find_aorta(slices[i], pixel_mm, frame) for i in best) if a is not None]
+    aorta = float(np.median(aortas)) if aortas else None
+    return Enhancement(aorta, liver, tuple(sorted(int(indices[i]) for i in best)),
+                       "" if aortas else "no aorta found in front of the spine")
+
+
+class ImagePattern(str, Enum):
+    NON_CONTRAST = "non_contrast"
+    ARTERIAL = "arterial"
+    #: Blood and liver enhanced, no arterial gap: late arterial, portal-venous or equilibrium.
+    ENHANCED = "enhanced"
+    UNREADABLE = "unreadable"
+
+
+def pattern_from_enhancement(e: Enhancement) -> tuple[ImagePattern, str]:
+    """What the measured attenuation shows, with the reason in words."""
+    if e.aorta_hu is None or e.liver_hu is None:
+        return ImagePattern.UNREADABLE, e.note or "aorta or liver not found"
+    a, liver = e.aorta_hu, e.liver_hu
+    values = f"aorta {a:.0f} HU, liver {liver:.0f} HU"
+    if a < UNENHANCED_BLOOD_MAX_HU:
+        return ImagePattern.NON_CONTRAST, f"{values}: unenhanced blood (< {UNENHANCED_BLOOD_MAX_HU:.0f} HU)"
+    gap = a - liver
+    if gap >= ARTERIAL_GAP_MIN_HU:
+        return ImagePattern.ARTERIAL, f"{values}: blood pool {gap:.0f} HU above the liver (>= {ARTERIAL_GAP_MIN_HU:.0f})"
+    return ImagePattern.ENHANCED, (f"{values}: enhanced blood and liver, blood pool {gap:.0f} HU above the liver "
+                                   f"(< {ARTERIAL_GAP_MIN_HU:.0f}: not the arterial peak)")
+
+
+def sample_indices(n_slices: int, count: int = SAMPLED_SLICES) -> list[int]:
+    """Evenly spread slice indices (all when there are few)."""
+    if n_slices <= count:
+        return list(range(n_slices))
+    return sorted({int(round(v)) for v in np.linspace(0, n_slices - 1, count)})
+
+
+# --- the text -------------------------------------------------------------------------------------
+
+_TEXT_PATTERNS: tuple[tuple[ContrastPhase, re.Pattern[str]], ...] = (
+    (ContrastPhase.NON_CONTRAST, re.compile(
+        r"\b(non[- ]?con(trast)?|w/?o\b|without|pre[- ]?(contrast|con)?\b|unenhanced|plain|native|nativ|nc\b|"
+        r"sans|noncontrast|precontrast)", re.I)),
+    (ContrastPhase.ARTERIAL, re.compile(
+        r"\b(arterial|arteriel|art\b|h?ap\b|lap\b|eap\b|early art|late art|angio)", re.I)),
+    (ContrastPhase.PORTAL_VENOUS, re.compile(r"\b(portal|pvp?\b|p-?v\b|venous|ven\b|veneuse|portale)", re.I)),
+    (ContrastPhase.DELAYED, re.compile(r"\b(delay(ed)?|equilibri|eq\b|late\b(?! art)|[2-9] ?min|1[05] ?min|spät)", re.I)),
+)
+
+#: Delays after the bolus start (s) that name a phase; between them the delay decides nothing.
+DELAY_WINDOWS_S = ((ContrastPhase.ARTERIAL, 15.0, 50.0), (ContrastPhase.PORTAL_VENOUS, 55.0, 110.0),
+                   (ContrastPhase.DELAYED, 150.0, 1200.0))
+
+
+def phase_from_text(description: str) -> tuple[ContrastPhase | None, str]:
+    """The phase a Series Description names, if exactly one; with the words that said it."""
+    found = [(phase, m.group(0)) for phase, pattern in _TEXT_PATTERNS if (m := pattern.search(description or ""))]
+    if len(found) != 1:
+        return None, ("" if not found else
+                      f"description {description!r} names several phases ({', '.join(p.title for p, _ in found)})")
+    phase, words = found[0]
+    return phase, f"description {description!r} says {words!r}"
+
+
+def _seconds(dicom_time: str) -> float | None:
+    m = re.fullmatch(r"(\d{2})(\d{2})?(\d{2})?(\.\d+)?", (dicom_time or "").strip())
+    if not m:
+        return None
+    h, mi, s, frac = m.groups()
+    return int(h) * 3600 + int(mi or 0) * 60 + int(s or 0) + float(frac or 0)
+
+
+def delay_after_bolus_s(bolus_start: str, acquisition: str) -> float | None:
+    """(0018,1042) Contrast/Bolus Start Time to (0008,0032) Acquisition Time, in seconds."""
+    start, acq = _seconds(bolus_start), _seconds(acquisition)
+    if start is None or acq is None:
+        return None
+    delay = acq - start
+    return delay + 86400 if delay < -43200 else delay
+
+
+def phase_from_delay(delay_s: float | None) -> ContrastPhase | None:
+    if delay_s is None:
+        return None
+    for phase, lo, hi in DELAY_WINDOWS_S:
+        if lo <= delay_s <= hi:
+            return phase
+    return None
+
+
+# --- the decision ---------------------------------------------------------------------------------
+
+
+def decide_contrast_phase(info: SeriesInfo, enhancement: Enhancement | None) -> PhaseDecision:
+    """One series on its own: the images where they are clear, the DICOM text for an enhanced series
+    after the arterial peak, and portal-venous (the routine phase) when nothing names another.
+    `decide_study_phases` then orders a study's enhanced series in time."""
+    header = info.frames[0].header
+    text_phase, text_reason = phase_from_text(info.series_description)
+    delay = delay_after_bolus_s(header.contrast_start_time, header.acquisition_time)
+    delay_phase = phase_from_delay(delay)
+    if text_phase is None and delay_phase is not None:
+        text_phase, text_reason = delay_phase, f"{delay:.0f} s after the bolus start (0018,1042)"
+    common = dict(enhancement=enhancement, text_phase=text_phase, text_reason=text_reason,
+                  delay_s=None if delay is None else round(delay, 1))
+    if info.modality != "CT" or not info.units.is_hu:
+        return PhaseDecision(ContrastPhase.UNKNOWN, DecidedBy.NOTHING, "not a CT series in HU", **common)
+    if enhancement is None:
+        pattern, why = ImagePattern.UNREADABLE, ("images not measured" if info.plane == "axial"
+                                                 else f"images not measured ({info.plane} series)")
+    else:
+        pattern, why = pattern_from_enhancement(enhancement)
+    text_note = f"the DICOM text says {text_phase.title} ({text_reason})" if text_phase is not None else ""
+    if pattern in (ImagePattern.NON_CONTRAST, ImagePattern.ARTERIAL):
+        phase = ContrastPhase(pattern.value)
+        summary = f"images: {why}"
+        if text_phase is not None:
+            summary += "; " + (f"{text_note}, the images decide" if text_phase is not phase else f"{text_note} too")
+        return PhaseDecision(phase, DecidedBy.IMAGES, summary, **common)
+    if pattern is ImagePattern.ENHANCED:
+        if text_phase is not None and text_phase is not ContrastPhase.NON_CONTRAST:
+            return PhaseDecision(text_phase, DecidedBy.IMAGES_AND_TEXT, f"images: {why}; {text_note}", **common)
+        summary = f"images: {why}; portal-venous, the routine phase, as nothing names another"
+        if text_phase is not None:
+            summary += f" ({text_note}, which the enhanced blood contradicts)"
+        return PhaseDecision(ContrastPhase.PORTAL_VENOUS, DecidedBy.IMAGES, summary, **common)
+    if text_phase is not None:
+        return PhaseDecision(text_phase, DecidedBy.DESCRIPTION, f"{text_note}; {why}", **common)
+    return PhaseDecision(ContrastPhase.UNKNOWN, DecidedBy.NOTHING, f"{why}; no phase in the DICOM text", **common)
+
+
+def decide_study_phases(series: Sequence[tuple[SeriesInfo, PhaseDecision]]) -> list[PhaseDecision]:
+    """Order the enhanced series of each study and Frame of Reference in time where only the images
+    placed them: the first is portal-venous, one acquired at least `PHASE_SEPARATION_S` later delayed."""
+    out = [decision for _, decision in series]
+    groups: dict[tuple[str, str], list[tuple[float, int]]] = {}
+    for index, (info, decision) in enumerate(series):
+        when = _seconds(info.frames[0].header.acquisition_time)
+        if decision.decided_by is DecidedBy.IMAGES and decision.phase is ContrastPhase.PORTAL_VENOUS and when is not None:
+            groups.setdefault((info.study_uid, info.frame_of_reference_uid), []).append((when, index))
+    for members in groups.values():
+        members.sort()
+        first_time = members[0][0]
+        for when, index in members[1:]:
+            if when - first_time >= PHASE_SEPARATION_S:
+                d = out[index]
+                out[index] = replace(d, phase=ContrastPhase.DELAYED, decided_by=DecidedBy.IMAGES_AND_ORDER,
+                                     summary=f"{d.summary.split('; portal-venous')[0]}; acquired {when - first_time:.0f} s "
+                                             "after the study's first enhanced series: delayed")
+    return out
+
+
+def measure_series(info: SeriesInfo, read: Callable[[int], np.ndarray]) -> Enhancement | None:
+    """Measure an axial HU series through `read(z)` (a loaded array's slice, or a file read); None for a
+    series the images cannot tell (not axial, not HU, too few slices)."""
+    if info.plane != "axial" or not info.units.is_hu or info.modality != "CT" or info.n_images < 3:
+        return None
+    indices = sample_indices(info.n_images)
+    slices = np.stack([read(z) for z in indices])
+    orientation = info.orientation or (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
+    return measure_enhancement(slices, indices, info.pixel_spacing_mm, orientation[:3], orientation[3:6])
+
+
+def detect_series_phases(infos: Sequence[SeriesInfo], volumes: dict[str, np.ndarray] | None = None,
+                         should_stop: Callable[[], bool] | None = None) -> dict[str, PhaseDecision]:
+    """The phase of every series (by `SeriesInfo.key`), each measured on `SAMPLED_SLICES` slices read
+    from `volumes[key]` when loaded, else from the files; then ordered within each study."""
+    decided: list[tuple[SeriesInfo, PhaseDecision]] = []
+    for info in infos:
+        if should_stop is not None and should_stop():
+            raise LoadCancelled()
+        array = (volumes or {}).get(info.key)
+        try:
+            enhancement = measure_series(info, (lambda z: array[z]) if array is not None else (lambda z: read_slice(info, z)))
+        except FrameDecodeError as exc:
+            enhancement = Enhancement(None, None, (), f"a sampled slice cannot be decoded: {exc}")
+        decided.append((info, decide_contrast_phase(info, enhancement)))
+    return {info.key: d for (info, _), d in zip(decided, decide_study_phases(decided))}
+
+
+def reader_decision(phase: ContrastPhase, reader: str, previous: PhaseDecision | None) -> PhaseDecision:
+    """A reader's correction, keeping what the images and the text said."""
+    base = previous or PhaseDecision(ContrastPhase.UNKNOWN, DecidedBy.NOTHING, "")
+    said = f"set by {reader}" + (f" (liverview said {base.phase.title}: {base.summary})" if base.summary else "")
+    return PhaseDecision(phase, DecidedBy.READER, said, enhancement=base.enhancement, text_phase=base.text_phase,
+                         text_reason=base.text_reason, delay_s=base.delay_s, reader=reader)
+
+
+__all__ = ["ContrastPhase", "DecidedBy", "Enhancement", "PhaseDecision", "decide_contrast_phase", "detect_series_phases", "delay_after_bolus_s",
+           "find_aorta", "find_liver", "measure_enhancement", "measure_series", "pattern_from_enhancement", "decide_study_phases", "ImagePattern",
+           "phase_from_text", "reader_decision", "sample_indices"]

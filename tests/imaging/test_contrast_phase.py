@@ -1,0 +1,104 @@
+"""The contrast phase of a series, from its images and its DICOM text, on real CT."""
+from __future__ import annotations
+
+import json
+
+import pydicom
+import pytest
+
+from liverview.imaging.contrast_phase import (ContrastPhase, DecidedBy, Enhancement, ImagePattern,
+                                              decide_contrast_phase, delay_after_bolus_s, detect_series_phases,
+                                              pattern_from_enhancement, phase_from_delay, phase_from_text)
+from liverview.imaging.inspect_cli import main as inspect_main
+from liverview.io import load_series, scan_paths
+
+
+def _phase(folder):
+    info = scan_paths(folder).series[0]
+    return detect_series_phases([info])[info.key]
+
+
+def test_the_real_portal_venous_series_is_told_from_its_images(crlm_dir):
+    decision = _phase(crlm_dir)
+    assert decision.phase is ContrastPhase.PORTAL_VENOUS and decision.decided_by is DecidedBy.IMAGES
+    e = decision.enhancement
+    # Enhanced blood above an enhanced liver, but not the arterial peak's gap.
+    assert e.aorta_hu > e.liver_hu > 80 and e.aorta_hu - e.liver_hu < 130
+    assert len(e.slices) == 5 and "aorta" in decision.summary
+
+
+def test_the_real_arterial_series_is_arterial(hcc_dir):
+    decision = _phase(hcc_dir)
+    assert decision.phase is ContrastPhase.ARTERIAL
+    assert decision.text_phase is ContrastPhase.ARTERIAL and decision.enhancement.aorta_hu > 100
+
+
+def test_the_images_overrule_a_wrong_description(crlm_copy):
+    for path in crlm_copy.glob("*.dcm"):
+        ds = pydicom.dcmread(path)
+        ds.SeriesDescription = "ABDOMEN NON CONTRAST"
+        ds.save_as(path)
+    decision = _phase(crlm_copy)
+    assert decision.phase is ContrastPhase.PORTAL_VENOUS
+    assert decision.text_phase is ContrastPhase.NON_CONTRAST and "contradicts" in decision.summary
+
+
+def test_a_loaded_volume_gives_the_same_decision_as_the_files(crlm_dir):
+    info = scan_paths(crlm_dir).series[0]
+    volume = load_series(info)
+    assert detect_series_phases([info], {info.key: volume.array})[info.key] == detect_series_phases([info])[info.key]
+
+
+def test_the_later_of_two_enhanced_series_of_a_study_is_delayed(pacs_export):
+    """Two enhanced series of one patient and Frame of Reference, acquired 3 min apart, without a phase in
+    their descriptions: the order in time names them."""
+    for path in (pacs_export / "arterial").glob("*.dcm"):
+        ds = pydicom.dcmread(path)
+        ds.SeriesDescription, ds.AcquisitionTime = "CT ABD", "145459"
+        ds.save_as(path)
+    infos = [s for s in scan_paths(pacs_export).series if s.plane == "axial"]
+    phases = detect_series_phases(infos)
+    by_desc = {info.series_description: phases[info.key] for info in infos}
+    assert by_desc["CT CH/AB/PEL"].phase is ContrastPhase.PORTAL_VENOUS
+    assert by_desc["CT ABD"].phase is ContrastPhase.DELAYED
+    assert by_desc["CT ABD"].decided_by is DecidedBy.IMAGES_AND_ORDER and "180 s after" in by_desc["CT ABD"].summary
+
+
+@pytest.mark.parametrize("aorta, liver, pattern", [(45, 58, ImagePattern.NON_CONTRAST), (320, 80, ImagePattern.ARTERIAL),
+                                                   (180, 115, ImagePattern.ENHANCED), (125, 100, ImagePattern.ENHANCED),
+                                                   (None, 100, ImagePattern.UNREADABLE)])
+def test_patterns_from_the_literature_values(aorta, liver, pattern):
+    assert pattern_from_enhancement(Enhancement(aorta, liver))[0] is pattern
+
+
+@pytest.mark.parametrize("text, phase", [
+    ("LIVER 3 PHASE (AP)", ContrastPhase.ARTERIAL), ("Arterial 2.5mm", ContrastPhase.ARTERIAL),
+    ("late art", ContrastPhase.ARTERIAL), ("PORTAL VENOUS", ContrastPhase.PORTAL_VENOUS), ("PVP 5mm", ContrastPhase.PORTAL_VENOUS),
+    ("DELAYED 3 MIN", ContrastPhase.DELAYED), ("Equilibrium", ContrastPhase.DELAYED), ("5 min", ContrastPhase.DELAYED),
+    ("NON CONTRAST", ContrastPhase.NON_CONTRAST), ("ABD W/O", ContrastPhase.NON_CONTRAST), ("Nativ", ContrastPhase.NON_CONTRAST),
+    ("CT CH/AB/PEL", None), ("", None), ("ARTERIAL + PORTAL", None)])
+def test_phase_words_in_series_descriptions(text, phase):
+    assert phase_from_text(text)[0] is phase
+
+
+def test_delay_after_the_bolus_start():
+    assert delay_after_bolus_s("101500", "101535.5") == pytest.approx(35.5)
+    assert delay_after_bolus_s("235930", "000040") == pytest.approx(70.0)
+    assert delay_after_bolus_s("", "101535") is None
+    assert phase_from_delay(35.5) is ContrastPhase.ARTERIAL and phase_from_delay(75) is ContrastPhase.PORTAL_VENOUS
+    assert phase_from_delay(240) is ContrastPhase.DELAYED and phase_from_delay(130) is None
+
+
+def test_a_non_ct_series_has_no_phase(corpus_dir):
+    info = scan_paths(corpus_dir / "orthanc-tests" / "implicit_nopreamble_MR.dcm").series[0]
+    decision = decide_contrast_phase(info, None)
+    assert decision.phase is ContrastPhase.UNKNOWN and decision.decided_by is DecidedBy.NOTHING
+
+
+def test_inspect_json_names_each_series_phase_and_evidence(crlm_dir, capsys):
+    assert inspect_main([str(crlm_dir), "--json"]) == 0
+    series = json.loads(capsys.readouterr().out)["series"][0]
+    assert series["contrast_phase"] == "portal_venous"
+    evidence = series["contrast_phase_evidence"]
+    assert evidence["decided_by"] == "images" and evidence["aorta_hu"] > evidence["liver_hu"]
+    assert set(evidence) >= {"summary", "slices_measured", "description_phase", "delay_after_bolus_s"}
