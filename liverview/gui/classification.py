@@ -22,6 +22,8 @@ from liverview.annotations.store import STORE_RESULT, ChangeEvent
 from liverview.gui.heatmap_overlay import HeatmapOverlay
 from liverview.gui.model_worker import ModelDescription, ModelWorker
 from liverview.gui.prediction_panel import PredictionPanel
+from liverview.gui.series_browser import phase_caption
+from liverview.imaging.contrast_phase import PhaseDecision
 from liverview.paths import default_model_path
 
 if TYPE_CHECKING:
@@ -128,6 +130,12 @@ class ClassificationController(QObject):
         `quiet`: a failure only shows in the status bar (a background preload nobody asked for)."""
         if self.model is None and not self.worker.loading:
             self.load_model(self.model_path, quiet)
+
+    def set_phase(self, decision: PhaseDecision | None) -> None:
+        if decision is None:
+            self.panel.set_phase("")
+            return
+        self.panel.set_phase(f"This series: {phase_caption(decision)}", decision.summary)
 
     def preload(self) -> None:
         """Load the model in the background once a CT series is open, so the first Classify is quick."""

@@ -28,6 +28,7 @@ from liverview.gui.lesion_panel import AddLabelDialog, LesionPanel
 from liverview.gui.series_browser import SeriesBrowser
 from liverview.gui.viewer import CursorInfo, Viewer
 from liverview.gui.workers import BackgroundTask
+from liverview.imaging.contrast_phase import PhaseDecision, detect_series_phases
 from liverview.imaging.thumbnail import make_thumbnail
 from liverview.imaging.window import CT_PRESETS, WindowPreset
 from liverview.io.pixels import FrameDecodeError
@@ -73,7 +74,8 @@ Model (research use only)
 
 
 def scan_with_thumbnails(paths: list[str], progress, should_stop, report) -> ScanResult:
-    """Scan, publish the result at once, then publish one thumbnail per series as it is made."""
+    """Scan, publish the result at once, then one thumbnail per series as it is made, then the contrast
+    phase of every series."""
     scan = scan_paths(paths, progress=progress, should_stop=should_stop)
     report(scan)
     for info in scan.series:
@@ -84,6 +86,8 @@ def scan_with_thumbnails(paths: list[str], progress, should_stop, report) -> Sca
         except FrameDecodeError:
             continue
         report((info.key, make_thumbnail(image, info.is_ct, invert=info.frames[0].header.photometric == "MONOCHROME1")))
+    if not should_stop():
+        report(detect_series_phases(scan.series, should_stop=should_stop))
     return scan
 
 
@@ -141,6 +145,8 @@ class MainWindow(QMainWindow):
         self.setAcceptDrops(True)
         self.volume: Volume | None = None
         self.scan: ScanResult | None = None
+        #: Contrast phase per series key of the current scan, once measured.
+        self.phases: dict[str, PhaseDecision] = {}
         self.scan_task: BackgroundTask | None = None
         self.load_task: BackgroundTask | None = None
         self.demo_task: BackgroundTask | None = None
@@ -632,6 +638,7 @@ class MainWindow(QMainWindow):
     def _on_scan_partial(self, item) -> None:
         if isinstance(item, ScanResult):
             self.scan = item
+            self.phases = {}
             self.browser.set_scan(item)
             self.browser.setVisible(self.browser_dock_action.isChecked())
             note = f"{len(item.series)} series, {len(item.skipped)} file(s) skipped"
@@ -640,9 +647,16 @@ class MainWindow(QMainWindow):
                 self.open_series(self._default_series(item))
             elif item.skipped:
                 self.browser.show_skipped()
+        elif isinstance(item, dict):
+            self.phases = item
+            self.browser.set_phases(item)
+            self.classification.set_phase(self._phase_of_open_series())
         else:
             key, thumbnail = item
             self.browser.set_thumbnail(key, thumbnail)
+
+    def _phase_of_open_series(self) -> PhaseDecision | None:
+        return self.phases.get(self.volume.info.key) if self.volume is not None else None
 
     @staticmethod
     def _default_series(scan: ScanResult) -> SeriesInfo:
@@ -670,6 +684,7 @@ class MainWindow(QMainWindow):
         info = volume.info
         patient = info.patient_name.replace("^", " ").strip() or "(no name)"
         self.setWindowTitle(f"liverview — {patient} — {info.describe()}")
+        self.classification.set_phase(self._phase_of_open_series())
         self._refresh_timer.start()
         if volume.is_hu:
             self.classification.preload()

@@ -41,7 +41,9 @@ class PredictionPanel(QWidget):
         self.model_id = ""
         self.by_uncertainty: dict[str, dict] = {}
         self.simulated = False
-        self.model_label = QLabel("No model loaded")
+        self.model_text = "No model loaded"
+        self.phase_text = ""
+        self.model_label = QLabel(self.model_text)
         self.model_label.setTextFormat(Qt.PlainText)
         self.model_label.setWordWrap(True)
         self.note = QLabel(RESEARCH_NOTE)
@@ -70,7 +72,7 @@ class PredictionPanel(QWidget):
         self.plot.setMenuEnabled(False)
         self.plot.setXRange(0, 1, padding=0.02)
         self.plot.getAxis("bottom").setTicks([[(v, f"{v:.0%}") for v in (0, 0.25, 0.5, 0.75, 1.0)]])
-        self.plot.setMinimumHeight(150)
+        self.plot.setMinimumHeight(134)  # one text line less than before the phase line came, same smallest window
         self.plot.setMaximumHeight(230)
         self.plot.invertY(True)  # classes top to bottom in the taxonomy's order
         self.plot.showGrid(x=True, y=False, alpha=0.2)
@@ -138,13 +140,24 @@ class PredictionPanel(QWidget):
     def set_model(self, text: str, classes: list[str], class_names: list[str], model_id: str = "",
                   by_uncertainty: list[dict] | None = None, simulated: bool = False) -> None:
         """`by_uncertainty`: the model's test metrics per uncertainty level, shown with its own answers."""
-        self.model_label.setText(text)
+        self.model_text = text
+        self._show_model_line()
         self.model_id = model_id
         self.by_uncertainty = {row["uncertainty"]: row for row in by_uncertainty or []}
         self.simulated = simulated
         self.classes, self.class_names = list(classes), list(class_names)
         self.plot.getAxis("left").setTicks([[(i, name) for i, name in enumerate(self.class_names)]])
         self.plot.setYRange(-0.6, len(self.classes) - 0.4, padding=0)
+
+    def set_phase(self, text: str, evidence: str = "") -> None:
+        """The open series' contrast phase (on the model's line, so the panel grows no taller) and, as a
+        tooltip, how it was decided."""
+        self.phase_text = text
+        self.model_label.setToolTip(evidence)
+        self._show_model_line()
+
+    def _show_model_line(self) -> None:
+        self.model_label.setText(f"{self.model_text}\n{self.phase_text}" if self.phase_text else self.model_text)
 
     def set_enabled(self, model: bool, lesion: bool, has_result: bool = False, busy: bool = False) -> None:
         self.classify_button.setEnabled(model and lesion)

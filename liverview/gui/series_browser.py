@@ -9,6 +9,7 @@ from PySide6.QtGui import QIcon, QImage, QPixmap
 from PySide6.QtWidgets import (QDialog, QDialogButtonBox, QHeaderView, QLabel, QPushButton, QTableWidget,
                                QTableWidgetItem, QTreeWidget, QTreeWidgetItem, QVBoxLayout, QWidget)
 
+from liverview.imaging.contrast_phase import ContrastPhase, DecidedBy, PhaseDecision
 from liverview.io.series import ScanResult, SeriesInfo
 from liverview.io.sources import SkippedFile
 
@@ -26,12 +27,23 @@ def grey_to_pixmap(image: np.ndarray) -> QPixmap:
     return QPixmap.fromImage(qimage.copy())
 
 
-def series_label(info: SeriesInfo) -> str:
+def series_label(info: SeriesInfo, phase: PhaseDecision | None = None) -> str:
     number = f"#{info.series_number} " if info.series_number is not None else ""
     spacing = f"{info.slice_spacing_mm:.3g} mm" if info.n_images > 1 else "single image"
     flag = "  ⚠" if info.warnings else ""
-    return (f"{number}{info.modality or '?'}  {info.describe()}{flag}\n"
+    text = (f"{number}{info.modality or '?'}  {info.describe()}{flag}\n"
             f"{info.n_images} image(s), {info.plane}, {info.columns}×{info.rows}, {spacing}")
+    if phase is not None and phase.phase is not ContrastPhase.UNKNOWN:
+        text += f"\n{phase_caption(phase)}"
+    return text
+
+
+def phase_caption(decision: PhaseDecision) -> str:
+    """"Portal-venous (images)": the phase and, in brief, what decided it (the tooltip says more)."""
+    how = {DecidedBy.IMAGES: "images", DecidedBy.IMAGES_AND_TEXT: "images + text",
+           DecidedBy.IMAGES_AND_ORDER: "images + timing", DecidedBy.DESCRIPTION: "text only",
+           DecidedBy.READER: f"set by {decision.reader}", DecidedBy.NOTHING: "undetermined"}[decision.decided_by]
+    return f"{decision.phase.title.capitalize()} ({how})"
 
 
 class SkippedFilesDialog(QDialog):
@@ -115,6 +127,17 @@ class SeriesBrowser(QWidget):
         self.empty_label.setVisible(not scan.series)
         if not scan.series:
             self.empty_label.setText("No loadable images found.")
+
+    def set_phases(self, phases: dict[str, PhaseDecision]) -> None:
+        """Each series' contrast phase on its third line; how it was decided in its tooltip."""
+        for info in self.scan.series if self.scan is not None else []:
+            item, decision = self._items.get(info.key), phases.get(info.key)
+            if item is None or decision is None:
+                continue
+            item.setText(0, series_label(info, decision))
+            tip = (f"Series {info.series_uid}\nContrast phase: {decision.phase.title} — {decision.summary}\n"
+                   + "\n".join(f"• {w}" for w in info.warnings))
+            item.setToolTip(0, plain_tooltip(tip))
 
     def set_thumbnail(self, key: str, image: np.ndarray) -> None:
         item = self._items.get(key)

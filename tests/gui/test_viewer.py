@@ -246,3 +246,19 @@ def test_corner_texts_never_overprint_in_a_narrow_view(qtbot, window, crlm_dir):
     view.resize(1200, 600)
     qtbot.waitUntil(lambda: view.graphics.width() >= 1100)
     assert view.corner_text("tr") == full_tr
+
+
+def test_each_series_shows_its_contrast_phase_in_the_browser_and_the_model_panel(qtbot, window, pacs_export, tmp_path):
+    open_and_wait(qtbot, window, pacs_export)
+    qtbot.waitUntil(lambda: bool(window.phases), timeout=30000)
+    labels = {window.browser._items[key].text(0) for key in window.phases}
+    # The venous original, and its copy named "ARTERIAL" (enhanced blood that a late arterial phase can
+    # also show, so the description names it); the coronal localizer gets no phase line.
+    axial = sorted(text.rsplit("\n", 1)[-1] for text in labels if "axial" in text)
+    assert axial == ["Arterial (images + text)", "Portal-venous (images)"]
+    assert not any("venous" in text or "Arterial" in text for text in labels if "coronal" in text)
+    model_line = window.classification.panel.model_label
+    open_caption = window.browser._items[window.volume.info.key].text(0).rsplit("\n", 1)[-1]
+    assert model_line.text().endswith(f"This series: {open_caption}")
+    assert "aorta" in model_line.toolTip() and "HU" in model_line.toolTip()
+    window.grab().save(str(tmp_path / "phases.png"))
