@@ -76,9 +76,14 @@ class AIResult:
     entropy: float | None = None
     #: The slice the model looked at (the lesion's largest outline).
     slice_index: int | None = None
+    #: The contrast phases of the series the model read.
+    phases_read: list[str] = field(default_factory=list)
+    #: Why the input was outside the model's training data ([] inside); then `uncertainty` says so.
+    outside_training: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return {**self.__dict__, "probabilities": dict(self.probabilities)}
+        return {**self.__dict__, "probabilities": dict(self.probabilities), "phases_read": list(self.phases_read),
+                "outside_training": list(self.outside_training)}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> AIResult:
@@ -86,7 +91,9 @@ class AIResult:
         return cls(model_id=str(data["model_id"]), probabilities={str(k): float(v) for k, v in data["probabilities"].items()},
                    predicted=str(data["predicted"]), time=str(data["time"]), accepted_by=data.get("accepted_by"),
                    uncertainty=data.get("uncertainty"), entropy=None if entropy is None else float(entropy),
-                   slice_index=None if slice_index is None else int(slice_index))
+                   slice_index=None if slice_index is None else int(slice_index),
+                   phases_read=[str(p) for p in data.get("phases_read", [])],
+                   outside_training=[str(r) for r in data.get("outside_training", [])])
 
 
 @dataclass

@@ -65,6 +65,7 @@ class _Runner(QObject):
         super().__init__()
         self.loaded: Any = None
         self.thread_ids: set[int] = set()
+        self._phase_cache: tuple[tuple[str, int], Any] | None = None
 
     def _note_thread(self) -> None:
         self.thread_ids.add(threading.get_ident())
@@ -92,6 +93,15 @@ class _Runner(QObject):
         finally:
             self.busy.emit(False)
 
+    def _phase_of(self, volume: Volume) -> Any:
+        """The series' contrast phase, measured once per series (about 0.15 s) on this thread."""
+        from liverview.model.classify import series_phase
+
+        key = (volume.info.key, id(volume))
+        if self._phase_cache is None or self._phase_cache[0] != key:
+            self._phase_cache = (key, series_phase(volume))
+        return self._phase_cache[1]
+
     def _require_model(self) -> Any:
         if self.loaded is None:
             raise RuntimeError("no model is loaded")
@@ -104,7 +114,8 @@ class _Runner(QObject):
         try:
             from liverview.model.classify import classify_lesion
 
-            self.result.emit(job, classify_lesion(self._require_model(), volume, lesion, heatmap=heatmap))
+            self.result.emit(job, classify_lesion(self._require_model(), volume, lesion, heatmap=heatmap,
+                                                  phase=self._phase_of(volume)))
         except Exception as exc:  # noqa: BLE001
             log.warning("classifying lesion %s failed: %s", lesion.id, exc, exc_info=not _expected(exc))
             self.job_failed.emit(job, lesion.id, _describe_error(exc))
@@ -118,7 +129,7 @@ class _Runner(QObject):
         try:
             from liverview.model.classify import classify_lesions
 
-            batch = classify_lesions(self._require_model(), volume, lesions, heatmap=True,
+            batch = classify_lesions(self._require_model(), volume, lesions, heatmap=True, phase=self._phase_of(volume),
                                      progress=lambda done, total, _text: self.batch_progress.emit(job, done, total),
                                      should_stop=stop.is_set, on_result=lambda p: self.result.emit(job, p))
             self.batch_finished.emit(job, len(batch.predictions), batch.errors, batch.cancelled)

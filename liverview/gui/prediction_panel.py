@@ -14,7 +14,7 @@ from liverview.gui.heatmap_overlay import heatmap_lookup_table
 RESEARCH_NOTE = "Research use only — not for diagnosis. The model's opinion is a suggestion for the reader to check."
 BAR_COLOR = (90, 150, 220)
 TOP_COLOR = (240, 176, 64)
-UNCERTAINTY_COLORS = {"low": "#8fd18f", "moderate": "#f0b040", "high": "#ef6b5b"}
+UNCERTAINTY_COLORS = {"low": "#8fd18f", "moderate": "#f0b040", "high": "#ef6b5b", "outside training data": "#ef6b5b"}
 
 
 def legend_pixmap(width: int = 160, height: int = 12) -> QPixmap:
@@ -190,10 +190,14 @@ class PredictionPanel(QWidget):
             else result.predicted
         self.top_label.setText(f"{name}  {self.probabilities.get(result.predicted, 0.0):.0%}")
         level = result.uncertainty or ""
-        self.uncertainty_label.setText(f"Uncertainty: {level}" + (f" (entropy {result.entropy:.2f})"
-                                                                 if result.entropy is not None else ""))
+        if result.outside_training:
+            self.uncertainty_label.setText("Outside the model's training data — do not rely on this answer")
+            self._show_measured("; ".join(result.outside_training).capitalize() + ".")
+        else:
+            self.uncertainty_label.setText(f"Uncertainty: {level}" + (f" (entropy {result.entropy:.2f})"
+                                                                     if result.entropy is not None else ""))
+            self._show_measured(self.describe_level(level) if result.model_id == self.model_id else "")
         self.uncertainty_label.setStyleSheet(f"color: {UNCERTAINTY_COLORS.get(level, '#c8c8c8')};")
-        self._show_measured(self.describe_level(level) if result.model_id == self.model_id else "")
         where = f"slice {result.slice_index + 1}" if result.slice_index is not None else "its largest slice"
         accepted = f" · accepted as label by {result.accepted_by}" if result.accepted_by else ""
         self.detail_label.setText(f"{result.model_id}, on {where}, {result.time}{accepted}")

@@ -156,8 +156,10 @@ def save_bundle(folder: str | Path, model: nn.Module, *, architecture: str, clas
                 training_data: dict[str, Any] | None = None, training: dict[str, Any] | None = None,
                 name: str = "liverview-lesion-classifier", version: str = "0.0.0",
                 history: list[dict[str, Any]] | None = None, card_notes: Sequence[str] = (),
-                flip_average: bool = False) -> Path:
+                flip_average: bool = False, training_domain: dict[str, Any] | None = None) -> Path:
     """Write a bundle for `model` (a bare network or a DDP wrapper) into `folder`; return the folder.
+    `training_domain`: what the training data covered (`domain.TrainingDomain.to_dict`); a bundle
+    without it is taken as trained on the portal-venous simulator.
     `flip_average`: the model answers with the mean over the input and its flips (`predict_lesions`);
     its metrics must have been measured that way."""
     folder = Path(folder)
@@ -177,6 +179,8 @@ def save_bundle(folder: str | Path, model: nn.Module, *, architecture: str, clas
         "intended_use": INTENDED_USE,
         "inference": {"flip_average": bool(flip_average), "flips": [list(d) for d in FLIP_DIMS] if flip_average else []},
     }
+    if training_domain is not None:
+        info["training_domain"] = dict(training_domain)
     if history is not None:
         write_json(folder / HISTORY_FILE, history)
     write_json(folder / MODEL_JSON, info)

@@ -20,10 +20,12 @@ import numpy as np
 import torch
 
 from liverview.annotations.document import AIResult, Lesion
-from liverview.annotations.measurements import slice_masks
+from liverview.annotations.measurements import measure_lesion, slice_masks
 from liverview.annotations.storage import now_iso
+from liverview.imaging.contrast_phase import ContrastPhase, PhaseDecision, detect_series_phases
 from liverview.io.volume import Volume
 from liverview.model.bundle import BundleError, LoadedModel, load_bundle, predict, predict_flips, resolve_device
+from liverview.model.domain import OUTSIDE, TrainingDomain
 from liverview.model.gradcam import compute_gradcam
 from liverview.model.transforms import CropSquareResize, select_key_slice_by_area, select_slab
 from liverview.model.uncertainty import answer_from_copies, copy_statistics, normalised_entropy, uncertainty_level
@@ -78,6 +80,10 @@ class LesionPrediction:
     heatmap: Heatmap | None = None
     timings_ms: dict[str, float] = field(default_factory=dict)
     time: str = field(default_factory=now_iso)
+    #: The contrast phase of the series read ("unknown" when it could not be told).
+    phase: str = ContrastPhase.UNKNOWN.value
+    #: Why the input lies outside the model's training data (`domain.TrainingDomain.check`); [] inside.
+    outside_training: list[str] = field(default_factory=list)
 
     @property
     def probability(self) -> float:
@@ -85,17 +91,22 @@ class LesionPrediction:
 
     @property
     def uncertainty(self) -> str:
-        """'low', 'moderate' or 'high' (`uncertainty.uncertainty_level`, as the evaluation report counts it)."""
+        """`domain.OUTSIDE` for an input outside the training data, else 'low', 'moderate' or 'high'
+        (`uncertainty.uncertainty_level`, as the evaluation report counts it)."""
+        if self.outside_training:
+            return OUTSIDE
         return uncertainty_level(self.entropy, self.tta_spread, self.tta_agreement)
 
     def to_ai_result(self) -> AIResult:
         return AIResult(model_id=self.model_id, probabilities=dict(self.probabilities), predicted=self.predicted,
                         time=self.time, uncertainty=self.uncertainty, entropy=round(self.entropy, 4),
-                        slice_index=self.slice_index)
+                        slice_index=self.slice_index, phases_read=[self.phase],
+                        outside_training=list(self.outside_training))
 
     def to_json(self) -> dict:
         return {"id": self.lesion_id, "predicted": self.predicted, "probability": self.probability,
                 "probabilities": self.probabilities, "uncertainty": self.uncertainty,
+                "outside_training": self.outside_training, "phases_read": [self.phase],
                 "entropy": self.entropy, "tta_spread": self.tta_spread, "tta_agreement": self.tta_agreement,
                 "slice_index": self.slice_index, "model_id": self.model_id, "time": self.time}
 
@@ -167,11 +178,19 @@ def _heatmap(loaded: LoadedModel, volume: Volume, z: int, mask: np.ndarray, tens
     return Heatmap(z, cam, center, side, spacing, loaded.classes[index]), probabilities
 
 
+def series_phase(volume: Volume) -> PhaseDecision:
+    """The contrast phase of a loaded series, measured on its own images (about 0.15 s)."""
+    return detect_series_phases([volume.info], {volume.info.key: volume.array})[volume.info.key]
+
+
 def classify_lesion(loaded: LoadedModel, volume: Volume, lesion: Lesion, *, heatmap: bool = True,
-                    tta: bool = True) -> LesionPrediction:
+                    tta: bool = True, phase: PhaseDecision | None = None) -> LesionPrediction:
     """Probabilities, uncertainty and (optionally) the Grad-CAM heatmap of `lesion` on its key slice.
-    Raises `ClassificationError` for a non-CT series or a lesion without an outline in the image."""
+    `phase` is the series' contrast phase (measured here when not given); an input outside what the
+    model was trained on says so (`LesionPrediction.outside_training`). Raises `ClassificationError`
+    for a non-CT series or a lesion without an outline in the image."""
     check_series(loaded, volume)
+    phase = phase if phase is not None else series_phase(volume)
     timings: dict[str, float] = {}
     start = time.perf_counter()
     masks = lesion_slice_masks(volume, lesion)
@@ -203,7 +222,14 @@ def classify_lesion(loaded: LoadedModel, volume: Volume, lesion: Lesion, *, heat
         lesion_id=lesion.id, model_id=model_id(loaded), classes=list(loaded.classes),
         probabilities={c: float(p) for c, p in zip(loaded.classes, probs)}, predicted=loaded.classes[top],
         slice_index=z, entropy=normalised_entropy(probs), tta_spread=spread, tta_agreement=agreement,
-        heatmap=cam, timings_ms=timings)
+        heatmap=cam, timings_ms=timings, phase=phase.phase.value,
+        outside_training=loaded_domain(loaded).check(volume, phase, measure_lesion(volume, lesion).long_axis_mm))
+
+
+def loaded_domain(loaded: LoadedModel) -> TrainingDomain:
+    """What the loaded model was trained on (model.json's `training_domain`, or the assumption for
+    bundles made before it was recorded)."""
+    return TrainingDomain.from_model_info(loaded.info)
 
 
 def compute_slice_heatmap(loaded: LoadedModel, volume: Volume, lesion: Lesion, slice_index: int,
@@ -231,19 +257,21 @@ class BatchResult:
 
 def classify_lesions(loaded: LoadedModel, volume: Volume, lesions: Sequence[Lesion], *, heatmap: bool = True,
                      progress: Progress | None = None, should_stop: ShouldStop | None = None,
-                     on_result: Callable[[LesionPrediction], None] | None = None) -> BatchResult:
+                     on_result: Callable[[LesionPrediction], None] | None = None,
+                     phase: PhaseDecision | None = None) -> BatchResult:
     """Classify several lesions one after the other; a lesion that fails is reported and skipped,
     `should_stop` is checked between lesions, and each result is handed to `on_result` as it comes."""
     predictions: list[LesionPrediction] = []
     errors: dict[str, str] = {}
     total = len(lesions)
+    phase = phase if phase is not None or not lesions else series_phase(volume)
     for done, lesion in enumerate(lesions):
         if should_stop is not None and should_stop():
             return BatchResult(predictions, errors, cancelled=True)
         if progress is not None:
             progress(done, total, f"lesion {done + 1} of {total}")
         try:
-            prediction = classify_lesion(loaded, volume, lesion, heatmap=heatmap)
+            prediction = classify_lesion(loaded, volume, lesion, heatmap=heatmap, phase=phase)
         except ClassificationError as exc:
             errors[lesion.id] = str(exc)
             continue
@@ -257,4 +285,4 @@ def classify_lesions(loaded: LoadedModel, volume: Volume, lesions: Sequence[Lesi
 
 __all__ = ["BatchResult", "ClassificationError", "DEFAULT_MODEL_NAME", "Heatmap", "LesionPrediction",
            "check_series", "classify_lesion", "classify_lesions", "compute_slice_heatmap", "default_model_path",
-           "key_slice", "lesion_slice_masks", "model_id", "model_slab"]
+           "key_slice", "lesion_slice_masks", "loaded_domain", "model_id", "model_slab", "series_phase"]

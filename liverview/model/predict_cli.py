@@ -29,7 +29,7 @@ from liverview.io import LoadCancelled
 from liverview.io.seg_import import SegImportError
 from liverview.io.volume import Volume
 from liverview.model.bundle import BundleError, LoadedModel, load_bundle, resolve_device
-from liverview.model.classify import Heatmap, LesionPrediction, classify_lesions, model_id
+from liverview.model.classify import Heatmap, LesionPrediction, classify_lesions, model_id, series_phase
 from liverview.model.uncertainty import LEVELS
 from liverview.paths import default_model_path
 
@@ -58,7 +58,8 @@ def model_summary(loaded: LoadedModel) -> dict[str, Any]:
     return {"id": model_id(loaded), "name": loaded.name, "version": loaded.version, "path": str(loaded.path),
             "sha256": loaded.info.get("sha256"), "architecture": loaded.info.get("architecture"),
             "classes": list(loaded.classes), "device": str(loaded.device), "macro_f1": metrics.get("macro_f1"),
-            "by_uncertainty": metrics.get("by_uncertainty") or [], "intended_use": loaded.info.get("intended_use")}
+            "by_uncertainty": metrics.get("by_uncertainty") or [], "intended_use": loaded.info.get("intended_use"),
+            "simulated": bool((loaded.info.get("training_data") or {}).get("simulated"))}
 
 
 def render_heatmap_png(volume: Volume, prediction: LesionPrediction, mask: np.ndarray, path: Path,
@@ -103,7 +104,8 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
         raise BundleError(f"device {args.device!r}: {exc}") from exc
     loaded = load_bundle(args.model or default_model_path(), device)
     lesions = [lesion for lesion in document.lesions if lesion.rois]
-    batch = classify_lesions(loaded, volume, lesions, heatmap=args.heatmaps is not None)
+    phase = series_phase(volume)
+    batch = classify_lesions(loaded, volume, lesions, heatmap=args.heatmaps is not None, phase=phase)
     by_id = {p.lesion_id: p for p in batch.predictions}
     if args.heatmaps is not None:
         args.heatmaps.mkdir(parents=True, exist_ok=True)
@@ -120,7 +122,8 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
         results.append(entry)
     output = {"model": model_summary(loaded),
               "series": {"study_uid": volume.study_uid, "series_uid": volume.series_uid,
-                         "description": volume.info.describe(), "slices": volume.shape[0]},
+                         "description": volume.info.describe(), "slices": volume.shape[0],
+                         "contrast_phase": phase.phase.value, "contrast_phase_evidence": phase.evidence()},
               "lesions": results,
               "errors": [{"id": lesion_id, "reason": reason} for lesion_id, reason in batch.errors.items()]}
     return output, 3 if batch.errors else 0
@@ -129,16 +132,20 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
 def print_table(output: dict[str, Any]) -> None:
     model = output["model"]
     print(f"model {model['id']} on {model['device']} — research use only, not for diagnosis")
+    print(f"series: {output['series']['description']}, contrast phase {output['series']['contrast_phase']}")
     for entry in output["lesions"]:
         agreement = "" if entry["label"] is None else ("  (agrees with the label)" if entry["label"] == entry["predicted"]
                                                        else f"  (label: {entry['label']})")
         print(f"{entry['id']:>12}  {entry['predicted']:<12} {entry['probability']:6.1%}  "
               f"uncertainty {entry['uncertainty']:<8} slice {entry['slice_index'] + 1}{agreement}")
+        for reason in entry["outside_training"]:
+            print(f"{'':>12}  outside the model's training data: {reason}")
     for error in output["errors"]:
         print(f"{error['id']:>12}  not classified: {error['reason']}")
     measured = [row for row in model["by_uncertainty"] if row["uncertainty"] in LEVELS and row["n"]]
     if measured:
-        print("the model's test accuracy when it showed that uncertainty: "
+        lesions = "simulated test lesions" if model["simulated"] else "test lesions"
+        print(f"the model's accuracy on its {lesions} when it showed that uncertainty: "
               + ", ".join(f"{row['uncertainty']} {row['accuracy']:.3f} ({row['n']} lesions)" for row in measured))
 
 

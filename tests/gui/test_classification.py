@@ -32,7 +32,11 @@ def model_bundle(tmp_path_factory):
     return save_bundle(tmp_path_factory.mktemp("model") / "tiny", build_network("tiny_cnn", 4),
                        architecture="tiny_cnn", classes=CLASSES, preprocess_config=PreprocessConfig(size=96),
                        metrics={"macro_f1": 0.25, "by_uncertainty": BY_UNCERTAINTY}, name="tiny-test-model",
-                       version="0.0.1")
+                       version="0.0.1", training_domain=DEMO_DOMAIN)
+
+
+#: A domain the test demo study (256 x 256 at 1.56 mm, portal-venous) lies inside.
+DEMO_DOMAIN = {"phases": ["portal_venous"], "pixel_mm": [0.6, 1.7], "slice_thickness_mm": [1.0, 6.0]}
 
 
 @pytest.fixture
@@ -185,3 +189,21 @@ def test_opening_the_window_does_not_import_torch():
                          env={"QT_QPA_PLATFORM": "offscreen", "PATH": "/usr/bin:/bin"})
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"
+
+
+def test_an_answer_outside_the_training_data_says_so_instead_of_an_uncertainty(qtbot, tmp_path):
+    from liverview.annotations.document import AIResult
+    from liverview.gui.prediction_panel import PredictionPanel
+
+    panel = PredictionPanel()
+    qtbot.addWidget(panel)
+    panel.set_model("tiny", CLASSES, CLASSES, model_id="m", by_uncertainty=BY_UNCERTAINTY, simulated=True)
+    reason = "this series is arterial; the model was trained on portal-venous series only"
+    result = AIResult(model_id="m", probabilities={c: 0.25 for c in CLASSES} | {"hcc": 0.97}, predicted="hcc",
+                      time="t", uncertainty="outside training data", entropy=0.05, phases_read=["arterial"],
+                      outside_training=[reason])
+    panel.show_result(result)
+    assert panel.uncertainty_label.text().startswith("Outside the model's training data")
+    assert panel.measured_label.text() == reason.capitalize() + "." and "low" not in panel.uncertainty_label.text()
+    panel.resize(420, 640)
+    panel.grab().save(str(tmp_path / "outside.png"))

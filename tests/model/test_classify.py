@@ -24,7 +24,12 @@ def tiny_bundle(tmp_path_factory):
     torch.manual_seed(3)
     net = build_network("tiny_cnn", 4)
     return save_bundle(tmp_path_factory.mktemp("tiny") / "bundle", net, architecture="tiny_cnn", classes=CLASSES,
-                       preprocess_config=PreprocessConfig(size=64), metrics={"macro_f1": 0.3})
+                       preprocess_config=PreprocessConfig(size=64), metrics={"macro_f1": 0.3},
+                       training_domain=DEMO_DOMAIN)
+
+
+#: A domain the test demo study (256 x 256 at 1.56 mm, portal-venous) lies inside.
+DEMO_DOMAIN = {"phases": ["portal_venous"], "pixel_mm": [0.6, 1.7], "slice_thickness_mm": [1.0, 6.0]}
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +106,8 @@ def test_a_flip_averaging_model_answers_in_the_app_as_in_evaluation(tmp_path, de
     volume, document = demo
     torch.manual_seed(9)
     folder = save_bundle(tmp_path / "flips", build_network("tiny_cnn", 4), architecture="tiny_cnn", classes=CLASSES,
-                         preprocess_config=PreprocessConfig(size=64), metrics={"macro_f1": 0.3}, flip_average=True)
+                         preprocess_config=PreprocessConfig(size=64), metrics={"macro_f1": 0.3}, flip_average=True,
+                         training_domain=DEMO_DOMAIN)
     loaded = load_bundle(folder)
     for lesion in document.lesions[:3]:
         prediction = classify_lesion(loaded, volume, lesion)

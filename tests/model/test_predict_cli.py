@@ -76,7 +76,7 @@ def test_human_readable_table(demo_study, bundle, tmp_path, capsys):
     assert main([str(demo_study.dicom_dir), "--annotations", str(demo_study.ground_truth_path),
                  "--model", str(measured)]) == 0
     last = capsys.readouterr().out.splitlines()[-1]
-    assert last == ("the model's test accuracy when it showed that uncertainty: low 0.900 (30 lesions), "
+    assert last == ("the model's accuracy on its test lesions when it showed that uncertainty: low 0.900 (30 lesions), "
                     "moderate 0.600 (10 lesions)")
 
 

@@ -1,0 +1,97 @@
+"""What a model was trained on, and whether an input lies outside it.
+
+A network answers every input, also one unlike anything it saw, and its softmax can then be confidently
+wrong (a non-contrast series read by a portal-venous model came back at 99.8 %, "low" uncertainty).
+The bundle's model.json says what the training data covered (`training_domain`); the app and
+`liverview-predict` compare each input with it and, outside it, show "outside the model's training
+data" with the reasons instead of a low or moderate uncertainty.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from liverview.imaging.contrast_phase import ContrastPhase, PhaseDecision
+from liverview.io.volume import Volume
+
+#: The uncertainty shown for an answer outside the training data.
+OUTSIDE = "outside training data"
+
+#: Inputs this far beyond a trained range still count as inside (a 5 mm range is not broken by 5.2 mm).
+RANGE_MARGIN = 0.1
+LIVER_MARGIN_HU = 10.0
+
+
+@dataclass(frozen=True)
+class TrainingDomain:
+    phases: tuple[ContrastPhase, ...]
+    liver_hu: tuple[float, float] | None
+    pixel_mm: tuple[float, float] | None
+    slice_thickness_mm: tuple[float, float] | None
+    min_lesion_diameter_mm: float | None
+    #: Where the description comes from: the bundle, or the assumption for older bundles.
+    source: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"phases": [p.value for p in self.phases], "liver_hu": self.liver_hu, "pixel_mm": self.pixel_mm,
+                "slice_thickness_mm": self.slice_thickness_mm, "min_lesion_diameter_mm": self.min_lesion_diameter_mm}
+
+    @classmethod
+    def from_model_info(cls, info: Mapping[str, Any]) -> TrainingDomain:
+        """model.json's `training_domain`; a bundle without one (every bundle up to 1.3.0) was trained on
+        `liverview-synth` lesions in the portal-venous phase at the simulator's ranges of that time."""
+        raw = info.get("training_domain")
+        if not isinstance(raw, Mapping):
+            return SIMULATED_PORTAL_VENOUS
+
+        def pair(key: str) -> tuple[float, float] | None:
+            value = raw.get(key)
+            return (float(value[0]), float(value[1])) if value else None
+
+        diameter = raw.get("min_lesion_diameter_mm")
+        return cls(phases=tuple(ContrastPhase(p) for p in raw.get("phases", [])), liver_hu=pair("liver_hu"),
+                   pixel_mm=pair("pixel_mm"), slice_thickness_mm=pair("slice_thickness_mm"),
+                   min_lesion_diameter_mm=None if diameter is None else float(diameter), source="model.json")
+
+    def check(self, volume: Volume, phase: PhaseDecision | None, long_axis_mm: float | None) -> list[str]:
+        """The reasons `volume` (with its phase) and a lesion of `long_axis_mm` lie outside; [] inside."""
+        reasons: list[str] = []
+        trained = ", ".join(p.title for p in self.phases) or "no phase"
+        if phase is None or phase.phase is ContrastPhase.UNKNOWN:
+            reasons.append(f"the series' contrast phase is not known; the model was trained on {trained} series only")
+        elif phase.phase not in self.phases:
+            reasons.append(f"this series is {phase.phase.title}; the model was trained on {trained} series only")
+        liver = phase.enhancement.liver_hu if phase is not None and phase.enhancement is not None else None
+        if self.liver_hu is not None and liver is not None and not (
+                self.liver_hu[0] - LIVER_MARGIN_HU <= liver <= self.liver_hu[1] + LIVER_MARGIN_HU):
+            reasons.append(f"the liver measures {liver:.0f} HU; the training livers were {self.liver_hu[0]:.0f}-"
+                           f"{self.liver_hu[1]:.0f} HU")
+        pixel = (volume.spacing_mm[1] * volume.spacing_mm[2]) ** 0.5
+        if self.pixel_mm is not None and not _within(pixel, self.pixel_mm):
+            reasons.append(f"pixels are {pixel:.2f} mm; the training images had {self.pixel_mm[0]:.2f}-"
+                           f"{self.pixel_mm[1]:.2f} mm")
+        thickness = volume.info.slice_thickness_mm or volume.spacing_mm[0]
+        if self.slice_thickness_mm is not None and not _within(thickness, self.slice_thickness_mm):
+            reasons.append(f"slices are {thickness:g} mm thick; the training images had {self.slice_thickness_mm[0]:g}-"
+                           f"{self.slice_thickness_mm[1]:g} mm")
+        if self.min_lesion_diameter_mm is not None and long_axis_mm is not None \
+                and long_axis_mm < self.min_lesion_diameter_mm * (1 - RANGE_MARGIN):
+            reasons.append(f"the lesion measures {long_axis_mm:.0f} mm; the smallest training lesions were "
+                           f"{self.min_lesion_diameter_mm:g} mm")
+        return reasons
+
+
+def _within(value: float, bounds: tuple[float, float]) -> bool:
+    return bounds[0] * (1 - RANGE_MARGIN) <= value <= bounds[1] * (1 + RANGE_MARGIN)
+
+
+#: The data of every bundled model up to 1.3.0: `make model` ran liverview-synth (portal-venous
+#: phantoms; SimulatorConfig's liver 92-135 HU, pixels 0.66-0.9 mm, slices 2.5-5 mm) with
+#: --min-diameter 8.
+SIMULATED_PORTAL_VENOUS = TrainingDomain(
+    phases=(ContrastPhase.PORTAL_VENOUS,), liver_hu=(92.0, 135.0), pixel_mm=(0.66, 0.9),
+    slice_thickness_mm=(2.5, 5.0), min_lesion_diameter_mm=8.0,
+    source="assumed: bundles without training_domain were trained on liverview-synth's portal-venous lesions")
+
+__all__ = ["OUTSIDE", "SIMULATED_PORTAL_VENOUS", "TrainingDomain"]

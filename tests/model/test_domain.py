@@ -1,0 +1,84 @@
+"""An input outside what the model was trained on is said to be so, never shown with low uncertainty."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from liverview.annotations.document import AIResult, AnnotationDocument, Lesion, Roi
+from liverview.imaging.contrast_phase import ContrastPhase
+from liverview.io import load_series
+from liverview.model.classify import classify_lesion, classify_lesions, loaded_domain, series_phase
+from liverview.model.domain import OUTSIDE, SIMULATED_PORTAL_VENOUS, TrainingDomain
+from liverview.model.predict_cli import main as predict_main
+from liverview.paths import default_model_path
+from liverview.model.bundle import load_bundle
+
+CRLM_ANNOTATIONS = "tests/data/crlm-ct-1004-metastases.json"
+
+
+def _circle(cx, cy, r, n=40):
+    t = np.linspace(0, 2 * np.pi, n, endpoint=False)
+    return [(float(cx + r * np.cos(a)), float(cy + r * np.sin(a))) for a in t]
+
+
+def test_the_bundled_model_on_a_real_arterial_series_says_outside_its_training_data(hcc_dir):
+    """The model learnt portal-venous lesions only: on an arterial series its answer carries the reason."""
+    volume = load_series(hcc_dir)
+    lesion = Lesion(reader="R1", rois=[Roi(70, _circle(150.0, 260.0, 18.0), sop_instance_uid=volume.sop_instance_uids[70])])
+    loaded = load_bundle(default_model_path())
+    prediction = classify_lesion(loaded, volume, lesion, heatmap=False)
+    assert prediction.phase == "arterial"
+    assert prediction.uncertainty == OUTSIDE
+    assert any("this series is arterial" in r and "portal-venous" in r for r in prediction.outside_training)
+    result = prediction.to_ai_result()
+    assert result.uncertainty == OUTSIDE and result.phases_read == ["arterial"]
+    assert AIResult.from_dict(json.loads(json.dumps(result.to_dict()))) == result
+
+
+def test_the_bundled_model_on_the_real_portal_venous_series_is_inside(crlm_dir):
+    volume = load_series(crlm_dir)
+    document = AnnotationDocument.from_dict(json.loads(open(CRLM_ANNOTATIONS).read()))
+    loaded = load_bundle(default_model_path())
+    batch = classify_lesions(loaded, volume, document.lesions, heatmap=False)
+    assert batch.predictions and not batch.errors
+    for prediction in batch.predictions:
+        assert prediction.outside_training == [] and prediction.uncertainty in ("low", "moderate", "high")
+        assert prediction.phase == "portal_venous"
+
+
+def test_each_kind_of_departure_is_named(crlm_dir):
+    volume = load_series(crlm_dir)
+    phase = series_phase(volume)
+    assert SIMULATED_PORTAL_VENOUS.check(volume, phase, 20.0) == []
+    narrow = TrainingDomain(phases=(ContrastPhase.PORTAL_VENOUS,), liver_hu=(60.0, 80.0), pixel_mm=(0.3, 0.5),
+                            slice_thickness_mm=(1.0, 2.0), min_lesion_diameter_mm=10.0, source="test")
+    reasons = narrow.check(volume, phase, 6.0)
+    assert len(reasons) == 4
+    assert [r.split()[1] for r in reasons] == ["liver", "are", "are", "lesion"]
+    assert "5 mm thick" in reasons[2] and "6 mm" in reasons[3]
+    assert "not known" in SIMULATED_PORTAL_VENOUS.check(volume, None, 20.0)[0]
+
+
+def test_a_bundle_records_its_domain_and_older_bundles_get_the_simulators(tmp_path):
+    loaded = load_bundle(default_model_path())
+    assert "training_domain" not in loaded.info and loaded_domain(loaded) is SIMULATED_PORTAL_VENOUS
+    round_trip = TrainingDomain.from_model_info({"training_domain": SIMULATED_PORTAL_VENOUS.to_dict()})
+    assert round_trip.to_dict() == SIMULATED_PORTAL_VENOUS.to_dict() and round_trip.source == "model.json"
+
+
+def test_predict_cli_prints_the_phase_and_the_reason(hcc_dir, tmp_path, capsys):
+    volume = load_series(hcc_dir)
+    doc = AnnotationDocument(volume.study_uid, volume.series_uid, volume.frame_of_reference_uid)
+    doc.lesions.append(Lesion(reader="R1", label="hcc",
+                              rois=[Roi(70, _circle(150.0, 260.0, 18.0), sop_instance_uid=volume.sop_instance_uids[70])]))
+    path = tmp_path / "hcc.json"
+    path.write_text(json.dumps(doc.to_dict()))
+    assert predict_main([str(hcc_dir), "--annotations", str(path), "--json"]) == 0
+    output = json.loads(capsys.readouterr().out)
+    assert output["series"]["contrast_phase"] == "arterial"
+    lesion = output["lesions"][0]
+    assert lesion["uncertainty"] == OUTSIDE and lesion["phases_read"] == ["arterial"] and lesion["outside_training"]
+    assert predict_main([str(hcc_dir), "--annotations", str(path)]) == 0
+    text = capsys.readouterr().out
+    assert "contrast phase arterial" in text and "outside the model's training data: this series is arterial" in text
