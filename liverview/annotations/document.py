@@ -179,6 +179,26 @@ class Adjudication:
 
 
 @dataclass
+class PhaseCorrection:
+    """A reader's contrast phase for the series, replacing what liverview told from its images/text."""
+
+    #: One of non_contrast, arterial, portal_venous, delayed.
+    phase: str
+    reader: str
+    #: What liverview had decided before ("unknown" when nothing).
+    detected: str = "unknown"
+    time: str = field(default_factory=now_iso)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PhaseCorrection:
+        return cls(phase=str(data["phase"]), reader=str(data["reader"]), detected=str(data.get("detected", "unknown")),
+                   time=str(data.get("time", now_iso())))
+
+
+@dataclass
 class AnnotationDocument:
     study_instance_uid: str
     series_instance_uid: str
@@ -186,6 +206,8 @@ class AnnotationDocument:
     lesions: list[Lesion] = field(default_factory=list)
     labels: list[LabelDef] = field(default_factory=list)
     adjudications: list[Adjudication] = field(default_factory=list)
+    #: The series' contrast phase as a reader set it; None keeps liverview's own decision.
+    contrast_phase: PhaseCorrection | None = None
     source: str = "liverview"
     created: str = field(default_factory=now_iso)
     modified: str = field(default_factory=now_iso)
@@ -208,6 +230,7 @@ class AnnotationDocument:
             "labels": [label.to_dict() for label in self.labels],
             "lesions": [lesion.to_dict() for lesion in self.lesions],
             "adjudications": [a.to_dict() for a in self.adjudications],
+            **({"contrast_phase": self.contrast_phase.to_dict()} if self.contrast_phase is not None else {}),
         }
 
     @classmethod
@@ -225,6 +248,7 @@ class AnnotationDocument:
                 lesions=[Lesion.from_dict(item) for item in data.get("lesions", [])],
                 labels=[LabelDef.from_dict(item) for item in data.get("labels", [])],
                 adjudications=[Adjudication.from_dict(item) for item in data.get("adjudications", [])],
+                contrast_phase=PhaseCorrection.from_dict(data["contrast_phase"]) if data.get("contrast_phase") else None,
                 source=str(data.get("source", "")), created=str(data.get("created", now_iso())),
                 modified=str(data.get("modified", now_iso())),
             )

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from liverview.annotations.document import (AIResult, Adjudication, AnnotationDocument, AnnotationFormatError,
-                                            Lesion, Roi)
+                                            Lesion, PhaseCorrection, Roi)
 from liverview.annotations.storage import annotation_path, keep_damaged_copy, now_iso, write_text_atomic
 
 # The undo step a model result makes; the GUI recognises it to skip work a result does not need.
@@ -292,6 +292,11 @@ class AnnotationStore:
             doc.adjudications = [a for a in doc.adjudications if not set(a.lesion_ids) & set(lesion_ids)]
             doc.adjudications.append(decision)
         return decision
+
+    def set_contrast_phase(self, phase: str | None, detected: str = "unknown") -> None:
+        """The reader's contrast phase for the series (None: back to liverview's own decision); undoable."""
+        with self.edit("Set contrast phase" if phase else "Reset contrast phase", drawn=False) as doc:
+            doc.contrast_phase = None if phase is None else PhaseCorrection(phase, self.reader, detected)
 
     def merge(self, other: AnnotationDocument) -> int:
         """Bring in another reader's lesions (e.g. a colleague's file); returns how many were added."""

@@ -28,7 +28,7 @@ from liverview.gui.lesion_panel import AddLabelDialog, LesionPanel
 from liverview.gui.series_browser import SeriesBrowser
 from liverview.gui.viewer import CursorInfo, Viewer
 from liverview.gui.workers import BackgroundTask
-from liverview.imaging.contrast_phase import PhaseDecision, detect_series_phases
+from liverview.imaging.contrast_phase import ContrastPhase, PhaseDecision, detect_series_phases, reader_decision
 from liverview.imaging.thumbnail import make_thumbnail
 from liverview.imaging.window import CT_PRESETS, WindowPreset
 from liverview.io.pixels import FrameDecodeError
@@ -147,6 +147,7 @@ class MainWindow(QMainWindow):
         self.scan: ScanResult | None = None
         #: Contrast phase per series key of the current scan, once measured.
         self.phases: dict[str, PhaseDecision] = {}
+        self._shown_phase: PhaseDecision | None = None
         self.scan_task: BackgroundTask | None = None
         self.load_task: BackgroundTask | None = None
         self.demo_task: BackgroundTask | None = None
@@ -160,6 +161,7 @@ class MainWindow(QMainWindow):
 
         self.browser = SeriesBrowser()
         self.browser.series_activated.connect(self.open_series)
+        self.browser.phase_correction_requested.connect(self.correct_phase)
         self.viewer = Viewer()
         self.welcome = WelcomePage(self.choose_folder, self.open_demo)
         self.stack = QStackedWidget()
@@ -546,6 +548,7 @@ class MainWindow(QMainWindow):
 
     def _on_store_changed(self) -> None:
         self._refresh_lesions()
+        self._show_open_series_phase()
         if self.store is not None and self.store.save_error:
             self.statusBar().showMessage(self.store.save_error, 10000)
 
@@ -650,13 +653,39 @@ class MainWindow(QMainWindow):
         elif isinstance(item, dict):
             self.phases = item
             self.browser.set_phases(item)
-            self.classification.set_phase(self._phase_of_open_series())
+            self._show_open_series_phase()
         else:
             key, thumbnail = item
             self.browser.set_thumbnail(key, thumbnail)
 
-    def _phase_of_open_series(self) -> PhaseDecision | None:
-        return self.phases.get(self.volume.info.key) if self.volume is not None else None
+    def open_series_phase(self) -> PhaseDecision | None:
+        """The open series' phase: the reader's correction stored with its annotations, else liverview's."""
+        if self.volume is None:
+            return None
+        detected = self.phases.get(self.volume.info.key)
+        correction = self.store.document.contrast_phase if self.store is not None else None
+        if correction is None:
+            return detected
+        return reader_decision(ContrastPhase(correction.phase), correction.reader, detected)
+
+    def _show_open_series_phase(self) -> None:
+        decision = self.open_series_phase()
+        if decision == self._shown_phase:
+            return  # most store changes are lesion edits
+        self._shown_phase = decision
+        self.classification.set_phase(decision)
+        if decision is not None and self.volume is not None:
+            self.browser.set_phases({**self.phases, self.volume.info.key: decision})
+
+    def correct_phase(self, key: str, phase: str) -> None:
+        """A reader's contrast phase for the open series ("" returns to liverview's own decision)."""
+        if self.volume is None or self.store is None or key != self.volume.info.key:
+            self.statusBar().showMessage("Open the series first: its phase is stored with its annotations", 5000)
+            return
+        if phase and not self.reader_name(ask=True):
+            return
+        detected = self.phases.get(key)
+        self.store.set_contrast_phase(phase or None, detected.phase.value if detected is not None else "unknown")
 
     @staticmethod
     def _default_series(scan: ScanResult) -> SeriesInfo:
@@ -684,7 +713,7 @@ class MainWindow(QMainWindow):
         info = volume.info
         patient = info.patient_name.replace("^", " ").strip() or "(no name)"
         self.setWindowTitle(f"liverview — {patient} — {info.describe()}")
-        self.classification.set_phase(self._phase_of_open_series())
+        self._show_open_series_phase()
         self._refresh_timer.start()
         if volume.is_hu:
             self.classification.preload()

@@ -107,29 +107,29 @@ class _Runner(QObject):
             raise RuntimeError("no model is loaded")
         return self.loaded
 
-    @Slot(int, object, object, bool)
-    def classify(self, job: int, volume: Volume, lesion: Lesion, heatmap: bool) -> None:
+    @Slot(int, object, object, bool, object)
+    def classify(self, job: int, volume: Volume, lesion: Lesion, heatmap: bool, phase: Any) -> None:
         self._note_thread()
         self.busy.emit(True)
         try:
             from liverview.model.classify import classify_lesion
 
             self.result.emit(job, classify_lesion(self._require_model(), volume, lesion, heatmap=heatmap,
-                                                  phase=self._phase_of(volume)))
+                                                  phase=phase or self._phase_of(volume)))
         except Exception as exc:  # noqa: BLE001
             log.warning("classifying lesion %s failed: %s", lesion.id, exc, exc_info=not _expected(exc))
             self.job_failed.emit(job, lesion.id, _describe_error(exc))
         finally:
             self.busy.emit(False)
 
-    @Slot(int, object, object, object)
-    def classify_batch(self, job: int, volume: Volume, lesions: list[Lesion], stop: threading.Event) -> None:
+    @Slot(int, object, object, object, object)
+    def classify_batch(self, job: int, volume: Volume, lesions: list[Lesion], stop: threading.Event, phase: Any) -> None:
         self._note_thread()
         self.busy.emit(True)
         try:
             from liverview.model.classify import classify_lesions
 
-            batch = classify_lesions(self._require_model(), volume, lesions, heatmap=True, phase=self._phase_of(volume),
+            batch = classify_lesions(self._require_model(), volume, lesions, heatmap=True, phase=phase or self._phase_of(volume),
                                      progress=lambda done, total, _text: self.batch_progress.emit(job, done, total),
                                      should_stop=stop.is_set, on_result=lambda p: self.result.emit(job, p))
             self.batch_finished.emit(job, len(batch.predictions), batch.errors, batch.cancelled)
@@ -173,8 +173,8 @@ class ModelWorker(QObject):
     busy = Signal(bool)
 
     _load = Signal(str, str, int)
-    _classify = Signal(int, object, object, bool)
-    _classify_batch = Signal(int, object, object, object)
+    _classify = Signal(int, object, object, bool, object)
+    _classify_batch = Signal(int, object, object, object, object)
     _slice_heatmap = Signal(int, object, object, int, str)
 
     def __init__(self, parent: QObject | None = None, threads: int = 1) -> None:
@@ -225,19 +225,20 @@ class ModelWorker(QObject):
         self.loading = False
         self.model_failed.emit(message)
 
-    def classify(self, volume: Volume, lesion: Lesion, heatmap: bool = True) -> int:
-        """Queue one lesion (a snapshot: later edits in the GUI do not race with the worker)."""
+    def classify(self, volume: Volume, lesion: Lesion, heatmap: bool = True, phase: Any = None) -> int:
+        """Queue one lesion (a snapshot: later edits in the GUI do not race with the worker). `phase`: the
+        series' contrast phase as the reader sees it (None: measured on the worker from the images)."""
         job = self._next_job()
         self._start()
-        self._classify.emit(job, volume, lesion.snapshot(), heatmap)
+        self._classify.emit(job, volume, lesion.snapshot(), heatmap, phase)
         return job
 
-    def classify_batch(self, volume: Volume, lesions: list[Lesion]) -> int:
+    def classify_batch(self, volume: Volume, lesions: list[Lesion], phase: Any = None) -> int:
         self.cancel_batch()
         self._batch_stop = threading.Event()
         job = self._next_job()
         self._start()
-        self._classify_batch.emit(job, volume, [lesion.snapshot() for lesion in lesions], self._batch_stop)
+        self._classify_batch.emit(job, volume, [lesion.snapshot() for lesion in lesions], self._batch_stop, phase)
         return job
 
     def cancel_batch(self) -> None:

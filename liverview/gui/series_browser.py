@@ -6,7 +6,7 @@ import html
 import numpy as np
 from PySide6.QtCore import QSize, Qt, Signal
 from PySide6.QtGui import QIcon, QImage, QPixmap
-from PySide6.QtWidgets import (QDialog, QDialogButtonBox, QHeaderView, QLabel, QPushButton, QTableWidget,
+from PySide6.QtWidgets import (QDialog, QDialogButtonBox, QHeaderView, QLabel, QMenu, QPushButton, QTableWidget,
                                QTableWidgetItem, QTreeWidget, QTreeWidgetItem, QVBoxLayout, QWidget)
 
 from liverview.imaging.contrast_phase import ContrastPhase, DecidedBy, PhaseDecision
@@ -75,6 +75,8 @@ class SeriesBrowser(QWidget):
     """Lists what a scan found; double-click (or Enter) on a series asks to open it."""
 
     series_activated = Signal(object)  # SeriesInfo
+    #: (series key, phase value or "" for liverview's own decision), from the item's context menu.
+    phase_correction_requested = Signal(str, str)
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -85,6 +87,8 @@ class SeriesBrowser(QWidget):
         self.tree.setIconSize(QSize(THUMB_SIZE, THUMB_SIZE))
         self.tree.setIndentation(12)
         self.tree.itemActivated.connect(self._on_activated)
+        self.tree.setContextMenuPolicy(Qt.CustomContextMenu)
+        self.tree.customContextMenuRequested.connect(self._show_context_menu)
         self.skipped_button = QPushButton()
         self.skipped_button.setFlat(True)
         self.skipped_button.setStyleSheet("text-align: left; color: #f0b040;")
@@ -152,6 +156,24 @@ class SeriesBrowser(QWidget):
     def show_skipped(self) -> None:
         if self.scan is not None:
             SkippedFilesDialog(self.scan.skipped, self).exec()
+
+    def phase_menu(self, key: str) -> QMenu:
+        """"Contrast phase" choices for one series: each phase, and back to liverview's own decision."""
+        menu = QMenu("Contrast phase", self)
+        for phase in (ContrastPhase.NON_CONTRAST, ContrastPhase.ARTERIAL, ContrastPhase.PORTAL_VENOUS,
+                      ContrastPhase.DELAYED):
+            action = menu.addAction(f"Set phase: {phase.title}")
+            action.triggered.connect(lambda _=False, p=phase.value: self.phase_correction_requested.emit(key, p))
+        menu.addSeparator()
+        reset = menu.addAction("Phase as liverview decided")
+        reset.triggered.connect(lambda _=False: self.phase_correction_requested.emit(key, ""))
+        return menu
+
+    def _show_context_menu(self, pos) -> None:
+        item = self.tree.itemAt(pos)
+        key = item.data(0, Qt.UserRole) if item is not None else None
+        if key:
+            self.phase_menu(key).exec(self.tree.viewport().mapToGlobal(pos))
 
     def _on_activated(self, item: QTreeWidgetItem, _column: int) -> None:
         key = item.data(0, Qt.UserRole)

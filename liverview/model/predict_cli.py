@@ -29,6 +29,7 @@ from liverview.io import LoadCancelled
 from liverview.io.seg_import import SegImportError
 from liverview.io.volume import Volume
 from liverview.model.bundle import BundleError, LoadedModel, load_bundle, resolve_device
+from liverview.imaging.contrast_phase import ContrastPhase, reader_decision
 from liverview.model.classify import Heatmap, LesionPrediction, classify_lesions, model_id, series_phase
 from liverview.model.uncertainty import LEVELS
 from liverview.paths import default_model_path
@@ -105,6 +106,8 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
     loaded = load_bundle(args.model or default_model_path(), device)
     lesions = [lesion for lesion in document.lesions if lesion.rois]
     phase = series_phase(volume)
+    if document.contrast_phase is not None:
+        phase = reader_decision(ContrastPhase(document.contrast_phase.phase), document.contrast_phase.reader, phase)
     batch = classify_lesions(loaded, volume, lesions, heatmap=args.heatmaps is not None, phase=phase)
     by_id = {p.lesion_id: p for p in batch.predictions}
     if args.heatmaps is not None:

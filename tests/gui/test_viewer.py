@@ -262,3 +262,32 @@ def test_each_series_shows_its_contrast_phase_in_the_browser_and_the_model_panel
     assert model_line.text().endswith(f"This series: {open_caption}")
     assert "aorta" in model_line.toolTip() and "HU" in model_line.toolTip()
     window.grab().save(str(tmp_path / "phases.png"))
+
+
+def test_a_reader_corrects_the_phase_and_it_is_stored_with_the_annotations(qtbot, window, crlm_dir):
+    window.settings.setValue("reader/name", "Dr Ada")
+    open_and_wait(qtbot, window, crlm_dir)
+    qtbot.waitUntil(lambda: bool(window.phases), timeout=30000)
+    key = window.volume.info.key
+    menu = window.browser.phase_menu(key)
+    arterial = next(a for a in menu.actions() if a.text() == "Set phase: arterial")
+    arterial.trigger()
+    assert window.browser._items[key].text(0).endswith("Arterial (set by Dr Ada)")
+    assert window.classification.panel.model_label.text().endswith("This series: Arterial (set by Dr Ada)")
+    assert window.open_series_phase().phase.value == "arterial"
+    stored = window.store.document.contrast_phase
+    assert (stored.phase, stored.reader, stored.detected) == ("arterial", "Dr Ada", "portal_venous")
+    window.store.undo()
+    assert window.browser._items[key].text(0).endswith("Portal-venous (images)")
+    window.store.redo()
+    window.store.flush()
+    # Reopening the series reads the correction back from the autosaved annotations.
+    before = window.store
+    window.open_series(window.volume.info)
+    qtbot.waitUntil(lambda: window.store is not None and window.store is not before and window.volume.loaded.all(),
+                    timeout=30000)
+    assert window.store.document.contrast_phase == stored and window.open_series_phase().phase.value == "arterial"
+    next(a for a in window.browser.phase_menu(key).actions() if a.text() == "Set phase: delayed").trigger()
+    assert window.open_series_phase().phase.value == "delayed"
+    next(a for a in window.browser.phase_menu(key).actions() if a.text() == "Phase as liverview decided").trigger()
+    assert window.store.document.contrast_phase is None and window.open_series_phase().decided_by.value == "images"

@@ -82,3 +82,20 @@ def test_predict_cli_prints_the_phase_and_the_reason(hcc_dir, tmp_path, capsys):
     assert predict_main([str(hcc_dir), "--annotations", str(path)]) == 0
     text = capsys.readouterr().out
     assert "contrast phase arterial" in text and "outside the model's training data: this series is arterial" in text
+
+
+def test_a_readers_phase_in_the_annotations_is_what_liverview_predict_reads(crlm_dir, tmp_path, capsys):
+    """A reader who says the portal-venous series is delayed is believed: the model, trained on
+    portal-venous series, then answers outside its training data."""
+    document = AnnotationDocument.from_dict(json.loads(open(CRLM_ANNOTATIONS).read()))
+    from liverview.annotations.document import PhaseCorrection
+
+    document.contrast_phase = PhaseCorrection("delayed", "R2", detected="portal_venous")
+    path = tmp_path / "corrected.json"
+    path.write_text(json.dumps(document.to_dict()))
+    assert AnnotationDocument.from_dict(json.loads(path.read_text())).contrast_phase == document.contrast_phase
+    assert predict_main([str(crlm_dir), "--annotations", str(path), "--json"]) == 0
+    output = json.loads(capsys.readouterr().out)
+    assert output["series"]["contrast_phase"] == "delayed"
+    assert output["series"]["contrast_phase_evidence"]["decided_by"] == "reader"
+    assert all(lesion["uncertainty"] == OUTSIDE and lesion["phases_read"] == ["delayed"] for lesion in output["lesions"])
