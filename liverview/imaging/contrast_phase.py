@@ -252,6 +252,16 @@ def find_aorta(hu: np.ndarray, pixel_mm: tuple[float, float], frame: _Frame) -> 
             found.append((float(np.median(values)), (int(r0 + cx), int(c0 + cy))))
         if found:
             return max(found, key=lambda f: f[0])
+    # No round blob: an unenhanced aorta can merge with the crura and psoas at these levels. If nothing
+    # outside the bone in front of the spine is brighter than unenhanced blood, no blood there is enhanced.
+    kernel = _disk(5.0 / min(pixel_mm)).astype(np.float32)
+    kernel /= kernel.sum()
+    mean = cv2.filter2D(crop, -1, kernel, borderType=cv2.BORDER_REPLICATE)
+    soft = ~blocked & ~cv2.dilate((crop > 450).astype(np.uint8), _disk(6.0 / min(pixel_mm))).astype(bool) & (mean > -20)
+    if soft.any():
+        row, col = np.unravel_index(int(np.argmax(np.where(soft, mean, -np.inf))), mean.shape)
+        if mean[row, col] < UNENHANCED_BLOOD_MAX_HU:
+            return float(mean[row, col]), (int(r0 + row), int(c0 + col))
     return None
 
 

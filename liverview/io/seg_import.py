@@ -23,6 +23,7 @@ import os
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+import cv2
 import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
@@ -36,8 +37,6 @@ log = logging.getLogger(__name__)
 SEG_SOP_CLASS_UID = "1.2.840.10008.5.1.4.1.1.66.4"
 METHOD_SOP = "sop-instance-uid"
 METHOD_POSITION = "frame-of-reference+position"
-#: Frames further than this fraction of the slice spacing from their slice get a warning.
-POSITION_WARN_FRACTION = 0.1
 
 
 class SegImportError(ValueError):
@@ -202,9 +201,6 @@ def import_seg(seg_path: str | os.PathLike[str], volume: Volume) -> SegImport:
         raise SegImportError(f"{path}: Segmentation Type {seg_type or 'missing'} is not supported "
                              f"(liverview reads BINARY and FRACTIONAL)")
     rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
-    if (rows, cols) != volume.shape[1:]:
-        raise SegImportError(f"{path}: the SEG's frames are {rows} x {cols} pixels but the series' images are "
-                             f"{volume.shape[1]} x {volume.shape[2]}; it was made on other images")
     per_frame = list(ds.get("PerFrameFunctionalGroupsSequence", []))
     n_frames = int(ds.get("NumberOfFrames", 1) or 1)
     if len(per_frame) != n_frames:
@@ -223,24 +219,29 @@ def import_seg(seg_path: str | os.PathLike[str], volume: Volume) -> SegImport:
             raise SegImportError(f"{path}: frame {i + 1} names segment {number}, which the SEG does not describe")
         frame_segments.append(number)
 
-    slice_of = _match_by_sop(ds, per_frame, volume, warnings)
+    slice_of = _match_by_sop(ds, per_frame, volume, warnings) if (rows, cols) == volume.shape[1:] else None
     method = METHOD_SOP
     if slice_of is None:
-        slice_of = _match_by_position(ds, per_frame, volume, warnings, path)
+        placements = _place_by_position(ds, per_frame, frame_segments, volume, warnings, path)
         method = METHOD_POSITION
+    else:
+        placements = [[(z, None)] for z in slice_of]
 
     threshold = 0.5 * float(ds.get("MaximumFractionalValue", 255) or 255) if seg_type == "FRACTIONAL" else 0.5
     planes: dict[int, dict[int, np.ndarray]] = {number: {} for number in segments_ds}
     frames = _iter_frames(path, n_frames, (rows, cols))
-    for number, z, frame in zip(frame_segments, slice_of, frames):
+    for number, placed, frame in zip(frame_segments, placements, frames):
         inside = frame >= threshold
         if not inside.any():
             continue
-        if z in planes[number]:
-            warnings.append(f"segment {number} has more than one frame on slice {z + 1}; they were combined")
-            planes[number][z] = planes[number][z] | inside
-        else:
-            planes[number][z] = inside
+        for z, warp in placed:
+            plane = inside if warp is None else _warp(inside, warp, volume.shape[1:])
+            if z in planes[number]:
+                if warp is None:
+                    warnings.append(f"segment {number} has more than one frame on slice {z + 1}; they were combined")
+                planes[number][z] = planes[number][z] | plane
+            else:
+                planes[number][z] = plane
     for _ in frames:  # decode the rest too: a short pixel data element is an error, not a silent cut
         pass
 
@@ -303,9 +304,19 @@ def _position(ds: Dataset, per_frame: Dataset) -> np.ndarray | None:
     return np.asarray([float(v) for v in value])
 
 
-def _match_by_position(ds: Dataset, per_frame: list[Dataset], volume: Volume, warnings: list[str],
-                       path: str) -> list[int]:
-    """Slice index of every frame from Frame of Reference + Image Position (Patient), or SegImportError."""
+def _warp(inside: np.ndarray, matrix: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """A frame's mask on the series' pixel grid: `matrix` maps frame (column, row) to series (column, row)."""
+    moved = cv2.warpAffine(inside.astype(np.float32), matrix, (shape[1], shape[0]), flags=cv2.INTER_LINEAR,
+                           borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
+    return moved >= 0.5
+
+
+def _place_by_position(ds: Dataset, per_frame: list[Dataset], frame_segments: list[int], volume: Volume,
+                       warnings: list[str], path: str) -> list[list[tuple[int, np.ndarray | None]]]:
+    """Where every frame goes on the series, from Frame of Reference + Image Position (Patient): the
+    slices it covers, each with the in-plane map from the frame's grid to the series' grid (None when
+    the grids coincide). A SEG made on another reconstruction of the same patient space (a shifted
+    field of view, other pixels, thicker or thinner slices) is resampled; SegImportError otherwise."""
     known = set(volume.sop_instance_uids)
     n_refs = sum(1 for item in per_frame if _frame_refs(item))
     n_foreign = sum(1 for item in per_frame if _frame_refs(item) and not any(u in known for u, _ in _frame_refs(item)))
@@ -329,41 +340,61 @@ def _match_by_position(ds: Dataset, per_frame: list[Dataset], volume: Volume, wa
                              f"{np.round(volume.row_direction + volume.column_direction, 3).tolist()}")
     measures = _functional(ds, per_frame[0], "PixelMeasuresSequence")
     spacing = measures.get("PixelSpacing") if measures is not None else None
-    if spacing is not None and len(spacing) == 2:
-        seg_spacing = np.asarray([float(v) for v in spacing])
-        if not np.allclose(seg_spacing, volume.spacing_mm[1:], rtol=0.01):
-            raise SegImportError(f"{path}: cannot place the SEG by position: its pixel spacing "
-                                 f"{seg_spacing.tolist()} mm differs from the series' {list(volume.spacing_mm[1:])} mm")
-    normal = np.asarray(volume.normal)
+    seg_spacing = (np.asarray([float(v) for v in spacing]) if spacing is not None and len(spacing) == 2
+                   else np.asarray(volume.spacing_mm[1:], dtype=float))
+    thickness = measures.get("SliceThickness") if measures is not None else None
+    normal, row, col = (np.asarray(v, dtype=float) for v in (volume.normal, volume.row_direction, volume.column_direction))
     slice_coords = volume.positions_mm @ normal
-    slice_of = []
-    worst = 0.0
+    series_slab = float(volume.info.slice_thickness_mm or volume.spacing_mm[0])
+    positions = []
     for i, item in enumerate(per_frame):
         position = _position(ds, item)
         if position is None:
             raise SegImportError(f"{path}: cannot place the SEG by position: frame {i + 1} has no Image Position "
                                  f"(Patient)")
-        distances = np.abs(slice_coords - float(position @ normal))
-        z = int(np.argmin(distances))
-        if distances[z] > 0.5 * volume.spacing_mm[0]:
+        positions.append(position)
+    frame_coords = np.asarray([float(p @ normal) for p in positions])
+    seg_slab = float(thickness) if thickness else _frame_step(frame_coords, frame_segments) or series_slab
+    placements: list[list[tuple[int, np.ndarray | None]]] = []
+    resampled = 0
+    for i, position in enumerate(positions):
+        distances = np.abs(slice_coords - frame_coords[i])
+        # Every slice whose centre lies inside the frame's slab; else the slice whose slab holds the frame.
+        covered = [int(z) for z in np.nonzero(distances < 0.5 * seg_slab - 1e-6)[0]]
+        if not covered and distances.min() < 0.5 * series_slab:
+            covered = [int(np.argmin(distances))]
+        if not covered:
             raise SegImportError(f"{path}: cannot place the SEG by position: frame {i + 1} lies "
-                                 f"{distances[z]:.1f} mm from the nearest slice, outside this series' volume")
-        in_plane = position - volume.positions_mm[z]
-        offset_px = (float(in_plane @ np.asarray(volume.column_direction)) / volume.spacing_mm[1],
-                     float(in_plane @ np.asarray(volume.row_direction)) / volume.spacing_mm[2])
-        if max(abs(offset_px[0]), abs(offset_px[1])) > 0.5:
-            raise SegImportError(f"{path}: cannot place the SEG by position: frame {i + 1} is shifted "
-                                 f"{offset_px[1]:.1f}, {offset_px[0]:.1f} pixels from the series' image grid")
-        worst = max(worst, float(distances[z]))
-        slice_of.append(z)
+                                 f"{distances.min():.1f} mm from the nearest slice, outside this series' volume")
+        placed: list[tuple[int, np.ndarray | None]] = []
+        for z in covered:
+            in_plane = position - volume.positions_mm[z]
+            offset = np.array([float(in_plane @ row) / volume.spacing_mm[2], float(in_plane @ col) / volume.spacing_mm[1]])
+            scale = np.array([seg_spacing[1] / volume.spacing_mm[2], seg_spacing[0] / volume.spacing_mm[1]])
+            if np.abs(offset).max() < 0.01 and np.allclose(scale, 1.0, atol=1e-3) and len(covered) == 1:
+                placed.append((z, None))
+                continue
+            resampled += 1
+            placed.append((z, np.array([[scale[0], 0.0, offset[0]], [0.0, scale[1], offset[1]]], dtype=np.float64)))
+        placements.append(placed)
     why = (f"{reason} (anonymised or re-exported images?)" if n_refs else reason)
     if series and volume.series_uid not in series:
         why += f"; it was made on series {', '.join(sorted(series))}"
     warnings.append(f"frames matched to slices by Frame of Reference and position, not by image UID: {why}")
-    if worst > POSITION_WARN_FRACTION * volume.spacing_mm[0]:
-        warnings.append(f"frames lie up to {worst:.1f} mm from the slices they were placed on; the SEG may come "
-                        f"from a different reconstruction")
-    return slice_of
+    if resampled:
+        warnings.append(f"the SEG's grid differs from this series' (pixel spacing {seg_spacing.tolist()} mm, slabs of "
+                        f"{seg_slab:g} mm): its frames were resampled by patient coordinates onto {resampled} slice(s)")
+    return placements
+
+
+def _frame_step(coords: np.ndarray, segments: list[int]) -> float | None:
+    """The distance between neighbouring frames of one segment: the SEG's slice spacing."""
+    gaps = []
+    for number in set(segments):
+        values = np.unique(np.round([c for c, s in zip(coords, segments) if s == number], 3))
+        gaps.extend(np.diff(values))
+    gaps = [g for g in gaps if g > 1e-3]
+    return float(np.median(gaps)) if gaps else None
 
 
 __all__ = ["METHOD_POSITION", "METHOD_SOP", "SEG_SOP_CLASS_UID", "SegCode", "SegImport", "SegImportError",

@@ -92,13 +92,22 @@ class Volume:
         return (base + x * self.spacing_mm[2] * np.asarray(self.row_direction)
                 + y * self.spacing_mm[1] * np.asarray(self.column_direction))
 
-    def patient_to_index(self, point_mm: Sequence[float]) -> np.ndarray:
-        """Fractional (z, y, x) index of a patient-space point (inverse of `index_to_patient`)."""
-        delta = np.asarray(point_mm, dtype=float) - self.positions_mm[0]
-        row, col, normal = (np.asarray(v) for v in (self.row_direction, self.column_direction, self.normal))
-        return np.array([np.dot(delta, normal) / self.spacing_mm[0],
-                         np.dot(delta, col) / self.spacing_mm[1],
-                         np.dot(delta, row) / self.spacing_mm[2]])
+    def patient_to_index(self, point_mm: Sequence[float] | np.ndarray) -> np.ndarray:
+        """Fractional (z, y, x) index of a patient-space point, or of (N, 3) points (inverse of
+        `index_to_patient` for an evenly spaced stack)."""
+        points = np.asarray(point_mm, dtype=float)
+        inverse = np.linalg.inv(self.affine_mm)
+        return points @ inverse[:3, :3].T + inverse[:3, 3]
+
+    @property
+    def affine_mm(self) -> np.ndarray:
+        """4 x 4 matrix from (z, y, x, 1) voxel indices to LPS mm, slices at the median spacing."""
+        matrix = np.eye(4)
+        for axis, (direction, step) in enumerate(zip((self.normal, self.column_direction, self.row_direction),
+                                                     self.spacing_mm)):
+            matrix[:3, axis] = np.asarray(direction, dtype=float) * step
+        matrix[:3, 3] = self.positions_mm[0]
+        return matrix
 
 
 def allocate_volume(info: SeriesInfo) -> Volume:

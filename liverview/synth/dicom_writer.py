@@ -68,6 +68,8 @@ class SeriesIdentity:
     study_datetime: datetime
     study_id: str = "1"
     series_number: int = 1
+    #: When this series was acquired (Series/Acquisition/Content Time); the study's time by default.
+    acquired: datetime | None = None
 
     def sop_instance_uid(self, index: int) -> str:
         """(0008,0018) SOP Instance UID of slice ``index``, stable for this series."""
@@ -202,8 +204,10 @@ def _slice_dataset(
     ds.Modality = "CT"
     ds.SeriesInstanceUID = identity.series_instance_uid
     ds.SeriesNumber = identity.series_number
+    acquired = identity.acquired or identity.study_datetime
+    acquired_time = acquired.strftime("%H%M%S")
     ds.SeriesDate = study_date
-    ds.SeriesTime = study_time
+    ds.SeriesTime = acquired_time
     ds.SeriesDescription = series_description
     ds.BodyPartExamined = "ABDOMEN"
     ds.PatientPosition = "HFS"
@@ -221,9 +225,9 @@ def _slice_dataset(
     ds.DerivationDescription = "Procedurally generated synthetic phantom; not a patient image"
     ds.AcquisitionNumber = 1
     ds.AcquisitionDate = study_date
-    ds.AcquisitionTime = study_time
+    ds.AcquisitionTime = acquired_time
     ds.ContentDate = study_date
-    ds.ContentTime = study_time
+    ds.ContentTime = acquired_time
     ds.BurnedInAnnotation = "NO"
     # Image Plane
     ds.PixelSpacing = [_ds(dy), _ds(dx)]
@@ -232,9 +236,10 @@ def _slice_dataset(
     ds.SliceThickness = _ds(dz)
     ds.SpacingBetweenSlices = _ds(dz)
     ds.SliceLocation = _ds(position_mm[2])
-    # Contrast/Bolus: a portal-venous phase study
-    ds.ContrastBolusAgent = contrast_agent
-    ds.ContrastBolusRoute = "IV"
+    # Contrast/Bolus, unless the series was acquired without contrast (contrast_agent "")
+    if contrast_agent:
+        ds.ContrastBolusAgent = contrast_agent
+        ds.ContrastBolusRoute = "IV"
     # CT Image
     ds.KVP = 120
     ds.DataCollectionDiameter = _ds(max(nx * dx, ny * dy))

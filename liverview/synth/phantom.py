@@ -1,4 +1,4 @@
-"""Procedural abdominal CT phantom in the portal-venous phase.
+"""Procedural abdominal CT phantom, in the portal-venous phase unless another contrast phase is asked for.
 
 The phantom is built slice by slice from analytic shapes whose parameters vary smoothly with
 depth, so organs are continuous along z without any 3D morphology. Anatomy is laid out in an
@@ -28,30 +28,23 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from liverview.synth.phases import TABLES, Attenuation, Phase, attenuation
 from liverview.synth.progress import ProgressFn, StopFn, check_stop
 
 logger = logging.getLogger(__name__)
 
-# Portal-venous-phase attenuation in HU (see docs/synth.md for the sources of these values).
+# Unenhancing tissue in HU (see docs/synth.md for the sources of these values).
 AIR_HU = -1000.0
 LUNG_HU = -860.0
 FAT_HU = -100.0
 VISCERAL_FAT_HU = -92.0
 SKIN_HU = 30.0
 MUSCLE_HU = 52.0
-BOWEL_WALL_HU = 70.0
 FLUID_HU = 12.0
 GAS_HU = -960.0
-PANCREAS_HU = 100.0
-KIDNEY_CORTEX_HU = 165.0
-KIDNEY_MEDULLA_HU = 105.0
 RENAL_SINUS_HU = -40.0
-AORTA_HU = 170.0
-IVC_HU = 150.0
-PORTAL_VEIN_HU = 175.0
-HEPATIC_VEIN_HU = 162.0
-MYOCARDIUM_HU = 100.0
-CARDIAC_BLOOD_HU = 165.0
+#: The enhancing organs and vessels per phase are in `liverview.synth.phases`.
+PORTAL_VEIN_HU = TABLES[Phase.PORTAL_VENOUS].portal_vein
 CANCELLOUS_BONE_HU = 240.0
 CORTICAL_BONE_HU = 780.0
 POSTERIOR_ELEMENT_HU = 520.0
@@ -136,6 +129,12 @@ class _Anatomy:
     loops: tuple[_Loop, ...]
     #: Factor on every blood-pool attenuation (vessels, heart chambers); 1 for the demo.
     blood_scale: float = 1.0
+    #: The contrast phase painted.
+    phase: Phase = Phase.PORTAL_VENOUS
+
+    @property
+    def att(self) -> Attenuation:
+        return attenuation(self.phase, self.liver_hu, self.spleen_hu, self.blood_scale)
 
 
 def make_abdomen_phantom(
@@ -149,6 +148,7 @@ def make_abdomen_phantom(
     top_s_mm: float | None = None,
     liver_hu: float | None = None,
     blood_pool_hu: float | None = None,
+    phase: Phase | str = Phase.PORTAL_VENOUS,
 ) -> Phantom:
     """Build a noise-free portal-venous abdominal CT phantom covering the liver.
 
@@ -165,8 +165,11 @@ def make_abdomen_phantom(
     top slice below the right hemidiaphragm's apex (default ``-APEX_BELOW_TOP_MM``).
     ``liver_hu`` replaces the drawn parenchymal attenuation and ``blood_pool_hu`` the portal
     vein's (175 HU; every other vessel and the heart's blood scale with it), to vary the
-    enhancement from patient to patient. They change no random draw: with the defaults the
-    phantom is exactly the one earlier versions built.
+    enhancement from patient to patient. ``phase`` paints the enhancing structures as in that
+    contrast phase (`liverview.synth.phases`; ``liver_hu`` and ``blood_pool_hu`` stay the
+    portal-venous values they are derived from). None of them changes a random draw: the same
+    generator gives the same anatomy in every phase, and with the defaults the phantom is exactly the
+    one earlier versions built.
     """
     nz, ny, nx = shape_zyx
     dz, dy, dx = (float(v) for v in spacing_mm_zyx)
@@ -175,6 +178,7 @@ def make_abdomen_phantom(
         anatomy = dataclasses.replace(anatomy, liver_hu=float(liver_hu))
     if blood_pool_hu is not None:
         anatomy = dataclasses.replace(anatomy, blood_scale=float(blood_pool_hu) / PORTAL_VEIN_HU)
+    anatomy = dataclasses.replace(anatomy, phase=Phase(phase))
     grid = _SliceGrid(ny, nx, dy, dx, anatomy, rng, centre_xy_mm)
 
     hu = np.empty(shape_zyx, dtype=np.float32)
@@ -192,14 +196,14 @@ def make_abdomen_phantom(
         for name, m in slice_masks.items():
             masks[name][k] = m
 
-    _paint_hepatic_vessels(hu, masks, (dz, dy, dx), z_apex, grid, rng, anatomy.blood_scale)
+    _paint_hepatic_vessels(hu, masks, (dz, dy, dx), z_apex, grid, rng, anatomy.att)
     logger.debug("phantom %s built, liver %.0f ml", shape_zyx, masks["liver"].sum() * dz * dy * dx / 1000)
     return Phantom(
         hu=hu,
         masks=masks,
         spacing_mm_zyx=(dz, dy, dx),
-        liver_hu=anatomy.liver_hu,
-        blood_pool_hu=PORTAL_VEIN_HU * anatomy.blood_scale,
+        liver_hu=anatomy.att.liver,
+        blood_pool_hu=anatomy.att.portal_vein,
     )
 
 
@@ -420,8 +424,9 @@ def _paint_slice(out: np.ndarray, s: float, g: _SliceGrid, an: _Anatomy) -> dict
     # The heart sits on the central tendon; lower down, lung (lingula) fills the slope of the dome.
     heart = lungs & (g.heart_q <= 1.0) & (s < 14.0 + 14.0 * g.heart_q)
     lungs &= ~heart
-    out[heart] = MYOCARDIUM_HU
-    out[heart & (g.heart_q <= 0.78)] = CARDIAC_BLOOD_HU * an.blood_scale
+    att = an.att
+    out[heart] = att.myocardium
+    out[heart & (g.heart_q <= 0.78)] = att.cardiac_blood
 
     # Great vessels (in front of the spine) and the retroperitoneal organs.
     aorta = _ellipse_q(X, Y, 13.0, 13.0, 11.5, 11.0) <= 1.0
@@ -479,7 +484,7 @@ def _paint_slice(out: np.ndarray, s: float, g: _SliceGrid, an: _Anatomy) -> dict
             value = g.stool.copy()
         else:
             value = np.full(g.shape, _LOOP_CONTENT_HU[loop.content], dtype=np.float32)
-        value[~inner] = BOWEL_WALL_HU
+        value[~inner] = att.bowel_wall
         if loop.gas_level > 0.0:
             # Supine patient: gas floats to the front (smaller Y) above a flat fluid level.
             value[inner & (Y < cy - r * loop.aspect * (1.0 - 2.0 * loop.gas_level))] = GAS_HU
@@ -515,18 +520,18 @@ def _paint_slice(out: np.ndarray, s: float, g: _SliceGrid, an: _Anatomy) -> dict
     # Bowel yields to the solid organs, keeping a thin fat plane against the liver.
     bowel &= ~organs & ~_dilate(liver, 2.5, pixel_mm)
     out[bowel] = bowel_out[bowel]
-    out[pancreas] = PANCREAS_HU
+    out[pancreas] = att.pancreas
     out[stomach] = FLUID_HU
-    out[stomach & (stomach_q > 1.0 - 5.0 / max(min(st_a, st_b), 5.0))] = BOWEL_WALL_HU
+    out[stomach & (stomach_q > 1.0 - 5.0 / max(min(st_a, st_b), 5.0))] = att.bowel_wall
     out[stomach & (stomach_q <= 0.9) & (Y < st_cy - 0.35 * st_b)] = GAS_HU
-    out[spleen] = an.spleen_hu
+    out[spleen] = att.spleen
     for kidney, q, sinus, minor in kidney_layers:
-        out[kidney] = KIDNEY_CORTEX_HU
-        out[kidney & (q < 1.0 - 6.0 / max(minor, 6.5))] = KIDNEY_MEDULLA_HU
+        out[kidney] = att.kidney_cortex
+        out[kidney & (q < 1.0 - 6.0 / max(minor, 6.5))] = att.kidney_medulla
         out[sinus] = RENAL_SINUS_HU
-    out[aorta] = AORTA_HU * an.blood_scale
-    out[ivc] = IVC_HU * an.blood_scale
-    out[liver] = an.liver_hu
+    out[aorta] = att.aorta
+    out[ivc] = att.ivc
+    out[liver] = att.liver
 
     # Spine, back muscles and psoas overwrite whatever the soft shapes reached.
     out[g.paraspinal] = MUSCLE_HU
@@ -605,7 +610,7 @@ def _paint_hepatic_vessels(
     z_apex: float,
     g: _SliceGrid,
     rng: np.random.Generator,
-    blood_scale: float = 1.0,
+    att: Attenuation,
 ) -> None:
     """Grow branching portal and hepatic venous trees inside the liver and paint them."""
     liver = masks["liver"]
@@ -616,15 +621,15 @@ def _paint_hepatic_vessels(
         p0 = g.to_array_mm(*root, z_apex)
         p1 = g.to_array_mm(*target, z_apex)
         for seg in _grow_tree(p0, p1 - p0, 5.5, 26.0, liver, spacing, rng):
-            _paint_capsule(hu, vessels, seg, HEPATIC_VEIN_HU * blood_scale, spacing, liver)
+            _paint_capsule(hu, vessels, seg, att.hepatic_vein, spacing, liver)
     hilum = g.to_array_mm(*_PORTAL_HILUM, z_apex)
     # The main portal vein runs outside the liver from the confluence to the hilum.
     trunk = (g.to_array_mm(*_PORTAL_CONFLUENCE, z_apex), hilum, 7.0)
-    _paint_capsule(hu, vessels, trunk, PORTAL_VEIN_HU * blood_scale, spacing, masks["body"] & ~masks["bone"])
+    _paint_capsule(hu, vessels, trunk, att.portal_vein, spacing, masks["body"] & ~masks["bone"])
     for target in _PORTAL_BRANCH_TARGETS:
         p1 = g.to_array_mm(*target, z_apex)
         for seg in _grow_tree(hilum, p1 - hilum, 6.0, 24.0, liver, spacing, rng):
-            _paint_capsule(hu, vessels, seg, PORTAL_VEIN_HU * blood_scale, spacing, liver)
+            _paint_capsule(hu, vessels, seg, att.portal_vein, spacing, liver)
     vessels &= liver
 
 
