@@ -8,7 +8,7 @@ data" with the reasons instead of a low or moderate uncertainty.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,8 +57,10 @@ class TrainingDomain:
     def check(self, volume: Volume, phase: PhaseDecision | None, long_axis_mm: float | None) -> list[str]:
         """The reasons `volume` (with its phase) and a lesion of `long_axis_mm` lie outside; [] inside."""
         reasons: list[str] = []
-        trained = ", ".join(p.title for p in self.phases) or "no phase"
-        if phase is None or phase.phase is ContrastPhase.UNKNOWN:
+        trained = ", ".join(p.title for p in self.phases)
+        if not self.phases:
+            pass  # the training data did not record its phases: nothing to compare with
+        elif phase is None or phase.phase is ContrastPhase.UNKNOWN:
             reasons.append(f"the series' contrast phase is not known; the model was trained on {trained} series only")
         elif phase.phase not in self.phases:
             reasons.append(f"this series is {phase.phase.title}; the model was trained on {trained} series only")
@@ -82,6 +84,39 @@ class TrainingDomain:
         return reasons
 
 
+def domain_from_records(records: Sequence[Any]) -> TrainingDomain:
+    """What a set of dataset records (`data.LesionRecord`, their lesions.jsonl fields in `extra`)
+    covers: phases (a record's `contrast_phase`; simulated records before phases were recorded are
+    portal-venous), pixel size and slice thickness (`spacing_mm`), the smallest lesion (its simulated
+    diameter, else the largest in-plane extent of `lesion_bbox_zyx`), and the simulated livers' HU."""
+    phases: set[ContrastPhase] = set()
+    pixels, slices, sizes, livers = [], [], [], []
+    for record in records:
+        extra = record.extra
+        synth = extra.get("synth") or {}
+        phase = extra.get("contrast_phase") or (ContrastPhase.PORTAL_VENOUS.value if synth else None)
+        if phase:
+            phases.add(ContrastPhase(phase))
+        spacing = extra.get("spacing_mm")
+        if spacing:
+            pixels.append(float(spacing[1] * spacing[2]) ** 0.5)
+            slices.append(float(spacing[0]))
+            box = extra.get("lesion_bbox_zyx")
+            if synth.get("radii_mm_zyx"):
+                sizes.append(2.0 * max(float(r) for r in synth["radii_mm_zyx"]))
+            elif box:
+                sizes.append(max((box[3] - box[2]) * spacing[1], (box[5] - box[4]) * spacing[2]))
+        liver = (synth.get("patient") or {}).get("liver_hu")
+        if liver is not None:
+            livers.append(float(liver))
+    ordered = tuple(p for p in ContrastPhase if p in phases)
+    return TrainingDomain(
+        phases=ordered, liver_hu=(min(livers), max(livers)) if livers and len(livers) == len(records) else None,
+        pixel_mm=(min(pixels), max(pixels)) if pixels else None,
+        slice_thickness_mm=(min(slices), max(slices)) if slices else None,
+        min_lesion_diameter_mm=min(sizes) if sizes else None, source="training records")
+
+
 def _within(value: float, bounds: tuple[float, float]) -> bool:
     return bounds[0] * (1 - RANGE_MARGIN) <= value <= bounds[1] * (1 + RANGE_MARGIN)
 
@@ -94,4 +129,4 @@ SIMULATED_PORTAL_VENOUS = TrainingDomain(
     slice_thickness_mm=(2.5, 5.0), min_lesion_diameter_mm=8.0,
     source="assumed: bundles without training_domain were trained on liverview-synth's portal-venous lesions")
 
-__all__ = ["OUTSIDE", "SIMULATED_PORTAL_VENOUS", "TrainingDomain"]
+__all__ = ["OUTSIDE", "SIMULATED_PORTAL_VENOUS", "TrainingDomain", "domain_from_records"]

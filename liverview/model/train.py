@@ -719,6 +719,7 @@ def finish_run(config: TrainConfig, run_dir: Path, split: Split, loaded: LoadedR
                ctx: DistContext, net: nn.Module) -> TrainResult:
     """Rank 0, after the last epoch: best weights -> test-split evaluation (+ baseline) -> report + bundle."""
     from liverview.model.evaluate import EvaluationResult, write_report
+    from liverview.model.domain import domain_from_records
 
     best = run_dir / "checkpoints" / "best.pt"
     if best.is_file():
@@ -769,7 +770,9 @@ def finish_run(config: TrainConfig, run_dir: Path, split: Split, loaded: LoadedR
     bundle_dir = save_bundle(run_dir / "bundle", net, architecture=config.architecture, classes=config.classes,
                              preprocess_config=config.preprocess, metrics=bundle_metrics, training_data=data_summary,
                              training=training, name=config.name, version=config.version, history=state.history,
-                             card_notes=notes, flip_average=config.flip_average)
+                             card_notes=notes, flip_average=config.flip_average,
+                             training_domain=domain_from_records(
+                                 [by_uid[u] for u in split.train]).to_dict())
     report_dir = write_report(run_dir / "report", results, history=state.history, context={
         "title": f"Training run {run_dir.name}", "model": config.architecture, "split": split.class_counts(),
         "training": training, "datasets": [d["path"] for d in loaded.datasets],

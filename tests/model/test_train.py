@@ -137,8 +137,19 @@ def test_cli_writes_report_and_bundle(cli_run):
 
     assert TrainConfig(datasets=["x"]).preprocess.neighbour_slices == 1
     assert TrainConfig.from_dict({"datasets": ["x"], "preprocess": {"size": 48}}).preprocess.neighbour_slices == 0
-    assert loaded.info["training_data"]["simulated"] is True and loaded.info["training_data"]["n_lesions"] == 36
     config = json.loads((run / "config.json").read_text())
+    assert loaded.info["training_data"]["simulated"] is True and loaded.info["training_data"]["n_lesions"] == 36
+    # What the training lesions covered travels with the bundle, so the app can say when an input is outside it.
+    from liverview.model.data import load_records
+    from liverview.model.domain import TrainingDomain
+
+    domain = TrainingDomain.from_model_info(loaded.info)
+    assert domain.source == "model.json" and [p.value for p in domain.phases] == ["portal_venous"]
+    train_records = [r for r in load_records(config["datasets"]).records if r.uid in set(split.train)]
+    pixels = [(r.extra["spacing_mm"][1] * r.extra["spacing_mm"][2]) ** 0.5 for r in train_records]
+    assert domain.pixel_mm == pytest.approx((min(pixels), max(pixels)))
+    assert domain.min_lesion_diameter_mm == pytest.approx(
+        min(2 * max(r.extra["synth"]["radii_mm_zyx"]) for r in train_records))
     assert config["architecture"] == "tiny_cnn" and len(config["datasets"]) == 2
 
 
