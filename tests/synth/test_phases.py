@@ -54,3 +54,44 @@ def test_the_detector_reads_the_simulated_phase_from_the_images(phantoms, phase,
     enhancement = measure_enhancement(hu[indices], indices, SPACING[1:], (1.0, 0.0, 0.0), (0.0, 1.0, 0.0))
     assert pattern_from_enhancement(enhancement)[0] is pattern
     assert enhancement.liver_hu == pytest.approx(phantoms[phase].liver_hu, abs=12.0)
+
+
+def _lesion(cls, seed, liver=110.0, blood=175.0):
+    from liverview.synth.lesions import Enhancement, sample_varied_lesion_spec
+
+    return sample_varied_lesion_spec(cls, (50.0, 50.0, 50.0), 30.0, seed, Enhancement(liver, blood))
+
+
+def test_a_lesion_keeps_its_shape_and_takes_its_class_time_attenuation_curve():
+    from liverview.annotations.labels import LesionClass
+    from liverview.synth.phases import lesion_in_phase
+
+    liver = 110.0
+    at = {phase: attenuation(phase, liver, 0.0) for phase in Phase}
+    for seed in range(40):
+        cyst = _lesion(LesionClass.BENIGN_CYST, seed)
+        assert all(lesion_in_phase(cyst, phase, liver) == cyst for phase in Phase)
+        for cls in LesionClass:
+            spec = _lesion(cls, seed)
+            assert lesion_in_phase(spec, Phase.PORTAL_VENOUS, liver) is spec
+            for phase in Phase:
+                moved = lesion_in_phase(spec, phase, liver)
+                assert (moved.seed, moved.radii_mm_zyx, moved.centre_mm_zyx, moved.lobulation) == \
+                    (spec.seed, spec.radii_mm_zyx, spec.centre_mm_zyx, spec.lobulation)
+                assert moved == lesion_in_phase(spec, phase, liver)  # from the spec's seed alone
+        hemangioma = _lesion(LesionClass.HEMANGIOMA, seed)
+        arterial = lesion_in_phase(hemangioma, Phase.ARTERIAL, liver)
+        if hemangioma.enhancing_hu is not None:
+            # Nodules isodense to the aorta; the centre fills in by the delayed phase.
+            assert arterial.enhancing_hu > at[Phase.ARTERIAL].aorta - 31 and arterial.core_hu < at[Phase.ARTERIAL].liver
+            assert lesion_in_phase(hemangioma, Phase.DELAYED, liver).core_hu > at[Phase.DELAYED].liver
+        hcc = _lesion(LesionClass.HCC, seed)
+        # Washout in the portal-venous (recorded) and delayed phases.
+        assert hcc.core_hu < liver and lesion_in_phase(hcc, Phase.DELAYED, liver).core_hu < at[Phase.DELAYED].liver
+        assert lesion_in_phase(hcc, Phase.NON_CONTRAST, liver).core_hu < at[Phase.NON_CONTRAST].liver
+    arterial_hcc = [lesion_in_phase(_lesion(LesionClass.HCC, s), Phase.ARTERIAL, liver).core_hu > at[Phase.ARTERIAL].liver
+                    for s in range(400)]
+    arterial_met = [lesion_in_phase(_lesion(LesionClass.METASTASIS, s), Phase.ARTERIAL, liver).core_hu
+                    < at[Phase.ARTERIAL].liver for s in range(400)]
+    # Arterial hyperenhancement in most HCC [HC1, HC2]; most metastases stay hypoattenuating.
+    assert 0.78 < np.mean(arterial_hcc) < 0.92 and 0.84 < np.mean(arterial_met) < 0.96
