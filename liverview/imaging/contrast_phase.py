@@ -89,6 +89,8 @@ class Enhancement:
     #: Indices (z) of the slices measured.
     slices: tuple[int, ...] = ()
     note: str = ""
+    #: Image noise: the standard deviation of the liver parenchyma's pixels (HU), robust to vessels.
+    noise_hu: float | None = None
 
 
 @dataclass(frozen=True)
@@ -112,6 +114,7 @@ class PhaseDecision:
             "summary": self.summary,
             "aorta_hu": None if e is None or e.aorta_hu is None else round(e.aorta_hu, 1),
             "liver_hu": None if e is None or e.liver_hu is None else round(e.liver_hu, 1),
+            "noise_hu": None if e is None or e.noise_hu is None else round(e.noise_hu, 1),
             "slices_measured": [] if e is None else list(e.slices),
             "description_phase": None if self.text_phase is None else self.text_phase.value,
             "description_evidence": self.text_reason,
@@ -187,6 +190,17 @@ def _liver_hu(hu: np.ndarray, liver: np.ndarray, pixel_mm: tuple[float, float]) 
     peak = int(np.argmax(counts))
     near = values[np.abs(values - (edges[peak] + 2.5)) < 20.0]
     return float(np.median(near)) if near.size else float(np.median(values))
+
+
+def _noise_hu(hu: np.ndarray, liver: np.ndarray, pixel_mm: tuple[float, float]) -> float:
+    """Noise SD inside the liver: the median absolute deviation (x 1.4826) of the pixels from their 7 mm
+    local median, on the outline eroded by 5 mm, so vessels, lesions and edges weigh little."""
+    core = cv2.erode(liver.astype(np.uint8), _disk(5.0 / min(pixel_mm))).astype(bool)
+    values = hu.astype(np.float32)
+    size = max(3, int(round(7.0 / min(pixel_mm))) | 1)
+    local = cv2.blur(values, (size, size))
+    residual = (values - local)[core if core.sum() > 200 else liver]
+    return float(1.4826 * np.median(np.abs(residual - np.median(residual))))
 
 
 def _spine(hu: np.ndarray, body: np.ndarray, frame: _Frame, pixel_mm: tuple[float, float]) -> np.ndarray:
@@ -275,10 +289,11 @@ def measure_enhancement(slices: np.ndarray, indices: Sequence[int], pixel_mm: tu
         return Enhancement(None, None, (), "no liver found on the sampled slices")
     best = [int(i) for i in np.argsort(-areas)[:MEASURED_SLICES] if areas[i] > 0]
     liver = float(np.median([_liver_hu(slices[i], livers[i], pixel_mm) for i in best]))
+    noise = float(np.median([_noise_hu(slices[i], livers[i], pixel_mm) for i in best]))
     aortas = [a[0] for a in (find_aorta(slices[i], pixel_mm, frame) for i in best) if a is not None]
     aorta = float(np.median(aortas)) if aortas else None
     return Enhancement(aorta, liver, tuple(sorted(int(indices[i]) for i in best)),
-                       "" if aortas else "no aorta found in front of the spine")
+                       "" if aortas else "no aorta found in front of the spine", noise_hu=noise)
 
 
 class ImagePattern(str, Enum):

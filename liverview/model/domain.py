@@ -30,12 +30,15 @@ class TrainingDomain:
     pixel_mm: tuple[float, float] | None
     slice_thickness_mm: tuple[float, float] | None
     min_lesion_diameter_mm: float | None
+    #: Image noise: SD of the liver parenchyma's pixels (HU).
+    noise_hu: tuple[float, float] | None
     #: Where the description comes from: the bundle, or the assumption for older bundles.
     source: str
 
     def to_dict(self) -> dict[str, Any]:
         return {"phases": [p.value for p in self.phases], "liver_hu": self.liver_hu, "pixel_mm": self.pixel_mm,
-                "slice_thickness_mm": self.slice_thickness_mm, "min_lesion_diameter_mm": self.min_lesion_diameter_mm}
+                "slice_thickness_mm": self.slice_thickness_mm, "min_lesion_diameter_mm": self.min_lesion_diameter_mm,
+                "noise_hu": self.noise_hu}
 
     @classmethod
     def from_model_info(cls, info: Mapping[str, Any]) -> TrainingDomain:
@@ -52,7 +55,8 @@ class TrainingDomain:
         diameter = raw.get("min_lesion_diameter_mm")
         return cls(phases=tuple(ContrastPhase(p) for p in raw.get("phases", [])), liver_hu=pair("liver_hu"),
                    pixel_mm=pair("pixel_mm"), slice_thickness_mm=pair("slice_thickness_mm"),
-                   min_lesion_diameter_mm=None if diameter is None else float(diameter), source="model.json")
+                   min_lesion_diameter_mm=None if diameter is None else float(diameter), noise_hu=pair("noise_hu"),
+                   source="model.json")
 
     def check(self, volume: Volume, phase: PhaseDecision | None, long_axis_mm: float | None) -> list[str]:
         """The reasons `volume` (with its phase) and a lesion of `long_axis_mm` lie outside; [] inside."""
@@ -64,7 +68,12 @@ class TrainingDomain:
             reasons.append(f"the series' contrast phase is not known; the model was trained on {trained} series only")
         elif phase.phase not in self.phases:
             reasons.append(f"this series is {phase.phase.title}; the model was trained on {trained} series only")
-        liver = phase.enhancement.liver_hu if phase is not None and phase.enhancement is not None else None
+        measured = phase.enhancement if phase is not None else None
+        liver = measured.liver_hu if measured is not None else None
+        noise = measured.noise_hu if measured is not None else None
+        if self.noise_hu is not None and noise is not None and not _within(noise, self.noise_hu):
+            reasons.append(f"the image noise is {noise:.0f} HU; the training images had {self.noise_hu[0]:.0f}-"
+                           f"{self.noise_hu[1]:.0f} HU")
         if self.liver_hu is not None and liver is not None and not (
                 self.liver_hu[0] - LIVER_MARGIN_HU <= liver <= self.liver_hu[1] + LIVER_MARGIN_HU):
             reasons.append(f"the liver measures {liver:.0f} HU; the training livers were {self.liver_hu[0]:.0f}-"
@@ -90,7 +99,7 @@ def domain_from_records(records: Sequence[Any]) -> TrainingDomain:
     portal-venous), pixel size and slice thickness (`spacing_mm`), the smallest lesion (its simulated
     diameter, else the largest in-plane extent of `lesion_bbox_zyx`), and the simulated livers' HU."""
     phases: set[ContrastPhase] = set()
-    pixels, slices, sizes, livers = [], [], [], []
+    pixels, slices, sizes, livers, noises = [], [], [], [], []
     for record in records:
         extra = record.extra
         synth = extra.get("synth") or {}
@@ -106,15 +115,19 @@ def domain_from_records(records: Sequence[Any]) -> TrainingDomain:
                 sizes.append(2.0 * max(float(r) for r in synth["radii_mm_zyx"]))
             elif box:
                 sizes.append(max((box[3] - box[2]) * spacing[1], (box[5] - box[4]) * spacing[2]))
-        liver = (synth.get("patient") or {}).get("liver_hu")
-        if liver is not None:
-            livers.append(float(liver))
+        patient = synth.get("patient") or {}
+        if patient.get("liver_hu") is not None:
+            livers.append(float(patient["liver_hu"]))
+        if patient.get("noise_sigma_hu") is not None:
+            noises.append(float(patient["noise_sigma_hu"]))
     ordered = tuple(p for p in ContrastPhase if p in phases)
     return TrainingDomain(
         phases=ordered, liver_hu=(min(livers), max(livers)) if livers and len(livers) == len(records) else None,
         pixel_mm=(min(pixels), max(pixels)) if pixels else None,
         slice_thickness_mm=(min(slices), max(slices)) if slices else None,
-        min_lesion_diameter_mm=min(sizes) if sizes else None, source="training records")
+        min_lesion_diameter_mm=min(sizes) if sizes else None,
+        noise_hu=(min(noises), max(noises)) if noises and len(noises) == len(records) else None,
+        source="training records")
 
 
 def _within(value: float, bounds: tuple[float, float]) -> bool:
@@ -122,11 +135,11 @@ def _within(value: float, bounds: tuple[float, float]) -> bool:
 
 
 #: The data of every bundled model up to 1.3.0: `make model` ran liverview-synth (portal-venous
-#: phantoms; SimulatorConfig's liver 92-135 HU, pixels 0.66-0.9 mm, slices 2.5-5 mm) with
-#: --min-diameter 8.
+#: phantoms; SimulatorConfig's liver 92-135 HU, pixels 0.66-0.9 mm, slices 2.5-5 mm, noise 7-20 HU)
+#: with --min-diameter 8.
 SIMULATED_PORTAL_VENOUS = TrainingDomain(
     phases=(ContrastPhase.PORTAL_VENOUS,), liver_hu=(92.0, 135.0), pixel_mm=(0.66, 0.9),
-    slice_thickness_mm=(2.5, 5.0), min_lesion_diameter_mm=8.0,
+    slice_thickness_mm=(2.5, 5.0), min_lesion_diameter_mm=8.0, noise_hu=(7.0, 20.0),
     source="assumed: bundles without training_domain were trained on liverview-synth's portal-venous lesions")
 
 __all__ = ["OUTSIDE", "SIMULATED_PORTAL_VENOUS", "TrainingDomain", "domain_from_records"]

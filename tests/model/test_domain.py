@@ -52,11 +52,12 @@ def test_each_kind_of_departure_is_named(crlm_dir):
     phase = series_phase(volume)
     assert SIMULATED_PORTAL_VENOUS.check(volume, phase, 20.0) == []
     narrow = TrainingDomain(phases=(ContrastPhase.PORTAL_VENOUS,), liver_hu=(60.0, 80.0), pixel_mm=(0.3, 0.5),
-                            slice_thickness_mm=(1.0, 2.0), min_lesion_diameter_mm=10.0, source="test")
+                            slice_thickness_mm=(1.0, 2.0), min_lesion_diameter_mm=10.0, noise_hu=(2.0, 5.0),
+                            source="test")
     reasons = narrow.check(volume, phase, 6.0)
-    assert len(reasons) == 4
-    assert [r.split()[1] for r in reasons] == ["liver", "are", "are", "lesion"]
-    assert "5 mm thick" in reasons[2] and "6 mm" in reasons[3]
+    assert len(reasons) == 5
+    assert [r.split()[1] for r in reasons] == ["image", "liver", "are", "are", "lesion"]
+    assert "5 mm thick" in reasons[3] and "6 mm" in reasons[4]
     assert "not known" in SIMULATED_PORTAL_VENOUS.check(volume, None, 20.0)[0]
 
 

@@ -148,6 +148,8 @@ def test_cli_writes_report_and_bundle(cli_run):
     train_records = [r for r in load_records(config["datasets"]).records if r.uid in set(split.train)]
     pixels = [(r.extra["spacing_mm"][1] * r.extra["spacing_mm"][2]) ** 0.5 for r in train_records]
     assert domain.pixel_mm == pytest.approx((min(pixels), max(pixels)))
+    noises = [r.extra["synth"]["patient"]["noise_sigma_hu"] for r in train_records]
+    assert domain.noise_hu == pytest.approx((min(noises), max(noises)))
     assert domain.min_lesion_diameter_mm == pytest.approx(
         min(2 * max(r.extra["synth"]["radii_mm_zyx"]) for r in train_records))
     assert config["architecture"] == "tiny_cnn" and len(config["datasets"]) == 2
