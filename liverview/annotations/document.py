@@ -80,6 +80,8 @@ class AIResult:
     phases_read: list[str] = field(default_factory=list)
     #: Why the input was outside the model's training data ([] inside); then `uncertainty` says so.
     outside_training: list[str] = field(default_factory=list)
+    #: Share of the Grad-CAM heatmap's mass within 5 mm of the outline (None: no heatmap was made).
+    heatmap_inside: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {**self.__dict__, "probabilities": dict(self.probabilities), "phases_read": list(self.phases_read),
@@ -93,7 +95,8 @@ class AIResult:
                    uncertainty=data.get("uncertainty"), entropy=None if entropy is None else float(entropy),
                    slice_index=None if slice_index is None else int(slice_index),
                    phases_read=[str(p) for p in data.get("phases_read", [])],
-                   outside_training=[str(r) for r in data.get("outside_training", [])])
+                   outside_training=[str(r) for r in data.get("outside_training", [])],
+                   heatmap_inside=None if data.get("heatmap_inside") is None else float(data["heatmap_inside"]))
 
 
 @dataclass

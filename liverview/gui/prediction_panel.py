@@ -10,6 +10,7 @@ from PySide6.QtWidgets import (QCheckBox, QGridLayout, QHBoxLayout, QLabel, QPro
 
 from liverview.annotations.document import AIResult
 from liverview.gui.heatmap_overlay import heatmap_lookup_table
+from liverview.model.uncertainty import HEATMAP_INSIDE_MIN
 
 RESEARCH_NOTE = "Research use only — not for diagnosis. The model's opinion is a suggestion for the reader to check."
 BAR_COLOR = (90, 150, 220)
@@ -200,12 +201,23 @@ class PredictionPanel(QWidget):
         self.uncertainty_label.setStyleSheet(f"color: {UNCERTAINTY_COLORS.get(level, '#c8c8c8')};")
         where = f"slice {result.slice_index + 1}" if result.slice_index is not None else "its largest slice"
         accepted = f" · accepted as label by {result.accepted_by}" if result.accepted_by else ""
-        self.detail_label.setText(f"{result.model_id}, on {where}, {result.time}{accepted}")
+        self.detail_label.setText(f"{result.model_id}, on {where}, {result.time}{accepted}"
+                                  + self.describe_heatmap(result.heatmap_inside))
 
     def _show_measured(self, text: str) -> None:
         # Hidden when empty, so the panel (and the smallest window) is no taller than without it.
         self.measured_label.setText(text)
         self.measured_label.setVisible(bool(text))
+
+    @staticmethod
+    def describe_heatmap(inside: float | None) -> str:
+        """Whether the heatmap is about the lesion: its share within 5 mm of the outline."""
+        if inside is None:
+            return ""
+        if inside < HEATMAP_INSIDE_MIN:
+            return (f"\nThe heatmap lies mostly outside the outline ({inside:.0%} within 5 mm of it): it does not "
+                    "show why the model answered so.")
+        return f"\n{inside:.0%} of the heatmap lies within 5 mm of the outline."
 
     def describe_level(self, level: str) -> str:
         """How often this model was right when it showed `level` on its test split ("" when unmeasured)."""

@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 
@@ -28,7 +29,8 @@ from liverview.model.bundle import BundleError, LoadedModel, load_bundle, predic
 from liverview.model.domain import OUTSIDE, TrainingDomain
 from liverview.model.gradcam import compute_gradcam
 from liverview.model.transforms import CropSquareResize, select_key_slice_by_area, select_slab
-from liverview.model.uncertainty import answer_from_copies, copy_statistics, normalised_entropy, uncertainty_level
+from liverview.model.uncertainty import (HEATMAP_MARGIN_MM, answer_from_copies, copy_statistics,
+                                         normalised_entropy, uncertainty_level)
 from liverview.paths import DEFAULT_MODEL_NAME, default_model_path
 
 Progress = Callable[[int, int, str], None]
@@ -55,6 +57,25 @@ class Heatmap:
     side_mm: float
     spacing_yx: tuple[float, float]
     explained: str  # the class id the map explains
+
+    def share_inside(self, mask: np.ndarray, margin_mm: float = HEATMAP_MARGIN_MM) -> float:
+        """The fraction of the map's mass on the slice that lies inside `mask` (the lesion's outline on
+        this slice, bool (y, x)) grown by `margin_mm`: how much of the explanation is about the lesion."""
+        x0, y0, width, height = self.extent_px()
+        n = self.cam.shape[0]
+        # Each map cell's centre in slice pixel coordinates (pixel centres are integers).
+        cols = x0 + (np.arange(n) + 0.5) * width / n - 0.5
+        rows = y0 + (np.arange(n) + 0.5) * height / n - 0.5
+        radius = (max(1, int(round(margin_mm / self.spacing_yx[0]))), max(1, int(round(margin_mm / self.spacing_yx[1]))))
+        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius[1] + 1, 2 * radius[0] + 1))
+        grown = cv2.dilate(mask.astype(np.uint8), kernel).astype(bool)
+        r = np.clip(np.rint(rows).astype(int), 0, mask.shape[0] - 1)
+        c = np.clip(np.rint(cols).astype(int), 0, mask.shape[1] - 1)
+        inside_image = ((rows >= -0.5) & (rows < mask.shape[0] - 0.5))[:, None] & \
+                       ((cols >= -0.5) & (cols < mask.shape[1] - 0.5))[None, :]
+        inside = grown[np.ix_(r, c)] & inside_image
+        total = float(self.cam.sum())
+        return float(self.cam[inside].sum() / total) if total > 0 else 0.0
 
     def extent_px(self) -> tuple[float, float, float, float]:
         """(x0, y0, width, height) of the square in pixel coordinates whose pixel centres are integers,
@@ -84,6 +105,8 @@ class LesionPrediction:
     phase: str = ContrastPhase.UNKNOWN.value
     #: Why the input lies outside the model's training data (`domain.TrainingDomain.check`); [] inside.
     outside_training: list[str] = field(default_factory=list)
+    #: Share of the heatmap's mass inside the outline grown by `HEATMAP_MARGIN_MM` (None without a heatmap).
+    heatmap_inside: float | None = None
 
     @property
     def probability(self) -> float:
@@ -101,12 +124,14 @@ class LesionPrediction:
         return AIResult(model_id=self.model_id, probabilities=dict(self.probabilities), predicted=self.predicted,
                         time=self.time, uncertainty=self.uncertainty, entropy=round(self.entropy, 4),
                         slice_index=self.slice_index, phases_read=[self.phase],
-                        outside_training=list(self.outside_training))
+                        outside_training=list(self.outside_training),
+                        heatmap_inside=None if self.heatmap_inside is None else round(self.heatmap_inside, 3))
 
     def to_json(self) -> dict:
         return {"id": self.lesion_id, "predicted": self.predicted, "probability": self.probability,
                 "probabilities": self.probabilities, "uncertainty": self.uncertainty,
                 "outside_training": self.outside_training, "phases_read": [self.phase],
+                "heatmap_inside": None if self.heatmap_inside is None else round(self.heatmap_inside, 3),
                 "entropy": self.entropy, "tta_spread": self.tta_spread, "tta_agreement": self.tta_agreement,
                 "slice_index": self.slice_index, "model_id": self.model_id, "time": self.time}
 
@@ -208,10 +233,11 @@ def classify_lesion(loaded: LoadedModel, volume: Volume, lesion: Lesion, *, heat
     probs = answer_from_copies(copies, loaded.flip_average)[0]
     top = int(np.argmax(probs))
     timings["classify"] = (time.perf_counter() - mark) * 1000
-    cam = None
+    cam, inside = None, None
     if heatmap:
         mark = time.perf_counter()
         cam, _ = _heatmap(loaded, volume, z, masks[z], tensor, top)
+        inside = cam.share_inside(masks[z])
         timings["gradcam"] = (time.perf_counter() - mark) * 1000
     spread, agreement = 0.0, 1.0
     if tta:
@@ -222,7 +248,7 @@ def classify_lesion(loaded: LoadedModel, volume: Volume, lesion: Lesion, *, heat
         lesion_id=lesion.id, model_id=model_id(loaded), classes=list(loaded.classes),
         probabilities={c: float(p) for c, p in zip(loaded.classes, probs)}, predicted=loaded.classes[top],
         slice_index=z, entropy=normalised_entropy(probs), tta_spread=spread, tta_agreement=agreement,
-        heatmap=cam, timings_ms=timings, phase=phase.phase.value,
+        heatmap=cam, timings_ms=timings, phase=phase.phase.value, heatmap_inside=inside,
         outside_training=loaded_domain(loaded).check(volume, phase, measure_lesion(volume, lesion).long_axis_mm))
 
 

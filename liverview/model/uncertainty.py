@@ -17,6 +17,12 @@ import numpy as np
 
 from liverview.model.metrics import confusion_matrix, metrics_from_confusion
 
+#: A Grad-CAM heatmap explains an answer only where its mass lies on the lesion: the outline is grown by
+#: this much (mm) before the share inside is counted (`classify.Heatmap.share_inside`), and below
+#: `HEATMAP_INSIDE_MIN` the app says the heatmap points elsewhere.
+HEATMAP_MARGIN_MM = 5.0
+HEATMAP_INSIDE_MIN = 0.5
+
 #: Uncertainty bands on the normalised entropy (0 = certain, 1 = uniform) and the TTA spread.
 ENTROPY_MODERATE, ENTROPY_HIGH = 0.25, 0.5
 SPREAD_MODERATE, SPREAD_HIGH = 0.08, 0.2

@@ -207,3 +207,18 @@ def test_an_answer_outside_the_training_data_says_so_instead_of_an_uncertainty(q
     assert panel.measured_label.text() == reason.capitalize() + "." and "low" not in panel.uncertainty_label.text()
     panel.resize(420, 640)
     panel.grab().save(str(tmp_path / "outside.png"))
+
+
+def test_a_heatmap_that_points_elsewhere_is_not_presented_as_an_explanation(qtbot):
+    from liverview.annotations.document import AIResult
+    from liverview.gui.prediction_panel import PredictionPanel
+
+    panel = PredictionPanel()
+    qtbot.addWidget(panel)
+    panel.set_model("tiny", CLASSES, CLASSES, model_id="m")
+    result = AIResult(model_id="m", probabilities={c: 0.25 for c in CLASSES}, predicted="hcc", time="t",
+                      uncertainty="low", heatmap_inside=0.31)
+    panel.show_result(result)
+    assert "lies mostly outside the outline (31% within 5 mm of it)" in panel.detail_label.text()
+    panel.show_result(AIResult.from_dict({**result.to_dict(), "heatmap_inside": 0.82}))
+    assert "82% of the heatmap lies within 5 mm of the outline" in panel.detail_label.text()

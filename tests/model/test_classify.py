@@ -221,3 +221,28 @@ def test_load_model_with_fallback_lands_on_a_working_device(tiny_bundle):
         assert loaded.device.type == "cpu" and "CUDA is not available" in note
     loaded, note = load_model_with_fallback(tiny_bundle, "cpu", threads=0)
     assert loaded.device.type == "cpu" and note == ""
+
+
+def test_the_heatmap_share_inside_the_grown_outline():
+    from liverview.model.classify import Heatmap
+
+    mask = np.zeros((100, 100), dtype=bool)
+    mask[40:60, 40:60] = True
+    # A 20 x 20 map over the 40 mm square around the lesion at 1 mm pixels: one cell per 2 pixels.
+    cam = np.zeros((20, 20), dtype=np.float32)
+    cam[8:12, 8:12] = 1.0  # on the lesion
+    on = Heatmap(0, cam, (49.5, 49.5), 40.0, (1.0, 1.0), "hcc")
+    assert on.share_inside(mask) == pytest.approx(1.0)
+    far = np.zeros((20, 20), dtype=np.float32)
+    far[0:2, 0:2] = 1.0  # a corner 20 mm from the outline
+    assert Heatmap(0, far, (49.5, 49.5), 40.0, (1.0, 1.0), "hcc").share_inside(mask) == 0.0
+    band = np.zeros((20, 20), dtype=np.float32)
+    band[0:2, 0:8] = 1.0  # 16 cells (as many as on the lesion) 6-10 mm above the grown outline
+    half = cam + band
+    assert Heatmap(0, half, (49.5, 49.5), 40.0, (1.0, 1.0), "hcc").share_inside(mask) == pytest.approx(0.5)
+    # Cell centres lie at rows 30, 32, ... (29.5 + 2 i + 0.5); the outline starts at row 40 and the 5 mm
+    # margin reaches row 35: row 36 (i = 3) counts as on the lesion, row 34 (i = 2) does not.
+    for i, expected in ((3, 1.0), (2, 0.0)):
+        near = np.zeros((20, 20), dtype=np.float32)
+        near[i, 10] = 1.0
+        assert Heatmap(0, near, (49.5, 49.5), 40.0, (1.0, 1.0), "hcc").share_inside(mask) == expected

@@ -1,0 +1,84 @@
+"""Where the bundled model's Grad-CAM looks: the share of the heatmap's mass inside each lesion's outline
+grown by 5 mm (run by hand).
+
+Lesions: simulated phantom patients of `liverview.synth.simulator.simulate_patient` (the simulator's
+own ranges, never the model's training or test patients: other seeds), plus the outlined metastasis of
+the real crlm-ct-1004. Each lesion goes through `classify_lesions`, the app's path.
+
+Usage::
+
+    .venv/bin/python benchmarks/bench_gradcam.py [--patients 40] [--seed 900001] [--out benchmarks/results/gradcam.json]
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import os
+import platform
+import sys
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from liverview.annotations.document import AnnotationDocument  # noqa: E402
+from liverview.io import load_series  # noqa: E402
+from liverview.model.bundle import load_bundle  # noqa: E402
+from liverview.model.classify import classify_lesions  # noqa: E402
+from liverview.model.uncertainty import HEATMAP_INSIDE_MIN  # noqa: E402
+from liverview.paths import default_model_path  # noqa: E402
+from liverview.synth.simulator import DEFAULT_CONFIG, patient_document, patient_volume, simulate_patient  # noqa: E402
+
+DEFAULT_OUT = REPO / "benchmarks" / "results" / "gradcam.json"
+CRLM = REPO.parent / "shared" / "data" / "series" / "crlm-ct-1004" / "image"
+CRLM_ANNOTATIONS = REPO / "tests" / "data" / "crlm-ct-1004-metastases.json"
+
+
+def summary(shares: list[float]) -> dict:
+    values = np.asarray(shares, dtype=float)
+    return {"n": int(values.size), "median": round(float(np.median(values)), 3),
+            "p10": round(float(np.percentile(values, 10)), 3), "p90": round(float(np.percentile(values, 90)), 3),
+            f"below_{HEATMAP_INSIDE_MIN}": int((values < HEATMAP_INSIDE_MIN).sum())}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--patients", type=int, default=40)
+    parser.add_argument("--seed", type=int, default=900001)
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    args = parser.parse_args()
+    loaded = load_bundle(default_model_path())
+    simulated: dict[str, list[float]] = {}
+    right: list[bool] = []
+    for k in range(args.patients):
+        patient = simulate_patient(args.seed + k, config=DEFAULT_CONFIG)
+        volume = patient_volume(patient)
+        document = patient_document(patient, volume)
+        batch = classify_lesions(loaded, volume, document.lesions)
+        for lesion, prediction in zip(document.lesions, batch.predictions):
+            simulated.setdefault(lesion.label, []).append(prediction.heatmap_inside)
+            right.append(prediction.predicted == lesion.label)
+    volume = load_series(CRLM)
+    document = AnnotationDocument.from_dict(json.loads(CRLM_ANNOTATIONS.read_text()))
+    real = [p.heatmap_inside for p in classify_lesions(loaded, volume, document.lesions).predictions]
+    every = [v for values in simulated.values() for v in values]
+    results = {
+        "model": loaded.info.get("version"), "margin_mm": 5.0, "simulated": True,
+        "simulated_lesions": {"all": summary(every), **{label: summary(v) for label, v in sorted(simulated.items())}},
+        "simulated_accuracy": round(float(np.mean(right)), 3),
+        "crlm_ct_1004": [round(v, 3) for v in real],
+        "patients": args.patients, "seed": args.seed,
+        "machine": {"cores": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
+        "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    print(json.dumps(results["simulated_lesions"], indent=1), "\ncrlm-ct-1004:", results["crlm_ct_1004"])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
