@@ -87,3 +87,47 @@ def hcc_dir() -> Path:
     if not HCC.is_dir():
         pytest.fail(f"real test data missing: {HCC} (set LIVERVIEW_SHARED_DATA to the shared data folder)")
     return HCC
+
+
+#: The other series: 0.7 mm pixels on 420 x 420, its centre 12.3 mm right of and 8.1 mm behind the
+#: first, 2.5 mm slices whose positions fall between the first series' ones.
+PIXEL_MM, MATRIX, SLICE_MM = 0.7, 420, 2.5
+OFFSET_XY_MM = (-12.3, 8.1)
+
+
+def _resample_series(volume, folder: Path, breathing_mm: tuple[float, float, float], frame_of_reference: str,
+                     description: str = "DELAYED 2.5mm") -> Path:
+    """`volume` resampled onto the other grid, its content moved by `breathing_mm` (LPS), written as DICOM."""
+    from datetime import datetime
+
+    import numpy as np
+
+    from liverview.imaging.align import sample_trilinear
+    from liverview.synth.dicom_writer import PatientInfo, SeriesIdentity, write_ct_series
+
+    lesion_z = float(volume.positions_mm[17][2])
+    n = 16
+    z0 = lesion_z - (n // 2) * SLICE_MM + 1.3
+    centre = volume.positions_mm[0][:2] + 0.5 * np.asarray(volume.shape[:0:-1]) * volume.spacing_mm[:0:-1]
+    origin = np.array([centre[0] + OFFSET_XY_MM[0] - MATRIX / 2 * PIXEL_MM, centre[1] + OFFSET_XY_MM[1] - MATRIX / 2 * PIXEL_MM, z0])
+    ys, xs = np.mgrid[0:MATRIX, 0:MATRIX]
+    out = np.empty((n, MATRIX, MATRIX), dtype=np.int16)
+    for k in range(n):
+        points = np.stack([origin[0] + xs.ravel() * PIXEL_MM, origin[1] + ys.ravel() * PIXEL_MM,
+                           np.full(xs.size, origin[2] + k * SLICE_MM)], axis=1) - np.asarray(breathing_mm)
+        values = sample_trilinear(volume.array, volume.patient_to_index(points))
+        out[k] = np.nan_to_num(values, nan=-1024).reshape(MATRIX, MATRIX).round().astype(np.int16)
+    identity = SeriesIdentity(volume.study_uid, "2.25.%d" % (abs(hash(str(breathing_mm))) % 10**30), frame_of_reference,
+                              datetime(2026, 12, 6, 10, 0), series_number=7)
+    write_ct_series(out, (SLICE_MM, PIXEL_MM, PIXEL_MM), folder, PatientInfo(), description, identity,
+                    origin_mm_xyz=tuple(origin))
+    return folder
+
+
+
+
+@pytest.fixture(scope="session")
+def resample_series():
+    """Another reconstruction of a series in the same patient space (other field of view, pixels and slices,
+    optionally moved by breathing), written as DICOM: `resample_series(volume, folder, breathing_mm, for_uid)`."""
+    return _resample_series

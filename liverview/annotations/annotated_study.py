@@ -11,7 +11,7 @@ from pathlib import Path
 
 from liverview.annotations.document import AnnotationDocument, AnnotationFormatError
 from liverview.annotations.labels import LabelTaxonomy
-from liverview.io import SeriesInfo, SourceError, load_series, scan_paths
+from liverview.io import ScanResult, SeriesInfo, SourceError, load_series, scan_paths
 from liverview.io.seg_import import is_seg_file
 from liverview.io.volume import Volume
 
@@ -27,6 +27,8 @@ class AnnotatedStudy:
     #: Things the user should know (series warnings, how SEG frames were matched).
     notes: list[str] = field(default_factory=list)
     seg_method: str | None = None
+    #: Every series found with it (the study's other phases among them).
+    scan: ScanResult | None = None
 
 
 def read_annotation_json(path: Path) -> AnnotationDocument:
@@ -97,7 +99,7 @@ def open_annotated_study(study: str | Path, annotations: str | Path, series_uid:
         document = read_annotation_json(annotations)
         info = pick_annotated_series(scan, series_uid or document.series_instance_uid)
     volume = load_series(info)
-    result = AnnotatedStudy(volume, document, notes=list(volume.warnings))  # type: ignore[arg-type]
+    result = AnnotatedStudy(volume, document, notes=list(volume.warnings), scan=scan)  # type: ignore[arg-type]
     if seg_input:
         from liverview.annotations.seg_lesions import import_seg_document
 

@@ -3,10 +3,14 @@
     liverview-predict STUDY --annotations FILE [--model BUNDLE] [--json] [--heatmaps DIR]
                       [--series UID] [--device auto|cpu|cuda]
 
-FILE is the app's annotation JSON or a DICOM SEG (one lesion per segment). The JSON written with
---json is {"model": {...}, "series": {...}, "lesions": [{"id", "label", "predicted", "probabilities",
-...}], "errors": [{"id", "reason"}]}; `label` (the reader's) and `predicted` are label-taxonomy ids
-and compare directly. --heatmaps DIR writes one Grad-CAM overlay PNG per lesion. Exit status 0 when
+FILE is the app's annotation JSON or a DICOM SEG (one lesion per segment). STUDY may be the whole
+study folder: every series of the annotated series' Frame of Reference gets its contrast phase, and
+when the annotated series' phase is one the model was not trained on, each lesion is carried to a
+series of a phase it was (by patient coordinates, breathing shift aligned) and read there. The JSON
+written with --json is {"model": {...}, "series": {...}, "study_series": [{"series_uid",
+"contrast_phase", ...}], "lesions": [{"id", "label", "predicted", "probabilities", "phases_read",
+"outside_training", "read_on", ...}], "errors": [{"id", "reason"}]}; `label` (the reader's) and
+`predicted` are label-taxonomy ids and compare directly. --heatmaps DIR writes one Grad-CAM overlay PNG per lesion. Exit status 0 when
 every lesion was classified, 1 on an error that stops the run, 3 when some lesions could not be.
 """
 from __future__ import annotations
@@ -24,13 +28,14 @@ import numpy as np
 
 from liverview.annotations.annotated_study import AnnotatedStudyError, open_annotated_study
 from liverview.annotations.measurements import slice_masks
+from liverview.annotations.transfer import TransferError, transfer_lesion
+from liverview.imaging.contrast_phase import ContrastPhase, PhaseDecision, detect_series_phases, reader_decision
 from liverview.imaging.window import CT_PRESETS, apply_window
-from liverview.io import LoadCancelled
+from liverview.io import LoadCancelled, SeriesInfo
 from liverview.io.seg_import import SegImportError
-from liverview.io.volume import Volume
+from liverview.io.volume import Volume, load_series
 from liverview.model.bundle import BundleError, LoadedModel, load_bundle, resolve_device
-from liverview.imaging.contrast_phase import ContrastPhase, reader_decision
-from liverview.model.classify import Heatmap, LesionPrediction, classify_lesions, model_id, series_phase
+from liverview.model.classify import Heatmap, LesionPrediction, classify_lesions, loaded_domain, model_id
 from liverview.model.uncertainty import LEVELS
 from liverview.paths import default_model_path
 
@@ -105,11 +110,32 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
         raise BundleError(f"device {args.device!r}: {exc}") from exc
     loaded = load_bundle(args.model or default_model_path(), device)
     lesions = [lesion for lesion in document.lesions if lesion.rois]
-    phase = series_phase(volume)
+    study = [info for info in (opened.scan.series if opened.scan else [volume.info])
+             if info.key == volume.info.key or (info.frame_of_reference_uid == volume.frame_of_reference_uid
+                                                and info.is_ct and info.plane == volume.info.plane)]
+    phases = detect_series_phases(study, {volume.info.key: volume.array})
+    phase = phases[volume.info.key]
     if document.contrast_phase is not None:
         phase = reader_decision(ContrastPhase(document.contrast_phase.phase), document.contrast_phase.reader, phase)
-    batch = classify_lesions(loaded, volume, lesions, heatmap=args.heatmaps is not None, phase=phase)
-    by_id = {p.lesion_id: p for p in batch.predictions}
+        phases[volume.info.key] = phase
+    read_volume, read_phase, moved = volume, phase, {}
+    other = _series_to_read(loaded, study, phases, volume)
+    if other is not None:
+        read_volume, read_phase = load_series(other), phases[other.key]
+        for lesion in lesions:
+            try:
+                moved[lesion.id] = transfer_lesion(lesion, volume, read_volume)
+            except TransferError as exc:
+                print(f"note: lesion {lesion.id} is read on its own series: {exc}", file=sys.stderr)
+        print(f"note: the annotated series is {phase.phase.title}, a phase the model was not trained on; each "
+              f"lesion is read on series {other.describe()!r} ({read_phase.phase.title}) of the same study",
+              file=sys.stderr)
+    stay = [lesion for lesion in lesions if lesion.id not in moved]
+    batches = [classify_lesions(loaded, read_volume, [moved[lesion.id].lesion for lesion in lesions if lesion.id in moved],
+                                heatmap=args.heatmaps is not None, phase=read_phase)] if moved else []
+    batches.append(classify_lesions(loaded, volume, stay, heatmap=args.heatmaps is not None, phase=phase))
+    by_id = {p.lesion_id: p for batch in batches for p in batch.predictions}
+    errors = {lesion_id: reason for batch in batches for lesion_id, reason in batch.errors.items()}
     if args.heatmaps is not None:
         args.heatmaps.mkdir(parents=True, exist_ok=True)
     results = []
@@ -118,18 +144,39 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
         if prediction is None:
             continue
         entry = {**prediction.to_json(), "id": lesion.id, "label": lesion.label, "reader": lesion.reader}
+        if lesion.id in moved:
+            entry["read_on"] = {"series_uid": read_volume.series_uid, "contrast_phase": read_phase.phase.value,
+                                "breathing_shift_mm": [round(v, 1) for v in moved[lesion.id].shift_mm]}
         if args.heatmaps is not None and prediction.heatmap is not None:
+            on, outline = (read_volume, moved[lesion.id].lesion) if lesion.id in moved else (volume, lesion)
             path = args.heatmaps / f"{safe_name(lesion.id)}.png"
-            render_heatmap_png(volume, prediction, slice_masks(volume, lesion)[prediction.slice_index], path)
+            render_heatmap_png(on, prediction, slice_masks(on, outline)[prediction.slice_index], path)
             entry["heatmap"] = str(path)
         results.append(entry)
     output = {"model": model_summary(loaded),
+              "study_series": [{"series_uid": info.series_uid, "description": info.describe(),
+                                "contrast_phase": phases[info.key].phase.value,
+                                "contrast_phase_evidence": phases[info.key].evidence()} for info in study],
               "series": {"study_uid": volume.study_uid, "series_uid": volume.series_uid,
                          "description": volume.info.describe(), "slices": volume.shape[0],
                          "contrast_phase": phase.phase.value, "contrast_phase_evidence": phase.evidence()},
               "lesions": results,
-              "errors": [{"id": lesion_id, "reason": reason} for lesion_id, reason in batch.errors.items()]}
-    return output, 3 if batch.errors else 0
+              "errors": [{"id": lesion_id, "reason": reason} for lesion_id, reason in errors.items()]}
+    return output, 3 if errors else 0
+
+
+def _series_to_read(loaded: LoadedModel, study: list[SeriesInfo], phases: dict[str, PhaseDecision],
+                    annotated: Volume) -> SeriesInfo | None:
+    """Another series of the study to read the lesions on, when the annotated series' phase is outside
+    what the model was trained on and one of the study's series (same Frame of Reference) is inside."""
+    trained = loaded_domain(loaded).phases
+    if not trained or phases[annotated.info.key].phase in trained:
+        return None
+    for phase in trained:
+        for info in study:
+            if info.key != annotated.info.key and phases[info.key].phase is phase:
+                return info
+    return None
 
 
 def print_table(output: dict[str, Any]) -> None:

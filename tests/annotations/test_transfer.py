@@ -3,7 +3,6 @@ of Reference with another grid, slice thickness and a breathing shift."""
 from __future__ import annotations
 
 import json
-from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -14,36 +13,8 @@ from liverview.annotations.measurements import lesion_mask, measure_lesion
 from liverview.annotations.transfer import TransferError, transfer_lesion
 from liverview.imaging.align import sample_trilinear
 from liverview.io import load_series
-from liverview.synth.dicom_writer import PatientInfo, SeriesIdentity, write_ct_series
 
 ANNOTATIONS = Path(__file__).resolve().parent.parent / "data" / "crlm-ct-1004-metastases.json"
-#: The other series: 0.7 mm pixels on 420 x 420, its centre 12.3 mm right of and 8.1 mm behind the
-#: first, 2.5 mm slices whose positions fall between the first series' ones.
-PIXEL_MM, MATRIX, SLICE_MM = 0.7, 420, 2.5
-OFFSET_XY_MM = (-12.3, 8.1)
-
-
-def _resampled_series(volume, folder: Path, breathing_mm: tuple[float, float, float], frame_of_reference: str) -> Path:
-    """`volume` resampled onto the other grid, its content moved by `breathing_mm` (LPS), written as DICOM."""
-    lesion_z = float(volume.positions_mm[17][2])
-    n = 16
-    z0 = lesion_z - (n // 2) * SLICE_MM + 1.3
-    centre = volume.positions_mm[0][:2] + 0.5 * np.asarray(volume.shape[:0:-1]) * volume.spacing_mm[:0:-1]
-    origin = np.array([centre[0] + OFFSET_XY_MM[0] - MATRIX / 2 * PIXEL_MM, centre[1] + OFFSET_XY_MM[1] - MATRIX / 2 * PIXEL_MM, z0])
-    ys, xs = np.mgrid[0:MATRIX, 0:MATRIX]
-    out = np.empty((n, MATRIX, MATRIX), dtype=np.int16)
-    for k in range(n):
-        points = np.stack([origin[0] + xs.ravel() * PIXEL_MM, origin[1] + ys.ravel() * PIXEL_MM,
-                           np.full(xs.size, origin[2] + k * SLICE_MM)], axis=1) - np.asarray(breathing_mm)
-        values = sample_trilinear(volume.array, volume.patient_to_index(points))
-        out[k] = np.nan_to_num(values, nan=-1024).reshape(MATRIX, MATRIX).round().astype(np.int16)
-    identity = SeriesIdentity(volume.study_uid, "2.25.%d" % (abs(hash(str(breathing_mm))) % 10**30), frame_of_reference,
-                              datetime(2026, 12, 6, 10, 0), series_number=7)
-    write_ct_series(out, (SLICE_MM, PIXEL_MM, PIXEL_MM), folder, PatientInfo(), "DELAYED 2.5mm", identity,
-                    origin_mm_xyz=tuple(origin))
-    return folder
-
-
 @pytest.fixture(scope="module")
 def crlm(crlm_dir):
     volume = load_series(crlm_dir)
@@ -64,9 +35,9 @@ def _physical_overlap(source, source_mask, target, target_mask, shift_mm) -> flo
     return 2 * hit * voxel_t / (target_mask.sum() * voxel_t + source_mask.sum() * voxel_s)
 
 
-def test_an_outline_lands_on_a_series_with_another_grid_and_thickness(crlm, tmp_path):
+def test_an_outline_lands_on_a_series_with_another_grid_and_thickness(crlm, tmp_path, resample_series):
     volume, lesion = crlm
-    other = load_series(_resampled_series(volume, tmp_path / "delayed", (0.0, 0.0, 0.0), volume.frame_of_reference_uid))
+    other = load_series(resample_series(volume, tmp_path / "delayed", (0.0, 0.0, 0.0), volume.frame_of_reference_uid))
     result = transfer_lesion(lesion, volume, other, align=False)
     source_ml = measure_lesion(volume, lesion).volume_ml
     target_ml = measure_lesion(other, result.lesion).volume_ml
@@ -78,10 +49,10 @@ def test_an_outline_lands_on_a_series_with_another_grid_and_thickness(crlm, tmp_
     assert dice > 0.8
 
 
-def test_a_breathing_shift_is_found_and_reported(crlm, tmp_path):
+def test_a_breathing_shift_is_found_and_reported(crlm, tmp_path, resample_series):
     volume, lesion = crlm
     breathing = (3.0, -4.0, 5.0)
-    other = load_series(_resampled_series(volume, tmp_path / "moved", breathing, volume.frame_of_reference_uid))
+    other = load_series(resample_series(volume, tmp_path / "moved", breathing, volume.frame_of_reference_uid))
     result = transfer_lesion(lesion, volume, other, align=True)
     assert result.alignment.score > result.alignment.score_unshifted
     assert np.allclose(result.shift_mm, breathing, atol=1.5)
@@ -92,21 +63,21 @@ def test_a_breathing_shift_is_found_and_reported(crlm, tmp_path):
     assert dice_aligned > 0.8 > dice_unaligned
 
 
-def test_another_frame_of_reference_is_refused_with_the_reason(crlm, tmp_path):
+def test_another_frame_of_reference_is_refused_with_the_reason(crlm, tmp_path, resample_series):
     volume, lesion = crlm
-    other = load_series(_resampled_series(volume, tmp_path / "other-for", (0.0, 0.0, 0.0), "2.25.1234567"))
+    other = load_series(resample_series(volume, tmp_path / "other-for", (0.0, 0.0, 0.0), "2.25.1234567"))
     with pytest.raises(TransferError, match="another Frame of Reference"):
         transfer_lesion(lesion, volume, other)
 
 
-def test_a_seg_made_on_the_other_grid_imports_onto_the_outlined_series(crlm, tmp_path):
+def test_a_seg_made_on_the_other_grid_imports_onto_the_outlined_series(crlm, tmp_path, resample_series):
     """The SEG of a reader who outlined on the 2.5 mm series with its shifted field of view and 0.7 mm
     pixels is placed on the 5 mm series by patient coordinates (it used to be refused as 'shifted')."""
     from liverview.annotations.export_seg import export_seg
     from liverview.io.seg_import import METHOD_POSITION, import_seg
 
     volume, lesion = crlm
-    other = load_series(_resampled_series(volume, tmp_path / "delayed", (0.0, 0.0, 0.0), volume.frame_of_reference_uid))
+    other = load_series(resample_series(volume, tmp_path / "delayed", (0.0, 0.0, 0.0), volume.frame_of_reference_uid))
     placed = transfer_lesion(lesion, volume, other, align=False).lesion
     document = AnnotationDocument(other.study_uid, other.series_uid, other.frame_of_reference_uid, lesions=[placed])
     seg = export_seg(other, document, tmp_path / "other.dcm", pseudonymize=False)

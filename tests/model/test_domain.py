@@ -100,3 +100,36 @@ def test_a_readers_phase_in_the_annotations_is_what_liverview_predict_reads(crlm
     assert output["series"]["contrast_phase"] == "delayed"
     assert output["series"]["contrast_phase_evidence"]["decided_by"] == "reader"
     assert all(lesion["uncertainty"] == OUTSIDE and lesion["phases_read"] == ["delayed"] for lesion in output["lesions"])
+
+
+def test_a_lesion_outlined_on_another_phase_is_read_on_the_studys_portal_venous_series(crlm_dir, tmp_path, capsys,
+                                                                                       resample_series):
+    """The outline was drawn on the study's arterial series (here another reconstruction of the real series,
+    moved 4 mm by breathing, that its description names arterial); the model knows portal-venous series
+    only, so liverview-predict carries the outline to the portal-venous series and reads it there."""
+    import shutil
+
+    volume = load_series(crlm_dir)
+    study = tmp_path / "study"
+    shutil.copytree(crlm_dir, study / "venous")
+    arterial_dir = resample_series(volume, study / "arterial", (0.0, 4.0, 0.0), volume.frame_of_reference_uid,
+                                   description="LIVER ARTERIAL 2.5mm")
+    arterial = load_series(arterial_dir)
+    reference = AnnotationDocument.from_dict(json.loads(open(CRLM_ANNOTATIONS).read()))
+    from liverview.annotations.transfer import transfer_lesion
+
+    outlined = transfer_lesion(reference.lesions[0], volume, arterial, align=True).lesion
+    document = AnnotationDocument(arterial.study_uid, arterial.series_uid, arterial.frame_of_reference_uid,
+                                  lesions=[outlined])
+    path = tmp_path / "arterial.json"
+    path.write_text(json.dumps(document.to_dict()))
+    assert predict_main([str(study), "--annotations", str(path), "--json"]) == 0
+    captured = capsys.readouterr()
+    output = json.loads(captured.out)
+    phases = {s["description"]: s["contrast_phase"] for s in output["study_series"]}
+    assert phases == {"LIVER ARTERIAL 2.5mm": "arterial", "CT CH/AB/PEL": "portal_venous"}
+    lesion = output["lesions"][0]
+    assert lesion["phases_read"] == ["portal_venous"] and lesion["outside_training"] == []
+    assert lesion["read_on"]["series_uid"] == volume.series_uid
+    assert np.allclose(lesion["read_on"]["breathing_shift_mm"], (0.0, -4.0, 0.0), atol=1.5)
+    assert "a phase the model was not trained on" in captured.err
