@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +38,8 @@ class ExportIdentity:
     study_uid: str
     series_uid: str
     reader_of: Callable[[str], str]
+    #: How any other UID of the study (another series read with it) appears in the export.
+    remap_uid: Callable[[str], str]
 
     def source_fields(self) -> dict[str, str | None]:
         """The identification block written into JSON sidecars, CSV rows and dataset lines."""
@@ -63,10 +63,10 @@ def export_identity(volume: Volume, pseudonymize: bool = True,
     info = volume.info
     if not pseudonymize:
         return ExportIdentity(False, info.patient_id, info.patient_name, info.patient_birth_date,
-                              info.study_uid, info.series_uid, lambda reader: reader)
+                              info.study_uid, info.series_uid, lambda reader: reader, lambda uid: uid)
     p = pseudonymizer or Pseudonymizer.from_user_key()
     return ExportIdentity(True, p.patient_pseudonym(volume_patient_identity(volume)), None, None,
-                          p.remap_uid(info.study_uid), p.remap_uid(info.series_uid), p.reader_pseudonym)
+                          p.remap_uid(info.study_uid), p.remap_uid(info.series_uid), p.reader_pseudonym, p.remap_uid)
 
 
 @dataclass(frozen=True)
@@ -125,23 +125,5 @@ def output_stem(identity: ExportIdentity) -> str:
     return "lesions-" + hashlib.sha256(identity.series_uid.encode()).hexdigest()[:8]
 
 
-def write_bytes_atomic(path: Path, write: Callable[[str], None]) -> Path:
-    """Call `write(temp_path)`, fsync, then `os.replace` onto `path`: readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
-
-
 __all__ = ["ExportError", "ExportIdentity", "LabelInfo", "check_document_matches", "export_identity",
-           "lesion_masks", "output_stem", "resolve_label", "volume_patient_identity", "write_bytes_atomic"]
+           "lesion_masks", "output_stem", "resolve_label", "volume_patient_identity"]

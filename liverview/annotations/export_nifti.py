@@ -32,11 +32,10 @@ import numpy as np
 from liverview import __version__
 from liverview.annotations.deid import Pseudonymizer
 from liverview.annotations.document import AnnotationDocument
-from liverview.annotations.export_common import (ExportError, check_document_matches, export_identity, resolve_label,
-                                                 write_bytes_atomic)
+from liverview.annotations.export_common import ExportError, check_document_matches, export_identity, resolve_label
 from liverview.annotations.labels import LabelTaxonomy
 from liverview.annotations.measurements import lesion_mask, measure_lesion
-from liverview.annotations.storage import now_iso, write_json_atomic, write_text_atomic
+from liverview.annotations.storage import now_iso, write_bytes_atomic, write_json_atomic, write_text_atomic
 from liverview.io.volume import Volume
 
 log = logging.getLogger(__name__)

@@ -20,8 +20,8 @@ from pydicom.dataset import Dataset
 from liverview import __version__
 from liverview.annotations.deid import Pseudonymizer
 from liverview.annotations.document import AnnotationDocument
-from liverview.annotations.export_common import (ExportError, check_document_matches, export_identity,
-                                                 lesion_masks, resolve_label, write_bytes_atomic)
+from liverview.annotations.export_common import ExportError, check_document_matches, export_identity, lesion_masks, resolve_label
+from liverview.annotations.storage import write_bytes_atomic
 from liverview.annotations.labels import LIVER, MORPHOLOGICALLY_ABNORMAL_STRUCTURE, CodedConcept, LabelTaxonomy
 from liverview.io.volume import Volume
 

@@ -20,8 +20,8 @@ import pydicom
 from liverview import __version__
 from liverview.annotations.deid import Pseudonymizer
 from liverview.annotations.document import AnnotationDocument
-from liverview.annotations.export_common import (ExportError, check_document_matches, export_identity,
-                                                 resolve_label, write_bytes_atomic)
+from liverview.annotations.export_common import ExportError, check_document_matches, export_identity, resolve_label
+from liverview.annotations.storage import write_bytes_atomic
 from liverview.annotations.export_seg import GENERIC_LESION, read_source_datasets
 from liverview.annotations.labels import LIVER, CodedConcept, LabelTaxonomy
 from liverview.annotations.measurements import measure_lesion

@@ -6,6 +6,7 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -33,22 +34,23 @@ def annotation_path(study_uid: str, series_uid: str) -> Path:
     return annotations_dir() / safe(study_uid) / f"{safe(series_uid)}.json"
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    """temp file in the same folder + fsync + os.replace (+ fsync of the folder): after a crash the
-    file holds either the old or the new content, never a mixture."""
+def write_bytes_atomic(path: Path, write: Callable[[str], None]) -> Path:
+    """The one way liverview writes a file it keeps: `write(temp_path)` in the same folder, fsync, the
+    permissions of a normally created file (mkstemp makes 0600), `os.replace` onto `path`, fsync of the
+    folder. After a crash the file holds either the old or the new content, never a mixture."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
+        write(tmp)
+        with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
-        try:
+        if os.path.exists(tmp):
             os.unlink(tmp)
-        except FileNotFoundError:
-            pass
         raise
     if hasattr(os, "O_DIRECTORY"):
         dir_fd = os.open(path.parent, os.O_DIRECTORY)
@@ -56,6 +58,21 @@ def write_text_atomic(path: Path, text: str) -> None:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
+    return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    def write(tmp: str) -> None:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(text)
+
+    write_bytes_atomic(path, write)
 
 
 def write_json_atomic(path: Path, document: dict[str, Any]) -> None:

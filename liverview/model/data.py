@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from torch.utils.data import Dataset
 
-from liverview.annotations.export_dataset import DATASET_FORMAT, DATASET_VERSION
+from liverview.annotations.dataset_format import DatasetFormatError, read_manifest, read_patch
 from liverview.annotations.labels import LesionClass
 from liverview.model.transforms import LesionPreprocess, select_key_slice, select_slab
 
@@ -27,8 +27,8 @@ log = logging.getLogger(__name__)
 DEFAULT_CLASSES: tuple[str, ...] = tuple(c.value for c in LesionClass)
 
 
-class DatasetError(Exception):
-    """A dataset folder cannot be used; the message names the file and what to do."""
+#: A dataset folder cannot be used; the message names the file and what to do (the format's own error).
+DatasetError = DatasetFormatError
 
 
 @dataclass(frozen=True)
@@ -73,25 +73,6 @@ class LoadedRecords:
 
     def class_counts(self, classes: Sequence[str]) -> dict[str, int]:
         return {c: sum(r.label == c for r in self.records) for c in classes}
-
-
-def read_manifest(folder: Path) -> dict[str, Any]:
-    path = folder / "dataset.json"
-    if not folder.is_dir():
-        raise DatasetError(f"{folder} is not a folder; give the folder written by the training-dataset export")
-    if not path.is_file():
-        raise DatasetError(f"{folder} has no dataset.json: not a liverview training dataset (export one with "
-                           f"Export > Training dataset or liverview-export, or liverview-synth)")
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise DatasetError(f"{path} cannot be read ({exc})") from exc
-    if not isinstance(manifest, dict) or manifest.get("format") != DATASET_FORMAT:
-        raise DatasetError(f"{path} is not a liverview dataset manifest (format {DATASET_FORMAT!r} expected)")
-    if int(manifest.get("version", 0)) > DATASET_VERSION:
-        raise DatasetError(f"{path} has version {manifest.get('version')}, newer than this liverview reads "
-                           f"({DATASET_VERSION}); update liverview")
-    return manifest
 
 
 def load_records(folders: Sequence[str | Path], classes: Sequence[str] = DEFAULT_CLASSES,
@@ -169,18 +150,10 @@ def load_key_slice(record: LesionRecord, neighbour_slices: int = 0) -> KeySlice:
         raise DatasetError(f"{record.dataset} keeps {record.margin_z_slices} slice(s) around each lesion but the "
                            f"model reads {neighbour_slices} on each side: export or simulate the dataset again "
                            f"with this liverview")
-    try:
-        with np.load(record.patch_path) as npz:
-            hu, mask, spacing = npz["hu"], npz["mask"].astype(bool), npz["spacing_mm"]
-    except (OSError, KeyError, ValueError) as exc:
-        raise DatasetError(f"patch {record.patch_path} of lesion {record.uid} cannot be read ({exc})") from exc
-    if hu.shape != mask.shape or hu.ndim != 3:
-        raise DatasetError(f"patch {record.patch_path}: hu {hu.shape} and mask {mask.shape} must be (z, y, x) alike")
-    if not mask.any():
-        raise DatasetError(f"patch {record.patch_path}: the lesion mask is empty")
-    z = select_key_slice(mask)
-    return KeySlice(np.ascontiguousarray(select_slab(hu, z, neighbour_slices)), np.ascontiguousarray(mask[z]),
-                    (float(spacing[-2]), float(spacing[-1])), z)
+    patch = read_patch(record.patch_path)
+    z = select_key_slice(patch.mask)
+    return KeySlice(np.ascontiguousarray(select_slab(patch.hu, z, neighbour_slices)), np.ascontiguousarray(patch.mask[z]),
+                    (float(patch.spacing_mm[-2]), float(patch.spacing_mm[-1])), z)
 
 
 class LesionDataset(Dataset):
@@ -215,4 +188,4 @@ class LesionDataset(Dataset):
 
 
 __all__ = ["DEFAULT_CLASSES", "DatasetError", "KeySlice", "LesionDataset", "LesionRecord", "LoadedRecords",
-           "SkippedLesion", "load_key_slice", "load_records", "read_manifest"]
+           "SkippedLesion", "load_key_slice", "load_records"]

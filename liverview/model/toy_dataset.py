@@ -10,15 +10,16 @@ the pipeline can be exercised end to end in seconds without any other tool.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 
-from liverview.annotations.export_dataset import (DATASET_FORMAT, DATASET_VERSION, MARGIN_XY_PX, MARGIN_Z_SLICES,
-                                                  patch_bbox)
+from liverview import __version__
+from liverview.annotations.dataset_format import (DATASET_VERSION, PATCHES_DIR, Patch, lines_text, manifest_for,
+                                                  patch_bbox, write_patch)
+from liverview.annotations.storage import now_iso, write_json_atomic, write_text_atomic
 from liverview.annotations.labels import BUILTIN_LABELS, LesionClass
 
 log = logging.getLogger(__name__)
@@ -39,7 +40,7 @@ def write_toy_dataset(folder: str | Path, lesions_per_class: int = 6, seed: int 
     from liverview.synth import insert_lesion, sample_lesion_spec, simulate_acquisition, to_int16_hu
 
     folder = Path(folder)
-    (folder / "patches").mkdir(parents=True, exist_ok=True)
+    (folder / PATCHES_DIR).mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     plan = [c for c in classes for _ in range(lesions_per_class)]
     order = rng.permutation(len(plan))
@@ -64,9 +65,8 @@ def write_toy_dataset(folder: str | Path, lesions_per_class: int = 6, seed: int 
         region = tuple(slice(int(a), int(b)) for a, b in bbox)
         patient = f"toy-{seed}-{n // lesions_per_patient:04d}"
         uid = hashlib.sha256(f"toy/{seed}/{n}".encode()).hexdigest()[:20]
-        np.savez_compressed(folder / "patches" / f"{uid}.npz", hu=to_int16_hu(hu)[region],
-                            mask=np.ascontiguousarray(mask[region]), spacing_mm=np.asarray(spacing),
-                            bbox_zyx=bbox)
+        write_patch(folder / PATCHES_DIR / f"{uid}.npz",
+                    Patch(to_int16_hu(hu)[region], mask[region], np.asarray(spacing), bbox, "portal_venous"))
         records.append({
             "format_version": DATASET_VERSION, "lesion_uid": uid, "file": f"patches/{uid}.npz",
             "lesion_id": f"L{n}", "label": lesion_class.value, "reader": "simulator", "confidence": "certain",
@@ -74,23 +74,16 @@ def write_toy_dataset(folder: str | Path, lesions_per_class: int = 6, seed: int 
             "bbox_zyx": bbox.tolist(), "lesion_bbox_zyx": patch_bbox(mask, 0, 0).tolist(),
             "n_voxels": int(mask.sum()), "patient": patient,
             "series_uid": f"2.25.{int(hashlib.sha256(patient.encode()).hexdigest()[:16], 16)}",
-            "modality": "CT", "is_hu": True, "synth": {**spec.to_dict(), "patient": {"noise_sigma_hu": round(noise, 2)}},
+            "modality": "CT", "is_hu": True, "contrast_phase": "portal_venous", "phases": {},
+            "synth": {**spec.to_dict(), "patient": {"noise_sigma_hu": round(noise, 2)}},
         })
         if progress is not None:
             progress((n + 1) / len(plan), "Simulating toy lesions")
-    with open(folder / "lesions.jsonl", "w", encoding="utf-8") as fh:
-        for record in records:
-            fh.write(json.dumps(record) + "\n")
-    counts = {c.value: sum(r["label"] == c.value for r in records) for c in classes}
-    manifest = {
-        "format": DATASET_FORMAT, "version": DATASET_VERSION, "lesions": "lesions.jsonl", "patches": "patches/",
-        "description": "toy dataset: simulated lesions in homogeneous liver blocks (liverview.model.toy_dataset)",
-        "n_lesions": len(records), "n_unlabelled": 0,
-        "patch": {"margin_xy_px": MARGIN_XY_PX, "margin_z_slices": MARGIN_Z_SLICES, "resolution": "native"},
-        "classes": [{"id": label.id, "name": label.name, "count": counts.get(label.id, 0)}
-                    for label in BUILTIN_LABELS if label.id in counts],
-    }
-    (folder / "dataset.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+    write_text_atomic(folder / "lesions.jsonl", lines_text(records))
+    classes = [{"id": label.id, "name": label.name} for label in BUILTIN_LABELS if label.id in {c.value for c in classes}]
+    write_json_atomic(folder / "dataset.json", manifest_for(
+        records, classes, now=now_iso, liverview_version=__version__,
+        description="toy dataset: simulated lesions in homogeneous liver blocks (liverview.model.toy_dataset)"))
     log.info("wrote %d toy lesions to %s", len(records), folder)
     return folder
 

@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 
-from liverview.annotations.export_dataset import MARGIN_Z_SLICES
+from liverview.annotations.dataset_format import MARGIN_Z_SLICES
 
 log = logging.getLogger("liverview.model.train_cli")
 

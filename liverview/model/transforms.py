@@ -33,7 +33,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from liverview.annotations.export_dataset import MARGIN_XY_PX, MARGIN_Z_SLICES
+from liverview.annotations.dataset_format import MARGIN_XY_PX, MARGIN_Z_SLICES
 
 #: HU used to fill crop regions outside the available context when it holds no tissue at all.
 DEFAULT_FILL_HU = 100.0

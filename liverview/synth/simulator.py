@@ -49,14 +49,8 @@ from liverview import __version__
 from liverview.annotations.deid import KEY_FILE_NAME, Pseudonymizer, load_or_create_key
 from liverview.annotations.document import AnnotationDocument, Lesion, Roi
 from liverview.annotations.export_common import export_identity, volume_patient_identity
-from liverview.annotations.export_dataset import (
-    MARGIN_XY_PX,
-    DatasetFolderLock,
-    export_dataset,
-    lesion_uid,
-    read_dataset_manifest,
-    read_lesion_lines,
-)
+from liverview.annotations.dataset_format import MARGIN_XY_PX, DatasetFolderLock, read_lesion_lines, read_manifest
+from liverview.annotations.export_dataset import PhaseSource, export_dataset, lesion_uid
 from liverview.annotations.labels import LIVER, LesionClass
 from liverview.annotations.measurements import lesion_mask
 from liverview.annotations.storage import write_json_atomic
@@ -76,6 +70,7 @@ from liverview.synth.lesions import (
     sample_varied_lesion_spec,
 )
 from liverview.synth.phantom import make_abdomen_phantom
+from liverview.synth.phases import TABLES, Phase, lesion_in_phase
 from liverview.synth.progress import GenerationCancelled, ProgressFn, StopFn, check_stop
 
 logger = logging.getLogger(__name__)
@@ -124,6 +119,10 @@ class SimulatorConfig:
     noise_grain_mm: tuple[float, float] = (0.5, 1.3)
     blur_sigma_mm: tuple[float, float] = (0.35, 1.0)
     subslice_mm: float = 1.7
+    #: Contrast phases each patient is rendered in (the lesions are drawn in the portal-venous one).
+    phases: tuple[str, ...] = ("portal_venous",)
+    #: Breathing between phases: the largest shift (mm) of the anatomy along z, y, x.
+    motion_mm: tuple[float, float, float] = (4.0, 2.0, 1.0)
 
     def __post_init__(self) -> None:
         lo, hi = self.diameter_mm
@@ -135,6 +134,9 @@ class SimulatorConfig:
             raise ValueError(f"lesions per patient {self.lesions_per_patient} must be >= 1 and ordered")
         if not self.classes:
             raise ValueError("at least one lesion class is needed")
+        if "portal_venous" not in self.phases or any(p not in {ph.value for ph in Phase} for p in self.phases):
+            raise ValueError(f"phases {self.phases} must name contrast phases and include portal_venous (the one "
+                             "the lesions are drawn in)")
 
     def to_dict(self) -> dict[str, Any]:
         values = dataclasses.asdict(self)
@@ -222,6 +224,20 @@ class SimulatedLesion:
 
 
 @dataclass
+class PhaseImage:
+    """The patient in another contrast phase: its own slices, noise and breathing position."""
+
+    phase: str
+    hu: np.ndarray
+    spacing_mm_zyx: tuple[float, float, float]
+    #: Where this series' slice 0 lies relative to the key series' slice 0 along z (mm), and the
+    #: breathing shift of the anatomy (LPS mm) a reader's alignment has to find.
+    z_offset_mm: float
+    shift_mm: tuple[float, float, float]
+    acquisition: dict[str, Any]
+
+
+@dataclass
 class SimulatedPatient:
     """A generated (or real, lesion-added) CT volume with its lesions and everything drawn for it.
 
@@ -244,6 +260,8 @@ class SimulatedPatient:
     series_uid: str
     frame_of_reference_uid: str
     template: Volume | None = field(default=None, repr=False)
+    #: The other contrast phases rendered (`SimulatorConfig.phases`), by phase; `hu` is portal-venous.
+    phases: dict[str, PhaseImage] = field(default_factory=dict)
 
     def __getstate__(self) -> dict[str, Any]:
         # The source series of a real-CT patient stays behind (the receiver has it already).
@@ -263,6 +281,8 @@ class SimulatedPatient:
                                   "classes": [c.value for c in self.lesion_classes]}
         if self.source == "phantom":
             values["id"] = self.patient_id
+        if self.phases:
+            values["phases"] = {name: image.acquisition for name, image in self.phases.items()}
         return {**values, **self.acquisition}
 
 
@@ -648,6 +668,11 @@ def simulate_patient(
         phantom.hu, spacing, np.random.default_rng(noise_seq), noise_sigma_hu=noise_sigma, blur_sigma_mm=blur,
         noise_grain_mm=grain,
     )
+    others = {}
+    for index, phase in enumerate(p for p in config.phases if p != Phase.PORTAL_VENOUS.value):
+        check_stop(should_stop)
+        others[phase] = _render_phase(phase, index, seed, anatomy_seq, (shape, spacing, centre_xy, top_s),
+                                      (liver_hu, blood_hu), lesions, config)
     identity = make_series_identity([GENERATOR, GENERATOR_VERSION, "phantom", str(seed)], STUDY_DATETIME)
     acquisition = {
         "spacing_mm_zyx": [dz, pixel, pixel],
@@ -673,7 +698,43 @@ def simulate_patient(
         study_uid=identity.study_instance_uid,
         series_uid=identity.series_instance_uid,
         frame_of_reference_uid=identity.frame_of_reference_uid,
+        phases=others,
     )
+
+
+def _render_phase(phase: str, index: int, seed: int, anatomy_seq: np.random.SeedSequence, grid: tuple,
+                  enhancement: tuple[float, float], lesions: list[SimulatedLesion], config: SimulatorConfig) -> PhaseImage:
+    """The same patient and lesions in `phase`, as another series of the study: the same anatomy
+    (`anatomy_seq`) and lesion specs in that phase (`phases.lesion_in_phase`), its own slice thickness,
+    noise, grain and blur, and a breathing shift of the anatomy."""
+    (shape, spacing, centre_xy, top_s), (liver_hu, blood_hu) = grid, enhancement
+    rng = np.random.default_rng(_seed_streams(seed, 1, 100 + index)[0])
+    dz = float(config.slice_mm[int(rng.integers(len(config.slice_mm)))])
+    extent = shape[0] * spacing[0]
+    nz = int(math.ceil(extent / dz))
+    # Both series end at the same top slice (same depth below the dome); slice 0 of this one lies
+    # z_offset mm above slice 0 of the key series.
+    z_offset = (shape[0] - 1) * spacing[0] - (nz - 1) * dz
+    phase_spacing = (dz, spacing[1], spacing[2])
+    phantom = make_abdomen_phantom((nz, *shape[1:]), phase_spacing, np.random.default_rng(anatomy_seq),
+                                   centre_xy_mm=centre_xy, top_s_mm=top_s, liver_hu=liver_hu, blood_pool_hu=blood_hu,
+                                   phase=phase)
+    blood_scale = blood_hu / TABLES[Phase.PORTAL_VENOUS].portal_vein
+    for lesion in lesions:
+        z, y, x = lesion.spec.centre_mm_zyx
+        spec = dataclasses.replace(lesion_in_phase(lesion.spec, phase, liver_hu, blood_scale),
+                                   centre_mm_zyx=(z - z_offset, y, x))
+        insert_lesion_with_slice_profile(phantom.hu, phantom.masks["liver"], spec, phase_spacing,
+                                         _subslices(dz, spec.diameter_mm, config))
+    noise = float(rng.uniform(*config.noise_sigma_hu))
+    grain = float(rng.uniform(*config.noise_grain_mm))
+    blur = float(rng.uniform(*config.blur_sigma_mm))
+    simulate_acquisition(phantom.hu, phase_spacing, rng, noise_sigma_hu=noise, blur_sigma_mm=blur, noise_grain_mm=grain)
+    shift = tuple(float(rng.uniform(-m, m)) for m in config.motion_mm)
+    return PhaseImage(phase, to_int16_hu(phantom.hu), phase_spacing, z_offset, shift,  # type: ignore[arg-type]
+                      {"spacing_mm_zyx": list(phase_spacing), "noise_sigma_hu": round(noise, 2),
+                       "noise_grain_mm": round(grain, 3), "blur_sigma_mm": round(blur, 3),
+                       "breathing_shift_mm_zyx": [round(v, 2) for v in shift]})
 
 
 def estimate_enhancement(hu: np.ndarray, liver_mask: np.ndarray) -> tuple[Enhancement, float]:
@@ -874,23 +935,31 @@ def _load_numpy_mask(path: Path) -> np.ndarray:
 # The app's types: Volume + AnnotationDocument
 
 
-def _synthetic_series_info(patient: SimulatedPatient) -> tuple[SeriesInfo, list[str], np.ndarray]:
-    nz, ny, nx = patient.hu.shape
-    dz, dy, dx = patient.spacing_mm_zyx
+def _synthetic_series_info(patient: SimulatedPatient, image: PhaseImage | None = None,
+                           ) -> tuple[SeriesInfo, list[str], np.ndarray]:
+    hu, spacing = (patient.hu, patient.spacing_mm_zyx) if image is None else (image.hu, image.spacing_mm_zyx)
+    nz, ny, nx = hu.shape
+    dz, dy, dx = spacing
+    phase = Phase.PORTAL_VENOUS.value if image is None else image.phase
+    number = 1 + (0 if image is None else 1 + [p for p in patient.phases].index(image.phase))
+    series_uid = patient.series_uid if image is None else generate_uid(entropy_srcs=[patient.series_uid, phase])
     header = FileHeader(
         path="", transfer_syntax=ExplicitVRLittleEndian, sop_class_uid=CTImageStorage,
-        study_uid=patient.study_uid, series_uid=patient.series_uid,
+        study_uid=patient.study_uid, series_uid=series_uid,
         frame_of_reference_uid=patient.frame_of_reference_uid, modality="CT", patient_name="",
         patient_id=patient.patient_id, patient_birth_date="", patient_sex="", study_date="", study_time="",
-        study_description="simulated liver lesions", series_description=f"{GENERATOR} phantom (synthetic)",
-        series_number=1, rows=ny, columns=nx, samples_per_pixel=1, photometric="MONOCHROME2",
+        study_description="simulated liver lesions", series_description=f"{GENERATOR} phantom (synthetic)" if image is None else f"{GENERATOR} phantom, {phase} (synthetic)",
+        series_number=number, rows=ny, columns=nx, samples_per_pixel=1, photometric="MONOCHROME2",
         bits_allocated=16, bits_stored=16, pixel_representation=1, number_of_frames=1,
         slice_thickness_mm=dz, window=(60.0, 150.0), padding=None, rescale_type="HU", has_modality_lut=False,
         contrast_agent="", contrast_start_time="", acquisition_time="", pixel_offset=None, pixel_nbytes=None,
     )
     origin = np.array([-(nx - 1) / 2.0 * dx, -(ny - 1) / 2.0 * dy, 0.0])
+    if image is not None:
+        # Slice 0 sits z_offset above the key series' slice 0; the anatomy moved by the breathing shift.
+        origin = origin + [0.0, 0.0, image.z_offset_mm] + np.asarray(image.shift_mm[::-1])
     positions = np.array([origin + [0.0, 0.0, k * dz] for k in range(nz)])
-    sop_uids = [generate_uid(entropy_srcs=[patient.series_uid, "sop", str(k)]) for k in range(nz)]
+    sop_uids = [generate_uid(entropy_srcs=[series_uid, "sop", str(k)]) for k in range(nz)]
     frames = [
         FrameRef(header=header, frame=0, sop_instance_uid=sop_uids[k], position=tuple(positions[k]),
                  orientation=(1.0, 0.0, 0.0, 0.0, 1.0, 0.0), pixel_spacing=(dy, dx), rescale=(1.0, 0.0),
@@ -899,18 +968,28 @@ def _synthetic_series_info(patient: SimulatedPatient) -> tuple[SeriesInfo, list[
     ]
     header.frames = frames
     info = SeriesInfo(
-        key=patient.series_uid, study_uid=patient.study_uid, series_uid=patient.series_uid,
+        key=series_uid, study_uid=patient.study_uid, series_uid=series_uid,
         frame_of_reference_uid=patient.frame_of_reference_uid, modality="CT", patient_name="",
         patient_id=patient.patient_id, patient_birth_date="", patient_sex="", study_date="", study_time="",
         study_description=header.study_description, series_description=header.series_description,
-        series_number=1, rows=ny, columns=nx, frames=frames, orientation=(1.0, 0.0, 0.0, 0.0, 1.0, 0.0),
+        series_number=number, rows=ny, columns=nx, frames=frames, orientation=(1.0, 0.0, 0.0, 0.0, 1.0, 0.0),
         pixel_spacing_mm=(dy, dx), slice_spacing_mm=dz, slice_thickness_mm=dz, window=(60.0, 150.0),
     )
     return info, sop_uids, positions
 
 
-def patient_volume(patient: SimulatedPatient) -> Volume:
-    """The patient as the app's :class:`Volume` (int16 HU, its own Series and SOP UIDs)."""
+def patient_volume(patient: SimulatedPatient, phase: str | None = None) -> Volume:
+    """The patient as the app's :class:`Volume` (int16 HU, its own Series and SOP UIDs); with `phase`
+    one of its other phases, as another series of the same study and Frame of Reference."""
+    if phase is not None and phase != Phase.PORTAL_VENOUS.value:
+        image = patient.phases[phase]
+        info, sop_uids, positions = _synthetic_series_info(patient, image)
+        return Volume(
+            array=image.hu, spacing_mm=image.spacing_mm_zyx, positions_mm=positions,
+            row_direction=(1.0, 0.0, 0.0), column_direction=(0.0, 1.0, 0.0), info=info,
+            sop_instance_uids=sop_uids, frame_numbers=[1] * len(sop_uids),
+            loaded=np.ones(len(sop_uids), dtype=bool),
+        )
     if patient.template is None:
         info, sop_uids, positions = _synthetic_series_info(patient)
         return Volume(
@@ -1065,7 +1144,7 @@ def _iter_patients(plans: Sequence[PatientPlan], config: SimulatorConfig, ct: di
 
 def _check_target(folder: Path) -> None:
     """Refuse a folder that holds something other than a liverview dataset this version writes."""
-    read_dataset_manifest(folder / "dataset.json")
+    read_manifest(folder, missing_ok=True)
 
 
 def _append_patient(folder: Path, staging: Path, synth: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
@@ -1173,7 +1252,10 @@ def write_simulated_dataset(
             volume = patient_volume(patient)
             document = patient_document(patient, volume)
             staging = staging_root / str(done_patients)
-            export_dataset(volume, document, staging, pseudonymize=True, pseudonymizer=pseudonymizer)
+            export_dataset(volume, document, staging, pseudonymize=True, pseudonymizer=pseudonymizer,
+                           phase=Phase.PORTAL_VENOUS.value,
+                           other_phases=[PhaseSource(phase, patient_volume(patient, phase), "simulated")
+                                         for phase in patient.phases])
             identity = export_identity(volume, pseudonymize=True, pseudonymizer=pseudonymizer)
             synth = {lesion_uid(identity, lesion): lesion.synth or {} for lesion in document.lesions}
             with DatasetFolderLock(folder):

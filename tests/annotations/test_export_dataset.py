@@ -10,7 +10,8 @@ import pytest
 from liverview import __version__
 from liverview.annotations.document import Lesion, Roi
 from liverview.annotations.export_common import ExportError
-from liverview.annotations.export_dataset import LOCK_NAME, export_dataset, read_lesion_lines
+from liverview.annotations.dataset_format import LOCK_NAME, read_lesion_lines
+from liverview.annotations.export_dataset import export_dataset
 from liverview.annotations.measurements import lesion_mask
 
 
@@ -44,7 +45,7 @@ def test_patches_equal_volume_crops(identified_volume, document, pseudonymizer, 
                     [max(0, xs[0] - 16), min(512, xs[-1] + 17)]]
         assert bbox.tolist() == expected
         assert record["source_shape"] == list(volume.shape) and record["is_hu"] is True
-        assert record["modality"] == "CT" and record["format_version"] == 1
+        assert record["modality"] == "CT" and record["format_version"] == 2
         assert record["liverview_version"] == __version__
     # rows 3..7, columns 2..8 (pixel centres inside the square); clipped at the last slice and the corner
     assert records[2]["bbox_zyx"] == [[38, 41], [0, 24], [0, 25]]
@@ -59,7 +60,7 @@ def test_patches_equal_volume_crops(identified_volume, document, pseudonymizer, 
     assert first["file"] == f"patches/{first['lesion_uid']}.npz"
 
     manifest = json.loads((out / "dataset.json").read_text())
-    assert manifest["format"] == "liverview.dataset" and manifest["version"] == 1
+    assert manifest["format"] == "liverview.dataset" and manifest["version"] == 2
     classes = {c["id"]: c for c in manifest["classes"]}
     assert list(classes)[:4] == ["benign_cyst", "hemangioma", "hcc", "metastasis"]
     assert classes["metastasis"]["count"] == 1 and classes["hcc"]["count"] == 0
@@ -109,5 +110,40 @@ def test_plain_export_keeps_identity_and_refuses_foreign_or_locked_folders(ident
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     (foreign / "dataset.json").write_text(json.dumps({"format": "something.else"}))
-    with pytest.raises(ExportError, match="other than a liverview dataset"):
+    with pytest.raises(ExportError, match="not a liverview dataset manifest"):
         export_dataset(identified_volume, document, foreign, pseudonymize=False)
+
+
+def test_a_lesion_is_exported_with_the_studys_other_phases_on_its_own_voxels(crlm_dir, tmp_path, resample_series):
+    """The other phase (another reconstruction of the real series, moved 4 mm by breathing) is carried onto
+    the patch's voxels: where both exist it shows the same tissue."""
+    import stat
+    from pathlib import Path
+
+    from liverview.annotations.dataset_format import read_manifest, read_patch
+    from liverview.annotations.document import AnnotationDocument
+    from liverview.annotations.export_dataset import PhaseSource
+    from liverview.io import load_series
+
+    volume = load_series(crlm_dir)
+    document = AnnotationDocument.from_dict(json.loads((Path(__file__).parent.parent / "data" /
+                                                        "crlm-ct-1004-metastases.json").read_text()))
+    other = load_series(resample_series(volume, tmp_path / "arterial", (0.0, 4.0, 0.0), volume.frame_of_reference_uid))
+    out = tmp_path / "dataset"
+    assert export_dataset(volume, document, out, pseudonymize=False, phase="portal_venous",
+                          other_phases=[PhaseSource("arterial", other, "images")]) == 1
+    record = read_lesion_lines(out / "lesions.jsonl")[0]
+    assert record["contrast_phase"] == "portal_venous" and set(record["phases"]) == {"arterial"}
+    assert record["phases"]["arterial"]["series_uid"] == other.series_uid
+    assert np.allclose(record["phases"]["arterial"]["shift_mm"], (0.0, 4.0, 0.0), atol=1.5)
+    patch = read_patch(out / record["file"])
+    assert patch.phase_names == ["portal_venous", "arterial"] and patch.phases["arterial"].shape == patch.hu.shape
+    # The other series covers 16 slices of 2.5 mm around the lesion: compare where it has data.
+    covered = patch.phases["arterial"] > -1000
+    lesion = patch.mask & covered
+    assert lesion.sum() > 0.8 * patch.mask.sum()
+    assert abs(float(patch.phases["arterial"][lesion].mean()) - float(patch.hu[lesion].mean())) < 15.0
+    assert read_manifest(out)["contrast_phases"] == ["arterial", "portal_venous"]
+    # Exported files get a normal file's permissions, not mkstemp's 0600.
+    for path in (out / "lesions.jsonl", out / "dataset.json", out / record["file"]):
+        assert stat.S_IMODE(path.stat().st_mode) & 0o044 == 0o044

@@ -73,7 +73,7 @@ def test_classify_demo_lesions_matches_the_training_path(tiny_bundle, demo):
 def test_a_slab_model_reads_the_key_slice_and_its_neighbours_as_training_does(tmp_path, demo):
     """A 2.5-D model: the app's slab from the whole series equals the one from an exported patch
     (lesion slices plus the export's one-slice margin), and the neighbours change the answer."""
-    from liverview.annotations.export_dataset import MARGIN_Z_SLICES
+    from liverview.annotations.dataset_format import MARGIN_Z_SLICES
     from liverview.model.classify import model_slab
 
     volume, document = demo

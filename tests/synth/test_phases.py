@@ -95,3 +95,29 @@ def test_a_lesion_keeps_its_shape_and_takes_its_class_time_attenuation_curve():
                     < at[Phase.ARTERIAL].liver for s in range(400)]
     # Arterial hyperenhancement in most HCC [HC1, HC2]; most metastases stay hypoattenuating.
     assert 0.78 < np.mean(arterial_hcc) < 0.92 and 0.84 < np.mean(arterial_met) < 0.96
+
+
+def test_a_multiphase_dataset_holds_every_phase_of_each_lesion(tmp_path):
+    """Patients rendered in four phases: each lesion's patch holds the other three on its own voxels,
+    read through the app's export (outline carried, breathing aligned, resampled); a cyst stays water,
+    an HCC is brighter in the arterial phase than in the portal-venous one."""
+    from liverview.annotations.dataset_format import read_lesion_lines, read_manifest, read_patch
+    from liverview.synth.simulator import SimulatorConfig, write_simulated_dataset
+
+    phases = ("non_contrast", "arterial", "portal_venous", "delayed")
+    config = SimulatorConfig(phases=phases, diameter_mm=(15.0, 30.0))
+    write_simulated_dataset(tmp_path / "ds", 2, seed=5, config=config)
+    assert read_manifest(tmp_path / "ds")["contrast_phases"] == sorted(phases)
+    records = read_lesion_lines(tmp_path / "ds" / "lesions.jsonl")
+    assert len(records) == 8
+    for record in records:
+        assert record["contrast_phase"] == "portal_venous" and set(record["phases"]) == set(phases) - {"portal_venous"}
+        assert set(record["synth"]["patient"]["phases"]) == set(record["phases"])
+        patch = read_patch(tmp_path / "ds" / record["file"])
+        assert sorted(patch.phase_names) == sorted(phases)
+        core = patch.mask & np.all([patch.hu_of(p) > -1000 for p in phases], axis=0)
+        means = {p: float(patch.hu_of(p)[core].mean()) for p in phases}
+        if record["label"] == "benign_cyst":
+            assert max(means.values()) - min(means.values()) < 25.0
+        if record["label"] == "hcc" and record["synth"]["enhancing_hu"] is not None:
+            assert means["arterial"] > means["non_contrast"]

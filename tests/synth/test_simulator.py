@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from liverview.annotations.document import AnnotationDocument, Lesion, Roi
-from liverview.annotations.export_dataset import DATASET_FORMAT, read_lesion_lines
+from liverview.annotations.dataset_format import DATASET_FORMAT, DATASET_VERSION, read_lesion_lines
 from liverview.annotations.labels import LesionClass
 from liverview.imaging.measure import polygon_mask
 from liverview.io import load_series
@@ -62,7 +62,7 @@ def test_same_seed_gives_identical_patient_and_other_seed_differs() -> None:
 
 def test_dataset_is_balanced_and_in_the_export_format(dataset: Path) -> None:
     manifest = json.loads((dataset / "dataset.json").read_text())
-    assert manifest["format"] == DATASET_FORMAT and manifest["version"] == 1
+    assert manifest["format"] == DATASET_FORMAT and manifest["version"] == DATASET_VERSION == 2
     assert {c["id"]: c["count"] for c in manifest["classes"]} == dict.fromkeys(CLASSES, 6)
     assert manifest["n_lesions"] == 24 and manifest["simulator_runs"][0]["complete"] is True
     records = read_lesion_lines(dataset / "lesions.jsonl")
@@ -340,7 +340,7 @@ def test_cli_writes_a_dataset_and_reports_errors(tmp_path: Path, capsys: pytest.
     foreign.mkdir()
     (foreign / "dataset.json").write_text(json.dumps({"format": "something.else"}))
     assert synth_cli.main([str(foreign), "-n", "1", "--workers", "1", "-q"]) == 1
-    assert "other than a liverview dataset" in capsys.readouterr().err
+    assert "not a liverview dataset manifest" in capsys.readouterr().err
 
 
 def test_cli_noise_option_renders_the_same_lesions_at_another_noise(tmp_path: Path,
