@@ -66,64 +66,78 @@ def _gradient(image: np.ndarray) -> np.ndarray:
     return np.sqrt(gx * gx + gy * gy)
 
 
-def _ncc(a: np.ndarray, b: np.ndarray) -> float:
-    valid = np.isfinite(a) & np.isfinite(b)
-    if valid.sum() < 50:
-        return -1.0
-    a, b = a[valid] - a[valid].mean(), b[valid] - b[valid].mean()
-    denominator = float(np.sqrt((a * a).sum() * (b * b).sum()))
-    return float((a * b).sum() / denominator) if denominator > 0 else -1.0
-
-
 def align_neighbourhood(source: Volume, z: int, box_yx: tuple[int, int, int, int], target: Volume,
                         search_mm: float = SEARCH_MM) -> Alignment:
     """The translation (LPS mm) that best lays the neighbourhood of `box_yx` (y0, y1, x0, x1: the
     lesion's bounding box in pixels) on slices z-1..z+1 of `source` onto `target`.
 
-    The target is sampled at the source's own voxel positions, so pixel size, field of view and slice
+    The target is sampled on the source's own voxel grid, so pixel size, field of view and slice
     positions may differ. Both are compared as edge maps of HU clipped to soft tissue (-150..250),
-    where the liver's outline and vessels are. The search runs within `search_mm` on every axis, coarse to
-    fine: 4 mm steps, then 2 mm and 1 mm around the best."""
+    where the liver's outline and vessels are. Along the slice normal the search steps 2 mm, then
+    1 mm around the best, within `search_mm`; in-plane, every whole-pixel shift within `search_mm`
+    is scored at once (normalised cross-correlation, `cv2.matchTemplate`). A longer shift has to
+    fit better by `PENALTY_PER_MM` per mm."""
     dy, dx = source.spacing_mm[1:]
     margin_y, margin_x = int(round(NEIGHBOURHOOD_MM / dy)), int(round(NEIGHBOURHOOD_MM / dx))
+    reach_y, reach_x = int(round(search_mm / dy)), int(round(search_mm / dx))
     y0, y1, x0, x1 = box_yx
     y0, x0 = max(0, y0 - margin_y), max(0, x0 - margin_x)
     y1, x1 = min(source.shape[1], y1 + margin_y), min(source.shape[2], x1 + margin_x)
     slices = [k for k in (z - 1, z, z + 1) if 0 <= k < source.shape[0]]
-    zs, ys, xs = np.meshgrid(np.asarray(slices, dtype=float), np.arange(y0, y1, dtype=float),
-                             np.arange(x0, x1, dtype=float), indexing="ij")
+    # The target is sampled over the neighbourhood grown by the in-plane search reach.
+    zs, ys, xs = np.meshgrid(np.asarray(slices, dtype=float), np.arange(y0 - reach_y, y1 + reach_y, dtype=float),
+                             np.arange(x0 - reach_x, x1 + reach_x, dtype=float), indexing="ij")
     affine = source.affine_mm
     points = np.stack([zs.ravel(), ys.ravel(), xs.ravel()], axis=1) @ affine[:3, :3].T + affine[:3, 3]
-    shape = zs.shape
-    reference = np.stack([_gradient(np.clip(source.array[k, y0:y1, x0:x1].astype(np.float32), -150, 250)) for k in slices])
-    axes = [np.asarray(v, dtype=float) for v in (source.column_direction, source.row_direction, source.normal)]
+    references = [_gradient(np.clip(source.array[k, y0:y1, x0:x1].astype(np.float32), -150, 250)) for k in slices]
+    normal = np.asarray(source.normal, dtype=float)
+    col, row = np.asarray(source.column_direction, dtype=float), np.asarray(source.row_direction, dtype=float)
+    # In-plane offsets (mm) of each cell of matchTemplate's result, for the distance penalty.
+    offsets_y = (np.arange(2 * reach_y + 1) - reach_y) * dy
+    offsets_x = (np.arange(2 * reach_x + 1) - reach_x) * dx
+    in_plane = np.hypot(offsets_y[:, None], offsets_x[None, :])
 
-    def score(shift: np.ndarray) -> float:
-        values = sample_trilinear(target.array, target.patient_to_index(points + shift)).reshape(shape)
-        # Pixels next to the target's edge get false edges from the fill: they do not count, and a
-        # shift that leaves less than MIN_COVERAGE of the neighbourhood inside the target is not scored.
-        valid = np.stack([cv2.erode(np.isfinite(v).astype(np.uint8), np.ones((3, 3), np.uint8)) for v in values]) > 0
-        if valid.mean() < MIN_COVERAGE:
-            return -1.0
-        moved = np.stack([_gradient(np.clip(np.nan_to_num(v, nan=-150.0), -150, 250).astype(np.float32)) for v in values])
-        moved[~valid] = np.nan
-        return _ncc(reference, moved)
+    def best_in_plane(along: float) -> tuple[float, np.ndarray]:
+        values = sample_trilinear(target.array, target.patient_to_index(points + along * normal)).reshape(zs.shape)
+        covered = np.isfinite(values)
+        total = np.zeros((2 * reach_y + 1, 2 * reach_x + 1), dtype=np.float32)
+        for reference, plane, inside in zip(references, values, covered):
+            if inside.mean() < MIN_COVERAGE:
+                return -1.0, np.zeros(3)
+            moved = _gradient(np.clip(np.nan_to_num(plane, nan=-150.0), -150, 250).astype(np.float32))
+            # Pixels at the target's edge carry false edges from the fill.
+            moved[cv2.erode(inside.astype(np.uint8), np.ones((3, 3), np.uint8)) == 0] = 0.0
+            total += cv2.matchTemplate(moved, reference, cv2.TM_CCOEFF_NORMED)
+        total /= len(references)
+        penalised = total - PENALTY_PER_MM * np.hypot(in_plane, along)
+        iy, ix = np.unravel_index(int(np.argmax(penalised)), penalised.shape)
+        shift = along * normal + offsets_y[iy] * col + offsets_x[ix] * row
+        return float(penalised[iy, ix]), shift
 
-    unshifted = score(np.zeros(3))
-    best_shift, best = np.zeros(3), unshifted
-    coarse = np.arange(-4.0 * (search_mm // 4.0), search_mm + 0.5, 4.0)
-    for offsets, centre in ((coarse, None), (np.array([-2.0, 0.0, 2.0]), True), (np.array([-1.0, 0.0, 1.0]), True)):
-        origin = best_shift.copy() if centre else np.zeros(3)
-        for a in offsets:
-            for b in offsets:
-                for c in offsets:
-                    shift = origin + a * axes[0] + b * axes[1] + c * axes[2]
-                    if np.abs(shift).max() > search_mm + 1e-6:
-                        continue
-                    value = score(shift) - PENALTY_PER_MM * float(np.linalg.norm(shift))
-                    if value > best:
-                        best, best_shift = value, shift
-    return Alignment(tuple(float(v) for v in best_shift), score(best_shift), unshifted)  # type: ignore[arg-type]
+    candidates = {}
+    for along in np.arange(-2.0 * (search_mm // 2.0), search_mm + 0.5, 2.0):
+        candidates[float(along)] = best_in_plane(float(along))
+    coarse = max(candidates, key=lambda a: candidates[a][0])
+    for along in (coarse - 1.0, coarse + 1.0):
+        if abs(along) <= search_mm:
+            candidates[along] = best_in_plane(along)
+    best_along = max(candidates, key=lambda a: candidates[a][0])
+    best_score, best_shift = candidates[best_along]
+    unshifted = _score_at(references, target, points, zs.shape, (reach_y, reach_x))
+    return Alignment(tuple(float(v) for v in best_shift),  # type: ignore[arg-type]
+                     best_score + PENALTY_PER_MM * float(np.linalg.norm(best_shift)), unshifted)
+
+
+def _score_at(references: list[np.ndarray], target: Volume, points: np.ndarray, shape: tuple[int, ...],
+              reach: tuple[int, int]) -> float:
+    """The edge correlation with no shift at all (the centre cell of the in-plane search)."""
+    values = sample_trilinear(target.array, target.patient_to_index(points)).reshape(shape)
+    total = 0.0
+    for reference, plane in zip(references, values):
+        moved = _gradient(np.clip(np.nan_to_num(plane, nan=-150.0), -150, 250).astype(np.float32))
+        window = moved[reach[0]:reach[0] + reference.shape[0], reach[1]:reach[1] + reference.shape[1]]
+        total += float(cv2.matchTemplate(window, reference, cv2.TM_CCOEFF_NORMED)[0, 0])
+    return total / len(references)
 
 
 __all__ = ["Alignment", "align_neighbourhood", "sample_trilinear"]
