@@ -444,6 +444,11 @@ def render_model_card(info: dict[str, Any], notes: Sequence[str] = ()) -> str:
                           "the input's flipped copies agree):", ""] + uncertainty_table(metrics["by_uncertainty"])
             lines += ["", "Measured on the same held-out lesions as above; on other data, such as real scans, what a "
                           "level means is unmeasured."]
+        if metrics.get("by_phases"):
+            lines += ["", "By the contrast phases read (the same test lesions read on those phases only, the others "
+                          "marked missing):", "", "| phases read | lesions | accuracy | macro-F1 |", "|---|---|---|---|"]
+            lines += [f"| {' + '.join(row['phases'])} | {row['n']} | {_fmt(row['accuracy'])} | {_fmt(row['macro_f1'])} |"
+                      for row in metrics["by_phases"]]
         baseline = metrics.get("baseline")
         if baseline:
             lines += ["", f"Classical baseline on the same split ({baseline.get('classifier', 'random forest')}): "
@@ -451,7 +456,9 @@ def render_model_card(info: dict[str, Any], notes: Sequence[str] = ()) -> str:
     else:
         lines.append("Not evaluated.")
     lines += ["", "## Known limits", "",
-              f"- {_describe_slice_limit(int(pre.get('neighbour_slices', 0)))}; no multi-phase information.",
+              f"- {_describe_slice_limit(int(pre.get('neighbour_slices', 0)))}; "
+              + (f"reads the contrast phases {', '.join(pre['phases'])} (any of them may be missing)."
+                 if pre.get("phases") else "one contrast phase, no multi-phase information."),
               ("- Trained from scratch on the data above only" if not training.get("initial_weights") else
                "- Trained on the data above, starting from a model trained on other data (see that model's card)")
               + "; other scanners, phases, reconstruction kernels and lesion types (abscess, FNH, adenoma, ...) are "

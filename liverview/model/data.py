@@ -19,7 +19,7 @@ from torch.utils.data import Dataset
 
 from liverview.annotations.dataset_format import DatasetFormatError, read_manifest, read_patch
 from liverview.annotations.labels import LesionClass
-from liverview.model.transforms import LesionPreprocess, select_key_slice, select_slab
+from liverview.model.transforms import LesionPreprocess, select_key_slice, select_slab, stack_phases
 
 log = logging.getLogger(__name__)
 
@@ -140,9 +140,11 @@ class KeySlice:
     mask: np.ndarray
     spacing_yx: tuple[float, float]
     z: int
+    #: For a multiphase model: the slab of every phase the patch holds that the model reads.
+    phases: dict[str, np.ndarray] = field(default_factory=dict)
 
 
-def load_key_slice(record: LesionRecord, neighbour_slices: int = 0) -> KeySlice:
+def load_key_slice(record: LesionRecord, neighbour_slices: int = 0, phases: Sequence[str] = ()) -> KeySlice:
     """Read the patch of `record` and keep its key slice (largest ROI area) and `neighbour_slices`
     slices on each side (`select_slab`). A dataset exported with fewer slices around each lesion than
     that is refused: its slab would repeat the patch's end slice where the app reads the real one."""
@@ -152,8 +154,10 @@ def load_key_slice(record: LesionRecord, neighbour_slices: int = 0) -> KeySlice:
                            f"with this liverview")
     patch = read_patch(record.patch_path)
     z = select_key_slice(patch.mask)
+    held = {p: np.ascontiguousarray(select_slab(patch.hu_of(p), z, neighbour_slices))
+            for p in phases if p in patch.phase_names}
     return KeySlice(np.ascontiguousarray(select_slab(patch.hu, z, neighbour_slices)), np.ascontiguousarray(patch.mask[z]),
-                    (float(patch.spacing_mm[-2]), float(patch.spacing_mm[-1])), z)
+                    (float(patch.spacing_mm[-2]), float(patch.spacing_mm[-1])), z, held)
 
 
 class LesionDataset(Dataset):
@@ -161,10 +165,15 @@ class LesionDataset(Dataset):
     (a few kB each). Evaluation mode goes through `LesionPreprocess.__call__` with ``train=False`` - exactly
     what `prepare_lesion_input` does for the app; training mode adds the random augmentation, drawn
     from a generator seeded by (seed, epoch, index) so runs and resumed runs repeat exactly, whatever
-    the number of worker processes or ranks."""
+    the number of worker processes or ranks.
+
+    A multiphase preprocessing reads every phase each patch holds; `phase_dropout` (training) leaves
+    each out with that probability, keeping at least one, so the network learns any subset;
+    `read_phases` (evaluation) reads only those phases, to measure a subset."""
 
     def __init__(self, records: Sequence[LesionRecord], classes: Sequence[str], preprocess: LesionPreprocess,
-                 train: bool = False, seed: int = 0) -> None:
+                 train: bool = False, seed: int = 0, phase_dropout: float = 0.0,
+                 read_phases: Sequence[str] | None = None) -> None:
         self.records = list(records)
         self.classes = list(classes)
         self.preprocess = preprocess
@@ -172,7 +181,14 @@ class LesionDataset(Dataset):
         self.seed = int(seed)
         self.epoch = 0
         self.labels = np.array([self.classes.index(r.label) for r in self.records], dtype=np.int64)
-        self.slices = [load_key_slice(r, preprocess.config.neighbour_slices) for r in self.records]
+        self.phase_dropout = float(phase_dropout)
+        phases = preprocess.config.phases
+        wanted = phases if read_phases is None else tuple(p for p in phases if p in set(read_phases))
+        self.slices = [load_key_slice(r, preprocess.config.neighbour_slices, wanted) for r in self.records]
+        if phases:
+            missing = [r.uid for r, s in zip(self.records, self.slices) if not s.phases]
+            if missing:
+                raise DatasetError(f"{len(missing)} lesion(s) hold none of the phases {list(wanted)} (e.g. {missing[0]})")
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -183,7 +199,15 @@ class LesionDataset(Dataset):
     def __getitem__(self, index: int):
         item = self.slices[index]
         rng = np.random.default_rng([self.seed, self.epoch, index]) if self.train else None
-        tensor = self.preprocess(item.hu, item.mask, item.spacing_yx, train=self.train, rng=rng)
+        if not self.preprocess.config.phases:
+            tensor = self.preprocess(item.hu, item.mask, item.spacing_yx, train=self.train, rng=rng)
+            return tensor, int(self.labels[index])
+        slabs = dict(item.phases)
+        if self.train and self.phase_dropout > 0 and len(slabs) > 1:
+            keep = [p for p in slabs if rng.random() >= self.phase_dropout] or [list(slabs)[int(rng.integers(len(slabs)))]]
+            slabs = {p: slabs[p] for p in keep}
+        stacked, present = stack_phases(self.preprocess.config, slabs)
+        tensor = self.preprocess(stacked, item.mask, item.spacing_yx, train=self.train, rng=rng, present=present)
         return tensor, int(self.labels[index])
 
 

@@ -93,19 +93,21 @@ class TrainingDomain:
         return reasons
 
 
-def domain_from_records(records: Sequence[Any]) -> TrainingDomain:
+def domain_from_records(records: Sequence[Any], read_phases: Sequence[str] = ()) -> TrainingDomain:
     """What a set of dataset records (`data.LesionRecord`, their lesions.jsonl fields in `extra`)
-    covers: phases (a record's `contrast_phase`; simulated records before phases were recorded are
-    portal-venous), pixel size and slice thickness (`spacing_mm`), the smallest lesion (its simulated
-    diameter, else the largest in-plane extent of `lesion_bbox_zyx`), and the simulated livers' HU."""
+    covers: phases (a record's `contrast_phase`, and for a multiphase model reading `read_phases` the
+    other phases its patch holds; simulated records before phases were recorded are portal-venous),
+    pixel size and slice thickness (`spacing_mm`), the smallest lesion (its simulated diameter, else
+    the largest in-plane extent of `lesion_bbox_zyx`), and the simulated livers' HU and noise."""
     phases: set[ContrastPhase] = set()
     pixels, slices, sizes, livers, noises = [], [], [], [], []
     for record in records:
         extra = record.extra
         synth = extra.get("synth") or {}
         phase = extra.get("contrast_phase") or (ContrastPhase.PORTAL_VENOUS.value if synth else None)
-        if phase:
-            phases.add(ContrastPhase(phase))
+        held = [phase] if phase and phase != ContrastPhase.UNKNOWN.value else []
+        held += [p for p in (extra.get("phases") or {}) if p in read_phases]
+        phases.update(ContrastPhase(p) for p in held if not read_phases or p in read_phases)
         spacing = extra.get("spacing_mm")
         if spacing:
             pixels.append(float(spacing[1] * spacing[2]) ** 0.5)

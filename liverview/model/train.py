@@ -41,11 +41,11 @@ from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 
 from liverview.model.bundle import FLIP_DIMS, cpu_state, resolve_device, save_bundle, write_json
-from liverview.model.data import DEFAULT_CLASSES, LesionDataset, LoadedRecords, load_records
+from liverview.model.data import DEFAULT_CLASSES, LesionDataset, LesionRecord, LoadedRecords, load_records
 from liverview.model.metrics import compute_metrics, log_loss
 from liverview.model.network import DEFAULT_ARCHITECTURE, build_network, get_architecture
 from liverview.model.split import DEFAULT_FRACTIONS, Split, check_split_matches, find_group_leaks, split_records
-from liverview.model.transforms import PreprocessConfig, build_preprocess
+from liverview.model.transforms import LesionPreprocess, PreprocessConfig, build_preprocess
 from liverview.model.uncertainty import answer_from_copies, uncertainty_levels
 
 log = logging.getLogger(__name__)
@@ -117,6 +117,9 @@ class TrainConfig:
     # A model bundle whose weights the network starts from (fine-tuning, e.g. the bundled model on a
     # clinic's own lesions) instead of a random initialisation; its architecture and input must match.
     init_from: str | None = None
+    # Multiphase models (preprocess.phases): the probability of leaving each phase of a training lesion
+    # out (at least one stays), so the network learns to read any subset, a single phase included.
+    phase_dropout: float = 0.0
     preprocess: PreprocessConfig = field(default_factory=lambda: PreprocessConfig(
         neighbour_slices=TRAINING_NEIGHBOUR_SLICES))
 
@@ -130,6 +133,8 @@ class TrainConfig:
             raise ValueError("ema_decay must be in [0, 1)")
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError("epochs and batch_size must be at least 1")
+        if not 0.0 <= self.phase_dropout < 1.0:
+            raise ValueError("phase_dropout must be in [0, 1)")
         self.fractions = tuple(float(f) for f in self.fractions)  # type: ignore[assignment]
         self.datasets = [str(d) for d in self.datasets]
         self.training_only_datasets = [str(d) for d in self.training_only_datasets]
@@ -363,7 +368,8 @@ def _run_in_context(config: TrainConfig, run_dir: Path, resume: bool, progress: 
                         "follow the training loss and accuracy instead")
 
     preprocess = build_preprocess(config.preprocess)
-    train_ds = LesionDataset(train_records, config.classes, preprocess, train=True, seed=config.seed)
+    train_ds = LesionDataset(train_records, config.classes, preprocess, train=True, seed=config.seed,
+                             phase_dropout=config.phase_dropout)
     val_ds = LesionDataset(val_records, config.classes, preprocess, train=False)
 
     torch.manual_seed(config.seed)  # identical initial weights on every rank
@@ -658,6 +664,41 @@ def _predict_sharded(model: nn.Module, dataset: LesionDataset, ctx: DistContext,
     return out
 
 
+def phase_subsets(phases: Sequence[str]) -> list[tuple[str, ...]]:
+    """The phase combinations a multiphase model is measured on: each phase alone, every pair with the
+    portal-venous phase, the three without the delayed one, and all of them (in the model's order)."""
+    pv = "portal_venous"
+    subsets: list[tuple[str, ...]] = [(p,) for p in phases]
+    subsets += [tuple(q for q in phases if q in (p, pv)) for p in phases if p != pv and pv in phases]
+    if len(phases) > 3 and "delayed" in phases:
+        subsets.append(tuple(p for p in phases if p != "delayed"))
+    if len(phases) > 1:
+        subsets.append(tuple(phases))
+    return list(dict.fromkeys(subsets))
+
+
+def evaluate_phase_subsets(net: nn.Module, records: Sequence[LesionRecord], config: TrainConfig,
+                           preprocess: LesionPreprocess, device: torch.device) -> list[dict[str, Any]]:
+    """Test metrics of a multiphase model per phase combination (`phase_subsets`): the lesions read on
+    those phases only, the rest marked missing, answered as the app answers (flip average)."""
+    rows = []
+    for subset in phase_subsets(config.preprocess.phases):
+        held = [r for r in records if set(subset) & _record_phases(r)]
+        if not held:
+            continue
+        dataset = LesionDataset(held, config.classes, preprocess, train=False, read_phases=subset)
+        copies = predict_dataset(net, dataset, device, config.batch_size, views=FLIP_DIMS)
+        metrics = compute_metrics(dataset.labels, answer_from_copies(copies, config.flip_average), config.classes)
+        rows.append({"phases": list(subset), "n": len(held), "accuracy": metrics["accuracy"],
+                     "macro_f1": metrics["macro_f1"]})
+        log.info("test, phases %s: macro-F1 %.3f on %d lesions", "+".join(subset), metrics["macro_f1"], len(held))
+    return rows
+
+
+def _record_phases(record: LesionRecord) -> set[str]:
+    return {record.extra.get("contrast_phase") or "portal_venous", *(record.extra.get("phases") or {})}
+
+
 def predict_dataset(net: nn.Module, dataset: LesionDataset, device: torch.device, batch_size: int = 32,
                     indices: Sequence[int] | None = None,
                     views: Sequence[tuple[int, ...]] = ((),)) -> np.ndarray:
@@ -749,6 +790,8 @@ def finish_run(config: TrainConfig, run_dir: Path, split: Split, loaded: LoadedR
     test_metrics = results["cnn"].metrics if "cnn" in results else None
     bundle_metrics: dict[str, Any] = dict(test_metrics or {})
     bundle_metrics.pop("reliability", None)
+    if test_records and config.preprocess.phases:
+        bundle_metrics["by_phases"] = evaluate_phase_subsets(net, test_records, config, preprocess, ctx.device)
     if "baseline" in results:
         b = results["baseline"].metrics
         bundle_metrics["baseline"] = {"classifier": results["baseline"].title, "accuracy": b["accuracy"],
@@ -772,7 +815,7 @@ def finish_run(config: TrainConfig, run_dir: Path, split: Split, loaded: LoadedR
                              training=training, name=config.name, version=config.version, history=state.history,
                              card_notes=notes, flip_average=config.flip_average,
                              training_domain=domain_from_records(
-                                 [by_uid[u] for u in split.train]).to_dict())
+                                 [by_uid[u] for u in split.train], config.preprocess.phases).to_dict())
     report_dir = write_report(run_dir / "report", results, history=state.history, context={
         "title": f"Training run {run_dir.name}", "model": config.architecture, "split": split.class_counts(),
         "training": training, "datasets": [d["path"] for d in loaded.datasets],

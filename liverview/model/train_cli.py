@@ -108,6 +108,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--neighbour-slices", type=int, choices=range(MARGIN_Z_SLICES + 1), metavar="N",
                    help="slices on each side of the key slice the network also reads (2.5-D input; default 1; "
                         f"at most the training export's margin, {MARGIN_Z_SLICES})")
+    p.add_argument("--phases", metavar="P1,P2,...",
+                   help="contrast phases the network reads, e.g. non_contrast,arterial,portal_venous,delayed "
+                        "(a multiphase dataset, liverview-synth --phases); default: the key series alone")
+    p.add_argument("--phase-dropout", type=float, metavar="P",
+                   help="multiphase: leave each phase of a training lesion out with this probability (default 0)")
     p.add_argument("--denoise", choices=("none", "bilateral", "nlmeans"), help="noise reduction before the crop")
     p.add_argument("--clahe", action="store_true", default=None, help="contrast enhancement (CLAHE) of each channel")
     p.add_argument("--no-augment", action="store_true", help="switch training augmentation off (for comparisons)")
@@ -139,7 +144,7 @@ def _config_from_args(args: argparse.Namespace):
                "weight_decay": "weight_decay", "lr_schedule": "lr_schedule", "ema": "ema_decay",
                "patience": "patience", "monitor": "monitor", "seed": "seed", "workers": "num_workers",
                "threads": "threads", "device": "device", "steps_per_epoch": "steps_per_epoch", "name": "name",
-               "model_version": "version"}
+               "model_version": "version", "phase_dropout": "phase_dropout"}
     if args.init_from:
         _start_from_bundle(base, args.init_from)
     for arg, key in mapping.items():
@@ -158,6 +163,8 @@ def _config_from_args(args: argparse.Namespace):
     if args.neighbour_slices is not None:
         pre["neighbour_slices"] = args.neighbour_slices
     pre.setdefault("neighbour_slices", TRAINING_NEIGHBOUR_SLICES)
+    if args.phases:
+        pre["phases"] = [p.strip() for p in args.phases.split(",") if p.strip()]
     if args.denoise:
         pre["denoise"] = args.denoise
     if args.clahe:

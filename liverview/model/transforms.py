@@ -34,6 +34,7 @@ import cv2
 import numpy as np
 
 from liverview.annotations.dataset_format import MARGIN_XY_PX, MARGIN_Z_SLICES
+from liverview.imaging.contrast_phase import ContrastPhase
 
 #: HU used to fill crop regions outside the available context when it holds no tissue at all.
 DEFAULT_FILL_HU = 100.0
@@ -45,6 +46,10 @@ Sample = dict[str, Any]
 # ------------------------------------------------------------------------------------------------
 # configuration
 # ------------------------------------------------------------------------------------------------
+
+
+#: The phases a model may read (every contrast phase but "unknown").
+PHASE_NAMES = tuple(p.value for p in ContrastPhase if p is not ContrastPhase.UNKNOWN)
 
 
 @dataclass(frozen=True)
@@ -125,10 +130,19 @@ class PreprocessConfig:
     clahe_clip_limit: float = 2.0
     clahe_tiles: int = 4
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    #: Contrast phases the network reads, in this order ((): the key series alone, as before phases).
+    #: Each phase gives its slices' channels; a phase the lesion was not read on is zeros, and one
+    #: presence channel per phase (1 read, 0 missing) says so: a missing phase is never a zero image
+    #: that looks like data.
+    phases: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         # Lists (from JSON or a caller) become tuples: the config must stay hashable for the cache.
         object.__setattr__(self, "windows", tuple(self.windows))
+        object.__setattr__(self, "phases", tuple(self.phases))
+        unknown = [p for p in self.phases if p not in PHASE_NAMES]
+        if unknown or len(set(self.phases)) != len(self.phases):
+            raise ValueError(f"phases {list(self.phases)} must be distinct names out of {list(PHASE_NAMES)}")
         if self.denoise not in DENOISE_METHODS:
             raise ValueError(f"denoise must be one of {DENOISE_METHODS}, not {self.denoise!r}")
         if self.size < 16:
@@ -145,8 +159,13 @@ class PreprocessConfig:
         return 2 * self.neighbour_slices + 1
 
     @property
+    def input_slices(self) -> int:
+        """Slices the pipeline transforms together: every phase's slab, phase after phase."""
+        return self.slab_slices * max(1, len(self.phases))
+
+    @property
     def channels(self) -> int:
-        return len(self.windows) * self.slab_slices
+        return len(self.windows) * self.input_slices + len(self.phases)
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -531,26 +550,61 @@ class LesionPreprocess:
         self.select_key_slice = SelectKeySlice(config.neighbour_slices)
 
     def run(self, hu_slice: np.ndarray, mask: np.ndarray, spacing_yx: Sequence[float], train: bool = False,
-            rng: np.random.Generator | None = None) -> Sample:
+            rng: np.random.Generator | None = None, present: Sequence[bool] | None = None) -> Sample:
         """The whole sample dict (tensor plus intermediate crop/mask), for inspection and Grad-CAM overlays.
 
         `hu_slice` is the key slice (y, x), or with ``neighbour_slices`` > 0 the slab from `select_slab`
-        ((2n + 1, y, x)); `mask` is the ROI on the key slice."""
+        ((2n + 1, y, x)); for a multiphase config the phases' slabs one after the other (`stack_phases`),
+        with `present` saying which phases were read (all when None). `mask` is the ROI on the key slice.
+        Every slice goes through the same crop and augmentation, so the phases stay in register."""
         hu = np.asarray(hu_slice)
-        expected = self.config.slab_slices
+        expected = self.config.input_slices
         if (hu.ndim == 2 and expected != 1) or (hu.ndim == 3 and hu.shape[0] != expected):
             raise ValueError(f"this preprocessing takes {expected} slice(s) (the key slice and "
                              f"{self.config.neighbour_slices} on each side), not an array of shape {hu.shape}")
         sample = {"hu": hu, "mask": np.asarray(mask, dtype=bool),
                   "spacing_yx": (float(spacing_yx[0]), float(spacing_yx[1]))}
-        return self.pipeline(sample, train=train, rng=rng)
+        sample = self.pipeline(sample, train=train, rng=rng)
+        if self.config.phases:
+            sample["tensor"] = mark_phases(sample["tensor"], self.config, present)
+        return sample
 
     def __call__(self, hu_slice: np.ndarray, mask: np.ndarray, spacing_yx: Sequence[float], train: bool = False,
-                 rng: np.random.Generator | None = None):
-        return self.run(hu_slice, mask, spacing_yx, train, rng)["tensor"]
+                 rng: np.random.Generator | None = None, present: Sequence[bool] | None = None):
+        return self.run(hu_slice, mask, spacing_yx, train, rng, present)["tensor"]
 
     def __repr__(self) -> str:
         return f"LesionPreprocess({self.pipeline!r})"
+
+
+def stack_phases(config: PreprocessConfig, slabs: dict[str, np.ndarray]) -> tuple[np.ndarray, list[bool]]:
+    """The multiphase input for `LesionPreprocess`: each of `config.phases`' slab (2n + 1, y, x) (or (y, x)
+    slice), phase after phase, and which were there. A missing phase takes the place of another's
+    slab so the crop runs; `mark_phases` then zeros its channels and flags it."""
+    if not slabs:
+        raise ValueError("no phase to read")
+    filler = next(iter(slabs.values()))
+    present = [p in slabs for p in config.phases]
+    parts = [np.asarray(slabs.get(p, filler)) for p in config.phases]
+    parts = [part[None] if part.ndim == 2 else part for part in parts]
+    return np.concatenate(parts, axis=0), present
+
+
+def mark_phases(tensor, config: PreprocessConfig, present: Sequence[bool] | None):
+    """Zero the channels of the phases not read and append one presence channel per phase."""
+    import torch
+
+    present = [True] * len(config.phases) if present is None else list(present)
+    if len(present) != len(config.phases):
+        raise ValueError(f"{len(present)} presence flags for {len(config.phases)} phases")
+    per_phase, total = config.slab_slices, config.input_slices
+    for index, here in enumerate(present):
+        if not here:
+            for w in range(len(config.windows)):
+                start = w * total + index * per_phase
+                tensor[start:start + per_phase] = 0.0
+    flags = torch.tensor(present, dtype=tensor.dtype)[:, None, None].expand(len(present), *tensor.shape[1:])
+    return torch.cat([tensor, flags], dim=0)
 
 
 @functools.lru_cache(maxsize=8)

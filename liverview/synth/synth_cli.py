@@ -54,6 +54,10 @@ def _parser() -> argparse.ArgumentParser:
                         help=f"image noise SD in HU of the phantom patients, drawn per patient from LOW..HIGH "
                              f"(default {low:g} {high:g}); LOW = HIGH fixes it. With the same seed the lesions are "
                              f"the same whatever the noise, so a model can be tested on them at another noise")
+    parser.add_argument("--phases", default=",".join(DEFAULT_CONFIG.phases), metavar="P1,P2,...",
+                        help="contrast phases each phantom patient is rendered in, e.g. "
+                             "non_contrast,arterial,portal_venous,delayed (must include portal_venous; default "
+                             "portal_venous alone); every lesion's patch then holds each phase (docs/synth.md)")
     real = parser.add_argument_group("lesions in a real CT series")
     real.add_argument("--ct-series", type=Path, metavar="DIR",
                       help="folder (or zip / DICOMDIR) with the CT series to insert lesions into")
@@ -95,7 +99,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     try:
         config = SimulatorConfig(diameter_mm=(args.min_diameter, args.max_diameter),
-                                 noise_sigma_hu=tuple(args.noise_sd))
+                                 noise_sigma_hu=tuple(args.noise_sd),
+                                 phases=tuple(p.strip() for p in args.phases.split(",") if p.strip()))
     except ValueError as exc:
         print(f"{name}: {exc}", file=sys.stderr)
         return 1

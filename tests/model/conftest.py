@@ -53,3 +53,17 @@ def crlm_export(crlm_dir, tmp_path_factory):
     folder = tmp_path_factory.mktemp("crlm-export") / "dataset"
     export_dataset(volume, doc, folder, pseudonymizer=Pseudonymizer(b"model tests secret"))
     return SimpleNamespace(volume=volume, document=doc, folder=folder)
+
+
+PHASES = ("non_contrast", "arterial", "portal_venous", "delayed")
+
+
+@pytest.fixture(scope="session")
+def multiphase_dataset(tmp_path_factory) -> Path:
+    """12 simulated lesions (3 per class) of 9 phantom patients rendered in the four contrast phases."""
+    from liverview.synth.simulator import SimulatorConfig, write_simulated_dataset
+
+    folder = tmp_path_factory.mktemp("multiphase") / "dataset"
+    write_simulated_dataset(folder, 3, seed=5, patients=9,
+                            config=SimulatorConfig(phases=PHASES, diameter_mm=(12.0, 30.0)))
+    return folder

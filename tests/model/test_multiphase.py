@@ -1,0 +1,66 @@
+"""A model that reads several contrast phases: the input, phase dropout, subsets, training and its card."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from liverview.model.data import LesionDataset, load_records
+from liverview.model.train_cli import main as train_main
+from liverview.model.transforms import PreprocessConfig, build_preprocess, stack_phases
+
+PHASES = ("non_contrast", "arterial", "portal_venous", "delayed")
+CLASSES = ["benign_cyst", "hemangioma", "hcc", "metastasis"]
+
+
+def test_each_phase_gets_its_channels_and_a_missing_one_is_flagged_not_faked():
+    config = PreprocessConfig(size=32, phases=PHASES)
+    assert config.channels == 3 * 4 + 4 and config.input_shape == (16, 32, 32)
+    rng = np.random.default_rng(0)
+    mask = np.zeros((40, 40), dtype=bool)
+    mask[15:25, 15:25] = True
+    slabs = {p: (rng.normal(60, 10, (40, 40)) + 40 * i).astype(np.int16) for i, p in enumerate(PHASES) if p != "arterial"}
+    stacked, present = stack_phases(config, slabs)
+    assert stacked.shape == (4, 40, 40) and present == [True, False, True, True]
+    tensor = build_preprocess(config)(stacked, mask, (0.8, 0.8), present=present)
+    assert tuple(tensor.shape) == config.input_shape
+    # Window-major channels: window w, phase p at w * 4 + p; the arterial ones are zero, its flag 0.
+    arterial = [w * 4 + 1 for w in range(3)]
+    assert float(tensor[arterial].abs().sum()) == 0.0
+    assert [float(tensor[12 + i].mean()) for i in range(4)] == [1.0, 0.0, 1.0, 1.0]
+    assert all(float(tensor[w * 4 + p].abs().sum()) > 0 for w in range(3) for p in (0, 2, 3))
+    # The same crop for every phase: identical slabs give identical channels.
+    same, _ = stack_phases(config, {p: slabs["portal_venous"] for p in PHASES})
+    out = build_preprocess(config)(same, mask, (0.8, 0.8))
+    assert torch.equal(out[0], out[1]) and torch.equal(out[4], out[7])
+
+
+def test_phase_dropout_and_subsets_on_a_multiphase_dataset(multiphase_dataset):
+    records = load_records([multiphase_dataset]).records
+    config = PreprocessConfig(size=32, phases=PHASES)
+    preprocess = build_preprocess(config)
+    everything = LesionDataset(records, CLASSES, preprocess)
+    assert all(float(everything[i][0][12:].mean()) == 1.0 for i in range(len(records)))
+    arterial_only = LesionDataset(records, CLASSES, preprocess, read_phases=["arterial"])
+    flags = [[float(v) for v in arterial_only[i][0][12:, 0, 0]] for i in range(len(records))]
+    assert all(f == [0.0, 1.0, 0.0, 0.0] for f in flags)
+    dropped = LesionDataset(records, CLASSES, preprocess, train=True, seed=1, phase_dropout=0.6)
+    seen = [[float(v) for v in dropped[i][0][12:, 0, 0]] for i in range(len(records))]
+    assert all(sum(f) >= 1 for f in seen) and any(sum(f) < 4 for f in seen)
+
+
+def test_a_multiphase_run_is_measured_per_phase_combination(multiphase_dataset, tmp_path):
+    run = tmp_path / "run"
+    assert train_main([str(multiphase_dataset), "--out", str(run), "--arch", "tiny_cnn", "--epochs", "1",
+                       "--input-size", "32", "--phases", ",".join(PHASES), "--phase-dropout", "0.3",
+                       "--neighbour-slices", "0", "--no-baseline", "-q"]) == 0
+    info = json.loads((run / "bundle" / "model.json").read_text())
+    assert info["input_size"] == [16, 32, 32] and info["preprocessing"]["phases"] == list(PHASES)
+    rows = {tuple(r["phases"]): r for r in info["metrics"]["by_phases"]}
+    assert ("portal_venous",) in rows and PHASES in rows and ("arterial", "portal_venous") in rows
+    assert all(r["n"] == len(json.loads((run / "split.json").read_text())["test"]) for r in rows.values())
+    assert info["training_domain"]["phases"] == list(PHASES)
+    card = (run / "bundle" / "MODEL_CARD.md").read_text()
+    assert "| arterial + portal_venous |" in card and "reads the contrast phases" in card
