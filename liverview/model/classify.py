@@ -21,6 +21,8 @@ import numpy as np
 import torch
 
 from liverview.annotations.document import AIResult, Lesion
+from liverview.annotations.export_dataset import PhaseSource, resample_onto_patch
+from liverview.annotations.transfer import TransferError, transfer_lesion
 from liverview.annotations.measurements import measure_lesion, slice_masks
 from liverview.annotations.storage import now_iso
 from liverview.imaging.contrast_phase import ContrastPhase, PhaseDecision, detect_series_phases
@@ -28,7 +30,7 @@ from liverview.io.volume import Volume
 from liverview.model.bundle import BundleError, LoadedModel, load_bundle, predict, predict_flips, resolve_device
 from liverview.model.domain import OUTSIDE, TrainingDomain
 from liverview.model.gradcam import compute_gradcam
-from liverview.model.transforms import CropSquareResize, select_key_slice_by_area, select_slab
+from liverview.model.transforms import CropSquareResize, select_key_slice_by_area, select_slab, stack_phases
 from liverview.model.uncertainty import (HEATMAP_MARGIN_MM, answer_from_copies, copy_statistics,
                                          normalised_entropy, uncertainty_level)
 from liverview.paths import DEFAULT_MODEL_NAME, default_model_path
@@ -101,8 +103,11 @@ class LesionPrediction:
     heatmap: Heatmap | None = None
     timings_ms: dict[str, float] = field(default_factory=dict)
     time: str = field(default_factory=now_iso)
-    #: The contrast phase of the series read ("unknown" when it could not be told).
+    #: The contrast phase of the outlined series ("unknown" when it could not be told).
     phase: str = ContrastPhase.UNKNOWN.value
+    #: The phases the network read: the outlined series' for a one-phase model; for a multiphase model
+    #: every phase of the study it was given that the model reads.
+    phases_read: list[str] = field(default_factory=list)
     #: Why the input lies outside the model's training data (`domain.TrainingDomain.check`); [] inside.
     outside_training: list[str] = field(default_factory=list)
     #: Share of the heatmap's mass inside the outline grown by `HEATMAP_MARGIN_MM` (None without a heatmap).
@@ -123,14 +128,14 @@ class LesionPrediction:
     def to_ai_result(self) -> AIResult:
         return AIResult(model_id=self.model_id, probabilities=dict(self.probabilities), predicted=self.predicted,
                         time=self.time, uncertainty=self.uncertainty, entropy=round(self.entropy, 4),
-                        slice_index=self.slice_index, phases_read=[self.phase],
+                        slice_index=self.slice_index, phases_read=list(self.phases_read),
                         outside_training=list(self.outside_training),
                         heatmap_inside=None if self.heatmap_inside is None else round(self.heatmap_inside, 3))
 
     def to_json(self) -> dict:
         return {"id": self.lesion_id, "predicted": self.predicted, "probability": self.probability,
                 "probabilities": self.probabilities, "uncertainty": self.uncertainty,
-                "outside_training": self.outside_training, "phases_read": [self.phase],
+                "outside_training": self.outside_training, "phases_read": list(self.phases_read),
                 "heatmap_inside": None if self.heatmap_inside is None else round(self.heatmap_inside, 3),
                 "entropy": self.entropy, "tta_spread": self.tta_spread, "tta_agreement": self.tta_agreement,
                 "slice_index": self.slice_index, "model_id": self.model_id, "time": self.time}
@@ -208,23 +213,75 @@ def series_phase(volume: Volume) -> PhaseDecision:
     return detect_series_phases([volume.info], {volume.info.key: volume.array})[volume.info.key]
 
 
+def phase_slabs(loaded: LoadedModel, volume: Volume, lesion: Lesion, z: int, mask: np.ndarray, phase: str,
+                others: Sequence[PhaseSource]) -> dict[str, np.ndarray]:
+    """What a multiphase model reads of `lesion` (outlined on slice `z` of `volume`, whose phase is `phase`):
+    per phase it reads, the slab on the outlined series' grid. Another series' slab is that series
+    resampled by patient coordinates around the lesion (the outline's box plus the preprocessing's
+    context, the breathing shift aligned, as the training export did); the rest of the slice, which
+    the preprocessing does not look at, repeats the outlined series. A series the lesion cannot be
+    carried to is left out (and so marked missing)."""
+    config = loaded.preprocess_config
+    key = model_slab(loaded, volume, z)
+    slabs = {phase: key} if phase in config.phases else {}
+    n, context = config.neighbour_slices, config.context_px
+    ys, xs = np.nonzero(mask)
+    y0, y1 = max(0, int(ys.min()) - context), min(volume.shape[1], int(ys.max()) + 1 + context)
+    x0, x1 = max(0, int(xs.min()) - context), min(volume.shape[2], int(xs.max()) + 1 + context)
+    rows = [int(np.clip(k, 0, volume.shape[0] - 1)) for k in range(z - n, z + n + 1)]
+    for source in others:
+        if source.phase not in config.phases or source.phase in slabs:
+            continue
+        try:
+            shift = np.asarray(transfer_lesion(lesion, volume, source.volume).shift_mm)
+        except TransferError:
+            continue
+        slab = np.array(key, copy=True)
+        region = np.stack([resample_onto_patch(volume, np.array([[k, k + 1], [y0, y1], [x0, x1]]), source.volume, shift)[0]
+                           for k in rows])
+        if slab.ndim == 2:
+            slab[y0:y1, x0:x1] = region[0]
+        else:
+            slab[:, y0:y1, x0:x1] = region
+        slabs[source.phase] = slab
+    return slabs
+
+
+def model_input(loaded: LoadedModel, volume: Volume, lesion: Lesion, z: int, mask: np.ndarray, phase: str,
+                other_phases: Sequence[PhaseSource] = ()) -> tuple[torch.Tensor, list[str]]:
+    """The network input for `lesion`'s outline on slice `z` and the phases it holds: the slice (slab)
+    alone for a one-phase model, every phase the model reads for a multiphase one (`phase_slabs`)."""
+    config = loaded.preprocess_config
+    spacing = (float(volume.spacing_mm[1]), float(volume.spacing_mm[2]))
+    try:
+        if not config.phases:
+            return loaded.preprocess(model_slab(loaded, volume, z), mask, spacing), [phase]
+        slabs = phase_slabs(loaded, volume, lesion, z, mask, phase, other_phases)
+        if not slabs:
+            raise ClassificationError(f"lesion {lesion.id}: the model reads the phases {', '.join(config.phases)}; "
+                                      f"none of them was given (this series is {phase})")
+        stacked, present = stack_phases(config, slabs)
+        return (loaded.preprocess(stacked, mask, spacing, present=present),
+                [p for p, here in zip(config.phases, present) if here])
+    except ValueError as exc:
+        raise ClassificationError(f"lesion {lesion.id}: {exc}") from exc
+
+
 def classify_lesion(loaded: LoadedModel, volume: Volume, lesion: Lesion, *, heatmap: bool = True,
-                    tta: bool = True, phase: PhaseDecision | None = None) -> LesionPrediction:
+                    tta: bool = True, phase: PhaseDecision | None = None,
+                    other_phases: Sequence[PhaseSource] = ()) -> LesionPrediction:
     """Probabilities, uncertainty and (optionally) the Grad-CAM heatmap of `lesion` on its key slice.
     `phase` is the series' contrast phase (measured here when not given); an input outside what the
-    model was trained on says so (`LesionPrediction.outside_training`). Raises `ClassificationError`
-    for a non-CT series or a lesion without an outline in the image."""
+    model was trained on says so (`LesionPrediction.outside_training`). A multiphase model also reads
+    the lesion on `other_phases` (other series of the study). Raises `ClassificationError` for a non-CT
+    series, a lesion without an outline in the image, or a multiphase model given no phase it reads."""
     check_series(loaded, volume)
     phase = phase if phase is not None else series_phase(volume)
     timings: dict[str, float] = {}
     start = time.perf_counter()
     masks = lesion_slice_masks(volume, lesion)
     z = key_slice(masks)
-    spacing = (float(volume.spacing_mm[1]), float(volume.spacing_mm[2]))
-    try:
-        tensor = loaded.preprocess(model_slab(loaded, volume, z), masks[z], spacing)
-    except ValueError as exc:
-        raise ClassificationError(f"lesion {lesion.id}: {exc}") from exc
+    tensor, read = model_input(loaded, volume, lesion, z, masks[z], phase.phase.value, other_phases)
     timings["preprocess"] = (time.perf_counter() - start) * 1000
     mark = time.perf_counter()
     # The flipped copies serve the uncertainty and, for a flip-averaging model, the answer itself
@@ -248,7 +305,7 @@ def classify_lesion(loaded: LoadedModel, volume: Volume, lesion: Lesion, *, heat
         lesion_id=lesion.id, model_id=model_id(loaded), classes=list(loaded.classes),
         probabilities={c: float(p) for c, p in zip(loaded.classes, probs)}, predicted=loaded.classes[top],
         slice_index=z, entropy=normalised_entropy(probs), tta_spread=spread, tta_agreement=agreement,
-        heatmap=cam, timings_ms=timings, phase=phase.phase.value, heatmap_inside=inside,
+        heatmap=cam, timings_ms=timings, phase=phase.phase.value, phases_read=read, heatmap_inside=inside,
         outside_training=loaded_domain(loaded).check(volume, phase, measure_lesion(volume, lesion).long_axis_mm))
 
 
@@ -259,17 +316,18 @@ def loaded_domain(loaded: LoadedModel) -> TrainingDomain:
 
 
 def compute_slice_heatmap(loaded: LoadedModel, volume: Volume, lesion: Lesion, slice_index: int,
-                          explained: str) -> Heatmap:
+                          explained: str, phase: str = ContrastPhase.UNKNOWN.value,
+                          other_phases: Sequence[PhaseSource] = ()) -> Heatmap:
     """Grad-CAM of class `explained` for the lesion's outline on `slice_index` (the overlay following
-    the slice through a multi-slice lesion). Raises `ClassificationError` when it has no outline there."""
+    the slice through a multi-slice lesion), from the same input as `classify_lesion` (`phase` and
+    `other_phases` for a multiphase model). Raises `ClassificationError` when it has no outline there."""
     check_series(loaded, volume)
     masks = lesion_slice_masks(volume, lesion)
     if slice_index not in masks:
         raise ClassificationError(f"lesion {lesion.id} has no outline on slice {slice_index + 1}")
     if explained not in loaded.classes:
         raise ClassificationError(f"the model {loaded.name} has no class {explained!r}")
-    spacing = (float(volume.spacing_mm[1]), float(volume.spacing_mm[2]))
-    tensor = loaded.preprocess(model_slab(loaded, volume, slice_index), masks[slice_index], spacing)
+    tensor, _ = model_input(loaded, volume, lesion, slice_index, masks[slice_index], phase, other_phases)
     cam, _ = _heatmap(loaded, volume, slice_index, masks[slice_index], tensor, loaded.classes.index(explained))
     return cam
 
@@ -284,7 +342,7 @@ class BatchResult:
 def classify_lesions(loaded: LoadedModel, volume: Volume, lesions: Sequence[Lesion], *, heatmap: bool = True,
                      progress: Progress | None = None, should_stop: ShouldStop | None = None,
                      on_result: Callable[[LesionPrediction], None] | None = None,
-                     phase: PhaseDecision | None = None) -> BatchResult:
+                     phase: PhaseDecision | None = None, other_phases: Sequence[PhaseSource] = ()) -> BatchResult:
     """Classify several lesions one after the other; a lesion that fails is reported and skipped,
     `should_stop` is checked between lesions, and each result is handed to `on_result` as it comes."""
     predictions: list[LesionPrediction] = []
@@ -297,7 +355,7 @@ def classify_lesions(loaded: LoadedModel, volume: Volume, lesions: Sequence[Lesi
         if progress is not None:
             progress(done, total, f"lesion {done + 1} of {total}")
         try:
-            prediction = classify_lesion(loaded, volume, lesion, heatmap=heatmap, phase=phase)
+            prediction = classify_lesion(loaded, volume, lesion, heatmap=heatmap, phase=phase, other_phases=other_phases)
         except ClassificationError as exc:
             errors[lesion.id] = str(exc)
             continue
@@ -311,4 +369,4 @@ def classify_lesions(loaded: LoadedModel, volume: Volume, lesions: Sequence[Lesi
 
 __all__ = ["BatchResult", "ClassificationError", "DEFAULT_MODEL_NAME", "Heatmap", "LesionPrediction",
            "check_series", "classify_lesion", "classify_lesions", "compute_slice_heatmap", "default_model_path",
-           "key_slice", "lesion_slice_masks", "loaded_domain", "model_id", "model_slab", "series_phase"]
+           "key_slice", "lesion_slice_masks", "loaded_domain", "model_id", "model_slab", "phase_slabs", "series_phase"]

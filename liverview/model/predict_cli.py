@@ -6,7 +6,8 @@
 FILE is the app's annotation JSON or a DICOM SEG (one lesion per segment). STUDY may be the whole
 study folder: every series of the annotated series' Frame of Reference gets its contrast phase, and
 when the annotated series' phase is one the model was not trained on, each lesion is carried to a
-series of a phase it was (by patient coordinates, breathing shift aligned) and read there. The JSON
+series of a phase it was (by patient coordinates, breathing shift aligned) and read there; a
+multiphase model reads each lesion on every series of a phase it reads. The JSON
 written with --json is {"model": {...}, "series": {...}, "study_series": [{"series_uid",
 "contrast_phase", ...}], "lesions": [{"id", "label", "predicted", "probabilities", "phases_read",
 "outside_training", "read_on", ...}], "errors": [{"id", "reason"}]}; `label` (the reader's) and
@@ -28,6 +29,7 @@ import numpy as np
 
 from liverview.annotations.annotated_study import AnnotatedStudyError, open_annotated_study
 from liverview.annotations.measurements import slice_masks
+from liverview.annotations.export_dataset import PhaseSource
 from liverview.annotations.transfer import TransferError, transfer_lesion
 from liverview.imaging.contrast_phase import ContrastPhase, PhaseDecision, detect_series_phases, reader_decision
 from liverview.imaging.window import CT_PRESETS, apply_window
@@ -119,7 +121,10 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
         phase = reader_decision(ContrastPhase(document.contrast_phase.phase), document.contrast_phase.reader, phase)
         phases[volume.info.key] = phase
     read_volume, read_phase, moved = volume, phase, {}
-    other = _series_to_read(loaded, study, phases, volume)
+    reads = loaded.preprocess_config.phases
+    others = [PhaseSource(phases[info.key].phase.value, load_series(info), phases[info.key].decided_by.value)
+              for info in study if info.key != volume.info.key and phases[info.key].phase.value in reads]
+    other = None if reads else _series_to_read(loaded, study, phases, volume)
     if other is not None:
         read_volume, read_phase = load_series(other), phases[other.key]
         for lesion in lesions:
@@ -133,7 +138,8 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
     stay = [lesion for lesion in lesions if lesion.id not in moved]
     batches = [classify_lesions(loaded, read_volume, [moved[lesion.id].lesion for lesion in lesions if lesion.id in moved],
                                 heatmap=args.heatmaps is not None, phase=read_phase)] if moved else []
-    batches.append(classify_lesions(loaded, volume, stay, heatmap=args.heatmaps is not None, phase=phase))
+    batches.append(classify_lesions(loaded, volume, stay, heatmap=args.heatmaps is not None, phase=phase,
+                                    other_phases=others))
     by_id = {p.lesion_id: p for batch in batches for p in batch.predictions}
     errors = {lesion_id: reason for batch in batches for lesion_id, reason in batch.errors.items()}
     if args.heatmaps is not None:

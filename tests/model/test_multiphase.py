@@ -64,3 +64,31 @@ def test_a_multiphase_run_is_measured_per_phase_combination(multiphase_dataset, 
     assert info["training_domain"]["phases"] == list(PHASES)
     card = (run / "bundle" / "MODEL_CARD.md").read_text()
     assert "| arterial + portal_venous |" in card and "reads the contrast phases" in card
+
+
+def test_the_app_path_reads_a_lesion_on_every_phase_of_the_study(tmp_path):
+    """classify_lesion with a multiphase model: the outlined (portal-venous) series and the study's
+    other phases, each carried and resampled around the lesion; without them only one phase is read."""
+    from liverview.annotations.export_dataset import PhaseSource
+    from liverview.imaging.contrast_phase import ContrastPhase, DecidedBy, PhaseDecision
+    from liverview.model.bundle import load_bundle, save_bundle
+    from liverview.model.classify import classify_lesion
+    from liverview.model.network import build_network
+    from liverview.synth.simulator import SimulatorConfig, patient_document, patient_volume, simulate_patient
+
+    config = PreprocessConfig(size=32, phases=PHASES)
+    torch.manual_seed(2)
+    bundle = save_bundle(tmp_path / "mp", build_network("tiny_cnn", 4, config.channels), architecture="tiny_cnn",
+                         classes=CLASSES, preprocess_config=config, metrics={"macro_f1": 0.3},
+                         training_domain={"phases": list(PHASES)})
+    loaded = load_bundle(bundle)
+    patient = simulate_patient(8, config=SimulatorConfig(phases=PHASES, diameter_mm=(15.0, 30.0)))
+    volume = patient_volume(patient)
+    lesion = patient_document(patient, volume).lesions[0]
+    pv = PhaseDecision(ContrastPhase.PORTAL_VENOUS, DecidedBy.IMAGES, "test")
+    others = [PhaseSource(p, patient_volume(patient, p)) for p in PHASES if p != "portal_venous"]
+    every = classify_lesion(loaded, volume, lesion, phase=pv, other_phases=others, heatmap=True)
+    alone = classify_lesion(loaded, volume, lesion, phase=pv)
+    assert every.phases_read == list(PHASES) and alone.phases_read == ["portal_venous"]
+    assert every.probabilities != alone.probabilities and every.heatmap is not None
+    assert every.to_ai_result().phases_read == list(PHASES)
