@@ -27,6 +27,7 @@ from liverview.gui.export_dialog import ExportDialog
 from liverview.gui.lesion_panel import AddLabelDialog, LesionPanel
 from liverview.gui.series_browser import SeriesBrowser
 from liverview.gui.viewer import CursorInfo, Viewer
+from liverview.gui.model_worker import StudyContext
 from liverview.gui.workers import BackgroundTask
 from liverview.imaging.contrast_phase import ContrastPhase, PhaseDecision, detect_series_phases, reader_decision
 from liverview.imaging.thumbnail import make_thumbnail
@@ -667,6 +668,19 @@ class MainWindow(QMainWindow):
         if correction is None:
             return detected
         return reader_decision(ContrastPhase(correction.phase), correction.reader, detected)
+
+    def study_context(self) -> StudyContext:
+        """The open series' phase and the study's other series (same Frame of Reference, axial CT) with
+        theirs, for a model that reads several phases."""
+        others = []
+        if self.volume is not None and self.scan is not None:
+            info = self.volume.info
+            for other in self.scan.series:
+                decision = self.phases.get(other.key)
+                if (other.key != info.key and decision is not None and other.is_ct and other.plane == info.plane
+                        and other.frame_of_reference_uid == info.frame_of_reference_uid):
+                    others.append((other, decision.phase.value, decision.decided_by.value))
+        return StudyContext(self.open_series_phase(), tuple(others))
 
     def _show_open_series_phase(self) -> None:
         decision = self.open_series_phase()

@@ -49,6 +49,16 @@ def _describe_error(exc: BaseException) -> str:
     return text or type(exc).__name__
 
 
+@dataclass(frozen=True)
+class StudyContext:
+    """What the window knows of the open study for the model: the open series' contrast phase (the
+    reader's correction or liverview's decision) and the study's other series of the same Frame of
+    Reference with theirs, as (series, phase, how decided)."""
+
+    phase: Any
+    other_series: tuple[tuple[Any, str, str], ...] = ()
+
+
 class _Runner(QObject):
     """Lives on the worker thread; its slots are the jobs."""
 
@@ -66,6 +76,8 @@ class _Runner(QObject):
         self.loaded: Any = None
         self.thread_ids: set[int] = set()
         self._phase_cache: tuple[tuple[str, int], Any] | None = None
+        #: The study's other series, loaded for a multiphase model (by series key).
+        self._volumes: dict[str, Volume] = {}
 
     def _note_thread(self) -> None:
         self.thread_ids.add(threading.get_ident())
@@ -93,8 +105,11 @@ class _Runner(QObject):
         finally:
             self.busy.emit(False)
 
-    def _phase_of(self, volume: Volume) -> Any:
-        """The series' contrast phase, measured once per series (about 0.15 s) on this thread."""
+    def _phase(self, volume: Volume, study: StudyContext | None) -> Any:
+        """The series' contrast phase: as the window knows it, else measured once per series (about
+        0.15 s) on this thread."""
+        if study is not None and study.phase is not None:
+            return study.phase
         from liverview.model.classify import series_phase
 
         key = (volume.info.key, id(volume))
@@ -102,20 +117,37 @@ class _Runner(QObject):
             self._phase_cache = (key, series_phase(volume))
         return self._phase_cache[1]
 
+    def _others(self, study: StudyContext | None) -> list[Any]:
+        """The study's other series a multiphase model reads, loaded once each (on this thread)."""
+        reads = self._require_model().preprocess_config.phases
+        if study is None or not reads:
+            return []
+        from liverview.annotations.export_dataset import PhaseSource
+        from liverview.io.volume import load_series
+
+        sources = []
+        for info, phase, decided_by in study.other_series:
+            if phase not in reads:
+                continue
+            if info.key not in self._volumes:
+                self._volumes[info.key] = load_series(info)
+            sources.append(PhaseSource(phase, self._volumes[info.key], decided_by))
+        return sources
+
     def _require_model(self) -> Any:
         if self.loaded is None:
             raise RuntimeError("no model is loaded")
         return self.loaded
 
     @Slot(int, object, object, bool, object)
-    def classify(self, job: int, volume: Volume, lesion: Lesion, heatmap: bool, phase: Any) -> None:
+    def classify(self, job: int, volume: Volume, lesion: Lesion, heatmap: bool, study: StudyContext | None) -> None:
         self._note_thread()
         self.busy.emit(True)
         try:
             from liverview.model.classify import classify_lesion
 
             self.result.emit(job, classify_lesion(self._require_model(), volume, lesion, heatmap=heatmap,
-                                                  phase=phase or self._phase_of(volume)))
+                                                  phase=self._phase(volume, study), other_phases=self._others(study)))
         except Exception as exc:  # noqa: BLE001
             log.warning("classifying lesion %s failed: %s", lesion.id, exc, exc_info=not _expected(exc))
             self.job_failed.emit(job, lesion.id, _describe_error(exc))
@@ -123,13 +155,15 @@ class _Runner(QObject):
             self.busy.emit(False)
 
     @Slot(int, object, object, object, object)
-    def classify_batch(self, job: int, volume: Volume, lesions: list[Lesion], stop: threading.Event, phase: Any) -> None:
+    def classify_batch(self, job: int, volume: Volume, lesions: list[Lesion], stop: threading.Event,
+                       study: StudyContext | None) -> None:
         self._note_thread()
         self.busy.emit(True)
         try:
             from liverview.model.classify import classify_lesions
 
-            batch = classify_lesions(self._require_model(), volume, lesions, heatmap=True, phase=phase or self._phase_of(volume),
+            batch = classify_lesions(self._require_model(), volume, lesions, heatmap=True, phase=self._phase(volume, study),
+                                     other_phases=self._others(study),
                                      progress=lambda done, total, _text: self.batch_progress.emit(job, done, total),
                                      should_stop=stop.is_set, on_result=lambda p: self.result.emit(job, p))
             self.batch_finished.emit(job, len(batch.predictions), batch.errors, batch.cancelled)
@@ -139,14 +173,16 @@ class _Runner(QObject):
         finally:
             self.busy.emit(False)
 
-    @Slot(int, object, object, int, str)
-    def slice_heatmap(self, job: int, volume: Volume, lesion: Lesion, slice_index: int, explained: str) -> None:
+    @Slot(int, object, object, int, str, object)
+    def slice_heatmap(self, job: int, volume: Volume, lesion: Lesion, slice_index: int, explained: str,
+                      study: StudyContext | None) -> None:
         self._note_thread()
         try:
             from liverview.model.classify import compute_slice_heatmap
 
-            self.heatmap.emit(job, lesion.id, compute_slice_heatmap(self._require_model(), volume, lesion,
-                                                                     slice_index, explained))
+            self.heatmap.emit(job, lesion.id, compute_slice_heatmap(
+                self._require_model(), volume, lesion, slice_index, explained,
+                phase=self._phase(volume, study).phase.value, other_phases=self._others(study)))
         except Exception as exc:  # noqa: BLE001
             log.warning("heatmap of lesion %s on slice %d failed: %s", lesion.id, slice_index, exc,
                         exc_info=not _expected(exc))
@@ -175,7 +211,7 @@ class ModelWorker(QObject):
     _load = Signal(str, str, int)
     _classify = Signal(int, object, object, bool, object)
     _classify_batch = Signal(int, object, object, object, object)
-    _slice_heatmap = Signal(int, object, object, int, str)
+    _slice_heatmap = Signal(int, object, object, int, str, object)
 
     def __init__(self, parent: QObject | None = None, threads: int = 1) -> None:
         super().__init__(parent)
@@ -225,30 +261,32 @@ class ModelWorker(QObject):
         self.loading = False
         self.model_failed.emit(message)
 
-    def classify(self, volume: Volume, lesion: Lesion, heatmap: bool = True, phase: Any = None) -> int:
-        """Queue one lesion (a snapshot: later edits in the GUI do not race with the worker). `phase`: the
-        series' contrast phase as the reader sees it (None: measured on the worker from the images)."""
+    def classify(self, volume: Volume, lesion: Lesion, heatmap: bool = True, study: StudyContext | None = None) -> int:
+        """Queue one lesion (a snapshot: later edits in the GUI do not race with the worker). `study`: the
+        series' contrast phase as the reader sees it and the study's other series (None: the phase is
+        measured on the worker from the images, and no other phase is read)."""
         job = self._next_job()
         self._start()
-        self._classify.emit(job, volume, lesion.snapshot(), heatmap, phase)
+        self._classify.emit(job, volume, lesion.snapshot(), heatmap, study)
         return job
 
-    def classify_batch(self, volume: Volume, lesions: list[Lesion], phase: Any = None) -> int:
+    def classify_batch(self, volume: Volume, lesions: list[Lesion], study: StudyContext | None = None) -> int:
         self.cancel_batch()
         self._batch_stop = threading.Event()
         job = self._next_job()
         self._start()
-        self._classify_batch.emit(job, volume, [lesion.snapshot() for lesion in lesions], self._batch_stop, phase)
+        self._classify_batch.emit(job, volume, [lesion.snapshot() for lesion in lesions], self._batch_stop, study)
         return job
 
     def cancel_batch(self) -> None:
         if self._batch_stop is not None:
             self._batch_stop.set()
 
-    def slice_heatmap(self, volume: Volume, lesion: Lesion, slice_index: int, explained: str) -> int:
+    def slice_heatmap(self, volume: Volume, lesion: Lesion, slice_index: int, explained: str,
+                      study: StudyContext | None = None) -> int:
         job = self._next_job()
         self._start()
-        self._slice_heatmap.emit(job, volume, lesion.snapshot(), slice_index, explained)
+        self._slice_heatmap.emit(job, volume, lesion.snapshot(), slice_index, explained, study)
         return job
 
     def shutdown(self, wait_ms: int = 5000) -> None:

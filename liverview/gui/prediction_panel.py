@@ -201,7 +201,10 @@ class PredictionPanel(QWidget):
         self.uncertainty_label.setStyleSheet(f"color: {UNCERTAINTY_COLORS.get(level, '#c8c8c8')};")
         where = f"slice {result.slice_index + 1}" if result.slice_index is not None else "its largest slice"
         accepted = f" · accepted as label by {result.accepted_by}" if result.accepted_by else ""
-        self.detail_label.setText(f"{result.model_id}, on {where}, {result.time}{accepted}"
+        read = ", ".join(p.replace("_", "-") for p in result.phases_read)
+        self.detail_label.setText(f"{result.model_id}, on {where}" + (f", read on the {read} phase"
+                                                                      + ("s" if len(result.phases_read) > 1 else "")
+                                                                      if read else "") + f", {result.time}{accepted}"
                                   + self.describe_heatmap(result.heatmap_inside))
 
     def _show_measured(self, text: str) -> None:

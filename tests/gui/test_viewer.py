@@ -291,3 +291,16 @@ def test_a_reader_corrects_the_phase_and_it_is_stored_with_the_annotations(qtbot
     assert window.open_series_phase().phase.value == "delayed"
     next(a for a in window.browser.phase_menu(key).actions() if a.text() == "Phase as liverview decided").trigger()
     assert window.store.document.contrast_phase is None and window.open_series_phase().decided_by.value == "images"
+
+
+def test_the_model_is_given_the_studys_other_phases(qtbot, window, pacs_export):
+    """What a multiphase model reads besides the open series: the study's other axial CT series of the same
+    Frame of Reference, with the phase the browser shows (the coronal localizer is not one of them)."""
+    open_and_wait(qtbot, window, pacs_export)
+    qtbot.waitUntil(lambda: bool(window.phases), timeout=30000)
+    context = window.study_context()
+    assert context.phase == window.open_series_phase()
+    assert len(context.other_series) == 1
+    info, phase, decided_by = context.other_series[0]
+    assert info.key != window.volume.info.key and info.plane == "axial"
+    assert phase == window.phases[info.key].phase.value and decided_by == window.phases[info.key].decided_by.value
