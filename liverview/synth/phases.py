@@ -45,7 +45,9 @@ class Phase(str, Enum):
 
 
 @dataclass(frozen=True)
-class PhaseTable:
+class Enhancing:
+    """The attenuation (HU) of the phantom's enhancing vessels and organs, liver and spleen aside."""
+
     aorta: float
     portal_vein: float
     ivc: float
@@ -56,37 +58,29 @@ class PhaseTable:
     kidney_medulla: float
     pancreas: float
     bowel_wall: float
-    #: Liver above its unenhanced value, as a fraction of the portal-venous enhancement.
-    liver_fraction: float
-    #: Spleen relative to its portal-venous value.
-    spleen_offset: float
 
 
-TABLES: dict[Phase, PhaseTable] = {
-    Phase.NON_CONTRAST: PhaseTable(40.0, 40.0, 38.0, 40.0, 40.0, 45.0, 32.0, 30.0, 45.0, 40.0, 0.0, -70.0),
-    Phase.ARTERIAL: PhaseTable(320.0, 145.0, 80.0, 45.0, 300.0, 120.0, 200.0, 80.0, 130.0, 100.0,
-                               25.0 / LIVER_PORTAL_ENHANCEMENT_HU, 30.0),
-    Phase.PORTAL_VENOUS: PhaseTable(170.0, 175.0, 150.0, 162.0, 165.0, 100.0, 165.0, 105.0, 100.0, 70.0, 1.0, 0.0),
-    Phase.DELAYED: PhaseTable(125.0, 125.0, 120.0, 122.0, 125.0, 85.0, 145.0, 150.0, 80.0, 70.0,
-                              40.0 / LIVER_PORTAL_ENHANCEMENT_HU, -15.0),
+#: The blood-pool members of `Enhancing`: a patient's blood-pool factor multiplies them.
+BLOOD = ("aorta", "portal_vein", "ivc", "hepatic_vein", "cardiac_blood")
+
+TABLES: dict[Phase, Enhancing] = {
+    Phase.NON_CONTRAST: Enhancing(40.0, 40.0, 38.0, 40.0, 40.0, 45.0, 32.0, 30.0, 45.0, 40.0),
+    Phase.ARTERIAL: Enhancing(320.0, 145.0, 80.0, 45.0, 300.0, 120.0, 200.0, 80.0, 130.0, 100.0),
+    Phase.PORTAL_VENOUS: Enhancing(170.0, 175.0, 150.0, 162.0, 165.0, 100.0, 165.0, 105.0, 100.0, 70.0),
+    Phase.DELAYED: Enhancing(125.0, 125.0, 120.0, 122.0, 125.0, 85.0, 145.0, 150.0, 80.0, 70.0),
 }
+#: The liver above its unenhanced value, as a fraction of its portal-venous enhancement.
+LIVER_FRACTION = {Phase.NON_CONTRAST: 0.0, Phase.ARTERIAL: 25.0 / LIVER_PORTAL_ENHANCEMENT_HU,
+                  Phase.PORTAL_VENOUS: 1.0, Phase.DELAYED: 40.0 / LIVER_PORTAL_ENHANCEMENT_HU}
+#: The spleen relative to its portal-venous value (HU).
+SPLEEN_OFFSET = {Phase.NON_CONTRAST: -70.0, Phase.ARTERIAL: 30.0, Phase.PORTAL_VENOUS: 0.0, Phase.DELAYED: -15.0}
 
 
 @dataclass(frozen=True)
-class Attenuation:
+class Attenuation(Enhancing):
     """One patient's attenuation in one phase (HU)."""
 
     phase: Phase
-    aorta: float
-    portal_vein: float
-    ivc: float
-    hepatic_vein: float
-    cardiac_blood: float
-    myocardium: float
-    kidney_cortex: float
-    kidney_medulla: float
-    pancreas: float
-    bowel_wall: float
     liver: float
     spleen: float
 
@@ -96,21 +90,12 @@ def attenuation(phase: Phase | str, liver_portal_hu: float, spleen_portal_hu: fl
     """The values of `phase` for a patient whose portal-venous liver, spleen and blood-pool factor are
     given; the portal-venous phase returns exactly the phantom's original values."""
     phase = Phase(phase)
-    t = TABLES[phase]
-
-    def blood(value: float) -> float:
-        return value * blood_scale
-
+    values = {name: value * blood_scale if name in BLOOD else value
+              for name, value in dataclasses.asdict(TABLES[phase]).items()}
+    fraction = LIVER_FRACTION[phase]
     baseline = liver_portal_hu - LIVER_PORTAL_ENHANCEMENT_HU
-    liver = liver_portal_hu if t.liver_fraction == 1.0 else baseline + t.liver_fraction * LIVER_PORTAL_ENHANCEMENT_HU
-    return Attenuation(
-        phase=phase, aorta=blood(t.aorta), portal_vein=blood(t.portal_vein), ivc=blood(t.ivc),
-        hepatic_vein=blood(t.hepatic_vein), cardiac_blood=blood(t.cardiac_blood), myocardium=t.myocardium,
-        kidney_cortex=t.kidney_cortex, kidney_medulla=t.kidney_medulla, pancreas=t.pancreas, bowel_wall=t.bowel_wall,
-        liver=liver, spleen=spleen_portal_hu + t.spleen_offset,
-    )
-
-
+    liver = liver_portal_hu if fraction == 1.0 else baseline + fraction * LIVER_PORTAL_ENHANCEMENT_HU
+    return Attenuation(**values, phase=phase, liver=liver, spleen=spleen_portal_hu + SPLEEN_OFFSET[phase])
 
 
 # --- lesions ---------------------------------------------------------------------------------------
@@ -195,4 +180,5 @@ def lesion_in_phase(spec: LesionSpec, phase: Phase | str, liver_portal_hu: float
     raise ValueError(f"unknown lesion class {c!r}")
 
 
-__all__ = ["Attenuation", "Phase", "PhaseTable", "TABLES", "attenuation", "lesion_in_phase"]
+__all__ = ["Attenuation", "BLOOD", "Enhancing", "LIVER_FRACTION", "Phase", "SPLEEN_OFFSET", "TABLES", "attenuation",
+           "lesion_in_phase"]
