@@ -19,7 +19,7 @@ from __future__ import annotations
 import io
 import json
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -142,11 +142,8 @@ def read_manifest(folder: Path, *, missing_ok: bool = False) -> dict[str, Any] |
     return manifest
 
 
-def read_lesion_lines(path: Path) -> list[dict[str, Any]]:
-    """The records of a lesions.jsonl (empty list when there is none)."""
-    if not path.exists():
-        return []
-    records = []
+def iter_lesion_lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) of every non-empty line of a lesions.jsonl; DatasetFormatError names a bad line."""
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         if not line.strip():
             continue
@@ -155,8 +152,19 @@ def read_lesion_lines(path: Path) -> list[dict[str, Any]]:
         except json.JSONDecodeError as exc:
             raise DatasetFormatError(f"{path} line {number} is not valid JSON ({exc}); repair or move the file "
                                      "before adding to this dataset") from exc
-        if not isinstance(record, dict) or "lesion_uid" not in record:
+        if not isinstance(record, dict):
             raise DatasetFormatError(f"{path} line {number} is not a liverview lesion record")
+        yield number, record
+
+
+def read_lesion_lines(path: Path) -> list[dict[str, Any]]:
+    """The records of a lesions.jsonl (empty list when there is none), each with its lesion_uid."""
+    if not path.exists():
+        return []
+    records = []
+    for number, record in iter_lesion_lines(path):
+        if "lesion_uid" not in record:
+            raise DatasetFormatError(f"{path} line {number} is not a liverview lesion record (no lesion_uid)")
         records.append(record)
     return records
 
@@ -216,4 +224,4 @@ class DatasetFolderLock:
 
 __all__ = ["DATASET_FORMAT", "DATASET_VERSION", "DatasetFolderLock", "DatasetFormatError", "LINES_NAME", "LOCK_NAME",
            "MANIFEST_NAME", "MARGIN_XY_PX", "MARGIN_Z_SLICES", "PATCHES_DIR", "Patch", "lines_text", "manifest_for",
-           "patch_bbox", "read_lesion_lines", "read_manifest", "read_patch", "write_patch"]
+           "iter_lesion_lines", "patch_bbox", "read_lesion_lines", "read_manifest", "read_patch", "write_patch"]

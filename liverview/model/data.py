@@ -7,7 +7,6 @@ several folders; lesions are identified by ``lesion_uid`` across all of them.
 """
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -17,7 +16,7 @@ from typing import Any
 import numpy as np
 from torch.utils.data import Dataset
 
-from liverview.annotations.dataset_format import DatasetFormatError, read_manifest, read_patch
+from liverview.annotations.dataset_format import DatasetFormatError, iter_lesion_lines, read_manifest, read_patch
 from liverview.annotations.labels import LesionClass
 from liverview.model.transforms import LesionPreprocess, select_key_slice, select_slab, stack_phases
 
@@ -93,13 +92,7 @@ def load_records(folders: Sequence[str | Path], classes: Sequence[str] = DEFAULT
         if not lines_path.is_file():
             raise DatasetError(f"{folder} has no {lines_path.name}; the export did not finish")
         count = 0
-        for number, line in enumerate(lines_path.read_text(encoding="utf-8").splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                data = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DatasetError(f"{lines_path} line {number} is not valid JSON ({exc})") from exc
+        for number, data in iter_lesion_lines(lines_path):
             uid = str(data.get("lesion_uid", f"{folder.name}:{number}"))
             label = data.get("label")
             patch = folder / str(data.get("file", f"patches/{uid}.npz"))
