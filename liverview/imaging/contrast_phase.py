@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from enum import Enum
 
 import cv2
@@ -105,7 +105,6 @@ class PhaseDecision:
     text_reason: str = ""
     delay_s: float | None = None
     reader: str = ""
-    extra: dict = field(default_factory=dict)
 
     def evidence(self) -> dict:
         e = self.enhancement
