@@ -51,7 +51,8 @@ def model_id(loaded: LoadedModel) -> str:
 
 @dataclass
 class Heatmap:
-    """A Grad-CAM map over the network's input square, placed on one slice of the series."""
+    """A Grad-CAM map over the network's input square, placed on one slice of the series. For a model that
+    reads several phases it is one map of the combined input (every phase's channels), not one per phase."""
 
     slice_index: int
     cam: np.ndarray  # float32 (n, n), 0..1, rows then columns of the input square
