@@ -11,6 +11,7 @@ from pathlib import Path
 
 from liverview.annotations.document import AnnotationDocument, AnnotationFormatError
 from liverview.annotations.labels import LabelTaxonomy
+from liverview.imaging.contrast_phase import ContrastPhase, PhaseDecision, detect_series_phases, reader_decision
 from liverview.io import ScanResult, SeriesInfo, SourceError, load_series, scan_paths
 from liverview.io.seg_import import is_seg_file
 from liverview.io.volume import Volume
@@ -113,5 +114,21 @@ def open_annotated_study(study: str | Path, annotations: str | Path, series_uid:
     return result
 
 
+def study_phases(opened: AnnotatedStudy) -> tuple[list[SeriesInfo], dict[str, PhaseDecision]]:
+    """The annotated series and the study's other series of its Frame of Reference (CT, same plane), each
+    with its contrast phase (by series key); the annotated series' phase is the reader's when the
+    annotations set one."""
+    volume, document = opened.volume, opened.document
+    study = [info for info in (opened.scan.series if opened.scan else [volume.info])
+             if info.key == volume.info.key or (info.frame_of_reference_uid == volume.frame_of_reference_uid
+                                                and info.is_ct and info.plane == volume.info.plane)]
+    phases = detect_series_phases(study, {volume.info.key: volume.array})
+    correction = document.contrast_phase if document is not None else None
+    if correction is not None:
+        phases[volume.info.key] = reader_decision(ContrastPhase(correction.phase), correction.reader,
+                                                  phases[volume.info.key])
+    return study, phases
+
+
 __all__ = ["AnnotatedStudy", "AnnotatedStudyError", "open_annotated_study", "pick_annotated_series",
-           "read_annotation_json"]
+           "read_annotation_json", "study_phases"]

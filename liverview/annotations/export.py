@@ -1,12 +1,14 @@
 """One entry point for every export, shared by the GUI's Export menu and `liverview-export`."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from liverview.annotations.deid import Pseudonymizer
 from liverview.annotations.document import AnnotationDocument
 from liverview.annotations.export_common import ExportError, export_identity, output_stem
+from liverview.annotations.export_dataset import PhaseSource, export_dataset
 from liverview.annotations.labels import LabelTaxonomy
 from liverview.io.volume import Volume
 
@@ -29,12 +31,14 @@ class ExportResult:
 def export_annotations(volume: Volume, document: AnnotationDocument, to: str, out_dir: Path,
                        taxonomy: LabelTaxonomy | None = None, pseudonymize: bool = True,
                        pseudonymizer: Pseudonymizer | None = None, reader: str | None = None,
-                       labelled_only: bool = True) -> ExportResult:
+                       labelled_only: bool = True, phase: str = "unknown",
+                       other_phases: Sequence[PhaseSource] = ()) -> ExportResult:
     """Write `document` on `volume` in format `to` (a key of EXPORT_FORMATS) into `out_dir`.
 
     File names come from the (pseudonymised unless asked otherwise) patient and series, so nothing
     identifying leaks through a name. Returns the files written (for "dataset": its index files) and
-    the number of lesions exported.
+    the number of lesions exported. A training dataset records the series' contrast `phase` and holds
+    each lesion as read on `other_phases` too.
     Raises `ExportError` with a user-facing reason.
     """
     if to not in EXPORT_FORMATS:
@@ -68,7 +72,6 @@ def export_annotations(volume: Volume, document: AnnotationDocument, to: str, ou
         from liverview.annotations.export_nifti import export_csv
 
         return ExportResult([export_csv(volume, document, stem.with_name(stem.name + ".csv"), taxonomy, **common)], n)
-    from liverview.annotations.export_dataset import export_dataset
-
-    n = export_dataset(volume, document, out_dir, labelled_only=labelled_only, taxonomy=taxonomy, **common)
+    n = export_dataset(volume, document, out_dir, labelled_only=labelled_only, taxonomy=taxonomy, phase=phase,
+                       other_phases=other_phases, **common)
     return ExportResult([out_dir / "lesions.jsonl", out_dir / "dataset.json"], n)

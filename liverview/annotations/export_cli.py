@@ -16,12 +16,13 @@ import logging
 import sys
 from pathlib import Path
 
-from liverview.annotations.annotated_study import AnnotatedStudyError, open_annotated_study
+from liverview.annotations.annotated_study import AnnotatedStudyError, open_annotated_study, study_phases
 from liverview.annotations.deid import PseudonymKeyError, Pseudonymizer
 from liverview.annotations.export import EXPORT_FORMATS, export_annotations
 from liverview.annotations.export_common import ExportError
+from liverview.annotations.export_dataset import PhaseSource
 from liverview.annotations.labels import LabelTaxonomy
-from liverview.io import LoadCancelled
+from liverview.io import LoadCancelled, load_series
 from liverview.io.seg_import import SegImportError
 
 
@@ -61,8 +62,17 @@ def run(args: argparse.Namespace) -> list[Path]:
     pseudonymizer = None
     if args.pseudonymize:
         pseudonymizer = Pseudonymizer.from_user_key(args.key) if args.key else Pseudonymizer.from_user_key()
+    phase, others = "unknown", []
+    if args.to == "dataset":
+        study, phases = study_phases(opened)
+        phase = phases[volume.info.key].phase.value
+        others = [PhaseSource(phases[info.key].phase.value, load_series(info), phases[info.key].decided_by.value)
+                  for info in study if info.key != volume.info.key and phases[info.key].phase.value != "unknown"]
+        if others:
+            print(f"each lesion is also read on the study's {', '.join(o.phase for o in others)} series")
     result = export_annotations(volume, document, args.to, Path(args.out), taxonomy, args.pseudonymize,
-                                pseudonymizer, reader=args.reader, labelled_only=not args.all_lesions)
+                                pseudonymizer, reader=args.reader, labelled_only=not args.all_lesions,
+                                phase=phase, other_phases=others)
     if args.to == "dataset":
         print(f"added {result.n_lesions} lesion(s) to the dataset")
     return result.paths

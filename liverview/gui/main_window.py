@@ -17,6 +17,7 @@ from PySide6.QtWidgets import (QDockWidget, QFileDialog, QHBoxLayout, QInputDial
 from liverview import __version__
 from liverview.annotations.document import AnnotationDocument
 from liverview.annotations.export import EXPORT_FORMATS, export_annotations
+from liverview.annotations.export_dataset import PhaseSource
 from liverview.annotations.seg_lesions import import_seg_document
 from liverview.annotations.labels import LabelTaxonomy
 from liverview.annotations.store import AnnotationStore
@@ -35,7 +36,7 @@ from liverview.imaging.window import CT_PRESETS, WindowPreset
 from liverview.io.pixels import FrameDecodeError
 from liverview.io.seg_import import SegImportError
 from liverview.io.series import ScanResult, SeriesInfo, scan_paths
-from liverview.io.volume import Volume, allocate_volume, fill_volume, pick_series, read_slice
+from liverview.io.volume import Volume, allocate_volume, fill_volume, load_series, pick_series, read_slice
 from liverview.paths import demo_study_dir, user_data_dir
 
 log = logging.getLogger(__name__)
@@ -472,11 +473,17 @@ class MainWindow(QMainWindow):
         self.store.flush()
         document = AnnotationDocument.from_dict(self.store.document.to_dict())
         volume, taxonomy, reader = self.volume, self.taxonomy, self.store.reader
+        study = self.study_context()
 
         def job(progress, should_stop, report):
             progress(0.1, f"Exporting {EXPORT_FORMATS[fmt]}")
+            phase, others = "unknown", []
+            if fmt == "dataset":
+                # A training dataset holds each lesion as read on the study's other phases too.
+                phase = study.phase.phase.value if study.phase is not None else "unknown"
+                others = [PhaseSource(p, load_series(info), how) for info, p, how in study.other_series if p != "unknown"]
             return export_annotations(volume, document, fmt, folder, taxonomy, pseudonymize, reader=reader,
-                                      labelled_only=labelled_only)
+                                      labelled_only=labelled_only, phase=phase, other_phases=others)
 
         task = BackgroundTask(job, self)
         task.finished.connect(lambda result: self._inform(

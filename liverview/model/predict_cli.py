@@ -27,11 +27,11 @@ from typing import Any
 import cv2
 import numpy as np
 
-from liverview.annotations.annotated_study import AnnotatedStudyError, open_annotated_study
+from liverview.annotations.annotated_study import AnnotatedStudyError, open_annotated_study, study_phases
 from liverview.annotations.measurements import slice_masks
 from liverview.annotations.export_dataset import PhaseSource
 from liverview.annotations.transfer import TransferError, transfer_lesion
-from liverview.imaging.contrast_phase import ContrastPhase, PhaseDecision, detect_series_phases, reader_decision
+from liverview.imaging.contrast_phase import PhaseDecision
 from liverview.imaging.window import CT_PRESETS, apply_window
 from liverview.io import LoadCancelled, SeriesInfo
 from liverview.io.seg_import import SegImportError
@@ -112,14 +112,8 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
         raise BundleError(f"device {args.device!r}: {exc}") from exc
     loaded = load_bundle(args.model or default_model_path(), device)
     lesions = [lesion for lesion in document.lesions if lesion.rois]
-    study = [info for info in (opened.scan.series if opened.scan else [volume.info])
-             if info.key == volume.info.key or (info.frame_of_reference_uid == volume.frame_of_reference_uid
-                                                and info.is_ct and info.plane == volume.info.plane)]
-    phases = detect_series_phases(study, {volume.info.key: volume.array})
+    study, phases = study_phases(opened)
     phase = phases[volume.info.key]
-    if document.contrast_phase is not None:
-        phase = reader_decision(ContrastPhase(document.contrast_phase.phase), document.contrast_phase.reader, phase)
-        phases[volume.info.key] = phase
     read_volume, read_phase, moved = volume, phase, {}
     reads = loaded.preprocess_config.phases
     others = [PhaseSource(phases[info.key].phase.value, load_series(info), phases[info.key].decided_by.value)

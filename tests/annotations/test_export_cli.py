@@ -86,3 +86,25 @@ def test_cli_errors_are_one_line_and_exit_1(identified_dir, annotation_file, cor
         err = capsys.readouterr().err
         assert err.startswith("liverview-export: error:") and message in err, err
         assert "Traceback" not in err
+
+
+def test_a_dataset_exported_from_a_study_folder_holds_its_other_phases(crlm_dir, tmp_path, resample_series):
+    """liverview-export STUDY --to dataset reads each lesion on the study's other phase too (here another
+    reconstruction of the real series that its description names arterial)."""
+    import shutil
+
+    from liverview.annotations.dataset_format import read_lesion_lines, read_patch
+    from liverview.annotations.export_cli import main
+    from liverview.io import load_series
+
+    volume = load_series(crlm_dir)
+    study = tmp_path / "study"
+    shutil.copytree(crlm_dir, study / "venous")
+    resample_series(volume, study / "arterial", (0.0, 0.0, 0.0), volume.frame_of_reference_uid,
+                    description="LIVER ARTERIAL 2.5mm")
+    annotations = Path(__file__).resolve().parent.parent / "data" / "crlm-ct-1004-metastases.json"
+    out = tmp_path / "dataset"
+    assert main([str(study), "--annotations", str(annotations), "--to", "dataset", "--out", str(out)]) == 0
+    record = read_lesion_lines(out / "lesions.jsonl")[0]
+    assert record["contrast_phase"] == "portal_venous" and list(record["phases"]) == ["arterial"]
+    assert read_patch(out / record["file"]).phase_names == ["portal_venous", "arterial"]

@@ -304,3 +304,31 @@ def test_the_model_is_given_the_studys_other_phases(qtbot, window, pacs_export):
     info, phase, decided_by = context.other_series[0]
     assert info.key != window.volume.info.key and info.plane == "axial"
     assert phase == window.phases[info.key].phase.value and decided_by == window.phases[info.key].decided_by.value
+
+
+def test_a_training_dataset_exported_from_the_window_holds_the_studys_other_phases(qtbot, window, pacs_export, tmp_path):
+    import json as _json
+    from pathlib import Path
+
+    from liverview.annotations.dataset_format import read_lesion_lines, read_patch
+
+    open_and_wait(qtbot, window, pacs_export)
+    qtbot.waitUntil(lambda: bool(window.phases), timeout=30000)
+    venous = next(s for s in window.scan.series if s.series_description == "CT CH/AB/PEL" and s.plane == "axial")
+    if window.volume.info.key != venous.key:
+        before = window.store
+        window.open_series(venous)
+        qtbot.waitUntil(lambda: window.store is not before and window.volume.loaded.all(), timeout=30000)
+    window.settings.setValue("reader/name", "Dr Ada")
+    annotations = Path(__file__).resolve().parent.parent / "data" / "crlm-ct-1004-metastases.json"
+    copy = tmp_path / "mine.json"
+    data = _json.loads(annotations.read_text())
+    data["series_instance_uid"] = venous.series_uid
+    copy.write_text(_json.dumps(data))
+    assert window.import_annotations(copy) == 1
+    out = tmp_path / "dataset"
+    with qtbot.waitSignal(window.export("dataset", out, pseudonymize=False).finished, timeout=60000):
+        pass
+    record = read_lesion_lines(out / "lesions.jsonl")[0]
+    assert record["contrast_phase"] == "portal_venous" and list(record["phases"]) == ["arterial"]
+    assert read_patch(out / record["file"]).phase_names == ["portal_venous", "arterial"]
