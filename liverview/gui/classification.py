@@ -59,6 +59,8 @@ class ClassificationController(QObject):
         self.batch_geometry: dict[str, int] = {}  # lesion id -> outline key, for the running batch
         self.heatmaps: dict[tuple[str, int, int], Heatmap] = {}  # (lesion id, outline key, slice) -> map
         self.explained: dict[tuple[str, int], str] = {}  # (lesion id, outline key) -> class the maps explain
+        # (lesion id, outline key) -> what the network saw of each phase, and the heatmap over it
+        self.crops: dict[tuple[str, int], tuple[dict, object]] = {}
         self.batch_job: int | None = None
         self.heatmap_job: int | None = None
         self.wanted_heatmap: tuple[str, int, int] | None = None
@@ -166,6 +168,7 @@ class ClassificationController(QObject):
             self.settings.remove("model/path")
         self.heatmaps.clear()
         self.explained.clear()
+        self.crops.clear()
         device = description.device.upper() if description.device.startswith("cpu") else description.device
         self.status_label.setText(f"Model: {description.name} {description.version} · {device}")
         quality = f" · test macro-F1 {description.macro_f1:.2f}" if description.macro_f1 is not None else ""
@@ -268,6 +271,8 @@ class ClassificationController(QObject):
         lesion_id, geometry = key
         store.set_ai_result(lesion_id, prediction.to_ai_result())
         self.explained[(lesion_id, geometry)] = prediction.predicted
+        self.crops[(lesion_id, geometry)] = (prediction.phase_crops,
+                                             None if prediction.heatmap is None else prediction.heatmap.cam)
         if prediction.heatmap is not None:
             self.heatmaps[(lesion_id, geometry, prediction.heatmap.slice_index)] = prediction.heatmap
         selected = self.selected_lesion()
@@ -327,6 +332,8 @@ class ClassificationController(QObject):
         busy = self.batch_job is not None
         self.panel.set_enabled(model=True, lesion=lesion is not None, has_result=lesion is not None and
                                lesion.ai is not None, busy=busy)
+        crops, cam = self.crops.get((lesion.id, outline_key(lesion)), ({}, None)) if lesion is not None else ({}, None)
+        self.panel.show_phase_crops(crops if lesion is not None and lesion.ai is not None else {}, cam)
         if lesion is None:
             self.panel.show_result(None, "Select a lesion, then Classify" if self.window.store else "")
         elif lesion.ai is not None:
@@ -381,6 +388,7 @@ class ClassificationController(QObject):
         self._clear_pending()
         self.heatmaps.clear()
         self.explained.clear()
+        self.crops.clear()
         self.overlay.set_heatmap(None)
 
     def shutdown(self) -> None:

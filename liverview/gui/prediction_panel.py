@@ -1,6 +1,7 @@
 """The model's opinion on the selected lesion: probability bars, top class, uncertainty, heatmap controls."""
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, Signal
@@ -24,6 +25,24 @@ def legend_pixmap(width: int = 160, height: int = 12) -> QPixmap:
     rgba[..., 3] = 255  # the legend shows the colours; their fading is explained by the opacity slider
     image = QImage(rgba.data, width, height, width * 4, QImage.Format_RGBA8888)
     return QPixmap.fromImage(image.copy())
+
+
+CROP_PX = 88
+
+
+def crop_pixmap(crop: np.ndarray, cam: np.ndarray | None, size: int = CROP_PX) -> QPixmap:
+    """A phase's crop (uint8) as a small image, the heatmap blended over it as in the axial view."""
+    grey = cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA)
+    rgb = np.repeat(grey[..., None], 3, axis=2).astype(np.float32)
+    if cam is not None:
+        table = heatmap_lookup_table(256)
+        heat = cv2.resize(np.clip(cam, 0.0, 1.0).astype(np.float32), (size, size), interpolation=cv2.INTER_LINEAR)
+        colours = table[(heat * 255).astype(np.uint8)]
+        alpha = colours[..., 3:4].astype(np.float32) / 255.0 * 0.6
+        rgb = rgb * (1.0 - alpha) + colours[..., :3].astype(np.float32) * alpha
+    image = np.ascontiguousarray(rgb.clip(0, 255).astype(np.uint8))
+    qimage = QImage(image.data, size, size, size * 3, QImage.Format_RGB888)
+    return QPixmap.fromImage(qimage.copy())
 
 
 class PredictionPanel(QWidget):
@@ -90,6 +109,8 @@ class PredictionPanel(QWidget):
         self.measured_label.setTextFormat(Qt.PlainText)
         self.measured_label.setStyleSheet("color: #9a9a9a; font-size: 9pt;")
         self.measured_label.setWordWrap(True)
+        self.crops_row = QHBoxLayout()
+        self.crop_labels: list[QWidget] = []
         self.detail_label = QLabel("")
         self.detail_label.setTextFormat(Qt.PlainText)
         self.detail_label.setStyleSheet("color: #9a9a9a; font-size: 9pt;")
@@ -131,6 +152,7 @@ class PredictionPanel(QWidget):
         uncertainty.addWidget(self.uncertainty_label)
         uncertainty.addWidget(self.measured_label)
         layout.addLayout(uncertainty)
+        layout.addLayout(self.crops_row)
         layout.addWidget(self.accept_button)
         layout.addWidget(self.detail_label)
         layout.addLayout(heat)
@@ -206,6 +228,28 @@ class PredictionPanel(QWidget):
                                                                       + ("s" if len(result.phases_read) > 1 else "")
                                                                       if read else "") + f", {result.time}{accepted}"
                                   + self.describe_heatmap(result.heatmap_inside))
+
+    def show_phase_crops(self, crops: dict[str, np.ndarray], cam: np.ndarray | None = None) -> None:
+        """What the network saw of each phase (its key slice at the liver window), with the heatmap laid
+        over it; none when `crops` is empty (no row, so the panel is no taller than before)."""
+        for label in self.crop_labels:
+            self.crops_row.removeWidget(label)
+            label.deleteLater()
+        self.crop_labels = []
+        for phase, crop in crops.items():
+            label = QLabel()
+            label.setPixmap(crop_pixmap(crop, cam))
+            label.setToolTip(f"{phase.replace('_', '-')}: what the network read (heatmap of the combined input)")
+            caption = QLabel(phase.replace("_", "-"))
+            caption.setStyleSheet("color: #9a9a9a; font-size: 8pt;")
+            column = QWidget()
+            box = QVBoxLayout(column)
+            box.setContentsMargins(0, 0, 0, 0)
+            box.setSpacing(1)
+            box.addWidget(label)
+            box.addWidget(caption)
+            self.crops_row.addWidget(column)
+            self.crop_labels.append(column)
 
     def _show_measured(self, text: str) -> None:
         # Hidden when empty, so the panel (and the smallest window) is no taller than without it.

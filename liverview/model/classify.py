@@ -113,6 +113,9 @@ class LesionPrediction:
     outside_training: list[str] = field(default_factory=list)
     #: Share of the heatmap's mass inside the outline grown by `HEATMAP_MARGIN_MM` (None without a heatmap).
     heatmap_inside: float | None = None
+    #: What the network saw of each phase read: the key slice's crop at the liver window, uint8 (size, size),
+    #: on the heatmap's square (not stored with the lesion; shown beside the answer).
+    phase_crops: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
     @property
     def probability(self) -> float:
@@ -307,7 +310,22 @@ def classify_lesion(loaded: LoadedModel, volume: Volume, lesion: Lesion, *, heat
         probabilities={c: float(p) for c, p in zip(loaded.classes, probs)}, predicted=loaded.classes[top],
         slice_index=z, entropy=normalised_entropy(probs), tta_spread=spread, tta_agreement=agreement,
         heatmap=cam, timings_ms=timings, phase=phase.phase.value, phases_read=read, heatmap_inside=inside,
+        phase_crops=input_crops(loaded, tensor, read),
         outside_training=loaded_domain(loaded).check(volume, phase, measure_lesion(volume, lesion).long_axis_mm))
+
+
+def input_crops(loaded: LoadedModel, tensor: torch.Tensor, read: Sequence[str]) -> dict[str, np.ndarray]:
+    """Each read phase's key slice as the network saw it (its first window, the liver window by default),
+    uint8: the channels are window-major, every slice of every phase, the key slice in each phase's middle."""
+    config = loaded.preprocess_config
+    per_phase, total = config.slab_slices, config.input_slices
+    order = list(config.phases) or list(read)
+    crops = {}
+    for phase in read:
+        index = order.index(phase) * per_phase + config.neighbour_slices
+        if index < total:
+            crops[phase] = (tensor[index].detach().cpu().numpy() * 255.0).clip(0, 255).astype(np.uint8)
+    return crops
 
 
 def loaded_domain(loaded: LoadedModel) -> TrainingDomain:

@@ -6,10 +6,11 @@ import subprocess
 import sys
 import threading
 
+import numpy as np
 import pytest
 import torch
 from PySide6.QtCore import QSettings
-from PySide6.QtWidgets import QApplication
+from PySide6.QtWidgets import QApplication, QLabel
 
 from liverview.gui.main_window import MainWindow
 from liverview.gui.theme import apply_dark_theme
@@ -222,3 +223,26 @@ def test_a_heatmap_that_points_elsewhere_is_not_presented_as_an_explanation(qtbo
     assert "lies mostly outside the outline (31% within 5 mm of it)" in panel.detail_label.text()
     panel.show_result(AIResult.from_dict({**result.to_dict(), "heatmap_inside": 0.82}))
     assert "82% of the heatmap lies within 5 mm of the outline" in panel.detail_label.text()
+
+
+def test_the_panel_shows_what_the_network_read_of_each_phase(qtbot, tmp_path):
+    from liverview.gui.prediction_panel import PredictionPanel
+
+    panel = PredictionPanel()
+    qtbot.addWidget(panel)
+    phases = ["non_contrast", "arterial", "portal_venous", "delayed"]
+    yy, xx = np.mgrid[0:64, 0:64]
+    disc = ((yy - 32) ** 2 + (xx - 32) ** 2) < 15 ** 2
+    crops = {p: np.where(disc, 60 + 50 * i, 150).astype(np.uint8) for i, p in enumerate(phases)}
+    cam = np.exp(-(((yy - 32) ** 2 + (xx - 32) ** 2) / 200.0)).astype(np.float32)
+    panel.show_phase_crops(crops, cam)
+    panel.resize(420, 700)
+    panel.show()
+    captions = [w.findChildren(QLabel)[1].text() for w in panel.crop_labels]
+    assert captions == ["non-contrast", "arterial", "portal-venous", "delayed"]
+    image = panel.crop_labels[1].findChildren(QLabel)[0].pixmap().toImage()
+    centre, corner = image.pixelColor(44, 44), image.pixelColor(2, 2)
+    assert centre.red() > centre.blue() and abs(corner.red() - corner.blue()) < 10  # heat on the lesion only
+    panel.grab().save(str(tmp_path / "crops.png"))
+    panel.show_phase_crops({})
+    assert panel.crop_labels == []
