@@ -6,10 +6,12 @@ series_instance_uid, or the series a SEG references / shares its Frame of Refere
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from liverview.annotations.document import AnnotationDocument, AnnotationFormatError
+from liverview.annotations.export_dataset import PhaseSource
 from liverview.annotations.labels import LabelTaxonomy
 from liverview.imaging.contrast_phase import ContrastPhase, PhaseDecision, detect_series_phases, reader_decision
 from liverview.io import ScanResult, SeriesInfo, SourceError, load_series, scan_paths
@@ -119,9 +121,8 @@ def study_phases(opened: AnnotatedStudy) -> tuple[list[SeriesInfo], dict[str, Ph
     with its contrast phase (by series key); the annotated series' phase is the reader's when the
     annotations set one."""
     volume, document = opened.volume, opened.document
-    study = [info for info in (opened.scan.series if opened.scan else [volume.info])
-             if info.key == volume.info.key or (info.frame_of_reference_uid == volume.frame_of_reference_uid
-                                                and info.is_ct and info.plane == volume.info.plane)]
+    study = [volume.info, *(info for info in (opened.scan.series if opened.scan else [])
+                            if volume.info.shares_space_with(info))]
     phases = detect_series_phases(study, {volume.info.key: volume.array})
     correction = document.contrast_phase if document is not None else None
     if correction is not None:
@@ -130,5 +131,12 @@ def study_phases(opened: AnnotatedStudy) -> tuple[list[SeriesInfo], dict[str, Ph
     return study, phases
 
 
-__all__ = ["AnnotatedStudy", "AnnotatedStudyError", "open_annotated_study", "pick_annotated_series",
-           "read_annotation_json", "study_phases"]
+def other_phase_sources(opened: AnnotatedStudy, study: list[SeriesInfo], phases: dict[str, PhaseDecision],
+                        wanted: Callable[[str], bool]) -> list[PhaseSource]:
+    """The study's other series whose phase is `wanted`, loaded, as sources to read the lesions on."""
+    return [PhaseSource(phases[info.key].phase.value, load_series(info), phases[info.key].decided_by.value)
+            for info in study if info.key != opened.volume.info.key and wanted(phases[info.key].phase.value)]
+
+
+__all__ = ["AnnotatedStudy", "AnnotatedStudyError", "open_annotated_study", "other_phase_sources",
+           "pick_annotated_series", "read_annotation_json", "study_phases"]

@@ -16,13 +16,13 @@ import logging
 import sys
 from pathlib import Path
 
-from liverview.annotations.annotated_study import AnnotatedStudyError, open_annotated_study, study_phases
+from liverview.annotations.annotated_study import (AnnotatedStudyError, open_annotated_study, other_phase_sources,
+                                                   study_phases)
 from liverview.annotations.deid import PseudonymKeyError, Pseudonymizer
 from liverview.annotations.export import EXPORT_FORMATS, export_annotations
 from liverview.annotations.export_common import ExportError
-from liverview.annotations.export_dataset import PhaseSource
 from liverview.annotations.labels import LabelTaxonomy
-from liverview.io import LoadCancelled, load_series
+from liverview.io import LoadCancelled
 from liverview.io.seg_import import SegImportError
 
 
@@ -66,8 +66,7 @@ def run(args: argparse.Namespace) -> list[Path]:
     if args.to == "dataset":
         study, phases = study_phases(opened)
         phase = phases[volume.info.key].phase.value
-        others = [PhaseSource(phases[info.key].phase.value, load_series(info), phases[info.key].decided_by.value)
-                  for info in study if info.key != volume.info.key and phases[info.key].phase.value != "unknown"]
+        others = other_phase_sources(opened, study, phases, lambda found: found != "unknown")
         if others:
             print(f"each lesion is also read on the study's {', '.join(o.phase for o in others)} series")
     result = export_annotations(volume, document, args.to, Path(args.out), taxonomy, args.pseudonymize,

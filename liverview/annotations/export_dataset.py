@@ -88,6 +88,14 @@ def resample_onto_patch(volume: Volume, bbox: np.ndarray, target: Volume, shift_
     return np.nan_to_num(values, nan=-1024.0).round().clip(-32768, 32767).astype(np.int16)
 
 
+def read_on_phase(lesion: Lesion, volume: Volume, bbox: np.ndarray, source: PhaseSource) -> tuple[np.ndarray, tuple]:
+    """`source`'s HU on the voxels `bbox` of `volume`, where `lesion` is outlined: the outline carried to
+    `source` by patient coordinates and the breathing shift aligned (`transfer_lesion`), then resampled;
+    with the shift (mm). Raises `TransferError` when the lesion cannot be carried there."""
+    shift = transfer_lesion(lesion, volume, source.volume).shift_mm
+    return resample_onto_patch(volume, bbox, source.volume, np.asarray(shift)), shift
+
+
 def export_dataset(volume: Volume, document: AnnotationDocument, out_dir: str | os.PathLike[str],
                    pseudonymize: bool = True, labelled_only: bool = True, taxonomy: LabelTaxonomy | None = None,
                    pseudonymizer: Pseudonymizer | None = None, phase: str = "unknown",
@@ -118,13 +126,12 @@ def export_dataset(volume: Volume, document: AnnotationDocument, out_dir: str | 
                 arrays, read_from = {}, {}
                 for source in other_phases:
                     try:
-                        moved = transfer_lesion(lesion, volume, source.volume)
+                        arrays[source.phase], shift = read_on_phase(lesion, volume, bbox, source)
                     except TransferError as exc:
                         log.warning("lesion %s is exported without its %s phase: %s", lesion.id, source.phase, exc)
                         continue
-                    arrays[source.phase] = resample_onto_patch(volume, bbox, source.volume, np.asarray(moved.shift_mm))
                     read_from[source.phase] = {"series_uid": identity.remap_uid(source.volume.series_uid),
-                                               "shift_mm": [round(v, 2) for v in moved.shift_mm],
+                                               "shift_mm": [round(v, 2) for v in shift],
                                                "decided_by": source.decided_by}
                 # Patches first, the index after: a crash leaves at most an unlisted patch, never a line
                 # pointing at a missing file.
@@ -161,4 +168,4 @@ def _kept_keys(previous: dict[str, Any] | None) -> dict[str, Any]:
     return {k: v for k, v in (previous or {}).items() if k not in own}
 
 
-__all__ = ["PhaseSource", "export_dataset", "lesion_record", "lesion_uid", "resample_onto_patch"]
+__all__ = ["PhaseSource", "export_dataset", "lesion_record", "lesion_uid", "read_on_phase", "resample_onto_patch"]

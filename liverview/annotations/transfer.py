@@ -35,10 +35,6 @@ class Transfer:
     #: Target slice -> the source slice whose outline it took.
     slice_map: dict[int, int]
 
-    @property
-    def shift_length_mm(self) -> float:
-        return float(np.linalg.norm(self.shift_mm))
-
 
 def _slab(volume: Volume) -> float:
     return float(volume.info.slice_thickness_mm or volume.spacing_mm[0])

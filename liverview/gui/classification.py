@@ -332,8 +332,8 @@ class ClassificationController(QObject):
         busy = self.batch_job is not None
         self.panel.set_enabled(model=True, lesion=lesion is not None, has_result=lesion is not None and
                                lesion.ai is not None, busy=busy)
-        crops, cam = self.crops.get((lesion.id, outline_key(lesion)), ({}, None)) if lesion is not None else ({}, None)
-        self.panel.show_phase_crops(crops if lesion is not None and lesion.ai is not None else {}, cam)
+        shown = self.crops.get((lesion.id, outline_key(lesion))) if lesion is not None and lesion.ai is not None else None
+        self.panel.show_phase_crops(*(shown or ({}, None)))
         if lesion is None:
             self.panel.show_result(None, "Select a lesion, then Classify" if self.window.store else "")
         elif lesion.ai is not None:

@@ -684,8 +684,7 @@ class MainWindow(QMainWindow):
             info = self.volume.info
             for other in self.scan.series:
                 decision = self.phases.get(other.key)
-                if (other.key != info.key and decision is not None and other.is_ct and other.plane == info.plane
-                        and other.frame_of_reference_uid == info.frame_of_reference_uid):
+                if decision is not None and info.shares_space_with(other):
                     others.append((other, decision.phase.value, decision.decided_by.value))
         return StudyContext(self.open_series_phase(), tuple(others))
 

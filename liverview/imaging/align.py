@@ -97,13 +97,15 @@ def align_neighbourhood(source: Volume, z: int, box_yx: tuple[int, int, int, int
     offsets_x = (np.arange(2 * reach_x + 1) - reach_x) * dx
     in_plane = np.hypot(offsets_y[:, None], offsets_x[None, :])
 
-    def best_in_plane(along: float) -> tuple[float, np.ndarray]:
+    def best_in_plane(along: float) -> tuple[float, float, np.ndarray, float]:
+        """(penalised score, raw score, shift) of the best in-plane shift at `along` mm along the normal,
+        and the raw score of no in-plane shift; -1 scores where the target covers too little."""
         values = sample_trilinear(target.array, target.patient_to_index(points + along * normal)).reshape(zs.shape)
         covered = np.isfinite(values)
         total = np.zeros((2 * reach_y + 1, 2 * reach_x + 1), dtype=np.float32)
         for reference, plane, inside in zip(references, values, covered):
             if inside.mean() < MIN_COVERAGE:
-                return -1.0, np.zeros(3)
+                return -1.0, -1.0, np.zeros(3), -1.0
             moved = _gradient(np.clip(np.nan_to_num(plane, nan=-150.0), -150, 250).astype(np.float32))
             # Pixels at the target's edge carry false edges from the fill.
             moved[cv2.erode(inside.astype(np.uint8), np.ones((3, 3), np.uint8)) == 0] = 0.0
@@ -112,32 +114,15 @@ def align_neighbourhood(source: Volume, z: int, box_yx: tuple[int, int, int, int
         penalised = total - PENALTY_PER_MM * np.hypot(in_plane, along)
         iy, ix = np.unravel_index(int(np.argmax(penalised)), penalised.shape)
         shift = along * normal + offsets_y[iy] * col + offsets_x[ix] * row
-        return float(penalised[iy, ix]), shift
+        return float(penalised[iy, ix]), float(total[iy, ix]), shift, float(total[reach_y, reach_x])
 
-    candidates = {}
-    for along in np.arange(-2.0 * (search_mm // 2.0), search_mm + 0.5, 2.0):
-        candidates[float(along)] = best_in_plane(float(along))
+    candidates = {float(a): best_in_plane(float(a)) for a in np.arange(-2.0 * (search_mm // 2.0), search_mm + 0.5, 2.0)}
     coarse = max(candidates, key=lambda a: candidates[a][0])
     for along in (coarse - 1.0, coarse + 1.0):
         if abs(along) <= search_mm:
             candidates[along] = best_in_plane(along)
-    best_along = max(candidates, key=lambda a: candidates[a][0])
-    best_score, best_shift = candidates[best_along]
-    unshifted = _score_at(references, target, points, zs.shape, (reach_y, reach_x))
-    return Alignment(tuple(float(v) for v in best_shift),  # type: ignore[arg-type]
-                     best_score + PENALTY_PER_MM * float(np.linalg.norm(best_shift)), unshifted)
-
-
-def _score_at(references: list[np.ndarray], target: Volume, points: np.ndarray, shape: tuple[int, ...],
-              reach: tuple[int, int]) -> float:
-    """The edge correlation with no shift at all (the centre cell of the in-plane search)."""
-    values = sample_trilinear(target.array, target.patient_to_index(points)).reshape(shape)
-    total = 0.0
-    for reference, plane in zip(references, values):
-        moved = _gradient(np.clip(np.nan_to_num(plane, nan=-150.0), -150, 250).astype(np.float32))
-        window = moved[reach[0]:reach[0] + reference.shape[0], reach[1]:reach[1] + reference.shape[1]]
-        total += float(cv2.matchTemplate(window, reference, cv2.TM_CCOEFF_NORMED)[0, 0])
-    return total / len(references)
+    _, best_score, best_shift, _ = candidates[max(candidates, key=lambda a: candidates[a][0])]
+    return Alignment(tuple(float(v) for v in best_shift), best_score, candidates[0.0][3])  # type: ignore[arg-type]
 
 
 __all__ = ["Alignment", "align_neighbourhood", "sample_trilinear"]

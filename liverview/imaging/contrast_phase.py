@@ -105,6 +105,8 @@ class PhaseDecision:
     text_reason: str = ""
     delay_s: float | None = None
     reader: str = ""
+    #: What the images alone said ("images: ..."), the start of `summary` where they were read.
+    images_said: str = ""
 
     def evidence(self) -> dict:
         e = self.enhancement
@@ -163,10 +165,12 @@ def _body(hu: np.ndarray) -> np.ndarray:
     return filled.astype(bool)
 
 
-def find_liver(hu: np.ndarray, pixel_mm: tuple[float, float], frame: _Frame) -> np.ndarray:
+def find_liver(hu: np.ndarray, pixel_mm: tuple[float, float], frame: _Frame,
+               body: np.ndarray | None = None) -> np.ndarray:
     """The liver's cross-section on one axial slice: the largest soft-tissue region on the patient's
-    right once vessels, bowel walls and muscle layers are opened away (8 mm); empty when none."""
-    body = _body(hu)
+    right once vessels, bowel walls and muscle layers are opened away (8 mm); empty when none. `body`
+    is the slice's `_body` when the caller has it."""
+    body = _body(hu) if body is None else body
     if body.sum() * pixel_mm[0] * pixel_mm[1] < 20000:
         return np.zeros_like(body)
     smooth = cv2.GaussianBlur(hu.astype(np.float32), (0, 0), 1.0 / min(pixel_mm))
@@ -214,7 +218,8 @@ def _spine(hu: np.ndarray, body: np.ndarray, frame: _Frame, pixel_mm: tuple[floa
     return closed.astype(bool)
 
 
-def find_aorta(hu: np.ndarray, pixel_mm: tuple[float, float], frame: _Frame) -> tuple[float, tuple[int, int]] | None:
+def find_aorta(hu: np.ndarray, pixel_mm: tuple[float, float], frame: _Frame,
+               body: np.ndarray | None = None) -> tuple[float, tuple[int, int]] | None:
     """The aorta's attenuation on one axial slice and the (row, column) of its centre; None when no
     aorta is found.
 
@@ -224,7 +229,7 @@ def find_aorta(hu: np.ndarray, pixel_mm: tuple[float, float], frame: _Frame) -> 
     threshold that shows one wins: an enhanced aorta separates from its surroundings first, the
     vertebral body stays joined to its posterior elements.
     """
-    body = _body(hu)
+    body = _body(hu) if body is None else body
     if not body.any():
         return None
     spine = _spine(hu, body, frame, pixel_mm)
@@ -282,14 +287,15 @@ def measure_enhancement(slices: np.ndarray, indices: Sequence[int], pixel_mm: tu
                         row_direction: Sequence[float], column_direction: Sequence[float]) -> Enhancement:
     """Aorta and liver attenuation from axial HU slices (k, y, x) whose series indices are `indices`."""
     frame = _patient_frame(slices.shape[1:], pixel_mm, row_direction, column_direction)
-    livers = [find_liver(s, pixel_mm, frame) for s in slices]
+    bodies = [_body(s) for s in slices]
+    livers = [find_liver(s, pixel_mm, frame, body) for s, body in zip(slices, bodies)]
     areas = np.array([m.sum() for m in livers], dtype=float)
     if not areas.any():
         return Enhancement(None, None, (), "no liver found on the sampled slices")
     best = [int(i) for i in np.argsort(-areas)[:MEASURED_SLICES] if areas[i] > 0]
     liver = float(np.median([_liver_hu(slices[i], livers[i], pixel_mm) for i in best]))
     noise = float(np.median([_noise_hu(slices[i], livers[i], pixel_mm) for i in best]))
-    aortas = [a[0] for a in (find_aorta(slices[i], pixel_mm, frame) for i in best) if a is not None]
+    aortas = [a[0] for a in (find_aorta(slices[i], pixel_mm, frame, bodies[i]) for i in best) if a is not None]
     aorta = float(np.median(aortas)) if aortas else None
     return Enhancement(aorta, liver, tuple(sorted(int(indices[i]) for i in best)),
                        "" if aortas else "no aorta found in front of the spine", noise_hu=noise)
@@ -391,26 +397,27 @@ def decide_contrast_phase(info: SeriesInfo, enhancement: Enhancement | None) -> 
     delay_phase = phase_from_delay(delay)
     if text_phase is None and delay_phase is not None:
         text_phase, text_reason = delay_phase, f"{delay:.0f} s after the bolus start (0018,1042)"
-    common = dict(enhancement=enhancement, text_phase=text_phase, text_reason=text_reason,
-                  delay_s=None if delay is None else round(delay, 1))
-    if info.modality != "CT" or not info.units.is_hu:
-        return PhaseDecision(ContrastPhase.UNKNOWN, DecidedBy.NOTHING, "not a CT series in HU", **common)
     if enhancement is None:
         pattern, why = ImagePattern.UNREADABLE, ("images not measured" if info.plane == "axial"
                                                  else f"images not measured ({info.plane} series)")
     else:
         pattern, why = pattern_from_enhancement(enhancement)
+    said = f"images: {why}"
+    common = dict(enhancement=enhancement, text_phase=text_phase, text_reason=text_reason,
+                  delay_s=None if delay is None else round(delay, 1), images_said=said)
+    if info.modality != "CT" or not info.units.is_hu:
+        return PhaseDecision(ContrastPhase.UNKNOWN, DecidedBy.NOTHING, "not a CT series in HU", **common)
     text_note = f"the DICOM text says {text_phase.title} ({text_reason})" if text_phase is not None else ""
     if pattern in (ImagePattern.NON_CONTRAST, ImagePattern.ARTERIAL):
         phase = ContrastPhase(pattern.value)
-        summary = f"images: {why}"
+        summary = said
         if text_phase is not None:
             summary += "; " + (f"{text_note}, the images decide" if text_phase is not phase else f"{text_note} too")
         return PhaseDecision(phase, DecidedBy.IMAGES, summary, **common)
     if pattern is ImagePattern.ENHANCED:
         if text_phase is not None and text_phase is not ContrastPhase.NON_CONTRAST:
-            return PhaseDecision(text_phase, DecidedBy.IMAGES_AND_TEXT, f"images: {why}; {text_note}", **common)
-        summary = f"images: {why}; portal-venous, the routine phase, as nothing names another"
+            return PhaseDecision(text_phase, DecidedBy.IMAGES_AND_TEXT, f"{said}; {text_note}", **common)
+        summary = f"{said}; portal-venous, the routine phase, as nothing names another"
         if text_phase is not None:
             summary += f" ({text_note}, which the enhanced blood contradicts)"
         return PhaseDecision(ContrastPhase.PORTAL_VENOUS, DecidedBy.IMAGES, summary, **common)
@@ -435,8 +442,8 @@ def decide_study_phases(series: Sequence[tuple[SeriesInfo, PhaseDecision]]) -> l
             if when - first_time >= PHASE_SEPARATION_S:
                 d = out[index]
                 out[index] = replace(d, phase=ContrastPhase.DELAYED, decided_by=DecidedBy.IMAGES_AND_ORDER,
-                                     summary=f"{d.summary.split('; portal-venous')[0]}; acquired {when - first_time:.0f} s "
-                                             "after the study's first enhanced series: delayed")
+                                     summary=f"{d.images_said}; acquired {when - first_time:.0f} s after the "
+                                             "study's first enhanced series: delayed")
     return out
 
 
@@ -472,10 +479,10 @@ def reader_decision(phase: ContrastPhase, reader: str, previous: PhaseDecision |
     """A reader's correction, keeping what the images and the text said."""
     base = previous or PhaseDecision(ContrastPhase.UNKNOWN, DecidedBy.NOTHING, "")
     said = f"set by {reader}" + (f" (liverview said {base.phase.title}: {base.summary})" if base.summary else "")
-    return PhaseDecision(phase, DecidedBy.READER, said, enhancement=base.enhancement, text_phase=base.text_phase,
-                         text_reason=base.text_reason, delay_s=base.delay_s, reader=reader)
+    return replace(base, phase=phase, decided_by=DecidedBy.READER, summary=said, reader=reader)
 
 
-__all__ = ["ContrastPhase", "DecidedBy", "Enhancement", "PhaseDecision", "decide_contrast_phase", "detect_series_phases", "delay_after_bolus_s",
-           "find_aorta", "find_liver", "measure_enhancement", "measure_series", "pattern_from_enhancement", "decide_study_phases", "ImagePattern",
-           "phase_from_text", "reader_decision", "sample_indices"]
+__all__ = ["ContrastPhase", "DecidedBy", "Enhancement", "ImagePattern", "PhaseDecision", "decide_contrast_phase",
+           "decide_study_phases", "delay_after_bolus_s", "detect_series_phases", "find_aorta", "find_liver",
+           "measure_enhancement", "measure_series", "pattern_from_enhancement", "phase_from_text", "reader_decision",
+           "sample_indices"]

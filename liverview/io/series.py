@@ -72,6 +72,12 @@ class SeriesInfo:
     def is_ct(self) -> bool:
         return self.modality == "CT"
 
+    def shares_space_with(self, other: SeriesInfo) -> bool:
+        """Another CT series of the same Frame of Reference and plane: a phase of the same study that a
+        lesion outlined on this series can be read on by patient coordinates."""
+        return (other.key != self.key and other.is_ct and other.plane == self.plane
+                and other.frame_of_reference_uid == self.frame_of_reference_uid)
+
     @property
     def units(self) -> UnitDecision:
         """Whether the values are Hounsfield units, and why (`liverview.io.hu`)."""

@@ -21,8 +21,8 @@ import numpy as np
 import torch
 
 from liverview.annotations.document import AIResult, Lesion
-from liverview.annotations.export_dataset import PhaseSource, resample_onto_patch
-from liverview.annotations.transfer import TransferError, transfer_lesion
+from liverview.annotations.export_dataset import PhaseSource, read_on_phase
+from liverview.annotations.transfer import TransferError
 from liverview.annotations.measurements import measure_lesion, slice_masks
 from liverview.annotations.storage import now_iso
 from liverview.imaging.contrast_phase import ContrastPhase, PhaseDecision, detect_series_phases
@@ -232,21 +232,21 @@ def phase_slabs(loaded: LoadedModel, volume: Volume, lesion: Lesion, z: int, mas
     ys, xs = np.nonzero(mask)
     y0, y1 = max(0, int(ys.min()) - context), min(volume.shape[1], int(ys.max()) + 1 + context)
     x0, x1 = max(0, int(xs.min()) - context), min(volume.shape[2], int(xs.max()) + 1 + context)
-    rows = [int(np.clip(k, 0, volume.shape[0] - 1)) for k in range(z - n, z + n + 1)]
+    z0, z1 = max(0, z - n), min(volume.shape[0], z + n + 1)
+    # Slices beyond the series' ends repeat its end slice, as `select_slab` does for the key series.
+    ends = ((z0 - (z - n), (z + n + 1) - z1), (0, 0), (0, 0))
     for source in others:
         if source.phase not in config.phases or source.phase in slabs:
             continue
         try:
-            shift = np.asarray(transfer_lesion(lesion, volume, source.volume).shift_mm)
+            region, _ = read_on_phase(lesion, volume, np.array([[z0, z1], [y0, y1], [x0, x1]]), source)
         except TransferError:
             continue
         slab = np.array(key, copy=True)
-        region = np.stack([resample_onto_patch(volume, np.array([[k, k + 1], [y0, y1], [x0, x1]]), source.volume, shift)[0]
-                           for k in rows])
         if slab.ndim == 2:
             slab[y0:y1, x0:x1] = region[0]
         else:
-            slab[:, y0:y1, x0:x1] = region
+            slab[:, y0:y1, x0:x1] = np.pad(region, ends, mode="edge")
         slabs[source.phase] = slab
     return slabs
 
@@ -318,13 +318,12 @@ def input_crops(loaded: LoadedModel, tensor: torch.Tensor, read: Sequence[str]) 
     """Each read phase's key slice as the network saw it (its first window, the liver window by default),
     uint8: the channels are window-major, every slice of every phase, the key slice in each phase's middle."""
     config = loaded.preprocess_config
-    per_phase, total = config.slab_slices, config.input_slices
+    per_phase = config.slab_slices
     order = list(config.phases) or list(read)
     crops = {}
     for phase in read:
         index = order.index(phase) * per_phase + config.neighbour_slices
-        if index < total:
-            crops[phase] = (tensor[index].detach().cpu().numpy() * 255.0).clip(0, 255).astype(np.uint8)
+        crops[phase] = (tensor[index].detach().cpu().numpy() * 255.0).clip(0, 255).astype(np.uint8)
     return crops
 
 

@@ -162,7 +162,8 @@ class LesionDataset(Dataset):
 
     A multiphase preprocessing reads every phase each patch holds; `phase_dropout` (training) leaves
     each out with that probability, keeping at least one, so the network learns any subset;
-    `read_phases` (evaluation) reads only those phases, to measure a subset."""
+    `read_phases` (evaluation; may be changed between passes) reads only those phases, to measure a
+    subset; `holding(phases)` lists the lesions that hold any of them."""
 
     def __init__(self, records: Sequence[LesionRecord], classes: Sequence[str], preprocess: LesionPreprocess,
                  train: bool = False, seed: int = 0, phase_dropout: float = 0.0,
@@ -175,13 +176,17 @@ class LesionDataset(Dataset):
         self.epoch = 0
         self.labels = np.array([self.classes.index(r.label) for r in self.records], dtype=np.int64)
         self.phase_dropout = float(phase_dropout)
+        self.read_phases = None if read_phases is None else tuple(read_phases)
         phases = preprocess.config.phases
-        wanted = phases if read_phases is None else tuple(p for p in phases if p in set(read_phases))
-        self.slices = [load_key_slice(r, preprocess.config.neighbour_slices, wanted) for r in self.records]
+        self.slices = [load_key_slice(r, preprocess.config.neighbour_slices, phases) for r in self.records]
         if phases:
             missing = [r.uid for r, s in zip(self.records, self.slices) if not s.phases]
             if missing:
-                raise DatasetError(f"{len(missing)} lesion(s) hold none of the phases {list(wanted)} (e.g. {missing[0]})")
+                raise DatasetError(f"{len(missing)} lesion(s) hold none of the phases {list(phases)} (e.g. {missing[0]})")
+
+    def holding(self, phases: Sequence[str]) -> list[int]:
+        """Indices of the lesions whose patch holds at least one of `phases`."""
+        return [i for i, item in enumerate(self.slices) if set(phases) & set(item.phases)]
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -195,7 +200,7 @@ class LesionDataset(Dataset):
         if not self.preprocess.config.phases:
             tensor = self.preprocess(item.hu, item.mask, item.spacing_yx, train=self.train, rng=rng)
             return tensor, int(self.labels[index])
-        slabs = dict(item.phases)
+        slabs = {p: slab for p, slab in item.phases.items() if self.read_phases is None or p in self.read_phases}
         if self.train and self.phase_dropout > 0 and len(slabs) > 1:
             keep = [p for p in slabs if rng.random() >= self.phase_dropout] or [list(slabs)[int(rng.integers(len(slabs)))]]
             slabs = {p: slabs[p] for p in keep}

@@ -61,13 +61,13 @@ class TrainingDomain:
     def check(self, volume: Volume, phase: PhaseDecision | None, long_axis_mm: float | None) -> list[str]:
         """The reasons `volume` (with its phase) and a lesion of `long_axis_mm` lie outside; [] inside."""
         reasons: list[str] = []
-        trained = ", ".join(p.title for p in self.phases)
-        if not self.phases:
-            pass  # the training data did not record its phases: nothing to compare with
-        elif phase is None or phase.phase is ContrastPhase.UNKNOWN:
-            reasons.append(f"the series' contrast phase is not known; the model was trained on {trained} series only")
-        elif phase.phase not in self.phases:
-            reasons.append(f"this series is {phase.phase.title}; the model was trained on {trained} series only")
+        # Training data that did not record its phases leaves nothing to compare the phase with.
+        if self.phases:
+            trained = ", ".join(p.title for p in self.phases)
+            if phase is None or phase.phase is ContrastPhase.UNKNOWN:
+                reasons.append(f"the series' contrast phase is not known; the model was trained on {trained} series only")
+            elif phase.phase not in self.phases:
+                reasons.append(f"this series is {phase.phase.title}; the model was trained on {trained} series only")
         measured = phase.enhancement if phase is not None else None
         liver = measured.liver_hu if measured is not None else None
         noise = measured.noise_hu if measured is not None else None

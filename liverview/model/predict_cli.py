@@ -27,9 +27,9 @@ from typing import Any
 import cv2
 import numpy as np
 
-from liverview.annotations.annotated_study import AnnotatedStudyError, open_annotated_study, study_phases
+from liverview.annotations.annotated_study import (AnnotatedStudyError, open_annotated_study, other_phase_sources,
+                                                   study_phases)
 from liverview.annotations.measurements import slice_masks
-from liverview.annotations.export_dataset import PhaseSource
 from liverview.annotations.transfer import TransferError, transfer_lesion
 from liverview.imaging.contrast_phase import PhaseDecision
 from liverview.imaging.window import CT_PRESETS, apply_window
@@ -116,8 +116,7 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
     phase = phases[volume.info.key]
     read_volume, read_phase, moved = volume, phase, {}
     reads = loaded.preprocess_config.phases
-    others = [PhaseSource(phases[info.key].phase.value, load_series(info), phases[info.key].decided_by.value)
-              for info in study if info.key != volume.info.key and phases[info.key].phase.value in reads]
+    others = other_phase_sources(opened, study, phases, lambda phase: phase in reads)
     other = None if reads else _series_to_read(loaded, study, phases, volume)
     if other is not None:
         read_volume, read_phase = load_series(other), phases[other.key]

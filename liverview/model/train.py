@@ -41,11 +41,12 @@ from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 
 from liverview.model.bundle import FLIP_DIMS, cpu_state, resolve_device, save_bundle, write_json
-from liverview.model.data import DEFAULT_CLASSES, LesionDataset, LesionRecord, LoadedRecords, load_records
+from liverview.model.data import DEFAULT_CLASSES, LesionDataset, LoadedRecords, load_records
+from liverview.model.domain import domain_from_records
 from liverview.model.metrics import compute_metrics, log_loss
 from liverview.model.network import DEFAULT_ARCHITECTURE, build_network, get_architecture
 from liverview.model.split import DEFAULT_FRACTIONS, Split, check_split_matches, find_group_leaks, split_records
-from liverview.model.transforms import LesionPreprocess, PreprocessConfig, build_preprocess
+from liverview.model.transforms import PreprocessConfig, build_preprocess
 from liverview.model.uncertainty import answer_from_copies, uncertainty_levels
 
 log = logging.getLogger(__name__)
@@ -677,26 +678,25 @@ def phase_subsets(phases: Sequence[str]) -> list[tuple[str, ...]]:
     return list(dict.fromkeys(subsets))
 
 
-def evaluate_phase_subsets(net: nn.Module, records: Sequence[LesionRecord], config: TrainConfig,
-                           preprocess: LesionPreprocess, device: torch.device) -> list[dict[str, Any]]:
+def evaluate_phase_subsets(net: nn.Module, dataset: LesionDataset, config: TrainConfig,
+                           device: torch.device) -> list[dict[str, Any]]:
     """Test metrics of a multiphase model per phase combination (`phase_subsets`): the lesions read on
-    those phases only, the rest marked missing, answered as the app answers (flip average)."""
+    those phases only, the rest marked missing, answered as the app answers (flip average). `dataset` is
+    the test split's (read once); its `read_phases` is left as it was."""
     rows = []
+    everything = dataset.read_phases
     for subset in phase_subsets(config.preprocess.phases):
-        held = [r for r in records if set(subset) & _record_phases(r)]
+        held = dataset.holding(subset)
         if not held:
             continue
-        dataset = LesionDataset(held, config.classes, preprocess, train=False, read_phases=subset)
-        copies = predict_dataset(net, dataset, device, config.batch_size, views=FLIP_DIMS)
-        metrics = compute_metrics(dataset.labels, answer_from_copies(copies, config.flip_average), config.classes)
+        dataset.read_phases = subset
+        copies = predict_dataset(net, dataset, device, config.batch_size, indices=held, views=FLIP_DIMS)
+        metrics = compute_metrics(dataset.labels[held], answer_from_copies(copies, config.flip_average), config.classes)
         rows.append({"phases": list(subset), "n": len(held), "accuracy": metrics["accuracy"],
                      "macro_f1": metrics["macro_f1"]})
         log.info("test, phases %s: macro-F1 %.3f on %d lesions", "+".join(subset), metrics["macro_f1"], len(held))
+    dataset.read_phases = everything
     return rows
-
-
-def _record_phases(record: LesionRecord) -> set[str]:
-    return {record.extra.get("contrast_phase") or "portal_venous", *(record.extra.get("phases") or {})}
 
 
 def predict_dataset(net: nn.Module, dataset: LesionDataset, device: torch.device, batch_size: int = 32,
@@ -760,7 +760,6 @@ def finish_run(config: TrainConfig, run_dir: Path, split: Split, loaded: LoadedR
                ctx: DistContext, net: nn.Module) -> TrainResult:
     """Rank 0, after the last epoch: best weights -> test-split evaluation (+ baseline) -> report + bundle."""
     from liverview.model.evaluate import EvaluationResult, write_report
-    from liverview.model.domain import domain_from_records
 
     best = run_dir / "checkpoints" / "best.pt"
     if best.is_file():
@@ -791,7 +790,7 @@ def finish_run(config: TrainConfig, run_dir: Path, split: Split, loaded: LoadedR
     bundle_metrics: dict[str, Any] = dict(test_metrics or {})
     bundle_metrics.pop("reliability", None)
     if test_records and config.preprocess.phases:
-        bundle_metrics["by_phases"] = evaluate_phase_subsets(net, test_records, config, preprocess, ctx.device)
+        bundle_metrics["by_phases"] = evaluate_phase_subsets(net, test_ds, config, ctx.device)
     if "baseline" in results:
         b = results["baseline"].metrics
         bundle_metrics["baseline"] = {"classifier": results["baseline"].title, "accuracy": b["accuracy"],
