@@ -116,7 +116,8 @@ def domain_from_records(records: Sequence[Any], read_phases: Sequence[str] = ())
             if synth.get("radii_mm_zyx"):
                 sizes.append(2.0 * max(float(r) for r in synth["radii_mm_zyx"]))
             elif box:
-                sizes.append(max((box[3] - box[2]) * spacing[1], (box[5] - box[4]) * spacing[2]))
+                (_, _), (y0, y1), (x0, x1) = box
+                sizes.append(max((y1 - y0) * spacing[1], (x1 - x0) * spacing[2]))
         patient = synth.get("patient") or {}
         if patient.get("liver_hu") is not None:
             livers.append(float(patient["liver_hu"]))

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
 from liverview.annotations.document import AIResult, AnnotationDocument, Lesion, Roi
 from liverview.imaging.contrast_phase import ContrastPhase
@@ -133,3 +134,20 @@ def test_a_lesion_outlined_on_another_phase_is_read_on_the_studys_portal_venous_
     assert lesion["read_on"]["series_uid"] == volume.series_uid
     assert np.allclose(lesion["read_on"]["breathing_shift_mm"], (0.0, -4.0, 0.0), atol=1.5)
     assert "a phase the model was not trained on" in captured.err
+
+
+def test_a_clinics_exported_lesions_give_their_size_from_the_outline_box(crlm_export):
+    """Records of the app's export carry no simulator parameters: the smallest lesion comes from each
+    record's tight box ([[z0, z1], [y0, y1], [x0, x1]]) in mm, and their phase is the series' one."""
+    from liverview.model.data import load_records
+    from liverview.model.domain import domain_from_records
+
+    records = load_records([crlm_export.folder]).records
+    domain = domain_from_records(records)
+    sizes = []
+    for record in records:
+        (_, _), (y0, y1), (x0, x1) = record.extra["lesion_bbox_zyx"]
+        spacing = record.extra["spacing_mm"]
+        sizes.append(max((y1 - y0) * spacing[1], (x1 - x0) * spacing[2]))
+    assert domain.min_lesion_diameter_mm == pytest.approx(min(sizes))
+    assert domain.liver_hu is None and domain.noise_hu is None
