@@ -22,7 +22,7 @@ from liverview.annotations.deid import PseudonymKeyError, Pseudonymizer
 from liverview.annotations.export import EXPORT_FORMATS, export_annotations
 from liverview.annotations.export_common import ExportError
 from liverview.annotations.labels import LabelTaxonomy
-from liverview.io import LoadCancelled
+from liverview.progress import Cancelled
 from liverview.io.seg_import import SegImportError
 
 
@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     try:
         written = run(args)
-    except (AnnotatedStudyError, ExportError, SegImportError, PseudonymKeyError, LookupError, LoadCancelled) as exc:
+    except (AnnotatedStudyError, ExportError, SegImportError, PseudonymKeyError, LookupError, Cancelled) as exc:
         print(f"liverview-export: error: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:

@@ -13,7 +13,7 @@ from typing import Any
 
 from PySide6.QtCore import QObject, QThread, Signal
 
-from liverview.io.series import LoadCancelled
+from liverview.progress import Cancelled
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ class _Runner(QObject):
     def run(self) -> None:
         try:
             result = self._fn(progress=self.progress.emit, should_stop=self._stop.is_set, report=self.partial.emit)
-        except LoadCancelled:
+        except Cancelled:
             self.cancelled.emit()
         except Exception as exc:  # noqa: BLE001 - every failure reaches the user as a message
             log.error("background task failed:\n%s", traceback.format_exc())

@@ -31,7 +31,8 @@ import cv2
 import numpy as np
 
 from liverview.io.pixels import FrameDecodeError
-from liverview.io.series import LoadCancelled, SeriesInfo
+from liverview.io.series import SeriesInfo
+from liverview.progress import Cancelled
 from liverview.io.volume import read_slice
 
 
@@ -465,7 +466,7 @@ def detect_series_phases(infos: Sequence[SeriesInfo], volumes: dict[str, np.ndar
     decided: list[tuple[SeriesInfo, PhaseDecision]] = []
     for info in infos:
         if should_stop is not None and should_stop():
-            raise LoadCancelled()
+            raise Cancelled()
         array = (volumes or {}).get(info.key)
         try:
             enhancement = measure_series(info, (lambda z: array[z]) if array is not None else (lambda z: read_slice(info, z)))

@@ -4,26 +4,22 @@ from __future__ import annotations
 import logging
 import os
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from liverview.progress import Cancelled, Progress, ShouldStop
 from liverview.io.headers import FileHeader, FrameRef, read_header
 from liverview.io.hu import HUStatus, UnitDecision, interpret_rescale_type
 from liverview.io.sources import SkippedFile, collect_files
 
 log = logging.getLogger(__name__)
 
-Progress = Callable[[float, str], None]
-ShouldStop = Callable[[], bool]
 
 #: Gaps that differ from the median by more than this fraction are reported as uneven spacing.
 SPACING_TOLERANCE = 0.1
 
-
-class LoadCancelled(Exception):
-    """The user pressed Cancel; whatever was read so far is discarded."""
 
 
 @dataclass
@@ -116,7 +112,7 @@ def scan_paths(paths: Sequence[str | os.PathLike[str]] | str | os.PathLike[str],
                should_stop: ShouldStop | None = None) -> ScanResult:
     """Read the headers of every file under `paths` and group them into series.
 
-    Raises `SourceError` when no path can be read and `LoadCancelled` when `should_stop()` says so.
+    Raises `SourceError` when no path can be read and `Cancelled` when `should_stop()` says so.
     """
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
@@ -126,7 +122,7 @@ def scan_paths(paths: Sequence[str | os.PathLike[str]] | str | os.PathLike[str],
     total = max(1, len(source.paths))
     for i, path in enumerate(source.paths):
         if should_stop is not None and should_stop():
-            raise LoadCancelled()
+            raise Cancelled()
         result = read_header(path)
         if isinstance(result, SkippedFile):
             skipped.append(result)

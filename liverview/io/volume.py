@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from liverview.io.pixels import FrameDecodeError, FrameReader
-from liverview.io.series import LoadCancelled, Progress, ScanResult, SeriesInfo, ShouldStop, scan_paths, slice_normal
+from liverview.io.series import ScanResult, SeriesInfo, scan_paths, slice_normal
+from liverview.progress import Cancelled, Progress, ShouldStop
 from liverview.io.sources import SkippedFile
 
 log = logging.getLogger(__name__)
@@ -137,7 +138,7 @@ def fill_volume(volume: Volume, progress: Progress | None = None, should_stop: S
     """Read every slice of `volume.info` into `volume.array`, middle slice first.
 
     A slice that cannot be decoded stays at the fill value and is listed in `volume.failed`; the rest
-    still load. Raises `LoadCancelled` when `should_stop()` becomes true.
+    still load. Raises `Cancelled` when `should_stop()` becomes true.
     """
     frames = volume.info.frames
     n = len(frames)
@@ -147,7 +148,7 @@ def fill_volume(volume: Volume, progress: Progress | None = None, should_stop: S
     clipped = 0
     for done, z in enumerate(order):
         if should_stop is not None and should_stop():
-            raise LoadCancelled()
+            raise Cancelled()
         try:
             clipped += reader.read_into(frames[z], volume.array[z])
             volume.loaded[z] = True
@@ -202,4 +203,4 @@ def pick_series(scan: ScanResult, series_uid: str | None = None) -> SeriesInfo:
     return max(scan.series, key=lambda s: s.n_images)
 
 
-__all__ = ["Volume", "LoadCancelled", "allocate_volume", "fill_volume", "load_series", "pick_series", "read_slice"]
+__all__ = ["Volume", "allocate_volume", "fill_volume", "load_series", "pick_series", "read_slice"]

@@ -20,20 +20,19 @@ from __future__ import annotations
 import csv
 import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from liverview.progress import Progress, ShouldStop
 from liverview.model.metrics import compute_metrics, roc_curve_binary
 from liverview.model.uncertainty import answer_from_copies, metrics_by_uncertainty, uncertainty_levels
 
 log = logging.getLogger(__name__)
 
-ProgressFn = Callable[[float, str], None]
-StopFn = Callable[[], bool]
 
 
 @dataclass
@@ -293,8 +292,8 @@ def _render_report(results: dict[str, EvaluationResult], figures: dict[str, dict
 
 def evaluate_bundle(bundle: str | Path, datasets: Sequence[str | Path], out_dir: str | Path, *,
                     split_path: str | Path | None = None, subset: str = "test", baseline: bool = False,
-                    device: str = "cpu", batch_size: int = 32, progress: ProgressFn | None = None,
-                    should_stop: StopFn | None = None) -> dict[str, Any]:
+                    device: str = "cpu", batch_size: int = 32, progress: Progress | None = None,
+                    should_stop: ShouldStop | None = None) -> dict[str, Any]:
     """Evaluate a model bundle on dataset folders (all labelled lesions, or one subset of a saved
     split) and write the report into `out_dir`. Returns the metrics summary (metrics.json)."""
     from liverview.model.bundle import HISTORY_FILE, load_bundle

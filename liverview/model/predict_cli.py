@@ -33,7 +33,8 @@ from liverview.annotations.measurements import slice_masks
 from liverview.annotations.transfer import TransferError, transfer_lesion
 from liverview.imaging.contrast_phase import PhaseDecision
 from liverview.imaging.window import CT_PRESETS, apply_window
-from liverview.io import LoadCancelled, SeriesInfo
+from liverview.io import SeriesInfo
+from liverview.progress import Cancelled
 from liverview.io.seg_import import SegImportError
 from liverview.io.volume import Volume, load_series
 from liverview.model.bundle import BundleError, LoadedModel, load_bundle, resolve_device
@@ -204,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     try:
         output, status = run(args)
-    except (AnnotatedStudyError, BundleError, SegImportError, LookupError, LoadCancelled) as exc:
+    except (AnnotatedStudyError, BundleError, SegImportError, LookupError, Cancelled) as exc:
         print(f"liverview-predict: error: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
+from liverview.progress import Progress
 from liverview import __version__
 from liverview.annotations.dataset_format import (DATASET_VERSION, PATCHES_DIR, Patch, lines_text, manifest_for,
                                                   patch_bbox, write_patch)
@@ -24,14 +25,13 @@ from liverview.annotations.labels import BUILTIN_LABELS, LesionClass
 
 log = logging.getLogger(__name__)
 
-ProgressFn = Callable[[float, str], None]
 
 
 def write_toy_dataset(folder: str | Path, lesions_per_class: int = 6, seed: int = 0,
                       lesions_per_patient: int = 3, diameter_mm: tuple[float, float] = (8.0, 40.0),
                       spacing_mm: Sequence[float] = (2.5, 0.8, 0.8), noise_hu: tuple[float, float] = (8.0, 16.0),
                       classes: Sequence[LesionClass] = tuple(LesionClass),
-                      progress: ProgressFn | None = None) -> Path:
+                      progress: Progress | None = None) -> Path:
     """Write `lesions_per_class` simulated lesions of each class into `folder`; return the folder.
 
     Lesions are grouped into pseudo-patients of `lesions_per_patient` (mixed classes), so grouped

@@ -27,7 +27,7 @@ import os
 import random
 import socket
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -40,6 +40,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 
+from liverview.progress import Cancelled, Progress, ShouldStop
 from liverview.model.bundle import FLIP_DIMS, cpu_state, resolve_device, save_bundle, write_json
 from liverview.model.data import DEFAULT_CLASSES, LesionDataset, LoadedRecords, load_records
 from liverview.model.domain import domain_from_records
@@ -51,8 +52,6 @@ from liverview.model.uncertainty import answer_from_copies, uncertainty_levels
 
 log = logging.getLogger(__name__)
 
-ProgressFn = Callable[[float, str], None]
-StopFn = Callable[[], bool]
 
 MONITORS = ("val_macro_f1", "val_loss")
 #: Part of the progress bar for the epochs; the rest is the final evaluation, report and bundle.
@@ -67,9 +66,6 @@ MEMORY_FORMAT = torch.channels_last
 class TrainingError(Exception):
     """A run cannot start or continue; the message says why and what to do."""
 
-
-class TrainingCancelled(Exception):
-    """`should_stop()` returned True. The last completed epoch is checkpointed: `--resume` continues."""
 
 
 #: New models read the key slice and one slice on each side (docs/model.md: 2.5-D input); a bundle or
@@ -263,13 +259,13 @@ def load_run_config(run_dir: str | Path) -> TrainConfig:
 # ------------------------------------------------------------------------------------------------
 
 
-def train_model(config: TrainConfig, run_dir: str | Path, progress: ProgressFn | None = None,
-                should_stop: StopFn | None = None) -> TrainResult:
+def train_model(config: TrainConfig, run_dir: str | Path, progress: Progress | None = None,
+                should_stop: ShouldStop | None = None) -> TrainResult:
     """Start a new run in `run_dir` (which must not hold a run already: use `resume_training`)."""
     return _run(config, Path(run_dir), resume=False, progress=progress, should_stop=should_stop)
 
 
-def resume_training(run_dir: str | Path, progress: ProgressFn | None = None, should_stop: StopFn | None = None,
+def resume_training(run_dir: str | Path, progress: Progress | None = None, should_stop: ShouldStop | None = None,
                     overrides: dict[str, Any] | None = None) -> TrainResult:
     """Continue a run from its last completed epoch. `overrides` may change settings that do not alter
     the data or the model (epochs, patience, num_workers, threads, device, baseline)."""
@@ -310,8 +306,8 @@ def _improved(key: list[float], best: list[float], monitor: str) -> bool:
     return key > best
 
 
-def _run(config: TrainConfig, run_dir: Path, resume: bool, progress: ProgressFn | None,
-         should_stop: StopFn | None) -> TrainResult:
+def _run(config: TrainConfig, run_dir: Path, resume: bool, progress: Progress | None,
+         should_stop: ShouldStop | None) -> TrainResult:
     ctx = init_distributed(config.device)
     try:
         exists = (run_dir / "config.json").exists()
@@ -326,8 +322,8 @@ def _run(config: TrainConfig, run_dir: Path, resume: bool, progress: ProgressFn 
             dist.destroy_process_group()
 
 
-def _run_in_context(config: TrainConfig, run_dir: Path, resume: bool, progress: ProgressFn | None,
-                    should_stop: StopFn | None, ctx: DistContext) -> TrainResult:
+def _run_in_context(config: TrainConfig, run_dir: Path, resume: bool, progress: Progress | None,
+                    should_stop: ShouldStop | None, ctx: DistContext) -> TrainResult:
     threads = configure_threads(config, ctx)
     log.info("rank %d/%d started on %s (pid %d, host %s, %d intra-op thread(s), backend %s)", ctx.rank,
              ctx.world_size, ctx.device, os.getpid(), socket.gethostname(), threads, ctx.backend or "none")
@@ -418,7 +414,7 @@ def _run_in_context(config: TrainConfig, run_dir: Path, resume: bool, progress: 
     try:
         rank_samples = _train_epochs(config, run_dir, ctx, model, net, ema, loader, sampler, train_ds, val_ds,
                                      criterion, optimizer, scheduler, state, steps, report, should_stop)
-    except TrainingCancelled:
+    except Cancelled:
         if ctx.is_main:
             _write_run_json(run_dir, "cancelled", config, ctx, threads, state)
         raise
@@ -448,7 +444,7 @@ def _train_epochs(config: TrainConfig, run_dir: Path, ctx: DistContext, model: n
                   ema: AveragedModel | None, loader: DataLoader, sampler: DistributedSampler,
                   train_ds: LesionDataset, val_ds: LesionDataset,
                   criterion: nn.Module, optimizer: torch.optim.Optimizer, scheduler, state: _State, steps: int,
-                  report: ProgressFn, should_stop: StopFn | None) -> int:
+                  report: Progress, should_stop: ShouldStop | None) -> int:
     """The epoch loop; updates `state` and the checkpoints. Returns the samples this rank trained on."""
     checkpoints = run_dir / "checkpoints"
     judged = net if ema is None else ema.module  # the weights validation and best.pt are about
@@ -479,7 +475,7 @@ def _train_epochs(config: TrainConfig, run_dir: Path, ctx: DistContext, model: n
             report(TRAINING_SHARE * (epoch + (step + 1) / max(steps, 1)) / config.epochs,
                    f"epoch {epoch + 1}/{config.epochs} step {step + 1}/{steps} loss {loss.item():.4f}")
             if not ctx.distributed and should_stop is not None and should_stop():
-                raise TrainingCancelled(f"training stopped during epoch {epoch + 1}; resume with --resume {run_dir}")
+                raise Cancelled(f"training stopped during epoch {epoch + 1}; resume with --resume {run_dir}")
         elapsed = time.perf_counter() - started
         if ctx.distributed:
             reduced = totals.to(ctx.device)  # NCCL reduces device tensors only; gloo takes CPU ones
@@ -529,7 +525,7 @@ def _train_epochs(config: TrainConfig, run_dir: Path, ctx: DistContext, model: n
             dist.broadcast(flag, 0)
             stop = bool(flag.item())
         if stop and not state.finished:
-            raise TrainingCancelled(f"training stopped after epoch {epoch + 1}; resume with --resume {run_dir}")
+            raise Cancelled(f"training stopped after epoch {epoch + 1}; resume with --resume {run_dir}")
     return rank_samples
 
 
@@ -824,6 +820,6 @@ def finish_run(config: TrainConfig, run_dir: Path, split: Split, loaded: LoadedR
 
 
 __all__ = ["DistContext", "INITIAL_WEIGHTS_FILE", "MONITORS", "SCHEDULES", "TrainConfig", "TrainResult",
-           "TrainingCancelled", "TrainingError", "configure_threads", "finish_run", "init_distributed",
+           "TrainingError", "configure_threads", "finish_run", "init_distributed",
            "load_initial_weights", "load_run_config", "predict_dataset", "resume_training", "seed_everything",
            "train_model"]

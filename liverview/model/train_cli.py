@@ -211,7 +211,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _train(args: argparse.Namespace, run_dir: Path, is_main: bool) -> int:
     from liverview.model.data import DatasetError
-    from liverview.model.train import TrainingCancelled, TrainingError, resume_training, train_model
+    from liverview.model.train import TrainingError, resume_training, train_model
+    from liverview.progress import Cancelled
 
     stop_requested = {"flag": False}
 
@@ -239,7 +240,7 @@ def _train(args: argparse.Namespace, run_dir: Path, is_main: bool) -> int:
         else:
             config = _config_from_args(args)
             result = train_model(config, args.out, progress, lambda: stop_requested["flag"])
-    except TrainingCancelled as exc:
+    except Cancelled as exc:
         log.warning("%s", exc)
         return 130
     except (TrainingError, DatasetError, ValueError) as exc:

@@ -24,7 +24,6 @@ from liverview.synth.lesions import (
     sample_lesion_spec,
 )
 from liverview.synth.phantom import Phantom, make_abdomen_phantom
-from liverview.synth.progress import GenerationCancelled
 
 # The demo's names load on first use: importing liverview.synth.demo here would make
 # ``python -m liverview.synth.demo`` import that module twice (runpy warns about it).
@@ -45,7 +44,6 @@ __all__ = [
     "DEFAULT_SEED",
     "DemoStudy",
     "DemoVolume",
-    "GenerationCancelled",
     "LesionClass",
     "LesionSpec",
     "PatientInfo",

@@ -39,7 +39,7 @@ from liverview.synth.lesions import (
     place_lesions,
 )
 from liverview.synth.phantom import make_abdomen_phantom
-from liverview.synth.progress import ProgressFn, StopFn, check_stop, scale_progress
+from liverview.progress import Progress, ShouldStop, check_stop, scale_progress
 
 logger = logging.getLogger(__name__)
 
@@ -99,8 +99,8 @@ def demo_spacing(shape_zyx: tuple[int, int, int]) -> tuple[float, float, float]:
 def build_demo_volume(
     seed: int = DEFAULT_SEED,
     shape_zyx: tuple[int, int, int] = DEMO_SHAPE_ZYX,
-    progress: ProgressFn | None = None,
-    should_stop: StopFn | None = None,
+    progress: Progress | None = None,
+    should_stop: ShouldStop | None = None,
 ) -> DemoVolume:
     """Generate the demo image in memory: phantom, lesions, then scanner blur and noise."""
     spacing = demo_spacing(shape_zyx)
@@ -135,8 +135,8 @@ def build_demo_volume(
 def write_demo_study(
     out_dir: Path,
     seed: int = DEFAULT_SEED,
-    progress: ProgressFn | None = None,
-    should_stop: StopFn | None = None,
+    progress: Progress | None = None,
+    should_stop: ShouldStop | None = None,
     shape_zyx: tuple[int, int, int] = DEMO_SHAPE_ZYX,
     overwrite: bool = False,
 ) -> DemoStudy:
@@ -146,7 +146,7 @@ def write_demo_study(
     complete, so a cancelled or failed run leaves no half-written study. An existing demo in
     ``out_dir`` is replaced only with ``overwrite=True`` (and only if ``dicom/`` holds nothing
     but ``IM*.dcm`` files); otherwise FileExistsError is raised.
-    Raises :class:`~liverview.synth.progress.GenerationCancelled` when ``should_stop()`` returns True.
+    Raises :class:`~liverview.progress.Cancelled` when ``should_stop()`` returns True.
     """
     out_dir = Path(out_dir)
     dicom_dir = out_dir / DICOM_DIR_NAME
@@ -264,7 +264,7 @@ def _check_target(dicom_dir: Path, truth_path: Path, overwrite: bool) -> None:
             )
 
 
-def _report(progress: ProgressFn | None, fraction: float, message: str) -> None:
+def _report(progress: Progress | None, fraction: float, message: str) -> None:
     if progress is not None:
         progress(fraction, message)
 

@@ -33,7 +33,7 @@ from pydicom.uid import (
 )
 
 from liverview import __version__
-from liverview.synth.progress import ProgressFn, StopFn, check_stop
+from liverview.progress import Progress, ShouldStop, check_stop
 
 logger = logging.getLogger(__name__)
 
@@ -109,15 +109,15 @@ def write_ct_series(
     contrast_agent: str = "Iohexol 350 mgI/ml",
     windows: Sequence[tuple[float, float, str]] = DEFAULT_WINDOWS,
     origin_mm_xyz: tuple[float, float, float] | None = None,
-    progress: ProgressFn | None = None,
-    should_stop: StopFn | None = None,
+    progress: Progress | None = None,
+    should_stop: ShouldStop | None = None,
 ) -> list[str]:
     """Write ``IM0001.dcm`` … into ``out_dir``; return the SOP Instance UIDs in slice order.
 
     ``hu_int16_zyx`` is int16 HU, slice 0 the most inferior. ``origin_mm_xyz`` is the
     Image Position (Patient) of slice 0's first pixel; by default the in-plane centre of the image
     is the patient-space origin and the top slice lies at z = 0. Existing files are never
-    overwritten (FileExistsError). Raises GenerationCancelled when ``should_stop()`` turns True;
+    overwritten (FileExistsError). Raises Cancelled when ``should_stop()`` turns True;
     the files written so far are left for the caller to remove.
     """
     if hu_int16_zyx.dtype != np.int16 or hu_int16_zyx.ndim != 3:

@@ -29,7 +29,7 @@ import cv2
 import numpy as np
 
 from liverview.synth.phases import TABLES, Attenuation, Phase, attenuation
-from liverview.synth.progress import ProgressFn, StopFn, check_stop
+from liverview.progress import Progress, ShouldStop, check_stop
 
 logger = logging.getLogger(__name__)
 
@@ -142,8 +142,8 @@ def make_abdomen_phantom(
     spacing_mm_zyx: tuple[float, float, float],
     rng: np.random.Generator,
     *,
-    progress: ProgressFn | None = None,
-    should_stop: StopFn | None = None,
+    progress: Progress | None = None,
+    should_stop: ShouldStop | None = None,
     centre_xy_mm: tuple[float, float] = (0.0, 0.0),
     top_s_mm: float | None = None,
     liver_hu: float | None = None,
@@ -157,7 +157,7 @@ def make_abdomen_phantom(
     hemidiaphragm, so a 180 mm tall volume runs from the lung bases to below the liver tip.
     ``rng`` drives all anatomical variation (shape of the liver, vessel trees, bowel loops):
     the same generator state gives the same phantom. ``progress`` and ``should_stop`` are
-    consulted once per slice (see :mod:`liverview.synth.progress`).
+    consulted once per slice (see :mod:`liverview.progress`).
 
     A smaller field of view (the lesion simulator's: a slab around the liver) is chosen with
     ``centre_xy_mm`` — the anatomical (X, Y) at the centre of each slice, X towards the patient's

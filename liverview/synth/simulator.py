@@ -71,7 +71,7 @@ from liverview.synth.lesions import (
 )
 from liverview.synth.phantom import make_abdomen_phantom
 from liverview.synth.phases import TABLES, Phase, lesion_in_phase
-from liverview.synth.progress import GenerationCancelled, ProgressFn, StopFn, check_stop
+from liverview.progress import Progress, ShouldStop, check_stop
 
 logger = logging.getLogger(__name__)
 
@@ -543,7 +543,7 @@ def _place_and_render(
     enhancement: Enhancement,
     rng: np.random.Generator,
     config: SimulatorConfig,
-    should_stop: StopFn | None,
+    should_stop: ShouldStop | None,
 ) -> list[SimulatedLesion]:
     """Place the requests largest first and paint each into ``hu``.
 
@@ -611,7 +611,7 @@ def simulate_patient(
     lesion_classes: Sequence[LesionClass] | None = None,
     config: SimulatorConfig = DEFAULT_CONFIG,
     *,
-    should_stop: StopFn | None = None,
+    should_stop: ShouldStop | None = None,
 ) -> SimulatedPatient:
     """One phantom patient with lesions of ``lesion_classes`` (drawn from the seed when None).
 
@@ -773,7 +773,7 @@ def simulate_on_volume(
     *,
     lesion_classes: Sequence[LesionClass] | None = None,
     config: SimulatorConfig = DEFAULT_CONFIG,
-    should_stop: StopFn | None = None,
+    should_stop: ShouldStop | None = None,
 ) -> SimulatedPatient:
     """Insert ``n_lesions`` simulated lesions into the liver of a real CT series.
 
@@ -1115,7 +1115,7 @@ def _simulate_plan(plan: PatientPlan, config: SimulatorConfig, ct: dict[str, Any
 
 
 def _iter_patients(plans: Sequence[PatientPlan], config: SimulatorConfig, ct: dict[str, Any] | None,
-                   workers: int, should_stop: StopFn | None) -> Iterator[SimulatedPatient]:
+                   workers: int, should_stop: ShouldStop | None) -> Iterator[SimulatedPatient]:
     """Patients in plan order (identical whatever ``workers`` is)."""
     if workers <= 1 or len(plans) <= 1:
         for plan in plans:
@@ -1197,8 +1197,8 @@ def write_simulated_dataset(
     liver_mask: np.ndarray | None = None,
     pseudonym_key: bytes | None = None,
     workers: int = 1,
-    progress: ProgressFn | None = None,
-    should_stop: StopFn | None = None,
+    progress: Progress | None = None,
+    should_stop: ShouldStop | None = None,
 ) -> DatasetSummary:
     """Write ``lesions_per_class`` lesions of every class into the dataset folder ``out_dir``.
 
@@ -1218,7 +1218,7 @@ def write_simulated_dataset(
     (``spawn``: the calling script needs the usual ``if __name__ == "__main__"`` guard); the
     output does not depend on it.
 
-    If ``should_stop()`` turns True, :class:`GenerationCancelled` is raised after the patient in
+    If ``should_stop()`` turns True, :class:`Cancelled` is raised after the patient in
     hand; the patients written so far stay as a consistent dataset.
     """
     started = time.perf_counter()
@@ -1295,7 +1295,6 @@ __all__ = [
     "PHANTOM_PSEUDONYM_KEY",
     "DatasetSummary",
     "NoRoomError",
-    "GenerationCancelled",
     "PatientPlan",
     "SimulatedLesion",
     "SimulatedPatient",

@@ -23,7 +23,7 @@ from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 from liverview.annotations.export_common import ExportError
-from liverview.synth.progress import GenerationCancelled
+from liverview.progress import Cancelled
 from liverview.synth.simulator import DEFAULT_CONFIG, SimulatorConfig, load_liver_mask, write_simulated_dataset
 
 
@@ -132,7 +132,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{name}: interrupted; the patients finished so far are in {args.out}", file=sys.stderr)
         return 130
-    except GenerationCancelled:
+    except Cancelled:
         print(f"{name}: cancelled; the patients finished so far are in {args.out}", file=sys.stderr)
         return 130
     except (ExportError, ValueError, OSError) as exc:

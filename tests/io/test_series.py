@@ -9,7 +9,8 @@ import numpy as np
 import pydicom
 import pytest
 
-from liverview.io import LoadCancelled, SourceError, fill_volume, allocate_volume, load_series, scan_paths
+from liverview.progress import Cancelled
+from liverview.io import SourceError, fill_volume, allocate_volume, load_series, scan_paths
 
 
 def test_crlm_geometry_and_hu(crlm_dir):
@@ -121,7 +122,7 @@ def test_middle_slice_comes_first_and_cancel(crlm_dir):
         calls["n"] += 1
         return calls["n"] > 5
 
-    with pytest.raises(LoadCancelled):
+    with pytest.raises(Cancelled):
         fill_volume(allocate_volume(info), should_stop=stop)
 
 

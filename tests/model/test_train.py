@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 import torch
 
+from liverview.progress import Cancelled
 from liverview.model.bundle import load_bundle
 from liverview.model.split import Split, find_group_leaks
-from liverview.model.train import TrainConfig, TrainingCancelled, TrainingError, resume_training, train_model
+from liverview.model.train import TrainConfig, TrainingError, resume_training, train_model
 from liverview.model.transforms import AugmentConfig, PreprocessConfig
 
 NO_AUGMENT = AugmentConfig(rotation_deg=0, zoom=0, shift=0, hflip=False, vflip=False, hu_offset=0, hu_scale=0,
@@ -55,7 +56,7 @@ def test_stopped_run_resumes_to_the_same_weights(toy_dataset, tmp_path):
         calls["n"] += 1
         return calls["n"] >= 7  # epoch 3, step 1
 
-    with pytest.raises(TrainingCancelled, match="--resume"):
+    with pytest.raises(Cancelled, match="--resume"):
         train_model(config, tmp_path / "stopped", should_stop=stop_in_third_epoch)
     assert json.loads((tmp_path / "stopped" / "history.json").read_text())[-1]["epoch"] == 2
     assert json.loads((tmp_path / "stopped" / "run.json").read_text())["status"] == "cancelled"
@@ -217,7 +218,7 @@ def test_weight_average_is_what_is_validated_checkpointed_and_resumed(toy_datase
         calls["n"] += 1
         return calls["n"] >= 6  # 2 steps + the epoch's end, twice
 
-    with pytest.raises(TrainingCancelled):
+    with pytest.raises(Cancelled):
         train_model(config, tmp_path / "stopped", should_stop=stop_after_second_epoch)
     resumed = resume_training(tmp_path / "stopped")
     assert [h["val_loss"] for h in resumed.history] == pytest.approx([h["val_loss"] for h in straight.history],

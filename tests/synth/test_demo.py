@@ -16,8 +16,8 @@ import pydicom
 import pytest
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
 
+from liverview.progress import Cancelled
 from liverview.synth import (
-    GenerationCancelled,
     LesionClass,
     LesionSpec,
     PatientInfo,
@@ -236,7 +236,7 @@ def test_should_stop_cancels_and_leaves_nothing(tmp_path: Path) -> None:
             writing.append(fraction)
 
     # Stop once a few files are on disk: the partial series must be removed again.
-    with pytest.raises(GenerationCancelled):
+    with pytest.raises(Cancelled):
         write_demo_study(
             tmp_path, seed=3, shape_zyx=TINY_SHAPE, progress=note_progress, should_stop=lambda: bool(writing)
         )
@@ -250,7 +250,7 @@ def test_should_stop_cancels_and_leaves_nothing(tmp_path: Path) -> None:
         polls += 1
         return polls > 5
 
-    with pytest.raises(GenerationCancelled):
+    with pytest.raises(Cancelled):
         write_demo_study(tmp_path / "early", seed=3, shape_zyx=TINY_SHAPE, should_stop=stop_during_phantom)
     assert polls == 6
     assert not (tmp_path / "early" / "dicom").exists()

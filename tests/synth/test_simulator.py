@@ -18,7 +18,7 @@ from liverview.io import load_series
 from liverview.synth import simulator as sim
 from liverview.synth import synth_cli
 from liverview.synth.lesions import Enhancement, LesionSpec, sample_varied_lesion_spec
-from liverview.synth.progress import GenerationCancelled
+from liverview.progress import Cancelled
 
 CLASSES = [c.value for c in LesionClass]
 TEST_KEY = b"liverview simulator test key"
@@ -310,7 +310,7 @@ def test_liver_mask_from_an_annotation_file(real_ct, tmp_path: Path) -> None:
 def test_cancel_leaves_a_consistent_dataset(tmp_path: Path) -> None:
     out = tmp_path / "cancelled"
     reports: list[str] = []
-    with pytest.raises(GenerationCancelled):
+    with pytest.raises(Cancelled):
         sim.write_simulated_dataset(out, 4, seed=2, progress=lambda f, m: reports.append(m),
                                     should_stop=lambda: any(m.startswith("Patient 1/") for m in reports))
     records = read_lesion_lines(out / "lesions.jsonl")
