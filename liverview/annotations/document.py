@@ -100,6 +100,28 @@ class AIResult:
 
 
 @dataclass
+class ConsensusOrigin:
+    """Where an exported consensus lesion came from: the readers whose lesions were matched into one
+    finding, the outline used, and who decided the final label (None: the readers agreed)."""
+
+    readers: list[str]
+    lesion_ids: list[str]
+    #: The lesion whose outline stands for the group.
+    outline_of: str
+    decided_by: str | None = None
+    time: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"readers": list(self.readers), "lesion_ids": list(self.lesion_ids), "outline_of": self.outline_of,
+                "decided_by": self.decided_by, "time": self.time}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ConsensusOrigin:
+        return cls(readers=[str(r) for r in data["readers"]], lesion_ids=[str(i) for i in data["lesion_ids"]],
+                   outline_of=str(data["outline_of"]), decided_by=data.get("decided_by"), time=data.get("time"))
+
+
+@dataclass
 class Lesion:
     """A lesion as one reader sees it: a label and outlines on one or more neighbouring slices."""
 
@@ -116,6 +138,8 @@ class Lesion:
     ai: AIResult | None = None
     #: Simulator parameters for synthetic ground truth (class, seed, ...), else None.
     synth: dict[str, Any] | None = None
+    #: Set on the lesions of a consensus export only (`export_selection`): the finding it stands for.
+    consensus: ConsensusOrigin | None = None
 
     def snapshot(self) -> Lesion:
         """A copy another thread can read while the GUI goes on editing this lesion. The ROIs are
@@ -148,6 +172,8 @@ class Lesion:
             data["ai"] = self.ai.to_dict()
         if self.synth is not None:
             data["synth"] = self.synth
+        if self.consensus is not None:
+            data["consensus"] = self.consensus.to_dict()
         return data
 
     @classmethod
@@ -159,6 +185,7 @@ class Lesion:
             created=str(data.get("created", now_iso())), modified=str(data.get("modified", now_iso())),
             label_source=str(data.get("label_source", "reader")),
             ai=AIResult.from_dict(data["ai"]) if data.get("ai") else None, synth=data.get("synth"),
+            consensus=ConsensusOrigin.from_dict(data["consensus"]) if data.get("consensus") else None,
         )
 
 

@@ -9,6 +9,7 @@ from liverview.annotations.deid import Pseudonymizer
 from liverview.annotations.document import AnnotationDocument
 from liverview.annotations.export_common import ExportError, export_identity, output_stem
 from liverview.annotations.export_dataset import PhaseSource, export_dataset
+from liverview.annotations.export_selection import ExportReaders, ReaderScope, default_readers, select_for_export
 from liverview.annotations.labels import LabelTaxonomy
 from liverview.io.volume import Volume
 
@@ -32,13 +33,14 @@ def export_annotations(volume: Volume, document: AnnotationDocument, to: str, ou
                        taxonomy: LabelTaxonomy | None = None, pseudonymize: bool = True,
                        pseudonymizer: Pseudonymizer | None = None, reader: str | None = None,
                        labelled_only: bool = True, phase: str = "unknown",
-                       other_phases: Sequence[PhaseSource] = ()) -> ExportResult:
+                       other_phases: Sequence[PhaseSource] = (), readers: ExportReaders | None = None) -> ExportResult:
     """Write `document` on `volume` in format `to` (a key of EXPORT_FORMATS) into `out_dir`.
 
     File names come from the (pseudonymised unless asked otherwise) patient and series, so nothing
     identifying leaks through a name. Returns the files written (for "dataset": its index files) and
     the number of lesions exported. A training dataset records the series' contrast `phase` and holds
-    each lesion as read on `other_phases` too.
+    each lesion as read on `other_phases` too. `readers` chooses whose lesions go out (default:
+    the consensus once a label was adjudicated; see `export_selection`).
     Raises `ExportError` with a user-facing reason.
     """
     if to not in EXPORT_FORMATS:
@@ -54,6 +56,13 @@ def export_annotations(volume: Volume, document: AnnotationDocument, to: str, ou
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = out_dir / output_stem(export_identity(volume, pseudonymize, pseudonymizer))
     common = dict(pseudonymize=pseudonymize, pseudonymizer=pseudonymizer)
+    choice = readers or default_readers(document, reader)
+    try:
+        document = select_for_export(document, volume, choice)
+    except ValueError as exc:
+        raise ExportError(str(exc)) from exc
+    if choice.scope is ReaderScope.READER:
+        reader = choice.reader
     n = len(document.lesions)
     if to == "seg":
         from liverview.annotations.export_seg import export_seg

@@ -21,6 +21,7 @@ from liverview.annotations.annotated_study import (AnnotatedStudyError, open_ann
 from liverview.annotations.deid import PseudonymKeyError, Pseudonymizer
 from liverview.annotations.export import EXPORT_FORMATS, export_annotations
 from liverview.annotations.export_common import ExportError
+from liverview.annotations.export_selection import parse_readers
 from liverview.annotations.labels import LabelTaxonomy
 from liverview.progress import Cancelled
 from liverview.io.seg_import import SegImportError
@@ -43,6 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--key", metavar="FILE", type=Path,
                         help="pseudonymisation key file to use instead of this user's (share one across workstations)")
     parser.add_argument("--reader", metavar="NAME", help="content creator for SEG/SR (default: the only reader)")
+    parser.add_argument("--readers", metavar="WHO", type=parse_readers,
+                        help="whose lesions: 'consensus' (one per finding, adjudicated labels), 'all' (every reader's, "
+                             "each named), or a reader's name (default: consensus once a label was adjudicated, "
+                             "else every reader's)")
     parser.add_argument("--all-lesions", action="store_true",
                         help="dataset: include lesions without a label (default: labelled lesions only)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress")
@@ -71,7 +76,7 @@ def run(args: argparse.Namespace) -> list[Path]:
             print(f"each lesion is also read on the study's {', '.join(o.phase for o in others)} series")
     result = export_annotations(volume, document, args.to, Path(args.out), taxonomy, args.pseudonymize,
                                 pseudonymizer, reader=args.reader, labelled_only=not args.all_lesions,
-                                phase=phase, other_phases=others)
+                                phase=phase, other_phases=others, readers=args.readers)
     if args.to == "dataset":
         print(f"added {result.n_lesions} lesion(s) to the dataset")
     return result.paths

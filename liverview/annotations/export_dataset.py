@@ -69,6 +69,9 @@ def lesion_record(volume: Volume, lesion: Lesion, mask: np.ndarray, bbox: np.nda
         "lesion_id": lesion.id, "label": label.id, "label_name": label.name, "code": label.code_dict(),
         "reader": identity.reader_of(lesion.reader), "confidence": lesion.confidence,
         "label_source": lesion.label_source, "ai": ai,
+        "readers": [identity.reader_of(r) for r in lesion.consensus.readers] if lesion.consensus else None,
+        "decided_by": (identity.reader_of(lesion.consensus.decided_by)
+                       if lesion.consensus and lesion.consensus.decided_by else None),
         "spacing_mm": [float(s) for s in volume.spacing_mm], "source_shape": list(volume.shape),
         "bbox_zyx": bbox.tolist(), "lesion_bbox_zyx": tight.tolist(), "n_voxels": int(mask.sum()),
         "orientation": [float(v) for v in volume.row_direction + volume.column_direction],

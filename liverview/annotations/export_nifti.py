@@ -25,13 +25,14 @@ import io
 import logging
 import math
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from liverview import __version__
 from liverview.annotations.deid import Pseudonymizer
-from liverview.annotations.document import AnnotationDocument
+from liverview.annotations.document import AnnotationDocument, Lesion
 from liverview.annotations.export_common import ExportError, check_document_matches, export_identity, resolve_label
 from liverview.annotations.labels import LabelTaxonomy
 from liverview.annotations.measurements import lesion_mask, measure_lesion
@@ -72,22 +73,31 @@ def slice_spacing_deviation_mm(volume: Volume) -> float:
     return float(np.linalg.norm(positions - expected, axis=1).max())
 
 
-def label_map(volume: Volume, document: AnnotationDocument) -> tuple[np.ndarray, list[str]]:
-    """int16 (z, y, x): 0 background, k = the k-th lesion of the document. Where lesions overlap the
-    later one wins; the returned notes say which overlapped."""
-    if len(document.lesions) > np.iinfo(np.int16).max:
-        raise ExportError(f"{len(document.lesions)} lesions do not fit an int16 label map")
+def label_map(volume: Volume, lesions: Sequence[Lesion]) -> np.ndarray:
+    """int16 (z, y, x): 0 background, k = the k-th of `lesions`. A label map holds one label per voxel,
+    so lesions that overlap are refused (ExportError naming them) rather than losing voxels."""
+    if len(lesions) > np.iinfo(np.int16).max:
+        raise ExportError(f"{len(lesions)} lesions do not fit an int16 label map")
     labels = np.zeros(volume.shape, dtype=np.int16)
-    notes = []
-    for k, lesion in enumerate(document.lesions, start=1):
+    for k, lesion in enumerate(lesions, start=1):
         mask = lesion_mask(volume, lesion)
         overlap = mask & (labels > 0)
         if overlap.any():
-            others = sorted({int(v) for v in np.unique(labels[overlap])})
-            notes.append(f"lesion {k} ({lesion.id}) overlaps label(s) {others} in {int(overlap.sum())} voxel(s); "
-                         f"those voxels carry {k}")
+            others = ", ".join(lesions[int(v) - 1].id for v in np.unique(labels[overlap]))
+            raise ExportError(f"lesion {lesion.id} overlaps lesion {others} in {int(overlap.sum())} voxel(s); a NIfTI "
+                              f"label map holds one lesion per voxel — separate the outlines, or export the "
+                              f"consensus or one reader")
         labels[mask] = k
-    return labels, notes
+    return labels
+
+
+def maps_by_reader(document: AnnotationDocument) -> list[tuple[str | None, list[Lesion]]]:
+    """One label map for a consensus or a single reader; one per reader when several readers' lesions
+    are exported (their outlines of one finding overlap by nature)."""
+    readers = sorted({lesion.reader for lesion in document.lesions})
+    if len(readers) <= 1 or any(lesion.consensus is not None for lesion in document.lesions):
+        return [(None, list(document.lesions))]
+    return [(reader, [lesion for lesion in document.lesions if lesion.reader == reader]) for reader in readers]
 
 
 def _nifti_paths(out_path: str | os.PathLike[str]) -> tuple[Path, Path]:
@@ -104,24 +114,64 @@ def _nifti_paths(out_path: str | os.PathLike[str]) -> tuple[Path, Path]:
 
 def export_nifti(volume: Volume, document: AnnotationDocument, out_path: str | os.PathLike[str],
                  taxonomy: LabelTaxonomy | None = None, pseudonymize: bool = True,
-                 pseudonymizer: Pseudonymizer | None = None) -> tuple[Path, Path]:
+                 pseudonymizer: Pseudonymizer | None = None) -> list[Path]:
     """Write the label map to `out_path` (.nii.gz, or .nii for uncompressed) and a JSON sidecar next
-    to it (same stem, .json). Returns (image path, sidecar path).
+    to it (same stem, .json); with several readers' lesions, one pair per reader, `-reader1`,
+    `-reader2`, … added to the stem (`maps_by_reader`). Returns the paths written, image then sidecar.
 
-    The sidecar: ``{"format": "liverview.nifti-labels", "version": 1, "image": NAME, "labels":
-    {"k": {"lesion_id", "label", "label_name", "code", "reader", "confidence", "label_source",
-    "n_voxels"}}, "source": {patient, study_uid, series_uid, ...}, "warnings": [...]}``.
+    The sidecar: ``{"format": "liverview.nifti-labels", "version": 1, "image": NAME, "reader": R,
+    "labels": {"k": {"lesion_id", "label", "label_name", "code", "reader", "readers", "decided_by",
+    "confidence", "label_source", "n_voxels"}}, "source": {patient, study_uid, series_uid, ...},
+    "warnings": [...]}``.
     """
-    import nibabel as nib
-
     check_document_matches(volume, document)
-    image_path, sidecar_path = _nifti_paths(out_path)
     identity = export_identity(volume, pseudonymize, pseudonymizer)
-    labels, warnings = label_map(volume, document)
+    warnings = []
     deviation = slice_spacing_deviation_mm(volume)
     if deviation > UNEVEN_TOLERANCE * volume.spacing_mm[0]:
         warnings.append(f"slices are unevenly spaced (up to {deviation:.2f} mm off an even grid); the NIfTI affine "
                         f"assumes even spacing, so labels drift by up to that much")
+    maps = maps_by_reader(document)
+    planned = []
+    for number, (reader, lesions) in enumerate(maps, start=1):
+        path = Path(out_path) if reader is None else _with_suffix(Path(out_path), f"-reader{number}")
+        planned.append((reader, lesions, label_map(volume, lesions), *_nifti_paths(path)))
+    written: list[Path] = []
+    for reader, lesions, labels, image_path, sidecar_path in planned:
+        _write_image(volume, labels, image_path)
+        entries = {}
+        for k, lesion in enumerate(lesions, start=1):
+            label = resolve_label(lesion.label, taxonomy, document)
+            origin = lesion.consensus
+            entries[str(k)] = {"lesion_id": lesion.id, "label": label.id, "label_name": label.name,
+                               "code": label.code_dict(), "reader": identity.reader_of(lesion.reader),
+                               "readers": [identity.reader_of(r) for r in origin.readers] if origin else None,
+                               "decided_by": identity.reader_of(origin.decided_by) if origin and origin.decided_by else None,
+                               "confidence": lesion.confidence, "label_source": lesion.label_source,
+                               "n_voxels": int((labels == k).sum())}
+        sidecar = {"format": SIDECAR_FORMAT, "version": SIDECAR_VERSION, "image": image_path.name,
+                   "reader": identity.reader_of(reader) if reader else None,
+                   "created": now_iso(), "liverview_version": __version__, "labels": entries,
+                   "source": {**identity.source_fields(), "modality": volume.modality, "is_hu": volume.is_hu,
+                              "shape_zyx": list(volume.shape)},
+                   "geometry": {"affine_ras": nifti_affine(volume).round(6).tolist(),
+                                "voxel_order": "i=column, j=row, k=slice"},
+                   "warnings": warnings}
+        write_json_atomic(sidecar_path, sidecar)
+        log.info("wrote NIfTI label map %s (%d lesions) and %s", image_path, len(entries), sidecar_path)
+        written += [image_path, sidecar_path]
+    return written
+
+
+def _with_suffix(path: Path, suffix: str) -> Path:
+    for ending in (".nii.gz", ".nii"):
+        if path.name.endswith(ending):
+            return path.with_name(path.name[: -len(ending)] + suffix + ending)
+    return path.with_name(path.name + suffix)
+
+
+def _write_image(volume: Volume, labels: np.ndarray, image_path: Path) -> None:
+    import nibabel as nib
 
     affine = nifti_affine(volume)
     image = nib.Nifti1Image(np.ascontiguousarray(labels.transpose(2, 1, 0)), affine)
@@ -140,29 +190,12 @@ def export_nifti(volume: Volume, document: AnnotationDocument, out_path: str | o
 
     write_bytes_atomic(image_path, write)
 
-    entries = {}
-    for k, lesion in enumerate(document.lesions, start=1):
-        label = resolve_label(lesion.label, taxonomy, document)
-        entries[str(k)] = {"lesion_id": lesion.id, "label": label.id, "label_name": label.name,
-                           "code": label.code_dict(), "reader": identity.reader_of(lesion.reader),
-                           "confidence": lesion.confidence, "label_source": lesion.label_source,
-                           "n_voxels": int((labels == k).sum())}
-    sidecar = {"format": SIDECAR_FORMAT, "version": SIDECAR_VERSION, "image": image_path.name,
-               "created": now_iso(), "liverview_version": __version__, "labels": entries,
-               "source": {**identity.source_fields(), "modality": volume.modality, "is_hu": volume.is_hu,
-                          "shape_zyx": list(volume.shape)},
-               "geometry": {"affine_ras": affine.round(6).tolist(), "voxel_order": "i=column, j=row, k=slice"},
-               "warnings": warnings}
-    write_json_atomic(sidecar_path, sidecar)
-    log.info("wrote NIfTI label map %s (%d lesions) and %s", image_path, len(entries), sidecar_path)
-    return image_path, sidecar_path
-
 
 CSV_COLUMNS = (
     "patient", "patient_name", "patient_birth_date", "study_uid", "series_uid", "lesion_id", "reader", "label",
     "label_name", "code_value", "code_scheme", "code_meaning", "confidence", "label_source", "slices", "n_slices",
     "long_axis_mm", "short_axis_mm", "area_mm2", "volume_ml", "n_voxels", "is_hu", "mean_hu", "sd_hu", "min_hu",
-    "max_hu", "ai_model", "ai_predicted", "ai_probability", "ai_accepted_by",
+    "max_hu", "ai_model", "ai_predicted", "ai_probability", "ai_accepted_by", "readers", "decided_by",
 )
 # Spreadsheets run text starting with these as formulas; notes and names are untrusted input.
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
@@ -187,6 +220,7 @@ def lesion_rows(volume: Volume, document: AnnotationDocument, taxonomy: LabelTax
         m = measure_lesion(volume, lesion)
         code = label.code
         ai = lesion.ai
+        origin = lesion.consensus
         rows.append({
             "patient": _text(identity.patient), "patient_name": _text(identity.patient_name),
             "patient_birth_date": _text(identity.patient_birth_date), "study_uid": identity.study_uid,
@@ -203,6 +237,8 @@ def lesion_rows(volume: Volume, document: AnnotationDocument, taxonomy: LabelTax
             "ai_model": _text(ai.model_id if ai else ""), "ai_predicted": _text(ai.predicted if ai else ""),
             "ai_probability": _number(ai.probabilities.get(ai.predicted, float("nan")), 4) if ai else "",
             "ai_accepted_by": _text(identity.reader_of(ai.accepted_by) if ai and ai.accepted_by else ""),
+            "readers": _text(";".join(identity.reader_of(r) for r in origin.readers) if origin else ""),
+            "decided_by": _text(identity.reader_of(origin.decided_by) if origin and origin.decided_by else ""),
         })
     return rows
 
@@ -227,5 +263,5 @@ def export_csv(volume: Volume, document: AnnotationDocument, path: str | os.Path
     return out
 
 
-__all__ = ["CSV_COLUMNS", "SIDECAR_FORMAT", "export_csv", "export_nifti", "label_map", "lesion_rows",
+__all__ = ["CSV_COLUMNS", "SIDECAR_FORMAT", "export_csv", "export_nifti", "label_map", "lesion_rows", "maps_by_reader",
            "nifti_affine", "slice_spacing_deviation_mm"]

@@ -19,8 +19,9 @@ from pydicom.dataset import Dataset
 
 from liverview import __version__
 from liverview.annotations.deid import Pseudonymizer
-from liverview.annotations.document import AnnotationDocument
-from liverview.annotations.export_common import ExportError, check_document_matches, export_identity, lesion_masks, resolve_label
+from liverview.annotations.document import AnnotationDocument, Lesion
+from liverview.annotations.export_common import (ExportError, ExportIdentity, check_document_matches, export_identity,
+                                                  lesion_masks, resolve_label)
 from liverview.annotations.storage import write_bytes_atomic
 from liverview.annotations.labels import LIVER, MORPHOLOGICALLY_ABNORMAL_STRUCTURE, CodedConcept, LabelTaxonomy
 from liverview.io.volume import Volume
@@ -94,6 +95,7 @@ def build_seg(volume: Volume, document: AnnotationDocument, taxonomy: LabelTaxon
     identity = export_identity(volume, pseudonymize, pseudonymizer)
     pixel_array = np.zeros((n_frames, volume.shape[1], volume.shape[2], len(items)), dtype=bool)
     descriptions = []
+    several_readers = len(document.readers()) > 1
     for number, (lesion, mask) in enumerate(items, start=1):
         for z in np.flatnonzero(mask.any(axis=(1, 2))):
             pixel_array[frame_of_slice[z], :, :, number - 1] = mask[z]
@@ -107,7 +109,7 @@ def build_seg(volume: Volume, document: AnnotationDocument, taxonomy: LabelTaxon
                 color = hd.color.CIELabColor.from_rgb(*label_def.color)
         description = hd.seg.SegmentDescription(
             segment_number=number,
-            segment_label=f"{label.name} {lesion.id}"[:64],
+            segment_label=f"{label.name}{_whose(lesion, identity, several_readers)} {lesion.id}"[:64],
             segmented_property_category=_coded(MORPHOLOGICALLY_ABNORMAL_STRUCTURE),
             segmented_property_type=_coded(label.code or GENERIC_LESION),
             algorithm_type=hd.seg.SegmentAlgorithmTypeValues.MANUAL,
@@ -155,6 +157,14 @@ def build_seg(volume: Volume, document: AnnotationDocument, taxonomy: LabelTaxon
     elif "ContentCreatorName" not in seg:
         seg.ContentCreatorName = ""
     return seg
+
+
+def _whose(lesion: Lesion, identity: ExportIdentity, several_readers: bool) -> str:
+    """What a segment label says about its reader: "consensus", the reader (several readers'
+    lesions in one SEG), or nothing (one reader, named as the content creator)."""
+    if lesion.consensus is not None:
+        return " consensus"
+    return f" {identity.reader_of(lesion.reader)}" if several_readers else ""
 
 
 def export_seg(volume: Volume, document: AnnotationDocument, out_path: str | os.PathLike[str],

@@ -8,18 +8,30 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QDialog, QDialogButtonBox, 
                                QLabel, QLineEdit, QPushButton, QWidget)
 
 from liverview.annotations.export import EXPORT_FORMATS
+from liverview.annotations.export_selection import ExportReaders, ReaderScope
 
 
 class ExportDialog(QDialog):
-    """Format, destination folder, and de-identification (on unless explicitly switched off)."""
+    """Format, whose lesions (consensus, one reader, every reader), destination folder, and
+    de-identification (on unless explicitly switched off)."""
 
-    def __init__(self, start_folder: str, fmt: str = "seg", parent: QWidget | None = None) -> None:
+    def __init__(self, start_folder: str, fmt: str = "seg", parent: QWidget | None = None,
+                 readers: list[str] | None = None, default: ExportReaders | None = None,
+                 n_adjudicated: int = 0) -> None:
         super().__init__(parent)
         self.setWindowTitle("Export annotations")
         self.format = QComboBox()
         for key, text in EXPORT_FORMATS.items():
             self.format.addItem(text, key)
         self.format.setCurrentIndex(self.format.findData(fmt))
+        self.readers = QComboBox()
+        self.readers.addItem(f"Consensus: one lesion per finding, final labels ({n_adjudicated} adjudicated)",
+                             ExportReaders(ReaderScope.CONSENSUS))
+        for reader in readers or []:
+            self.readers.addItem(f"Reader {reader} only", ExportReaders(ReaderScope.READER, reader))
+        self.readers.addItem("Every reader's lesions, each naming its reader", ExportReaders(ReaderScope.ALL_READERS))
+        if default is not None:
+            self.readers.setCurrentIndex(max(0, self.readers.findData(default)))
         self.folder = QLineEdit(start_folder)
         browse = QPushButton("Choose…")
         browse.clicked.connect(self._browse)
@@ -36,6 +48,7 @@ class ExportDialog(QDialog):
         self.labelled_only.setChecked(True)
         form = QFormLayout(self)
         form.addRow("Format", self.format)
+        form.addRow("Lesions", self.readers)
         form.addRow("Folder", folder_row)
         form.addRow(self.pseudonymize)
         form.addRow(self.warning)
@@ -53,6 +66,6 @@ class ExportDialog(QDialog):
         if folder:
             self.folder.setText(folder)
 
-    def choice(self) -> tuple[str, Path, bool, bool]:
+    def choice(self) -> tuple[str, Path, bool, bool, ExportReaders]:
         return (self.format.currentData(), Path(self.folder.text()), self.pseudonymize.isChecked(),
-                self.labelled_only.isChecked())
+                self.labelled_only.isChecked(), self.readers.currentData())

@@ -17,6 +17,7 @@ from PySide6.QtWidgets import (QDockWidget, QFileDialog, QHBoxLayout, QInputDial
 from liverview import __version__
 from liverview.annotations.document import AnnotationDocument
 from liverview.annotations.export import EXPORT_FORMATS, export_annotations
+from liverview.annotations.export_selection import ExportReaders, default_readers
 from liverview.annotations.export_dataset import PhaseSource
 from liverview.annotations.seg_lesions import import_seg_document
 from liverview.annotations.labels import LabelTaxonomy
@@ -461,13 +462,18 @@ class MainWindow(QMainWindow):
             self._fail("Export", "Open a series first.")
             return
         start = str(self.settings.value("paths/last_export", str(Path.home() / "liverview-exports")))
-        dialog = ExportDialog(start, str(self.settings.value("paths/last_export_format", "seg")), self)
+        document = self.store.document
+        dialog = ExportDialog(start, str(self.settings.value("paths/last_export_format", "seg")), self,
+                              readers=document.readers(), default=default_readers(document, self.store.reader),
+                              n_adjudicated=len(document.adjudications))
         if dialog.exec():
-            fmt, folder, pseudonymize, labelled_only = dialog.choice()
-            self.export(fmt, folder, pseudonymize, labelled_only)
+            fmt, folder, pseudonymize, labelled_only, readers = dialog.choice()
+            self.export(fmt, folder, pseudonymize, labelled_only, readers)
 
-    def export(self, fmt: str, folder: Path, pseudonymize: bool = True, labelled_only: bool = True) -> BackgroundTask:
-        """Run one export in the background; the result (or the reason it failed) is shown."""
+    def export(self, fmt: str, folder: Path, pseudonymize: bool = True, labelled_only: bool = True,
+               readers: ExportReaders | None = None) -> BackgroundTask:
+        """Run one export in the background; the result (or the reason it failed) is shown. `readers`
+        chooses whose lesions go out (default: the consensus once a label was adjudicated)."""
         self.settings.setValue("paths/last_export", str(folder))
         self.settings.setValue("paths/last_export_format", fmt)
         self.store.flush()
@@ -483,7 +489,7 @@ class MainWindow(QMainWindow):
                 phase = study.phase.phase.value if study.phase is not None else "unknown"
                 others = [PhaseSource(p, load_series(info), how) for info, p, how in study.other_series if p != "unknown"]
             return export_annotations(volume, document, fmt, folder, taxonomy, pseudonymize, reader=reader,
-                                      labelled_only=labelled_only, phase=phase, other_phases=others)
+                                      labelled_only=labelled_only, phase=phase, other_phases=others, readers=readers)
 
         task = BackgroundTask(job, self)
         task.finished.connect(lambda result: self._inform(

@@ -67,17 +67,19 @@ def test_itk_places_labels_on_the_dicom_grid(identified_volume, document, tmp_pa
     assert np.array_equal(array == 1, lesion_mask(volume, document.lesions[0]))
 
 
-def test_overlaps_are_reported_and_plain_export_keeps_identity(identified_volume, document, tmp_path, leak):
+def test_overlapping_readers_get_a_map_each_and_plain_export_keeps_identity(identified_volume, document, tmp_path, leak):
     volume = identified_volume
     copy = Lesion(reader="Dr. Reader Two", label="hcc", rois=list(document.lesions[0].rois))
     document.lesions.append(copy)
-    image_path, sidecar_path = export_nifti(volume, document, tmp_path / "plain", pseudonymize=False)
-    assert image_path.name == "plain.nii.gz"
-    sidecar = json.loads(sidecar_path.read_text())
-    assert any("lesion 4" in w and "overlaps label(s) [1]" in w for w in sidecar["warnings"])
-    assert sidecar["labels"]["1"]["n_voxels"] == 0  # entirely covered by lesion 4
-    assert sidecar["labels"]["4"]["reader"] == "Dr. Reader Two"
-    leak.present(sidecar_path.read_text(), "plain NIfTI sidecar")
+    paths = export_nifti(volume, document, tmp_path / "plain", pseudonymize=False)
+    assert [p.name for p in paths] == ["plain-reader1.nii.gz", "plain-reader1.json", "plain-reader2.nii.gz",
+                                       "plain-reader2.json"]
+    first, second = json.loads(paths[1].read_text()), json.loads(paths[3].read_text())
+    assert first["reader"] == "Dr. Reader One" and len(first["labels"]) == 3
+    assert second["reader"] == "Dr. Reader Two" and second["labels"]["1"]["label"] == "hcc"
+    voxels = int(lesion_mask(volume, copy).sum())
+    assert first["labels"]["1"]["n_voxels"] == second["labels"]["1"]["n_voxels"] == voxels > 0
+    leak.present(paths[3].read_text(), "plain NIfTI sidecar")
 
 
 def test_csv_table(identified_volume, document, pseudonymizer, tmp_path, leak):

@@ -1,0 +1,121 @@
+"""What leaves the app is what the readers decided: consensus, one reader, or every reader (issue #16,
+defects 1 and 2), on the real crlm-ct-1004 series with two readers who outlined the same three lesions."""
+from __future__ import annotations
+
+import csv
+import json
+
+import nibabel as nib
+import numpy as np
+import pydicom
+import pytest
+
+from liverview.annotations.document import Adjudication, Lesion, Roi
+from liverview.annotations.export import export_annotations
+from liverview.annotations.export_common import ExportError
+from liverview.annotations.export_selection import ExportReaders, ReaderScope, default_readers, select_for_export
+from liverview.annotations.measurements import lesion_mask
+
+ONE, TWO, CHIEF = "Dr. Reader One", "Dr. Reader Two", "Dr. Chief"
+#: Reader two's labels for reader one's three lesions: disagrees on the first, agrees on the second.
+SECOND_LABELS = ("hemangioma", "hemangioma", None)
+
+
+@pytest.fixture
+def two_readers(identified_volume, draw):
+    document = draw(identified_volume)
+    for lesion, label in zip(list(document.lesions), SECOND_LABELS):
+        rois = [Roi(r.slice_index, [(x + 2.0, y + 1.0) for x, y in r.points_xy], sop_instance_uid=r.sop_instance_uid)
+                for r in lesion.rois]
+        document.lesions.append(Lesion(reader=TWO, label=label, rois=rois))
+    first_one, first_two = document.lesions[0], document.lesions[3]
+    document.adjudications.append(Adjudication([first_one.id, first_two.id], "metastasis", CHIEF))
+    return document
+
+
+def _export(volume, document, fmt, tmp_path, **kwargs):
+    return export_annotations(volume, document, fmt, tmp_path / fmt, pseudonymize=False, **kwargs)
+
+
+def test_consensus_is_the_default_once_a_label_was_adjudicated(two_readers):
+    assert default_readers(two_readers).scope is ReaderScope.CONSENSUS
+    two_readers.adjudications.clear()
+    assert default_readers(two_readers).scope is ReaderScope.ALL_READERS
+
+
+def test_consensus_seg_has_one_segment_per_finding_with_the_final_label(identified_volume, two_readers, tmp_path):
+    result = _export(identified_volume, two_readers, "seg", tmp_path)
+    seg = pydicom.dcmread(result.paths[0])
+    labels = [s.SegmentLabel for s in seg.SegmentSequence]
+    assert len(labels) == 3 and result.n_lesions == 3
+    assert labels[0].startswith("Metastasis consensus") and labels[1].startswith("Hemangioma consensus")
+    assert labels[2].startswith("unlabelled consensus")
+
+
+def test_consensus_csv_names_who_decided(identified_volume, two_readers, tmp_path):
+    path = _export(identified_volume, two_readers, "csv", tmp_path).paths[0]
+    rows = list(csv.DictReader(path.open()))
+    assert [r["label"] for r in rows] == ["metastasis", "hemangioma", ""]
+    assert rows[0]["decided_by"] == CHIEF and rows[0]["label_source"] == "adjudicated"
+    assert rows[0]["readers"] == f"{ONE};{TWO}"
+    assert rows[1]["decided_by"] == "" and rows[1]["label_source"] == "readers agree"
+    assert rows[2]["label_source"] == "readers disagree"
+
+
+def test_consensus_dataset_has_one_patch_per_decided_finding(identified_volume, two_readers, tmp_path):
+    _export(identified_volume, two_readers, "dataset", tmp_path)
+    lines = [json.loads(line) for line in (tmp_path / "dataset" / "lesions.jsonl").read_text().splitlines()]
+    assert sorted(line["label"] for line in lines) == ["hemangioma", "metastasis"]
+    assert {line["decided_by"] for line in lines} == {CHIEF, None}
+
+
+def test_consensus_outline_is_a_real_readers_outline(identified_volume, two_readers):
+    selected = select_for_export(two_readers, identified_volume, ExportReaders(ReaderScope.CONSENSUS))
+    originals = {lesion.id: lesion for lesion in two_readers.lesions}
+    for lesion in selected.lesions:
+        source = originals[lesion.consensus.outline_of]
+        assert np.array_equal(lesion_mask(identified_volume, lesion), lesion_mask(identified_volume, source))
+        assert sorted(lesion.consensus.readers) == [ONE, TWO]
+    assert [lesion.label for lesion in two_readers.lesions[:3]] == ["metastasis", "hemangioma", None]
+
+
+def test_all_readers_seg_names_each_segments_reader(identified_volume, two_readers, tmp_path):
+    result = _export(identified_volume, two_readers, "seg", tmp_path, readers=ExportReaders(ReaderScope.ALL_READERS))
+    labels = [s.SegmentLabel for s in pydicom.dcmread(result.paths[0]).SegmentSequence]
+    assert len(labels) == 6
+    assert sum(ONE in label for label in labels) == 3 and sum(TWO in label for label in labels) == 3
+
+
+def test_one_readers_export_holds_only_their_lesions(identified_volume, two_readers, tmp_path):
+    path = _export(identified_volume, two_readers, "csv", tmp_path, readers=ExportReaders(ReaderScope.READER, TWO)).paths[0]
+    rows = list(csv.DictReader(path.open()))
+    assert [r["reader"] for r in rows] == [TWO] * 3
+    assert [r["label"] for r in rows] == ["hemangioma", "hemangioma", ""]
+    with pytest.raises(ExportError, match="no lesion"):
+        _export(identified_volume, two_readers, "csv", tmp_path, readers=ExportReaders(ReaderScope.READER, "nobody"))
+
+
+def test_nifti_of_every_reader_loses_no_voxel(identified_volume, two_readers, tmp_path):
+    result = _export(identified_volume, two_readers, "nifti", tmp_path, readers=ExportReaders(ReaderScope.ALL_READERS))
+    images = [p for p in result.paths if p.name.endswith(".nii.gz")]
+    assert len(images) == 2
+    for image_path in images:
+        sidecar = json.loads(image_path.with_name(image_path.name.replace(".nii.gz", ".json")).read_text())
+        labels = np.asarray(nib.load(image_path).dataobj).transpose(2, 1, 0)
+        lesions = [lesion for lesion in two_readers.lesions if lesion.reader == sidecar["reader"]]
+        assert len(lesions) == 3
+        for k, lesion in enumerate(lesions, start=1):
+            mask = lesion_mask(identified_volume, lesion)
+            assert np.array_equal(labels == k, mask)
+            assert sidecar["labels"][str(k)]["n_voxels"] == int(mask.sum()) > 0
+
+
+def test_nifti_refuses_overlapping_lesions_of_one_reader(identified_volume, draw, tmp_path):
+    document = draw(identified_volume)
+    first = document.lesions[0]
+    document.lesions.append(Lesion(reader=first.reader, label="hemangioma",
+                                   rois=[Roi(r.slice_index, r.points_xy, sop_instance_uid=r.sop_instance_uid)
+                                         for r in first.rois]))
+    with pytest.raises(ExportError, match="overlaps"):
+        _export(identified_volume, document, "nifti", tmp_path)
+    assert not (tmp_path / "nifti").exists() or not any((tmp_path / "nifti").iterdir())
