@@ -7,6 +7,7 @@ docs/annotation-format.md. ROI points are pixel coordinates (x = column, y = row
 from __future__ import annotations
 
 import copy
+import hashlib
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,6 +17,8 @@ from liverview.annotations.storage import now_iso
 
 FORMAT = "liverview.annotations"
 VERSION = 1
+#: Outline points are pixel coordinates to 1/100 pixel, in memory as in the file.
+POINT_DECIMALS = 2
 ROI_KINDS = ("polygon", "rectangle", "ellipse", "freehand", "brush", "auto", "propagated", "seg")
 
 
@@ -29,10 +32,11 @@ def new_id(prefix: str) -> str:
 
 @dataclass
 class Roi:
-    """One outline on one slice. `points_xy` is replaced, never changed in place: the rounded copy
-    for the file is cached until it is replaced, because every undo step and every autosave
-    serialises the whole document, and rounding thousands of brush points per ROI each time stalled
-    the GUI (and fed the garbage collector) while a batch of model results came in."""
+    """One outline on one slice. Points are kept at the file's precision (`POINT_DECIMALS`) from the
+    moment they are set, so the outline in memory is the outline on disk: measurements, masks and
+    exports made before and after a save, undo or reload agree to the voxel. `points_xy` is replaced,
+    never changed in place: its file form is cached until it is replaced, because every undo step and
+    every autosave serialises the whole document (thousands of brush points per ROI)."""
 
     slice_index: int
     points_xy: list[tuple[float, float]]
@@ -43,13 +47,14 @@ class Roi:
 
     def __setattr__(self, name: str, value: Any) -> None:
         if name == "points_xy":
+            value = [(round(float(x), POINT_DECIMALS), round(float(y), POINT_DECIMALS)) for x, y in value]
             object.__setattr__(self, "_points_file", None)
         object.__setattr__(self, name, value)
 
     def to_dict(self) -> dict[str, Any]:
         """The file form; its point lists are shared with the cache, so callers must not modify them."""
         if self._points_file is None:
-            self._points_file = [[round(x, 2), round(y, 2)] for x, y in self.points_xy]
+            self._points_file = [[x, y] for x, y in self.points_xy]
         return {"id": self.id, "slice_index": self.slice_index, "sop_instance_uid": self.sop_instance_uid,
                 "kind": self.kind, "points_xy": self._points_file}
 
@@ -82,6 +87,13 @@ class AIResult:
     outside_training: list[str] = field(default_factory=list)
     #: Share of the Grad-CAM heatmap's mass within 5 mm of the outline (None: no heatmap was made).
     heatmap_inside: float | None = None
+    #: `Lesion.outline_key()` of the outlines the answer was computed on; when the outlines change the
+    #: answer is outdated. None in files written before liverview stamped its answers.
+    outline: str | None = None
+
+    @property
+    def probability(self) -> float:
+        return self.probabilities[self.predicted]
 
     def to_dict(self) -> dict[str, Any]:
         return {**self.__dict__, "probabilities": dict(self.probabilities), "phases_read": list(self.phases_read),
@@ -96,7 +108,8 @@ class AIResult:
                    slice_index=None if slice_index is None else int(slice_index),
                    phases_read=[str(p) for p in data.get("phases_read", [])],
                    outside_training=[str(r) for r in data.get("outside_training", [])],
-                   heatmap_inside=None if data.get("heatmap_inside") is None else float(data["heatmap_inside"]))
+                   heatmap_inside=None if data.get("heatmap_inside") is None else float(data["heatmap_inside"]),
+                   outline=data.get("outline"))
 
 
 @dataclass
@@ -152,6 +165,20 @@ class Lesion:
 
     def slices(self) -> list[int]:
         return sorted({roi.slice_index for roi in self.rois})
+
+    def outline_key(self) -> str:
+        """Changes whenever the outlines change, the same in every process: what is derived from the
+        outlines alone (measurements, heatmaps, model answers) is stamped or cached under it."""
+        digest = hashlib.sha1()
+        for roi in sorted(self.rois, key=lambda r: (r.slice_index, r.id)):
+            digest.update(f"{roi.slice_index}:{roi.to_dict()['points_xy']};".encode())
+        return digest.hexdigest()[:16]
+
+    def current_ai(self) -> AIResult | None:
+        """The model's answer if it was computed on the outlines as they are now, else None."""
+        if self.ai is None or (self.ai.outline is not None and self.ai.outline != self.outline_key()):
+            return None
+        return self.ai
 
     def rois_on(self, slice_index: int) -> list[Roi]:
         return [roi for roi in self.rois if roi.slice_index == slice_index]

@@ -60,10 +60,10 @@ def lesion_record(volume: Volume, lesion: Lesion, mask: np.ndarray, bbox: np.nda
     label = resolve_label(lesion.label, taxonomy, document)
     tight = patch_bbox(mask, 0, 0)
     ai = None
-    if lesion.ai is not None:
-        ai = {"model_id": lesion.ai.model_id, "predicted": lesion.ai.predicted,
-              "probability": lesion.ai.probabilities.get(lesion.ai.predicted),
-              "probabilities": lesion.ai.probabilities}
+    answer = lesion.current_ai()
+    if answer is not None:
+        ai = {"model_id": answer.model_id, "predicted": answer.predicted, "probability": answer.probability,
+              "probabilities": answer.probabilities}
     return {
         "format_version": DATASET_VERSION, "lesion_uid": uid, "file": f"{PATCHES_DIR}/{uid}.npz",
         "lesion_id": lesion.id, "label": label.id, "label_name": label.name, "code": label.code_dict(),

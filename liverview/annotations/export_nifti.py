@@ -35,7 +35,7 @@ from liverview.annotations.deid import Pseudonymizer
 from liverview.annotations.document import AnnotationDocument, Lesion
 from liverview.annotations.export_common import ExportError, check_document_matches, export_identity, resolve_label
 from liverview.annotations.labels import LabelTaxonomy
-from liverview.annotations.measurements import lesion_mask, measure_lesion
+from liverview.annotations.measurements import format_measurement, lesion_mask, measure_lesion
 from liverview.annotations.storage import now_iso, write_bytes_atomic, write_json_atomic, write_text_atomic
 from liverview.io.volume import Volume
 
@@ -195,8 +195,11 @@ CSV_COLUMNS = (
     "patient", "patient_name", "patient_birth_date", "study_uid", "series_uid", "lesion_id", "reader", "label",
     "label_name", "code_value", "code_scheme", "code_meaning", "confidence", "label_source", "slices", "n_slices",
     "long_axis_mm", "short_axis_mm", "area_mm2", "volume_ml", "n_voxels", "is_hu", "mean_hu", "sd_hu", "min_hu",
-    "max_hu", "ai_model", "ai_predicted", "ai_probability", "ai_accepted_by", "readers", "decided_by",
+    "max_hu", "ai_model", "ai_predicted", "ai_probability", "ai_accepted_by", "ai_outdated", "readers", "decided_by",
 )
+#: CSV column -> `LesionMeasurement` field, written with the lesion table's rounding.
+MEASURED_COLUMNS = {"long_axis_mm": "long_axis_mm", "short_axis_mm": "short_axis_mm", "area_mm2": "area_mm2",
+                    "volume_ml": "volume_ml", "mean_hu": "mean", "sd_hu": "sd", "min_hu": "min", "max_hu": "max"}
 # Spreadsheets run text starting with these as formulas; notes and names are untrusted input.
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
@@ -219,7 +222,7 @@ def lesion_rows(volume: Volume, document: AnnotationDocument, taxonomy: LabelTax
         label = resolve_label(lesion.label, taxonomy, document)
         m = measure_lesion(volume, lesion)
         code = label.code
-        ai = lesion.ai
+        ai = lesion.current_ai()
         origin = lesion.consensus
         rows.append({
             "patient": _text(identity.patient), "patient_name": _text(identity.patient_name),
@@ -230,13 +233,12 @@ def lesion_rows(volume: Volume, document: AnnotationDocument, taxonomy: LabelTax
             "code_scheme": _text(code.scheme if code else ""), "code_meaning": _text(code.meaning if code else ""),
             "confidence": _text(lesion.confidence), "label_source": _text(lesion.label_source),
             "slices": ";".join(str(z) for z in lesion.slices()), "n_slices": str(m.n_slices),
-            "long_axis_mm": _number(m.long_axis_mm), "short_axis_mm": _number(m.short_axis_mm),
-            "area_mm2": _number(m.area_mm2), "volume_ml": _number(m.volume_ml, 3), "n_voxels": str(m.n_voxels),
-            "is_hu": "yes" if volume.is_hu else "no", "mean_hu": _number(m.mean, 1), "sd_hu": _number(m.sd, 1),
-            "min_hu": _number(m.min, 0), "max_hu": _number(m.max, 0),
+            **{column: format_measurement(m, name) for column, name in MEASURED_COLUMNS.items()},
+            "n_voxels": str(m.n_voxels), "is_hu": "yes" if volume.is_hu else "no",
             "ai_model": _text(ai.model_id if ai else ""), "ai_predicted": _text(ai.predicted if ai else ""),
             "ai_probability": _number(ai.probabilities.get(ai.predicted, float("nan")), 4) if ai else "",
             "ai_accepted_by": _text(identity.reader_of(ai.accepted_by) if ai and ai.accepted_by else ""),
+            "ai_outdated": "yes" if lesion.ai is not None and ai is None else "",
             "readers": _text(";".join(identity.reader_of(r) for r in origin.readers) if origin else ""),
             "decided_by": _text(identity.reader_of(origin.decided_by) if origin and origin.decided_by else ""),
         })

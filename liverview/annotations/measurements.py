@@ -40,6 +40,18 @@ class LesionMeasurement:
     long_axis_slice: int
 
 
+#: Decimals of each lesion measurement wherever liverview shows or exports it (lesion table, CSV):
+#: one rounding, so a number reads the same everywhere.
+DECIMALS = {"long_axis_mm": 1, "short_axis_mm": 1, "area_mm2": 1, "volume_ml": 2, "mean": 1, "sd": 1,
+            "min": 0, "max": 0}
+
+
+def format_measurement(m: LesionMeasurement, name: str) -> str:
+    """`m.<name>` as text with its `DECIMALS`; "" when undefined (no voxel)."""
+    value = getattr(m, name)
+    return "" if value is None or math.isnan(value) else f"{value:.{DECIMALS[name]}f}"
+
+
 def _spacing_yx(volume: Volume) -> tuple[float, float]:
     return volume.spacing_mm[1], volume.spacing_mm[2]
 
@@ -73,12 +85,6 @@ def lesion_mask(volume: Volume, lesion: Lesion) -> np.ndarray:
     for z, plane in slice_masks(volume, lesion).items():
         mask[z] = plane
     return mask
-
-
-def outline_key(lesion: Lesion) -> int:
-    """Changes whenever the lesion's outlines change: anything derived from them alone (measurements,
-    heatmaps) can be cached under it."""
-    return hash(tuple((roi.slice_index, tuple(map(tuple, roi.points_xy))) for roi in lesion.rois))
 
 
 def measure_lesion(volume: Volume, lesion: Lesion) -> LesionMeasurement:

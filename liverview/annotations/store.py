@@ -28,6 +28,10 @@ AUTOSAVE_DELAY_S = 1.0
 Listener = Callable[["ChangeEvent"], None]
 
 
+class NotYourLesion(PermissionError):
+    """An edit of another reader's lesion: each reader's lesions stay their own opinion."""
+
+
 @dataclass(frozen=True)
 class ChangeEvent:
     """What changed: `kind` is "edit", "undo", "redo" or "reload"; `description` is for humans."""
@@ -205,6 +209,14 @@ class AnnotationStore:
         self._announce(ChangeEvent("redo", description))
 
     # -- edits -----------------------------------------------------------------------------------
+    def own_lesion(self, lesion_id: str) -> Lesion:
+        """The lesion, if it is this store's reader's; another reader's raises `NotYourLesion`."""
+        lesion = self.document.lesion(lesion_id)
+        if lesion.reader != self.reader:
+            raise NotYourLesion(f"lesion {lesion.id} is {lesion.reader}'s and stays their opinion; you read as "
+                                f"{self.reader}: outline it yourself, or decide its label in the consensus (Ctrl+K)")
+        return lesion
+
     def visible_lesions(self, hidden_readers: set[str] = frozenset()) -> list[Lesion]:
         return [lesion for lesion in self.document.lesions if lesion.reader not in hidden_readers]
 
@@ -215,6 +227,7 @@ class AnnotationStore:
         return self.document.lesion(lesion.id)
 
     def add_roi(self, lesion_id: str, roi: Roi) -> Roi:
+        self.own_lesion(lesion_id)
         with self.edit("Add outline", lesion_id) as doc:
             lesion = doc.lesion(lesion_id)
             lesion.rois.append(roi)
@@ -224,6 +237,7 @@ class AnnotationStore:
     def update_roi(self, lesion_id: str, roi_id: str, points_xy: list[tuple[float, float]], kind: str | None = None) -> None:
         if len(points_xy) < 3:
             raise ValueError("an outline needs at least 3 points")
+        self.own_lesion(lesion_id)
         with self.edit("Edit outline", lesion_id) as doc:
             lesion = doc.lesion(lesion_id)
             roi = lesion.roi(roi_id)
@@ -234,6 +248,7 @@ class AnnotationStore:
 
     def remove_roi(self, lesion_id: str, roi_id: str) -> None:
         """Remove one outline; a lesion left without outlines is removed too."""
+        self.own_lesion(lesion_id)
         with self.edit("Delete outline", lesion_id) as doc:
             lesion = doc.lesion(lesion_id)
             lesion.rois = [roi for roi in lesion.rois if roi.id != roi_id]
@@ -241,6 +256,7 @@ class AnnotationStore:
                 doc.lesions.remove(lesion)
 
     def remove_lesion(self, lesion_id: str) -> None:
+        self.own_lesion(lesion_id)
         with self.edit("Delete lesion", lesion_id) as doc:
             doc.lesions.remove(doc.lesion(lesion_id))
             for adjudication in doc.adjudications:
@@ -250,6 +266,7 @@ class AnnotationStore:
 
     def set_label(self, lesion_id: str, label: str | None = None, confidence: str | None = None,
                   note: str | None = None) -> None:
+        self.own_lesion(lesion_id)
         with self.edit("Set label", lesion_id) as doc:
             lesion = doc.lesion(lesion_id)
             if label is not None and label != lesion.label:
@@ -263,7 +280,7 @@ class AnnotationStore:
 
     def copy_roi_to_slice(self, lesion_id: str, roi_id: str, slice_index: int, sop_instance_uid: str = "") -> Roi:
         """Propagate an outline to a neighbouring slice (to be adjusted there)."""
-        source = self.document.lesion(lesion_id).roi(roi_id)
+        source = self.own_lesion(lesion_id).roi(roi_id)
         roi = Roi(slice_index=slice_index, points_xy=list(source.points_xy), kind="propagated",
                   sop_instance_uid=sop_instance_uid)
         with self.edit("Copy outline to slice", lesion_id) as doc:
@@ -276,10 +293,13 @@ class AnnotationStore:
 
     def accept_ai_label(self, lesion_id: str) -> None:
         """The reader takes the model's top class; the lesion records who accepted the suggestion."""
+        self.own_lesion(lesion_id)
         with self.edit("Accept model label", lesion_id) as doc:
             lesion = doc.lesion(lesion_id)
             if lesion.ai is None:
                 raise ValueError("this lesion has no model result to accept")
+            if lesion.current_ai() is None:
+                raise ValueError("the outline changed after the model answered; classify the lesion again")
             lesion.label = lesion.ai.predicted
             lesion.label_source = "ai-accepted"
             lesion.ai.accepted_by = self.reader

@@ -126,21 +126,40 @@ class Annotator(QObject):
 
     # -- commands (menu / keyboard) --------------------------------------------------------------
     def apply_label(self, label_id: str) -> None:
-        """Pick the label for new lesions, and give it to the selected lesion."""
-        self.current_label = label_id
+        """Give the label to the selected lesion; with none selected, to the next new lesion only
+        (a label never carries over to lesions drawn after it)."""
         lesion = self.selected()
-        if lesion is not None and lesion.label != label_id:
-            self.store.set_label(lesion.id, label=label_id)
+        if lesion is None:
+            self.current_label = label_id
+            self.message.emit(f"The next lesion you outline gets the label {self.taxonomy.get(label_id).name}")
+        elif self.is_mine(lesion):
+            if lesion.label != label_id:
+                self.store.set_label(lesion.id, label=label_id)
+            self.message.emit(f"Lesion {lesion.id}: {self.taxonomy.get(label_id).name}")
+
+    def start_new_lesion(self) -> None:
+        """The next outline starts a new, unlabelled lesion (Ctrl+N)."""
+        self.current_label = None
+        self.select(None)
+        self.message.emit("Outline the new lesion; it starts without a label")
+
+    def is_mine(self, lesion: Lesion) -> bool:
+        """True for the reader's own lesion; for another reader's, says why it cannot be edited."""
+        if lesion.reader == self.store.reader:
+            return True
+        self.message.emit(f"Lesion {lesion.id} is {lesion.reader}'s and stays their opinion; outline it yourself, "
+                          f"or decide its label in the consensus (Ctrl+K)")
+        return False
 
     def delete_selected_outline(self) -> None:
         lesion = self.selected()
-        if lesion is not None and self.selected_roi is not None:
+        if lesion is not None and self.selected_roi is not None and self.is_mine(lesion):
             self.store.remove_roi(lesion.id, self.selected_roi)
             self.select(lesion.id if self.selected() is not None else None)
 
     def delete_selected_lesion(self) -> None:
         lesion = self.selected()
-        if lesion is not None:
+        if lesion is not None and self.is_mine(lesion):
             self.store.remove_lesion(lesion.id)
             self.select(None)
 
@@ -150,6 +169,8 @@ class Annotator(QObject):
         z = self.view.slice_index
         if lesion is None:
             self.message.emit("Select a lesion first, then move to the next slice and copy its outline")
+            return
+        if not self.is_mine(lesion):
             return
         if lesion.rois_on(z):
             self.message.emit(f"Lesion {lesion.id} already has an outline on this slice")
@@ -279,7 +300,7 @@ class Annotator(QObject):
             self._drag = {}
             lesion = self.selected()
             roi = lesion.roi(self.selected_roi) if lesion is not None and self.selected_roi else None
-            if roi is not None and roi.slice_index == self.view.slice_index:
+            if roi is not None and roi.slice_index == self.view.slice_index and lesion.reader == self.store.reader:
                 vertex = self._vertex_near(roi, x, y)
                 if vertex is not None:
                     self._drag = {"lesion": lesion.id, "roi": roi.id, "vertex": vertex, "points": list(roi.points_xy)}
@@ -287,6 +308,8 @@ class Annotator(QObject):
             hit = self._hit(x, y)
             if hit is not None:
                 self.select(*hit)
+                if self.store.document.lesion(hit[0]).reader != self.store.reader:
+                    return  # another reader's outline: selected to look at, never dragged
                 roi = self.store.document.lesion(hit[0]).roi(hit[1])
                 self._drag = {"lesion": hit[0], "roi": hit[1], "origin": (x, y), "points": list(roi.points_xy)}
             return
@@ -324,6 +347,7 @@ class Annotator(QObject):
             self.select(joined.id, roi.id)
         else:
             lesion = self.store.add_lesion(roi, label=self.current_label)
+            self.current_label = None
             self.select(lesion.id, roi.id)
 
     def _hit(self, x: float, y: float) -> tuple[str, str] | None:

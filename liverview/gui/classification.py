@@ -17,7 +17,6 @@ from PySide6.QtGui import QAction, QActionGroup
 from PySide6.QtWidgets import QDockWidget, QFileDialog, QLabel, QMenu
 
 from liverview.annotations.document import Lesion
-from liverview.annotations.measurements import outline_key
 from liverview.annotations.store import STORE_RESULT, ChangeEvent
 from liverview.gui.heatmap_overlay import HeatmapOverlay
 from liverview.gui.model_worker import ModelDescription, ModelWorker
@@ -221,7 +220,7 @@ class ClassificationController(QObject):
         if not self._ready():
             return None
         job = self.worker.classify(self.window.volume, lesion, study=self.window.study_context())
-        self.pending[job] = (lesion.id, outline_key(lesion))
+        self.pending[job] = (lesion.id, lesion.outline_key())
         if self.selected_lesion() is not None and self.selected_lesion().id == lesion.id:
             self.panel.show_result(None, "Classifying …")
         return job
@@ -236,7 +235,7 @@ class ClassificationController(QObject):
             return None
         job = self.worker.classify_batch(self.window.volume, lesions, study=self.window.study_context())
         self.batch_job = job
-        self.batch_geometry = {lesion.id: outline_key(lesion) for lesion in lesions}
+        self.batch_geometry = {lesion.id: lesion.outline_key() for lesion in lesions}
         self.panel.show_batch(0, len(lesions))
         self.panel.set_enabled(model=True, lesion=self.selected_lesion() is not None, busy=True)
         return job
@@ -247,10 +246,10 @@ class ClassificationController(QObject):
 
     def accept_label(self) -> None:
         lesion = self.selected_lesion()
-        if lesion is None or lesion.ai is None:
+        if lesion is None or lesion.current_ai() is None:
             self.window.statusBar().showMessage("Classify the selected lesion first", 4000)
             return
-        if not self.window.reader_name():
+        if not self.window.reader_name() or not self.window.annotator.is_mine(lesion):
             return
         self.window.store.accept_ai_label(lesion.id)
         name = self.window.taxonomy.get(lesion.ai.predicted).name if lesion.ai.predicted in self.window.taxonomy \
@@ -269,7 +268,7 @@ class ClassificationController(QObject):
         if key is None or store is None or not any(lesion.id == prediction.lesion_id for lesion in store.document.lesions):
             return  # the series was closed or the lesion deleted meanwhile
         lesion_id, geometry = key
-        store.set_ai_result(lesion_id, prediction.to_ai_result())
+        store.set_ai_result(lesion_id, prediction.to_ai_result(outline=geometry))
         self.explained[(lesion_id, geometry)] = prediction.predicted
         self.crops[(lesion_id, geometry)] = (prediction.phase_crops,
                                              None if prediction.heatmap is None else prediction.heatmap.cam)
@@ -330,16 +329,19 @@ class ClassificationController(QObject):
         """Panel and overlay for the selected lesion (called on selection, store and model changes)."""
         lesion = self.selected_lesion()
         busy = self.batch_job is not None
-        self.panel.set_enabled(model=True, lesion=lesion is not None, has_result=lesion is not None and
-                               lesion.ai is not None, busy=busy)
-        shown = self.crops.get((lesion.id, outline_key(lesion))) if lesion is not None and lesion.ai is not None else None
+        answer = lesion.current_ai() if lesion is not None else None
+        self.panel.set_enabled(model=True, lesion=lesion is not None, has_result=answer is not None, busy=busy)
+        shown = self.crops.get((lesion.id, lesion.outline_key())) if answer is not None else None
         self.panel.show_phase_crops(*(shown or ({}, None)))
         if lesion is None:
             self.panel.show_result(None, "Select a lesion, then Classify" if self.window.store else "")
-        elif lesion.ai is not None:
-            self.panel.show_result(lesion.ai)
+        elif answer is not None:
+            self.panel.show_result(answer)
         elif lesion.id in self.batch_geometry or any(key[0] == lesion.id for key in self.pending.values()):
             self.panel.show_result(None, "Classifying …")
+        elif lesion.ai is not None:
+            self.panel.show_result(None, f"The outline changed after the model answered ({lesion.ai.predicted}); "
+                                         "that answer is outdated — Classify again")
         else:
             self.panel.show_result(None, "Not classified yet")
         self.follow_slice()
@@ -351,7 +353,7 @@ class ClassificationController(QObject):
         if lesion is None or self.window.volume is None:
             self.overlay.set_heatmap(None)
             return
-        geometry = outline_key(lesion)
+        geometry = lesion.outline_key()
         explained = self.explained.get((lesion.id, geometry))
         z = view.slice_index
         cached = self.heatmaps.get((lesion.id, geometry, z))

@@ -11,7 +11,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QColorDialog, QComboBox, QDial
 
 from liverview.annotations.document import Lesion
 from liverview.annotations.labels import CodedConcept, Confidence, LabelDef, LabelTaxonomy
-from liverview.annotations.measurements import LesionMeasurement, measure_lesion, outline_key
+from liverview.annotations.measurements import LesionMeasurement, format_measurement, measure_lesion
 from liverview.io.volume import Volume
 
 COLUMNS = ("Lesion", "Label", "Long mm", "Short mm", "Area mm²", "Volume mL", "Mean", "SD", "Min", "Max",
@@ -179,7 +179,7 @@ class LesionPanel(QWidget):
         if state != self._measured_state:
             self._measure_cache.clear()
             self._measured_state = state
-        keys = {lesion.id: outline_key(lesion) for lesion in lesions}
+        keys = {lesion.id: lesion.outline_key() for lesion in lesions}
         for lesion in lesions:
             if (lesion.id, keys[lesion.id]) not in self._measure_cache:
                 self._measure_cache[(lesion.id, keys[lesion.id])] = measure_lesion(volume, lesion)
@@ -196,13 +196,14 @@ class LesionPanel(QWidget):
             name = self.taxonomy.get(lesion.label).name if lesion.label in self.taxonomy else "—"
             first = QTableWidgetItem(lesion.id)
             first.setData(Qt.UserRole, lesion.id)
-            ai = f"{lesion.ai.predicted} {max(lesion.ai.probabilities.values()):.0%}" if lesion.ai else ""
+            answer = lesion.current_ai()
+            ai = (f"{answer.predicted} {answer.probability:.0%}" if answer is not None
+                  else "outdated" if lesion.ai is not None else "")
             cells = [first, QTableWidgetItem(name + (" (AI)" if lesion.label_source == "ai-accepted" else "")),
-                     _NumberItem(m.long_axis_mm, f"{m.long_axis_mm:.1f}"),
-                     _NumberItem(m.short_axis_mm, f"{m.short_axis_mm:.1f}"), _NumberItem(m.area_mm2, f"{m.area_mm2:.0f}"),
-                     _NumberItem(m.volume_ml, f"{m.volume_ml:.2f}"),
-                     _NumberItem(m.mean, f"{m.mean:.0f} {unit}".strip()), _NumberItem(m.sd, f"{m.sd:.0f}"),
-                     _NumberItem(m.min, f"{m.min:.0f}"), _NumberItem(m.max, f"{m.max:.0f}"),
+                     *(_NumberItem(getattr(m, name), format_measurement(m, name))
+                       for name in ("long_axis_mm", "short_axis_mm", "area_mm2", "volume_ml")),
+                     _NumberItem(m.mean, f"{format_measurement(m, 'mean')} {unit}".strip()),
+                     *(_NumberItem(getattr(m, name), format_measurement(m, name)) for name in ("sd", "min", "max")),
                      _NumberItem(m.n_slices, str(m.n_slices)), QTableWidgetItem(lesion.confidence),
                      QTableWidgetItem(lesion.reader), QTableWidgetItem(ai)]
             for column, item in enumerate(cells):

@@ -67,6 +67,7 @@ Annotation tools (on the axial view)
   D  freehand     B  brush       E  eraser        [ ]  brush size
   A  one-click outline: click inside a lesion for a proposed contour
   C  copy the selected lesion's outline onto this slice (then adjust it)
+  Ctrl+N  new lesion (starts unlabelled)
   Ctrl+1…9  label the selected lesion       Delete / Shift+Delete  delete outline / lesion
   Ctrl+Z  undo      Ctrl+Shift+Z  redo      Esc  cancel the shape being drawn
 
@@ -253,6 +254,7 @@ class MainWindow(QMainWindow):
         self.undo_action = self._action(edit_menu, "Undo", self.undo, QKeySequence.Undo)
         self.redo_action = self._action(edit_menu, "Redo", self.redo, ["Ctrl+Shift+Z", "Ctrl+Y"])
         edit_menu.addSeparator()
+        self._action(edit_menu, "New lesion (unlabelled)", lambda: self._annotator_call("start_new_lesion"), "Ctrl+N")
         self._action(edit_menu, "Delete selected outline", lambda: self._annotator_call("delete_selected_outline"),
                      [QKeySequence.Delete, Qt.Key_Backspace])
         self._action(edit_menu, "Delete selected lesion", lambda: self._annotator_call("delete_selected_lesion"),
@@ -383,7 +385,6 @@ class MainWindow(QMainWindow):
     def apply_label(self, label_id: str) -> None:
         if self.annotator is not None:
             self.annotator.apply_label(label_id)
-            self.statusBar().showMessage(f"Label: {self.taxonomy.get(label_id).name}", 3000)
 
     def add_label(self) -> None:
         dialog = AddLabelDialog(self.taxonomy, self)
@@ -395,7 +396,7 @@ class MainWindow(QMainWindow):
 
     def _edit_selected(self, **changes) -> None:
         lesion = self.annotator.selected() if self.annotator is not None else None
-        if lesion is not None:
+        if lesion is not None and self.annotator.is_mine(lesion):
             current = {"confidence": lesion.confidence, "note": lesion.note}
             if any(current[k] != v for k, v in changes.items()):
                 self.store.set_label(lesion.id, **changes)

@@ -129,8 +129,9 @@ class LesionPrediction:
             return OUTSIDE
         return uncertainty_level(self.entropy, self.tta_spread, self.tta_agreement)
 
-    def to_ai_result(self) -> AIResult:
-        return AIResult(model_id=self.model_id, probabilities=dict(self.probabilities), predicted=self.predicted,
+    def to_ai_result(self, outline: str | None = None) -> AIResult:
+        """The answer as stored with the lesion, stamped with the `Lesion.outline_key()` it was computed on."""
+        return AIResult(outline=outline, model_id=self.model_id, probabilities=dict(self.probabilities), predicted=self.predicted,
                         time=self.time, uncertainty=self.uncertainty, entropy=round(self.entropy, 4),
                         slice_index=self.slice_index, phases_read=list(self.phases_read),
                         outside_training=list(self.outside_training),

@@ -95,9 +95,9 @@ def test_csv_table(identified_volume, document, pseudonymizer, tmp_path, leak):
     first = rows[0]
     assert first["label"] == "metastasis" and first["label_name"] == "Metastasis" and first["code_value"] == "14799000"
     assert first["slices"] == "23;24;25;26;27" and first["n_slices"] == "5"
-    assert float(first["long_axis_mm"]) == pytest.approx(m.long_axis_mm, abs=0.01)
-    assert float(first["volume_ml"]) == pytest.approx(m.volume_ml, abs=0.001)
-    assert float(first["mean_hu"]) == pytest.approx(m.mean, abs=0.1)
+    assert float(first["long_axis_mm"]) == pytest.approx(m.long_axis_mm, abs=0.05)
+    assert float(first["volume_ml"]) == pytest.approx(m.volume_ml, abs=0.005)
+    assert float(first["mean_hu"]) == pytest.approx(m.mean, abs=0.05)
     assert first["is_hu"] == "yes" and first["patient"].startswith("LV-") and first["patient_name"] == ""
     assert rows[2]["label"] == "" and rows[2]["label_name"] == "unlabelled"
     leak.absent(path.read_text(), "pseudonymised CSV")

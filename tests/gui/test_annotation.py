@@ -235,3 +235,64 @@ def test_export_seg_and_dataset_then_reimport_seg(qtbot, window, tmp_path, demo_
     # The SEG comes back as six lesions of a "SEG" reader.
     assert window.import_seg(seg_files[0]) == 6
     assert sum(l.reader.startswith("SEG") for l in window.store.document.lesions) == 6
+
+
+def test_label_does_not_carry_over_to_new_lesions(qtbot, window):
+    """#16 defect 4: after labelling one lesion and Ctrl+N, the next outline starts unlabelled."""
+    qtbot.keyClick(window, Qt.Key_O)
+    drag(viewport(window), screen_of_pixel(window, 90, 100), screen_of_pixel(window, 110, 118))
+    qtbot.keyClick(window, Qt.Key_4, Qt.ControlModifier)  # metastasis, on the selected lesion
+    qtbot.keyClick(window, Qt.Key_N, Qt.ControlModifier)
+    assert window.annotator.selected() is None
+    drag(viewport(window), screen_of_pixel(window, 160, 150), screen_of_pixel(window, 180, 168))
+    first, second = window.store.document.lesions
+    assert first.label == "metastasis" and second.label is None
+    # Without Ctrl+N too: a label given to one lesion never arms the next.
+    drag(viewport(window), screen_of_pixel(window, 60, 180), screen_of_pixel(window, 75, 195))
+    assert window.store.document.lesions[-1].label is None
+
+
+def test_another_readers_lesion_cannot_be_relabelled_or_moved(qtbot, window, tmp_path):
+    """#16 defect 3: Ctrl+1…9 and dragging leave a colleague's lesion as they made it, and say why."""
+    qtbot.keyClick(window, Qt.Key_O)
+    drag(viewport(window), screen_of_pixel(window, 90, 100), screen_of_pixel(window, 110, 118))
+    qtbot.keyClick(window, Qt.Key_2, Qt.ControlModifier)
+    theirs = window.store.document.lesions[0]
+    window.store.document.lesions[0].reader = "Dr Bob"  # as if imported from Dr Bob's file
+    label, points = theirs.label, list(theirs.rois[0].points_xy)
+    window.annotator.select(theirs.id)
+    qtbot.keyClick(window, Qt.Key_4, Qt.ControlModifier)
+    assert window.store.document.lesion(theirs.id).label == label
+    assert "Dr Bob" in window.statusBar().currentMessage()
+    qtbot.keyClick(window, Qt.Key_V)
+    drag(viewport(window), screen_of_pixel(window, 100, 109), screen_of_pixel(window, 130, 130))
+    assert window.store.document.lesion(theirs.id).rois[0].points_xy == points
+    qtbot.keyClick(window, Qt.Key_Delete, Qt.ShiftModifier)
+    assert theirs.id in [lesion.id for lesion in window.store.document.lesions]
+
+
+def test_lesion_table_and_csv_give_the_same_numbers(qtbot, window, tmp_path):
+    """#16 defect 6: one measurement, one rounding, whether shown, saved, undone or exported."""
+    import csv
+
+    from liverview.annotations.document import Roi
+
+    z = window.viewer.views[0].slice_index
+    # A right edge 0.004 px off a pixel centre: stored at the file's precision it must measure the same.
+    roi = Roi(z, [(95.5, 95.5), (120.004, 95.5), (120.004, 118.5), (95.5, 118.5)],
+              sop_instance_uid=window.volume.sop_instance_uids[z])
+    lesion = window.store.add_lesion(roi, label="hcc")
+    table = window.lesion_panel.table
+    qtbot.waitUntil(lambda: table.rowCount() == 1)
+    headers = [table.horizontalHeaderItem(c).text() for c in range(table.columnCount())]
+    shown = {h: table.item(0, c).text() for c, h in enumerate(headers)}
+    window.store.flush()
+    with qtbot.waitSignal(window.export("csv", tmp_path / "out", pseudonymize=False).finished, timeout=20000):
+        pass
+    row = next(csv.DictReader(next((tmp_path / "out").glob("*.csv")).open()))
+    assert row["lesion_id"] == lesion.id
+    pairs = {"Max": "max_hu", "Min": "min_hu", "Mean": "mean_hu", "Long mm": "long_axis_mm", "Volume mL": "volume_ml"}
+    for header, column in pairs.items():
+        matching = [h for h in headers if h.startswith(header)]
+        assert matching, headers
+        assert shown[matching[0]].split()[0] == row[column], (header, shown[matching[0]], row[column])

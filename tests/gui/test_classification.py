@@ -12,6 +12,7 @@ import torch
 from PySide6.QtCore import QSettings
 from PySide6.QtWidgets import QApplication, QLabel
 
+from liverview.annotations.document import Roi
 from liverview.gui.main_window import MainWindow
 from liverview.gui.theme import apply_dark_theme
 from liverview.model.bundle import save_bundle
@@ -114,7 +115,12 @@ def test_classify_selected_lesion_shows_probabilities_and_heatmap(qtbot, window)
 
 def test_accept_as_label_records_the_ai_suggestion(qtbot, window):
     controller = window.classification
-    lesion = window.store.document.lesions[1]
+    truth = window.store.document.lesions[1]
+    first, *rest = truth.rois
+    lesion = window.store.add_lesion(Roi(first.slice_index, first.points_xy, sop_instance_uid=first.sop_instance_uid))
+    for roi in rest:
+        window.store.add_roi(lesion.id, Roi(roi.slice_index, roi.points_xy, sop_instance_uid=roi.sop_instance_uid))
+    assert lesion.reader == "Dr Ada" != truth.reader
     window.jump_to_lesion(lesion.id)
     with qtbot.waitSignal(controller.worker.result, timeout=60000):
         controller.classify_selected()
@@ -126,6 +132,15 @@ def test_accept_as_label_records_the_ai_suggestion(qtbot, window):
     window.store.flush()
     saved = window.store.path.read_text()
     assert '"ai-accepted"' in saved and '"accepted_by": "Dr Ada"' in saved
+
+    # The ground truth's lesion is another reader's: its model answer is never taken as its label.
+    window.jump_to_lesion(truth.id)
+    with qtbot.waitSignal(controller.worker.result, timeout=60000):
+        controller.classify_selected()
+    label = truth.label
+    controller.accept_label()
+    assert window.store.document.lesion(truth.id).label == label
+    assert window.store.document.lesion(truth.id).label_source != "ai-accepted"
 
 
 def test_batch_classifies_every_lesion_and_can_be_cancelled(qtbot, window):
