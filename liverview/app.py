@@ -28,6 +28,7 @@ from logging.handlers import RotatingFileHandler
 from pathlib import Path
 from typing import Any
 
+from liverview.log_setup import ConsoleFormatter, WithholdQuoted
 from liverview import __version__
 from liverview.paths import default_model_path, resource_path, user_data_dir
 
@@ -72,7 +73,9 @@ def setup_logging() -> tuple[Path | None, Callable[[], None]]:
     handlers: list[logging.Handler] = []
     # A windowed executable on Windows/macOS has no stderr at all (sys.stderr is None).
     if sys.stderr is not None:
-        handlers.append(logging.StreamHandler(sys.stderr))
+        console = logging.StreamHandler(sys.stderr)
+        console.setFormatter(ConsoleFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handlers.append(console)
     path: Path | None = None
     problem = ""
     try:
@@ -87,12 +90,16 @@ def setup_logging() -> tuple[Path | None, Callable[[], None]]:
         crash_file = open(path.with_name("crash.log"), "a", encoding="utf-8")  # noqa: SIM115 - lives until remove()
         faulthandler.enable(crash_file)
     for handler in handlers:
-        handler.setFormatter(formatter)
+        if handler.formatter is None:
+            handler.setFormatter(formatter)
+        handler.addFilter(WithholdQuoted())
         root.addHandler(handler)
+    logging.captureWarnings(True)
     if problem:
         log.warning("%s", problem)
 
     def remove() -> None:
+        logging.captureWarnings(False)
         for handler in handlers:
             root.removeHandler(handler)
             handler.close()

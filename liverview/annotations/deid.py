@@ -193,7 +193,14 @@ class Pseudonymizer:
                           "MediaStorageSOPClassUID", "ImplementationClassUID", "ContextGroupExtensionCreatorUID",
                           "ReferencedSOPClassUIDInFile", "MappingResourceUID"))
 
+        seen: set[int] = set()
+
         def clean(dataset: Dataset, top: bool) -> None:
+            # highdicom puts one item object into several sequences; cleaning it twice would remap its
+            # UIDs twice (references to nothing) and shift its dates twice.
+            if id(dataset) in seen:
+                return
+            seen.add(id(dataset))
             for elem in list(dataset):
                 tag = int(elem.tag)
                 if elem.tag.is_private:

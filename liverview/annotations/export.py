@@ -33,14 +33,17 @@ def export_annotations(volume: Volume, document: AnnotationDocument, to: str, ou
                        taxonomy: LabelTaxonomy | None = None, pseudonymize: bool = True,
                        pseudonymizer: Pseudonymizer | None = None, reader: str | None = None,
                        labelled_only: bool = True, phase: str = "unknown",
-                       other_phases: Sequence[PhaseSource] = (), readers: ExportReaders | None = None) -> ExportResult:
+                       other_phases: Sequence[PhaseSource] = (), readers: ExportReaders | None = None,
+                       with_images: bool = False) -> ExportResult:
     """Write `document` on `volume` in format `to` (a key of EXPORT_FORMATS) into `out_dir`.
 
     File names come from the (pseudonymised unless asked otherwise) patient and series, so nothing
     identifying leaks through a name. Returns the files written (for "dataset": its index files) and
     the number of lesions exported. A training dataset records the series' contrast `phase` and holds
     each lesion as read on `other_phases` too. `readers` chooses whose lesions go out (default:
-    the consensus once a label was adjudicated; see `export_selection`).
+    the consensus once a label was adjudicated; see `export_selection`). A pseudonymised SEG or SR
+    remaps every UID; `with_images` writes the source images de-identified with the same map beside
+    it (folder NAME-images), so that the two form one consistent study.
     Raises `ExportError` with a user-facing reason.
     """
     if to not in EXPORT_FORMATS:
@@ -64,14 +67,21 @@ def export_annotations(volume: Volume, document: AnnotationDocument, to: str, ou
     if choice.scope is ReaderScope.READER:
         reader = choice.reader
     n = len(document.lesions)
+    images: list[Path] = []
+    if with_images and pseudonymize and to in ("seg", "sr"):
+        from liverview.annotations.export_images import export_deidentified_images
+
+        images = export_deidentified_images(volume, stem.with_name(stem.name + "-images"), pseudonymizer)
     if to == "seg":
         from liverview.annotations.export_seg import export_seg
 
-        return ExportResult([export_seg(volume, document, stem.with_name(stem.name + "-seg.dcm"), taxonomy, reader=reader, **common)], n)
+        return ExportResult([export_seg(volume, document, stem.with_name(stem.name + "-seg.dcm"), taxonomy, reader=reader,
+                                        **common), *images], n)
     if to == "sr":
         from liverview.annotations.export_sr import export_sr
 
-        return ExportResult([export_sr(volume, document, stem.with_name(stem.name + "-sr.dcm"), taxonomy, reader=reader, **common)], n)
+        return ExportResult([export_sr(volume, document, stem.with_name(stem.name + "-sr.dcm"), taxonomy, reader=reader,
+                                       **common), *images], n)
     if to == "nifti":
         from liverview.annotations.export_nifti import export_nifti
 

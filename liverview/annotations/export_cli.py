@@ -12,10 +12,10 @@ Frame of Reference with). Exit status 0 on success, 1 on any error (the message 
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from pathlib import Path
 
+from liverview.log_setup import setup_cli_logging
 from liverview.annotations.annotated_study import (AnnotatedStudyError, open_annotated_study, other_phase_sources,
                                                    study_phases)
 from liverview.annotations.deid import PseudonymKeyError, Pseudonymizer
@@ -43,6 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="keep patient name, ID, birth date, UIDs and reader names (for use inside the clinic)")
     parser.add_argument("--key", metavar="FILE", type=Path,
                         help="pseudonymisation key file to use instead of this user's (share one across workstations)")
+    parser.add_argument("--with-images", action="store_true",
+                        help="seg/sr, pseudonymised: also write the study's images, de-identified with the same UID "
+                             "map, so that the export is one consistent de-identified study")
     parser.add_argument("--reader", metavar="NAME", help="content creator for SEG/SR (default: the only reader)")
     parser.add_argument("--readers", metavar="WHO", type=parse_readers,
                         help="whose lesions: 'consensus' (one per finding, adjudicated labels), 'all' (every reader's, "
@@ -76,7 +79,8 @@ def run(args: argparse.Namespace) -> list[Path]:
             print(f"each lesion is also read on the study's {', '.join(o.phase for o in others)} series")
     result = export_annotations(volume, document, args.to, Path(args.out), taxonomy, args.pseudonymize,
                                 pseudonymizer, reader=args.reader, labelled_only=not args.all_lesions,
-                                phase=phase, other_phases=others, readers=args.readers)
+                                phase=phase, other_phases=others, readers=args.readers,
+                                with_images=args.with_images)
     if args.to == "dataset":
         print(f"added {result.n_lesions} lesion(s) to the dataset")
     return result.paths
@@ -84,8 +88,7 @@ def run(args: argparse.Namespace) -> list[Path]:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    setup_cli_logging(args.verbose)
     try:
         written = run(args)
     except (AnnotatedStudyError, ExportError, SegImportError, PseudonymKeyError, LookupError, Cancelled) as exc:
@@ -97,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     for path in written:
         print(f"wrote {path}")
     if args.pseudonymize:
-        print("(pseudonymised: patient name, ID and birth date removed, dates shifted, study UID remapped)")
+        print("(pseudonymised: patient name, ID and birth date removed, dates shifted, UIDs remapped)")
     return 0
 
 

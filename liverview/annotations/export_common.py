@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -14,6 +16,7 @@ from liverview.annotations.document import AnnotationDocument, Lesion
 from liverview.annotations.labels import CodedConcept, LabelDef, LabelTaxonomy
 from liverview.annotations.measurements import lesion_mask
 from liverview.io.volume import Volume
+from liverview.log_setup import withhold_quoted
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +115,17 @@ def lesion_masks(volume: Volume, document: AnnotationDocument,
     return result
 
 
+@contextmanager
+def withheld_warnings() -> Iterator[None]:
+    """Run a DICOM writer with its warnings logged, their quoted values withheld: highdicom quotes the
+    patient's name when it finds fault with it, and that must reach no console or log."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield
+    for warning in caught:
+        log.warning("while writing DICOM: %s", withhold_quoted(str(warning.message)))
+
+
 def check_document_matches(volume: Volume, document: AnnotationDocument) -> None:
     """Refuse to export outlines onto a series they were not drawn on."""
     if document.series_instance_uid and document.series_instance_uid != volume.series_uid:
@@ -125,4 +139,4 @@ def output_stem(identity: ExportIdentity) -> str:
 
 
 __all__ = ["ExportError", "ExportIdentity", "LabelInfo", "check_document_matches", "export_identity",
-           "lesion_masks", "output_stem", "resolve_label", "volume_patient_identity"]
+           "lesion_masks", "output_stem", "resolve_label", "volume_patient_identity", "withheld_warnings"]

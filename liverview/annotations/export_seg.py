@@ -21,7 +21,7 @@ from liverview import __version__
 from liverview.annotations.deid import Pseudonymizer
 from liverview.annotations.document import AnnotationDocument, Lesion
 from liverview.annotations.export_common import (ExportError, ExportIdentity, check_document_matches, export_identity,
-                                                  lesion_masks, resolve_label)
+                                                  lesion_masks, resolve_label, withheld_warnings)
 from liverview.annotations.storage import write_bytes_atomic
 from liverview.annotations.labels import LIVER, MORPHOLOGICALLY_ABNORMAL_STRUCTURE, CodedConcept, LabelTaxonomy
 from liverview.io.volume import Volume
@@ -144,9 +144,9 @@ def build_seg(volume: Volume, document: AnnotationDocument, taxonomy: LabelTaxon
     if pseudonymize:
         p = pseudonymizer or Pseudonymizer.from_user_key()
         # highdicom copied the patient and study modules (and more) from the source; clean them here.
-        # Only the Study Instance UID is remapped: the SEG stays in the pseudonymised study that the
-        # other exports name, while its frames keep pointing at the real images.
-        p.deidentify_dataset(seg, uids="study")
+        # Every UID is remapped, references included, with the same map as the de-identified images
+        # (`export_images`): the SEG belongs to the pseudonymised study and resolves against its images.
+        p.deidentify_dataset(seg, uids="all")
         if seg.StudyInstanceUID != identity.study_uid:
             raise AssertionError("SEG study UID and export identity disagree")
         seg.SeriesDescription = SERIES_DESCRIPTION  # our own text, not the source's free text
@@ -173,11 +173,14 @@ def export_seg(volume: Volume, document: AnnotationDocument, out_path: str | os.
     """Write the lesions of `document` on `volume` as a DICOM SEG file at `out_path`.
 
     `reader` becomes (0070,0084) Content Creator's Name (default: the document's only reader).
-    With `pseudonymize` the patient and study information is replaced as in `deid`, the SEG's Study
-    Instance UID is remapped, and the frame references keep the original SOP Instance UIDs.
+    With `pseudonymize` the patient and study information is replaced as in `deid` and every UID is
+    remapped, references included: the SEG belongs to the pseudonymised study, whose images
+    `export_images.export_deidentified_images` writes with the same map. Without it the SEG belongs
+    to the source study and references its images as they are.
     Lesions without any outline on the series are left out (logged). Raises `ExportError`.
     """
-    seg = build_seg(volume, document, taxonomy, pseudonymize, reader, pseudonymizer)
+    with withheld_warnings():
+        seg = build_seg(volume, document, taxonomy, pseudonymize, reader, pseudonymizer)
     out = Path(out_path)
     write_bytes_atomic(out, lambda tmp: seg.save_as(tmp, enforce_file_format=True))
     log.info("wrote SEG with %d segment(s), %d frame(s) to %s", len(seg.SegmentSequence), seg.NumberOfFrames, out)

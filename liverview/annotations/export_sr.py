@@ -20,7 +20,8 @@ import pydicom
 from liverview import __version__
 from liverview.annotations.deid import Pseudonymizer
 from liverview.annotations.document import AnnotationDocument
-from liverview.annotations.export_common import ExportError, check_document_matches, export_identity, resolve_label
+from liverview.annotations.export_common import (ExportError, check_document_matches, export_identity, resolve_label,
+                                                  withheld_warnings)
 from liverview.annotations.storage import write_bytes_atomic
 from liverview.annotations.export_seg import GENERIC_LESION, read_source_datasets
 from liverview.annotations.labels import LIVER, CodedConcept, LabelTaxonomy
@@ -108,7 +109,7 @@ def build_sr(volume: Volume, document: AnnotationDocument, taxonomy: LabelTaxono
     sr.SoftwareVersions = __version__
     if pseudonymize:
         p = pseudonymizer or Pseudonymizer.from_user_key()
-        p.deidentify_dataset(sr, uids="study")
+        p.deidentify_dataset(sr, uids="all")  # consistent with the SEG and the de-identified images
         sr.SeriesDescription = SERIES_DESCRIPTION
     return sr
 
@@ -117,7 +118,8 @@ def export_sr(volume: Volume, document: AnnotationDocument, out_path: str | os.P
               taxonomy: LabelTaxonomy | None = None, pseudonymize: bool = True, reader: str | None = None,
               pseudonymizer: Pseudonymizer | None = None) -> Path:
     """Write the TID 1500 measurement report to `out_path`; pseudonymised like `export_seg`."""
-    sr = build_sr(volume, document, taxonomy, pseudonymize, reader, pseudonymizer)
+    with withheld_warnings():
+        sr = build_sr(volume, document, taxonomy, pseudonymize, reader, pseudonymizer)
     out = Path(out_path)
     write_bytes_atomic(out, lambda tmp: sr.save_as(tmp, enforce_file_format=True))
     log.info("wrote measurement SR to %s", out)

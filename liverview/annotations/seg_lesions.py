@@ -4,8 +4,10 @@ from __future__ import annotations
 import logging
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from liverview.annotations.deid import PseudonymKeyError, Pseudonymizer
 from liverview.annotations.document import AnnotationDocument, Lesion, Roi
 from liverview.annotations.labels import LabelTaxonomy
 from liverview.imaging.outline import mask_to_polygons
@@ -60,10 +62,19 @@ def document_from_seg(seg_import: SegImport, volume: Volume, taxonomy: LabelTaxo
     return document
 
 
+def own_uid_alias() -> Callable[[str], str] | None:
+    """This installation's pseudonymisation UID map, or None when its key cannot be used."""
+    try:
+        return Pseudonymizer.from_user_key().remap_uid
+    except (PseudonymKeyError, OSError):
+        return None
+
+
 def import_seg_document(seg_path: str | os.PathLike[str], volume: Volume,
                         taxonomy: LabelTaxonomy | None = None) -> SegDocumentImport:
-    """`import_seg` followed by `document_from_seg`; raises `SegImportError` when it cannot be placed."""
-    result = import_seg(seg_path, volume)
+    """`import_seg` followed by `document_from_seg`; raises `SegImportError` when it cannot be placed.
+    A SEG this installation exported pseudonymised from `volume` is placed through its UID map."""
+    result = import_seg(seg_path, volume, uid_alias=own_uid_alias())
     document = document_from_seg(result, volume, taxonomy)
     return SegDocumentImport(document, result.method, list(result.warnings))
 

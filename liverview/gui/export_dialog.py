@@ -1,6 +1,7 @@
 """Export… and the import of DICOM SEG files, over `liverview.annotations.export`."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from PySide6.QtCore import Qt
@@ -9,6 +10,16 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QDialog, QDialogButtonBox, 
 
 from liverview.annotations.export import EXPORT_FORMATS
 from liverview.annotations.export_selection import ExportReaders, ReaderScope
+
+
+@dataclass(frozen=True)
+class ExportChoice:
+    fmt: str
+    folder: Path
+    pseudonymize: bool
+    labelled_only: bool
+    readers: ExportReaders
+    with_images: bool
 
 
 class ExportDialog(QDialog):
@@ -44,6 +55,10 @@ class ExportDialog(QDialog):
         self.warning.setStyleSheet("color: #f0b040;")
         self.warning.setVisible(False)
         self.pseudonymize.toggled.connect(lambda on: self.warning.setVisible(not on))
+        self.with_images = QCheckBox("With the images, de-identified alike (DICOM SEG / SR): one consistent study")
+        self.with_images.setToolTip("A pseudonymised SEG or SR refers to the images by pseudonymised UIDs; these "
+                                    "copies of the images carry the same UIDs")
+        self.pseudonymize.toggled.connect(self.with_images.setEnabled)
         self.labelled_only = QCheckBox("Only lesions with a label (training dataset)")
         self.labelled_only.setChecked(True)
         form = QFormLayout(self)
@@ -52,6 +67,7 @@ class ExportDialog(QDialog):
         form.addRow("Folder", folder_row)
         form.addRow(self.pseudonymize)
         form.addRow(self.warning)
+        form.addRow(self.with_images)
         form.addRow(self.labelled_only)
         note = QLabel("Nothing is ever written into the study's own DICOM folder.")
         note.setTextFormat(Qt.PlainText)
@@ -66,6 +82,7 @@ class ExportDialog(QDialog):
         if folder:
             self.folder.setText(folder)
 
-    def choice(self) -> tuple[str, Path, bool, bool, ExportReaders]:
-        return (self.format.currentData(), Path(self.folder.text()), self.pseudonymize.isChecked(),
-                self.labelled_only.isChecked(), self.readers.currentData())
+    def choice(self) -> ExportChoice:
+        return ExportChoice(self.format.currentData(), Path(self.folder.text()), self.pseudonymize.isChecked(),
+                            self.labelled_only.isChecked(), self.readers.currentData(),
+                            self.pseudonymize.isChecked() and self.with_images.isChecked())

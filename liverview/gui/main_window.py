@@ -468,11 +468,11 @@ class MainWindow(QMainWindow):
                               readers=document.readers(), default=default_readers(document, self.store.reader),
                               n_adjudicated=len(document.adjudications))
         if dialog.exec():
-            fmt, folder, pseudonymize, labelled_only, readers = dialog.choice()
-            self.export(fmt, folder, pseudonymize, labelled_only, readers)
+            c = dialog.choice()
+            self.export(c.fmt, c.folder, c.pseudonymize, c.labelled_only, c.readers, c.with_images)
 
     def export(self, fmt: str, folder: Path, pseudonymize: bool = True, labelled_only: bool = True,
-               readers: ExportReaders | None = None) -> BackgroundTask:
+               readers: ExportReaders | None = None, with_images: bool = False) -> BackgroundTask:
         """Run one export in the background; the result (or the reason it failed) is shown. `readers`
         chooses whose lesions go out (default: the consensus once a label was adjudicated)."""
         self.settings.setValue("paths/last_export", str(folder))
@@ -490,7 +490,8 @@ class MainWindow(QMainWindow):
                 phase = study.phase.phase.value if study.phase is not None else "unknown"
                 others = [PhaseSource(p, load_series(info), how) for info, p, how in study.other_series if p != "unknown"]
             return export_annotations(volume, document, fmt, folder, taxonomy, pseudonymize, reader=reader,
-                                      labelled_only=labelled_only, phase=phase, other_phases=others, readers=readers)
+                                      labelled_only=labelled_only, phase=phase, other_phases=others, readers=readers,
+                                      with_images=with_images)
 
         task = BackgroundTask(job, self)
         task.finished.connect(lambda result: self._inform(

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 from collections.abc import Sequence
 
 import numpy as np
 
+from liverview.log_setup import setup_cli_logging
 from liverview.imaging.contrast_phase import detect_series_phases
 from liverview.io.series import ScanResult, SeriesInfo, scan_paths
 from liverview.io.sources import SourceError
@@ -107,12 +107,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     parser.add_argument("--load", action="store_true", help="read the pixels of every series (HU range over all slices)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    remove_logging = setup_cli_logging()
     try:
         report = inspect_paths(args.paths, load=args.load)
     except (SourceError, OSError) as exc:
         print(f"liverview-inspect: cannot read {' '.join(args.paths)}: {exc}", file=sys.stderr)
         return 2
+    finally:
+        remove_logging()
     if args.json:
         json.dump(report, sys.stdout, indent=2, ensure_ascii=False)
         sys.stdout.write("\n")

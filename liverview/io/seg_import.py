@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -180,8 +181,13 @@ def _iter_frames(seg_path: str, n_frames: int, shape: tuple[int, int]):
         raise SegImportError(f"{seg_path}: the SEG's pixel data holds {count} frame(s), not {n_frames}")
 
 
-def import_seg(seg_path: str | os.PathLike[str], volume: Volume) -> SegImport:
+def import_seg(seg_path: str | os.PathLike[str], volume: Volume,
+               uid_alias: Callable[[str], str] | None = None) -> SegImport:
     """Read the SEG at `seg_path` and return its segments as masks on the grid of `volume`.
+
+    `uid_alias` maps a UID of `volume` to the UID a pseudonymised export of it carries (the
+    installation's `Pseudonymizer.remap_uid`): a SEG that liverview exported pseudonymised from this
+    very series (its Frame of Reference is the alias of the series') is placed through the aliases.
 
     BINARY and FRACTIONAL segmentations are read (fractional values of half the (0062,000E) Maximum
     Fractional Value or more count as inside). Raises `SegImportError` with a reason when the file
@@ -219,10 +225,16 @@ def import_seg(seg_path: str | os.PathLike[str], volume: Volume) -> SegImport:
             raise SegImportError(f"{path}: frame {i + 1} names segment {number}, which the SEG does not describe")
         frame_segments.append(number)
 
-    slice_of = _match_by_sop(ds, per_frame, volume, warnings) if (rows, cols) == volume.shape[1:] else None
+    names, frame_of_reference = volume.sop_instance_uids, volume.frame_of_reference_uid
+    seg_for = str(ds.get("FrameOfReferenceUID", ""))
+    if uid_alias is not None and seg_for and seg_for != frame_of_reference and seg_for == uid_alias(frame_of_reference):
+        names, frame_of_reference = [uid_alias(uid) for uid in names], seg_for
+        warnings.append("the SEG is a pseudonymised export of this series; it was placed through this installation's "
+                        "UID map")
+    slice_of = _match_by_sop(ds, per_frame, volume, names, warnings) if (rows, cols) == volume.shape[1:] else None
     method = METHOD_SOP
     if slice_of is None:
-        placements = _place_by_position(ds, per_frame, frame_segments, volume, warnings, path)
+        placements = _place_by_position(ds, per_frame, frame_segments, volume, names, frame_of_reference, warnings, path)
         method = METHOD_POSITION
     else:
         placements = [[(z, None)] for z in slice_of]
@@ -267,10 +279,12 @@ def import_seg(seg_path: str | os.PathLike[str], volume: Volume) -> SegImport:
         study_uid=str(ds.get("StudyInstanceUID", "")), frame_of_reference_uid=str(ds.get("FrameOfReferenceUID", "")))
 
 
-def _match_by_sop(ds: Dataset, per_frame: list[Dataset], volume: Volume, warnings: list[str]) -> list[int] | None:
-    """Slice index of every frame from its source-image references, or None if any does not resolve."""
+def _match_by_sop(ds: Dataset, per_frame: list[Dataset], volume: Volume, names: list[str],
+                  warnings: list[str]) -> list[int] | None:
+    """Slice index of every frame from its source-image references (`names`: each slice's SOP Instance
+    UID as the SEG would name it), or None if any does not resolve."""
     by_uid: dict[str, list[int]] = {}
-    for z, uid in enumerate(volume.sop_instance_uids):
+    for z, uid in enumerate(names):
         by_uid.setdefault(uid, []).append(z)
     slice_of = []
     for item in per_frame:
@@ -312,19 +326,20 @@ def _warp(inside: np.ndarray, matrix: np.ndarray, shape: tuple[int, int]) -> np.
 
 
 def _place_by_position(ds: Dataset, per_frame: list[Dataset], frame_segments: list[int], volume: Volume,
-                       warnings: list[str], path: str) -> list[list[tuple[int, np.ndarray | None]]]:
+                       names: list[str], frame_of_reference: str, warnings: list[str],
+                       path: str) -> list[list[tuple[int, np.ndarray | None]]]:
     """Where every frame goes on the series, from Frame of Reference + Image Position (Patient): the
     slices it covers, each with the in-plane map from the frame's grid to the series' grid (None when
     the grids coincide). A SEG made on another reconstruction of the same patient space (a shifted
     field of view, other pixels, thicker or thinner slices) is resampled; SegImportError otherwise."""
-    known = set(volume.sop_instance_uids)
+    known = set(names)
     n_refs = sum(1 for item in per_frame if _frame_refs(item))
     n_foreign = sum(1 for item in per_frame if _frame_refs(item) and not any(u in known for u, _ in _frame_refs(item)))
     seg_for = str(ds.get("FrameOfReferenceUID", ""))
     series = _referenced_series(ds)
     reason = (f"{n_foreign} of its {len(per_frame)} frames reference images that are not in this series"
               if n_refs else "its frames name no source images")
-    if not seg_for or seg_for != volume.frame_of_reference_uid:
+    if not seg_for or seg_for != frame_of_reference:
         raise SegImportError(
             f"{path}: cannot place the SEG on this series: {reason}, and its Frame of Reference UID "
             f"({seg_for or 'missing'}) differs from the series' ({volume.frame_of_reference_uid or 'missing'}), so "

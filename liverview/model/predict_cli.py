@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import re
 import sys
 from pathlib import Path
@@ -27,6 +26,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from liverview.log_setup import setup_cli_logging
 from liverview.annotations.annotated_study import (AnnotatedStudyError, open_annotated_study, other_phase_sources,
                                                    study_phases)
 from liverview.annotations.measurements import slice_masks
@@ -201,8 +201,7 @@ def print_table(output: dict[str, Any]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    setup_cli_logging(args.verbose)
     try:
         output, status = run(args)
     except (AnnotatedStudyError, BundleError, SegImportError, LookupError, Cancelled) as exc:

@@ -3,6 +3,7 @@ the other formats and for the error paths."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -108,3 +109,25 @@ def test_a_dataset_exported_from_a_study_folder_holds_its_other_phases(crlm_dir,
     record = read_lesion_lines(out / "lesions.jsonl")[0]
     assert record["contrast_phase"] == "portal_venous" and list(record["phases"]) == ["arterial"]
     assert read_patch(out / record["file"]).phase_names == ["portal_venous", "arterial"]
+
+
+def test_no_patient_data_on_the_console_or_in_the_log(identified_dir, annotation_file, tmp_path):
+    """#16 defect 8: highdicom finds fault with a one-component Patient's Name and quotes it; a
+    pseudonymised export must not show it on stdout, stderr or in the log."""
+    source = tmp_path / "ct"
+    source.mkdir()
+    for path in sorted(identified_dir.glob("*.dcm")):
+        ds = pydicom.dcmread(path)
+        ds.PatientName = "Hepzibah Quartermaine"
+        ds.save_as(source / path.name)
+    data = tmp_path / "data"
+    env = {**os.environ, "LIVERVIEW_DATA_DIR": str(data)}
+    for fmt in ("seg", "sr"):
+        result = subprocess.run([sys.executable, "-m", "liverview.annotations.export_cli", str(source), "--annotations",
+                                 str(annotation_file), "--to", fmt, "--out", str(tmp_path / "out")],
+                                capture_output=True, text=True, timeout=120, cwd=REPO, env=env)
+        assert result.returncode == 0, result.stderr
+        assert "Hepzibah" not in result.stdout + result.stderr
+        assert "person name" in result.stderr  # the warning itself is kept, without the value
+    log = (data / "logs" / "liverview-cli.log").read_text()
+    assert "person name" in log and "Hepzibah" not in log

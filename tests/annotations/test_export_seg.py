@@ -39,15 +39,18 @@ def test_seg_is_valid_and_reads_back(identified_volume, document, pseudonymizer,
     assert first.SegmentLabel == f"Metastasis {document.lesions[0].id}"
     assert first.TrackingID == document.lesions[0].id
 
-    # References are the original images, so the SEG resolves against the real series.
+    # Pseudonymised, every UID is remapped with one map: the SEG belongs to the pseudonymised study and
+    # references its images as `export_deidentified_images` writes them (#16 defect 7: no hybrid).
+    remap = pseudonymizer.remap_uid
     referenced = {item.ReferencedSOPInstanceUID
                   for item in ds.ReferencedSeriesSequence[0].ReferencedInstanceSequence}
-    assert ds.ReferencedSeriesSequence[0].SeriesInstanceUID == volume.series_uid
-    assert referenced == set(volume.sop_instance_uids)
+    assert ds.ReferencedSeriesSequence[0].SeriesInstanceUID == remap(volume.series_uid)
+    assert referenced == {remap(uid) for uid in volume.sop_instance_uids}
+    assert not referenced & set(volume.sop_instance_uids)
     for frame in ds.PerFrameFunctionalGroupsSequence:
         uid = frame.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID
-        assert uid in volume.sop_instance_uids
-    assert ds.FrameOfReferenceUID == volume.frame_of_reference_uid
+        assert uid in referenced
+    assert ds.FrameOfReferenceUID == remap(volume.frame_of_reference_uid)
     # Pseudonymised: the SEG's own study UID is remapped, patient replaced.
     assert ds.StudyInstanceUID == pseudonymizer.remap_uid(volume.study_uid)
     assert ds.PatientID == pseudonymizer.patient_pseudonym("MRN-4711-0815") and ds.PatientBirthDate == ""
@@ -59,7 +62,7 @@ def test_seg_is_valid_and_reads_back(identified_volume, document, pseudonymizer,
     # highdicom reads it and gives back the masks per source image.
     seg = hd.seg.segread(path)
     assert seg.number_of_segments == 3
-    pixels = seg.get_pixels_by_source_instance(source_sop_instance_uids=volume.sop_instance_uids,
+    pixels = seg.get_pixels_by_source_instance(source_sop_instance_uids=[remap(u) for u in volume.sop_instance_uids],
                                                segment_numbers=[1, 2, 3], combine_segments=False)
     for k, lesion in enumerate(document.lesions):
         assert np.array_equal(pixels[..., k].astype(bool), lesion_mask(volume, lesion))
@@ -105,7 +108,7 @@ def test_measurement_sr_is_valid_and_pseudonymised(identified_volume, document, 
     assert values["Volume"] == pytest.approx(expected.volume_ml, rel=1e-6)
     assert values["Mean"] == pytest.approx(expected.mean, rel=1e-6)
     assert str(groups[0].finding_type.value) == "14799000"
-    # Outlines reference the real CT slices.
+    # Outlines reference the CT slices through the same UID map as the SEG and the de-identified images.
     region = groups[0].roi[0] if isinstance(groups[0].roi, list) else groups[0].roi
     source = region.ContentSequence[0].ReferencedSOPSequence[0]  # "selected from" IMAGE item
-    assert source.ReferencedSOPInstanceUID in identified_volume.sop_instance_uids
+    assert source.ReferencedSOPInstanceUID in {pseudonymizer.remap_uid(u) for u in identified_volume.sop_instance_uids}

@@ -21,8 +21,9 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
 
 
 @pytest.fixture
-def seg_path(identified_volume, document, pseudonymizer, tmp_path):
-    return export_seg(identified_volume, document, tmp_path / "lesions.dcm", pseudonymizer=pseudonymizer)
+def seg_path(identified_volume, document, tmp_path):
+    """A SEG as it stays in the hospital: the source study, references to the images as they are."""
+    return export_seg(identified_volume, document, tmp_path / "lesions.dcm", pseudonymize=False, reader="Dr. Reader One")
 
 
 def rewrite(src, dst, *, fresh_references=False, frame_of_reference=None, shift_mm=0.0):
@@ -66,10 +67,42 @@ def test_round_trip_by_sop_instance_uid(identified_volume, document, seg_path):
         assert dice(lesion_mask(volume, original), lesion_mask(volume, back)) >= 0.98
         assert back.slices() == original.slices()
         assert back.note == f"{names[original.label]} {original.id}"  # the Segment Label
-        assert back.reader.startswith("SEG: reader-")  # the pseudonymised content creator
+        assert back.reader == "SEG: Dr. Reader One"  # the content creator
         assert all(roi.kind == "seg" for roi in back.rois)
         assert all(roi.sop_instance_uid == volume.sop_instance_uids[roi.slice_index] for roi in back.rois)
     assert imported.document.series_instance_uid == volume.series_uid
+
+
+def test_pseudonymised_seg_is_one_study_with_its_deidentified_images(identified_volume, document, pseudonymizer,
+                                                                     tmp_path, leak):
+    """#16 defect 7: a pseudonymised SEG is not a hybrid: its study, series, frame of reference and
+    image references all carry the one UID map that the de-identified images carry too."""
+    from liverview.annotations.export import export_annotations
+    from liverview.io import load_series
+
+    result = export_annotations(identified_volume, document, "seg", tmp_path / "out", pseudonymizer=pseudonymizer,
+                                with_images=True)
+    seg_file, *images = result.paths
+    assert len(images) == identified_volume.shape[0]
+    for image in images:
+        leak.absent(image.read_bytes(), "de-identified image")
+    deidentified = load_series(images[0].parent)
+    seg = pydicom.dcmread(seg_file)
+    assert seg.StudyInstanceUID == deidentified.study_uid != identified_volume.study_uid
+    assert seg.FrameOfReferenceUID == deidentified.frame_of_reference_uid
+    assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == deidentified.series_uid
+    placed = import_seg(seg_file, deidentified)
+    assert placed.method == METHOD_SOP and placed.warnings == []
+    for original, segment in zip(document.lesions, placed.segments):
+        assert dice(lesion_mask(identified_volume, original), segment.mask) == 1.0
+    # Nothing of it resolves against the hospital's images without the installation's UID map ...
+    with pytest.raises(SegImportError, match="Frame of Reference"):
+        import_seg(seg_file, identified_volume)
+    # ... and with it (the same reader importing their own export) it is placed by its references.
+    back = import_seg(seg_file, identified_volume, uid_alias=pseudonymizer.remap_uid)
+    assert back.method == METHOD_SOP and "UID map" in back.warnings[0]
+    for original, segment in zip(document.lesions, back.segments):
+        assert dice(lesion_mask(identified_volume, original), segment.mask) == 1.0
 
 
 def test_anonymised_references_fall_back_to_frame_of_reference(identified_volume, document, seg_path, tmp_path):

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -37,3 +38,17 @@ def test_entry_point_exit_status(tmp_path, crlm_dir):
     missing = subprocess.run([sys.executable, "-m", "liverview.imaging.inspect_cli", str(tmp_path / "nope")],
                              capture_output=True, text=True)
     assert missing.returncode == 2 and "does not exist" in missing.stderr
+
+
+def test_damaged_file_gives_its_reason_not_a_traceback(corpus_dir, tmp_path):
+    """#16 defect 8: a decoder's traceback goes to the log file only; the console gets one line."""
+    damaged = corpus_dir / "pydicom" / "JPEG2000-embedded-sequence-delimiter.dcm"
+    data = tmp_path / "data"
+    env = {**os.environ, "LIVERVIEW_DATA_DIR": str(data)}
+    result = subprocess.run([sys.executable, "-m", "liverview.imaging.inspect_cli", str(damaged), "--json", "--load"],
+                            capture_output=True, text=True, timeout=120, env=env)
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr and "File \"" not in result.stderr
+    assert "ERROR" in result.stderr  # the reason is still said, in one line
+    log = (data / "logs" / "liverview-cli.log").read_text()
+    assert "Traceback" in log
