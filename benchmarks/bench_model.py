@@ -129,8 +129,8 @@ def bench_training(arch: str, batch: int, steps: int, threads: int) -> dict:
 def bench_inference(arch: str, repeats: int) -> dict:
     import torch
 
-    from liverview.model.bundle import LoadedModel
-    from liverview.model.bundle import predict as predict_probs
+    from liverview.model.inference import LoadedModel
+    from liverview.model.inference import predict as predict_probs
     from liverview.model.network import build_network, gradcam_target_layer
     from liverview.model.transforms import PreprocessConfig, build_preprocess, prepare_lesion_input
 

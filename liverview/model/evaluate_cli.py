@@ -44,7 +44,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from liverview.model.bundle import BundleError
+    from liverview.model.bundle_format import BundleError
     from liverview.model.data import DatasetError
     from liverview.model.evaluate import evaluate_bundle
 

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from liverview.model.bundle import (BUNDLE_KEYS, FLIP_DIMS, BundleError, load_bundle, predict, predict_flips,
-                                    predict_lesion, predict_lesions, read_bundle_info, save_bundle)
+from liverview.model.bundle_format import BUNDLE_KEYS, BundleError, read_bundle_info
+from liverview.model.bundle_writer import save_bundle
+from liverview.model.inference import FLIP_DIMS, load_bundle, predict, predict_flips, predict_lesion, predict_lesions
 from liverview.model.network import ARCHITECTURES, build_network, find_module, gradcam_target_layer
 from liverview.model.transforms import PreprocessConfig, prepare_lesion_input
 

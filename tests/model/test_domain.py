@@ -13,7 +13,7 @@ from liverview.model.classify import classify_lesion, classify_lesions, loaded_d
 from liverview.model.domain import OUTSIDE, SIMULATED_PORTAL_VENOUS, TrainingDomain
 from liverview.model.predict_cli import main as predict_main
 from liverview.paths import default_model_path
-from liverview.model.bundle import load_bundle
+from liverview.model.inference import load_bundle
 
 CRLM_ANNOTATIONS = "tests/data/crlm-ct-1004-metastases.json"
 

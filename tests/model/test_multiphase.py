@@ -70,7 +70,8 @@ def test_the_app_path_reads_a_lesion_on_every_phase_of_the_study(tmp_path):
     other phases, each carried and resampled around the lesion; without them only one phase is read."""
     from liverview.annotations.export_dataset import PhaseSource
     from liverview.imaging.contrast_phase import ContrastPhase, DecidedBy, PhaseDecision
-    from liverview.model.bundle import load_bundle, save_bundle
+    from liverview.model.bundle_writer import save_bundle
+    from liverview.model.inference import load_bundle
     from liverview.model.classify import classify_lesion
     from liverview.model.network import build_network
     from liverview.synth.simulator import SimulatorConfig, patient_document, patient_volume, simulate_patient

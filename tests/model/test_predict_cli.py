@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from liverview.model.bundle import save_bundle
+from liverview.model.bundle_writer import save_bundle
 from liverview.model.network import build_network
 from liverview.model.predict_cli import main
 from liverview.model.transforms import PreprocessConfig

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from liverview.progress import Cancelled
-from liverview.model.bundle import load_bundle
+from liverview.model.inference import load_bundle
 from liverview.model.split import Split, find_group_leaks
 from liverview.model.train import TrainConfig, TrainingError, resume_training, train_model
 from liverview.model.transforms import AugmentConfig, PreprocessConfig
