@@ -99,7 +99,6 @@ def bench_training(arch: str, batch: int, steps: int, threads: int) -> dict:
     from liverview.model.network import build_network, count_parameters
     from liverview.model.train import MEMORY_FORMAT, TRAINING_NEIGHBOUR_SLICES
     from liverview.model.transforms import PreprocessConfig
-    from liverview.synth.simulator import SimulatorConfig, write_simulated_dataset
 
     torch.set_num_threads(threads)
     channels = PreprocessConfig(neighbour_slices=TRAINING_NEIGHBOUR_SLICES).channels

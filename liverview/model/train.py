@@ -199,7 +199,6 @@ class DistContext:
 def init_distributed(device_preference: str = "auto") -> DistContext:
     """Join the torchrun process group when WORLD_SIZE > 1 (NCCL for GPUs, gloo for CPUs)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     device = resolve_device(device_preference, local_rank)
     if world <= 1:

@@ -100,6 +100,7 @@ def test_a_readers_phase_in_the_annotations_is_what_liverview_predict_reads(crlm
     output = json.loads(capsys.readouterr().out)
     assert output["series"]["contrast_phase"] == "delayed"
     assert output["series"]["contrast_phase_evidence"]["decided_by"] == "reader"
+    assert len(output["lesions"]) == len([lesion for lesion in document.lesions if lesion.rois]) > 0
     assert all(lesion["uncertainty"] == OUTSIDE and lesion["phases_read"] == ["delayed"] for lesion in output["lesions"])
 
 
