@@ -43,6 +43,13 @@ def _pyplot():
     return plt
 
 
+def _save_figure(plt, fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
 def plot_confusion(result: EvaluationResult, path: Path) -> Path:
     plt = _pyplot()
     cm = np.asarray(result.metrics["confusion_matrix"])
@@ -61,10 +68,7 @@ def plot_confusion(result: EvaluationResult, path: Path) -> Path:
     ax.set_ylabel("true")
     ax.set_title(f"{result.title}\naccuracy {result.metrics['accuracy']:.3f}, macro-F1 {result.metrics['macro_f1']:.3f}",
                  fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save_figure(plt, fig, path)
 
 
 def plot_roc(result: EvaluationResult, path: Path) -> Path:
@@ -86,10 +90,7 @@ def plot_roc(result: EvaluationResult, path: Path) -> Path:
     ax.set_title(f"{result.title}\none-vs-rest ROC" + (f", macro AUC {macro:.3f}" if macro is not None else ""),
                  fontsize=10)
     ax.legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save_figure(plt, fig, path)
 
 
 def plot_reliability(result: EvaluationResult, path: Path) -> Path:
@@ -112,10 +113,7 @@ def plot_reliability(result: EvaluationResult, path: Path) -> Path:
     hist.set_xlabel("confidence (top-class probability)")
     hist.set_ylabel("lesions")
     hist.set_xlim(0, 1)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save_figure(plt, fig, path)
 
 
 def plot_curves(history: Sequence[dict[str, Any]], key: str, path: Path, ylabel: str) -> Path:
@@ -140,10 +138,7 @@ def plot_curves(history: Sequence[dict[str, Any]], key: str, path: Path, ylabel:
     ax.set_title(f"Training and validation {ylabel}", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save_figure(plt, fig, path)
 
 
 def _write_predictions(result: EvaluationResult, path: Path) -> None:
