@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test demo bench clean
+.PHONY: run test lint demo bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -15,9 +15,15 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(VENV)/bin/liverview --demo
 
-## Install into .venv (first time) and run the whole test suite headless.
+## Lint rules (ruff) and the layer contracts (lint-imports), both configured in pyproject.toml.
+## PYTHONPATH: the contracts are checked on this tree's package, whatever .venv has installed.
+lint: $(STAMP)
+	$(VENV)/bin/ruff check
+	PYTHONPATH=$(CURDIR) $(VENV)/bin/lint-imports
+
+## Install into .venv (first time), lint, and run the whole test suite headless.
 ## dciodvfy (Debian's dicom3tools) validates the DICOM we write; installed here when apt-get can.
-test: $(STAMP)
+test: lint
 	@command -v dciodvfy >/dev/null || { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && \
 		apt-get install -y -qq dicom3tools >/dev/null; } || echo "note: install dicom3tools for the DICOM validation tests"
 	QT_QPA_PLATFORM=offscreen $(PY) -m pytest

@@ -171,7 +171,7 @@ def twenty_lesions(volume, document):
 def measure_per_lesion(volume, lesions, model: Path, repeats: int) -> dict:
     import torch
 
-    from liverview.model.bundle import load_bundle
+    from liverview.model.inference import load_bundle
     from liverview.model.classify import classify_lesion
 
     torch.set_num_threads(1)

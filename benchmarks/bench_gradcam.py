@@ -26,7 +26,7 @@ sys.path.insert(0, str(REPO))
 
 from liverview.annotations.document import AnnotationDocument  # noqa: E402
 from liverview.io import load_series  # noqa: E402
-from liverview.model.bundle import load_bundle  # noqa: E402
+from liverview.model.inference import load_bundle  # noqa: E402
 from liverview.model.classify import classify_lesions  # noqa: E402
 from liverview.model.uncertainty import HEATMAP_INSIDE_MIN  # noqa: E402
 from liverview.paths import default_model_path  # noqa: E402

@@ -9,8 +9,8 @@ Measures, on CPU, for each candidate architecture:
    model only (one (1, 3, 224, 224) forward in eval/inference mode) and end to end
    (`prepare_lesion_input` on a 512 x 512 slice + `predict`), median and p95; plus a batch of 20 lesions.
 3. Preprocessing cost per lesion (`prepare_lesion_input`) without and with the enhancement transforms.
-4. With --accuracy: a small training run per architecture on a simulated toy dataset
-   (`liverview.model.toy_dataset`), same data, split and seed for all, reporting test accuracy/macro-F1,
+4. With --accuracy: a small training run per architecture on a simulated dataset (phantom patients
+   of `liverview.synth.simulator.write_simulated_dataset`), same data, split and seed for all, reporting test accuracy/macro-F1,
    best validation macro-F1, epochs and wall time, and the classical baseline on the same split; the
    first architecture is also trained with each --variants enhancement (denoising / CLAHE). Runs of
    earlier invocations are kept in the output unless repeated (so seeds and variants can be added).
@@ -129,8 +129,8 @@ def bench_training(arch: str, batch: int, steps: int, threads: int) -> dict:
 def bench_inference(arch: str, repeats: int) -> dict:
     import torch
 
-    from liverview.model.bundle import LoadedModel
-    from liverview.model.bundle import predict as predict_probs
+    from liverview.model.inference import LoadedModel
+    from liverview.model.inference import predict as predict_probs
     from liverview.model.network import build_network, gradcam_target_layer
     from liverview.model.transforms import PreprocessConfig, build_preprocess, prepare_lesion_input
 
@@ -188,20 +188,22 @@ VARIANTS = {"none": ("none", False), "bilateral": ("bilateral", False), "nlmeans
 def bench_accuracy(archs: list[str], variants: list[str], seeds: list[int], lesions_per_class: int, epochs: int,
                    patience: int, data_dir: Path | None) -> dict:
     """Small training runs: every architecture with plain preprocessing, and the first architecture with
-    each enhancement variant, for every seed (the seed draws the toy dataset, the split and the init)."""
+    each enhancement variant, for every seed (the seed draws the simulated dataset, the split and the init)."""
     import torch
 
-    from liverview.model.toy_dataset import write_toy_dataset
     from liverview.model.train import TrainConfig, train_model
     from liverview.model.transforms import PreprocessConfig
+    from liverview.synth.simulator import SimulatorConfig, write_simulated_dataset
 
     torch.set_num_threads(os.cpu_count() or 1)
     tmp = Path(tempfile.mkdtemp(prefix="liverview-bench-model-"))
     runs, splits = {}, {}
     try:
         for seed in seeds:
-            data = data_dir or write_toy_dataset(tmp / f"data-{seed}", lesions_per_class=lesions_per_class, seed=seed,
-                                                 diameter_mm=(5.0, 60.0), noise_hu=(10.0, 25.0))
+            data = data_dir or tmp / f"data-{seed}"
+            if data_dir is None:
+                write_simulated_dataset(data, lesions_per_class, seed=seed,
+                                        config=SimulatorConfig(diameter_mm=(5.0, 60.0), noise_sigma_hu=(10.0, 25.0)))
             plan = [(arch, "none") for arch in archs] + [(archs[0], v) for v in variants if v != "none"]
             for index, (arch, variant) in enumerate(plan):
                 denoise, clahe = VARIANTS[variant]
@@ -228,8 +230,8 @@ def bench_accuracy(archs: list[str], variants: list[str], seeds: list[int], lesi
                                                     "test_macro_f1": metrics["results"]["baseline"]["macro_f1"]}
                     splits[seed] = json.loads((tmp / f"run-{key}" / "split.json").read_text())["counts"]
                 print(f"  {key}: test macro-F1 {cnn['macro_f1']:.3f} in {wall:.0f} s", flush=True)
-        return {"dataset": str(data_dir) if data_dir else f"toy_dataset(lesions_per_class={lesions_per_class}, "
-                "seed=SEED, diameter 5-60 mm, noise 10-25 HU)", "splits": {str(k): v for k, v in splits.items()},
+        return {"dataset": str(data_dir) if data_dir else f"write_simulated_dataset(lesions_per_class="
+                f"{lesions_per_class}, seed=SEED, diameter 5-60 mm, noise 10-25 HU)", "splits": {str(k): v for k, v in splits.items()},
                 "epochs": epochs, "patience": patience, "runs": runs}
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

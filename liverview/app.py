@@ -402,7 +402,7 @@ def self_test_steps(result: dict[str, Any], reporter: ErrorReporter, settings_fi
         lesion = self_test_lesion(window)
         result["lesion"] = {"id": lesion.id, "ground_truth": lesion.label}
         with timed(timings, "model_load"):
-            from liverview.model.bundle import load_bundle, resolve_device
+            from liverview.model.inference import load_bundle, resolve_device
             from liverview.model.classify import classify_lesion
 
             path = Path(os.environ.get(MODEL_OVERRIDE_ENV) or default_model_path())

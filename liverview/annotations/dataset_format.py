@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from liverview.annotations.storage import write_bytes_atomic
+from liverview.annotations.storage import write_bytes_atomic, write_json_atomic, write_text_atomic
 
 DATASET_FORMAT = "liverview.dataset"
 DATASET_VERSION = 2
@@ -202,6 +202,26 @@ def manifest_for(records: Iterable[dict[str, Any]], classes: Iterable[dict[str, 
     }
 
 
+def write_dataset(folder: Path, lesions: Iterable[tuple[dict[str, Any], Patch]], classes: Iterable[dict[str, Any]], *,
+                  now: Callable[[], str], liverview_version: str, **extra: Any) -> Path:
+    """A new dataset folder made in one go from lesions held in memory (tests, benchmarks): each
+    (lesion line, patch) becomes patches/<lesion_uid>.npz and a line naming it, then lesions.jsonl and
+    dataset.json (`manifest_for` with `classes` and `extra`). The app's export adds to a folder under
+    `DatasetFolderLock` instead."""
+    folder = Path(folder)
+    (folder / PATCHES_DIR).mkdir(parents=True, exist_ok=True)
+    records = []
+    for line, patch in lesions:
+        record = {"format_version": DATASET_VERSION, "lesion_uid": line["lesion_uid"],
+                  "file": f"{PATCHES_DIR}/{line['lesion_uid']}.npz", **line}
+        write_patch(folder / record["file"], patch)
+        records.append(record)
+    write_text_atomic(folder / LINES_NAME, lines_text(records))
+    write_json_atomic(folder / MANIFEST_NAME, manifest_for(records, classes, now=now,
+                                                          liverview_version=liverview_version, **extra))
+    return folder
+
+
 class DatasetFolderLock:
     """Keeps two writers from merging lesions.jsonl into the same folder at once."""
 
@@ -224,4 +244,5 @@ class DatasetFolderLock:
 
 __all__ = ["DATASET_FORMAT", "DATASET_VERSION", "DatasetFolderLock", "DatasetFormatError", "LINES_NAME", "LOCK_NAME",
            "MANIFEST_NAME", "MARGIN_XY_PX", "MARGIN_Z_SLICES", "PATCHES_DIR", "Patch", "lines_text", "manifest_for",
-           "iter_lesion_lines", "patch_bbox", "read_lesion_lines", "read_manifest", "read_patch", "write_patch"]
+           "iter_lesion_lines", "patch_bbox", "read_lesion_lines", "read_manifest", "read_patch", "write_dataset",
+           "write_patch"]

@@ -16,8 +16,8 @@ import importlib
 _LAZY = {
     "PreprocessConfig": "transforms", "AugmentConfig": "transforms", "HUWindow": "transforms",
     "build_preprocess": "transforms", "prepare_lesion_input": "transforms", "prepare_lesion_patch": "transforms",
-    "BundleError": "bundle", "LoadedModel": "bundle", "load_bundle": "bundle", "predict": "bundle",
-    "predict_lesion": "bundle", "save_bundle": "bundle",
+    "BundleError": "bundle_format", "LoadedModel": "inference", "load_bundle": "inference", "predict": "inference",
+    "predict_lesion": "inference", "save_bundle": "bundle_writer",
     "compute_gradcam": "gradcam",
     "ARCHITECTURES": "network", "build_network": "network", "gradcam_target_layer": "network",
     "TrainConfig": "train", "train_model": "train", "resume_training": "train",

@@ -26,6 +26,7 @@ import cv2
 import numpy as np
 
 from liverview.model.data import KeySlice, LesionRecord, load_key_slice
+from liverview.model.evaluation_result import EvaluationResult
 
 log = logging.getLogger(__name__)
 
@@ -220,10 +221,8 @@ def predict_baseline(clf, records: Sequence[LesionRecord], num_classes: int) -> 
 
 
 def evaluate_baseline(train_records: Sequence[LesionRecord], test_records: Sequence[LesionRecord],
-                      classes: Sequence[str], seed: int = 0):
+                      classes: Sequence[str], seed: int = 0) -> EvaluationResult:
     """Fit on `train_records`, predict `test_records`: an `EvaluationResult` named "baseline"."""
-    from liverview.model.evaluate import EvaluationResult
-
     clf = train_baseline(train_records, classes, seed)
     probs = predict_baseline(clf, test_records, len(classes))
     y = np.array([list(classes).index(r.label) for r in test_records])

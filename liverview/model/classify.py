@@ -27,7 +27,8 @@ from liverview.annotations.measurements import measure_lesion, slice_masks
 from liverview.annotations.storage import now_iso
 from liverview.imaging.contrast_phase import ContrastPhase, PhaseDecision, detect_series_phases
 from liverview.io.volume import Volume
-from liverview.model.bundle import BundleError, LoadedModel, load_bundle, predict, predict_flips, resolve_device
+from liverview.model.bundle_format import BundleError
+from liverview.model.inference import LoadedModel, load_bundle, predict, predict_flips, resolve_device
 from liverview.model.domain import OUTSIDE, TrainingDomain
 from liverview.model.gradcam import compute_gradcam
 from liverview.model.transforms import CropSquareResize, select_key_slice_by_area, select_slab, stack_phases

@@ -44,7 +44,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from liverview.model.bundle import BundleError
+    from liverview.model.bundle_format import BundleError
     from liverview.model.data import DatasetError
     from liverview.model.evaluate import evaluate_bundle
 
@@ -55,7 +55,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     except (BundleError, DatasetError, ValueError, OSError) as exc:
         log.error("%s", exc)
         return 1
-    for name, result in summary["results"].items():
+    for result in summary["results"].values():
         log.info("%s: %d lesions, accuracy %.3f, macro-F1 %.3f", result["title"], result["n"], result["accuracy"],
                  result["macro_f1"])
     log.info("report: %s", Path(args.out) / "report.md")

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from liverview.model.bundle import LoadedModel
+from liverview.model.inference import LoadedModel
 from liverview.model.network import find_module
 
 

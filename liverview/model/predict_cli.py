@@ -37,7 +37,8 @@ from liverview.io import SeriesInfo
 from liverview.progress import Cancelled
 from liverview.io.seg_import import SegImportError
 from liverview.io.volume import Volume, load_series
-from liverview.model.bundle import BundleError, LoadedModel, load_bundle, resolve_device
+from liverview.model.bundle_format import BundleError
+from liverview.model.inference import LoadedModel, load_bundle, resolve_device
 from liverview.model.classify import Heatmap, LesionPrediction, classify_lesions, loaded_domain, model_id
 from liverview.model.uncertainty import LEVELS
 from liverview.paths import default_model_path

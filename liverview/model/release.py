@@ -23,8 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from liverview.model.bundle import (HISTORY_FILE, MODEL_CARD, MODEL_JSON, BundleError, load_bundle,
-                                    read_bundle_info, render_model_card, write_json)
+from liverview.model.bundle_format import HISTORY_FILE, MODEL_CARD, MODEL_JSON, BundleError, read_bundle_info, write_json
+from liverview.model.inference import load_bundle
+from liverview.model.model_card import render_model_card
+from liverview.model.number_format import format_number
 from liverview.model.data import LesionRecord, load_records
 from liverview.model.train import load_run_config
 from liverview.synth.lesions import LesionSpec
@@ -241,15 +243,15 @@ def _markdown_sections(info: dict[str, Any], check: SanityCheck | None, comparis
                   "| run | training lesions | preprocessing | test accuracy | test macro-F1 | ECE | n |",
                   "|---|---|---|---|---|---|---|"]
         for row in comparison:
-            lines.append(f"| {row['run']} | {_fmt(row.get('n_train'))} | {row['preprocessing']} | "
-                         f"{_fmt(row['accuracy'])} | {_fmt(row['macro_f1'])} | {_fmt(row['ece'])} | {row['n_test']} |")
+            lines.append(f"| {row['run']} | {format_number(row.get('n_train'))} | {row['preprocessing']} | "
+                         f"{format_number(row['accuracy'])} | {format_number(row['macro_f1'])} | {format_number(row['ece'])} | {row['n_test']} |")
         lines.append("")
     replaced = info.get("replaces")
     if replaced:
         lines += ["## What it replaces", "",
                   f"{replaced['name']} {replaced['version']} (weights SHA-256 {str(replaced['sha256'])[:12]}..., "
-                  f"{replaced['preprocessing']}): test accuracy {_fmt(replaced['accuracy'])}, macro-F1 "
-                  f"{_fmt(replaced['macro_f1'])}. Its weights stay in the repository history.", ""]
+                  f"{replaced['preprocessing']}): test accuracy {format_number(replaced['accuracy'])}, macro-F1 "
+                  f"{format_number(replaced['macro_f1'])}. Its weights stay in the repository history.", ""]
     if check is not None:
         s = check.summary()
         lines += [f"## Real-data sanity check: {check.name}", "",
@@ -278,10 +280,6 @@ def _sanity_verdict(summary: dict[str, Any]) -> str:
         return "Here it agrees with the collection's diagnosis for every lesion."
     return ("Where it disagrees, the simulator's picture of that class differs from this real scan; treat the "
             "model's output on real data as unvalidated.")
-
-
-def _fmt(value: Any) -> str:
-    return f"{value:.3f}" if isinstance(value, float) else ("n/a" if value is None else str(value))
 
 
 def release_model(run: Path, target: Path, *, sanity_series: Path | None = None,

@@ -41,11 +41,16 @@ from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 
 from liverview.progress import Cancelled, Progress, ShouldStop
-from liverview.model.bundle import FLIP_DIMS, cpu_state, resolve_device, save_bundle, write_json
+from liverview.model.baseline import evaluate_baseline
+from liverview.model.bundle_format import BundleError, cpu_state, write_json
+from liverview.model.bundle_writer import save_bundle
 from liverview.model.data import DEFAULT_CLASSES, LesionDataset, LoadedRecords, load_records
 from liverview.model.domain import domain_from_records
+from liverview.model.evaluation_result import EvaluationResult
+from liverview.model.inference import FLIP_DIMS, load_bundle, resolve_device
 from liverview.model.metrics import compute_metrics, log_loss
-from liverview.model.network import DEFAULT_ARCHITECTURE, build_network, get_architecture
+from liverview.model.network import DEFAULT_ARCHITECTURE, build_network, find_class_head, get_architecture
+from liverview.model.report import write_report
 from liverview.model.split import DEFAULT_FRACTIONS, Split, check_split_matches, find_group_leaks, split_records
 from liverview.model.transforms import PreprocessConfig, build_preprocess
 from liverview.model.uncertainty import answer_from_copies, uncertainty_levels
@@ -194,7 +199,6 @@ class DistContext:
 def init_distributed(device_preference: str = "auto") -> DistContext:
     """Join the torchrun process group when WORLD_SIZE > 1 (NCCL for GPUs, gloo for CPUs)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     device = resolve_device(device_preference, local_rank)
     if world <= 1:
@@ -543,9 +547,6 @@ def load_initial_weights(net: nn.Module, config: TrainConfig) -> dict[str, Any]:
     the run records about them. The bundle is verified as the app verifies it (SHA-256) and must have
     the run's architecture and network input (preprocessing apart from augmentation). The class head
     follows the class ids: a class the bundle knows keeps its row, a new one keeps its fresh row."""
-    from liverview.model.bundle import BundleError, load_bundle
-    from liverview.model.network import find_class_head
-
     try:
         start = load_bundle(str(config.init_from), "cpu")
     except BundleError as exc:
@@ -700,7 +701,7 @@ def predict_dataset(net: nn.Module, dataset: LesionDataset, device: torch.device
                     views: Sequence[tuple[int, ...]] = ((),)) -> np.ndarray:
     """Softmax probabilities (len(views), len(indices), C) of a bare network, eval mode, no gradients: one
     copy per view, a view being the dims to flip (() = the input as given; `FLIP_DIMS` = every copy
-    `bundle.predict_flips` makes)."""
+    `inference.predict_flips` makes)."""
     indices = list(range(len(dataset))) if indices is None else list(indices)
     out = np.zeros((len(views), len(indices), len(dataset.classes)), dtype=np.float32)
     was_training = net.training
@@ -755,8 +756,6 @@ def _training_data_summary(loaded: LoadedRecords, split: Split, classes: Sequenc
 def finish_run(config: TrainConfig, run_dir: Path, split: Split, loaded: LoadedRecords, state: _State,
                ctx: DistContext, net: nn.Module) -> TrainResult:
     """Rank 0, after the last epoch: best weights -> test-split evaluation (+ baseline) -> report + bundle."""
-    from liverview.model.evaluate import EvaluationResult, write_report
-
     best = run_dir / "checkpoints" / "best.pt"
     if best.is_file():
         net.load_state_dict(torch.load(best, map_location="cpu", weights_only=True))
@@ -776,8 +775,6 @@ def finish_run(config: TrainConfig, run_dir: Path, split: Split, loaded: LoadedR
         log.warning("the test split is empty: no test metrics (the datasets hold too few patients)")
     if config.baseline and test_records:
         try:
-            from liverview.model.baseline import evaluate_baseline
-
             results["baseline"] = evaluate_baseline([by_uid[u] for u in split.train], test_records, config.classes,
                                                     seed=config.seed)
         except ImportError as exc:

@@ -179,7 +179,7 @@ def _config_from_args(args: argparse.Namespace):
 def _start_from_bundle(base: dict, bundle: Path) -> None:
     """`base` (TrainConfig fields) starts from `bundle`'s weights, with its architecture and network input
     unless the config file sets them (a conflict is then refused by `load_initial_weights`)."""
-    from liverview.model.bundle import BundleError, read_bundle_info
+    from liverview.model.bundle_format import BundleError, read_bundle_info
     from liverview.paths import default_model_path
 
     path = default_model_path() if str(bundle) == "bundled" else bundle

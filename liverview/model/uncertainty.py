@@ -4,7 +4,7 @@ A lesion's uncertainty is read from its class probabilities (normalised entropy)
 flipped copies of its input (`bundle.FLIP_DIMS`): how far their probabilities spread and how many
 agree on the top class. The app's answer panel and the evaluation report both go through
 `uncertainty_level`, so the report's "accuracy when the app said low" is about exactly the label a
-radiologist sees. numpy only (no torch): the copies come from `bundle.predict_flips` or the training
+radiologist sees. numpy only (no torch): the copies come from `inference.predict_flips` or the training
 loop's `predict_dataset`.
 """
 from __future__ import annotations

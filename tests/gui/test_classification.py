@@ -15,7 +15,7 @@ from PySide6.QtWidgets import QApplication, QLabel
 from liverview.annotations.document import Roi
 from liverview.gui.main_window import MainWindow
 from liverview.gui.theme import apply_dark_theme
-from liverview.model.bundle import save_bundle
+from liverview.model.bundle_writer import save_bundle
 from liverview.model.network import build_network
 from liverview.model.transforms import PreprocessConfig
 

@@ -13,7 +13,7 @@ from liverview.model.classify import classify_lesion, classify_lesions, loaded_d
 from liverview.model.domain import OUTSIDE, SIMULATED_PORTAL_VENOUS, TrainingDomain
 from liverview.model.predict_cli import main as predict_main
 from liverview.paths import default_model_path
-from liverview.model.bundle import load_bundle
+from liverview.model.inference import load_bundle
 
 CRLM_ANNOTATIONS = "tests/data/crlm-ct-1004-metastases.json"
 
@@ -100,6 +100,7 @@ def test_a_readers_phase_in_the_annotations_is_what_liverview_predict_reads(crlm
     output = json.loads(capsys.readouterr().out)
     assert output["series"]["contrast_phase"] == "delayed"
     assert output["series"]["contrast_phase_evidence"]["decided_by"] == "reader"
+    assert len(output["lesions"]) == len([lesion for lesion in document.lesions if lesion.rois]) > 0
     assert all(lesion["uncertainty"] == OUTSIDE and lesion["phases_read"] == ["delayed"] for lesion in output["lesions"])
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from liverview.model.bundle import save_bundle
+from liverview.model.bundle_writer import save_bundle
 from liverview.model.network import build_network
 from liverview.model.predict_cli import main
 from liverview.model.transforms import PreprocessConfig
@@ -33,6 +33,7 @@ def test_json_and_heatmaps_for_every_lesion(demo_study, bundle, tmp_path, capsys
     assert output["model"]["name"] == "tiny" and output["model"]["classes"] == CLASSES
     assert output["model"]["device"] == "cpu"
     truth = json.loads(demo_study.ground_truth_path.read_text())
+    assert truth["lesions"]
     assert [entry["id"] for entry in output["lesions"]] == [lesion["id"] for lesion in truth["lesions"]]
     for entry, lesion in zip(output["lesions"], truth["lesions"]):
         assert entry["label"] == lesion["label"] and entry["label"] in CLASSES  # comparable with `predicted`

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from liverview.model.bundle import load_bundle
+from liverview.model.inference import load_bundle
 from liverview.model.release import PAPER, ReleaseError, main, release_model
 
 

@@ -31,6 +31,12 @@ def test_shape_dtype_and_range(config):
         assert tuple(x.shape) == config.input_shape == (3, config.size, config.size)
         assert float(x.min()) >= 0.0 and float(x.max()) <= 1.0
         assert torch.isfinite(x).all()
+        # The windows clip, so the range alone would hold whatever they did: every window must show
+        # the lesion (10 HU) darker than the liver around it (100 HU).
+        s, r = config.size, config.size // 16
+        lesion = x[:, s // 2 - r:s // 2 + r, s // 2 - r:s // 2 + r].mean(dim=(1, 2))
+        liver = x[:, :r, :r].mean(dim=(1, 2))
+        assert (lesion < liver).all(), (lesion, liver)
 
 
 def test_windows_map_hu_linearly_to_0_1():
@@ -177,7 +183,7 @@ def test_app_path_equals_dataset_path_on_a_real_export(crlm_export):
                    PreprocessConfig(neighbour_slices=1)):
         dataset = LesionDataset(records, ["benign_cyst", "hemangioma", "hcc", "metastasis"], build_preprocess(config))
         for index, record in enumerate(records):
-            lesion = next(l for l in crlm_export.document.lesions if l.id == record.extra["lesion_id"])
+            lesion = next(item for item in crlm_export.document.lesions if item.id == record.extra["lesion_id"])
             mask3d = lesion_mask(volume, lesion)
             z = select_key_slice(mask3d)
             assert load_key_slice(record).z + int(record.extra["bbox_zyx"][0][0]) == z

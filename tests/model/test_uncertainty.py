@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from liverview.model.evaluate import uncertainty_table
+from liverview.model.report import uncertainty_table
 from liverview.model.uncertainty import (answer_from_copies, copy_statistics, metrics_by_uncertainty,
                                          normalised_entropy, uncertainty_level, uncertainty_levels)
 

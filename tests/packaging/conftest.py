@@ -13,7 +13,7 @@ def write_untrained_bundle(folder: Path, architecture: str, size: int) -> Path:
     """A valid bundle with random weights: the self-test checks the pipeline, not the model's skill."""
     import torch
 
-    from liverview.model.bundle import save_bundle
+    from liverview.model.bundle_writer import save_bundle
     from liverview.model.network import build_network
     from liverview.model.transforms import PreprocessConfig
 
