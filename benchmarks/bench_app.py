@@ -127,7 +127,7 @@ def measure_launch(n: int) -> dict:
         for _ in range(n + 1):
             env["BENCH_T0"] = repr(time.time())
             out = subprocess.run([sys.executable, "-c", LAUNCH], env=env, capture_output=True, text=True, timeout=120)
-            line = next(l for l in out.stdout.splitlines() if l.startswith("PAINTED"))
+            line = next(text for text in out.stdout.splitlines() if text.startswith("PAINTED"))
             _, seconds, torch_flag = line.split()
             times.append(float(seconds))
             torch_loaded.append(torch_flag == "True")

@@ -395,7 +395,7 @@ def worker_profile(folder: str, top: int = 30) -> dict:
     wall = time.perf_counter() - t0
     stats = pstats.Stats(profiler)
     rows = []
-    for (filename, line, func), (cc, nc, tt, ct, _callers) in stats.stats.items():
+    for (filename, line, func), (_cc, nc, tt, ct, _callers) in stats.stats.items():
         rows.append({"function": f"{Path(filename).name}:{line}({func})", "ncalls": nc,
                      "tottime_s": round(tt, 4), "cumtime_s": round(ct, 4)})
     by_cum = sorted(rows, key=lambda r: -r["cumtime_s"])[:top]

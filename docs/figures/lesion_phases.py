@@ -1,12 +1,15 @@
 """docs/figures/lesion-phases.png: one simulated lesion per class (rows) in the four contrast phases
 (columns: non-contrast, arterial, portal-venous, delayed), liver window, the same anatomy and noise.
 Run from the repository root: .venv/bin/python docs/figures/lesion_phases.py"""
-import numpy as np, cv2
+import cv2
+import numpy as np
+
 from liverview.synth.phantom import make_abdomen_phantom
-from liverview.synth.acquisition import simulate_acquisition, to_int16_hu
+from liverview.synth.acquisition import simulate_acquisition
 from liverview.synth.lesions import sample_varied_lesion_spec, place_lesions, insert_lesion, Enhancement, LesionClass
 from liverview.synth.phases import Phase, lesion_in_phase, TABLES
-shape=(30,256,256); sp=(3.0,1.2,1.2)
+shape = (30, 256, 256)
+sp = (3.0, 1.2, 1.2)
 liver, blood = 112.0, 180.0
 scale = blood / TABLES[Phase.PORTAL_VENOUS].portal_vein
 base = make_abdomen_phantom(shape, sp, np.random.default_rng(3), liver_hu=liver, blood_pool_hu=blood, top_s_mm=15)
@@ -22,7 +25,9 @@ for k, spec in enumerate(specs):
         s2 = lesion_in_phase(spec, ph, liver, scale)
         insert_lesion(p.hu, p.masks["liver"], s2, sp)
         simulate_acquisition(p.hu, sp, np.random.default_rng(5), noise_sigma_hu=10)
-        z = int(round(spec.centre_mm_zyx[0]/sp[0])); cy=int(spec.centre_mm_zyx[1]/sp[1]); cx=int(spec.centre_mm_zyx[2]/sp[2])
+        z = int(round(spec.centre_mm_zyx[0] / sp[0]))
+        cy = int(spec.centre_mm_zyx[1] / sp[1])
+        cx = int(spec.centre_mm_zyx[2] / sp[2])
         img = np.clip((p.hu[z].astype(float)-(70-170/2))/170*255,0,255).astype(np.uint8)
         crop = img[max(cy-40,0):cy+40, max(cx-40,0):cx+40]
         crop = cv2.resize(crop,(160,160),interpolation=cv2.INTER_NEAREST)

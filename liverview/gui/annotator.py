@@ -338,7 +338,7 @@ class Annotator(QObject):
         if not mask.any():
             self.message.emit("That outline encloses no pixel centre; draw a larger one")
             return
-        mine = [l for l in self.lesions() if l.reader == self.store.reader]
+        mine = [lesion for lesion in self.lesions() if lesion.reader == self.store.reader]
         selected = self.selected()
         candidates = ([selected] if selected is not None and selected in mine else []) + mine
         joined = find_lesion_to_join(self.volume, candidates, self.store.reader, z, mask)

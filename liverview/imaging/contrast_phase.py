@@ -469,7 +469,8 @@ def detect_series_phases(infos: Sequence[SeriesInfo], volumes: dict[str, np.ndar
             raise Cancelled()
         array = (volumes or {}).get(info.key)
         try:
-            enhancement = measure_series(info, (lambda z: array[z]) if array is not None else (lambda z: read_slice(info, z)))
+            enhancement = measure_series(info, (lambda z, array=array: array[z]) if array is not None
+                                         else (lambda z, info=info: read_slice(info, z)))
         except FrameDecodeError as exc:
             enhancement = Enhancement(None, None, (), f"a sampled slice cannot be decoded: {exc}")
         decided.append((info, decide_contrast_phase(info, enhancement)))

@@ -274,7 +274,6 @@ class _SliceGrid:
         a, b, cy = anatomy.body_a_mm, anatomy.body_b_mm, -3.0
         self.body = _body_mask(X, Y, a, b, cy)
         self.posterior_skin_y_mm = cy + b
-        pixel_mm = math.sqrt(dx * dy)
         depth = _body_depth_mm(self.body, X, Y, a, b, cy, dx, dy)
         r = np.hypot(X, Y - cy) + 1e-3
         cos_anterior = -(Y - cy) / r  # 1 at the front midline, -1 at the back

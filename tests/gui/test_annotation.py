@@ -154,7 +154,7 @@ def test_brush_grows_selected_outline_and_eraser_cuts(qtbot, window):
 
 def test_one_click_outline_on_demo_cyst(qtbot, window, demo_study):
     truth = AnnotationDocument.from_dict(json.loads(demo_study.ground_truth_path.read_text()))
-    cyst = next(l for l in truth.lesions if l.label == "benign_cyst")
+    cyst = next(lesion for lesion in truth.lesions if lesion.label == "benign_cyst")
     roi = max(cyst.rois, key=lambda r: roi_mask(window.volume, r).sum())
     window.viewer.set_cursor((roi.slice_index, 0, 0))
     centre = np.asarray(roi.points_xy).mean(axis=0)
@@ -179,7 +179,7 @@ def test_second_reader_sees_first_and_can_hide(qtbot, window, tmp_path):
     second.open_paths([str(window.volume.info.frames[0].path).rsplit("/", 1)[0]])
     qtbot.waitUntil(lambda: second.store is not None and second.volume.loaded.all(), timeout=30000)
     assert second.store.reader == "Dr Bob"
-    assert [l.reader for l in second.store.document.lesions] == ["Dr Ada"]
+    assert [lesion.reader for lesion in second.store.document.lesions] == ["Dr Ada"]
     second.lesion_panel.readers.item(0).setCheckState(Qt.Unchecked)
     assert second.lesion_panel.table.rowCount() == 0
     second.close()
@@ -194,7 +194,7 @@ def test_consensus_of_two_readers_and_adjudication(qtbot, window):
     window.annotator.select(None)
     drag(viewport(window), screen_of_pixel(window, 82, 82), screen_of_pixel(window, 102, 102))
     qtbot.keyClick(window, Qt.Key_3, Qt.ControlModifier)
-    assert [(l.reader, l.label) for l in window.store.document.lesions] == [("Dr Ada", "metastasis"), ("Dr Bob", "hcc")]
+    assert [(lesion.reader, lesion.label) for lesion in window.store.document.lesions] == [("Dr Ada", "metastasis"), ("Dr Bob", "hcc")]
     window.show_consensus()
     dialog = window.consensus_dialog
     summary = dialog.summary
@@ -234,7 +234,7 @@ def test_export_seg_and_dataset_then_reimport_seg(qtbot, window, tmp_path, demo_
     assert "never writes there" in blocker.args[0]
     # The SEG comes back as six lesions of a "SEG" reader.
     assert window.import_seg(seg_files[0]) == 6
-    assert sum(l.reader.startswith("SEG") for l in window.store.document.lesions) == 6
+    assert sum(lesion.reader.startswith("SEG") for lesion in window.store.document.lesions) == 6
 
 
 def test_label_does_not_carry_over_to_new_lesions(qtbot, window):

@@ -53,7 +53,7 @@ def test_one_click_outline_finds_demo_lesions(demo):
         assert points is not None, lesion.label
         got = polygon_mask(points, expected.shape)
         scores[lesion.id] = 2 * (got & expected).sum() / (got.sum() + expected.sum())
-    homogeneous = [scores[l.id] for l in truth.lesions if l.label in ("benign_cyst", "metastasis")]
+    homogeneous = [scores[lesion.id] for lesion in truth.lesions if lesion.label in ("benign_cyst", "metastasis")]
     assert min(homogeneous) > 0.6, scores
 
 
