@@ -196,6 +196,7 @@ class MainWindow(QMainWindow):
 
         self._build_status_bar()
         self._build_menus()
+        self._update_undo_actions()
         self._build_tools()
         self.classification = ClassificationController(self)
         self.classification.add_actions(self.file_menu, self.help_menu)
@@ -561,6 +562,7 @@ class MainWindow(QMainWindow):
         if self.store is not None:
             self.store.close()
             self.store = None
+        self._update_undo_actions()
 
     def _on_store_changed(self) -> None:
         self._refresh_lesions()
@@ -569,16 +571,21 @@ class MainWindow(QMainWindow):
             self.statusBar().showMessage(self.store.save_error, 10000)
 
     def _refresh_lesions(self) -> None:
+        self._update_undo_actions()
         if self.store is None or self.volume is None:
             return
         self.lesion_panel.show_lesions(self.store.visible_lesions(self.hidden_readers), self.store.document.readers(),
                                        self.hidden_readers, self.volume)
-        self.undo_action.setText(f"Undo {self.store.undo_text()}".strip())
-        self.redo_action.setText(f"Redo {self.store.redo_text()}".strip())
-        self.undo_action.setEnabled(self.store.can_undo())
-        self.redo_action.setEnabled(self.store.can_redo())
         if self.annotator is not None:
             self.lesion_panel.show_selection(self.annotator.selected())
+
+    def _update_undo_actions(self) -> None:
+        """Undo/Redo name the step they would take, and are off when there is none (or no study)."""
+        store = self.store
+        self.undo_action.setText(f"Undo {store.undo_text()}".strip() if store else "Undo")
+        self.redo_action.setText(f"Redo {store.redo_text()}".strip() if store else "Redo")
+        self.undo_action.setEnabled(store is not None and store.can_undo())
+        self.redo_action.setEnabled(store is not None and store.can_redo())
 
     def _on_selection(self, _lesion_id) -> None:
         self.lesion_panel.show_selection(self.annotator.selected() if self.annotator is not None else None)
@@ -655,6 +662,11 @@ class MainWindow(QMainWindow):
         task.start()
 
     def _on_scan_partial(self, item) -> None:
+        if isinstance(item, ScanResult) and not item.series and self.volume is not None:
+            # Nothing to open: the study on screen stays, and the title and browser keep naming it.
+            self.statusBar().showMessage(f"No DICOM series found there ({len(item.skipped)} file(s) skipped); "
+                                         f"{self.windowTitle().removeprefix('liverview — ')} stays open", 10000)
+            return
         if isinstance(item, ScanResult):
             self.scan = item
             self.phases = {}

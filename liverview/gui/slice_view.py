@@ -109,6 +109,8 @@ class SliceView(QWidget):
         self.slice_index = 0
         self._levels = (0.0, 1.0)
         self._invert = False
+        #: Where the mouse last was, in view (mm) coordinates; None until it moves over this volume.
+        self._mouse_at: QPointF | None = None
 
         self.graphics = pg.GraphicsView(self)
         self.graphics.setBackground("k")
@@ -144,6 +146,7 @@ class SliceView(QWidget):
     # -- content ---------------------------------------------------------------------------------
     def set_volume(self, volume: Volume, axes: ViewAxes) -> None:
         self.volume, self.axes = volume, axes
+        self._mouse_at = None
         self._invert = volume.invert_display
         lut = np.arange(255, -1, -1, dtype=np.uint8) if self._invert else None
         self.image.setLookupTable(lut)
@@ -253,7 +256,13 @@ class SliceView(QWidget):
     def _on_mouse_moved(self, scene_pos: QPointF) -> None:
         if self.volume is None:
             return
-        self.cursor_moved.emit(self.scene_to_index(self.view_box.mapSceneToView(scene_pos)))
+        self._mouse_at = self.view_box.mapSceneToView(scene_pos)
+        self.cursor_moved.emit(self.scene_to_index(self._mouse_at))
+
+    def repeat_hover(self) -> None:
+        """Report the voxel under a mouse that has not moved: the slice under it changed."""
+        if self.volume is not None and self._mouse_at is not None:
+            self.cursor_moved.emit(self.scene_to_index(self._mouse_at))
 
     def _on_click(self, view_pos: QPointF) -> None:
         self.activated.emit()

@@ -38,6 +38,8 @@ class Viewer(QWidget):
         self.window_center, self.window_width = 40.0, 400.0
         self.preset_name = ""
         self.cursor = np.zeros(3, dtype=int)
+        #: The view the mouse is over, whose readout follows the slice shown under a still mouse.
+        self._hovered: SliceView | None = None
         self.views = [SliceView("Axial"), SliceView("Coronal"), SliceView("Sagittal")]
         self.active = self.views[0]
 
@@ -75,6 +77,8 @@ class Viewer(QWidget):
     def set_volume(self, volume: Volume) -> None:
         """Show `volume` (possibly still loading: call `refresh` as more slices arrive)."""
         self.volume = volume
+        self._hovered = None
+        self.cursor_info.emit(None)  # nothing of the previous study stays in the readout
         axes = view_axes(volume.row_direction, volume.column_direction, volume.normal)
         for view, ax in zip(self.views, axes):
             view.title = plane_title(np.cross(ax.right, ax.down))
@@ -90,6 +94,8 @@ class Viewer(QWidget):
     def refresh(self) -> None:
         for view in self.views:
             view.refresh()
+        if self._hovered is not None:
+            self._hovered.repeat_hover()  # slices still loading: the value under the mouse arrives
 
     def apply_default_window(self) -> None:
         """Liver preset for CT; the series' own window, else percentiles, for anything else."""
@@ -158,6 +164,8 @@ class Viewer(QWidget):
         self.slider.blockSignals(False)
         self._update_overlays()
         self.slice_changed.emit(int(self.cursor[0]), int(shape[0]))
+        if self._hovered is not None:
+            self._hovered.repeat_hover()
 
     def fit(self) -> None:
         for view in self.views:
@@ -172,6 +180,7 @@ class Viewer(QWidget):
         self.apply_default_window()
 
     def _on_cursor(self, index: np.ndarray | None, view: SliceView) -> None:
+        self._hovered = view if index is not None else None
         if index is None or self.volume is None:
             self.cursor_info.emit(None)
             return

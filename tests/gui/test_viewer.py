@@ -332,3 +332,50 @@ def test_a_training_dataset_exported_from_the_window_holds_the_studys_other_phas
     record = read_lesion_lines(out / "lesions.jsonl")[0]
     assert record["contrast_phase"] == "portal_venous" and list(record["phases"]) == ["arterial"]
     assert read_patch(out / record["file"]).phase_names == ["portal_venous", "arterial"]
+
+
+def test_readout_follows_the_slice_under_a_still_mouse(qtbot, window, crlm_dir, demo_study):
+    """#16 defect 9: scrolling under a still mouse updates the readout; another study clears it."""
+    volume = open_and_wait(qtbot, window, crlm_dir)
+    axial = window.viewer.views[0]
+    viewport = axial.graphics.viewport()
+    pos = viewport.rect().center() + QPoint(37, -21)
+    send_mouse(viewport, QEvent.MouseMove, pos)
+    _, y, x = (int(round(v)) for v in axial.scene_to_index(axial.view_box.mapSceneToView(axial.graphics.mapToScene(pos))))
+    for step in (1, 5, -3):
+        window.viewer.scroll(step)
+        z = axial.slice_index
+        assert window.pixel_label.text() == f"x {x}  y {y}  z {z + 1}"
+        assert window.value_label.text() == f"{volume.array[z, y, x]} HU"
+    window.open_paths([str(demo_study.dicom_dir)])
+    qtbot.waitUntil(lambda: window.volume is not volume and window.volume is not None, timeout=30000)
+    assert window.value_label.text() == "" and window.position_label.text() == ""
+
+
+def test_welcome_screen_and_an_empty_folder(qtbot, window, crlm_dir, tmp_path):
+    """#16 defect 9: no Undo before a study is open; an empty folder leaves the open study as it was,
+    title and browser included, and says so."""
+    assert not window.undo_action.isEnabled() and not window.redo_action.isEnabled()
+    open_and_wait(qtbot, window, crlm_dir)
+    title, n_series = window.windowTitle(), window.browser.tree.topLevelItemCount()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    window.open_paths([str(empty)])
+    qtbot.waitUntil(lambda: "No DICOM series" in window.statusBar().currentMessage(), timeout=10000)
+    assert window.windowTitle() == title and "CRLM-CT-1004" in title
+    assert window.browser.tree.topLevelItemCount() == n_series
+    assert not window.undo_action.isEnabled()
+
+
+def test_cancelling_the_demo_generation_is_not_a_failure(qtbot, window):
+    """#16 defect 9: Cancel while the demo study is generated says "Cancelled", not "Cannot create"."""
+    failures = []
+    window.open_demo()
+    task = window.demo_task
+    task.failed.connect(failures.append)
+    with qtbot.waitSignal(task.cancelled, timeout=60000):
+        qtbot.waitUntil(lambda: window.progress.isVisible() or task.is_running(), timeout=10000)
+        window.cancel_tasks()
+    assert failures == []
+    qtbot.waitUntil(lambda: not task.is_running(), timeout=10000)
+    assert not [w for w in QApplication.topLevelWidgets() if w.isVisible() and "Cannot create" in w.windowTitle()]
