@@ -10,15 +10,13 @@ import os
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+import enum
 from dataclasses import dataclass
 from pathlib import Path
 
 from liverview.annotations.document import (AIResult, Adjudication, AnnotationDocument, AnnotationFormatError,
                                             Lesion, PhaseCorrection, Roi)
 from liverview.annotations.storage import annotation_path, keep_damaged_copy, now_iso, write_text_atomic
-
-# The undo step a model result makes; the GUI recognises it to skip work a result does not need.
-STORE_RESULT = "Store model result"
 
 log = logging.getLogger(__name__)
 
@@ -32,15 +30,43 @@ class NotYourLesion(PermissionError):
     """An edit of another reader's lesion: each reader's lesions stay their own opinion."""
 
 
+class ChangeKind(enum.Enum):
+    """How the document changed: one edit, an undo or redo of one, or a reload from disk."""
+
+    EDIT = "edit"
+    UNDO = "undo"
+    REDO = "redo"
+
+
+class Changed(enum.Flag):
+    """What an edit changed, so listeners react to the part they show (no matching of undo texts)."""
+
+    GEOMETRY = enum.auto()      # outlines added, edited, moved or removed (lesions included)
+    LABEL = enum.auto()         # label, confidence or note; an accepted model label
+    MODEL_RESULT = enum.auto()  # a model answer stored with a lesion
+    ADJUDICATION = enum.auto()
+    PHASE = enum.auto()         # the reader's contrast phase of the series
+    EVERYTHING = GEOMETRY | LABEL | MODEL_RESULT | ADJUDICATION | PHASE
+
+
 @dataclass(frozen=True)
 class ChangeEvent:
-    """What changed: `kind` is "edit", "undo", "redo" or "reload"; `description` is for humans."""
+    """One change of the document: `kind`, what it `changed`, the lesions it touched (empty: any), and
+    a `description` for humans (the Undo menu's text)."""
 
-    kind: str
+    kind: ChangeKind
+    changed: Changed
     description: str
     lesion_ids: tuple[str, ...] = ()
-    #: False when only data drawn nowhere on the image changed (a model result): overlays may skip redrawing.
-    drawn: bool = True
+
+    @property
+    def drawn(self) -> bool:
+        """False when nothing drawn on the image changed (a model result, the phase): overlays skip redrawing."""
+        return bool(self.changed & (Changed.GEOMETRY | Changed.LABEL))
+
+    @property
+    def geometry_changed(self) -> bool:
+        return bool(self.changed & Changed.GEOMETRY)
 
 
 @dataclass(frozen=True)
@@ -168,8 +194,8 @@ class AnnotationStore:
 
     # -- undo ------------------------------------------------------------------------------------
     @contextmanager
-    def edit(self, description: str, *lesion_ids: str, drawn: bool = True) -> Iterator[AnnotationDocument]:
-        """Everything done to the document inside the block is one undoable step."""
+    def edit(self, description: str, *lesion_ids: str, changed: Changed = Changed.GEOMETRY) -> Iterator[AnnotationDocument]:
+        """Everything done to the document inside the block is one undoable step, announced as `changed`."""
         before = self.document.to_dict()
         try:
             yield self.document
@@ -178,7 +204,7 @@ class AnnotationStore:
             raise
         self._undo.append((description, before))
         self._redo.clear()
-        self._announce(ChangeEvent("edit", description, tuple(lesion_ids), drawn))
+        self._announce(ChangeEvent(ChangeKind.EDIT, changed, description, tuple(lesion_ids)))
 
     def can_undo(self) -> bool:
         return bool(self._undo)
@@ -198,7 +224,7 @@ class AnnotationStore:
         description, before = self._undo.pop()
         self._redo.append((description, self.document.to_dict()))
         self.document = AnnotationDocument.from_dict(before)
-        self._announce(ChangeEvent("undo", description))
+        self._announce(ChangeEvent(ChangeKind.UNDO, Changed.EVERYTHING, description))
 
     def redo(self) -> None:
         if not self._redo:
@@ -206,7 +232,7 @@ class AnnotationStore:
         description, after = self._redo.pop()
         self._undo.append((description, self.document.to_dict()))
         self.document = AnnotationDocument.from_dict(after)
-        self._announce(ChangeEvent("redo", description))
+        self._announce(ChangeEvent(ChangeKind.REDO, Changed.EVERYTHING, description))
 
     # -- edits -----------------------------------------------------------------------------------
     def own_lesion(self, lesion_id: str) -> Lesion:
@@ -257,7 +283,7 @@ class AnnotationStore:
 
     def remove_lesion(self, lesion_id: str) -> None:
         self.own_lesion(lesion_id)
-        with self.edit("Delete lesion", lesion_id) as doc:
+        with self.edit("Delete lesion", lesion_id, changed=Changed.GEOMETRY | Changed.ADJUDICATION) as doc:
             doc.lesions.remove(doc.lesion(lesion_id))
             for adjudication in doc.adjudications:
                 if lesion_id in adjudication.lesion_ids:
@@ -267,7 +293,7 @@ class AnnotationStore:
     def set_label(self, lesion_id: str, label: str | None = None, confidence: str | None = None,
                   note: str | None = None) -> None:
         self.own_lesion(lesion_id)
-        with self.edit("Set label", lesion_id) as doc:
+        with self.edit("Set label", lesion_id, changed=Changed.LABEL) as doc:
             lesion = doc.lesion(lesion_id)
             if label is not None and label != lesion.label:
                 lesion.label = label
@@ -288,13 +314,13 @@ class AnnotationStore:
         return roi
 
     def set_ai_result(self, lesion_id: str, result: AIResult) -> None:
-        with self.edit(STORE_RESULT, lesion_id, drawn=False) as doc:
+        with self.edit("Store model result", lesion_id, changed=Changed.MODEL_RESULT) as doc:
             doc.lesion(lesion_id).ai = result
 
     def accept_ai_label(self, lesion_id: str) -> None:
         """The reader takes the model's top class; the lesion records who accepted the suggestion."""
         self.own_lesion(lesion_id)
-        with self.edit("Accept model label", lesion_id) as doc:
+        with self.edit("Accept model label", lesion_id, changed=Changed.LABEL) as doc:
             lesion = doc.lesion(lesion_id)
             if lesion.ai is None:
                 raise ValueError("this lesion has no model result to accept")
@@ -308,21 +334,21 @@ class AnnotationStore:
     def adjudicate(self, lesion_ids: list[str], final_label: str, note: str = "") -> Adjudication:
         """Record the final label of a group of matched lesions (replacing an earlier decision)."""
         decision = Adjudication(lesion_ids=list(lesion_ids), final_label=final_label, decided_by=self.reader, note=note)
-        with self.edit("Adjudicate", *lesion_ids) as doc:
+        with self.edit("Adjudicate", *lesion_ids, changed=Changed.ADJUDICATION) as doc:
             doc.adjudications = [a for a in doc.adjudications if not set(a.lesion_ids) & set(lesion_ids)]
             doc.adjudications.append(decision)
         return decision
 
     def set_contrast_phase(self, phase: str | None, detected: str = "unknown") -> None:
         """The reader's contrast phase for the series (None: back to liverview's own decision); undoable."""
-        with self.edit("Set contrast phase" if phase else "Reset contrast phase", drawn=False) as doc:
+        with self.edit("Set contrast phase" if phase else "Reset contrast phase", changed=Changed.PHASE) as doc:
             doc.contrast_phase = None if phase is None else PhaseCorrection(phase, self.reader, detected)
 
     def merge(self, other: AnnotationDocument) -> int:
         """Bring in another reader's lesions (e.g. a colleague's file); returns how many were added."""
         known = {lesion.id for lesion in self.document.lesions}
         new = [copy.deepcopy(lesion) for lesion in other.lesions if lesion.id not in known]
-        with self.edit(f"Import {len(new)} lesion(s)", *(lesion.id for lesion in new)) as doc:
+        with self.edit(f"Import {len(new)} lesion(s)", *(lesion.id for lesion in new), changed=Changed.EVERYTHING) as doc:
             doc.lesions.extend(new)
         return len(new)
 

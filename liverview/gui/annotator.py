@@ -11,7 +11,7 @@ from PySide6.QtCore import QObject, QPointF, Qt, Signal
 from liverview.annotations.document import Lesion, Roi, new_id
 from liverview.annotations.labels import LabelTaxonomy
 from liverview.annotations.measurements import find_lesion_to_join, roi_mask
-from liverview.annotations.store import AnnotationStore, ChangeEvent
+from liverview.annotations.store import AnnotationStore, ChangeEvent, Changed
 from liverview.gui.roi_overlay import RoiOverlay
 from liverview.gui.viewer import Viewer
 from liverview.imaging.measure import polygon_mask
@@ -278,7 +278,7 @@ class Annotator(QObject):
                 self.message.emit("The eraser works on the selected lesion's outline on this slice")
                 return
             remaining = mask_to_polygons(roi_mask(self.volume, target) & ~stroke, min_pixels=2, tolerance_px=EDIT_TOLERANCE_PX)
-            with self.store.edit("Erase", lesion.id) as doc:
+            with self.store.edit("Erase", lesion.id, changed=Changed.GEOMETRY | Changed.ADJUDICATION) as doc:
                 edited = doc.lesion(lesion.id)
                 edited.rois = [r for r in edited.rois if r.id != target.id]
                 for i, points in enumerate(remaining):

@@ -17,7 +17,7 @@ from PySide6.QtGui import QAction, QActionGroup
 from PySide6.QtWidgets import QDockWidget, QFileDialog, QLabel, QMenu
 
 from liverview.annotations.document import Lesion
-from liverview.annotations.store import STORE_RESULT, ChangeEvent
+from liverview.annotations.store import ChangeEvent, ChangeKind, Changed
 from liverview.gui.heatmap_overlay import HeatmapOverlay
 from liverview.gui.model_worker import ModelDescription, ModelWorker
 from liverview.gui.prediction_panel import PredictionPanel
@@ -32,7 +32,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DEVICES = (("auto", "Automatic (CUDA when available)"), ("cpu", "CPU"), ("cuda", "CUDA GPU"))
-OUTLINE_EDITS = ("Add lesion", "Add outline", "Edit outline", "Copy outline to slice")
 AUTO_CLASSIFY_DELAY_MS = 400
 
 
@@ -370,13 +369,17 @@ class ClassificationController(QObject):
             self.pending[job] = (lesion.id, geometry)
 
     def on_store_event(self, event: ChangeEvent) -> None:
-        if event.kind == "edit" and event.description in OUTLINE_EDITS and self.auto_action.isChecked() \
-                and event.lesion_ids:
+        if event.kind is ChangeKind.EDIT and event.geometry_changed and self.auto_action.isChecked() \
+                and event.lesion_ids and self._still_outlined(event.lesion_ids[0]):
             self._auto_lesion = event.lesion_ids[0]
             self._auto_timer.start()
-        if event.kind == "edit" and event.description == STORE_RESULT:
+        if event.kind is ChangeKind.EDIT and event.changed == Changed.MODEL_RESULT:
             return  # _on_result refreshes once its heatmap is cached, and only for the selected lesion
         self.refresh()
+
+    def _still_outlined(self, lesion_id: str) -> bool:
+        store = self.window.store
+        return store is not None and any(lesion.id == lesion_id and lesion.rois for lesion in store.document.lesions)
 
     def _auto_classify(self) -> None:
         store = self.window.store

@@ -8,6 +8,7 @@ import pytest
 
 from liverview.annotations import AIResult, AnnotationDocument, AnnotationStore, Roi
 from liverview.annotations.storage import annotation_path
+from liverview.annotations.store import ChangeKind, Changed
 
 SQUARE = [(10.0, 10.0), (20.0, 10.0), (20.0, 20.0), (10.0, 20.0)]
 
@@ -31,7 +32,13 @@ def test_undo_redo_every_edit(tmp_path):
     store.set_label(lesion.id, confidence="certain")
     roi = store.copy_roi_to_slice(lesion.id, lesion.rois[0].id, 6)
     store.update_roi(lesion.id, roi.id, [(11, 11), (21, 11), (21, 21), (11, 21)])
-    assert [e.kind for e in events] == ["edit"] * 4
+    assert [e.kind for e in events] == [ChangeKind.EDIT] * 4
+    # Typed: listeners learn what changed without reading the Undo text.
+    assert [e.changed for e in events] == [Changed.GEOMETRY, Changed.LABEL, Changed.GEOMETRY, Changed.GEOMETRY]
+    assert [e.drawn for e in events] == [True] * 4 and all(e.lesion_ids == (lesion.id,) for e in events)
+    store.set_ai_result(lesion.id, AIResult("m", {"hcc": 1.0}, "hcc", "2026-12-06T10:00:00+00:00"))
+    assert events[-1].changed is Changed.MODEL_RESULT and not events[-1].drawn and not events[-1].geometry_changed
+    store.undo()
     assert store.document.lesion(lesion.id).slices() == [5, 6]
     for _ in range(4):
         store.undo()
