@@ -11,13 +11,14 @@ from PySide6.QtCore import QObject, QPointF, Qt, Signal
 from liverview.annotations.document import Lesion, Roi, new_id
 from liverview.annotations.labels import LabelTaxonomy
 from liverview.annotations.measurements import find_lesion_to_join, roi_mask
-from liverview.annotations.store import AnnotationStore, ChangeEvent, Changed
+from liverview.annotations.store import AnnotationStore, Changed
 from liverview.gui.roi_overlay import RoiOverlay
 from liverview.gui.viewer import Viewer
 from liverview.imaging.measure import polygon_mask
 from liverview.imaging.outline import (ellipse_points, mask_to_polygons, paint_disc, propose_outline,
                                        rectangle_points, simplify_points)
 from liverview.io.volume import Volume
+from liverview.session import Session, SessionEvent, SessionEventKind
 
 
 class Tool(StrEnum):
@@ -56,30 +57,30 @@ class Annotator(QObject):
     selection_changed = Signal(object)  # lesion id or None
     message = Signal(str)
 
-    def __init__(self, viewer: Viewer, volume: Volume, store: AnnotationStore, taxonomy: LabelTaxonomy) -> None:
+    def __init__(self, viewer: Viewer, session: Session, taxonomy: LabelTaxonomy) -> None:
         super().__init__()
+        if session.volume is None or session.store is None:
+            raise ValueError("the annotator works on an open series")
         self.viewer = viewer
         self.view = viewer.views[0]
-        self.volume = volume
-        self.store = store
+        self.session = session
+        self.volume: Volume = session.volume
+        self.store: AnnotationStore = session.store
         self.taxonomy = taxonomy
         self.tool = Tool.NAVIGATE
         self.current_label: str | None = None
-        self.hidden_readers: set[str] = set()
-        self.selected_lesion: str | None = None
-        self.selected_roi: str | None = None
         self.brush_radius_mm = 5.0
         self.overlay = RoiOverlay(self.view)
         self._polygon: list[tuple[float, float]] = []
         self._drag: dict = {}
         self.view.view_box.tool_sink = self
-        store.subscribe(self._on_store_event)
+        session.subscribe(self._on_session_event)
         viewer.slice_changed.connect(lambda *_: self.redraw())
         self.view.cursor_moved.connect(self._on_hover)
         self.redraw()
 
     def detach(self) -> None:
-        self.store.unsubscribe(self._on_store_event)
+        self.session.unsubscribe(self._on_session_event)
         self.view.view_box.tool_sink = None
         self.overlay.clear()
         self.overlay.clear_preview()
@@ -93,35 +94,38 @@ class Annotator(QObject):
     def handles_left_button(self) -> bool:
         return self.tool != Tool.NAVIGATE
 
+    @property
+    def selected_lesion(self) -> str | None:
+        return self.session.selected_lesion
+
+    @property
+    def selected_roi(self) -> str | None:
+        return self.session.selected_roi
+
     def lesions(self) -> list[Lesion]:
-        return self.store.visible_lesions(self.hidden_readers)
+        return self.session.visible_lesions()
 
     def select(self, lesion_id: str | None, roi_id: str | None = None) -> None:
         if lesion_id is not None and roi_id is None:
             lesion = self.store.document.lesion(lesion_id)
             here = lesion.rois_on(self.view.slice_index)
             roi_id = (here or lesion.rois)[0].id if lesion.rois else None
-        self.selected_lesion, self.selected_roi = lesion_id, roi_id
-        self.redraw()
-        self.selection_changed.emit(lesion_id)
+        self.session.select(lesion_id, roi_id)
 
     def selected(self) -> Lesion | None:
-        if self.selected_lesion is None:
-            return None
-        try:
-            return self.store.document.lesion(self.selected_lesion)
-        except KeyError:
-            return None
+        return self.session.selected()
 
     def redraw(self) -> None:
         self.overlay.draw(self.lesions(), self.taxonomy, self.selected_lesion, self.selected_roi,
                           handles=self.tool == Tool.SELECT)
 
-    def _on_store_event(self, event: ChangeEvent) -> None:
-        if self.selected() is None:
-            self.selected_lesion = self.selected_roi = None
-            self.selection_changed.emit(None)
-        if event.drawn:
+    def _on_session_event(self, event: SessionEvent) -> None:
+        if event.kind is SessionEventKind.SELECTION_CHANGED:
+            self.redraw()
+            self.selection_changed.emit(self.session.selected_lesion)
+        elif event.kind is SessionEventKind.READERS_SHOWN:
+            self.redraw()
+        elif event.kind is SessionEventKind.ANNOTATIONS_CHANGED and event.change is not None and event.change.drawn:
             self.redraw()
 
     # -- commands (menu / keyboard) --------------------------------------------------------------

@@ -218,7 +218,7 @@ class ClassificationController(QObject):
     def classify(self, lesion: Lesion) -> int | None:
         if not self._ready():
             return None
-        job = self.worker.classify(self.window.volume, lesion, study=self.window.study_context())
+        job = self.worker.classify(self.window.volume, lesion, study=self.window.session.study_context())
         self.pending[job] = (lesion.id, lesion.outline_key())
         if self.selected_lesion() is not None and self.selected_lesion().id == lesion.id:
             self.panel.show_result(None, "Classifying …")
@@ -232,7 +232,7 @@ class ClassificationController(QObject):
         if not lesions:
             self.window.statusBar().showMessage("There are no outlined lesions to classify", 4000)
             return None
-        job = self.worker.classify_batch(self.window.volume, lesions, study=self.window.study_context())
+        job = self.worker.classify_batch(self.window.volume, lesions, study=self.window.session.study_context())
         self.batch_job = job
         self.batch_geometry = {lesion.id: lesion.outline_key() for lesion in lesions}
         self.panel.show_batch(0, len(lesions))
@@ -364,7 +364,7 @@ class ClassificationController(QObject):
             return
         self.wanted_heatmap = (lesion.id, geometry, z)
         if self.heatmap_job is None:
-            job = self.worker.slice_heatmap(self.window.volume, lesion, z, explained, self.window.study_context())
+            job = self.worker.slice_heatmap(self.window.volume, lesion, z, explained, self.window.session.study_context())
             self.heatmap_job = job
             self.pending[job] = (lesion.id, geometry)
 

@@ -29,9 +29,8 @@ from liverview.gui.export_dialog import ExportDialog
 from liverview.gui.lesion_panel import AddLabelDialog, LesionPanel
 from liverview.gui.series_browser import SeriesBrowser
 from liverview.gui.viewer import CursorInfo, Viewer
-from liverview.gui.model_worker import StudyContext
 from liverview.gui.workers import BackgroundTask
-from liverview.imaging.contrast_phase import ContrastPhase, PhaseDecision, detect_series_phases, reader_decision
+from liverview.imaging.contrast_phase import PhaseDecision, detect_series_phases
 from liverview.imaging.thumbnail import make_thumbnail
 from liverview.imaging.window import CT_PRESETS, WindowPreset
 from liverview.io.pixels import FrameDecodeError
@@ -39,6 +38,7 @@ from liverview.io.seg_import import SegImportError
 from liverview.io.series import ScanResult, SeriesInfo, scan_paths
 from liverview.io.volume import Volume, allocate_volume, fill_volume, load_series, pick_series, read_slice
 from liverview.paths import demo_study_dir, user_data_dir
+from liverview.session import Session
 
 log = logging.getLogger(__name__)
 
@@ -147,10 +147,8 @@ class MainWindow(QMainWindow):
         self.settings = settings or QSettings()
         self.setWindowTitle("liverview")
         self.setAcceptDrops(True)
-        self.volume: Volume | None = None
-        self.scan: ScanResult | None = None
-        #: Contrast phase per series key of the current scan, once measured.
-        self.phases: dict[str, PhaseDecision] = {}
+        #: The open study, Qt-free: series, phases, volume, annotations, selection, readers, tasks.
+        self.session = Session()
         self._shown_phase: PhaseDecision | None = None
         self.scan_task: BackgroundTask | None = None
         self.load_task: BackgroundTask | None = None
@@ -159,9 +157,7 @@ class MainWindow(QMainWindow):
         self.last_message = ""
         self.presets = self._read_presets()
         self.taxonomy = LabelTaxonomy.load(user_data_dir() / "labels.json")
-        self.store: AnnotationStore | None = None
         self.annotator: Annotator | None = None
-        self.hidden_readers: set[str] = set()
 
         self.browser = SeriesBrowser()
         self.browser.series_activated.connect(self.open_series)
@@ -481,7 +477,7 @@ class MainWindow(QMainWindow):
         self.store.flush()
         document = AnnotationDocument.from_dict(self.store.document.to_dict())
         volume, taxonomy, reader = self.volume, self.taxonomy, self.store.reader
-        study = self.study_context()
+        study = self.session.study_context()
 
         def job(progress, should_stop, report):
             progress(0.1, f"Exporting {EXPORT_FORMATS[fmt]}")
@@ -494,7 +490,7 @@ class MainWindow(QMainWindow):
                                       labelled_only=labelled_only, phase=phase, other_phases=others, readers=readers,
                                       with_images=with_images)
 
-        task = BackgroundTask(job, self)
+        task = BackgroundTask(job, self, name="export")
         task.finished.connect(lambda result: self._inform(
             "Export finished", f"{result.n_lesions} lesion(s) exported:\n" + "\n".join(str(p) for p in result.paths)))
         task.failed.connect(lambda message: self._fail("Export failed", message))
@@ -528,10 +524,7 @@ class MainWindow(QMainWindow):
         self.annotator.select(lesion_id, roi.id)
 
     def _set_hidden_readers(self, hidden: set) -> None:
-        self.hidden_readers = set(hidden)
-        if self.annotator is not None:
-            self.annotator.hidden_readers = self.hidden_readers
-            self.annotator.redraw()
+        self.session.set_hidden_readers(hidden)
         self._refresh_lesions()
 
     def _open_annotations(self, volume: Volume) -> None:
@@ -539,9 +532,8 @@ class MainWindow(QMainWindow):
         reader = self.reader_name(ask=False) or "reader"
         store, report = AnnotationStore.open(volume.study_uid, volume.series_uid, volume.frame_of_reference_uid,
                                              reader=reader)
-        self.store = store
-        self.annotator = Annotator(self.viewer, volume, store, self.taxonomy)
-        self.annotator.hidden_readers = self.hidden_readers
+        self.session.open_series(volume, store)
+        self.annotator = Annotator(self.viewer, self.session, self.taxonomy)
         self.annotator.set_tool(next(t for t, a in self.tool_actions.items() if a.isChecked()))
         self.annotator.selection_changed.connect(self._on_selection)
         self.annotator.message.connect(lambda text: self.statusBar().showMessage(text, 5000))
@@ -559,9 +551,7 @@ class MainWindow(QMainWindow):
         if self.annotator is not None:
             self.annotator.detach()
             self.annotator = None
-        if self.store is not None:
-            self.store.close()
-            self.store = None
+        self.session.close_series()
         self._update_undo_actions()
 
     def _on_store_changed(self) -> None:
@@ -621,16 +611,34 @@ class MainWindow(QMainWindow):
     def _remember_window(self, center: float, width: float) -> None:
         self.settings.setValue("view/last_window", [center, width, self.viewer.preset_name])
 
+    @property
+    def volume(self) -> Volume | None:
+        return self.session.volume
+
+    @property
+    def store(self) -> AnnotationStore | None:
+        return self.session.store
+
+    @property
+    def scan(self) -> ScanResult | None:
+        return self.session.scan
+
+    @property
+    def phases(self) -> dict[str, PhaseDecision]:
+        return self.session.phases
+
+    @property
+    def hidden_readers(self) -> set[str]:
+        return self.session.hidden_readers
+
     def closeEvent(self, event):  # noqa: N802
         self.settings.setValue("window/geometry", self.saveGeometry())
         self.settings.setValue("window/splitter", self.splitter.saveState())
         self.settings.setValue("window/state", self.saveState())
         self.settings.sync()
         self._close_annotations()
-        self.cancel_tasks()
-        for task in (self.scan_task, self.load_task, self.demo_task):
-            if task is not None:
-                task.wait(3000)
+        self.session.tasks.cancel_all()
+        self.session.tasks.wait_all(3000)
         self.classification.shutdown()
         super().closeEvent(event)
 
@@ -650,11 +658,12 @@ class MainWindow(QMainWindow):
 
     def open_paths(self, paths: list[str]) -> None:
         """Scan `paths` in the background; the first series opens as soon as the scan is done."""
-        self.cancel_tasks()
+        self._cancel_study_tasks()
         first = Path(paths[0])
         self.settings.setValue("paths/last_folder", str(first if first.is_dir() else first.parent))
         self.statusBar().showMessage(f"Scanning {', '.join(paths)} …")
-        task = BackgroundTask(lambda progress, should_stop, report: scan_with_thumbnails(paths, progress, should_stop, report), self)
+        task = BackgroundTask(lambda progress, should_stop, report: scan_with_thumbnails(paths, progress, should_stop, report), self,
+                              name="scan")
         task.partial.connect(self._on_scan_partial)
         task.failed.connect(lambda message: self._fail("Cannot open", message))
         self._track(task)
@@ -668,8 +677,7 @@ class MainWindow(QMainWindow):
                                          f"{self.windowTitle().removeprefix('liverview — ')} stays open", 10000)
             return
         if isinstance(item, ScanResult):
-            self.scan = item
-            self.phases = {}
+            self.session.set_scan(item)
             self.browser.set_scan(item)
             self.browser.setVisible(self.browser_dock_action.isChecked())
             note = f"{len(item.series)} series, {len(item.skipped)} file(s) skipped"
@@ -679,37 +687,15 @@ class MainWindow(QMainWindow):
             elif item.skipped:
                 self.browser.show_skipped()
         elif isinstance(item, dict):
-            self.phases = item
+            self.session.set_phases(item)
             self.browser.set_phases(item)
             self._show_open_series_phase()
         else:
             key, thumbnail = item
             self.browser.set_thumbnail(key, thumbnail)
 
-    def open_series_phase(self) -> PhaseDecision | None:
-        """The open series' phase: the reader's correction stored with its annotations, else liverview's."""
-        if self.volume is None:
-            return None
-        detected = self.phases.get(self.volume.info.key)
-        correction = self.store.document.contrast_phase if self.store is not None else None
-        if correction is None:
-            return detected
-        return reader_decision(ContrastPhase(correction.phase), correction.reader, detected)
-
-    def study_context(self) -> StudyContext:
-        """The open series' phase and the study's other series (same Frame of Reference, axial CT) with
-        theirs, for a model that reads several phases."""
-        others = []
-        if self.volume is not None and self.scan is not None:
-            info = self.volume.info
-            for other in self.scan.series:
-                decision = self.phases.get(other.key)
-                if decision is not None and info.shares_space_with(other):
-                    others.append((other, decision.phase.value, decision.decided_by.value))
-        return StudyContext(self.open_series_phase(), tuple(others))
-
     def _show_open_series_phase(self) -> None:
-        decision = self.open_series_phase()
+        decision = self.session.series_phase()
         if decision == self._shown_phase:
             return  # most store changes are lesion edits
         self._shown_phase = decision
@@ -737,7 +723,8 @@ class MainWindow(QMainWindow):
         if self.load_task is not None and self.load_task.is_running():
             self.load_task.cancel()
         self.browser.select(info.key)
-        task = BackgroundTask(lambda progress, should_stop, report: load_progressively(info, progress, should_stop, report), self)
+        task = BackgroundTask(lambda progress, should_stop, report: load_progressively(info, progress, should_stop, report), self,
+                              name="load")
         task.partial.connect(self._show_volume)
         task.finished.connect(self._on_loaded)
         task.failed.connect(lambda message: self._fail("Cannot load series", message))
@@ -746,7 +733,7 @@ class MainWindow(QMainWindow):
         task.start()
 
     def _show_volume(self, volume: Volume) -> None:
-        self.volume = volume
+        self.session.show_volume(volume)
         self.viewer.set_volume(volume)
         self._open_annotations(volume)
         self.stack.setCurrentWidget(self.viewer)
@@ -796,9 +783,9 @@ class MainWindow(QMainWindow):
                 shutil.rmtree(scratch, ignore_errors=True)
             return target
 
-        self.cancel_tasks()
+        self._cancel_study_tasks()
         self.statusBar().showMessage("Generating the demo study (once) …")
-        task = BackgroundTask(generate, self)
+        task = BackgroundTask(generate, self, name="demo")
         task.finished.connect(lambda folder: self.open_paths([str(Path(folder) / "dicom")]))
         task.failed.connect(lambda message: self._fail("Cannot create the demo study", message))
         self._track(task)
@@ -807,6 +794,9 @@ class MainWindow(QMainWindow):
 
     # -- tasks -----------------------------------------------------------------------------------
     def _track(self, task: BackgroundTask) -> None:
+        """Every background task goes through here: the session's registry lets Cancel and Close see it."""
+        self.session.tasks.add(task)
+        task.done.connect(lambda: self.session.tasks.discard(task))
         task.progress.connect(self._on_progress)
         task.done.connect(self._on_task_done)
         task.cancelled.connect(lambda: self.statusBar().showMessage("Cancelled", 4000))
@@ -819,14 +809,17 @@ class MainWindow(QMainWindow):
         self.progress.setFormat(message)
 
     def _on_task_done(self) -> None:
-        if not any(t is not None and t.is_running() for t in (self.scan_task, self.load_task, self.demo_task)):
+        if not self.session.tasks.running():
             self.progress.hide()
             self.cancel_button.hide()
 
     def cancel_tasks(self) -> None:
-        for task in (self.scan_task, self.load_task, self.demo_task):
-            if task is not None and task.is_running():
-                task.cancel()
+        """The Cancel button: every running task, exports included."""
+        self.session.tasks.cancel_all()
+
+    def _cancel_study_tasks(self) -> None:
+        """Another study is being opened: stop reading the old one; exports finish (they hold copies)."""
+        self.session.tasks.cancel_all(keep=lambda task: task.name == "export")
 
     def _fail(self, title: str, message: str) -> None:
         self._refresh_timer.stop()

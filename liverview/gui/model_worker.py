@@ -17,6 +17,7 @@ from typing import Any
 
 from PySide6.QtCore import QObject, QThread, Signal, Slot
 
+from liverview.session import StudyContext
 from liverview.annotations.document import Lesion
 from liverview.gui.workers import start_thread
 from liverview.io.volume import Volume
@@ -47,16 +48,6 @@ def _describe_error(exc: BaseException) -> str:
     if type(exc).__name__ == "OutOfMemoryError" or "out of memory" in text.lower():
         return f"the device ran out of memory ({text.splitlines()[0] if text else type(exc).__name__})"
     return text or type(exc).__name__
-
-
-@dataclass(frozen=True)
-class StudyContext:
-    """What the window knows of the open study for the model: the open series' contrast phase (the
-    reader's correction or liverview's decision) and the study's other series of the same Frame of
-    Reference with theirs, as (series, phase, how decided)."""
-
-    phase: Any
-    other_series: tuple[tuple[Any, str, str], ...] = ()
 
 
 class _Runner(QObject):

@@ -76,8 +76,10 @@ class BackgroundTask(QObject):
     cancelled = Signal()
     done = Signal()
 
-    def __init__(self, fn: Callable[..., Any], parent: QObject | None = None) -> None:
+    def __init__(self, fn: Callable[..., Any], parent: QObject | None = None, name: str = "") -> None:
         super().__init__(parent)
+        #: What the task does ("scan", "load", "export", ...), for the session's task registry.
+        self.name = name
         self._stop = threading.Event()
         self._thread = QThread()
         self._runner = _Runner(fn, self._stop)

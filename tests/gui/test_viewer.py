@@ -274,7 +274,7 @@ def test_a_reader_corrects_the_phase_and_it_is_stored_with_the_annotations(qtbot
     arterial.trigger()
     assert window.browser._items[key].text(0).endswith("Arterial (set by Dr Ada)")
     assert window.classification.panel.model_label.text().endswith("This series: Arterial (set by Dr Ada)")
-    assert window.open_series_phase().phase.value == "arterial"
+    assert window.session.series_phase().phase.value == "arterial"
     stored = window.store.document.contrast_phase
     assert (stored.phase, stored.reader, stored.detected) == ("arterial", "Dr Ada", "portal_venous")
     window.store.undo()
@@ -286,11 +286,11 @@ def test_a_reader_corrects_the_phase_and_it_is_stored_with_the_annotations(qtbot
     window.open_series(window.volume.info)
     qtbot.waitUntil(lambda: window.store is not None and window.store is not before and window.volume.loaded.all(),
                     timeout=30000)
-    assert window.store.document.contrast_phase == stored and window.open_series_phase().phase.value == "arterial"
+    assert window.store.document.contrast_phase == stored and window.session.series_phase().phase.value == "arterial"
     next(a for a in window.browser.phase_menu(key).actions() if a.text() == "Set phase: delayed").trigger()
-    assert window.open_series_phase().phase.value == "delayed"
+    assert window.session.series_phase().phase.value == "delayed"
     next(a for a in window.browser.phase_menu(key).actions() if a.text() == "Phase as liverview decided").trigger()
-    assert window.store.document.contrast_phase is None and window.open_series_phase().decided_by.value == "images"
+    assert window.store.document.contrast_phase is None and window.session.series_phase().decided_by.value == "images"
 
 
 def test_the_model_is_given_the_studys_other_phases(qtbot, window, pacs_export):
@@ -298,8 +298,8 @@ def test_the_model_is_given_the_studys_other_phases(qtbot, window, pacs_export):
     Frame of Reference, with the phase the browser shows (the coronal localizer is not one of them)."""
     open_and_wait(qtbot, window, pacs_export)
     qtbot.waitUntil(lambda: bool(window.phases), timeout=30000)
-    context = window.study_context()
-    assert context.phase == window.open_series_phase()
+    context = window.session.study_context()
+    assert context.phase == window.session.series_phase()
     assert len(context.other_series) == 1
     info, phase, decided_by = context.other_series[0]
     assert info.key != window.volume.info.key and info.plane == "axial"
