@@ -289,6 +289,18 @@ def offer_demo(window: Any) -> None:
         window.open_demo()
 
 
+def offer_last_study(window: Any) -> None:
+    """After a restart or a crash: ask whether to reopen the study that was open."""
+    from PySide6.QtWidgets import QMessageBox
+
+    paths = window.last_study()
+    answer = QMessageBox.question(window, "Reopen the last study?",
+                                  f"Reopen the study that was open last time?\n\n{chr(10).join(paths)}",
+                                  QMessageBox.Yes | QMessageBox.No, QMessageBox.Yes)
+    if answer == QMessageBox.Yes:
+        window.open_paths(paths)
+
+
 def run_gui(args: argparse.Namespace, reporter: ErrorReporter, started: float) -> int:
     from PySide6.QtCore import QTimer
 
@@ -302,7 +314,10 @@ def run_gui(args: argparse.Namespace, reporter: ErrorReporter, started: float) -
 
         apply_dark_theme(app)
         window = MainWindow(settings)
-        window.show()
+        if window.has_saved_geometry():
+            window.show()
+        else:
+            window.showMaximized()  # the first start uses the screen
         splash.finish(window)
     except Exception as exc:  # noqa: BLE001 - whatever stops the window must reach the user
         log.exception("liverview could not start")
@@ -319,6 +334,8 @@ def run_gui(args: argparse.Namespace, reporter: ErrorReporter, started: float) -
         window.open_demo()
     elif first_run:
         QTimer.singleShot(0, lambda: offer_demo(window))
+    elif window.last_study():
+        QTimer.singleShot(0, lambda: offer_last_study(window))
     return app.exec()
 
 

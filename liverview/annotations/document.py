@@ -278,6 +278,11 @@ class AnnotationDocument:
     def readers(self) -> list[str]:
         return sorted({lesion.reader for lesion in self.lesions})
 
+    def lesion_numbers(self) -> dict[str, str]:
+        """What readers call each lesion of the series: L1, L2, … in the order they were made (the ids
+        stay the lesions' names in files and exports)."""
+        return {lesion.id: f"L{number}" for number, lesion in enumerate(self.lesions, start=1)}
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "format": FORMAT, "version": VERSION,

@@ -117,7 +117,7 @@ class Annotator(QObject):
 
     def redraw(self) -> None:
         self.overlay.draw(self.lesions(), self.taxonomy, self.selected_lesion, self.selected_roi,
-                          handles=self.tool == Tool.SELECT)
+                          handles=self.tool == Tool.SELECT, numbers=self.store.document.lesion_numbers())
 
     def _on_session_event(self, event: SessionEvent) -> None:
         if event.kind is SessionEventKind.SELECTION_CHANGED:

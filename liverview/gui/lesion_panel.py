@@ -6,7 +6,7 @@ import math
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QColor, QIcon, QPixmap
 from PySide6.QtWidgets import (QAbstractItemView, QColorDialog, QComboBox, QDialog, QDialogButtonBox, QFormLayout,
-                               QHBoxLayout, QHeaderView, QLabel, QLineEdit, QListWidget, QListWidgetItem,
+                               QHBoxLayout, QHeaderView, QLabel, QLineEdit, QListWidget, QListWidgetItem, QMenu,
                                QPushButton, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
 
 from liverview.annotations.document import Lesion
@@ -16,6 +16,9 @@ from liverview.io.volume import Volume
 
 COLUMNS = ("Lesion", "Label", "Long mm", "Short mm", "Area mm²", "Volume mL", "Mean", "SD", "Min", "Max",
            "Slices", "Confidence", "Reader", "Model")
+#: Shown at first; the others are a right-click on the header away, and the selected lesion's
+#: details pane lists them all (the table fits the panel without scrolling sideways).
+DEFAULT_COLUMNS = ("Lesion", "Label", "Long mm", "Short mm", "Mean", "Model")
 
 
 def swatch(color: tuple[int, int, int]) -> QIcon:
@@ -24,16 +27,20 @@ def swatch(color: tuple[int, int, int]) -> QIcon:
     return QIcon(pixmap)
 
 
+#: Where a cell keeps the number it sorts by (Qt.UserRole holds the lesion id in the first column).
+SORT_ROLE = Qt.UserRole + 1
+
+
 class _NumberItem(QTableWidgetItem):
     """Sorts by value, not by text."""
 
     def __init__(self, value: float, text: str) -> None:
         super().__init__(text)
-        self.setData(Qt.UserRole, value)
+        self.setData(SORT_ROLE, value)
         self.setTextAlignment(Qt.AlignRight | Qt.AlignVCenter)
 
     def __lt__(self, other: QTableWidgetItem) -> bool:
-        a, b = self.data(Qt.UserRole), other.data(Qt.UserRole)
+        a, b = self.data(SORT_ROLE), other.data(SORT_ROLE)
         if isinstance(a, (int, float)) and isinstance(b, (int, float)):
             return (math.isnan(a), a) < (math.isnan(b), b)
         return super().__lt__(other)
@@ -106,6 +113,8 @@ class LesionPanel(QWidget):
         super().__init__(parent)
         self.taxonomy = LabelTaxonomy()
         self.measurements: dict[str, LesionMeasurement] = {}
+        self.numbers: dict[str, str] = {}
+        self.unit = "HU"
         self._measure_cache: dict[tuple[str, int], LesionMeasurement] = {}
         self._measured_state: tuple[int, int] | None = None
         self.labels = QListWidget()
@@ -136,6 +145,19 @@ class LesionPanel(QWidget):
         # setItem, which made a 20-lesion refresh take hundreds of milliseconds.
         self.table.horizontalHeader().setSectionResizeMode(QHeaderView.Interactive)
         self.table.cellClicked.connect(lambda row, _c: self.lesion_clicked.emit(self.table.item(row, 0).data(Qt.UserRole)))
+        self.table.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
+        header = self.table.horizontalHeader()
+        header.setContextMenuPolicy(Qt.CustomContextMenu)
+        header.customContextMenuRequested.connect(self._choose_columns)
+        for column, name in enumerate(COLUMNS):
+            self.table.setColumnHidden(column, name not in DEFAULT_COLUMNS)
+        # The label column takes what the others leave (elided if need be): nothing scrolls sideways.
+        header.setSectionResizeMode(COLUMNS.index("Label"), QHeaderView.Stretch)
+        header.setSortIndicator(0, Qt.AscendingOrder)
+        self.details = QLabel("")
+        self.details.setTextFormat(Qt.PlainText)
+        self.details.setWordWrap(True)
+        self.details.setStyleSheet("color: #b8b8b8;")
 
         details = QHBoxLayout()
         details.addWidget(QLabel("Confidence"))
@@ -148,6 +170,7 @@ class LesionPanel(QWidget):
         layout.addWidget(self.labels)
         layout.addWidget(add_label)
         layout.addWidget(self.selected_label)
+        layout.addWidget(self.details)
         layout.addLayout(details)
         layout.addWidget(QLabel("Readers shown"))
         layout.addWidget(self.readers)
@@ -164,7 +187,11 @@ class LesionPanel(QWidget):
             item.setToolTip(f"{label.id}: {code}")
             self.labels.addItem(item)
 
-    def show_lesions(self, lesions: list[Lesion], all_readers: list[str], hidden: set[str], volume: Volume) -> None:
+    def show_lesions(self, lesions: list[Lesion], all_readers: list[str], hidden: set[str], volume: Volume,
+                     numbers: dict[str, str] | None = None) -> None:
+        """The table of `lesions`, named by `numbers` (L1, L2, …; default their ids)."""
+        self.numbers = numbers or {lesion.id: lesion.id for lesion in lesions}
+        self.unit = "HU" if volume.is_hu else ""
         self.readers.blockSignals(True)
         self.readers.clear()
         for reader in all_readers:
@@ -194,10 +221,12 @@ class LesionPanel(QWidget):
         for row, lesion in enumerate(lesions):
             m = self.measurements[lesion.id]
             name = self.taxonomy.get(lesion.label).name if lesion.label in self.taxonomy else "—"
-            first = QTableWidgetItem(lesion.id)
+            number = self.numbers.get(lesion.id, lesion.id)
+            first = _NumberItem(int(number[1:]) if number[1:].isdigit() else row, number)
             first.setData(Qt.UserRole, lesion.id)
+            first.setToolTip(f"lesion id {lesion.id}")
             answer = lesion.current_ai()
-            ai = (f"{answer.predicted} {answer.probability:.0%}" if answer is not None
+            ai = (f"{self._class_name(answer.predicted)} {answer.probability:.0%}" if answer is not None
                   else "outdated" if lesion.ai is not None else "")
             cells = [first, QTableWidgetItem(name + (" (AI)" if lesion.label_source == "ai-accepted" else "")),
                      *(_NumberItem(getattr(m, name), format_measurement(m, name))
@@ -209,17 +238,41 @@ class LesionPanel(QWidget):
             for column, item in enumerate(cells):
                 self.table.setItem(row, column, item)
         self.table.resizeColumnsToContents()
+        header = self.table.horizontalHeader()
+        for column, name in enumerate(COLUMNS):  # room for the header's text and its sort arrow too
+            wanted = header.fontMetrics().horizontalAdvance(name) + 28
+            self.table.setColumnWidth(column, max(self.table.columnWidth(column), wanted))
+        self.table.horizontalScrollBar().setValue(0)
         self.table.setUpdatesEnabled(True)
         self.table.setSortingEnabled(True)
+
+    def _class_name(self, class_id: str) -> str:
+        return self.taxonomy.get(class_id).name if class_id in self.taxonomy else class_id
+
+    def _choose_columns(self, position) -> None:
+        menu = QMenu(self)
+        for column, name in enumerate(COLUMNS[1:], start=1):
+            action = menu.addAction(name)
+            action.setCheckable(True)
+            action.setChecked(not self.table.isColumnHidden(column))
+            action.toggled.connect(lambda on, c=column: self.table.setColumnHidden(c, not on))
+        menu.exec(self.table.horizontalHeader().mapToGlobal(position))
 
     def show_selection(self, lesion: Lesion | None) -> None:
         if lesion is None:
             self.selected_label.setText("No lesion selected")
+            self.details.setText("")
             self.note.clear()
             self.table.clearSelection()
             return
         name = self.taxonomy.get(lesion.label).name if lesion.label in self.taxonomy else "unlabelled"
-        self.selected_label.setText(f"{lesion.id}: {name} — {lesion.reader}")
+        self.selected_label.setText(f"{self.numbers.get(lesion.id, lesion.id)}: {name} — {lesion.reader}")
+        m = self.measurements.get(lesion.id)
+        self.details.setText("" if m is None else (
+            f"Long {format_measurement(m, 'long_axis_mm')} × short {format_measurement(m, 'short_axis_mm')} mm · "
+            f"area {format_measurement(m, 'area_mm2')} mm² · volume {format_measurement(m, 'volume_ml')} mL · "
+            f"{m.n_slices} slice(s)\nMean {format_measurement(m, 'mean')} {self.unit} (SD {format_measurement(m, 'sd')}, "
+            f"{format_measurement(m, 'min')} to {format_measurement(m, 'max')}) · {lesion.confidence}"))
         self.confidence.setCurrentText(lesion.confidence)
         self.note.setText(lesion.note)
         for row in range(self.table.rowCount()):

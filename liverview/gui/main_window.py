@@ -564,8 +564,8 @@ class MainWindow(QMainWindow):
         self._update_undo_actions()
         if self.store is None or self.volume is None:
             return
-        self.lesion_panel.show_lesions(self.store.visible_lesions(self.hidden_readers), self.store.document.readers(),
-                                       self.hidden_readers, self.volume)
+        self.lesion_panel.show_lesions(self.session.visible_lesions(), self.store.document.readers(),
+                                       self.hidden_readers, self.volume, self.store.document.lesion_numbers())
         if self.annotator is not None:
             self.lesion_panel.show_selection(self.annotator.selected())
 
@@ -595,12 +595,21 @@ class MainWindow(QMainWindow):
                 presets.append(default)
         return presets
 
+    def has_saved_geometry(self) -> bool:
+        return self.settings.value("window/geometry") is not None
+
+    def last_study(self) -> list[str]:
+        """What was open when liverview last ran (kept until another study is opened), if it is still there."""
+        paths = self.settings.value("session/last_study", [], type=list)
+        return [str(p) for p in paths] if paths and all(Path(p).exists() for p in paths) else []
+
     def _restore_settings(self) -> None:
         geometry = self.settings.value("window/geometry")
         if geometry is not None:
             self.restoreGeometry(geometry)
         else:
-            self.resize(1400, 900)
+            screen = self.screen().availableGeometry()
+            self.resize(int(screen.width() * 0.9), int(screen.height() * 0.9))
         state = self.settings.value("window/splitter")
         if state is not None:
             self.splitter.restoreState(state)
@@ -661,6 +670,7 @@ class MainWindow(QMainWindow):
         self._cancel_study_tasks()
         first = Path(paths[0])
         self.settings.setValue("paths/last_folder", str(first if first.is_dir() else first.parent))
+        self.settings.setValue("session/last_study", [str(Path(p).resolve()) for p in paths])
         self.statusBar().showMessage(f"Scanning {', '.join(paths)} …")
         task = BackgroundTask(lambda progress, should_stop, report: scan_with_thumbnails(paths, progress, should_stop, report), self,
                               name="scan")

@@ -51,7 +51,9 @@ class RoiOverlay:
         self._items.clear()
 
     def draw(self, lesions: list[Lesion], taxonomy: LabelTaxonomy, selected_lesion: str | None,
-             selected_roi: str | None, handles: bool) -> None:
+             selected_roi: str | None, handles: bool, numbers: dict[str, str] | None = None) -> None:
+        """The outlines on the slice shown, each tagged with its number (`numbers`: L1, L2, …) and label."""
+        numbers = numbers or {}
         self.clear()
         if self.view.volume is None:
             return
@@ -72,7 +74,9 @@ class RoiOverlay:
                 item.setZValue(20)
                 self._add(item)
                 x0, y0 = np.min(np.asarray(roi.points_xy), axis=0)
-                tag = pg.TextItem(self._tag(lesion, taxonomy), color=QColor(*color), anchor=(0, 1))
+                # A dark backing keeps the tag readable on bright, contrast-enhanced liver.
+                tag = pg.TextItem(f"{numbers.get(lesion.id, lesion.id)} {self._name(lesion, taxonomy)}",
+                                  color=QColor(*color), anchor=(0, 1), fill=pg.mkBrush(0, 0, 0, 170))
                 tag.setPos(*self.view.pixel_to_view(float(x0), float(y0) - 1))
                 tag.setZValue(21)
                 self._add(tag)
@@ -84,9 +88,8 @@ class RoiOverlay:
                     self._add(scatter)
 
     @staticmethod
-    def _tag(lesion: Lesion, taxonomy: LabelTaxonomy) -> str:
-        name = taxonomy.get(lesion.label).name if lesion.label in taxonomy else "unlabelled"
-        return f"{lesion.id} {name}"
+    def _name(lesion: Lesion, taxonomy: LabelTaxonomy) -> str:
+        return taxonomy.get(lesion.label).name if lesion.label in taxonomy else "unlabelled"
 
     def set_preview(self, points_px, closed: bool = True) -> None:
         self.preview.setPath(self._path(points_px, closed) if points_px else QPainterPath())

@@ -296,3 +296,22 @@ def test_lesion_table_and_csv_give_the_same_numbers(qtbot, window, tmp_path):
         matching = [h for h in headers if h.startswith(header)]
         assert matching, headers
         assert shown[matching[0]].split()[0] == row[column], (header, shown[matching[0]], row[column])
+
+
+def test_lesion_table_reads_at_a_glance(qtbot, window, demo_study):
+    """#16 reading comfort: lesions numbered L1, L2, … per series, the table fits the panel without
+    sideways scrolling, the selected lesion's details are spelled out, tags carry the number."""
+    window.import_annotations(demo_study.ground_truth_path)
+    qtbot.keyClick(window, Qt.Key_O)
+    drag(viewport(window), screen_of_pixel(window, 30, 30), screen_of_pixel(window, 45, 45))
+    table = window.lesion_panel.table
+    qtbot.waitUntil(lambda: table.rowCount() == 7)
+    names = [table.item(row, 0).text() for row in range(table.rowCount())]
+    assert names == [f"L{n}" for n in range(1, 8)]
+    visible = sum(table.columnWidth(c) for c in range(table.columnCount()) if not table.isColumnHidden(c))
+    assert visible <= table.viewport().width() and table.horizontalScrollBar().maximum() == 0
+    drawn = window.store.document.lesions[-1]
+    assert window.lesion_panel.selected_label.text().startswith("L7: unlabelled")
+    assert "Long" in window.lesion_panel.details.text() and "Mean" in window.lesion_panel.details.text()
+    tags = [item.toPlainText() for item in window.annotator.overlay._items if hasattr(item, "toPlainText")]
+    assert "L7 unlabelled" in tags and drawn.id not in " ".join(tags)

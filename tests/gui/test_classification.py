@@ -9,7 +9,7 @@ import threading
 import numpy as np
 import pytest
 import torch
-from PySide6.QtCore import QSettings
+from PySide6.QtCore import QSettings, Qt
 from PySide6.QtWidgets import QApplication, QLabel
 
 from liverview.annotations.document import Roi
@@ -78,6 +78,10 @@ def test_classify_selected_lesion_shows_probabilities_and_heatmap(qtbot, window)
     probabilities = controller.panel.probabilities
     assert set(probabilities) == set(CLASSES) and sum(probabilities.values()) == pytest.approx(1.0, abs=1e-4)
     assert controller.panel.top_label.text().startswith(window.taxonomy.get(stored.predicted).name)
+    table = window.lesion_panel.table
+    model_column = [table.horizontalHeaderItem(c).text() for c in range(table.columnCount())].index("Model")
+    row = next(r for r in range(table.rowCount()) if table.item(r, 0).data(Qt.UserRole) == lesion.id)
+    assert table.item(row, model_column).text().startswith(window.taxonomy.get(stored.predicted).name)  # words, not ids
     assert "tiny-test-model 0.0.1" in controller.status_label.text() and "CPU" in controller.status_label.text()
     assert "not for diagnosis" in controller.panel.note.text()
     # Beside the uncertainty, how often this model was right at that level on its test lesions ...

@@ -379,3 +379,23 @@ def test_cancelling_the_demo_generation_is_not_a_failure(qtbot, window):
     assert failures == []
     qtbot.waitUntil(lambda: not task.is_running(), timeout=10000)
     assert not [w for w in QApplication.topLevelWidgets() if w.isVisible() and "Cannot create" in w.windowTitle()]
+
+
+def test_the_last_study_is_offered_after_a_restart(qtbot, window, crlm_dir, tmp_path, monkeypatch):
+    """#16 reading comfort: after a restart (or a crash) the study that was open is offered again."""
+    from PySide6.QtWidgets import QMessageBox
+
+    from liverview.app import offer_last_study
+
+    open_and_wait(qtbot, window, crlm_dir)
+    window.settings.sync()
+    restarted = MainWindow(window.settings)
+    qtbot.addWidget(restarted)
+    assert restarted.last_study() == [str(crlm_dir.resolve())]
+    monkeypatch.setattr(QMessageBox, "question", lambda *args: QMessageBox.Yes)
+    offer_last_study(restarted)
+    qtbot.waitUntil(lambda: restarted.volume is not None and restarted.volume.loaded.all(), timeout=30000)
+    assert restarted.volume.series_uid == window.volume.series_uid
+    gone = tmp_path / "gone"
+    restarted.settings.setValue("session/last_study", [str(gone)])
+    assert restarted.last_study() == []  # a study that is no longer there is not offered
