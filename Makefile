@@ -15,10 +15,11 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(VENV)/bin/liverview --demo
 
-## Lint rules (ruff) and the layer contracts (lint-imports), both configured in pyproject.toml.
-## PYTHONPATH: the contracts are checked on this tree's package, whatever .venv has installed.
+## Lint rules (ruff), types of the Qt-free core (mypy) and the layer contracts (lint-imports), all
+## configured in pyproject.toml. PYTHONPATH: checked on this tree's package, whatever .venv has installed.
 lint: $(STAMP)
 	$(VENV)/bin/ruff check
+	PYTHONPATH=$(CURDIR) $(VENV)/bin/mypy
 	PYTHONPATH=$(CURDIR) $(VENV)/bin/lint-imports
 
 ## Install into .venv (first time), lint, and run the whole test suite headless.

@@ -110,7 +110,7 @@ def open_annotated_study(study: str | Path, annotations: str | Path, series_uid:
         result.document = imported.document
         result.seg_method = imported.method
         result.notes += list(imported.warnings)
-    elif document.series_instance_uid and document.series_instance_uid != volume.series_uid:
+    elif document is not None and document.series_instance_uid and document.series_instance_uid != volume.series_uid:
         raise AnnotatedStudyError(f"the annotations belong to series {document.series_instance_uid}, "
                                   f"not {volume.series_uid}")
     return result

@@ -89,7 +89,7 @@ def write_patch(path: Path, patch: Patch) -> None:
             raise DatasetFormatError(f"{path}: phase {name} has shape {hu.shape}, the patch {patch.hu.shape}")
         arrays[PHASE_ARRAY_PREFIX + name] = np.ascontiguousarray(hu, dtype=np.int16)
     buffer = io.BytesIO()
-    np.savez_compressed(buffer, **arrays)
+    np.savez_compressed(buffer, **arrays)  # type: ignore[arg-type]  # numpy's stub types **kwds as its own options
     data = buffer.getvalue()
 
     def write(tmp: str) -> None:

@@ -31,9 +31,9 @@ import logging
 import os
 import secrets
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
@@ -273,9 +273,9 @@ def _shift_values(elem: DataElement, p: Pseudonymizer, identity: str) -> object:
     return _map_values(elem.value, lambda v: p.shift_date(str(v), identity))
 
 
-def _map_values(value: object, fn) -> object:
+def _map_values(value: Any, fn: Callable[[Any], Any]) -> Any:
     if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
-        return [fn(v) for v in value]  # type: ignore[union-attr]
+        return [fn(v) for v in value]
     return fn(value)
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,7 +59,7 @@ def export_annotations(volume: Volume, document: AnnotationDocument, to: str, ou
         pseudonymizer = Pseudonymizer.from_user_key()
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = out_dir / output_stem(export_identity(volume, pseudonymize, pseudonymizer))
-    common = dict(pseudonymize=pseudonymize, pseudonymizer=pseudonymizer)
+    common: dict[str, Any] = dict(pseudonymize=pseudonymize, pseudonymizer=pseudonymizer)
     choice = readers or default_readers(document, reader)
     try:
         document = select_for_export(document, volume, choice)
@@ -71,7 +72,8 @@ def export_annotations(volume: Volume, document: AnnotationDocument, to: str, ou
     if with_images and pseudonymize and to in ("seg", "sr"):
         from liverview.annotations.export_images import export_deidentified_images
 
-        images = export_deidentified_images(volume, stem.with_name(stem.name + "-images"), pseudonymizer)
+        images = export_deidentified_images(volume, stem.with_name(stem.name + "-images"),
+                                            pseudonymizer or Pseudonymizer.from_user_key())
     if to == "seg":
         from liverview.annotations.export_seg import export_seg
 

@@ -43,7 +43,7 @@ class ExportIdentity:
     #: How any other UID of the study (another series read with it) appears in the export.
     remap_uid: Callable[[str], str]
 
-    def source_fields(self) -> dict[str, str | None]:
+    def source_fields(self) -> dict[str, str | bool | None]:
         """The identification block written into JSON sidecars, CSV rows and dataset lines."""
         return {"patient": self.patient, "patient_name": self.patient_name,
                 "patient_birth_date": self.patient_birth_date, "study_uid": self.study_uid,

@@ -9,6 +9,7 @@ say they carry it are refused).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import pydicom
@@ -20,6 +21,10 @@ from liverview.io.volume import Volume
 from liverview.progress import Progress, ShouldStop, check_stop
 
 log = logging.getLogger(__name__)
+
+
+def _saver(ds: pydicom.Dataset) -> Callable[[str], None]:
+    return lambda tmp: ds.save_as(tmp, enforce_file_format=True)
 
 
 def export_deidentified_images(volume: Volume, folder: Path, pseudonymizer: Pseudonymizer,
@@ -42,7 +47,7 @@ def export_deidentified_images(volume: Volume, folder: Path, pseudonymizer: Pseu
         with withheld_warnings():
             pseudonymizer.deidentify_dataset(ds, uids="all")
         out = folder / f"{number:04d}.dcm"
-        write_bytes_atomic(out, lambda tmp, ds=ds: ds.save_as(tmp, enforce_file_format=True))
+        write_bytes_atomic(out, _saver(ds))
         written.append(out)
         if progress is not None:
             progress(number / len(paths), f"De-identified image {number} of {len(paths)}")

@@ -56,7 +56,7 @@ def read_source_datasets(volume: Volume) -> tuple[list[Dataset], list[int]]:
     frames = volume.info.frames
     paths = [f.path for f in frames]
     if len(set(paths)) == len(paths):
-        datasets = []
+        datasets: list[Dataset] = []
         for z, path in enumerate(paths):
             try:
                 ds = pydicom.dcmread(path, stop_before_pixels=True)

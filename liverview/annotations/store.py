@@ -8,7 +8,7 @@ import json
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Set as AbstractSet
 from contextlib import contextmanager
 import enum
 from dataclasses import dataclass
@@ -243,7 +243,7 @@ class AnnotationStore:
                                 f"{self.reader}: outline it yourself, or decide its label in the consensus (Ctrl+K)")
         return lesion
 
-    def visible_lesions(self, hidden_readers: set[str] = frozenset()) -> list[Lesion]:
+    def visible_lesions(self, hidden_readers: AbstractSet[str] = frozenset()) -> list[Lesion]:
         return [lesion for lesion in self.document.lesions if lesion.reader not in hidden_readers]
 
     def add_lesion(self, roi: Roi, label: str | None = None, confidence: str = "probable") -> Lesion:

@@ -43,7 +43,7 @@ def phase_caption(decision: PhaseDecision) -> str:
     how = {DecidedBy.IMAGES: "images", DecidedBy.IMAGES_AND_TEXT: "images + text",
            DecidedBy.IMAGES_AND_ORDER: "images + timing", DecidedBy.DESCRIPTION: "text only",
            DecidedBy.READER: f"set by {decision.reader}", DecidedBy.NOTHING: "undetermined"}[decision.decided_by]
-    return f"{decision.phase.title.capitalize()} ({how})"
+    return f"{decision.phase.words.capitalize()} ({how})"
 
 
 class SkippedFilesDialog(QDialog):
@@ -139,7 +139,7 @@ class SeriesBrowser(QWidget):
             if item is None or decision is None:
                 continue
             item.setText(0, series_label(info, decision))
-            tip = (f"Series {info.series_uid}\nContrast phase: {decision.phase.title} — {decision.summary}\n"
+            tip = (f"Series {info.series_uid}\nContrast phase: {decision.phase.words} — {decision.summary}\n"
                    + "\n".join(f"• {w}" for w in info.warnings))
             item.setToolTip(0, plain_tooltip(tip))
 
@@ -162,7 +162,7 @@ class SeriesBrowser(QWidget):
         menu = QMenu("Contrast phase", self)
         for phase in (ContrastPhase.NON_CONTRAST, ContrastPhase.ARTERIAL, ContrastPhase.PORTAL_VENOUS,
                       ContrastPhase.DELAYED):
-            action = menu.addAction(f"Set phase: {phase.title}")
+            action = menu.addAction(f"Set phase: {phase.words}")
             action.triggered.connect(lambda _=False, p=phase.value: self.phase_correction_requested.emit(key, p))
         menu.addSeparator()
         reset = menu.addAction("Phase as liverview decided")

@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Sequence
+from typing import Any
 from dataclasses import dataclass, replace
 from enum import Enum
 
@@ -44,7 +45,8 @@ class ContrastPhase(str, Enum):
     UNKNOWN = "unknown"
 
     @property
-    def title(self) -> str:
+    def words(self) -> str:
+        """The phase as a reader says it ("portal-venous")."""
         return _TITLES[self]
 
 
@@ -354,7 +356,7 @@ def phase_from_text(description: str) -> tuple[ContrastPhase | None, str]:
     found = [(phase, m.group(0)) for phase, pattern in _TEXT_PATTERNS if (m := pattern.search(description or ""))]
     if len(found) != 1:
         return None, ("" if not found else
-                      f"description {description!r} names several phases ({', '.join(p.title for p, _ in found)})")
+                      f"description {description!r} names several phases ({', '.join(p.words for p, _ in found)})")
     phase, words = found[0]
     return phase, f"description {description!r} says {words!r}"
 
@@ -404,11 +406,11 @@ def decide_contrast_phase(info: SeriesInfo, enhancement: Enhancement | None) -> 
     else:
         pattern, why = pattern_from_enhancement(enhancement)
     said = f"images: {why}"
-    common = dict(enhancement=enhancement, text_phase=text_phase, text_reason=text_reason,
-                  delay_s=None if delay is None else round(delay, 1), images_said=said)
+    common: dict[str, Any] = dict(enhancement=enhancement, text_phase=text_phase, text_reason=text_reason,
+                                  delay_s=None if delay is None else round(delay, 1), images_said=said)
     if info.modality != "CT" or not info.units.is_hu:
         return PhaseDecision(ContrastPhase.UNKNOWN, DecidedBy.NOTHING, "not a CT series in HU", **common)
-    text_note = f"the DICOM text says {text_phase.title} ({text_reason})" if text_phase is not None else ""
+    text_note = f"the DICOM text says {text_phase.words} ({text_reason})" if text_phase is not None else ""
     if pattern in (ImagePattern.NON_CONTRAST, ImagePattern.ARTERIAL):
         phase = ContrastPhase(pattern.value)
         summary = said
@@ -459,6 +461,13 @@ def measure_series(info: SeriesInfo, read: Callable[[int], np.ndarray]) -> Enhan
     return measure_enhancement(slices, indices, info.pixel_spacing_mm, orientation[:3], orientation[3:6])
 
 
+def _slice_reader(info: SeriesInfo, array: np.ndarray | None) -> Callable[[int], np.ndarray]:
+    """Slices from a loaded volume's array when there is one, else from the files."""
+    if array is not None:
+        return lambda z: array[z]
+    return lambda z: read_slice(info, z)
+
+
 def detect_series_phases(infos: Sequence[SeriesInfo], volumes: dict[str, np.ndarray] | None = None,
                          should_stop: Callable[[], bool] | None = None) -> dict[str, PhaseDecision]:
     """The phase of every series (by `SeriesInfo.key`), each measured on `SAMPLED_SLICES` slices read
@@ -469,8 +478,7 @@ def detect_series_phases(infos: Sequence[SeriesInfo], volumes: dict[str, np.ndar
             raise Cancelled()
         array = (volumes or {}).get(info.key)
         try:
-            enhancement = measure_series(info, (lambda z, array=array: array[z]) if array is not None
-                                         else (lambda z, info=info: read_slice(info, z)))
+            enhancement = measure_series(info, _slice_reader(info, array))
         except FrameDecodeError as exc:
             enhancement = Enhancement(None, None, (), f"a sampled slice cannot be decoded: {exc}")
         decided.append((info, decide_contrast_phase(info, enhancement)))
@@ -480,7 +488,7 @@ def detect_series_phases(infos: Sequence[SeriesInfo], volumes: dict[str, np.ndar
 def reader_decision(phase: ContrastPhase, reader: str, previous: PhaseDecision | None) -> PhaseDecision:
     """A reader's correction, keeping what the images and the text said."""
     base = previous or PhaseDecision(ContrastPhase.UNKNOWN, DecidedBy.NOTHING, "")
-    said = f"set by {reader}" + (f" (liverview said {base.phase.title}: {base.summary})" if base.summary else "")
+    said = f"set by {reader}" + (f" (liverview said {base.phase.words}: {base.summary})" if base.summary else "")
     return replace(base, phase=phase, decided_by=DecidedBy.READER, summary=said, reader=reader)
 
 

@@ -8,6 +8,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -22,7 +23,7 @@ from liverview.io.volume import Volume, allocate_volume, fill_volume, read_slice
 def describe_series(info: SeriesInfo, volume: Volume | None) -> dict:
     """One series as the JSON object documented in the README."""
     warnings = list(volume.warnings if volume is not None else info.warnings)
-    entry = {
+    entry: dict[str, Any] = {
         "key": info.key,
         "series_uid": info.series_uid,
         "study_uid": info.study_uid,

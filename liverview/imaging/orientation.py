@@ -12,11 +12,11 @@ import numpy as np
 _LETTERS = (("R", "L"), ("A", "P"), ("I", "S"))
 
 
-def direction_letters(direction: Sequence[float], threshold: float = 0.25) -> str:
+def direction_letters(direction: Sequence[float] | np.ndarray, threshold: float = 0.25) -> str:
     """Letters of the patient directions a screen direction points to, strongest first ("L", "LP"...)."""
     vec = np.asarray(direction, dtype=float)
     order = np.argsort(-np.abs(vec))
-    letters = []
+    letters: list[str] = []
     for axis in order[:2]:
         if abs(vec[axis]) >= threshold or not letters:
             letters.append(_LETTERS[axis][1 if vec[axis] > 0 else 0])
@@ -46,6 +46,11 @@ class ViewAxes:
                 "bottom": direction_letters(down), "top": direction_letters(-down)}
 
 
+def _vector(values: Sequence[float]) -> tuple[float, float, float]:
+    x, y, z = (float(v) for v in values)
+    return x, y, z
+
+
 def view_axes(row_direction: Sequence[float], column_direction: Sequence[float],
               normal: Sequence[float]) -> tuple[ViewAxes, ViewAxes, ViewAxes]:
     """The acquired plane and the two reformats through the other array axes.
@@ -53,11 +58,11 @@ def view_axes(row_direction: Sequence[float], column_direction: Sequence[float],
     Reformats put the slice axis vertically, oriented so that Superior (or, failing that, the
     patient direction the normal is closest to) is at the top, as radiologists expect.
     """
-    row, col, nrm = (tuple(float(v) for v in d) for d in (row_direction, column_direction, normal))
+    row, col, nrm = (_vector(d) for d in (row_direction, column_direction, normal))
     # Flip when index 0 of the slice axis would otherwise be at the top but points inferior/anterior/right.
     dominant = int(np.argmax(np.abs(nrm)))
     flip = nrm[dominant] > 0 if dominant == 2 else nrm[dominant] < 0
-    down_along_slices = tuple(-v for v in nrm) if flip else nrm
+    down_along_slices = _vector([-v for v in nrm]) if flip else nrm
     acquired = ViewAxes("acquired", 0, 1, 2, False, row, col)
     across_rows = ViewAxes("reformat-rows", 1, 0, 2, flip, row, down_along_slices)
     across_cols = ViewAxes("reformat-cols", 2, 0, 1, flip, col, down_along_slices)

@@ -24,7 +24,7 @@ def ellipse_points(x0: float, y0: float, x1: float, y1: float, n: int = 64) -> P
     return [(float(cx + rx * np.cos(a)), float(cy + ry * np.sin(a))) for a in t]
 
 
-def simplify_points(points: Sequence[Sequence[float]], tolerance_px: float = 0.4) -> Points:
+def simplify_points(points: Sequence[Sequence[float]] | np.ndarray, tolerance_px: float = 0.4) -> Points:
     """Fewer vertices for freehand strokes (Douglas-Peucker), keeping the shape within tolerance."""
     pts = np.asarray(points, dtype=np.float32).reshape(-1, 1, 2)
     if len(pts) <= 4:

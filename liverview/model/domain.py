@@ -63,11 +63,11 @@ class TrainingDomain:
         reasons: list[str] = []
         # Training data that did not record its phases leaves nothing to compare the phase with.
         if self.phases:
-            trained = ", ".join(p.title for p in self.phases)
+            trained = ", ".join(p.words for p in self.phases)
             if phase is None or phase.phase is ContrastPhase.UNKNOWN:
                 reasons.append(f"the series' contrast phase is not known; the model was trained on {trained} series only")
             elif phase.phase not in self.phases:
-                reasons.append(f"this series is {phase.phase.title}; the model was trained on {trained} series only")
+                reasons.append(f"this series is {phase.phase.words}; the model was trained on {trained} series only")
         measured = phase.enhancement if phase is not None else None
         liver = measured.liver_hu if measured is not None else None
         noise = measured.noise_hu if measured is not None else None

@@ -127,8 +127,8 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
                 moved[lesion.id] = transfer_lesion(lesion, volume, read_volume)
             except TransferError as exc:
                 print(f"note: lesion {lesion.id} is read on its own series: {exc}", file=sys.stderr)
-        print(f"note: the annotated series is {phase.phase.title}, a phase the model was not trained on; each "
-              f"lesion is read on series {other.describe()!r} ({read_phase.phase.title}) of the same study",
+        print(f"note: the annotated series is {phase.phase.words}, a phase the model was not trained on; each "
+              f"lesion is read on series {other.describe()!r} ({read_phase.phase.words}) of the same study",
               file=sys.stderr)
     stay = [lesion for lesion in lesions if lesion.id not in moved]
     batches = [classify_lesions(loaded, read_volume, [moved[lesion.id].lesion for lesion in lesions if lesion.id in moved],
