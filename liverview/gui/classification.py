@@ -10,23 +10,26 @@ from __future__ import annotations
 import gc
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol
 
-from PySide6.QtCore import QObject, Qt, QTimer
+from PySide6.QtCore import QObject, QSettings, Qt, QTimer
 from PySide6.QtGui import QAction, QActionGroup
-from PySide6.QtWidgets import QDockWidget, QFileDialog, QLabel, QMenu
+from PySide6.QtWidgets import QDockWidget, QFileDialog, QLabel, QMainWindow, QMenu
 
 from liverview.annotations.document import Lesion
+from liverview.annotations.labels import LabelTaxonomy
 from liverview.annotations.store import ChangeEvent, ChangeKind, Changed
 from liverview.gui.heatmap_overlay import HeatmapOverlay
 from liverview.gui.model_worker import ModelDescription, ModelWorker
 from liverview.gui.prediction_panel import PredictionPanel
 from liverview.gui.series_browser import phase_caption
+from liverview.gui.viewer import Viewer
 from liverview.imaging.contrast_phase import PhaseDecision
 from liverview.paths import default_model_path
+from liverview.session import Session
 
 if TYPE_CHECKING:
-    from liverview.gui.main_window import MainWindow
     from liverview.model.classify import Heatmap, LesionPrediction
 
 log = logging.getLogger(__name__)
@@ -35,18 +38,38 @@ DEVICES = (("auto", "Automatic (CUDA when available)"), ("cpu", "CPU"), ("cuda",
 AUTO_CLASSIFY_DELAY_MS = 400
 
 
+class ModelHost(Protocol):
+    """What the Model panel needs of the main window, besides the session it reads lesions from."""
+
+    settings: QSettings
+    taxonomy: LabelTaxonomy
+    viewer: Viewer
+
+    def add_action(self, menu: QMenu, text: str, slot: Callable[[], object], shortcut: object = None) -> QAction: ...
+
+    def show_status(self, text: str, msecs: int = 4000) -> None: ...
+
+    def show_failure(self, title: str, message: str) -> None: ...
+
+    def reader_name(self, ask: bool = True) -> str: ...
+
+    def may_edit(self, lesion: Lesion) -> bool: ...
+
+
 class ClassificationController(QObject):
-    def __init__(self, window: MainWindow) -> None:
+    def __init__(self, window: QMainWindow, host: ModelHost, session: Session) -> None:
         super().__init__(window)
         self.window = window
-        self.settings = window.settings
+        self.host = host
+        self.session = session
+        self.settings = host.settings
         self.worker = ModelWorker(self, threads=1)
         self.panel = PredictionPanel()
         self.dock = QDockWidget("Model", window)
         self.dock.setObjectName("model")
         self.dock.setWidget(self.panel)
         window.addDockWidget(Qt.RightDockWidgetArea, self.dock)
-        self.overlay = HeatmapOverlay(window.viewer.views[0])
+        self.overlay = HeatmapOverlay(host.viewer.views[0])
         self.status_label = QLabel("Model: not loaded")
         self.status_label.setTextFormat(Qt.PlainText)
         window.statusBar().addPermanentWidget(self.status_label)
@@ -83,7 +106,7 @@ class ClassificationController(QObject):
         self.worker.job_failed.connect(self._on_job_failed)
         self.worker.batch_progress.connect(self._on_batch_progress)
         self.worker.batch_finished.connect(self._on_batch_finished)
-        window.viewer.slice_changed.connect(lambda *_: self.follow_slice())
+        host.viewer.slice_changed.connect(lambda *_: self.follow_slice())
 
     # -- menus -----------------------------------------------------------------------------------
     def add_actions(self, file_menu: QMenu, before_menu: QMenu) -> None:
@@ -94,9 +117,9 @@ class ClassificationController(QObject):
         file_menu.insertSeparator(file_menu.actions()[-1])
         model_menu = QMenu("&Model", self.window)
         self.window.menuBar().insertMenu(before_menu.menuAction(), model_menu)
-        self.window._action(model_menu, "Classify selected lesion", self.classify_selected, "K")
-        self.window._action(model_menu, "Classify all lesions", self.classify_all, "Shift+K")
-        self.window._action(model_menu, "Accept model's label for the selected lesion", self.accept_label,
+        self.host.add_action(model_menu, "Classify selected lesion", self.classify_selected, "K")
+        self.host.add_action(model_menu, "Classify all lesions", self.classify_all, "Shift+K")
+        self.host.add_action(model_menu, "Accept model's label for the selected lesion", self.accept_label,
                             "Ctrl+Shift+A")
         auto = QAction("Classify outlines automatically when finished", self.window, checkable=True)
         auto.setChecked(self.settings.value("model/auto_classify", "false") in (True, "true"))
@@ -104,8 +127,8 @@ class ClassificationController(QObject):
         model_menu.addAction(auto)
         self.auto_action = auto
         model_menu.addSeparator()
-        self.window._action(model_menu, "Load model…", self.choose_model)
-        self.window._action(model_menu, "Use the bundled model", lambda: self.load_model(default_model_path()))
+        self.host.add_action(model_menu, "Load model…", self.choose_model)
+        self.host.add_action(model_menu, "Use the bundled model", lambda: self.load_model(default_model_path()))
         devices = model_menu.addMenu("Device")
         group = QActionGroup(self.window)
         current = self.device_preference()
@@ -174,7 +197,7 @@ class ClassificationController(QObject):
                              description.classes, description.class_names, model_id=description.model_id,
                              by_uncertainty=description.by_uncertainty, simulated=description.simulated)
         if description.device_note:
-            self.window.statusBar().showMessage(description.device_note, 10000)
+            self.host.show_status(description.device_note, 10000)
         self.refresh()
 
     def _on_model_failed(self, message: str) -> None:
@@ -186,30 +209,29 @@ class ClassificationController(QObject):
         still = f" Still using {self.model.name} {self.model.version}." if self.model is not None else ""
         self.status_label.setText(f"Model: {self.model.name} {self.model.version}" if self.model else
                                   "Model: not loaded")
-        self.window._fail("Cannot load the model", f"{message}\n\nA model is a folder written by liverview-train "
+        self.host.show_failure("Cannot load the model", f"{message}\n\nA model is a folder written by liverview-train "
                                                    f"(model.json, weights.pt).{still}")
         self._clear_pending()
 
     # -- requests --------------------------------------------------------------------------------
     def _ready(self) -> bool:
-        window = self.window
-        if window.volume is None or window.store is None:
-            window.statusBar().showMessage("Open a series first", 4000)
+        volume = self.session.volume
+        if volume is None or self.session.store is None:
+            self.host.show_status("Open a series first", 4000)
             return False
-        if window.load_task is not None and window.load_task.is_running():
-            window.statusBar().showMessage("Wait until the series has finished loading", 4000)
+        if not volume.loaded.all():
+            self.host.show_status("Wait until the series has finished loading", 4000)
             return False
         self.ensure_model()
         return True
 
     def selected_lesion(self) -> Lesion | None:
-        annotator = self.window.annotator
-        return annotator.selected() if annotator is not None else None
+        return self.session.selected()
 
     def classify_selected(self) -> int | None:
         lesion = self.selected_lesion()
         if lesion is None:
-            self.window.statusBar().showMessage("Select a lesion to classify (click its outline)", 4000)
+            self.host.show_status("Select a lesion to classify (click its outline)", 4000)
             return None
         self.dock.show()
         self.dock.raise_()  # the answer must be in sight, also when K was pressed on the Lesions tab
@@ -218,21 +240,20 @@ class ClassificationController(QObject):
     def classify(self, lesion: Lesion) -> int | None:
         if not self._ready():
             return None
-        job = self.worker.classify(self.window.volume, lesion, study=self.window.session.study_context())
+        job = self.worker.classify(self.session.volume, lesion, study=self.session.study_context())
         self.pending[job] = (lesion.id, lesion.outline_key())
         if self.selected_lesion() is not None and self.selected_lesion().id == lesion.id:
             self.panel.show_result(None, "Classifying …")
         return job
 
     def classify_all(self) -> int | None:
-        store = self.window.store
         if not self._ready():
             return None
-        lesions = [lesion for lesion in store.visible_lesions(self.window.hidden_readers) if lesion.rois]
+        lesions = [lesion for lesion in self.session.visible_lesions() if lesion.rois]
         if not lesions:
-            self.window.statusBar().showMessage("There are no outlined lesions to classify", 4000)
+            self.host.show_status("There are no outlined lesions to classify", 4000)
             return None
-        job = self.worker.classify_batch(self.window.volume, lesions, study=self.window.session.study_context())
+        job = self.worker.classify_batch(self.session.volume, lesions, study=self.session.study_context())
         self.batch_job = job
         self.batch_geometry = {lesion.id: lesion.outline_key() for lesion in lesions}
         self.panel.show_batch(0, len(lesions))
@@ -241,20 +262,20 @@ class ClassificationController(QObject):
 
     def cancel_batch(self) -> None:
         self.worker.cancel_batch()
-        self.window.statusBar().showMessage("Cancelling: the batch stops after the lesion in hand", 4000)
+        self.host.show_status("Cancelling: the batch stops after the lesion in hand", 4000)
 
     def accept_label(self) -> None:
         lesion = self.selected_lesion()
         if lesion is None or lesion.current_ai() is None:
-            self.window.statusBar().showMessage("Classify the selected lesion first", 4000)
+            self.host.show_status("Classify the selected lesion first", 4000)
             return
-        if not self.window.reader_name() or not self.window.annotator.is_mine(lesion):
+        if not self.host.reader_name() or not self.host.may_edit(lesion):
             return
-        self.window.store.accept_ai_label(lesion.id)
-        name = self.window.taxonomy.get(lesion.ai.predicted).name if lesion.ai.predicted in self.window.taxonomy \
+        self.session.store.accept_ai_label(lesion.id)
+        name = self.host.taxonomy.get(lesion.ai.predicted).name if lesion.ai.predicted in self.host.taxonomy \
             else lesion.ai.predicted
-        self.window.statusBar().showMessage(f"Label set to {name} (model suggestion, accepted by "
-                                            f"{self.window.store.reader})", 5000)
+        self.host.show_status(f"Label set to {name} (model suggestion, accepted by "
+                                            f"{self.session.store.reader})", 5000)
 
     # -- answers ---------------------------------------------------------------------------------
     def _on_result(self, job: int, prediction: LesionPrediction) -> None:
@@ -263,7 +284,7 @@ class ClassificationController(QObject):
             key = None if geometry is None else (prediction.lesion_id, geometry)
         else:
             key = self.pending.pop(job, None)
-        store = self.window.store
+        store = self.session.store
         if key is None or store is None or not any(lesion.id == prediction.lesion_id for lesion in store.document.lesions):
             return  # the series was closed or the lesion deleted meanwhile
         lesion_id, geometry = key
@@ -294,7 +315,7 @@ class ClassificationController(QObject):
             return
         self.last_error = message
         self.panel.show_result(None, "Not classified")
-        self.window._fail("Cannot classify the lesion", message)
+        self.host.show_failure("Cannot classify the lesion", message)
 
     def _on_batch_progress(self, job: int, done: int, total: int) -> None:
         if job == self.batch_job:
@@ -310,8 +331,8 @@ class ClassificationController(QObject):
         if errors:
             text += f"; {len(errors)} could not be classified"
             self.last_error = "\n".join(f"{lesion_id or 'batch'}: {reason}" for lesion_id, reason in errors.items())
-            self.window._fail("Some lesions were not classified", self.last_error)
-        self.window.statusBar().showMessage(text, 8000)
+            self.host.show_failure("Some lesions were not classified", self.last_error)
+        self.host.show_status(text, 8000)
         self.refresh()
 
     def _clear_pending(self) -> None:
@@ -333,7 +354,7 @@ class ClassificationController(QObject):
         shown = self.crops.get((lesion.id, lesion.outline_key())) if answer is not None else None
         self.panel.show_phase_crops(*(shown or ({}, None)))
         if lesion is None:
-            self.panel.show_result(None, "Select a lesion, then Classify" if self.window.store else "")
+            self.panel.show_result(None, "Select a lesion, then Classify" if self.session.store else "")
         elif answer is not None:
             self.panel.show_result(answer)
         elif lesion.id in self.batch_geometry or any(key[0] == lesion.id for key in self.pending.values()):
@@ -348,8 +369,8 @@ class ClassificationController(QObject):
     def follow_slice(self) -> None:
         """Show the selected lesion's heatmap for the slice on screen, computing it if needed."""
         lesion = self.selected_lesion()
-        view = self.window.viewer.views[0]
-        if lesion is None or self.window.volume is None:
+        view = self.host.viewer.views[0]
+        if lesion is None or self.session.volume is None:
             self.overlay.set_heatmap(None)
             return
         geometry = lesion.outline_key()
@@ -364,7 +385,7 @@ class ClassificationController(QObject):
             return
         self.wanted_heatmap = (lesion.id, geometry, z)
         if self.heatmap_job is None:
-            job = self.worker.slice_heatmap(self.window.volume, lesion, z, explained, self.window.session.study_context())
+            job = self.worker.slice_heatmap(self.session.volume, lesion, z, explained, self.session.study_context())
             self.heatmap_job = job
             self.pending[job] = (lesion.id, geometry)
 
@@ -378,11 +399,11 @@ class ClassificationController(QObject):
         self.refresh()
 
     def _still_outlined(self, lesion_id: str) -> bool:
-        store = self.window.store
+        store = self.session.store
         return store is not None and any(lesion.id == lesion_id and lesion.rois for lesion in store.document.lesions)
 
     def _auto_classify(self) -> None:
-        store = self.window.store
+        store = self.session.store
         lesion = next((item for item in store.document.lesions if item.id == self._auto_lesion), None) \
             if store is not None else None
         if lesion is not None and lesion.rois:

@@ -194,7 +194,7 @@ class MainWindow(QMainWindow):
         self._build_menus()
         self._update_undo_actions()
         self._build_tools()
-        self.classification = ClassificationController(self)
+        self.classification = ClassificationController(self, self, self.session)
         self.classification.add_actions(self.file_menu, self.help_menu)
         self.tabifyDockWidget(self.lesion_dock, self.classification.dock)
         self.lesion_dock.raise_()
@@ -235,63 +235,63 @@ class MainWindow(QMainWindow):
 
     def _build_menus(self) -> None:
         file_menu = self.file_menu = self.menuBar().addMenu("&File")
-        self._action(file_menu, "Open &folder…", self.choose_folder, QKeySequence.Open)
-        self._action(file_menu, "Open files, zip or DICOMDIR…", self.choose_files, "Ctrl+Shift+O")
-        self._action(file_menu, "Open &demo study", self.open_demo, "Ctrl+D")
+        self.add_action(file_menu, "Open &folder…", self.choose_folder, QKeySequence.Open)
+        self.add_action(file_menu, "Open files, zip or DICOMDIR…", self.choose_files, "Ctrl+Shift+O")
+        self.add_action(file_menu, "Open &demo study", self.open_demo, "Ctrl+D")
         file_menu.addSeparator()
-        self._action(file_menu, "Import annotations (colleague's file, ground truth)…", self.choose_annotations)
-        self._action(file_menu, "Import DICOM SEG…", self.choose_seg)
-        self._action(file_menu, "&Export…", self.choose_export, "Ctrl+E")
-        self._action(file_menu, "Show skipped files…", self.browser.show_skipped)
-        self._action(file_menu, "Settings (reader name)…", self.edit_settings)
+        self.add_action(file_menu, "Import annotations (colleague's file, ground truth)…", self.choose_annotations)
+        self.add_action(file_menu, "Import DICOM SEG…", self.choose_seg)
+        self.add_action(file_menu, "&Export…", self.choose_export, "Ctrl+E")
+        self.add_action(file_menu, "Show skipped files…", self.browser.show_skipped)
+        self.add_action(file_menu, "Settings (reader name)…", self.edit_settings)
         file_menu.addSeparator()
-        self._action(file_menu, "&Quit", self.close, QKeySequence.Quit)
+        self.add_action(file_menu, "&Quit", self.close, QKeySequence.Quit)
 
         edit_menu = self.menuBar().addMenu("&Edit")
-        self.undo_action = self._action(edit_menu, "Undo", self.undo, QKeySequence.Undo)
-        self.redo_action = self._action(edit_menu, "Redo", self.redo, ["Ctrl+Shift+Z", "Ctrl+Y"])
+        self.undo_action = self.add_action(edit_menu, "Undo", self.undo, QKeySequence.Undo)
+        self.redo_action = self.add_action(edit_menu, "Redo", self.redo, ["Ctrl+Shift+Z", "Ctrl+Y"])
         edit_menu.addSeparator()
-        self._action(edit_menu, "New lesion (unlabelled)", lambda: self._annotator_call("start_new_lesion"), "Ctrl+N")
-        self._action(edit_menu, "Delete selected outline", lambda: self._annotator_call("delete_selected_outline"),
+        self.add_action(edit_menu, "New lesion (unlabelled)", lambda: self._annotator_call("start_new_lesion"), "Ctrl+N")
+        self.add_action(edit_menu, "Delete selected outline", lambda: self._annotator_call("delete_selected_outline"),
                      [QKeySequence.Delete, Qt.Key_Backspace])
-        self._action(edit_menu, "Delete selected lesion", lambda: self._annotator_call("delete_selected_lesion"),
+        self.add_action(edit_menu, "Delete selected lesion", lambda: self._annotator_call("delete_selected_lesion"),
                      "Shift+Delete")
-        self._action(edit_menu, "Copy outline onto this slice", lambda: self._annotator_call("copy_outline_here"), "C")
-        self._action(edit_menu, "Close polygon", lambda: self._annotator_call("finish_polygon"), [Qt.Key_Return, Qt.Key_Enter])
-        self._action(edit_menu, "Cancel shape", lambda: self._annotator_call("cancel"), Qt.Key_Escape)
-        self._action(edit_menu, "Smaller brush", lambda: self._brush_size(-1), "[")
-        self._action(edit_menu, "Larger brush", lambda: self._brush_size(1), "]")
+        self.add_action(edit_menu, "Copy outline onto this slice", lambda: self._annotator_call("copy_outline_here"), "C")
+        self.add_action(edit_menu, "Close polygon", lambda: self._annotator_call("finish_polygon"), [Qt.Key_Return, Qt.Key_Enter])
+        self.add_action(edit_menu, "Cancel shape", lambda: self._annotator_call("cancel"), Qt.Key_Escape)
+        self.add_action(edit_menu, "Smaller brush", lambda: self._brush_size(-1), "[")
+        self.add_action(edit_menu, "Larger brush", lambda: self._brush_size(1), "]")
         edit_menu.addSeparator()
-        self._action(edit_menu, "Consensus of readers…", self.show_consensus, "Ctrl+K")
+        self.add_action(edit_menu, "Consensus of readers…", self.show_consensus, "Ctrl+K")
         self.label_menu = edit_menu.addMenu("Label selected lesion")
         self._fill_label_menu()
 
         view_menu = self.menuBar().addMenu("&View")
         for number, preset in enumerate(self.presets[:4], start=1):
-            self._action(view_menu, f"{preset.name} window (W {preset.width:g} / L {preset.center:g})",
+            self.add_action(view_menu, f"{preset.name} window (W {preset.width:g} / L {preset.center:g})",
                          lambda p=preset: self.viewer.apply_preset(p), str(number))
-        self._action(view_menu, "Series window (from DICOM)", self.apply_series_window, "5")
+        self.add_action(view_menu, "Series window (from DICOM)", self.apply_series_window, "5")
         view_menu.addSeparator()
-        self._action(view_menu, "&Fit to window", self.viewer.fit, "F")
-        self._action(view_menu, "&Reset view", self.viewer.reset, "R")
+        self.add_action(view_menu, "&Fit to window", self.viewer.fit, "F")
+        self.add_action(view_menu, "&Reset view", self.viewer.reset, "R")
         toggle = self.browser_dock_action = QAction("Series browser", self, checkable=True, checked=True)
         toggle.toggled.connect(self.browser.setVisible)
         view_menu.addAction(toggle)
         view_menu.addAction(self.lesion_dock.toggleViewAction())
 
         nav = self.menuBar().addMenu("&Navigate")
-        self._action(nav, "Previous slice", lambda: self.viewer.scroll(-1), [Qt.Key_Up, Qt.Key_Left])
-        self._action(nav, "Next slice", lambda: self.viewer.scroll(1), [Qt.Key_Down, Qt.Key_Right])
-        self._action(nav, "Jump back", lambda: self.viewer.scroll(-self._jump()), QKeySequence.MoveToPreviousPage)
-        self._action(nav, "Jump forward", lambda: self.viewer.scroll(self._jump()), QKeySequence.MoveToNextPage)
-        self._action(nav, "First slice", lambda: self.viewer.scroll(-10**6), Qt.Key_Home)
-        self._action(nav, "Last slice", lambda: self.viewer.scroll(10**6), Qt.Key_End)
+        self.add_action(nav, "Previous slice", lambda: self.viewer.scroll(-1), [Qt.Key_Up, Qt.Key_Left])
+        self.add_action(nav, "Next slice", lambda: self.viewer.scroll(1), [Qt.Key_Down, Qt.Key_Right])
+        self.add_action(nav, "Jump back", lambda: self.viewer.scroll(-self._jump()), QKeySequence.MoveToPreviousPage)
+        self.add_action(nav, "Jump forward", lambda: self.viewer.scroll(self._jump()), QKeySequence.MoveToNextPage)
+        self.add_action(nav, "First slice", lambda: self.viewer.scroll(-10**6), Qt.Key_Home)
+        self.add_action(nav, "Last slice", lambda: self.viewer.scroll(10**6), Qt.Key_End)
 
         help_menu = self.help_menu = self.menuBar().addMenu("&Help")
-        self._action(help_menu, "Mouse and keyboard…", self.show_help, QKeySequence.HelpContents)
-        self._action(help_menu, "About liverview", self.show_about)
+        self.add_action(help_menu, "Mouse and keyboard…", self.show_help, QKeySequence.HelpContents)
+        self.add_action(help_menu, "About liverview", self.show_about)
 
-    def _action(self, menu, text, slot, shortcut=None) -> QAction:
+    def add_action(self, menu, text, slot, shortcut=None) -> QAction:
         action = QAction(text, self)
         if shortcut is not None:
             shortcuts = shortcut if isinstance(shortcut, list) else [shortcut]
@@ -400,7 +400,7 @@ class MainWindow(QMainWindow):
 
     def choose_annotations(self) -> None:
         if self.store is None:
-            self._fail("Import annotations", "Open a series first.")
+            self.show_failure("Import annotations", "Open a series first.")
             return
         path, _ = QFileDialog.getOpenFileName(self, "Import annotations", str(Path.home()),
                                               "liverview annotations (*.json);;All files (*)")
@@ -412,10 +412,10 @@ class MainWindow(QMainWindow):
         try:
             other = AnnotationDocument.from_dict(json.loads(path.read_text(encoding="utf-8")))
         except (OSError, ValueError) as exc:
-            self._fail("Cannot import annotations", f"{path}: {exc}")
+            self.show_failure("Cannot import annotations", f"{path}: {exc}")
             return 0
         if other.series_instance_uid != self.store.document.series_instance_uid:
-            self._fail("Cannot import annotations", f"{path.name} belongs to series {other.series_instance_uid}, "
+            self.show_failure("Cannot import annotations", f"{path.name} belongs to series {other.series_instance_uid}, "
                                                     f"not to the open series {self.store.document.series_instance_uid}.")
             return 0
         added = self.store.merge(other)
@@ -424,7 +424,7 @@ class MainWindow(QMainWindow):
 
     def show_consensus(self) -> None:
         if self.store is None or self.volume is None:
-            self._fail("Consensus", "Open a series first.")
+            self.show_failure("Consensus", "Open a series first.")
             return
         dialog = ConsensusDialog(self.store, self.volume, self.taxonomy, self)
         dialog.lesion_requested.connect(self.jump_to_lesion)
@@ -433,7 +433,7 @@ class MainWindow(QMainWindow):
 
     def choose_seg(self) -> None:
         if self.store is None:
-            self._fail("Import DICOM SEG", "Open the series the segmentation refers to first.")
+            self.show_failure("Import DICOM SEG", "Open the series the segmentation refers to first.")
             return
         path, _ = QFileDialog.getOpenFileName(self, "Import DICOM SEG", str(Path.home()), "DICOM (*.dcm);;All files (*)")
         if path:
@@ -444,7 +444,7 @@ class MainWindow(QMainWindow):
         try:
             imported = import_seg_document(path, self.volume, self.taxonomy)
         except (SegImportError, OSError, ValueError) as exc:
-            self._fail("Cannot import the DICOM SEG", f"{path.name}: {exc}")
+            self.show_failure("Cannot import the DICOM SEG", f"{path.name}: {exc}")
             return 0
         added = self.store.merge(imported.document)
         how = {"sop-instance-uid": "by the referenced image UIDs"}.get(
@@ -457,7 +457,7 @@ class MainWindow(QMainWindow):
 
     def choose_export(self) -> None:
         if self.store is None or self.volume is None:
-            self._fail("Export", "Open a series first.")
+            self.show_failure("Export", "Open a series first.")
             return
         start = str(self.settings.value("paths/last_export", str(Path.home() / "liverview-exports")))
         document = self.store.document
@@ -493,7 +493,7 @@ class MainWindow(QMainWindow):
         task = BackgroundTask(job, self, name="export")
         task.finished.connect(lambda result: self._inform(
             "Export finished", f"{result.n_lesions} lesion(s) exported:\n" + "\n".join(str(p) for p in result.paths)))
-        task.failed.connect(lambda message: self._fail("Export failed", message))
+        task.failed.connect(lambda message: self.show_failure("Export failed", message))
         self._track(task)
         self.export_task = task
         task.start()
@@ -541,7 +541,7 @@ class MainWindow(QMainWindow):
         store.subscribe(self.classification.on_store_event)
         self._refresh_lesions()
         if report.damaged_copy is not None:
-            self._fail("Annotation file damaged", report.problem)
+            self.show_failure("Annotation file damaged", report.problem)
         elif report.recovered_after_crash:
             self.statusBar().showMessage(f"Recovered {len(store.document.lesions)} lesion(s) from an interrupted "
                                          "session", 10000)
@@ -675,7 +675,7 @@ class MainWindow(QMainWindow):
         task = BackgroundTask(lambda progress, should_stop, report: scan_with_thumbnails(paths, progress, should_stop, report), self,
                               name="scan")
         task.partial.connect(self._on_scan_partial)
-        task.failed.connect(lambda message: self._fail("Cannot open", message))
+        task.failed.connect(lambda message: self.show_failure("Cannot open", message))
         self._track(task)
         self.scan_task = task
         task.start()
@@ -737,7 +737,7 @@ class MainWindow(QMainWindow):
                               name="load")
         task.partial.connect(self._show_volume)
         task.finished.connect(self._on_loaded)
-        task.failed.connect(lambda message: self._fail("Cannot load series", message))
+        task.failed.connect(lambda message: self.show_failure("Cannot load series", message))
         self._track(task)
         self.load_task = task
         task.start()
@@ -797,7 +797,7 @@ class MainWindow(QMainWindow):
         self.statusBar().showMessage("Generating the demo study (once) …")
         task = BackgroundTask(generate, self, name="demo")
         task.finished.connect(lambda folder: self.open_paths([str(Path(folder) / "dicom")]))
-        task.failed.connect(lambda message: self._fail("Cannot create the demo study", message))
+        task.failed.connect(lambda message: self.show_failure("Cannot create the demo study", message))
         self._track(task)
         self.demo_task = task
         task.start()
@@ -831,7 +831,14 @@ class MainWindow(QMainWindow):
         """Another study is being opened: stop reading the old one; exports finish (they hold copies)."""
         self.session.tasks.cancel_all(keep=lambda task: task.name == "export")
 
-    def _fail(self, title: str, message: str) -> None:
+    def show_status(self, text: str, msecs: int = 4000) -> None:
+        self.statusBar().showMessage(text, msecs)
+
+    def may_edit(self, lesion) -> bool:
+        """True for the reader's own lesion; otherwise the status bar says why not."""
+        return self.annotator is not None and self.annotator.is_mine(lesion)
+
+    def show_failure(self, title: str, message: str) -> None:
         self._refresh_timer.stop()
         box = QMessageBox(QMessageBox.Warning, title, message, QMessageBox.Ok, self)
         box.setTextFormat(Qt.PlainText)
