@@ -229,17 +229,23 @@ class PredictionPanel(QWidget):
                                                                       if read else "") + f", {result.time}{accepted}"
                                   + self.describe_heatmap(result.heatmap_inside))
 
-    def show_phase_crops(self, crops: dict[str, np.ndarray], cam: np.ndarray | None = None) -> None:
-        """What the network saw of each phase (its key slice at the liver window), with the heatmap laid
-        over it; none when `crops` is empty (no row, so the panel is no taller than before)."""
+    def show_phase_crops(self, crops: dict[str, np.ndarray], phase_cams: dict[str, np.ndarray] | None = None,
+                         cam: np.ndarray | None = None) -> None:
+        """What the network saw of each phase (its key slice at the liver window), with that phase's own
+        heatmap (`phase_cams`, a multiphase model) or the combined input's (`cam`) laid over it; none
+        when `crops` is empty (no row, so the panel is no taller than before)."""
+        phase_cams = phase_cams or {}
         for label in self.crop_labels:
             self.crops_row.removeWidget(label)
             label.deleteLater()
         self.crop_labels = []
         for phase, crop in crops.items():
             label = QLabel()
-            label.setPixmap(crop_pixmap(crop, cam))
-            label.setToolTip(f"{phase.replace('_', '-')}: what the network read (heatmap of the combined input)")
+            own = phase_cams.get(phase)
+            label.setPixmap(crop_pixmap(crop, own if own is not None else cam))
+            label.setToolTip(f"{phase.replace('_', '-')}: what the network read, with "
+                             + ("where it looks when it reads this phase alone" if own is not None
+                                else "the heatmap of its input"))
             caption = QLabel(phase.replace("_", "-"))
             caption.setStyleSheet("color: #9a9a9a; font-size: 8pt;")
             column = QWidget()

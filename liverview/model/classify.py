@@ -117,6 +117,9 @@ class LesionPrediction:
     #: What the network saw of each phase read: the key slice's crop at the liver window, uint8 (size, size),
     #: on the heatmap's square (not stored with the lesion; shown beside the answer).
     phase_crops: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    #: Grad-CAM of each phase read by a multiphase model, computed with that phase alone present (where
+    #: the network looks when it reads that phase); on the crops' square, float (size, size) in 0..1.
+    phase_cams: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
     @property
     def probability(self) -> float:
@@ -313,6 +316,7 @@ def classify_lesion(loaded: LoadedModel, volume: Volume, lesion: Lesion, *, heat
         slice_index=z, entropy=normalised_entropy(probs), tta_spread=spread, tta_agreement=agreement,
         heatmap=cam, timings_ms=timings, phase=phase.phase.value, phases_read=read, heatmap_inside=inside,
         phase_crops=input_crops(loaded, tensor, read),
+        phase_cams=phase_heatmaps(loaded, tensor, read, top) if heatmap else {},
         outside_training=loaded_domain(loaded).check(volume, phase, measure_lesion(volume, lesion).long_axis_mm))
 
 
@@ -327,6 +331,31 @@ def input_crops(loaded: LoadedModel, tensor: torch.Tensor, read: Sequence[str]) 
         index = order.index(phase) * per_phase + config.neighbour_slices
         crops[phase] = (tensor[index].detach().cpu().numpy() * 255.0).clip(0, 255).astype(np.uint8)
     return crops
+
+
+def phase_heatmaps(loaded: LoadedModel, tensor: torch.Tensor, read: Sequence[str],
+                   class_index: int) -> dict[str, np.ndarray]:
+    """Grad-CAM of `class_index` per phase read, each with the other phases marked missing (as phase
+    dropout trained the model to read them): the early-fused channels give one map for the combined
+    input, which cannot say which phase the network looked at where. One-phase input: no maps here
+    (the combined map is that phase's)."""
+    config = loaded.preprocess_config
+    if len(read) < 2 or not config.phases:
+        return {}
+    n_image = tensor.shape[0] - len(config.phases)
+    maps = {}
+    for phase in read:
+        index = list(config.phases).index(phase)
+        alone = tensor.clone()
+        for other in range(len(config.phases)):
+            if other != index:
+                for w in range(len(config.windows)):
+                    start = w * config.input_slices + other * config.slab_slices
+                    alone[start:start + config.slab_slices] = 0.0
+                alone[n_image + other] = 0.0
+        cam, _, _ = compute_gradcam(loaded, alone, class_index)
+        maps[phase] = cam
+    return maps
 
 
 def loaded_domain(loaded: LoadedModel) -> TrainingDomain:

@@ -254,7 +254,7 @@ def test_the_panel_shows_what_the_network_read_of_each_phase(qtbot, tmp_path):
     disc = ((yy - 32) ** 2 + (xx - 32) ** 2) < 15 ** 2
     crops = {p: np.where(disc, 60 + 50 * i, 150).astype(np.uint8) for i, p in enumerate(phases)}
     cam = np.exp(-(((yy - 32) ** 2 + (xx - 32) ** 2) / 200.0)).astype(np.float32)
-    panel.show_phase_crops(crops, cam)
+    panel.show_phase_crops(crops, cam=cam)
     panel.resize(420, 700)
     panel.show()
     captions = [w.findChildren(QLabel)[1].text() for w in panel.crop_labels]
@@ -263,5 +263,13 @@ def test_the_panel_shows_what_the_network_read_of_each_phase(qtbot, tmp_path):
     centre, corner = image.pixelColor(44, 44), image.pixelColor(2, 2)
     assert centre.red() > centre.blue() and abs(corner.red() - corner.blue()) < 10  # heat on the lesion only
     panel.grab().save(str(tmp_path / "crops.png"))
+    # A multiphase model's own map per phase replaces the combined one on that phase's crop.
+    corner_heat = np.zeros((64, 64), np.float32)
+    corner_heat[:12, :12] = 1.0
+    panel.show_phase_crops(crops, {"arterial": corner_heat}, cam)
+    arterial = panel.crop_labels[1].findChildren(QLabel)[0].pixmap().toImage()
+    delayed = panel.crop_labels[3].findChildren(QLabel)[0].pixmap().toImage()
+    assert arterial.pixelColor(2, 2).red() > arterial.pixelColor(2, 2).blue() + 10
+    assert abs(delayed.pixelColor(2, 2).red() - delayed.pixelColor(2, 2).blue()) < 10
     panel.show_phase_crops({})
     assert panel.crop_labels == []

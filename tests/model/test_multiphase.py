@@ -94,3 +94,8 @@ def test_the_app_path_reads_a_lesion_on_every_phase_of_the_study(tmp_path):
     assert every.phases_read == list(PHASES) and alone.phases_read == ["portal_venous"]
     assert every.probabilities != alone.probabilities and every.heatmap is not None
     assert every.to_ai_result().phases_read == list(PHASES)
+    # Grad-CAM per phase: each read phase alone, so each map can differ from the combined one.
+    assert sorted(every.phase_cams) == sorted(PHASES) and alone.phase_cams == {}
+    size = config.size
+    assert all(cam.shape == (size, size) and 0.0 <= cam.min() and cam.max() <= 1.0 for cam in every.phase_cams.values())
+    assert any(not np.allclose(cam, every.heatmap.cam) for cam in every.phase_cams.values())
