@@ -1,0 +1,47 @@
+"""Orientation letters and reformat flips on the real CT series: what the reader sees at each edge of
+each view must be where the patient is (LPS patient coordinates from the DICOM geometry)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from liverview.imaging.orientation import direction_letters, view_axes
+from liverview.io import load_series
+
+
+@pytest.fixture(scope="module", params=["crlm", "hcc"])
+def volume(request, crlm_dir, hcc_dir):
+    return load_series(crlm_dir if request.param == "crlm" else hcc_dir)
+
+
+def screen_image_patient(volume, axes, row: int, col: int) -> np.ndarray:
+    """Patient position (LPS mm) of screen pixel (row, col) in the middle slice of a view."""
+    index = np.zeros(3)
+    index[axes.slice_axis] = volume.shape[axes.slice_axis] // 2
+    rows = volume.shape[axes.row_axis]
+    index[axes.row_axis] = rows - 1 - row if axes.flip_rows else row
+    index[axes.col_axis] = col
+    return volume.index_to_patient(*index)
+
+
+def test_letters_name_where_the_patient_is(volume):
+    acquired, coronal, sagittal = view_axes(volume.row_direction, volume.column_direction, volume.normal)
+    # Radiological convention for these supine head-first axial CTs: patient's left on screen right.
+    assert acquired.letters() == {"right": "L", "left": "R", "bottom": "P", "top": "A"}
+    assert coronal.letters() == {"right": "L", "left": "R", "bottom": "I", "top": "S"}
+    assert sagittal.letters() == {"right": "P", "left": "A", "bottom": "I", "top": "S"}
+
+
+def test_reformats_put_the_head_up_and_match_their_letters(volume):
+    for axes in view_axes(volume.row_direction, volume.column_direction, volume.normal):
+        rows = volume.shape[axes.row_axis]
+        cols = volume.shape[axes.col_axis]
+        top, bottom = screen_image_patient(volume, axes, 0, cols // 2), screen_image_patient(volume, axes, rows - 1, cols // 2)
+        left, right = screen_image_patient(volume, axes, rows // 2, 0), screen_image_patient(volume, axes, rows // 2, cols - 1)
+        # Screen down and right, measured on the image, point where `down`/`right` say they do.
+        assert np.dot(bottom - top, axes.down) > 0 and np.dot(right - left, axes.right) > 0
+        letters = axes.letters()
+        assert letters["bottom"] == direction_letters(bottom - top)[0]
+        assert letters["right"] == direction_letters(right - left)[0]
+        if axes.name != "acquired":
+            assert top[2] > bottom[2]  # LPS z grows to the head: superior at the top of a reformat
