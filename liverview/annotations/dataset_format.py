@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from liverview.annotations.storage import write_bytes_atomic, write_json_atomic, write_text_atomic
+from liverview.atomic_write import write_bytes_atomic, write_json_atomic, write_text_atomic
 
 DATASET_FORMAT = "liverview.dataset"
 DATASET_VERSION = 2
@@ -171,6 +171,18 @@ def read_lesion_lines(path: Path) -> list[dict[str, Any]]:
 
 def lines_text(records: Iterable[dict[str, Any]]) -> str:
     return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+
+
+def append_lesion_lines(folder: Path, records: Iterable[dict[str, Any]]) -> None:
+    """Add `records` to the folder's lesions.jsonl in one appending write, flushed to disk: a generator
+    adding patient after patient never rewrites what is there (the index is rebuilt at the end)."""
+    data = lines_text(records).encode("utf-8")
+    fd = os.open(folder / LINES_NAME, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def manifest_for(records: Iterable[dict[str, Any]], classes: Iterable[dict[str, Any]], *, previous: dict | None = None,

@@ -28,7 +28,8 @@ from liverview.annotations.document import AnnotationDocument, Lesion
 from liverview.annotations.export_common import (ExportError, ExportIdentity, check_document_matches,
                                                  export_identity, lesion_masks, resolve_label)
 from liverview.annotations.labels import LabelTaxonomy
-from liverview.annotations.storage import now_iso, write_json_atomic, write_text_atomic
+from liverview.atomic_write import write_json_atomic, write_text_atomic
+from liverview.annotations.storage import now_iso
 from liverview.annotations.transfer import TransferError, transfer_lesion
 from liverview.imaging.align import sample_trilinear
 from liverview.io.volume import Volume

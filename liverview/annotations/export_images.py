@@ -16,7 +16,7 @@ import pydicom
 
 from liverview.annotations.deid import Pseudonymizer
 from liverview.annotations.export_common import ExportError, withheld_warnings
-from liverview.annotations.storage import write_bytes_atomic
+from liverview.atomic_write import write_bytes_atomic
 from liverview.io.volume import Volume
 from liverview.progress import Progress, ShouldStop, check_stop
 

@@ -36,7 +36,8 @@ from liverview.annotations.document import AnnotationDocument, Lesion
 from liverview.annotations.export_common import ExportError, check_document_matches, export_identity, resolve_label
 from liverview.annotations.labels import LabelTaxonomy
 from liverview.annotations.measurements import format_measurement, lesion_mask, measure_lesion
-from liverview.annotations.storage import now_iso, write_bytes_atomic, write_json_atomic, write_text_atomic
+from liverview.atomic_write import write_bytes_atomic, write_json_atomic, write_text_atomic
+from liverview.annotations.storage import now_iso
 from liverview.io.volume import Volume
 
 log = logging.getLogger(__name__)

@@ -22,7 +22,7 @@ from liverview.annotations.deid import Pseudonymizer
 from liverview.annotations.document import AnnotationDocument, Lesion
 from liverview.annotations.export_common import (ExportError, ExportIdentity, check_document_matches, export_identity,
                                                   lesion_masks, resolve_label, withheld_warnings)
-from liverview.annotations.storage import write_bytes_atomic
+from liverview.atomic_write import write_bytes_atomic
 from liverview.annotations.labels import LIVER, MORPHOLOGICALLY_ABNORMAL_STRUCTURE, CodedConcept, LabelTaxonomy
 from liverview.io.volume import Volume
 

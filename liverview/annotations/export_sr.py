@@ -22,7 +22,7 @@ from liverview.annotations.deid import Pseudonymizer
 from liverview.annotations.document import AnnotationDocument
 from liverview.annotations.export_common import (ExportError, check_document_matches, export_identity, resolve_label,
                                                   withheld_warnings)
-from liverview.annotations.storage import write_bytes_atomic
+from liverview.atomic_write import write_bytes_atomic
 from liverview.annotations.export_seg import GENERIC_LESION, read_source_datasets
 from liverview.annotations.labels import LIVER, CodedConcept, LabelTaxonomy
 from liverview.annotations.measurements import measure_lesion

@@ -126,7 +126,7 @@ class LabelTaxonomy:
         return [label for label in self.labels if not label.builtin]
 
     def save(self, path: Path) -> None:
-        from liverview.annotations.storage import write_json_atomic
+        from liverview.atomic_write import write_json_atomic
 
         write_json_atomic(path, {"labels": [label.to_dict() for label in self.user_labels()]})
 

@@ -1,15 +1,10 @@
-"""Where annotation files live and how they are written: atomically, outside any DICOM folder."""
+"""Where annotation files live (outside any DICOM folder), damaged copies, and timestamps."""
 from __future__ import annotations
 
-import json
-import os
 import re
 import shutil
-import tempfile
-from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
 
 from liverview.paths import user_data_dir
 
@@ -32,51 +27,6 @@ def annotation_path(study_uid: str, series_uid: str) -> Path:
         return "x" + hashlib.sha256(uid.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
     return annotations_dir() / safe(study_uid) / f"{safe(series_uid)}.json"
-
-
-def write_bytes_atomic(path: Path, write: Callable[[str], None]) -> Path:
-    """The one way liverview writes a file it keeps: `write(temp_path)` in the same folder, fsync, the
-    permissions of a normally created file (mkstemp makes 0600), `os.replace` onto `path`, fsync of the
-    folder. After a crash the file holds either the old or the new content, never a mixture."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    if hasattr(os, "O_DIRECTORY"):
-        dir_fd = os.open(path.parent, os.O_DIRECTORY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    return path
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    def write(tmp: str) -> None:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(text)
-
-    write_bytes_atomic(path, write)
-
-
-def write_json_atomic(path: Path, document: dict[str, Any]) -> None:
-    write_text_atomic(path, json.dumps(document, indent=1, ensure_ascii=False))
 
 
 def keep_damaged_copy(path: Path) -> Path:

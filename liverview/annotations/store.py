@@ -16,7 +16,8 @@ from pathlib import Path
 
 from liverview.annotations.document import (AIResult, Adjudication, AnnotationDocument, AnnotationFormatError,
                                             Lesion, PhaseCorrection, Roi)
-from liverview.annotations.storage import annotation_path, keep_damaged_copy, now_iso, write_text_atomic
+from liverview.atomic_write import write_text_atomic
+from liverview.annotations.storage import annotation_path, keep_damaged_copy, now_iso
 
 log = logging.getLogger(__name__)
 

@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from liverview.atomic_write import write_bytes_atomic
 from liverview.annotations.labels import BUILTIN_LABELS
 from liverview.model.network import UnknownArchitectureError, get_architecture
 from liverview.model.transforms import PreprocessConfig
@@ -76,18 +75,13 @@ def file_sha256(path: Path) -> str:
 
 
 def _write_atomic(path: Path, write: Callable[[IO[bytes]], object]) -> None:
-    """Temp file + fsync + os.replace. The temp file is opened normally (not mkstemp) so the bundle
-    gets the usual umask permissions and others sharing a model folder can read it."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(tmp, "xb") as fh:
+    """`write(file)` through the one atomic writer (normal permissions, so others sharing a model
+    folder can read the bundle)."""
+    def to_file(tmp: str) -> None:
+        with open(tmp, "wb") as fh:
             write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+
+    write_bytes_atomic(path, to_file)
 
 
 def write_json(path: Path, data: Any) -> None:

@@ -40,6 +40,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 
+from liverview.atomic_write import write_bytes_atomic
 from liverview.progress import Cancelled, Progress, ShouldStop
 from liverview.model.baseline import evaluate_baseline
 from liverview.model.bundle_format import BundleError, cpu_state, write_json
@@ -242,9 +243,7 @@ def _unwrap(model: nn.Module) -> nn.Module:
 
 
 def _save_torch_atomic(obj: Any, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    write_bytes_atomic(path, lambda tmp: torch.save(obj, tmp))
 
 
 def _read_json(path: Path) -> Any:

@@ -24,7 +24,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from liverview.annotations.storage import write_json_atomic
+from liverview.atomic_write import write_json_atomic
 from liverview.synth.acquisition import simulate_acquisition, to_int16_hu
 from liverview.synth.dicom_writer import (
     PatientInfo,

@@ -49,11 +49,12 @@ from liverview import __version__
 from liverview.annotations.deid import KEY_FILE_NAME, Pseudonymizer, load_or_create_key
 from liverview.annotations.document import AnnotationDocument, Lesion, Roi
 from liverview.annotations.export_common import export_identity, volume_patient_identity
-from liverview.annotations.dataset_format import MARGIN_XY_PX, DatasetFolderLock, read_lesion_lines, read_manifest
+from liverview.annotations.dataset_format import (MARGIN_XY_PX, DatasetFolderLock, append_lesion_lines, read_lesion_lines,
+                                                  read_manifest)
 from liverview.annotations.export_dataset import PhaseSource, export_dataset, lesion_uid
 from liverview.annotations.labels import LIVER, LesionClass
 from liverview.annotations.measurements import lesion_mask
-from liverview.annotations.storage import write_json_atomic
+from liverview.atomic_write import write_json_atomic
 from liverview.imaging.measure import polygon_mask
 from liverview.imaging.outline import mask_to_polygons
 from liverview.io.headers import FileHeader, FrameRef
@@ -1155,13 +1156,7 @@ def _append_patient(folder: Path, staging: Path, synth: dict[str, dict[str, Any]
     for record in records:
         os.replace(staging / record["file"], folder / record["file"])
         record["synth"] = synth[record["lesion_uid"]]
-    text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode("utf-8")
-    fd = os.open(folder / "lesions.jsonl", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    try:
-        os.write(fd, text)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    append_lesion_lines(folder, records)
     return records
 
 
