@@ -10,7 +10,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parent.parent / "liverview"
 QT = {"PySide6", "pyqtgraph", "PyQt5", "PyQt6", "shiboken6"}
 TORCH = {"torch", "torchvision"}
-RANK = {"io": 0, "imaging": 1, "synth": 2, "annotations": 2, "model": 3, "gui": 4}
+RANK = {"io": 0, "imaging": 1, "net": 1, "synth": 2, "annotations": 2, "model": 3, "gui": 4}
 # synth (the simulator) sits beside annotations: it may use io/imaging/annotations, never model/gui.
 ALLOWED_SAME_RANK = {("synth", "annotations")}
 
