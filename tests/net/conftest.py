@@ -36,7 +36,7 @@ def pacs(tmp_path_factory, crlm_dir, demo_study) -> Orthanc:
     server.upload(sorted(crlm_dir.glob("*.dcm")))
     server.upload(sorted(demo_study.dicom_dir.rglob("*.dcm")))
     yield server
-    server.stop()
+    server.stop(graceful=False)
 
 
 @pytest.fixture
