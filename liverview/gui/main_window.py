@@ -26,6 +26,7 @@ from liverview.gui.classification import ClassificationController
 from liverview.gui.consensus_dialog import ConsensusDialog
 from liverview.gui.export_dialog import ExportDialog
 from liverview.gui.lesion_panel import AddLabelDialog, LesionPanel
+from liverview.gui.pacs_controller import PacsController, SendSource
 from liverview.gui.series_browser import SeriesBrowser
 from liverview.gui.viewer import CursorInfo, Viewer
 from liverview.gui.model_worker import StudyContext
@@ -198,6 +199,9 @@ class MainWindow(QMainWindow):
         self.classification = ClassificationController(self)
         self.classification.add_actions(self.file_menu, self.help_menu)
         self.tabifyDockWidget(self.lesion_dock, self.classification.dock)
+        # PACS (#17): File → Query PACS…, Send to PACS…; a retrieved study opens like a folder.
+        self.pacs = PacsController(self, self.settings, self.open_paths, self.pacs_send_source)
+        self.pacs.add_actions(self.file_menu)
         self.lesion_dock.raise_()
         self.viewer.cursor_info.connect(self._show_cursor)
         self.viewer.slice_changed.connect(lambda z, n: self.slice_label.setText(f"Slice {z + 1}/{n}"))
@@ -493,6 +497,14 @@ class MainWindow(QMainWindow):
         self.export_task = task
         task.start()
         return task
+
+    def pacs_send_source(self) -> SendSource | None:
+        """The open series and its annotations for Send to PACS (#17)."""
+        if self.store is None or self.volume is None:
+            return None
+        self.store.flush()
+        return SendSource(self.volume, AnnotationDocument.from_dict(self.store.document.to_dict()), self.taxonomy,
+                          self.store.reader)
 
     def _inform(self, title: str, message: str) -> None:
         box = QMessageBox(QMessageBox.Information, title, message, QMessageBox.Ok, self)

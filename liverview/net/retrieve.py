@@ -276,8 +276,9 @@ def retrieve_study(node: PacsNode, study_uid: str, cache: RetrieveCache, *, seri
                    report: Callable[[SeriesProgress], None] | None = None) -> RetrieveResult:
     """Retrieve `series` of a study (default: all of them, as a series-level C-FIND lists them) into `cache`.
 
-    Each series is published to the cache as soon as it is complete (`report` then gets its path); the
-    first failure stops the retrieve and is raised, the series already published stay.
+    Each series is published to the cache as soon as it is complete (`report` then gets its path); a
+    series already complete in the cache is not fetched again. The first failure stops the retrieve and
+    is raised; the series already published stay.
     """
     if series is None:
         series = find_series(node, study_uid, should_stop)
@@ -289,6 +290,14 @@ def retrieve_study(node: PacsNode, study_uid: str, cache: RetrieveCache, *, seri
     try:
         for one in series:
             check_stop(should_stop, "The retrieve")
+            cached = cache.series_dir(study_uid, one.series_uid)
+            if cached is not None and one.n_instances is not None and len(list(cached.iterdir())) >= one.n_instances:
+                cache.touch(study_uid)
+                result.series.append((one, cached))
+                done_before += one.n_instances
+                if report is not None:
+                    report(SeriesProgress(one.series_uid, one.n_instances, one.n_instances, cached))
+                continue
             staging = cache.new_staging(one.series_uid)
 
             def on_image(n: int, one=one, before=done_before) -> None:

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 
 import pytest
-from conftest import node_for
+from orthanc_server import closed_port, node_for
 
 from liverview.net.errors import (CalledAERejected, CallingAEUnknown, MoveDestinationUnknown, PacsTimeout,
                                   PacsUnreachable, PartialRetrieve)
@@ -42,12 +41,6 @@ def assert_cache_intact(cache, published, study_uid):
     assert (published / "1.2.3.4.5.dcm").read_bytes() == b"complete before"
     assert list((cache.root / "staging").iterdir()) == []
     assert not cache.study_dir(study_uid).exists()
-
-
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_closed_port_is_unreachable(pacs):

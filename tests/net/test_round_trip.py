@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
-from conftest import node_for, start_orthanc
+from orthanc_server import node_for, start_orthanc
 
 from liverview.annotations.annotated_study import read_annotation_json
 from liverview.annotations.export_seg import export_seg

@@ -17,8 +17,17 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pytest
+
+from liverview.net.node import PacsNode, Timeouts
+
 ORTHANC_AE = "ORTHANC"
 LIVERVIEW_AE = "LIVERVIEW"
+
+
+def closed_port() -> int:
+    """A port nothing listens on (it was free a moment ago)."""
+    return free_port()
 
 
 def free_port() -> int:
@@ -114,3 +123,22 @@ class Orthanc:
 
     def instance_count(self) -> int:
         return int(self.rest("GET", "/statistics")["CountInstances"])
+
+
+#: Short waits so that a PACS gone silent is noticed in seconds, not the default minute.
+TEST_TIMEOUTS = Timeouts(connection_s=3, acse_s=5, dimse_s=2, network_s=3)
+
+
+def start_orthanc(folder: Path, **config) -> Orthanc:
+    """A started Orthanc, or a test failure that says how to install it."""
+    try:
+        return Orthanc(folder, extra_config=config).start()
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
+
+
+def node_for(server: Orthanc, **changes) -> PacsNode:
+    """liverview's node for `server`, with `changes` (e.g. a wrong AE title)."""
+    node = PacsNode("test PACS", "127.0.0.1", server.dicom_port, called_ae=ORTHANC_AE, move_port=server.move_port,
+                    timeouts=TEST_TIMEOUTS)
+    return node.with_changes(**changes) if changes else node
