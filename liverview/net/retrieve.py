@@ -67,23 +67,28 @@ class RetrieveResult:
 
 
 class _Receiver:
-    """The C-STORE handler of one series' transfer: writes each instance into the staging folder."""
+    """The C-STORE handler of one series' transfer: writes each instance into the staging folder.
 
-    def __init__(self, series: SeriesMatch, staging: Path, report: Callable[[int], None]) -> None:
+    `check_series` decodes each instance's header to refuse what belongs to another series (a C-MOVE
+    destination port can receive anything); a C-GET's sub-operations are the answer to our own request,
+    so they are written as they come, undecoded.
+    """
+
+    def __init__(self, series: SeriesMatch, staging: Path, report: Callable[[int], None], check_series: bool) -> None:
         self.series = series
         self.staging = staging
         self.report = report
+        self.check_series = check_series
         self.received = 0
         self.error: PacsError | None = None
         self.lock = threading.Lock()
 
     def handle(self, event) -> int:
         try:
-            ds = event.dataset
-            if str(ds.get("SeriesInstanceUID", "")) != self.series.series_uid:
-                return 0xA900  # Data Set does not match SOP Class / not what was asked for
-            data = event.encoded_dataset(include_meta=True)
-            (self.staging / f"{safe_uid(str(ds.SOPInstanceUID))}.dcm").write_bytes(data)
+            if self.check_series and str(event.dataset.get("SeriesInstanceUID", "")) != self.series.series_uid:
+                return 0xA900  # Data Set does not match SOP Class: not what was asked for
+            name = safe_uid(str(event.request.AffectedSOPInstanceUID))
+            (self.staging / f"{name}.dcm").write_bytes(event.encoded_dataset(include_meta=True))
         except CacheError as exc:
             self.error = exc
             return 0xA700
@@ -213,7 +218,7 @@ def get_series(node: PacsNode, series: SeriesMatch, staging: Path, on_image: Cal
     roles = [build_role(cx.abstract_syntax, scp_role=True) for cx in contexts]
     watch = AssociationWatch()
     cancel = _CancelOnStop(should_stop)
-    receiver = _Receiver(series, staging, lambda n: (on_image(n), cancel.poll()))
+    receiver = _Receiver(series, staging, lambda n: (on_image(n), cancel.poll()), check_series=False)
     with open_association(node, [build_context(GET_MODEL), *contexts], ext_neg=roles, watch=watch,
                           handlers=[(evt.EVT_C_STORE, receiver.handle)]) as assoc:
         context_id = next(cx.context_id for cx in assoc.accepted_contexts if cx.abstract_syntax == GET_MODEL)
@@ -256,7 +261,8 @@ def move_series(node: PacsNode, series: SeriesMatch, staging: Path, on_image: Ca
     """C-MOVE one series to liverview's own storage SCP (`destination`); returns the number of images."""
     watch = AssociationWatch()
     cancel = _CancelOnStop(should_stop)
-    receiver = _Receiver(series, staging, lambda n: (on_image(n), watch.mark_activity(), cancel.poll()))
+    receiver = _Receiver(series, staging, lambda n: (on_image(n), watch.mark_activity(), cancel.poll()),
+                         check_series=True)
     destination.receiver = receiver
     try:
         with open_association(node, [build_context(MOVE_MODEL)], watch=watch) as assoc:
