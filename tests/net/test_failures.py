@@ -43,10 +43,14 @@ def assert_cache_intact(cache, published, study_uid):
     assert not cache.study_dir(study_uid).exists()
 
 
-def test_closed_port_is_unreachable(pacs):
+def test_closed_port_is_unreachable(pacs, cache, published):
     node = node_for(pacs, port=closed_port())
     with pytest.raises(PacsUnreachable, match=r"cannot be reached: check the host name and port"):
         verify_node(node)
+    series = find_series(node_for(pacs), CRLM_STUDY)
+    with pytest.raises(PacsUnreachable, match=r"The PACS test PACS \(127.0.0.1:\d+\) cannot be reached"):
+        retrieve_study(node, CRLM_STUDY, cache, series=series)
+    assert_cache_intact(cache, published, CRLM_STUDY)
 
 
 def test_unknown_host_is_unreachable(pacs):
@@ -54,9 +58,13 @@ def test_unknown_host_is_unreachable(pacs):
         verify_node(node_for(pacs, host="no-such-pacs.invalid"))
 
 
-def test_wrong_called_ae_is_named(pacs):
+def test_wrong_called_ae_is_named(pacs, cache, published):
+    wrong = node_for(pacs, called_ae="WRONG-AE")
     with pytest.raises(CalledAERejected, match="does not answer to the AE title 'WRONG-AE': check the PACS AE title"):
-        find_studies(node_for(pacs, called_ae="WRONG-AE"), StudyQuery())
+        find_studies(wrong, StudyQuery())
+    with pytest.raises(CalledAERejected, match="'WRONG-AE'"):
+        retrieve_study(wrong, CRLM_STUDY, cache, series=find_series(node_for(pacs), CRLM_STUDY))
+    assert_cache_intact(cache, published, CRLM_STUDY)
 
 
 @pytest.mark.parametrize("method", BOTH)
