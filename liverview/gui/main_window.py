@@ -200,7 +200,7 @@ class MainWindow(QMainWindow):
         self.classification.add_actions(self.file_menu, self.help_menu)
         self.tabifyDockWidget(self.lesion_dock, self.classification.dock)
         # PACS (#17): File → Query PACS…, Send to PACS…; a retrieved study opens like a folder.
-        self.pacs = PacsController(self, self.settings, self.open_paths, self.pacs_send_source)
+        self.pacs = PacsController(self, self)
         self.pacs.add_actions(self.file_menu)
         self.lesion_dock.raise_()
         self.viewer.cursor_info.connect(self._show_cursor)

@@ -1,17 +1,17 @@
 """The PACS in the main window: File → Query PACS… and File → Send to PACS….
 
-The window hands over only what these need: `open_paths(paths)` to open a retrieved study like a
-folder, and `send_source()` for the open series and its annotations. The query dialog lives as long as
-the window, so a retrieve goes on while it is closed.
+The window is used only through :class:`PacsHost`: open a retrieved study like a folder, the open
+series and its annotations for Send, and the existing SEG import for segmentations that arrive with
+a study. The query dialog lives as long as the window, so a retrieve goes on while it is closed.
 """
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
-from PySide6.QtCore import QObject, QSettings, Qt
+from PySide6.QtCore import QObject, QSettings, Qt, QTimer
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import QApplication, QComboBox, QDialog, QDialogButtonBox, QLabel, QMenu, QMessageBox, \
     QVBoxLayout, QWidget
@@ -27,6 +27,7 @@ from liverview.io.volume import Volume
 from liverview.net.cache import DEFAULT_LIMIT_BYTES, RetrieveCache
 from liverview.net.node import PacsNode
 from liverview.net.send import SendResult, send_files
+from liverview.net.study_segs import find_segs_for_series
 from liverview.paths import user_data_dir
 
 CACHE_LIMIT_KEY = "pacs/cache_limit_gb"
@@ -90,16 +91,34 @@ class SendDialog(QDialog):
             "hospital, so they are not pseudonymised.")
 
 
+class PacsHost(Protocol):
+    """What the PACS needs from the main window."""
+
+    settings: QSettings
+    volume: Volume | None  # the open series (None while nothing is shown)
+
+    def open_paths(self, paths: list[str]) -> None: ...
+
+    def pacs_send_source(self) -> SendSource | None: ...
+
+    def import_seg(self, path: Path) -> int: ...
+
+
+#: How long a retrieved study's SEGs wait for the window to finish loading the series they annotate.
+SEG_OFFER_WAIT_MS = 60_000
+SEG_OFFER_POLL_MS = 250
+
+
 class PacsController(QObject):
-    def __init__(self, window: QWidget, settings: QSettings, open_paths: Callable[[list[str]], None],
-                 send_source: Callable[[], SendSource | None]) -> None:
+    def __init__(self, window: QWidget, host: PacsHost) -> None:
         super().__init__(window)
         self.window = window
-        self.settings = settings
-        self.open_paths = open_paths
-        self.send_source = send_source
+        self.host = host
+        self.settings = host.settings
         self.dialog: QueryDialog | None = None
         self.send_task: BackgroundTask | None = None
+        self.seg_task: BackgroundTask | None = None
+        self.seg_offer: QMessageBox | None = None
         app = QApplication.instance()
         if app is not None:
             app.aboutToQuit.connect(self.cancel)
@@ -122,7 +141,8 @@ class PacsController(QObject):
 
     def show_query(self) -> QueryDialog:
         if self.dialog is None:
-            self.dialog = QueryDialog(self.settings, self.cache(), self.open_paths, self.window)
+            self.dialog = QueryDialog(self.settings, self.cache(), self.host.open_paths, self.window)
+            self.dialog.study_retrieved.connect(self.offer_segs)
         self.dialog.show()
         self.dialog.raise_()
         return self.dialog
@@ -140,7 +160,7 @@ class PacsController(QObject):
         return box
 
     def choose_send(self) -> BackgroundTask | None:
-        source = self.send_source()
+        source = self.host.pacs_send_source()
         if source is None or not source.document.lesions:
             self._message(QMessageBox.Information, "Send to PACS", "Open a series and outline a lesion first.")
             return None
@@ -164,3 +184,31 @@ class PacsController(QObject):
         self.send_task = task
         task.start()
         return task
+
+    def offer_segs(self, study_dir: str, waited_ms: int = 0) -> None:
+        """Once the window shows a series of the retrieved study, offer the SEGs that came with it and
+        reference that series ("2 segmentations from other readers — show?")."""
+        volume = self.host.volume
+        if volume is None or not Path(volume.info.files[0]).is_relative_to(study_dir) or not volume.loaded.all():
+            if waited_ms < SEG_OFFER_WAIT_MS:
+                QTimer.singleShot(SEG_OFFER_POLL_MS, lambda: self.offer_segs(study_dir, waited_ms + SEG_OFFER_POLL_MS))
+            return
+        series_uid = volume.series_uid
+        task = BackgroundTask(lambda progress, should_stop, report: find_segs_for_series(Path(study_dir), series_uid),
+                              self)
+        task.finished.connect(lambda paths: self._ask_to_show(paths, series_uid))
+        self.seg_task = task
+        task.start()
+
+    def _ask_to_show(self, paths: list[Path], series_uid: str) -> None:
+        volume = self.host.volume
+        if not paths or volume is None or volume.series_uid != series_uid:
+            return
+        box = QMessageBox(QMessageBox.Question, "Segmentations with this study",
+                          f"{len(paths)} segmentation{'s' if len(paths) > 1 else ''} from other readers arrived with "
+                          "this study for the open series — show them as lesions?",
+                          QMessageBox.Yes | QMessageBox.No, self.window)
+        box.setTextFormat(Qt.PlainText)
+        box.button(QMessageBox.Yes).clicked.connect(lambda: [self.host.import_seg(p) for p in paths])
+        self.seg_offer = box
+        box.show()

@@ -53,6 +53,7 @@ class QueryDialog(QDialog):
     """Query a PACS node, retrieve studies into `cache`, open them with `open_paths`."""
 
     study_opened = Signal(str)  # the study folder handed to open_paths
+    study_retrieved = Signal(str)  # the study folder, once every chosen series is in the cache
 
     def __init__(self, settings: QSettings, cache: RetrieveCache, open_paths: Callable[[list[str]], None],
                  parent: QWidget | None = None, today: Callable[[], dt.date] = dt.date.today) -> None:
@@ -317,11 +318,12 @@ class QueryDialog(QDialog):
 
     def _retrieved(self, study_uid: str, result) -> None:
         self.status.setText(f"{len(result.series)} series, {result.n_images} images retrieved.")
+        folder = str(self.cache.study_dir(study_uid))
         if self.opened_study is None and result.series:
             self.opened_study = study_uid
-            folder = str(self.cache.study_dir(study_uid))
             self.open_paths([folder])
             self.study_opened.emit(folder)
+        self.study_retrieved.emit(folder)
 
     def _retrieve_failed(self, message: str) -> None:
         self.status.setText(plain_sentence(message))

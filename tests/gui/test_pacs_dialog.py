@@ -117,6 +117,19 @@ def test_send_seg_and_sr_to_the_same_study(qtbot, tmp_path, crlm_dir, monkeypatc
                              "SR “liverview lesion measurements”: stored on test PACS.")
         series = find_series(node, window.volume.study_uid)
         assert sorted(s.modality for s in series) == ["CT", "SEG", "SR"]
+
+        # Retrieved again, the study brings the SEG along: it is offered for the series it annotates.
+        before = len(window.store.document.lesions)
+        dialog = window.pacs.show_query()
+        search(qtbot, dialog, "CRLM*")
+        dialog.retrieve(dialog.tree.topLevelItem(0))
+        qtbot.waitUntil(lambda: window.pacs.seg_offer is not None, timeout=30000)
+        offer = window.pacs.seg_offer
+        assert offer.text() == ("1 segmentation from other readers arrived with this study for the open series — "
+                                "show them as lesions?")
+        assert Path(window.volume.info.files[0]).is_relative_to(dialog.cache.root)
+        offer.button(QMessageBox.Yes).click()
+        assert len(window.store.document.lesions) == before + 1
     finally:
         server.stop(graceful=False)
     QApplication.processEvents()
