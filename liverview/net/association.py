@@ -90,14 +90,18 @@ def describe_failure(node: PacsNode, watch: AssociationWatch) -> PacsError:
     """The error for an association that was not established."""
     where = f"{node.name} ({node.host}:{node.port})"
     if not watch.connected:
+        tls = (" If it is, the PACS's TLS certificate may not be signed by the CA certificate in the PACS settings."
+               if node.tls is not None else "")
         return PacsUnreachable(
             f"The PACS {where} cannot be reached: check the host name and port in the PACS settings, "
-            "that the PACS is running, and that the network allows the connection.")
+            f"that the PACS is running, and that the network allows the connection.{tls}")
     reply = watch.reply
     if reply is None:
+        tls = ("the PACS may want liverview's own certificate (TLS settings), " if node.tls is not None
+               else "the PACS may expect TLS (“Use TLS” in the PACS settings), ")
         return PacsTimeout(
             f"The PACS {where} accepted the connection but did not answer the association request within "
-            f"{node.timeouts.acse_s:g} s; it may be overloaded or this may not be a DICOM port.")
+            f"{node.timeouts.acse_s:g} s: {tls}be overloaded, or this may not be its DICOM port.")
     if reply.result_source == 1 and reply.diagnostic == _CALLED_AE_NOT_RECOGNISED:
         return CalledAERejected(
             f"The PACS {where} does not answer to the AE title '{node.called_ae}': "
