@@ -9,7 +9,7 @@ from __future__ import annotations
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from PySide6.QtCore import QObject, QSettings, Qt, QTimer
 from PySide6.QtGui import QAction, QKeySequence
@@ -20,15 +20,17 @@ from liverview.annotations.document import AnnotationDocument
 from liverview.annotations.export_seg import export_seg
 from liverview.annotations.export_sr import export_sr
 from liverview.annotations.labels import LabelTaxonomy
-from liverview.gui.pacs_dialog import QueryDialog, plain_sentence
-from liverview.gui.pacs_nodes import CURRENT_KEY, load_nodes
+from liverview.gui.pacs_nodes import CURRENT_KEY, load_nodes, plain_sentence
 from liverview.gui.workers import BackgroundTask
 from liverview.io.volume import Volume
 from liverview.net.cache import DEFAULT_LIMIT_BYTES, RetrieveCache
 from liverview.net.node import PacsNode
-from liverview.net.send import SendResult, send_files
 from liverview.net.study_segs import find_segs_for_series
 from liverview.paths import user_data_dir
+
+if TYPE_CHECKING:
+    from liverview.gui.pacs_dialog import QueryDialog
+    from liverview.net.send import SendResult
 
 CACHE_LIMIT_KEY = "pacs/cache_limit_gb"
 
@@ -45,6 +47,8 @@ class SendSource:
 
 def export_and_send(node: PacsNode, source: SendSource, progress, should_stop) -> list[SendResult]:
     """SEG and SR of the open series, not pseudonymised (they join the source study on the hospital's PACS)."""
+    from liverview.net.send import send_files  # pynetdicom: imported when used, not when the window opens
+
     with tempfile.TemporaryDirectory(prefix="liverview-send-") as folder:
         progress(0.1, "Writing the DICOM SEG")
         seg = export_seg(source.volume, source.document, Path(folder) / "seg.dcm", source.taxonomy,
@@ -72,7 +76,7 @@ class SendDialog(QDialog):
         self.box.currentIndexChanged.connect(lambda _i: self._describe(n_lesions))
         self._describe(n_lesions)
         buttons = QDialogButtonBox(QDialogButtonBox.Cancel)
-        self.send_button = buttons.addButton("Send", QDialogButtonBox.AcceptRole)
+        buttons.addButton("Send", QDialogButtonBox.AcceptRole)
         buttons.accepted.connect(self.accept)
         buttons.rejected.connect(self.reject)
         layout = QVBoxLayout(self)
@@ -141,6 +145,8 @@ class PacsController(QObject):
 
     def show_query(self) -> QueryDialog:
         if self.dialog is None:
+            from liverview.gui.pacs_dialog import QueryDialog  # pynetdicom: imported when used
+
             self.dialog = QueryDialog(self.settings, self.cache(), self.host.open_paths, self.window)
             self.dialog.study_retrieved.connect(self.offer_segs)
         self.dialog.show()

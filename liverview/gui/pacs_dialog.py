@@ -7,14 +7,13 @@ the cache, middle slice first as for folders; the rest of the study keeps arrivi
 from __future__ import annotations
 
 import datetime as dt
-import re
 from collections.abc import Callable
 
 from PySide6.QtCore import QSettings, Qt, Signal
 from PySide6.QtWidgets import (QComboBox, QDialog, QFormLayout, QGridLayout, QHBoxLayout, QHeaderView, QLabel,
                                QLineEdit, QMessageBox, QPushButton, QTreeWidget, QTreeWidgetItem, QVBoxLayout, QWidget)
 
-from liverview.gui.pacs_nodes import CURRENT_KEY, NodeDialog, load_nodes, save_nodes
+from liverview.gui.pacs_nodes import CURRENT_KEY, NodeDialog, load_nodes, plain_sentence, save_nodes
 from liverview.gui.workers import BackgroundTask
 from liverview.net.cache import RetrieveCache
 from liverview.net.node import PacsNode
@@ -24,11 +23,6 @@ from liverview.net.retrieve import SeriesProgress, retrieve_study
 COLUMNS = ("Patient / series", "Patient ID", "Date", "Modalities", "Description", "Images", "Accession", "Retrieve")
 UID_ROLE = Qt.UserRole
 MATCH_ROLE = Qt.UserRole + 1
-
-
-def plain_sentence(message: str) -> str:
-    """A worker's failure text without the exception class name it starts with."""
-    return re.sub(r"^[A-Za-z_]\w*: ", "", message, count=1)
 
 
 def _person(name: str) -> str:
@@ -67,6 +61,7 @@ class QueryDialog(QDialog):
         self.query_task: BackgroundTask | None = None
         self.series_tasks: dict[str, BackgroundTask] = {}
         self.retrieve_task: BackgroundTask | None = None
+        self.cache_task: BackgroundTask | None = None
         self.opened_study: str | None = None
 
         self.node_box = QComboBox()
@@ -280,8 +275,10 @@ class QueryDialog(QDialog):
         self.status.setText(f"Retrieving from {node.name} …")
 
         def job(progress, should_stop, report):
-            return retrieve_study(node, study_uid, cache, series=only or find_series(node, study_uid, should_stop),
-                                  progress=progress, should_stop=should_stop, report=report)
+            series = only or find_series(node, study_uid, should_stop)
+            report(series)  # the tree shows them (and their progress) even when the study was not expanded
+            return retrieve_study(node, study_uid, cache, series=series, progress=progress, should_stop=should_stop,
+                                  report=report)
 
         task = BackgroundTask(job, self)
         task.partial.connect(lambda update: self._on_series_progress(study_uid, update))
@@ -303,7 +300,10 @@ class QueryDialog(QDialog):
                 return study.child(i)
         return None
 
-    def _on_series_progress(self, study_uid: str, update: SeriesProgress) -> None:
+    def _on_series_progress(self, study_uid: str, update: SeriesProgress | list[SeriesMatch]) -> None:
+        if isinstance(update, list):
+            self._show_series(study_uid, update)
+            return
         item = self._series_item(study_uid, update.series_uid)
         if item is not None:
             total = update.expected if update.expected is not None else "?"
@@ -342,14 +342,27 @@ class QueryDialog(QDialog):
                 task.cancel()
 
     # -- cache -------------------------------------------------------------------------------------
-    def _show_cache_size(self) -> None:
-        self.cache_label.setText(f"Cache: {self.cache.size_bytes() / 2**20:.0f} MB of "
-                                 f"{self.cache.limit_bytes / 2**30:.0f} GB")
+    def _show_cache_size(self) -> BackgroundTask:
+        """Measure the cache off the GUI thread (a full cache holds tens of thousands of files)."""
+        cache = self.cache
+        task = BackgroundTask(lambda progress, should_stop, report: cache.size_bytes(), self)
+        task.finished.connect(lambda size: self.cache_label.setText(
+            f"Cache: {size / 2**20:.0f} MB of {cache.limit_bytes / 2**30:.0f} GB"))
+        self.cache_task = task
+        task.start()
+        return task
 
-    def clear_cache(self) -> None:
+    def clear_cache(self) -> BackgroundTask | None:
         if self.retrieve_task is not None and self.retrieve_task.is_running():
             self.status.setText("Wait for the retrieve to finish (or Cancel it) before clearing the cache.")
-            return
-        self.cache.clear()
-        self._show_cache_size()
-        self.status.setText("The PACS cache is empty; studies open from it will be retrieved again.")
+            return None
+        cache = self.cache
+        self.status.setText("Clearing the PACS cache …")
+        task = BackgroundTask(lambda progress, should_stop, report: cache.clear(), self)
+        task.finished.connect(lambda _result: self.status.setText(
+            "The PACS cache is empty; studies opened from it will be retrieved again."))
+        task.failed.connect(lambda message: self.status.setText(plain_sentence(message)))
+        task.done.connect(self._show_cache_size)
+        self.cache_task = task
+        task.start()
+        return task

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 
 from PySide6.QtCore import QSettings, Qt
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QDialog, QDialogButtonBox, QFileDialog, QFormLayout, QHBoxLayout,
@@ -10,12 +11,16 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QDialog, QDialogButtonBox, 
 
 from liverview.gui.workers import BackgroundTask
 from liverview.net.node import DEFAULT_CALLING_AE, PacsNode, RetrieveMethod, TlsSettings
-from liverview.net.verify import verify_node
 
 log = logging.getLogger(__name__)
 
 NODES_KEY = "pacs/nodes"
 CURRENT_KEY = "pacs/current"
+
+
+def plain_sentence(message: str) -> str:
+    """A worker's failure text without the exception class name it starts with."""
+    return re.sub(r"^[A-Za-z_]\w*: ", "", message, count=1)
 
 
 def load_nodes(settings: QSettings) -> list[PacsNode]:
@@ -139,11 +144,13 @@ class NodeDialog(QDialog):
         except ValueError as exc:
             self.answer.setText(str(exc))
             return None
+        from liverview.net.verify import verify_node  # pynetdicom: imported when used
+
         self.answer.setText(f"Asking {node.address} …")
         self.verify_button.setEnabled(False)
         task = BackgroundTask(lambda progress, should_stop, report: verify_node(node), self)
         task.finished.connect(lambda result: self.answer.setText(result.message))
-        task.failed.connect(lambda message: self.answer.setText(message.split(": ", 1)[-1]))
+        task.failed.connect(lambda message: self.answer.setText(plain_sentence(message)))
         task.done.connect(lambda: self.verify_button.setEnabled(True))
         self.task = task
         task.start()

@@ -97,11 +97,14 @@ def describe_failure(node: PacsNode, watch: AssociationWatch) -> PacsError:
             f"that the PACS is running, and that the network allows the connection.{tls}")
     reply = watch.reply
     if reply is None:
-        tls = ("the PACS may want liverview's own certificate (TLS settings), " if node.tls is not None
-               else "the PACS may expect TLS (“Use TLS” in the PACS settings), ")
+        tls = ("the PACS may want liverview's own certificate (TLS settings)" if node.tls is not None
+               else "the PACS may expect TLS (“Use TLS” in the PACS settings)")
+        if watch.idle_s() < 0.9 * node.timeouts.acse_s:
+            return AssociationRejected(f"The PACS {where} closed the connection without accepting it: {tls}, or it "
+                                       "does not accept this computer or AE title (its log says why).")
         return PacsTimeout(
             f"The PACS {where} accepted the connection but did not answer the association request within "
-            f"{node.timeouts.acse_s:g} s: {tls}be overloaded, or this may not be its DICOM port.")
+            f"{node.timeouts.acse_s:g} s: {tls}, it may be overloaded, or this may not be its DICOM port.")
     if reply.result_source == 1 and reply.diagnostic == _CALLED_AE_NOT_RECOGNISED:
         return CalledAERejected(
             f"The PACS {where} does not answer to the AE title '{node.called_ae}': "

@@ -125,6 +125,9 @@ def test_send_seg_and_sr_to_the_same_study(qtbot, tmp_path, crlm_dir, monkeypatc
         dialog.retrieve(dialog.tree.topLevelItem(0))
         qtbot.waitUntil(lambda: window.pacs.seg_offer is not None, timeout=30000)
         offer = window.pacs.seg_offer
+        study = dialog.tree.topLevelItem(0)  # never expanded: the retrieve listed its series, with their progress
+        assert sorted(study.child(i).text(COLUMNS.index("Retrieve")) for i in range(study.childCount())) == \
+            ["complete", "complete", "complete"]
         assert offer.text() == ("1 segmentation from other readers arrived with this study for the open series — "
                                 "show them as lesions?")
         assert Path(window.volume.info.files[0]).is_relative_to(dialog.cache.root)

@@ -63,7 +63,8 @@ class Orthanc:
         }
 
     def start(self, timeout_s: float = 20.0) -> Orthanc:
-        executable = shutil.which("Orthanc")
+        # Debian installs it in /usr/sbin, which is not on every user's PATH.
+        executable = shutil.which("Orthanc") or shutil.which("Orthanc", path="/usr/sbin:/usr/local/sbin")
         if executable is None:
             raise RuntimeError("Orthanc is not installed: `make test` installs it (apt-get install orthanc), "
                                "or install Debian's orthanc package by hand")

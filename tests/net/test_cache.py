@@ -8,8 +8,12 @@ import time
 
 import pytest
 
+from pathlib import Path
+
 from liverview.net.cache import RetrieveCache
 from liverview.net.errors import CacheError
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _series(cache: RetrieveCache, study: str, series: str, n_bytes: int):
@@ -34,7 +38,7 @@ def test_leftovers_of_a_killed_transfer_never_look_complete_and_are_removed(tmp_
     code = ("import sys, os; from liverview.net.cache import RetrieveCache\n"
             "c = RetrieveCache(sys.argv[1]); s = c.new_staging('1.2.3.4'); (s / 'a.dcm').write_bytes(b'half')\n"
             "os.kill(os.getpid(), 9)")
-    subprocess.run([sys.executable, "-c", code, str(tmp_path)], env={**os.environ, "PYTHONPATH": os.getcwd()})
+    subprocess.run([sys.executable, "-c", code, str(tmp_path)], env={**os.environ, "PYTHONPATH": str(REPO)})
     assert len(list((tmp_path / "staging").iterdir())) == 1
     assert list((tmp_path / "studies").iterdir()) == []
     RetrieveCache(tmp_path)  # the next start finds the owner gone

@@ -1,5 +1,7 @@
 """A TLS association with Orthanc (certificates made with openssl for the test), and what a node
-without TLS, without its own certificate, or trusting the wrong CA is told."""
+without TLS, without its own certificate, or trusting the wrong CA is told. Whether Orthanc drops the
+failed handshake at once or lets the association request time out depends on timing, so both
+errors are accepted there; the sentence is the same."""
 from __future__ import annotations
 
 import subprocess
@@ -7,7 +9,7 @@ import subprocess
 import pytest
 from orthanc_server import node_for, start_orthanc
 
-from liverview.net.errors import PacsError, PacsTimeout, PacsUnreachable
+from liverview.net.errors import AssociationRejected, PacsError, PacsTimeout, PacsUnreachable
 from liverview.net.node import Timeouts, TlsSettings
 from liverview.net.query import StudyQuery, find_studies
 from liverview.net.verify import verify_node
@@ -53,9 +55,9 @@ def test_tls_echo_and_find(tls_pacs, certificates):
 
 def test_tls_misconfigurations_are_told_apart(tls_pacs, certificates):
     d = certificates
-    with pytest.raises(PacsTimeout, match="the PACS may expect TLS"):
+    with pytest.raises((PacsTimeout, AssociationRejected), match="the PACS may expect TLS"):
         verify_node(node_for(tls_pacs, timeouts=QUICK))
-    with pytest.raises(PacsTimeout, match="may want liverview's own certificate"):
+    with pytest.raises((PacsTimeout, AssociationRejected), match="may want liverview's own certificate"):
         verify_node(node_for(tls_pacs, timeouts=QUICK, tls=TlsSettings(str(d / "ca.crt"))))
     with pytest.raises(PacsUnreachable, match="TLS certificate may not be signed by the CA certificate"):
         verify_node(node_for(tls_pacs, timeouts=QUICK, tls=TlsSettings(str(d / "client.crt"))))
