@@ -136,3 +136,23 @@ def test_send_seg_and_sr_to_the_same_study(qtbot, tmp_path, crlm_dir, monkeypatc
     finally:
         server.stop(graceful=False)
     QApplication.processEvents()
+
+
+def test_node_dialog_verifies_in_words_and_refuses_bad_fields(qtbot, pacs):
+    from liverview.gui.pacs_nodes import NodeDialog
+
+    dialog = NodeDialog(node_for(pacs))
+    qtbot.addWidget(dialog)
+    with qtbot.waitSignal(dialog.verify().done, timeout=20000):
+        pass
+    assert dialog.answer.text().startswith("The PACS test PACS (ORTHANC@127.0.0.1:")
+    assert "answered the echo" in dialog.answer.text()
+    dialog.called_ae.setText("WRONG")
+    with qtbot.waitSignal(dialog.verify().done, timeout=20000):
+        pass
+    assert "does not answer to the AE title 'WRONG'" in dialog.answer.text()
+    dialog.called_ae.setText("A\\B")
+    assert dialog.verify() is None and "is not valid" in dialog.answer.text()
+    dialog.called_ae.setText("ORTHANC")
+    dialog.tls.setChecked(True)
+    assert dialog.verify() is None and dialog.answer.text() == "TLS needs the CA certificate that signed the PACS's certificate."
