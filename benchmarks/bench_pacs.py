@@ -103,6 +103,14 @@ def time_getscu(server, study_uid: str, series_uid: str, n: int, work: Path) -> 
     return elapsed
 
 
+def spin(app, until) -> None:
+    """Let the event loop run until `until()`; the short sleep keeps this loop from holding the GIL the way
+    an idle application's event loop would not."""
+    while not until():
+        app.processEvents()
+        time.sleep(0.002)
+
+
 def time_to_first_image(node, repeats: int, work: Path) -> list[float]:
     """Retrieve pressed in the Query PACS dialog → the window shows the series' first (middle) slice."""
     from PySide6.QtCore import QSettings
@@ -125,15 +133,13 @@ def time_to_first_image(node, repeats: int, work: Path) -> list[float]:
         dialog.patient_name.setText("BENCH*")
         dialog.date.setCurrentIndex(dialog.date.findData(DatePreset.ANY))
         task = dialog.search()
-        while task.is_running() or dialog.tree.topLevelItemCount() == 0:
-            app.processEvents()
+        spin(app, lambda: not task.is_running() and dialog.tree.topLevelItemCount() > 0)
         start = time.perf_counter()
         dialog.retrieve(dialog.tree.topLevelItem(0))
-        while window.volume is None or window.viewer.views[0].image.image is None:
-            app.processEvents()
+        spin(app, lambda: window.volume is not None and window.viewer.views[0].image.image is not None)
         times.append(time.perf_counter() - start)
-        while dialog.retrieve_task.is_running() or (window.load_task and window.load_task.is_running()):
-            app.processEvents()
+        spin(app, lambda: not dialog.retrieve_task.is_running()
+             and not (window.load_task and window.load_task.is_running()))
         window.close()
         app.processEvents()
     return times

@@ -41,7 +41,7 @@ class AssociationWatch:
 
     def handlers(self) -> list[tuple]:
         return [(evt.EVT_CONN_OPEN, self._on_open), (evt.EVT_ACSE_RECV, self._on_acse),
-                (evt.EVT_DIMSE_RECV, self._on_activity), (evt.EVT_PDU_RECV, self._on_activity)]
+                (evt.EVT_DIMSE_RECV, self._on_activity)]
 
     def _on_open(self, _event) -> None:
         self.connected = True
