@@ -248,8 +248,8 @@ class QueryDialog(QDialog):
         if item is None or item.childCount():
             return
         for match in series:
-            child = SortableItem([f"{match.series_number if match.series_number is not None else '-'}  "
-                                  f"{match.series_description or '(no description)'}", "", "", match.modality, "",
+            number = match.series_number if match.series_number is not None else "-"
+            child = SortableItem([f"{number}  {match.series_description or '(no description)'}", "", "", match.modality, "",
                                   f"{match.n_instances}" if match.n_instances is not None else "?", "",
                                   "in cache" if self.cache.series_dir(study_uid, match.series_uid) else ""])
             child.setData(COLUMNS.index("Images"), Qt.UserRole, match.n_instances or 0)

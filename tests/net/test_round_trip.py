@@ -15,7 +15,7 @@ from liverview.annotations.annotated_study import read_annotation_json
 from liverview.annotations.export_seg import export_seg
 from liverview.annotations.export_sr import export_sr
 from liverview.annotations.measurements import lesion_mask
-from liverview.io import load_series, scan_paths
+from liverview.io import load_series
 from liverview.io.seg_import import import_seg
 from liverview.net.node import RetrieveMethod
 from liverview.net.pacs_cli import main
