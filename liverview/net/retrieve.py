@@ -18,6 +18,7 @@ from pydicom.uid import (DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian,
                          JPEG2000Lossless, JPEGBaseline8Bit, JPEGExtended12Bit, JPEGLosslessSV1, JPEGLSLossless,
                          JPEGLSNearLossless, RLELossless)
 from pynetdicom import AE, build_context, build_role, evt
+from pynetdicom.presentation import PresentationContext
 from pynetdicom.sop_class import (ComprehensiveSRStorage, CTImageStorage, EnhancedCTImageStorage, EnhancedSRStorage,
                                   MRImageStorage, SecondaryCaptureImageStorage, SegmentationStorage,
                                   StudyRootQueryRetrieveInformationModelGet, StudyRootQueryRetrieveInformationModelMove)
@@ -102,7 +103,8 @@ class _Receiver:
         return SUCCESS
 
 
-def storage_contexts(sop_classes: Sequence[str], limit: int):
+def storage_contexts(sop_classes: Sequence[str], limit: int) -> list[PresentationContext]:
+    """One context per SOP class (the fallback list when none is known), each with every transfer syntax."""
     classes = list(dict.fromkeys(sop_classes)) or list(FALLBACK_SOP_CLASSES)
     if len(classes) > limit:
         raise PacsError(f"The series holds {len(classes)} kinds of DICOM objects, more than one connection can carry "
@@ -120,7 +122,7 @@ def _series_identifier(series: SeriesMatch) -> Dataset:
 
 def _describe(series: SeriesMatch) -> str:
     number = f"{series.series_number} " if series.series_number is not None else ""
-    return f"series {number}({series.modality or 'unknown modality'})".replace("  ", " ")
+    return f"series {number}({series.modality or 'unknown modality'})"
 
 
 def _incomplete(node: PacsNode, series: SeriesMatch, receiver: _Receiver, expected: int | None,
