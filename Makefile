@@ -23,10 +23,14 @@ lint: $(STAMP)
 	PYTHONPATH=$(CURDIR) $(VENV)/bin/lint-imports
 
 ## Install into .venv (first time), lint, and run the whole test suite headless.
-## dciodvfy (Debian's dicom3tools) validates the DICOM we write; installed here when apt-get can.
+## dciodvfy (Debian's dicom3tools) validates the DICOM we write; Orthanc (Debian's orthanc) is the PACS
+## the network tests start, and DCMTK's getscu the PACS benchmark's reference; installed here when apt-get can.
 test: lint
 	@command -v dciodvfy >/dev/null || { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && \
 		apt-get install -y -qq dicom3tools >/dev/null; } || echo "note: install dicom3tools for the DICOM validation tests"
+	@{ command -v Orthanc >/dev/null && command -v getscu >/dev/null; } || { command -v apt-get >/dev/null && \
+		[ "$$(id -u)" = 0 ] && apt-get install -y -qq orthanc dcmtk >/dev/null; } || \
+		echo "note: install orthanc (and dcmtk) for the PACS tests; they fail without it"
 	QT_QPA_PLATFORM=offscreen $(PY) -m pytest
 
 ## Write the demo study to ./build/demo (DICOM + ground truth) without the GUI.
@@ -36,6 +40,12 @@ demo: $(STAMP)
 ## Loader/viewer benchmark (by hand; results in benchmarks/results/).
 bench: $(STAMP)
 	QT_QPA_PLATFORM=offscreen $(PY) benchmarks/bench_loader.py
+
+## PACS benchmark (by hand): liverview's C-GET against DCMTK's getscu on a local Orthanc, and the time from
+## Retrieve to the first image on screen; results in benchmarks/results/pacs.json.
+.PHONY: bench-pacs
+bench-pacs: $(STAMP)
+	QT_QPA_PLATFORM=offscreen $(PY) benchmarks/bench_pacs.py
 
 ## Build the desktop application into dist/liverview/ (executable dist/liverview/liverview); docs/packaging.md.
 .PHONY: package

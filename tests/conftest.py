@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import pydicom
@@ -131,3 +132,19 @@ def resample_series():
     """Another reconstruction of a series in the same patient space (other field of view, pixels and slices,
     optionally moved by breathing), written as DICOM: `resample_series(volume, folder, breathing_mm, for_uid)`."""
     return _resample_series
+
+
+# A real PACS (Debian's Orthanc, installed by `make test`) for the network and PACS GUI tests.
+sys.path.insert(0, str(REPO / "tests" / "net"))
+
+
+@pytest.fixture(scope="session")
+def pacs(tmp_path_factory, crlm_dir, demo_study):
+    """One Orthanc for the session holding crlm-ct-1004 and the demo study (tests may add, not remove)."""
+    from orthanc_server import start_orthanc
+
+    server = start_orthanc(tmp_path_factory.mktemp("orthanc"))
+    server.upload(sorted(crlm_dir.glob("*.dcm")))
+    server.upload(sorted(demo_study.dicom_dir.rglob("*.dcm")))
+    yield server
+    server.stop(graceful=False)

@@ -27,6 +27,7 @@ from liverview.gui.classification import ClassificationController
 from liverview.gui.consensus_dialog import ConsensusDialog
 from liverview.gui.export_dialog import ExportDialog
 from liverview.gui.lesion_panel import AddLabelDialog, LesionPanel
+from liverview.gui.pacs_controller import PacsController, SendSource
 from liverview.gui.series_browser import SeriesBrowser
 from liverview.gui.viewer import CursorInfo, Viewer
 from liverview.gui.workers import BackgroundTask
@@ -154,6 +155,8 @@ class MainWindow(QMainWindow):
         self.load_task: BackgroundTask | None = None
         self.demo_task: BackgroundTask | None = None
         self.export_task: BackgroundTask | None = None
+        #: The tasks whose progress the status bar shows (a PACS transfer shows its own).
+        self._progress_tasks: set[BackgroundTask] = set()
         self.last_message = ""
         self.presets = self._read_presets()
         self.taxonomy = LabelTaxonomy.load(user_data_dir() / "labels.json")
@@ -197,6 +200,9 @@ class MainWindow(QMainWindow):
         self.classification = ClassificationController(self, self, self.session)
         self.classification.add_actions(self.file_menu, self.help_menu)
         self.tabifyDockWidget(self.lesion_dock, self.classification.dock)
+        # PACS (#17): File → Query PACS…, Send to PACS…; a retrieved study opens like a folder.
+        self.pacs = PacsController(self, self)
+        self.pacs.add_actions(self.file_menu)
         self.lesion_dock.raise_()
         self.viewer.cursor_info.connect(self._show_cursor)
         self.viewer.slice_changed.connect(lambda z, n: self.slice_label.setText(f"Slice {z + 1}/{n}"))
@@ -498,6 +504,14 @@ class MainWindow(QMainWindow):
         self.export_task = task
         task.start()
         return task
+
+    def pacs_send_source(self) -> SendSource | None:
+        """The open series and its annotations for Send to PACS (#17)."""
+        if self.store is None or self.volume is None:
+            return None
+        self.store.flush()
+        return SendSource(self.volume, AnnotationDocument.from_dict(self.store.document.to_dict()), self.taxonomy,
+                          self.store.reader)
 
     def _inform(self, title: str, message: str) -> None:
         box = QMessageBox(QMessageBox.Information, title, message, QMessageBox.Ok, self)
@@ -804,9 +818,10 @@ class MainWindow(QMainWindow):
 
     # -- tasks -----------------------------------------------------------------------------------
     def _track(self, task: BackgroundTask) -> None:
-        """Every background task goes through here: the session's registry lets Cancel and Close see it."""
-        self.session.tasks.add(task)
-        task.done.connect(lambda: self.session.tasks.discard(task))
+        """The window's own tasks: in the session's registry, with the status bar's progress and Cancel."""
+        self.register_task(task)
+        self._progress_tasks.add(task)
+        task.done.connect(lambda: self._progress_tasks.discard(task))
         task.progress.connect(self._on_progress)
         task.done.connect(self._on_task_done)
         task.cancelled.connect(lambda: self.statusBar().showMessage("Cancelled", 4000))
@@ -819,7 +834,7 @@ class MainWindow(QMainWindow):
         self.progress.setFormat(message)
 
     def _on_task_done(self) -> None:
-        if not self.session.tasks.running():
+        if not any(task.is_running() for task in self._progress_tasks):
             self.progress.hide()
             self.cancel_button.hide()
 
@@ -828,8 +843,14 @@ class MainWindow(QMainWindow):
         self.session.tasks.cancel_all()
 
     def _cancel_study_tasks(self) -> None:
-        """Another study is being opened: stop reading the old one; exports finish (they hold copies)."""
-        self.session.tasks.cancel_all(keep=lambda task: task.name == "export")
+        """Another study is being opened: stop reading the old one. Exports finish (they hold copies),
+        and so do PACS transfers (a retrieve opens its study while its other series still arrive)."""
+        self.session.tasks.cancel_all(keep=lambda task: task.name == "export" or task.name.startswith("pacs"))
+
+    def register_task(self, task: BackgroundTask) -> None:
+        """A task shown elsewhere (a PACS transfer): Cancel and Close reach it all the same."""
+        self.session.tasks.add(task)
+        task.done.connect(lambda: self.session.tasks.discard(task))
 
     def show_status(self, text: str, msecs: int = 4000) -> None:
         self.statusBar().showMessage(text, msecs)
