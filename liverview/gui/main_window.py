@@ -28,6 +28,7 @@ from liverview.gui.consensus_dialog import ConsensusDialog
 from liverview.gui.export_dialog import ExportDialog
 from liverview.gui.lesion_panel import AddLabelDialog, LesionPanel
 from liverview.gui.pacs_controller import PacsController, SendSource
+from liverview.gui.seg_offer import SegOffer
 from liverview.gui.series_browser import SeriesBrowser
 from liverview.gui.viewer import CursorInfo, Viewer
 from liverview.gui.workers import BackgroundTask
@@ -201,6 +202,7 @@ class MainWindow(QMainWindow):
         self.classification.add_actions(self.file_menu, self.help_menu)
         self.tabifyDockWidget(self.lesion_dock, self.classification.dock)
         # PACS (#17): File → Query PACS…, Send to PACS…; a retrieved study opens like a folder.
+        self.seg_offers = SegOffer(self, lambda: self.volume, self.import_seg, self.register_task)
         self.pacs = PacsController(self, self)
         self.pacs.add_actions(self.file_menu)
         self.lesion_dock.raise_()
@@ -783,6 +785,9 @@ class MainWindow(QMainWindow):
         if self.scan is not None and volume.failed:
             self.scan.skipped.extend(f for f in volume.failed if f not in self.scan.skipped)
             self.browser.set_scan(self.scan)
+        if self.scan is not None and self.scan.skipped:
+            # A folder (a CD, a PACS export) that brings DICOM SEGs for this series: offer them.
+            self.offer_segs([Path(skipped.path) for skipped in self.scan.skipped])
         n = len(volume.warnings)
         self.warning_button.setText(f"⚠ {n} warning(s)")
         self.warning_button.setVisible(n > 0)
@@ -846,6 +851,11 @@ class MainWindow(QMainWindow):
         """Another study is being opened: stop reading the old one. Exports finish (they hold copies),
         and so do PACS transfers (a retrieve opens its study while its other series still arrive)."""
         self.session.tasks.cancel_all(keep=lambda task: task.name == "export" or task.name.startswith("pacs"))
+
+    def offer_segs(self, paths: list[Path]) -> None:
+        """SEGs among `paths` (a study's files) that reference the open series are offered as lesions."""
+        if self.volume is not None:
+            self.seg_offers.look(paths, self.volume)
 
     def register_task(self, task: BackgroundTask) -> None:
         """A task shown elsewhere (a PACS transfer): Cancel and Close reach it all the same."""

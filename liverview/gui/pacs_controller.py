@@ -25,7 +25,6 @@ from liverview.gui.workers import BackgroundTask
 from liverview.io.volume import Volume
 from liverview.net.cache import DEFAULT_LIMIT_BYTES, RetrieveCache
 from liverview.net.node import PacsNode
-from liverview.net.study_segs import find_segs_for_series
 from liverview.paths import user_data_dir
 
 if TYPE_CHECKING:
@@ -109,6 +108,8 @@ class PacsHost(Protocol):
 
     def register_task(self, task: BackgroundTask) -> None: ...
 
+    def offer_segs(self, paths: list[Path]) -> None: ...
+
 
 #: How long a retrieved study's SEGs wait for the window to finish loading the series they annotate.
 SEG_OFFER_WAIT_MS = 60_000
@@ -123,8 +124,6 @@ class PacsController(QObject):
         self.settings = host.settings
         self.dialog: QueryDialog | None = None
         self.send_task: BackgroundTask | None = None
-        self.seg_task: BackgroundTask | None = None
-        self.seg_offer: QMessageBox | None = None
         app = QApplication.instance()
         if app is not None:
             app.aboutToQuit.connect(self.cancel)
@@ -196,29 +195,11 @@ class PacsController(QObject):
         return task
 
     def offer_segs(self, study_dir: str, waited_ms: int = 0) -> None:
-        """Once the window shows a series of the retrieved study, offer the SEGs that came with it and
-        reference that series ("2 segmentations from other readers — show?")."""
+        """Once the window shows a series of the retrieved study (complete by now, SEGs and SRs
+        included), offer the SEGs that came with it and reference that series."""
         volume = self.host.volume
         if volume is None or not Path(volume.info.files[0]).is_relative_to(study_dir) or not volume.loaded.all():
             if waited_ms < SEG_OFFER_WAIT_MS:
                 QTimer.singleShot(SEG_OFFER_POLL_MS, lambda: self.offer_segs(study_dir, waited_ms + SEG_OFFER_POLL_MS))
             return
-        series_uid = volume.series_uid
-        task = BackgroundTask(lambda progress, should_stop, report: find_segs_for_series(Path(study_dir), series_uid),
-                              self)
-        task.finished.connect(lambda paths: self._ask_to_show(paths, series_uid))
-        self.seg_task = task
-        task.start()
-
-    def _ask_to_show(self, paths: list[Path], series_uid: str) -> None:
-        volume = self.host.volume
-        if not paths or volume is None or volume.series_uid != series_uid:
-            return
-        box = QMessageBox(QMessageBox.Question, "Segmentations with this study",
-                          f"{len(paths)} segmentation{'s' if len(paths) > 1 else ''} from other readers arrived with "
-                          "this study for the open series — show them as lesions?",
-                          QMessageBox.Yes | QMessageBox.No, self.window)
-        box.setTextFormat(Qt.PlainText)
-        box.button(QMessageBox.Yes).clicked.connect(lambda: [self.host.import_seg(p) for p in paths])
-        self.seg_offer = box
-        box.show()
+        self.host.offer_segs(sorted(Path(study_dir).rglob("*.dcm")))

@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
+from pathlib import Path
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -117,6 +118,22 @@ def is_seg_file(path: str | os.PathLike[str]) -> bool:
     except (OSError, InvalidDicomError, ValueError, EOFError):
         return False
     return str(ds.get("SOPClassUID", "")) == SEG_SOP_CLASS_UID
+
+
+def segs_for_series(paths: Iterable[str | os.PathLike[str]], series_uid: str) -> list[Path]:
+    """The DICOM SEG files among `paths` whose (0008,1115) Referenced Series Sequence names `series_uid`
+    (headers only; unreadable files are passed over), in the order given."""
+    found = []
+    for path in paths:
+        try:
+            ds = pydicom.dcmread(path, stop_before_pixels=True,
+                                 specific_tags=["SOPClassUID", "ReferencedSeriesSequence",
+                                                "StudiesContainingOtherReferencedInstancesSequence"])
+        except (OSError, InvalidDicomError, ValueError, EOFError):
+            continue
+        if str(ds.get("SOPClassUID", "")) == SEG_SOP_CLASS_UID and series_uid in _referenced_series(ds):
+            found.append(Path(path))
+    return found
 
 
 def _code(item: Dataset | None) -> SegCode | None:
@@ -413,4 +430,4 @@ def _frame_step(coords: np.ndarray, segments: list[int]) -> float | None:
 
 
 __all__ = ["METHOD_POSITION", "METHOD_SOP", "SEG_SOP_CLASS_UID", "SegCode", "SegImport", "SegImportError",
-           "SegSegment", "import_seg", "is_seg_file"]
+           "SegSegment", "import_seg", "is_seg_file", "segs_for_series"]

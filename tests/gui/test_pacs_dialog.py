@@ -122,8 +122,8 @@ def test_send_seg_and_sr_to_the_same_study(qtbot, tmp_path, crlm_dir, monkeypatc
         dialog = window.pacs.show_query()
         search(qtbot, dialog, "CRLM*")
         dialog.retrieve(dialog.tree.topLevelItem(0))
-        qtbot.waitUntil(lambda: window.pacs.seg_offer is not None, timeout=30000)
-        offer = window.pacs.seg_offer
+        qtbot.waitUntil(lambda: window.seg_offers.box is not None, timeout=30000)
+        offer = window.seg_offers.box
         study = dialog.tree.topLevelItem(0)  # never expanded: the retrieve listed its series, with their progress
         assert sorted(study.child(i).text(COLUMNS.index("Retrieve")) for i in range(study.childCount())) == \
             ["complete", "complete", "complete"]

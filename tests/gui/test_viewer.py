@@ -6,7 +6,7 @@ import pydicom
 import pytest
 from PySide6.QtCore import QEvent, QPoint, QPointF, QSettings, Qt
 from PySide6.QtGui import QMouseEvent, QWheelEvent
-from PySide6.QtWidgets import QApplication, QLabel
+from PySide6.QtWidgets import QApplication, QLabel, QMessageBox
 
 from liverview.gui.main_window import MainWindow
 from liverview.gui.theme import apply_dark_theme
@@ -399,3 +399,31 @@ def test_the_last_study_is_offered_after_a_restart(qtbot, window, crlm_dir, tmp_
     gone = tmp_path / "gone"
     restarted.settings.setValue("session/last_study", [str(gone)])
     assert restarted.last_study() == []  # a study that is no longer there is not offered
+
+
+def test_a_seg_in_the_opened_folder_is_offered_as_lesions(qtbot, window, crlm_dir, tmp_path):
+    """#17: a DICOM SEG that arrives with a study (here in its folder, as on a CD) is offered as lesions
+    of the series it references, through the SEG import; it is no longer only a skipped file."""
+    import json
+    import shutil
+    from pathlib import Path
+
+    from liverview.annotations.document import AnnotationDocument
+    from liverview.annotations.export_seg import export_seg
+
+    volume = open_and_wait(qtbot, window, crlm_dir)
+    outlines = Path(__file__).parents[1] / "data" / "crlm-ct-1004-metastases.json"
+    document = AnnotationDocument.from_dict(json.loads(outlines.read_text()))
+    study = tmp_path / "cd"
+    shutil.copytree(crlm_dir, study)
+    export_seg(volume, document, study / "zz-seg.dcm", pseudonymize=False, reader="Dr Other")
+    window.open_paths([str(study)])
+    qtbot.waitUntil(lambda: window.seg_offers.box is not None, timeout=30000)
+    box = window.seg_offers.box
+    assert box.text().startswith("1 segmentation from other readers")
+    box.button(QMessageBox.Yes).click()
+    assert [lesion.reader for lesion in window.store.document.lesions] == ["SEG: Dr Other"]
+    window.open_paths([str(study)])  # offered once: opening the folder again asks no more
+    qtbot.waitUntil(lambda: window.volume is not None and window.volume.loaded.all(), timeout=30000)
+    qtbot.wait(300)
+    assert window.seg_offers.box is box
