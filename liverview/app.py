@@ -303,6 +303,10 @@ def run_gui(args: argparse.Namespace, reporter: ErrorReporter, started: float) -
             splash.close()  # it stays on top and would hide the message
         show_error("liverview could not start", f"{type(exc).__name__}: {exc}", reporter.log_file)
         return EXIT_FAILURE
+    from liverview.io.unpack_folder import remove_stale_unpacks
+
+    # Zips unpacked by a liverview that was killed stay in the cache until a later start removes them.
+    QTimer.singleShot(0, remove_stale_unpacks)
     # Runs once the event loop has painted the window: the start-up time a user sees.
     QTimer.singleShot(0, lambda: log.info("window shown %.2f s after start", time.perf_counter() - started))
     first_run = first_start(settings)

@@ -10,11 +10,15 @@ import math
 import os
 import warnings
 from dataclasses import dataclass, field
+from typing import BinaryIO
 
 import pydicom
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
+from pydicom.tag import BaseTag
 
+from liverview.io.sniff import (NOT_DICOM_REASON, PREFIX_BYTES, BoundedReader, HeaderTooLarge,
+                                 command_set_runs_on, has_dicom_preamble, looks_like_dicom, prefix_looks_like_dicom)
 from liverview.io.sources import SkippedFile
 
 log = logging.getLogger(__name__)
@@ -133,7 +137,7 @@ def read_header(path: str) -> FileHeader | SkippedFile:
             warnings.simplefilter("ignore")
             ds = _dcmread_header(path)
             return describe_dataset(ds, path)
-    except HeaderRejected as exc:
+    except (HeaderRejected, HeaderTooLarge) as exc:
         return SkippedFile(path, str(exc))
     except RecursionError:
         return SkippedFile(path, "DICOM structure nested too deeply to parse safely (hostile or corrupt file)")
@@ -149,27 +153,44 @@ def read_header(path: str) -> FileHeader | SkippedFile:
 
 
 def _dcmread_header(path: str) -> Dataset:
-    try:
-        return pydicom.dcmread(path, defer_size=4096)
-    except InvalidDicomError:
-        pass
-    # Files without the 128-byte preamble (old CDs, raw dumps) are still common; accept them only when
-    # the forced parse yields real image attributes, because force=True turns any garbage into a dataset.
-    ds = pydicom.dcmread(path, defer_size=4096, force=True)
-    if not _looks_like_dicom(ds):
-        raise InvalidDicomError("no DICOM preamble and no recognisable DICOM attributes")
+    """Parse the header of `path`, reading at most `MAX_HEADER_BYTES` whatever the file's size."""
+    with open(path, "rb") as raw:
+        prefix = raw.read(PREFIX_BYTES)
+        raw.seek(0)
+        if has_dicom_preamble(prefix):
+            if command_set_runs_on(prefix):
+                raise InvalidDicomError("DICOM preamble followed by no data set (filler bytes, not an image)")
+            try:
+                return _read_until_pixels(raw, force=False)
+            except InvalidDicomError:
+                raw.seek(0)
+        # Files without the 128-byte preamble (old CDs, raw dumps) are still common; accept them only when
+        # they start with real image attributes, because force=True turns any garbage into a dataset.
+        elif not prefix_looks_like_dicom(prefix):
+            raise InvalidDicomError(NOT_DICOM_REASON)
+        ds = _read_until_pixels(raw, force=True)
+    if not looks_like_dicom(ds):
+        raise InvalidDicomError(NOT_DICOM_REASON)
     return ds
 
 
-def _looks_like_dicom(ds: Dataset) -> bool:
-    try:
-        tags = list(ds.keys())
-    except Exception:  # noqa: BLE001
+def _read_until_pixels(raw: BinaryIO, force: bool) -> Dataset:
+    """Top-level elements up to and including Pixel Data (values over 4 KiB deferred, not read).
+
+    The walk stops after Pixel Data (trailing padding or signatures are not used) and at the first
+    top-level tag that is not in ascending order (PS3.5 7.1): beyond that point lie bytes that are not
+    a data set - zeros, a video, a second file - which a forced parse would otherwise walk to the end.
+    """
+    last = -1
+
+    def header_ends(tag: BaseTag, vr: str | None, length: int) -> bool:
+        nonlocal last
+        if tag <= last or last >= PIXEL_DATA:
+            return True
+        last = tag
         return False
-    if len(tags) < 4:
-        return False
-    known = sum(1 for t in tags if t.group in (0x0008, 0x0010, 0x0018, 0x0020, 0x0028))
-    return known >= 3 and any(t.group == 0x0008 for t in tags)
+
+    return pydicom.filereader.read_partial(BoundedReader(raw), header_ends, defer_size=4096, force=force)
 
 
 def describe_dataset(ds: Dataset, path: str) -> FileHeader:

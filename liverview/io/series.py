@@ -116,7 +116,7 @@ def scan_paths(paths: Sequence[str | os.PathLike[str]] | str | os.PathLike[str],
     """
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
-    source = collect_files(list(paths))
+    source = collect_files(list(paths), should_stop)
     headers: list[FileHeader] = []
     skipped = list(source.skipped)
     total = max(1, len(source.paths))
