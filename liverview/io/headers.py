@@ -10,13 +10,15 @@ import math
 import os
 import warnings
 from dataclasses import dataclass, field
-from typing import BinaryIO
+from functools import lru_cache
+from typing import BinaryIO, Protocol
 
 import pydicom
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.tag import BaseTag
 
+from liverview.io.lean_header import Unusual, read_lean_fields
 from liverview.io.sniff import (NOT_DICOM_REASON, PREFIX_BYTES, BoundedReader, HeaderTooLarge,
                                  command_set_runs_on, has_dicom_preamble, looks_like_dicom, prefix_looks_like_dicom)
 from liverview.io.sources import SkippedFile
@@ -129,9 +131,18 @@ class HeaderRejected(ValueError):
     """The file is DICOM but cannot become an image; the message is the user-facing reason."""
 
 
-def read_header(path: str) -> FileHeader | SkippedFile:
-    """Parse the header of `path`; any failure becomes a `SkippedFile` with the reason."""
+def read_header(path: str, lean: bool = True) -> FileHeader | SkippedFile:
+    """Parse the header of `path`; any failure becomes a `SkippedFile` with the reason.
+
+    The lean reader (`liverview.io.lean_header`) reads ordinary files; pydicom reads the rest, and
+    every file with `lean=False` (the reference the lean reader is tested against).
+    """
     try:
+        if lean:
+            try:
+                return describe_fields(read_lean_fields(path), path)
+            except Unusual:
+                pass  # anything but the ordinary single-frame file: pydicom reads it
         with warnings.catch_warnings():
             # pydicom warns about every odd value of real-world files; the outcome is what matters here.
             warnings.simplefilter("ignore")
@@ -195,25 +206,58 @@ def _read_until_pixels(raw: BinaryIO, force: bool) -> Dataset:
 
 def describe_dataset(ds: Dataset, path: str) -> FileHeader:
     """Build the `FileHeader` of a parsed dataset; raises `HeaderRejected` with the reason."""
-    sop_class = str(ds.get("SOPClassUID", "") or "")
+    return describe_fields(DatasetFields(ds), path)
+
+
+class HeaderFields(Protocol):
+    """The attributes `describe_fields` uses, already converted the way liverview reads them: from a
+    pydicom dataset (`DatasetFields`), or straight from the bytes (`liverview.io.lean_header`)."""
+
+    def has(self, keyword: str) -> bool: ...
+    def text(self, keyword: str) -> str: ...
+    def integer(self, keyword: str) -> int | None: ...
+    def number(self, keyword: str) -> float | None: ...
+    def numbers(self, keyword: str, n: int) -> tuple[float, ...] | None: ...
+    def window(self) -> tuple[float, float] | None: ...
+    def padding(self) -> tuple[int, int] | None: ...
+    def temporal_key(self) -> str: ...
+    def transfer_syntax(self) -> str: ...
+    def pixel_element(self) -> PixelElement | None: ...
+    def describe_frames(self, header: FileHeader) -> list[FrameRef]: ...
+
+
+@dataclass(frozen=True)
+class PixelElement:
+    """Where a file's pixel data element lies: its tag, and - when its length is defined - either the
+    offset of a value not read (`offset`) or the length of a value read (`nbytes`)."""
+
+    tag: int
+    undefined_length: bool
+    offset: int | None
+    length: int | None
+
+
+def describe_fields(fields: HeaderFields, path: str) -> FileHeader:
+    """Build the `FileHeader` of one file; raises `HeaderRejected` with the reason."""
+    sop_class = fields.text("SOPClassUID")
     if sop_class in _NON_IMAGE_CLASSES:
         raise HeaderRejected(_NON_IMAGE_CLASSES[sop_class])
-    if "DirectoryRecordSequence" in ds:
+    if fields.has("DirectoryRecordSequence"):
         raise HeaderRejected(_NON_IMAGE_CLASSES["1.2.840.10008.1.3.10"])
-    pixel_tag = next((t for t in (PIXEL_DATA, FLOAT_PIXEL_DATA, DOUBLE_PIXEL_DATA) if t in ds), None)
-    if pixel_tag is None:
-        kind = str(ds.get("Modality", "") or "").strip()
+    pixel = fields.pixel_element()
+    if pixel is None:
+        kind = fields.text("Modality")
         raise HeaderRejected(f"no Pixel Data (7FE0,0010): {kind + ' ' if kind else ''}object without an image")
 
-    rows = _int(ds, "Rows")
-    columns = _int(ds, "Columns")
+    rows = fields.integer("Rows")
+    columns = fields.integer("Columns")
     if not rows or not columns:
         raise HeaderRejected(f"image size missing or zero (Rows={rows}, Columns={columns})")
-    frames = _int(ds, "NumberOfFrames") or 1
+    frames = fields.integer("NumberOfFrames") or 1
     if frames < 1:
         raise HeaderRejected(f"Number of Frames (0028,0008) is {frames}")
-    spp = _int(ds, "SamplesPerPixel") or 1
-    bits_allocated = _int(ds, "BitsAllocated") or (32 if pixel_tag == FLOAT_PIXEL_DATA else 64 if pixel_tag == DOUBLE_PIXEL_DATA else 0)
+    spp = fields.integer("SamplesPerPixel") or 1
+    bits_allocated = fields.integer("BitsAllocated") or (32 if pixel.tag == FLOAT_PIXEL_DATA else 64 if pixel.tag == DOUBLE_PIXEL_DATA else 0)
     if bits_allocated not in (1, 8, 16, 32, 64):
         raise HeaderRejected(f"Bits Allocated (0028,0100) is {bits_allocated}; expected 1, 8, 16, 32 or 64")
     if rows * columns > MAX_FRAME_PIXELS:
@@ -225,18 +269,10 @@ def describe_dataset(ds: Dataset, path: str) -> FileHeader:
                              f"{bits_allocated // 8 or 1} = {expected / 1024**3:.1f} GiB, more than "
                              f"{MAX_DECODED_BYTES / 1024**3:.0f} GiB; refused before allocating")
 
-    transfer_syntax = str(getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "") or "")
-    if not transfer_syntax:
-        transfer_syntax = "1.2.840.10008.1.2" if ds.is_implicit_VR else "1.2.840.10008.1.2.1" if ds.is_little_endian else "1.2.840.10008.1.2.2"
-    raw = ds.get_item(pixel_tag, keep_deferred=True)
-    pixel_offset = pixel_nbytes = None
-    undefined_length = getattr(raw, "length", 0) == 0xFFFFFFFF
-    if raw is not None and not undefined_length and pixel_tag == PIXEL_DATA and getattr(raw, "value", b"x") is None:
-        # Deferred (not yet read) native data: we know exactly where it lies and how long it is.
-        pixel_offset, pixel_nbytes = raw.value_tell, raw.length
-    elif raw is not None and not undefined_length and getattr(raw, "value", None) is not None:
-        pixel_nbytes = len(raw.value)
-    is_encapsulated = undefined_length or pydicom.uid.UID(transfer_syntax).is_compressed
+    transfer_syntax = fields.transfer_syntax()
+    pixel_offset = pixel.offset if pixel.tag == PIXEL_DATA else None
+    pixel_nbytes = pixel.length
+    is_encapsulated = pixel.undefined_length or _is_compressed(transfer_syntax)
     if transfer_syntax == _DEFLATED:
         # Offsets and lengths refer to the inflated stream, not to the file on disk.
         pixel_offset = None
@@ -254,50 +290,120 @@ def describe_dataset(ds: Dataset, path: str) -> FileHeader:
         path=path,
         transfer_syntax=transfer_syntax,
         sop_class_uid=sop_class,
-        study_uid=_str(ds, "StudyInstanceUID") or "unknown-study",
-        series_uid=_str(ds, "SeriesInstanceUID") or f"unknown-series:{os.path.dirname(path)}",
-        frame_of_reference_uid=_str(ds, "FrameOfReferenceUID"),
-        modality=_str(ds, "Modality").upper(),
-        patient_name=_str(ds, "PatientName"),
-        patient_id=_str(ds, "PatientID"),
-        patient_birth_date=_str(ds, "PatientBirthDate"),
-        patient_sex=_str(ds, "PatientSex"),
-        study_date=_str(ds, "StudyDate"),
-        study_time=_str(ds, "StudyTime"),
-        study_description=_str(ds, "StudyDescription"),
-        series_description=_str(ds, "SeriesDescription"),
-        series_number=_int(ds, "SeriesNumber"),
+        study_uid=fields.text("StudyInstanceUID") or "unknown-study",
+        series_uid=fields.text("SeriesInstanceUID") or f"unknown-series:{os.path.dirname(path)}",
+        frame_of_reference_uid=fields.text("FrameOfReferenceUID"),
+        modality=fields.text("Modality").upper(),
+        patient_name=fields.text("PatientName"),
+        patient_id=fields.text("PatientID"),
+        patient_birth_date=fields.text("PatientBirthDate"),
+        patient_sex=fields.text("PatientSex"),
+        study_date=fields.text("StudyDate"),
+        study_time=fields.text("StudyTime"),
+        study_description=fields.text("StudyDescription"),
+        series_description=fields.text("SeriesDescription"),
+        series_number=fields.integer("SeriesNumber"),
         rows=rows,
         columns=columns,
         samples_per_pixel=spp,
-        photometric=_str(ds, "PhotometricInterpretation").upper() or "MONOCHROME2",
+        photometric=fields.text("PhotometricInterpretation").upper() or "MONOCHROME2",
         bits_allocated=bits_allocated,
-        bits_stored=_int(ds, "BitsStored") or bits_allocated,
-        pixel_representation=_int(ds, "PixelRepresentation") or 0,
+        bits_stored=fields.integer("BitsStored") or bits_allocated,
+        pixel_representation=fields.integer("PixelRepresentation") or 0,
         number_of_frames=frames,
-        slice_thickness_mm=_float(ds, "SliceThickness"),
-        window=_window(ds),
-        padding=_padding(ds),
-        rescale_type=_str(ds, "RescaleType"),
-        has_modality_lut="ModalityLUTSequence" in ds,
-        contrast_agent=_str(ds, "ContrastBolusAgent"),
-        contrast_start_time=_str(ds, "ContrastBolusStartTime"),
-        acquisition_time=_str(ds, "AcquisitionTime") or _str(ds, "SeriesTime"),
+        slice_thickness_mm=fields.number("SliceThickness"),
+        window=fields.window(),
+        padding=fields.padding(),
+        rescale_type=fields.text("RescaleType"),
+        has_modality_lut=fields.has("ModalityLUTSequence"),
+        contrast_agent=fields.text("ContrastBolusAgent"),
+        contrast_start_time=fields.text("ContrastBolusStartTime"),
+        acquisition_time=fields.text("AcquisitionTime") or fields.text("SeriesTime"),
         pixel_offset=pixel_offset,
         pixel_nbytes=pixel_nbytes,
     )
-    if "PixelRepresentation" not in ds:
+    if not fields.has("PixelRepresentation"):
         header.notes.append("Pixel Representation (0028,0103) missing; assumed unsigned")
-    header.frames = _describe_frames(ds, header)
+    header.frames = fields.describe_frames(header)
     return header
+
+
+@lru_cache(maxsize=64)
+def _is_compressed(transfer_syntax: str) -> bool:
+    return pydicom.uid.UID(transfer_syntax).is_compressed
+
+
+def single_frame(header: FileHeader, sop_uid: str, position: tuple[float, ...] | None,
+                 orientation: tuple[float, ...] | None, pixel_spacing: tuple[float, ...] | None,
+                 rescale: tuple[float, float], instance: int | None, temporal: str) -> list[FrameRef]:
+    """The one `FrameRef` of a single-frame file without functional groups."""
+    return [FrameRef(header=header, frame=0, sop_instance_uid=sop_uid or f"no-sop-uid:{header.path}",
+                     position=position, orientation=orientation, pixel_spacing=pixel_spacing, rescale=rescale,
+                     instance_number=instance, temporal_key=temporal)]
+
+
+class DatasetFields:
+    """`HeaderFields` of a dataset parsed by pydicom: every file the lean reader leaves to pydicom."""
+
+    def __init__(self, ds: Dataset) -> None:
+        self.ds = ds
+
+    def has(self, keyword: str) -> bool:
+        return keyword in self.ds
+
+    def text(self, keyword: str) -> str:
+        return _str(self.ds, keyword)
+
+    def integer(self, keyword: str) -> int | None:
+        return _int(self.ds, keyword)
+
+    def number(self, keyword: str) -> float | None:
+        return _float(self.ds, keyword)
+
+    def numbers(self, keyword: str, n: int) -> tuple[float, ...] | None:
+        return _floats(self.ds, keyword, n)
+
+    def window(self) -> tuple[float, float] | None:
+        return _window(self.ds)
+
+    def padding(self) -> tuple[int, int] | None:
+        return _padding(self.ds)
+
+    def temporal_key(self) -> str:
+        ds = self.ds
+        return "/".join(str(v) for v in (ds.get("AcquisitionNumber"), ds.get("TemporalPositionIdentifier"),
+                                          ds.get("EchoNumbers"), ds.get("TriggerTime")) if v not in (None, ""))
+
+    def transfer_syntax(self) -> str:
+        ds = self.ds
+        transfer_syntax = str(getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "") or "")
+        if not transfer_syntax:
+            transfer_syntax = "1.2.840.10008.1.2" if ds.is_implicit_VR else "1.2.840.10008.1.2.1" if ds.is_little_endian else "1.2.840.10008.1.2.2"
+        return transfer_syntax
+
+    def pixel_element(self) -> PixelElement | None:
+        pixel_tag = next((t for t in (PIXEL_DATA, FLOAT_PIXEL_DATA, DOUBLE_PIXEL_DATA) if t in self.ds), None)
+        if pixel_tag is None:
+            return None
+        raw = self.ds.get_item(pixel_tag, keep_deferred=True)
+        undefined_length = getattr(raw, "length", 0) == 0xFFFFFFFF
+        offset = length = None
+        if raw is not None and not undefined_length and getattr(raw, "value", b"x") is None:
+            # Deferred (not yet read) data: we know exactly where it lies and how long it is.
+            offset, length = raw.value_tell, raw.length
+        elif raw is not None and not undefined_length and getattr(raw, "value", None) is not None:
+            length = len(raw.value)
+        return PixelElement(pixel_tag, undefined_length, offset, length)
+
+    def describe_frames(self, header: FileHeader) -> list[FrameRef]:
+        return _describe_frames(self.ds, header)
 
 
 def _describe_frames(ds: Dataset, header: FileHeader) -> list[FrameRef]:
     sop_uid = _str(ds, "SOPInstanceUID") or f"no-sop-uid:{header.path}"
     base_rescale = (_float(ds, "RescaleSlope") or 1.0, _float(ds, "RescaleIntercept") or 0.0)
     instance = _int(ds, "InstanceNumber")
-    temporal = "/".join(str(v) for v in (ds.get("AcquisitionNumber"), ds.get("TemporalPositionIdentifier"),
-                                          ds.get("EchoNumbers"), ds.get("TriggerTime")) if v not in (None, ""))
+    temporal = DatasetFields(ds).temporal_key()
     shared = _first_item(ds, "SharedFunctionalGroupsSequence")
     per_frame = ds.get("PerFrameFunctionalGroupsSequence") if header.number_of_frames > 1 or "PerFrameFunctionalGroupsSequence" in ds else None
     position = _floats(ds, "ImagePositionPatient", 3)
