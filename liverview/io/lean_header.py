@@ -14,6 +14,7 @@ import re
 import struct
 from typing import TYPE_CHECKING
 
+from liverview.io import sniff
 from liverview.io.sniff import PREFIX_BYTES
 
 if TYPE_CHECKING:
@@ -331,6 +332,8 @@ class _Cursor:
         """Make `n` bytes from `pos` available in `data`; False at the end of the file."""
         if len(self.data) - self.pos >= n:
             return True
+        if self.base + self.pos > sniff.MAX_HEADER_BYTES:
+            raise Unusual("header larger than the cap")  # pydicom then reports it in its words
         rest = self.data[self.pos:]
         self.base += self.pos
         self.data = rest + self.fh.read(max(PREFIX_BYTES, n - len(rest)))
