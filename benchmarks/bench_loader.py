@@ -26,10 +26,8 @@ Nothing here asserts a wall-clock limit: targets are reported as pass/fail in th
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import json
 import os
-import platform
 import random
 import re
 import shutil
@@ -41,6 +39,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+from machine import describe_machine  # noqa: E402 - benchmarks/ is not a package
 DEFAULT_SOURCE = REPO.parent / "shared" / "data" / "series" / "crlm-ct-1004" / "image"
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "loader.json"
 SLICE_SPACING_MM = 1.25
@@ -438,46 +439,6 @@ def summarize_ms(samples: list[float]) -> dict:
             "min_ms": round(min(samples), 3), "mean_ms": round(statistics.fmean(samples), 3)}
 
 
-def machine_info() -> dict:
-    versions = {}
-    for name in ("numpy", "pydicom", "SimpleITK", "PySide6", "pyqtgraph"):
-        try:
-            module = __import__(name)
-            versions[name] = getattr(module, "__version__", None) or getattr(module, "Version", lambda: "?")()
-        except Exception as exc:  # noqa: BLE001
-            versions[name] = f"unavailable ({type(exc).__name__})"
-    cpu_model = ""
-    try:
-        cpu_model = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                          if ln.startswith("model name")), "")
-    except OSError:
-        pass
-    try:
-        affinity = len(os.sched_getaffinity(0))
-    except AttributeError:
-        affinity = None
-    try:
-        git = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
-                             text=True, timeout=10).stdout.strip()
-        dirty = bool(subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "liverview"],
-                                    capture_output=True, text=True, timeout=10).stdout.strip())
-    except (OSError, subprocess.SubprocessError):
-        git, dirty = "", None
-    return {
-        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "platform": platform.platform(),
-        "machine": platform.machine(),
-        "cpu_model": cpu_model,
-        "cpu_count": os.cpu_count(),
-        "cpu_affinity": affinity,
-        "python": sys.version.split()[0],
-        "python_executable": sys.executable,
-        "versions": versions,
-        "git_head": git,
-        "liverview_worktree_dirty": dirty,
-    }
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -616,7 +577,7 @@ def main(argv: list[str] | None = None) -> int:
 
     result = {
         "benchmark": "liverview loader + slice paint",
-        "machine": machine_info(),
+        "machine": describe_machine(("numpy", "pydicom", "SimpleITK", "PySide6", "pyqtgraph")),
         "parameters": {
             "slices": args.slices, "repeats": args.repeats, "paint_changes": args.paint_changes,
             "paint_warmup_discarded": args.paint_warmup, "data_dir": str(data_dir),

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import io
 import warnings
+from typing import TYPE_CHECKING
 
-import pydicom
-from pydicom.dataset import Dataset
+if TYPE_CHECKING:
+    from pydicom.dataset import Dataset
 
 #: Bytes looked at to decide: the 128-byte preamble, "DICM", and the first elements of a file without it.
 PREFIX_BYTES = 8192
@@ -31,6 +32,8 @@ def prefix_looks_like_dicom(prefix: bytes) -> bool:
     without one, as on old CDs - data elements that name real image attributes."""
     if has_dicom_preamble(prefix):
         return True
+    import pydicom  # here: only files without a preamble need it
+
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -46,6 +49,8 @@ def command_set_runs_on(prefix: bytes) -> bool:
     command set, kept in some network dumps, is a few hundred bytes.)"""
     if len(prefix) < PREFIX_BYTES or not _data_set_starts_in_group_0000(prefix):
         return False
+    import pydicom  # here: rare files, and pydicom is slow to import
+
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

@@ -10,9 +10,6 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pydicom
-from pydicom.errors import InvalidDicomError
-
 from liverview.io.archive import ZipRefused, unpack_zip
 from liverview.io.skipped import SkippedFile
 from liverview.progress import ShouldStop
@@ -43,6 +40,9 @@ def is_dicomdir(path: str | os.PathLike[str]) -> bool:
     """True for a DICOMDIR: by name, or by its Media Storage SOP Class (1.2.840.10008.1.3.10)."""
     if Path(path).name.upper() == "DICOMDIR":
         return True
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
     try:
         meta = pydicom.filereader.read_file_meta_info(path)
     except (InvalidDicomError, OSError, ValueError, EOFError):
@@ -55,6 +55,8 @@ def list_dicomdir(path: str) -> SourceFiles:
 
     Uses (0004,1500) Referenced File ID of every record relative to the DICOMDIR's folder.
     """
+    import pydicom
+
     out = SourceFiles(dicomdirs=[path])
     root = Path(path).parent
     try:

@@ -3,17 +3,22 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from liverview.io.pixels import FrameDecodeError, FrameReader
+from liverview.io.headers import FrameRef
+from liverview.io.pixels import DecodedFrame, FrameDecodeError, FrameReader, decode_frame, needs_decoder
+from liverview.io.process_pool import map_in_order, worker_count
 from liverview.io.series import ScanResult, SeriesInfo, scan_paths, slice_normal
 from liverview.progress import Cancelled, Progress, ShouldStop
 from liverview.io.sources import SkippedFile
 
 log = logging.getLogger(__name__)
+
+#: Compressed series shorter than this are decoded here: starting workers would cost more.
+MIN_FRAMES_FOR_WORKERS = 16
 
 #: Called with (volume, z) after slice z has been read; the first call is the middle slice.
 OnSlice = Callable[["Volume", int], None]
@@ -146,11 +151,15 @@ def fill_volume(volume: Volume, progress: Progress | None = None, should_stop: S
     order = [middle] + [i for i in range(n) if i != middle]
     reader = FrameReader()
     clipped = 0
+    decoded = _decoded_by_workers(frames, order[1:], should_stop)
     for done, z in enumerate(order):
         if should_stop is not None and should_stop():
             raise Cancelled()
         try:
-            clipped += reader.read_into(frames[z], volume.array[z])
+            if done > 0 and decoded is not None:
+                clipped += _take_decoded(next(decoded), frames[z], volume.array[z])
+            else:
+                clipped += reader.read_into(frames[z], volume.array[z])
             volume.loaded[z] = True
         except FrameDecodeError as exc:
             volume.failed.append(SkippedFile(frames[z].label, str(exc)))
@@ -166,6 +175,31 @@ def fill_volume(volume: Volume, progress: Progress | None = None, should_stop: S
     if volume.failed:
         volume.warnings.append(f"{len(volume.failed)} of {n} image(s) could not be decoded and are shown blank")
     return volume
+
+
+def _decoded_by_workers(frames: list[FrameRef], order: list[int],
+                        should_stop: ShouldStop | None) -> Iterator[DecodedFrame] | None:
+    """Compressed frames in `order`, decoded by the worker processes; None when the series is read
+    here (uncompressed: a plain read is faster than a hand-over; or too few frames to pay for it).
+
+    The middle slice is always decoded here, so that it is on screen without waiting for workers.
+    Results are consumed in order and at most a few frames ahead: the memory beyond the volume stays
+    about 5 % of it."""
+    workers = worker_count()
+    if workers < 2 or len(order) < MIN_FRAMES_FOR_WORKERS or not all(needs_decoder(frames[z]) for z in order):
+        return None
+    ahead = max(workers, min(4 * workers, len(frames) // 20))
+    return map_in_order(decode_frame, (frames[z] for z in order), should_stop, ahead=ahead, what="loading")
+
+
+def _take_decoded(result: DecodedFrame, frame: FrameRef, out: np.ndarray) -> int:
+    for note in result.notes:
+        if note not in frame.header.notes:
+            frame.header.notes.append(note)
+    if result.values is None:
+        raise FrameDecodeError(result.error or "pixel data cannot be decoded")
+    out[...] = result.values
+    return result.clipped
 
 
 def read_slice(info: SeriesInfo, z: int) -> np.ndarray:
