@@ -496,6 +496,11 @@ def start(args: argparse.Namespace, reporter: ErrorReporter, started: float) -> 
 
 def main(argv: Sequence[str] | None = None) -> int:
     started = time.perf_counter()
+    if getattr(sys, "frozen", False):
+        import multiprocessing
+
+        # A frozen app starts its worker processes (liverview.io.process_pool) by running itself again.
+        multiprocessing.freeze_support()
     args = parse_args(argv)
     if args.self_test:
         os.environ["QT_QPA_PLATFORM"] = "offscreen"

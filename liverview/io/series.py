@@ -107,6 +107,8 @@ class ScanResult:
     series: list[SeriesInfo]
     skipped: list[SkippedFile]
     n_files: int
+    #: False for what `scan_paths` hands to `on_partial` while it still reads: series may still grow.
+    complete: bool = True
 
     def find(self, key: str) -> SeriesInfo:
         for info in self.series:
@@ -145,7 +147,7 @@ def scan_paths(paths: Sequence[str | os.PathLike[str]] | str | os.PathLike[str],
             progress((i + 1) / total, f"Reading headers {i + 1}/{total}")
         if on_partial is not None and time.monotonic() - last_partial > PARTIAL_EVERY_S and i < total - 1:
             series, _ = group_series(headers)
-            on_partial(ScanResult(series=series, skipped=list(skipped), n_files=n_files))
+            on_partial(ScanResult(series=series, skipped=list(skipped), n_files=n_files, complete=False))
             last_partial = time.monotonic()
     series, left_out = group_series(headers)
     return ScanResult(series=series, skipped=skipped + left_out, n_files=n_files)
