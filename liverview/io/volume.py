@@ -205,11 +205,11 @@ def _decoded_by_workers(frames: list[FrameRef], order: list[int],
 
     The middle slice is always decoded here, so that it is on screen without waiting for workers.
     Results are consumed in order and at most a few frames ahead: the memory beyond the volume stays
-    about 5 % of it."""
+    about 2.5 % of it, or one frame a worker."""
     workers = worker_count()
     if workers < 2 or len(order) < MIN_FRAMES_FOR_WORKERS or not all(needs_decoder(frames[z]) for z in order):
         return None
-    ahead = max(workers, min(4 * workers, len(frames) // 20))
+    ahead = max(workers, min(4 * workers, len(frames) // 40))
     return map_in_order(decode_frame, (frames[z] for z in order), should_stop, ahead=ahead, what="loading")
 
 
