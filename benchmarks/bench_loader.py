@@ -103,17 +103,20 @@ class PeakMemory:
 # ------------------------------------------------------------------------------------------------
 # data generation
 # ------------------------------------------------------------------------------------------------
-def default_data_dir(n_slices: int) -> Path:
+def default_data_dir(n_slices: int, spacing_mm: float = SLICE_SPACING_MM) -> Path:
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path(tempfile.gettempdir()))
-    return cache / "liverview-bench" / f"ct-{n_slices}x512x512-v{GENERATOR_VERSION}"
+    spacing = "" if spacing_mm == SLICE_SPACING_MM else f"-{spacing_mm:g}mm"
+    return cache / "liverview-bench" / f"ct-{n_slices}x512x512{spacing}-v{GENERATOR_VERSION}"
 
 
-def ensure_series(folder: Path, n_slices: int, source: Path, seed: int = 1004) -> dict:
+def ensure_series(folder: Path, n_slices: int, source: Path, seed: int = 1004,
+                  spacing_mm: float = SLICE_SPACING_MM) -> dict:
     """Generate the benchmark series into `folder` unless a complete one is already there."""
     marker = folder / "bench_series.json"
     if marker.is_file():
         info = json.loads(marker.read_text())
-        if info.get("n_slices") == n_slices and info.get("generator_version") == GENERATOR_VERSION:
+        if (info.get("n_slices") == n_slices and info.get("generator_version") == GENERATOR_VERSION
+                and info.get("slice_spacing_mm") == spacing_mm):
             info["generated_now"] = False
             return info
 
@@ -148,10 +151,10 @@ def ensure_series(folder: Path, n_slices: int, source: Path, seed: int = 1004) -
         ds.SeriesDescription = f"liverview benchmark {n_slices} slices (pixels cycled from crlm-ct-1004)"
         ds.SeriesNumber = 9001
         ds.InstanceNumber = i + 1
-        z = z0 + i * SLICE_SPACING_MM
+        z = z0 + i * spacing_mm
         ds.ImagePositionPatient = [f"{x0:.6f}", f"{y0:.6f}", f"{z:.6f}"]
         ds.SliceLocation = f"{z:.6f}"
-        ds.SliceThickness = f"{SLICE_SPACING_MM}"
+        ds.SliceThickness = f"{spacing_mm}"
         # Shuffled names: name order has nothing to do with position or instance number.
         ds.save_as(tmp / f"IM{names[i]:05d}.dcm", enforce_file_format=True)
     info = {
@@ -159,7 +162,7 @@ def ensure_series(folder: Path, n_slices: int, source: Path, seed: int = 1004) -
         "n_slices": n_slices,
         "rows": int(first.Rows),
         "columns": int(first.Columns),
-        "slice_spacing_mm": SLICE_SPACING_MM,
+        "slice_spacing_mm": spacing_mm,
         "source": str(source),
         "source_slices": len(datasets),
         "series_instance_uid": series_uid,
@@ -443,6 +446,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--slices", type=int, default=300, help="slices in the generated series (default 300)")
+    parser.add_argument("--spacing-mm", type=float, default=SLICE_SPACING_MM,
+                        help=f"slice spacing of the generated series (default {SLICE_SPACING_MM})")
     parser.add_argument("--repeats", type=int, default=5, help="load repeats per loader (default 5)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON result file")
     parser.add_argument("--data", type=Path, default=None,
@@ -471,13 +476,13 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(result))
         return 0
 
-    data_dir = (args.data or default_data_dir(args.slices)).resolve()
+    data_dir = (args.data or default_data_dir(args.slices, args.spacing_mm)).resolve()
     if REPO in data_dir.parents or data_dir == REPO:
         if "results/tmp" not in data_dir.as_posix():
             print(f"refusing to generate DICOM data inside the repository: {data_dir}", file=sys.stderr)
             return 2
     print(f"series: {data_dir}", flush=True)
-    series = ensure_series(data_dir, args.slices, args.source)
+    series = ensure_series(data_dir, args.slices, args.source, spacing_mm=args.spacing_mm)
     print(f"  {'generated' if series['generated_now'] else 'cached'}: {series['n_slices']} files, "
           f"{series['total_bytes'] / 1e6:.1f} MB", flush=True)
     volume_bytes = series["n_slices"] * series["rows"] * series["columns"] * 2
