@@ -27,6 +27,8 @@ R = TypeVar("R")
 
 #: `LIVERVIEW_WORKERS=1` turns the pool off (debugging, or a machine where processes cannot start).
 WORKERS_ENV = "LIVERVIEW_WORKERS"
+#: Workers yield the CPU to the window: painting the first slice must not wait behind decoding the rest.
+WORKER_NICENESS = 5
 
 _pool: ProcessPoolExecutor | None = None
 _pool_lock = threading.Lock()
@@ -50,7 +52,8 @@ def _pool_executor() -> ProcessPoolExecutor:
     global _pool
     with _pool_lock:
         if _pool is None:
-            _pool = ProcessPoolExecutor(max_workers=worker_count(), mp_context=_context())
+            _pool = ProcessPoolExecutor(max_workers=worker_count(), mp_context=_context(),
+                                        initializer=_lower_priority)
             atexit.register(shut_down)
         return _pool
 
@@ -69,6 +72,11 @@ def _context() -> multiprocessing.context.BaseContext:
         context.set_forkserver_preload(["liverview.io.headers", "liverview.io.pixels"])
         return context
     return multiprocessing.get_context("spawn")
+
+
+def _lower_priority() -> None:
+    if hasattr(os, "nice"):  # POSIX; Windows workers keep the normal priority
+        os.nice(WORKER_NICENESS)
 
 
 def shut_down() -> None:

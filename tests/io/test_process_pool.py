@@ -16,7 +16,7 @@ from pydicom.uid import RLELossless
 from liverview.io import series as series_module
 from liverview.io import volume as volume_module
 from liverview.io.series import scan_paths
-from liverview.io.process_pool import map_in_order
+from liverview.io.process_pool import WORKER_NICENESS, map_in_order
 from liverview.io.sources import collect_files
 from liverview.io.volume import allocate_volume, fill_volume
 from liverview.progress import Cancelled
@@ -146,3 +146,14 @@ def test_ordinary_folder_is_scanned_and_loaded_without_importing_pydicom(crlm_di
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**os.environ, "PYTHONPATH": str(REPO)}).stdout
     assert out.strip() == "[]"
+
+
+def test_workers_run_below_the_window_priority(few_files_for_workers):
+    """Decoding the rest of a series must not take the CPU from the window painting its first slice."""
+    if not hasattr(os, "nice"):
+        pytest.skip("process priority is POSIX-only")
+    assert all(n >= os.nice(0) + WORKER_NICENESS for n in map_in_order(_niceness, range(4)))
+
+
+def _niceness(_: int) -> int:
+    return os.nice(0)
