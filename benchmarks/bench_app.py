@@ -28,7 +28,6 @@ import argparse
 import datetime as _dt
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -38,6 +37,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+from machine import describe_machine  # noqa: E402 - benchmarks/ is not a package
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "app.json"
 TARGETS = {"window_warm_median_s": 1.5, "classify_gradcam_p95_ms": 150.0, "batch_max_stall_ms": 50.0}
 N_LESIONS = 20
@@ -101,21 +102,6 @@ first = time.perf_counter() - t0
 print(json.dumps({"first_classification_s": first, "torch_imported_before": torch_before}), flush=True)
 window.close()
 """
-
-
-def _machine() -> dict:
-    import torch
-
-    cpu = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
-            "torch": torch.__version__}
 
 
 def measure_launch(n: int) -> dict:
@@ -288,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
         document = AnnotationDocument.from_dict(json.loads(study.ground_truth_path.read_text()))
         results["per_lesion"] = measure_per_lesion(volume, twenty_lesions(volume, document), model, args.repeats)
         print("per lesion", json.dumps(results["per_lesion"]))
-    results["machine"] = _machine()
+    results["machine"] = describe_machine(("numpy", "pydicom", "PySide6", "torch"))
     values = {"window_warm_median_s": results["launch"]["window_warm_median_s"],
               "classify_gradcam_p95_ms": results["per_lesion"]["classify_gradcam_p95_ms"],
               "batch_max_stall_ms": results["batch"]["batch_max_stall_ms"]}

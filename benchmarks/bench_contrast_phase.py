@@ -24,8 +24,6 @@ import argparse
 import dataclasses
 import datetime as _dt
 import json
-import os
-import platform
 import sys
 import tempfile
 import time
@@ -35,6 +33,8 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+from machine import describe_machine  # noqa: E402 - benchmarks/ is not a package
 
 from liverview.imaging.contrast_phase import ContrastPhase, detect_series_phases  # noqa: E402
 from liverview.io import scan_paths  # noqa: E402
@@ -112,7 +112,7 @@ def main() -> int:
     results["median_detection_s_per_series"] = round(float(np.median(timings)), 4)
     results["patients"], results["seed"] = args.patients, args.seed
     results["simulated"] = True
-    results["machine"] = {"cores": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()}
+    results["machine"] = describe_machine()
     results["date"] = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")

@@ -14,8 +14,6 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import json
-import os
-import platform
 import sys
 from pathlib import Path
 
@@ -23,6 +21,8 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+from machine import describe_machine  # noqa: E402 - benchmarks/ is not a package
 
 from liverview.annotations.document import AnnotationDocument  # noqa: E402
 from liverview.io import load_series  # noqa: E402
@@ -71,7 +71,7 @@ def main() -> int:
         "simulated_accuracy": round(float(np.mean(right)), 3),
         "crlm_ct_1004": [round(v, 3) for v in real],
         "patients": args.patients, "seed": args.seed,
-        "machine": {"cores": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
+        "machine": describe_machine(("numpy", "torch")),
         "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -26,10 +26,8 @@ Nothing here asserts a wall-clock limit: targets are reported as pass/fail in th
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import json
 import os
-import platform
 import random
 import re
 import shutil
@@ -41,6 +39,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+from machine import describe_machine  # noqa: E402 - benchmarks/ is not a package
 DEFAULT_SOURCE = REPO.parent / "shared" / "data" / "series" / "crlm-ct-1004" / "image"
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "loader.json"
 SLICE_SPACING_MM = 1.25
@@ -102,17 +103,20 @@ class PeakMemory:
 # ------------------------------------------------------------------------------------------------
 # data generation
 # ------------------------------------------------------------------------------------------------
-def default_data_dir(n_slices: int) -> Path:
+def default_data_dir(n_slices: int, spacing_mm: float = SLICE_SPACING_MM) -> Path:
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path(tempfile.gettempdir()))
-    return cache / "liverview-bench" / f"ct-{n_slices}x512x512-v{GENERATOR_VERSION}"
+    spacing = "" if spacing_mm == SLICE_SPACING_MM else f"-{spacing_mm:g}mm"
+    return cache / "liverview-bench" / f"ct-{n_slices}x512x512{spacing}-v{GENERATOR_VERSION}"
 
 
-def ensure_series(folder: Path, n_slices: int, source: Path, seed: int = 1004) -> dict:
+def ensure_series(folder: Path, n_slices: int, source: Path, seed: int = 1004,
+                  spacing_mm: float = SLICE_SPACING_MM) -> dict:
     """Generate the benchmark series into `folder` unless a complete one is already there."""
     marker = folder / "bench_series.json"
     if marker.is_file():
         info = json.loads(marker.read_text())
-        if info.get("n_slices") == n_slices and info.get("generator_version") == GENERATOR_VERSION:
+        if (info.get("n_slices") == n_slices and info.get("generator_version") == GENERATOR_VERSION
+                and info.get("slice_spacing_mm") == spacing_mm):
             info["generated_now"] = False
             return info
 
@@ -147,10 +151,10 @@ def ensure_series(folder: Path, n_slices: int, source: Path, seed: int = 1004) -
         ds.SeriesDescription = f"liverview benchmark {n_slices} slices (pixels cycled from crlm-ct-1004)"
         ds.SeriesNumber = 9001
         ds.InstanceNumber = i + 1
-        z = z0 + i * SLICE_SPACING_MM
+        z = z0 + i * spacing_mm
         ds.ImagePositionPatient = [f"{x0:.6f}", f"{y0:.6f}", f"{z:.6f}"]
         ds.SliceLocation = f"{z:.6f}"
-        ds.SliceThickness = f"{SLICE_SPACING_MM}"
+        ds.SliceThickness = f"{spacing_mm}"
         # Shuffled names: name order has nothing to do with position or instance number.
         ds.save_as(tmp / f"IM{names[i]:05d}.dcm", enforce_file_format=True)
     info = {
@@ -158,7 +162,7 @@ def ensure_series(folder: Path, n_slices: int, source: Path, seed: int = 1004) -
         "n_slices": n_slices,
         "rows": int(first.Rows),
         "columns": int(first.Columns),
-        "slice_spacing_mm": SLICE_SPACING_MM,
+        "slice_spacing_mm": spacing_mm,
         "source": str(source),
         "source_slices": len(datasets),
         "series_instance_uid": series_uid,
@@ -315,6 +319,7 @@ def worker_paint(folder: str, n_changes: int, warmup: int) -> dict:
 
     app = QApplication.instance() or QApplication([])
     apply_dark_theme(app)
+    memory = PeakMemory().__enter__()  # from before the load to after every reformat below
     volume = load_series(scan_paths(folder).series[0])
     viewer = Viewer()
     viewer.resize(1400, 900)
@@ -361,8 +366,14 @@ def worker_paint(folder: str, n_changes: int, warmup: int) -> dict:
             full_samples.append(ms(t0, t1))
         app.processEvents()
 
+    memory.__exit__(None, None, None)
     result = {
         "kind": "paint",
+        # Load + viewer + 400 slice changes and 3-D cursor moves (every view reformatted): what is held
+        # beyond the int16 volume ("the volume plus one copy" would be 2.0).
+        "peak_memory_over_volume_with_reformats": round(
+            memory.as_dict()["peak_over_baseline_bytes"] / volume.array.nbytes, 3)
+        if memory.as_dict().get("peak_over_baseline_bytes") is not None else None,
         "qpa_platform": app.platformName(),
         # QWidget.size(): Viewer.width is the window width attribute (shadows QWidget.width()).
         "viewer_size": [viewer.size().width(), viewer.size().height()],
@@ -438,50 +449,12 @@ def summarize_ms(samples: list[float]) -> dict:
             "min_ms": round(min(samples), 3), "mean_ms": round(statistics.fmean(samples), 3)}
 
 
-def machine_info() -> dict:
-    versions = {}
-    for name in ("numpy", "pydicom", "SimpleITK", "PySide6", "pyqtgraph"):
-        try:
-            module = __import__(name)
-            versions[name] = getattr(module, "__version__", None) or getattr(module, "Version", lambda: "?")()
-        except Exception as exc:  # noqa: BLE001
-            versions[name] = f"unavailable ({type(exc).__name__})"
-    cpu_model = ""
-    try:
-        cpu_model = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                          if ln.startswith("model name")), "")
-    except OSError:
-        pass
-    try:
-        affinity = len(os.sched_getaffinity(0))
-    except AttributeError:
-        affinity = None
-    try:
-        git = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
-                             text=True, timeout=10).stdout.strip()
-        dirty = bool(subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "liverview"],
-                                    capture_output=True, text=True, timeout=10).stdout.strip())
-    except (OSError, subprocess.SubprocessError):
-        git, dirty = "", None
-    return {
-        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "platform": platform.platform(),
-        "machine": platform.machine(),
-        "cpu_model": cpu_model,
-        "cpu_count": os.cpu_count(),
-        "cpu_affinity": affinity,
-        "python": sys.version.split()[0],
-        "python_executable": sys.executable,
-        "versions": versions,
-        "git_head": git,
-        "liverview_worktree_dirty": dirty,
-    }
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--slices", type=int, default=300, help="slices in the generated series (default 300)")
+    parser.add_argument("--spacing-mm", type=float, default=SLICE_SPACING_MM,
+                        help=f"slice spacing of the generated series (default {SLICE_SPACING_MM})")
     parser.add_argument("--repeats", type=int, default=5, help="load repeats per loader (default 5)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON result file")
     parser.add_argument("--data", type=Path, default=None,
@@ -510,13 +483,13 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(result))
         return 0
 
-    data_dir = (args.data or default_data_dir(args.slices)).resolve()
+    data_dir = (args.data or default_data_dir(args.slices, args.spacing_mm)).resolve()
     if REPO in data_dir.parents or data_dir == REPO:
         if "results/tmp" not in data_dir.as_posix():
             print(f"refusing to generate DICOM data inside the repository: {data_dir}", file=sys.stderr)
             return 2
     print(f"series: {data_dir}", flush=True)
-    series = ensure_series(data_dir, args.slices, args.source)
+    series = ensure_series(data_dir, args.slices, args.source, spacing_mm=args.spacing_mm)
     print(f"  {'generated' if series['generated_now'] else 'cached'}: {series['n_slices']} files, "
           f"{series['total_bytes'] / 1e6:.1f} MB", flush=True)
     volume_bytes = series["n_slices"] * series["rows"] * series["columns"] * 2
@@ -616,7 +589,7 @@ def main(argv: list[str] | None = None) -> int:
 
     result = {
         "benchmark": "liverview loader + slice paint",
-        "machine": machine_info(),
+        "machine": describe_machine(("numpy", "pydicom", "SimpleITK", "PySide6", "pyqtgraph")),
         "parameters": {
             "slices": args.slices, "repeats": args.repeats, "paint_changes": args.paint_changes,
             "paint_warmup_discarded": args.paint_warmup, "data_dir": str(data_dir),
@@ -688,6 +661,8 @@ def main(argv: list[str] | None = None) -> int:
               f"(target p95 <= {TARGETS['axial_slice_change_paint_p95_ms']})  "
               f"{verdict(targets['axial_slice_change_paint_p95_ms']['pass'])}")
         print(f"full 3-view cursor + paint: median {f['median_ms']:.2f} ms, p95 {f['p95_ms']:.2f} ms, max {f['max_ms']:.2f} ms")
+        print(f"peak memory from load through every reformat: {paint.get('peak_memory_over_volume_with_reformats')} x "
+              "int16 volume")
     if profile and "top_cumulative" in profile:
         print("profile (cumulative, top 12):")
         for row in profile["top_cumulative"][:12]:

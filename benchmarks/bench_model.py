@@ -27,13 +27,10 @@ Nothing here asserts a time limit; targets are reported as pass/fail in the JSON
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import json
 import os
-import platform
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -41,32 +38,11 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+from machine import describe_machine  # noqa: E402 - benchmarks/ is not a package
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "model.json"
 DEFAULT_ARCHS = "resnet18,mobilenet_v3_small,mobilenet_v3_large,efficientnet_b0"
 TARGETS = {"inference_end_to_end_p95_ms": 150.0}  # "within a blink" for one lesion, 1 thread
-
-
-def _machine() -> dict:
-    import cv2
-    import numpy as np
-    import torch
-
-    cpu = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    try:
-        head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
-    except OSError:
-        head = ""
-    return {"date": _dt.datetime.now().isoformat(timespec="seconds"), "cpu_count": os.cpu_count(), "cpu": cpu,
-            "platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
-            "numpy": np.__version__, "opencv": cv2.__version__, "cuda_available": torch.cuda.is_available(),
-            "git_head": head}
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -281,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     archs = [a for a in args.archs.split(",") if a]
-    result: dict = {"machine": _machine(), "parameters": vars(args) | {"out": str(args.out), "data": str(args.data)},
+    result: dict = {"machine": describe_machine(("numpy", "torch", "cv2")), "parameters": vars(args) | {"out": str(args.out), "data": str(args.data)},
                     "method": {
                         "training": "forward+backward+Adam step on random (batch, channels, 224, 224) inputs "
                                     "(the training's 2.5-D input), train mode, in the training's memory format "

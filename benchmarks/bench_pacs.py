@@ -124,25 +124,30 @@ def time_to_first_image(node, repeats: int, work: Path) -> list[float]:
     times = []
     for i in range(repeats):
         os.environ["LIVERVIEW_DATA_DIR"] = str(work / f"data-{i}")  # an empty cache each time
-        settings = QSettings(str(work / f"settings-{i}.ini"), QSettings.IniFormat)
-        settings.setValue("model/preload", False)
-        save_nodes(settings, [node])
-        window = MainWindow(settings)
-        window.show()
-        dialog = window.pacs.show_query()
-        dialog.patient_name.setText("BENCH*")
-        dialog.date.setCurrentIndex(dialog.date.findData(DatePreset.ANY))
-        task = dialog.search()
-        spin(app, lambda: not task.is_running() and dialog.tree.topLevelItemCount() > 0)
-        start = time.perf_counter()
-        dialog.retrieve(dialog.tree.topLevelItem(0))
-        spin(app, lambda: window.volume is not None and window.viewer.views[0].image.image is not None)
-        times.append(time.perf_counter() - start)
-        spin(app, lambda: not dialog.retrieve_task.is_running()
-             and not (window.load_task and window.load_task.is_running()))
-        window.close()
-        app.processEvents()
+        times.append(_retrieve_once(app, MainWindow, QSettings, save_nodes, DatePreset, node, work / f"settings-{i}.ini"))
     return times
+
+
+def _retrieve_once(app, main_window, qsettings, save_nodes, date_preset, node, settings_file: Path) -> float:
+    """One Retrieve in a fresh window: seconds from the click to the first image on screen."""
+    settings = qsettings(str(settings_file), qsettings.IniFormat)
+    settings.setValue("model/preload", False)
+    save_nodes(settings, [node])
+    window = main_window(settings)
+    window.show()
+    dialog = window.pacs.show_query()
+    dialog.patient_name.setText("BENCH*")
+    dialog.date.setCurrentIndex(dialog.date.findData(date_preset.ANY))
+    task = dialog.search()
+    spin(app, lambda: not task.is_running() and dialog.tree.topLevelItemCount() > 0)
+    start = time.perf_counter()
+    dialog.retrieve(dialog.tree.topLevelItem(0))
+    spin(app, lambda: window.volume is not None and window.viewer.views[0].image.image is not None)
+    seconds = time.perf_counter() - start
+    spin(app, lambda: not dialog.retrieve_task.is_running() and not (window.load_task and window.load_task.is_running()))
+    window.close()
+    app.processEvents()
+    return seconds
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -27,6 +27,8 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+from machine import describe_machine  # noqa: E402 - benchmarks/ is not a package
 
 from liverview.annotations.document import AnnotationDocument  # noqa: E402
 from liverview.annotations.measurements import slice_masks  # noqa: E402
@@ -143,6 +145,7 @@ def main() -> int:
     results["note"] = "simulator values are [10th, 50th, 90th] percentiles over patients; real and demo single values"
     results["patients"], results["seed"] = args.patients, args.seed
     results["date"] = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+    results["machine"] = describe_machine(("numpy", "cv2"))
     OUT.write_text(json.dumps(results, indent=2) + "\n")
     tiles = [real_crop] + crops[:5]
     labels = ["real (crlm-ct-1004)"] + [f"simulated {i + 1}" for i in range(len(tiles) - 1)]

@@ -325,6 +325,10 @@ def run_gui(args: argparse.Namespace, reporter: ErrorReporter, started: float) -
             splash.close()  # it stays on top and would hide the message
         show_error("liverview could not start", f"{type(exc).__name__}: {exc}", reporter.log_file)
         return EXIT_FAILURE
+    from liverview.io.unpack_folder import remove_stale_unpacks
+
+    # Zips unpacked by a liverview that was killed stay in the cache until a later start removes them.
+    QTimer.singleShot(0, remove_stale_unpacks)
     # Runs once the event loop has painted the window: the start-up time a user sees.
     QTimer.singleShot(0, lambda: log.info("window shown %.2f s after start", time.perf_counter() - started))
     first_run = first_start(settings)
@@ -516,6 +520,11 @@ def start(args: argparse.Namespace, reporter: ErrorReporter, started: float) -> 
 
 def main(argv: Sequence[str] | None = None) -> int:
     started = time.perf_counter()
+    if getattr(sys, "frozen", False):
+        import multiprocessing
+
+        # A frozen app starts its worker processes (liverview.io.process_pool) by running itself again.
+        multiprocessing.freeze_support()
     args = parse_args(argv)
     if args.self_test:
         os.environ["QT_QPA_PLATFORM"] = "offscreen"

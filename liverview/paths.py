@@ -41,6 +41,26 @@ def user_data_dir() -> Path:
     return path
 
 
+def user_cache_dir() -> Path:
+    """Per-user cache (unpacked zips, thumbnails): safe to delete at any time; `LIVERVIEW_CACHE_DIR`
+    overrides it.
+
+    Linux: $XDG_CACHE_HOME/liverview (~/.cache/liverview); macOS: ~/Library/Caches/liverview; Windows:
+    %LOCALAPPDATA%\\liverview\\cache.
+    """
+    override = os.environ.get("LIVERVIEW_CACHE_DIR")
+    if override:
+        path = Path(override)
+    elif sys.platform == "win32":
+        path = Path(os.environ.get("LOCALAPPDATA", Path.home() / "AppData" / "Local")) / APP_NAME / "cache"
+    elif sys.platform == "darwin":
+        path = Path.home() / "Library" / "Caches" / APP_NAME
+    else:
+        path = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / APP_NAME
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 def demo_study_dir() -> Path:
     """Where the generated demo study lives (DIR/dicom + DIR/ground-truth.json)."""
     return user_data_dir() / "demo-study"

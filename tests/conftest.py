@@ -18,10 +18,11 @@ CORPUS = SHARED_DATA / "corpus"
 
 @pytest.fixture(autouse=True)
 def _private_user_data(tmp_path_factory, monkeypatch):
-    """Every test gets its own user-data folder and settings, never the developer's real ones."""
+    """Every test gets its own user-data folder, cache and settings, never the developer's real ones."""
     data = tmp_path_factory.mktemp("userdata")
     monkeypatch.setenv("LIVERVIEW_DATA_DIR", str(data))
     monkeypatch.setenv("XDG_CONFIG_HOME", str(data / "config"))
+    monkeypatch.setenv("LIVERVIEW_CACHE_DIR", str(data / "cache"))
     return data
 
 

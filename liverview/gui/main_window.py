@@ -80,9 +80,9 @@ Model (research use only)
 
 
 def scan_with_thumbnails(paths: list[str], progress, should_stop, report) -> ScanResult:
-    """Scan, publish the result at once, then one thumbnail per series as it is made, then the contrast
-    phase of every series."""
-    scan = scan_paths(paths, progress=progress, should_stop=should_stop)
+    """Scan (publishing the series found so far while it reads), publish the result at once, then one
+    thumbnail per series as it is made, then the contrast phase of every series."""
+    scan = scan_paths(paths, progress=progress, should_stop=should_stop, on_partial=report)
     report(scan)
     for info in scan.series:
         if should_stop():
@@ -697,12 +697,15 @@ class MainWindow(QMainWindow):
         task.start()
 
     def _on_scan_partial(self, item) -> None:
-        if isinstance(item, ScanResult) and not item.series and self.volume is not None:
+        if isinstance(item, ScanResult) and not item.complete:
+            if item.series:
+                self.browser.set_scan(item)  # the series found so far, while the folder is still read
+                self.browser.setVisible(self.browser_dock_action.isChecked())
+        elif isinstance(item, ScanResult) and not item.series and self.volume is not None:
             # Nothing to open: the study on screen stays, and the title and browser keep naming it.
             self.statusBar().showMessage(f"No DICOM series found there ({len(item.skipped)} file(s) skipped); "
                                          f"{self.windowTitle().removeprefix('liverview — ')} stays open", 10000)
-            return
-        if isinstance(item, ScanResult):
+        elif isinstance(item, ScanResult):
             self.session.set_scan(item)
             self.browser.set_scan(item)
             self.browser.setVisible(self.browser_dock_action.isChecked())

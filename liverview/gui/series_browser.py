@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import html
+from dataclasses import replace
 
 import numpy as np
 from PySide6.QtCore import QSize, Qt, Signal
@@ -94,6 +95,9 @@ class SeriesBrowser(QWidget):
         self.skipped_button.setStyleSheet("text-align: left; color: #f0b040;")
         self.skipped_button.clicked.connect(self.show_skipped)
         self.skipped_button.hide()
+        self.reading_label = QLabel()
+        self.reading_label.setTextFormat(Qt.PlainText)
+        self.reading_label.hide()
         self.empty_label = QLabel("No study open.\nFile → Open folder… or drop a folder here.")
         self.empty_label.setAlignment(Qt.AlignCenter)
         self.empty_label.setWordWrap(True)
@@ -101,10 +105,13 @@ class SeriesBrowser(QWidget):
         layout.setContentsMargins(4, 4, 4, 4)
         layout.addWidget(self.empty_label)
         layout.addWidget(self.tree, 1)
+        layout.addWidget(self.reading_label)
         layout.addWidget(self.skipped_button)
         self.tree.hide()
 
     def set_scan(self, scan: ScanResult) -> None:
+        """Show what a scan found; an incomplete scan (still reading) lists its series greyed, with the
+        images found so far, and they open once the scan is complete."""
         self.scan = scan
         self.tree.clear()
         self._items.clear()
@@ -117,8 +124,11 @@ class SeriesBrowser(QWidget):
                 study.setFlags(Qt.ItemIsEnabled)
                 studies[info.study_uid] = study
                 self.tree.addTopLevelItem(study)
-            item = QTreeWidgetItem([series_label(info)])
+            # A series still being read has gaps that are not real: its warnings wait for the whole scan.
+            item = QTreeWidgetItem([series_label(info if scan.complete else replace(info, warnings=[]))])
             item.setData(0, Qt.UserRole, info.key)
+            if not scan.complete:
+                item.setFlags(Qt.NoItemFlags)
             tip = f"Series {info.series_uid}\n" + "\n".join(f"• {w}" for w in info.warnings)
             item.setToolTip(0, plain_tooltip(tip))
             study.addChild(item)
@@ -127,10 +137,12 @@ class SeriesBrowser(QWidget):
         n = len(scan.skipped)
         self.skipped_button.setText(f"{n} file(s) skipped — click for reasons")
         self.skipped_button.setVisible(n > 0)
+        self.reading_label.setText(f"Reading… {sum(s.n_images for s in scan.series):,} image(s) so far")
+        self.reading_label.setVisible(not scan.complete)
         self.tree.setVisible(bool(scan.series))
         self.empty_label.setVisible(not scan.series)
         if not scan.series:
-            self.empty_label.setText("No loadable images found.")
+            self.empty_label.setText("No loadable images found." if scan.complete else "Reading…")
 
     def set_phases(self, phases: dict[str, PhaseDecision]) -> None:
         """Each series' contrast phase on its third line; how it was decided in its tooltip."""
@@ -177,5 +189,5 @@ class SeriesBrowser(QWidget):
 
     def _on_activated(self, item: QTreeWidgetItem, _column: int) -> None:
         key = item.data(0, Qt.UserRole)
-        if key and self.scan is not None:
+        if key and self.scan is not None and self.scan.complete:
             self.series_activated.emit(self.scan.find(key))

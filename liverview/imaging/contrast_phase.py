@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 from dataclasses import dataclass, replace
 from enum import Enum
@@ -32,6 +32,7 @@ import cv2
 import numpy as np
 
 from liverview.io.pixels import FrameDecodeError
+from liverview.io.process_pool import map_in_order, worker_count
 from liverview.io.series import SeriesInfo
 from liverview.progress import Cancelled
 from liverview.io.volume import read_slice
@@ -461,28 +462,42 @@ def measure_series(info: SeriesInfo, read: Callable[[int], np.ndarray]) -> Enhan
     return measure_enhancement(slices, indices, info.pixel_spacing_mm, orientation[:3], orientation[3:6])
 
 
-def _slice_reader(info: SeriesInfo, array: np.ndarray | None) -> Callable[[int], np.ndarray]:
-    """Slices from a loaded volume's array when there is one, else from the files."""
-    if array is not None:
-        return lambda z: array[z]
-    return lambda z: read_slice(info, z)
+def _array_reader(array: np.ndarray) -> Callable[[int], np.ndarray]:
+    """Slices of a loaded volume's array."""
+    return lambda z: array[z]
 
 
 def detect_series_phases(infos: Sequence[SeriesInfo], volumes: dict[str, np.ndarray] | None = None,
                          should_stop: Callable[[], bool] | None = None) -> dict[str, PhaseDecision]:
     """The phase of every series (by `SeriesInfo.key`), each measured on `SAMPLED_SLICES` slices read
-    from `volumes[key]` when loaded, else from the files; then ordered within each study."""
+    from `volumes[key]` when loaded, else from the files (by the worker processes when there are
+    several such series); then ordered within each study."""
+    volumes = volumes or {}
+    from_files = [info for info in infos if info.key not in volumes]
+    measured: Iterator[Enhancement | None] | None = None
+    if len(from_files) > 1 and worker_count() > 1:
+        measured = map_in_order(measure_series_files, from_files, should_stop, what="phase detection")
     decided: list[tuple[SeriesInfo, PhaseDecision]] = []
     for info in infos:
         if should_stop is not None and should_stop():
             raise Cancelled()
-        array = (volumes or {}).get(info.key)
-        try:
-            enhancement = measure_series(info, _slice_reader(info, array))
-        except FrameDecodeError as exc:
-            enhancement = Enhancement(None, None, (), f"a sampled slice cannot be decoded: {exc}")
+        array = volumes.get(info.key)
+        if array is not None:
+            enhancement = measure_series(info, _array_reader(array))
+        elif measured is not None:
+            enhancement = next(measured)
+        else:
+            enhancement = measure_series_files(info)
         decided.append((info, decide_contrast_phase(info, enhancement)))
     return {info.key: d for (info, _), d in zip(decided, decide_study_phases(decided))}
+
+
+def measure_series_files(info: SeriesInfo) -> Enhancement | None:
+    """`measure_series` on slices read from the files (a task of the worker processes)."""
+    try:
+        return measure_series(info, lambda z: read_slice(info, z))
+    except FrameDecodeError as exc:
+        return Enhancement(None, None, (), f"a sampled slice cannot be decoded: {exc}")
 
 
 def reader_decision(phase: ContrastPhase, reader: str, previous: PhaseDecision | None) -> PhaseDecision:

@@ -5,19 +5,14 @@ says in plain words why the file cannot be used. Sizes are checked here, before 
 """
 from __future__ import annotations
 
-import logging
 import math
 import os
-import warnings
 from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Protocol
 
-import pydicom
-from pydicom.dataset import Dataset
-from pydicom.errors import InvalidDicomError
-
-from liverview.io.sources import SkippedFile
-
-log = logging.getLogger(__name__)
+from liverview.io.lean_header import read_lean_fields
+from liverview.io.skipped import SkippedFile
 
 PIXEL_DATA = 0x7FE00010
 FLOAT_PIXEL_DATA = 0x7FE00008
@@ -31,6 +26,7 @@ MAX_DECODED_BYTES = 4 * 1024**3
 # Uncompressed transfer syntaxes whose Pixel Data can be read straight from the file offset.
 _NATIVE_LITTLE = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1"}
 _DEFLATED = "1.2.840.10008.1.2.1.99"
+_EXPLICIT_BIG = "1.2.840.10008.1.2.2"
 
 # Storage classes that carry no viewable image even if they have Pixel Data; the reason is shown.
 _NON_IMAGE_CLASSES = {
@@ -125,74 +121,80 @@ class HeaderRejected(ValueError):
     """The file is DICOM but cannot become an image; the message is the user-facing reason."""
 
 
-def read_header(path: str) -> FileHeader | SkippedFile:
-    """Parse the header of `path`; any failure becomes a `SkippedFile` with the reason."""
-    try:
-        with warnings.catch_warnings():
-            # pydicom warns about every odd value of real-world files; the outcome is what matters here.
-            warnings.simplefilter("ignore")
-            ds = _dcmread_header(path)
-            return describe_dataset(ds, path)
-    except HeaderRejected as exc:
-        return SkippedFile(path, str(exc))
-    except RecursionError:
-        return SkippedFile(path, "DICOM structure nested too deeply to parse safely (hostile or corrupt file)")
-    except MemoryError:
-        return SkippedFile(path, "header needs more memory than is plausible for DICOM (corrupt file)")
-    except (InvalidDicomError, EOFError) as exc:
-        return SkippedFile(path, f"not a readable DICOM file: {exc}")
-    except OSError as exc:
-        return SkippedFile(path, f"cannot read file: {exc.strerror or exc}")
-    except Exception as exc:  # noqa: BLE001 - untrusted input: every parser failure is a reason, not a crash
-        log.debug("header of %s failed", path, exc_info=True)
-        return SkippedFile(path, f"corrupt DICOM header: {type(exc).__name__}: {exc}")
+def read_header(path: str, lean: bool = True) -> FileHeader | SkippedFile:
+    """Parse the header of `path`; any failure becomes a `SkippedFile` with the reason.
+
+    The lean reader (`liverview.io.lean_header`) reads ordinary files; pydicom reads the rest, and
+    every file with `lean=False` (the reference the lean reader is tested against).
+    """
+    if lean:
+        try:
+            return describe_fields(read_lean_fields(path), path)
+        except HeaderRejected as exc:
+            return SkippedFile(path, str(exc))
+        except OSError as exc:
+            return SkippedFile(path, f"cannot read file: {exc.strerror or exc}")
+        except Exception:  # noqa: BLE001 - Unusual, or anything unforeseen: pydicom decides, as it always did
+            pass
+    # Imported here: pydicom takes a tenth of a second to import, and ordinary files never need it.
+    from liverview.io.dataset_header import read_dataset_header
+    return read_dataset_header(path)
 
 
-def _dcmread_header(path: str) -> Dataset:
-    try:
-        return pydicom.dcmread(path, defer_size=4096)
-    except InvalidDicomError:
-        pass
-    # Files without the 128-byte preamble (old CDs, raw dumps) are still common; accept them only when
-    # the forced parse yields real image attributes, because force=True turns any garbage into a dataset.
-    ds = pydicom.dcmread(path, defer_size=4096, force=True)
-    if not _looks_like_dicom(ds):
-        raise InvalidDicomError("no DICOM preamble and no recognisable DICOM attributes")
-    return ds
+def read_headers(paths: list[str]) -> list[FileHeader | SkippedFile]:
+    """`read_header` of each path, in order (one task of the worker processes)."""
+    return [read_header(path) for path in paths]
 
 
-def _looks_like_dicom(ds: Dataset) -> bool:
-    try:
-        tags = list(ds.keys())
-    except Exception:  # noqa: BLE001
-        return False
-    if len(tags) < 4:
-        return False
-    known = sum(1 for t in tags if t.group in (0x0008, 0x0010, 0x0018, 0x0020, 0x0028))
-    return known >= 3 and any(t.group == 0x0008 for t in tags)
+class HeaderFields(Protocol):
+    """The attributes `describe_fields` uses, already converted the way liverview reads them: from a
+    pydicom dataset (`liverview.io.dataset_header`), or straight from the bytes (`liverview.io.lean_header`)."""
+
+    def has(self, keyword: str) -> bool: ...
+    def text(self, keyword: str) -> str: ...
+    def integer(self, keyword: str) -> int | None: ...
+    def number(self, keyword: str) -> float | None: ...
+    def numbers(self, keyword: str, n: int) -> tuple[float, ...] | None: ...
+    def window(self) -> tuple[float, float] | None: ...
+    def padding(self) -> tuple[int, int] | None: ...
+    def temporal_key(self) -> str: ...
+    def transfer_syntax(self) -> str: ...
+    def pixel_element(self) -> PixelElement | None: ...
+    def describe_frames(self, header: FileHeader) -> list[FrameRef]: ...
 
 
-def describe_dataset(ds: Dataset, path: str) -> FileHeader:
-    """Build the `FileHeader` of a parsed dataset; raises `HeaderRejected` with the reason."""
-    sop_class = str(ds.get("SOPClassUID", "") or "")
+@dataclass(frozen=True)
+class PixelElement:
+    """Where a file's pixel data element lies: its tag, and - when its length is defined - either the
+    offset of a value not read (`offset`) or the length of a value read (`nbytes`)."""
+
+    tag: int
+    undefined_length: bool
+    offset: int | None
+    length: int | None
+
+
+def describe_fields(fields: HeaderFields, path: str) -> FileHeader:
+    """Build the `FileHeader` of one file; raises `HeaderRejected` with the reason."""
+    sop_class = fields.text("SOPClassUID")
     if sop_class in _NON_IMAGE_CLASSES:
         raise HeaderRejected(_NON_IMAGE_CLASSES[sop_class])
-    if "DirectoryRecordSequence" in ds:
+    if fields.has("DirectoryRecordSequence"):
         raise HeaderRejected(_NON_IMAGE_CLASSES["1.2.840.10008.1.3.10"])
-    pixel_tag = next((t for t in (PIXEL_DATA, FLOAT_PIXEL_DATA, DOUBLE_PIXEL_DATA) if t in ds), None)
-    if pixel_tag is None:
-        kind = str(ds.get("Modality", "") or "").strip()
+    pixel = fields.pixel_element()
+    if pixel is None:
+        kind = fields.text("Modality")
         raise HeaderRejected(f"no Pixel Data (7FE0,0010): {kind + ' ' if kind else ''}object without an image")
 
-    rows = _int(ds, "Rows")
-    columns = _int(ds, "Columns")
+    rows = fields.integer("Rows")
+    columns = fields.integer("Columns")
     if not rows or not columns:
         raise HeaderRejected(f"image size missing or zero (Rows={rows}, Columns={columns})")
-    frames = _int(ds, "NumberOfFrames") or 1
+    frames = fields.integer("NumberOfFrames") or 1
     if frames < 1:
         raise HeaderRejected(f"Number of Frames (0028,0008) is {frames}")
-    spp = _int(ds, "SamplesPerPixel") or 1
-    bits_allocated = _int(ds, "BitsAllocated") or (32 if pixel_tag == FLOAT_PIXEL_DATA else 64 if pixel_tag == DOUBLE_PIXEL_DATA else 0)
+    spp = fields.integer("SamplesPerPixel") or 1
+    bits_allocated = fields.integer("BitsAllocated") or (32 if pixel.tag == FLOAT_PIXEL_DATA else 64 if pixel.tag == DOUBLE_PIXEL_DATA else 0)
     if bits_allocated not in (1, 8, 16, 32, 64):
         raise HeaderRejected(f"Bits Allocated (0028,0100) is {bits_allocated}; expected 1, 8, 16, 32 or 64")
     if rows * columns > MAX_FRAME_PIXELS:
@@ -204,18 +206,10 @@ def describe_dataset(ds: Dataset, path: str) -> FileHeader:
                              f"{bits_allocated // 8 or 1} = {expected / 1024**3:.1f} GiB, more than "
                              f"{MAX_DECODED_BYTES / 1024**3:.0f} GiB; refused before allocating")
 
-    transfer_syntax = str(getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "") or "")
-    if not transfer_syntax:
-        transfer_syntax = "1.2.840.10008.1.2" if ds.is_implicit_VR else "1.2.840.10008.1.2.1" if ds.is_little_endian else "1.2.840.10008.1.2.2"
-    raw = ds.get_item(pixel_tag, keep_deferred=True)
-    pixel_offset = pixel_nbytes = None
-    undefined_length = getattr(raw, "length", 0) == 0xFFFFFFFF
-    if raw is not None and not undefined_length and pixel_tag == PIXEL_DATA and getattr(raw, "value", b"x") is None:
-        # Deferred (not yet read) native data: we know exactly where it lies and how long it is.
-        pixel_offset, pixel_nbytes = raw.value_tell, raw.length
-    elif raw is not None and not undefined_length and getattr(raw, "value", None) is not None:
-        pixel_nbytes = len(raw.value)
-    is_encapsulated = undefined_length or pydicom.uid.UID(transfer_syntax).is_compressed
+    transfer_syntax = fields.transfer_syntax()
+    pixel_offset = pixel.offset if pixel.tag == PIXEL_DATA else None
+    pixel_nbytes = pixel.length
+    is_encapsulated = pixel.undefined_length or is_compressed(transfer_syntax)
     if transfer_syntax == _DEFLATED:
         # Offsets and lengths refer to the inflated stream, not to the file on disk.
         pixel_offset = None
@@ -233,188 +227,58 @@ def describe_dataset(ds: Dataset, path: str) -> FileHeader:
         path=path,
         transfer_syntax=transfer_syntax,
         sop_class_uid=sop_class,
-        study_uid=_str(ds, "StudyInstanceUID") or "unknown-study",
-        series_uid=_str(ds, "SeriesInstanceUID") or f"unknown-series:{os.path.dirname(path)}",
-        frame_of_reference_uid=_str(ds, "FrameOfReferenceUID"),
-        modality=_str(ds, "Modality").upper(),
-        patient_name=_str(ds, "PatientName"),
-        patient_id=_str(ds, "PatientID"),
-        patient_birth_date=_str(ds, "PatientBirthDate"),
-        patient_sex=_str(ds, "PatientSex"),
-        study_date=_str(ds, "StudyDate"),
-        study_time=_str(ds, "StudyTime"),
-        study_description=_str(ds, "StudyDescription"),
-        series_description=_str(ds, "SeriesDescription"),
-        series_number=_int(ds, "SeriesNumber"),
+        study_uid=fields.text("StudyInstanceUID") or "unknown-study",
+        series_uid=fields.text("SeriesInstanceUID") or f"unknown-series:{os.path.dirname(path)}",
+        frame_of_reference_uid=fields.text("FrameOfReferenceUID"),
+        modality=fields.text("Modality").upper(),
+        patient_name=fields.text("PatientName"),
+        patient_id=fields.text("PatientID"),
+        patient_birth_date=fields.text("PatientBirthDate"),
+        patient_sex=fields.text("PatientSex"),
+        study_date=fields.text("StudyDate"),
+        study_time=fields.text("StudyTime"),
+        study_description=fields.text("StudyDescription"),
+        series_description=fields.text("SeriesDescription"),
+        series_number=fields.integer("SeriesNumber"),
         rows=rows,
         columns=columns,
         samples_per_pixel=spp,
-        photometric=_str(ds, "PhotometricInterpretation").upper() or "MONOCHROME2",
+        photometric=fields.text("PhotometricInterpretation").upper() or "MONOCHROME2",
         bits_allocated=bits_allocated,
-        bits_stored=_int(ds, "BitsStored") or bits_allocated,
-        pixel_representation=_int(ds, "PixelRepresentation") or 0,
+        bits_stored=fields.integer("BitsStored") or bits_allocated,
+        pixel_representation=fields.integer("PixelRepresentation") or 0,
         number_of_frames=frames,
-        slice_thickness_mm=_float(ds, "SliceThickness"),
-        window=_window(ds),
-        padding=_padding(ds),
-        rescale_type=_str(ds, "RescaleType"),
-        has_modality_lut="ModalityLUTSequence" in ds,
-        contrast_agent=_str(ds, "ContrastBolusAgent"),
-        contrast_start_time=_str(ds, "ContrastBolusStartTime"),
-        acquisition_time=_str(ds, "AcquisitionTime") or _str(ds, "SeriesTime"),
+        slice_thickness_mm=fields.number("SliceThickness"),
+        window=fields.window(),
+        padding=fields.padding(),
+        rescale_type=fields.text("RescaleType"),
+        has_modality_lut=fields.has("ModalityLUTSequence"),
+        contrast_agent=fields.text("ContrastBolusAgent"),
+        contrast_start_time=fields.text("ContrastBolusStartTime"),
+        acquisition_time=fields.text("AcquisitionTime") or fields.text("SeriesTime"),
         pixel_offset=pixel_offset,
         pixel_nbytes=pixel_nbytes,
     )
-    if "PixelRepresentation" not in ds:
+    if not fields.has("PixelRepresentation"):
         header.notes.append("Pixel Representation (0028,0103) missing; assumed unsigned")
-    header.frames = _describe_frames(ds, header)
+    header.frames = fields.describe_frames(header)
     return header
 
 
-def _describe_frames(ds: Dataset, header: FileHeader) -> list[FrameRef]:
-    sop_uid = _str(ds, "SOPInstanceUID") or f"no-sop-uid:{header.path}"
-    base_rescale = (_float(ds, "RescaleSlope") or 1.0, _float(ds, "RescaleIntercept") or 0.0)
-    instance = _int(ds, "InstanceNumber")
-    temporal = "/".join(str(v) for v in (ds.get("AcquisitionNumber"), ds.get("TemporalPositionIdentifier"),
-                                          ds.get("EchoNumbers"), ds.get("TriggerTime")) if v not in (None, ""))
-    shared = _first_item(ds, "SharedFunctionalGroupsSequence")
-    per_frame = ds.get("PerFrameFunctionalGroupsSequence") if header.number_of_frames > 1 or "PerFrameFunctionalGroupsSequence" in ds else None
-    position = _floats(ds, "ImagePositionPatient", 3)
-    orientation = _floats(ds, "ImageOrientationPatient", 6)
-    spacing = _floats(ds, "PixelSpacing", 2) or _floats(ds, "ImagerPixelSpacing", 2)
-    shared_orientation = _group_value(shared, "PlaneOrientationSequence", "ImageOrientationPatient", 6)
-    shared_spacing = _group_value(shared, "PixelMeasuresSequence", "PixelSpacing", 2)
-    shared_rescale = _rescale(shared)
-    if header.slice_thickness_mm is None:
-        header.slice_thickness_mm = _group_scalar(shared, "PixelMeasuresSequence", "SliceThickness")
-
-    frames: list[FrameRef] = []
-    for index in range(header.number_of_frames):
-        item = per_frame[index] if per_frame is not None and index < len(per_frame) else None
-        frame_position = _group_value(item, "PlanePositionSequence", "ImagePositionPatient", 3)
-        if frame_position is None and header.number_of_frames == 1:
-            frame_position = position
-        frames.append(FrameRef(
-            header=header,
-            frame=index,
-            sop_instance_uid=sop_uid,
-            position=frame_position,
-            orientation=_group_value(item, "PlaneOrientationSequence", "ImageOrientationPatient", 6) or shared_orientation or orientation,
-            pixel_spacing=_group_value(item, "PixelMeasuresSequence", "PixelSpacing", 2) or shared_spacing or spacing,
-            rescale=_rescale(item) or shared_rescale or base_rescale,
-            instance_number=instance if header.number_of_frames == 1 else index + 1,
-            temporal_key=temporal if header.number_of_frames == 1 else _frame_temporal_key(item),
-        ))
-    return frames
+@lru_cache(maxsize=64)
+def is_compressed(transfer_syntax: str) -> bool:
+    """True for the encapsulated (compressed) transfer syntaxes; ValueError for a UID that is not a
+    transfer syntax."""
+    if transfer_syntax in _NATIVE_LITTLE or transfer_syntax in (_DEFLATED, _EXPLICIT_BIG):
+        return False
+    import pydicom.uid
+    return pydicom.uid.UID(transfer_syntax).is_compressed
 
 
-def _frame_temporal_key(item: Dataset | None) -> str:
-    """Multiphase enhanced MR/CT: (0020,9128) Temporal Position Index in the Frame Content Sequence."""
-    content = _first_item(item, "FrameContentSequence")
-    if content is None:
-        return ""
-    return str(content.get("TemporalPositionIndex", "") or "")
-
-
-def _first_item(ds: Dataset | None, keyword: str) -> Dataset | None:
-    if ds is None:
-        return None
-    seq = ds.get(keyword)
-    return seq[0] if seq else None
-
-
-def _group_value(item: Dataset | None, sequence: str, keyword: str, n: int) -> tuple[float, ...] | None:
-    inner = _first_item(item, sequence)
-    return _floats(inner, keyword, n) if inner is not None else None
-
-
-def _group_scalar(item: Dataset | None, sequence: str, keyword: str) -> float | None:
-    inner = _first_item(item, sequence)
-    return _float(inner, keyword) if inner is not None else None
-
-
-def _rescale(item: Dataset | None) -> tuple[float, float] | None:
-    inner = _first_item(item, "PixelValueTransformationSequence")
-    if inner is None or "RescaleSlope" not in inner:
-        return None
-    return (_float(inner, "RescaleSlope") or 1.0, _float(inner, "RescaleIntercept") or 0.0)
-
-
-def _window(ds: Dataset) -> tuple[float, float] | None:
-    """(0028,1050) Window Center and (0028,1051) Window Width; the first pair when several are given."""
-    try:
-        center, width = ds.get("WindowCenter"), ds.get("WindowWidth")
-        if center is None or width is None:
-            return None
-        center = float(center[0] if isinstance(center, pydicom.multival.MultiValue) else center)
-        width = float(width[0] if isinstance(width, pydicom.multival.MultiValue) else width)
-    except (TypeError, ValueError, IndexError):
-        return None
-    return (center, width) if width > 0 and math.isfinite(center) else None
-
-
-def _padding(ds: Dataset) -> tuple[int, int] | None:
-    try:
-        value = ds.get("PixelPaddingValue")
-        if value is None:
-            return None
-        limit = ds.get("PixelPaddingRangeLimit", value)
-        low, high = sorted((int(value), int(limit)))
-        return low, high
-    except (TypeError, ValueError):
-        return None
-
-
-def _str(ds: Dataset, keyword: str) -> str:
-    try:
-        value = ds.get(keyword)
-    except Exception:  # noqa: BLE001 - a bad charset or VR must not lose the whole file
-        return ""
-    if value is None:
-        return ""
-    try:
-        return str(value).strip().replace("\x00", "")
-    except Exception:  # noqa: BLE001
-        return ""
-
-
-def _int(ds: Dataset, keyword: str) -> int | None:
-    try:
-        value = ds.get(keyword)
-        if value in (None, ""):
-            return None
-        if isinstance(value, pydicom.multival.MultiValue):
-            value = value[0]
-        return int(float(value))
-    except (TypeError, ValueError, OverflowError):
-        return None
-    except Exception:  # noqa: BLE001 - e.g. pydicom's own conversion errors on malformed IS
-        return None
-
-
-def _float(ds: Dataset, keyword: str) -> float | None:
-    try:
-        value = ds.get(keyword)
-        if value in (None, ""):
-            return None
-        if isinstance(value, pydicom.multival.MultiValue):
-            value = value[0]
-        result = float(value)
-        return result if math.isfinite(result) else None
-    except Exception:  # noqa: BLE001
-        return None
-
-
-def _floats(ds: Dataset | None, keyword: str, n: int) -> tuple[float, ...] | None:
-    if ds is None:
-        return None
-    try:
-        value = ds.get(keyword)
-        if value is None:
-            return None
-        numbers = tuple(float(v) for v in value)
-    except Exception:  # noqa: BLE001
-        return None
-    if len(numbers) != n or not all(math.isfinite(v) for v in numbers):
-        return None
-    return numbers
+def single_frame(header: FileHeader, sop_uid: str, position: tuple[float, ...] | None,
+                 orientation: tuple[float, ...] | None, pixel_spacing: tuple[float, ...] | None,
+                 rescale: tuple[float, float], instance: int | None, temporal: str) -> list[FrameRef]:
+    """The one `FrameRef` of a single-frame file without functional groups."""
+    return [FrameRef(header=header, frame=0, sop_instance_uid=sop_uid or f"no-sop-uid:{header.path}",
+                     position=position, orientation=orientation, pixel_spacing=pixel_spacing, rescale=rescale,
+                     instance_number=instance, temporal_key=temporal)]

@@ -9,19 +9,26 @@ from __future__ import annotations
 import logging
 import sys
 import warnings
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pydicom
-from pydicom.dataset import Dataset
-from pydicom.pixels import apply_color_lut, apply_modality_lut, pixel_array
 
-from liverview.io.headers import FileHeader, FrameRef
+from liverview.io.headers import FileHeader, FrameRef, is_compressed
+
+if TYPE_CHECKING:
+    from pydicom.dataset import Dataset
 
 log = logging.getLogger(__name__)
 
 INT16_MIN, INT16_MAX = -32768, 32767
 #: CT value written where the scanner marked pixels as padding (outside the reconstruction circle).
 CT_PADDING_HU = -1024
+
+
+#: Decoders chosen where pydicom's first choice is slower: CharLS (pyjpegls) decodes JPEG-LS about 4x
+#: faster than libjpeg (pylibjpeg-libjpeg). The rest use pydicom's own order.
+_DECODING_PLUGINS = {"1.2.840.10008.1.2.4.80": "pyjpegls", "1.2.840.10008.1.2.4.81": "pyjpegls"}
 
 
 class FrameDecodeError(ValueError):
@@ -53,12 +60,14 @@ class FrameReader:
             if header.pixel_offset is not None:
                 return _read_native(header, frame.frame)
             ds = self._dataset(header.path)
+            from pydicom.pixels import pixel_array
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
+                plugin = _DECODING_PLUGINS.get(header.transfer_syntax, "")
                 if header.number_of_frames > 1:
-                    array = pixel_array(ds, index=frame.frame)
+                    array = pixel_array(ds, index=frame.frame, decoding_plugin=plugin)
                 else:
-                    array = ds.pixel_array
+                    array = pixel_array(ds, decoding_plugin=plugin) if plugin else ds.pixel_array
         except FrameDecodeError:
             raise
         except MemoryError as exc:
@@ -69,6 +78,8 @@ class FrameReader:
 
     def _dataset(self, path: str) -> Dataset:
         if path != self._path:
+            import pydicom  # here, not at import: uncompressed CT is read without it
+
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 ds = pydicom.dcmread(path, force=True)
@@ -83,6 +94,40 @@ class FrameReader:
             self._ds, self._path = ds, path
         assert self._ds is not None
         return self._ds
+
+
+@dataclass
+class DecodedFrame:
+    """A frame decoded by a worker process: the int16 slice, or the reason it failed, plus the notes
+    the decoding added to its header (the worker's copy of the header is not the caller's)."""
+
+    values: np.ndarray | None
+    clipped: int
+    error: str | None
+    notes: list[str]
+
+
+_worker_reader: FrameReader | None = None
+
+
+def decode_frame(frame: FrameRef) -> DecodedFrame:
+    """`FrameReader.read_into` for one frame, as a task of the worker processes."""
+    global _worker_reader
+    if _worker_reader is None:
+        _worker_reader = FrameReader()
+    before = len(frame.header.notes)
+    out = np.empty((frame.header.rows, frame.header.columns), dtype=np.int16)
+    try:
+        clipped = _worker_reader.read_into(frame, out)
+    except FrameDecodeError as exc:
+        return DecodedFrame(None, 0, str(exc), frame.header.notes[before:])
+    return DecodedFrame(out, clipped, None, frame.header.notes[before:])
+
+
+def needs_decoder(frame: FrameRef) -> bool:
+    """True when the frame's pixels are compressed (not a plain read from a file offset)."""
+    header = frame.header
+    return header.pixel_offset is None and is_compressed(header.transfer_syntax)
 
 
 def _read_native_in_place(frame: FrameRef, out: np.ndarray) -> bool:
@@ -156,6 +201,7 @@ def _mask_bits(array: np.ndarray, header: FileHeader) -> np.ndarray:
 
 def _to_grey(array: np.ndarray, header: FileHeader, ds: Dataset | None) -> np.ndarray:
     if header.photometric.startswith("PALETTE") and ds is not None and array.ndim == 2:
+        from pydicom.pixels import apply_color_lut
         array = apply_color_lut(array, ds)
     if array.ndim == 3 and array.shape[-1] in (3, 4):
         rgb = array[..., :3].astype(np.float32)
@@ -176,6 +222,7 @@ def to_modality_values(stored: np.ndarray, frame: FrameRef, ds: Dataset | None, 
     values = None
     if header.has_modality_lut and ds is not None and not colour:
         try:
+            from pydicom.pixels import apply_modality_lut
             values = apply_modality_lut(stored, ds).astype(np.float32)
         except Exception:  # noqa: BLE001 - malformed LUT: fall back to rescale (reported by the caller)
             log.warning("%s: Modality LUT Sequence unusable; using Rescale Slope/Intercept", header.path)

@@ -4,38 +4,23 @@ Nothing here parses images; it only decides which paths to try and which referen
 """
 from __future__ import annotations
 
-import atexit
 import logging
 import os
-import shutil
-import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pydicom
-from pydicom.errors import InvalidDicomError
+from liverview.io.archive import ZipRefused, unpack_zip
+from liverview.io.skipped import SkippedFile
+from liverview.progress import ShouldStop
 
 log = logging.getLogger(__name__)
-
-#: A study zip larger than this when unpacked is refused: a CD export of a whole-body CT is ~1-2 GB.
-MAX_ZIP_UNPACKED_BYTES = 8 * 1024**3
-#: Entries per zip; guards against archives of millions of empty members.
-MAX_ZIP_MEMBERS = 200_000
 
 # Operating-system litter, never worth a line in the skipped list.
 _SKIP_NAMES = {".DS_Store", "Thumbs.db", "desktop.ini"}
 # Viewer executables, reports and web pages on CDs: listed as skipped without being parsed.
 _SKIP_SUFFIXES = {".txt", ".xml", ".html", ".htm", ".pdf", ".jpg", ".jpeg", ".png", ".gif", ".exe",
                   ".ini", ".inf", ".json", ".md", ".csv", ".tsv", ".js", ".css", ".dll", ".bat", ".sh"}
-
-
-@dataclass(frozen=True)
-class SkippedFile:
-    """A file that did not become part of any series, and why (shown to the user verbatim)."""
-
-    path: str
-    reason: str
 
 
 @dataclass
@@ -55,6 +40,9 @@ def is_dicomdir(path: str | os.PathLike[str]) -> bool:
     """True for a DICOMDIR: by name, or by its Media Storage SOP Class (1.2.840.10008.1.3.10)."""
     if Path(path).name.upper() == "DICOMDIR":
         return True
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
     try:
         meta = pydicom.filereader.read_file_meta_info(path)
     except (InvalidDicomError, OSError, ValueError, EOFError):
@@ -67,6 +55,8 @@ def list_dicomdir(path: str) -> SourceFiles:
 
     Uses (0004,1500) Referenced File ID of every record relative to the DICOMDIR's folder.
     """
+    import pydicom
+
     out = SourceFiles(dicomdirs=[path])
     root = Path(path).parent
     try:
@@ -112,10 +102,11 @@ def _resolve_case_insensitive(root: Path, parts: list[str]) -> Path | None:
     return current if current.is_file() else None
 
 
-def collect_files(paths: list[str | os.PathLike[str]]) -> SourceFiles:
+def collect_files(paths: list[str | os.PathLike[str]], should_stop: ShouldStop | None = None) -> SourceFiles:
     """Expand folders (recursively), DICOMDIRs and zips into candidate files.
 
-    Raises SourceError when none of `paths` can be read at all.
+    Raises SourceError when none of `paths` can be read at all or a zip is refused, and `Cancelled`
+    when `should_stop()` says so while a zip is unpacked.
     """
     out = SourceFiles()
     readable = 0
@@ -128,7 +119,12 @@ def collect_files(paths: list[str | os.PathLike[str]]) -> SourceFiles:
         if path.is_dir():
             _walk_folder(path, out)
         elif zipfile.is_zipfile(path):
-            _merge(out, _walk_folder_of(extract_zip(path)))
+            try:
+                unpacked = unpack_zip(path, should_stop)
+            except (ZipRefused, zipfile.BadZipFile) as exc:
+                raise SourceError(str(exc)) from exc
+            out.skipped.extend(unpacked.skipped)
+            _merge(out, _walk_folder_of(unpacked.folder))
         elif is_dicomdir(path):
             _merge(out, list_dicomdir(str(path)))
         else:
@@ -175,42 +171,3 @@ def _walk_folder(folder: Path, out: SourceFiles) -> None:
                 out.paths.append(full)
     except OSError as exc:
         out.skipped.append(SkippedFile(str(folder), f"cannot read folder: {exc}"))
-
-
-_extracted: list[str] = []
-
-
-def _remove_extracted() -> None:
-    for folder in _extracted:
-        shutil.rmtree(folder, ignore_errors=True)
-
-
-atexit.register(_remove_extracted)
-
-
-def extract_zip(path: Path) -> Path:
-    """Unpack a study zip into a private temporary folder (removed at exit).
-
-    Member names are sanitised (no absolute paths, no '..') and the unpacked size is capped, so a
-    hostile archive can neither write outside the folder nor fill the disk.
-    """
-    with zipfile.ZipFile(path) as archive:
-        members = [m for m in archive.infolist() if not m.is_dir()]
-        if len(members) > MAX_ZIP_MEMBERS:
-            raise SourceError(f"{path}: zip holds {len(members)} files, more than the {MAX_ZIP_MEMBERS} allowed")
-        total = sum(m.file_size for m in members)
-        if total > MAX_ZIP_UNPACKED_BYTES:
-            raise SourceError(f"{path}: zip would unpack to {total / 1024**3:.1f} GiB, more than the "
-                              f"{MAX_ZIP_UNPACKED_BYTES / 1024**3:.0f} GiB allowed")
-        target = Path(tempfile.mkdtemp(prefix="liverview-zip-"))
-        _extracted.append(str(target))
-        for member in members:
-            parts = [p for p in Path(member.filename.replace("\\", "/")).parts if p not in ("", ".", "..", "/")]
-            if not parts:
-                continue
-            dest = target.joinpath(*parts)
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            with archive.open(member) as src, open(dest, "wb") as dst:
-                shutil.copyfileobj(src, dst, length=1024 * 1024)
-    log.info("unpacked %s (%d files) into %s", path, len(members), target)
-    return target

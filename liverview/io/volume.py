@@ -3,17 +3,22 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from liverview.io.pixels import FrameDecodeError, FrameReader
+from liverview.io.headers import FrameRef
+from liverview.io.pixels import DecodedFrame, FrameDecodeError, FrameReader, decode_frame, needs_decoder
+from liverview.io.process_pool import map_in_order, worker_count
 from liverview.io.series import ScanResult, SeriesInfo, scan_paths, slice_normal
 from liverview.progress import Cancelled, Progress, ShouldStop
 from liverview.io.sources import SkippedFile
 
 log = logging.getLogger(__name__)
+
+#: Compressed series shorter than this are decoded here: starting workers would cost more.
+MIN_FRAMES_FOR_WORKERS = 16
 
 #: Called with (volume, z) after slice z has been read; the first call is the middle slice.
 OnSlice = Callable[["Volume", int], None]
@@ -42,6 +47,8 @@ class Volume:
     warnings: list[str] = field(default_factory=list)
     failed: list[SkippedFile] = field(default_factory=list)
     loaded: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
+    #: What a slice that is not (yet) read holds: air (-1024 HU) for CT, 0 otherwise.
+    fill_value: int = 0
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -112,7 +119,11 @@ class Volume:
 
 
 def allocate_volume(info: SeriesInfo) -> Volume:
-    """An empty (all air / minimum) volume with the geometry of `info`, ready to be filled slice by slice."""
+    """An empty volume with the geometry of `info`, ready to be filled slice by slice by `fill_volume`
+    (which sets the slices it has not read to `fill_value`, air for CT).
+
+    The array is zeroed lazily by the operating system: allocating even a 1,000-slice volume touches no
+    memory, so the middle slice is on screen before the rest of the volume is paged in."""
     orientation = info.orientation or (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
     positions = [f.position for f in info.frames]
     if any(p is None for p in positions):
@@ -120,7 +131,7 @@ def allocate_volume(info: SeriesInfo) -> Volume:
         positions = [tuple(i * info.slice_spacing_mm * normal) for i in range(info.n_images)]
     fill = -1024 if info.is_ct else 0
     return Volume(
-        array=np.full(info.shape, fill, dtype=np.int16),
+        array=np.zeros(info.shape, dtype=np.int16),
         spacing_mm=info.spacing_mm,
         positions_mm=np.asarray(positions, dtype=float),
         row_direction=tuple(float(v) for v in orientation[:3]),  # type: ignore[arg-type]
@@ -130,12 +141,15 @@ def allocate_volume(info: SeriesInfo) -> Volume:
         frame_numbers=[f.frame + 1 for f in info.frames],
         warnings=list(info.warnings),
         loaded=np.zeros(info.n_images, dtype=bool),
+        fill_value=fill,
     )
 
 
 def fill_volume(volume: Volume, progress: Progress | None = None, should_stop: ShouldStop | None = None,
                 on_slice: OnSlice | None = None) -> Volume:
-    """Read every slice of `volume.info` into `volume.array`, middle slice first.
+    """Read every slice of `volume.info` into `volume.array`, middle slice first; the others are set to
+    `volume.fill_value` right after it (so that the first slice is not kept waiting for the page-in of
+    the whole volume), then read.
 
     A slice that cannot be decoded stays at the fill value and is listed in `volume.failed`; the rest
     still load. Raises `Cancelled` when `should_stop()` becomes true.
@@ -146,18 +160,29 @@ def fill_volume(volume: Volume, progress: Progress | None = None, should_stop: S
     order = [middle] + [i for i in range(n) if i != middle]
     reader = FrameReader()
     clipped = 0
-    for done, z in enumerate(order):
-        if should_stop is not None and should_stop():
-            raise Cancelled()
-        try:
-            clipped += reader.read_into(frames[z], volume.array[z])
-            volume.loaded[z] = True
-        except FrameDecodeError as exc:
-            volume.failed.append(SkippedFile(frames[z].label, str(exc)))
-        if on_slice is not None and volume.loaded[z]:
-            on_slice(volume, z)
-        if progress is not None and (done % 8 == 0 or done == n - 1):
-            progress((done + 1) / n, f"Reading images {done + 1}/{n}")
+    decoded = _decoded_by_workers(frames, order[1:], should_stop)
+    try:
+        for done, z in enumerate(order):
+            if should_stop is not None and should_stop():
+                raise Cancelled()
+            try:
+                if done > 0 and decoded is not None:
+                    clipped += _take_decoded(next(decoded), frames[z], volume.array[z])
+                else:
+                    clipped += reader.read_into(frames[z], volume.array[z])
+                volume.loaded[z] = True
+            except FrameDecodeError as exc:
+                volume.array[z] = volume.fill_value
+                volume.failed.append(SkippedFile(frames[z].label, str(exc)))
+            if on_slice is not None and volume.loaded[z]:
+                on_slice(volume, z)
+            if done == 0:
+                _fill_unread(volume)
+            if progress is not None and (done % 8 == 0 or done == n - 1):
+                progress((done + 1) / n, f"Reading images {done + 1}/{n}")
+    except Cancelled:
+        _fill_unread(volume)
+        raise
     for note in dict.fromkeys(n for f in frames for n in f.header.notes):
         if note not in volume.warnings:
             volume.warnings.append(note)
@@ -166,6 +191,36 @@ def fill_volume(volume: Volume, progress: Progress | None = None, should_stop: S
     if volume.failed:
         volume.warnings.append(f"{len(volume.failed)} of {n} image(s) could not be decoded and are shown blank")
     return volume
+
+
+def _fill_unread(volume: Volume) -> None:
+    if volume.fill_value:
+        volume.array[~volume.loaded] = volume.fill_value
+
+
+def _decoded_by_workers(frames: list[FrameRef], order: list[int],
+                        should_stop: ShouldStop | None) -> Iterator[DecodedFrame] | None:
+    """Compressed frames in `order`, decoded by the worker processes; None when the series is read
+    here (uncompressed: a plain read is faster than a hand-over; or too few frames to pay for it).
+
+    The middle slice is always decoded here, so that it is on screen without waiting for workers.
+    Results are consumed in order and at most a few frames ahead: the memory beyond the volume stays
+    about 2.5 % of it, or one frame a worker."""
+    workers = worker_count()
+    if workers < 2 or len(order) < MIN_FRAMES_FOR_WORKERS or not all(needs_decoder(frames[z]) for z in order):
+        return None
+    ahead = max(workers, min(4 * workers, len(frames) // 40))
+    return map_in_order(decode_frame, (frames[z] for z in order), should_stop, ahead=ahead, what="loading")
+
+
+def _take_decoded(result: DecodedFrame, frame: FrameRef, out: np.ndarray) -> int:
+    for note in result.notes:
+        if note not in frame.header.notes:
+            frame.header.notes.append(note)
+    if result.values is None:
+        raise FrameDecodeError(result.error or "pixel data cannot be decoded")
+    out[...] = result.values
+    return result.clipped
 
 
 def read_slice(info: SeriesInfo, z: int) -> np.ndarray:

@@ -1,0 +1,130 @@
+"""The worker processes that scan headers and decode compressed frames on every core.
+
+Header parsing and JPEG 2000 / JPEG-LS decoding are CPU-bound Python (or hold the GIL between
+calls), so threads do not help; processes do. One pool serves the whole process and is created on
+first use. Callers hand it chunks of work in order and consume the results in the same order, so what
+they see - order, progress, cancellation, per-file errors - is what the sequential loop gave.
+"""
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, TypeVar
+
+from liverview.progress import ShouldStop, check_stop
+
+if TYPE_CHECKING:
+    import multiprocessing.context
+    from concurrent.futures import Future, ProcessPoolExecutor
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+#: `LIVERVIEW_WORKERS=1` turns the pool off (debugging, or a machine where processes cannot start).
+WORKERS_ENV = "LIVERVIEW_WORKERS"
+#: Workers yield the CPU to the window: painting the first slice must not wait behind decoding the rest.
+WORKER_NICENESS = 5
+
+_pool: ProcessPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def worker_count() -> int:
+    """Processes worth starting: the cores this process may run on (or `LIVERVIEW_WORKERS`)."""
+    override = os.environ.get(WORKERS_ENV)
+    if override:
+        return max(1, int(override))
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # macOS, Windows
+        return max(1, os.cpu_count() or 1)
+
+
+def _pool_executor() -> ProcessPoolExecutor:
+    # Imported on first use: a small folder or an uncompressed series never starts workers.
+    from concurrent.futures import ProcessPoolExecutor
+
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ProcessPoolExecutor(max_workers=worker_count(), mp_context=_context(),
+                                        initializer=_lower_priority)
+            atexit.register(shut_down)
+        return _pool
+
+
+def _context() -> multiprocessing.context.BaseContext:
+    """fork where it is safe - a single-threaded POSIX process (the command-line tools) starts workers
+    in milliseconds - else forkserver or spawn: forking a process that runs other threads (the GUI)
+    can copy a lock some other thread holds."""
+    import multiprocessing
+
+    methods = multiprocessing.get_all_start_methods()
+    if "fork" in methods and threading.active_count() == 1:
+        return multiprocessing.get_context("fork")
+    if "forkserver" in methods:
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(["liverview.io.headers", "liverview.io.pixels"])
+        return context
+    return multiprocessing.get_context("spawn")
+
+
+def _lower_priority() -> None:
+    if hasattr(os, "nice"):  # POSIX; Windows workers keep the normal priority
+        os.nice(WORKER_NICENESS)
+
+
+def shut_down() -> None:
+    """Stop the worker processes (at exit, or when a worker died)."""
+    global _pool
+    with _pool_lock:
+        if _pool is not None:
+            _pool.shutdown(wait=False, cancel_futures=True)
+            _pool = None
+
+
+def map_in_order(fn: Callable[[T], R], items: Iterable[T], should_stop: ShouldStop | None = None,
+                 ahead: int | None = None, what: str = "the job") -> Iterator[R]:
+    """`fn(item)` for every item, computed by the worker processes, yielded in the items' order.
+
+    At most `ahead` items are submitted beyond the one being yielded (bounding the memory of results
+    waiting to be consumed); `should_stop()` is checked before each result and raises `Cancelled`,
+    dropping what is still queued. A worker that dies (a decoder crash) raises
+    `concurrent.futures.process.BrokenProcessPool`; the pool is then recreated on next use.
+    """
+    pool = _pool_executor()
+    ahead = ahead or 2 * worker_count()
+    pending: list[Future] = []
+    iterator = iter(items)
+    exhausted = False
+    try:
+        while True:
+            while not exhausted and len(pending) < ahead:
+                try:
+                    pending.append(pool.submit(fn, next(iterator)))
+                except StopIteration:
+                    exhausted = True
+            if not pending:
+                return
+            check_stop(should_stop, what)
+            future = pending.pop(0)
+            yield future.result()
+    except BaseException:
+        for future in pending:
+            future.cancel()
+        if _is_broken(pool):
+            shut_down()
+        raise
+
+
+def _is_broken(pool: ProcessPoolExecutor) -> bool:
+    return bool(getattr(pool, "_broken", False))
+
+
+def chunks(items: list[T], size: int) -> list[list[T]]:
+    return [items[i:i + size] for i in range(0, len(items), size)]

@@ -1,0 +1,159 @@
+"""Scanning and compressed decoding on worker processes give exactly what the sequential loop gives:
+the same series, order, progress reports, per-file errors and Cancel (#18)."""
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+from pydicom.uid import RLELossless
+
+from liverview.io import series as series_module
+from liverview.io import volume as volume_module
+from liverview.io.series import scan_paths
+from liverview.io.process_pool import WORKER_NICENESS, map_in_order
+from liverview.io.sources import collect_files
+from liverview.io.volume import allocate_volume, fill_volume
+from liverview.progress import Cancelled
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def few_files_for_workers(monkeypatch) -> dict[str, int]:
+    """Workers for any folder, on two processes even on a one-core machine; counts the items handed
+    to them (so that a test cannot pass by never using them)."""
+    monkeypatch.setattr(series_module, "MIN_FILES_FOR_WORKERS", 8)
+    monkeypatch.setattr(series_module, "HEADER_CHUNK", 5)
+    monkeypatch.setattr(volume_module, "MIN_FRAMES_FOR_WORKERS", 4)
+    monkeypatch.setenv("LIVERVIEW_WORKERS", "2")
+    handed = {"items": 0}
+
+    def counting(fn, items, *args, **kwargs):
+        def count(items):
+            for item in items:
+                handed["items"] += 1
+                yield item
+        return map_in_order(fn, count(items), *args, **kwargs)
+
+    monkeypatch.setattr(series_module, "map_in_order", counting)
+    monkeypatch.setattr(volume_module, "map_in_order", counting)
+    return handed
+
+
+def _plain_scan(scan) -> object:
+    def frames(info):
+        return [(f.path, f.frame, f.position, f.sop_instance_uid) for f in info.frames]
+    return ([(s.key, s.n_images, s.warnings, frames(s)) for s in scan.series],
+            [dataclasses.astuple(s) for s in scan.skipped], scan.n_files)
+
+
+def _scan(paths, monkeypatch, workers: str):
+    monkeypatch.setenv("LIVERVIEW_WORKERS", workers)
+    reports: list[tuple[float, str]] = []
+    scan = scan_paths(paths, progress=lambda f, m: reports.append((f, m)))
+    return scan, reports
+
+
+def test_scan_on_workers_matches_the_sequential_scan(corpus_dir, crlm_dir, few_files_for_workers, monkeypatch):
+    paths = [corpus_dir, crlm_dir]
+    parallel, parallel_reports = _scan(paths, monkeypatch, "2")
+    candidates = len(collect_files(paths).paths)
+    assert few_files_for_workers["items"] == -(-candidates // 5)  # every chunk of 5 files
+    sequential, sequential_reports = _scan(paths, monkeypatch, "1")
+    assert _plain_scan(parallel) == _plain_scan(sequential)
+    assert parallel_reports == sequential_reports
+    assert len(parallel.series) > 10 and len(parallel.skipped) > 10
+
+
+def test_scan_on_workers_can_be_cancelled(crlm_dir, few_files_for_workers):
+    calls = {"n": 0}
+
+    def stop() -> bool:
+        calls["n"] += 1
+        return calls["n"] > 3
+
+    with pytest.raises(Cancelled):
+        scan_paths(crlm_dir, should_stop=stop)
+
+
+def test_partial_results_fill_as_the_scan_goes(crlm_dir, monkeypatch):
+    monkeypatch.setattr(series_module, "PARTIAL_EVERY_S", -1.0)  # after every file
+    partial: list[int] = []
+    scan = scan_paths(crlm_dir, on_partial=lambda result: partial.append(sum(s.n_images for s in result.series)))
+    assert partial == list(range(1, 41))  # one more image each time, the complete result last
+    assert scan.series[0].n_images == 41
+
+
+@pytest.fixture
+def rle_series(tmp_path, crlm_dir) -> Path:
+    """20 slices of the real CT, RLE lossless; slice 5 has its pixel data cut short."""
+    folder = tmp_path / "rle"
+    folder.mkdir()
+    for index, source in enumerate(sorted(crlm_dir.glob("*.dcm"))[10:30]):
+        ds = pydicom.dcmread(source)
+        ds.compress(RLELossless)
+        if index == 5:
+            ds.PixelData = ds.PixelData[:len(ds.PixelData) // 3] + b"\x00\x00"
+        ds.save_as(folder / source.name)
+    return folder
+
+
+def _load(folder: Path, monkeypatch, workers: str):
+    monkeypatch.setenv("LIVERVIEW_WORKERS", workers)
+    info = scan_paths(folder).series[0]
+    order: list[int] = []
+    reports: list[tuple[float, str]] = []
+    volume = fill_volume(allocate_volume(info), progress=lambda f, m: reports.append((f, m)),
+                         on_slice=lambda v, z: order.append(z))
+    return volume, order, reports
+
+
+def test_compressed_series_decoded_on_workers_matches_the_sequential_load(rle_series, few_files_for_workers,
+                                                                          monkeypatch):
+    parallel, parallel_order, parallel_reports = _load(rle_series, monkeypatch, "2")
+    assert few_files_for_workers["items"] == 4 + 19  # 4 chunks of headers, every frame but the middle one
+    sequential, sequential_order, sequential_reports = _load(rle_series, monkeypatch, "1")
+    assert np.array_equal(parallel.array, sequential.array)
+    assert parallel_order == sequential_order and parallel_order[0] == 10
+    assert parallel_reports == sequential_reports
+    assert parallel.failed == sequential.failed and len(parallel.failed) == 1
+    assert parallel.warnings == sequential.warnings
+    assert np.array_equal(parallel.loaded, sequential.loaded) and parallel.loaded.sum() == 19
+
+
+def test_compressed_load_on_workers_can_be_cancelled(rle_series, few_files_for_workers):
+    info = scan_paths(rle_series).series[0]
+    seen: list[int] = []
+    with pytest.raises(Cancelled):
+        fill_volume(allocate_volume(info), should_stop=lambda: len(seen) >= 3, on_slice=lambda v, z: seen.append(z))
+    assert len(seen) == 3
+
+
+def test_ordinary_folder_is_scanned_and_loaded_without_importing_pydicom(crlm_dir):
+    """pydicom takes about a tenth of a second to import; the lean path must not need it."""
+    code = ("import sys\n"
+            "from liverview.imaging import inspect_cli\n"
+            "from liverview.io import load_series, scan_paths\n"
+            f"volume = load_series(scan_paths({str(crlm_dir)!r}).series[0])\n"
+            "assert volume.loaded.all()\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('pydicom', 'PySide6', 'torch')))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "PYTHONPATH": str(REPO)}).stdout
+    assert out.strip() == "[]"
+
+
+def test_workers_run_below_the_window_priority(few_files_for_workers):
+    """Decoding the rest of a series must not take the CPU from the window painting its first slice."""
+    if not hasattr(os, "nice"):
+        pytest.skip("process priority is POSIX-only")
+    assert all(n >= os.nice(0) + WORKER_NICENESS for n in map_in_order(_niceness, range(4)))
+
+
+def _niceness(_: int) -> int:
+    return os.nice(0)
