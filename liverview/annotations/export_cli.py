@@ -88,7 +88,7 @@ def run(args: argparse.Namespace) -> list[Path]:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    setup_cli_logging(args.verbose)
+    remove_logging = setup_cli_logging(args.verbose)
     try:
         written = run(args)
     except (AnnotatedStudyError, ExportError, SegImportError, PseudonymKeyError, LookupError, Cancelled) as exc:
@@ -97,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         print(f"liverview-export: error: {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)
         return 1
+    finally:
+        remove_logging()
     for path in written:
         print(f"wrote {path}")
     if args.pseudonymize:

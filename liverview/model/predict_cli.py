@@ -202,7 +202,7 @@ def print_table(output: dict[str, Any]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    setup_cli_logging(args.verbose)
+    remove_logging = setup_cli_logging(args.verbose)
     try:
         output, status = run(args)
     except (AnnotatedStudyError, BundleError, SegImportError, LookupError, Cancelled) as exc:
@@ -211,6 +211,8 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         print(f"liverview-predict: error: {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)
         return 1
+    finally:
+        remove_logging()
     if args.json:
         json.dump(output, sys.stdout, indent=1)
         sys.stdout.write("\n")

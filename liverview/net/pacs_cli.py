@@ -18,6 +18,7 @@ import re
 import sys
 from pathlib import Path
 
+from liverview.log_setup import setup_cli_logging
 from liverview.net.cache import RetrieveCache
 from liverview.net.errors import PacsError, PartialRetrieve
 from liverview.net.node import DEFAULT_CALLING_AE, PacsNode, RetrieveMethod, parse_pacs_address
@@ -113,6 +114,7 @@ def run_send(node: PacsNode, args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    remove_logging = setup_cli_logging()
     try:
         node = parse_pacs_address(args.pacs, args.calling_aet)
         if args.command == "echo":
@@ -125,6 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     except (Cancelled, KeyboardInterrupt):
         print("liverview-pacs: cancelled; incomplete series were not kept", file=sys.stderr)
         return 130
+    finally:
+        remove_logging()
 
 
 if __name__ == "__main__":

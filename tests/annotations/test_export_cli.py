@@ -131,3 +131,13 @@ def test_no_patient_data_on_the_console_or_in_the_log(identified_dir, annotation
         assert "person name" in result.stderr  # the warning itself is kept, without the value
     log = (data / "logs" / "liverview-cli.log").read_text()
     assert "person name" in log and "Hepzibah" not in log
+
+
+def test_the_cli_leaves_logging_as_it_found_it(identified_dir, annotation_file, tmp_path):
+    """In-process callers (tests, the app's self-test) keep their logging: the CLI's handlers go at exit."""
+    import logging
+
+    before = list(logging.getLogger().handlers)
+    assert main([str(identified_dir), "--annotations", str(annotation_file), "--to", "csv", "--out",
+                 str(tmp_path / "out"), "--no-pseudonymize"]) == 0
+    assert logging.getLogger().handlers == before
