@@ -39,7 +39,7 @@ from machine import describe_machine  # noqa: E402 - benchmarks/ is not a packag
 from liverview.imaging.contrast_phase import ContrastPhase, detect_series_phases  # noqa: E402
 from liverview.io import scan_paths  # noqa: E402
 from liverview.synth.acquisition import simulate_acquisition, to_int16_hu  # noqa: E402
-from liverview.synth.dicom_writer import PatientInfo, make_series_identity, write_ct_series  # noqa: E402
+from liverview.synth.dicom_writer import PatientInfo, make_series_placement, write_ct_series  # noqa: E402
 from liverview.synth.phantom import make_abdomen_phantom  # noqa: E402
 from liverview.synth.phases import Phase  # noqa: E402
 from liverview.synth.simulator import SimulatorConfig  # noqa: E402
@@ -68,7 +68,7 @@ def write_patient(folder: Path, seed: int, setting: str, rng: np.random.Generato
         phantom = make_abdomen_phantom(shape, spacing, np.random.default_rng(seed), liver_hu=liver,
                                        blood_pool_hu=blood, phase=phase, top_s_mm=-20.0)
         simulate_acquisition(phantom.hu, spacing, rng, noise_sigma_hu=float(rng.uniform(*config.noise_sigma_hu)))
-        identity = make_series_identity(["bench-contrast-phase", str(seed), setting], INJECTION, number)
+        identity = make_series_placement(["bench-contrast-phase", str(seed), setting], INJECTION, number)
         if setting == "images+timing":
             identity = dataclasses.replace(identity, acquired=INJECTION + _dt.timedelta(seconds=PROTOCOL_S[phase]))
         description = DESCRIPTIONS[phase] if setting == "images+description" else ""

@@ -105,7 +105,7 @@ def _resample_series(volume, folder: Path, breathing_mm: tuple[float, float, flo
     import numpy as np
 
     from liverview.imaging.align import sample_trilinear
-    from liverview.synth.dicom_writer import PatientInfo, SeriesIdentity, write_ct_series
+    from liverview.synth.dicom_writer import PatientInfo, SeriesPlacement, write_ct_series
 
     lesion_z = float(volume.positions_mm[17][2])
     n = 16
@@ -119,7 +119,7 @@ def _resample_series(volume, folder: Path, breathing_mm: tuple[float, float, flo
                            np.full(xs.size, origin[2] + k * SLICE_MM)], axis=1) - np.asarray(breathing_mm)
         values = sample_trilinear(volume.array, volume.patient_to_index(points))
         out[k] = np.nan_to_num(values, nan=-1024).reshape(MATRIX, MATRIX).round().astype(np.int16)
-    identity = SeriesIdentity(volume.study_uid, "2.25.%d" % (abs(hash(str(breathing_mm))) % 10**30), frame_of_reference,
+    identity = SeriesPlacement(volume.study_uid, "2.25.%d" % (abs(hash(str(breathing_mm))) % 10**30), frame_of_reference,
                               datetime(2026, 12, 6, 10, 0), series_number=7)
     write_ct_series(out, (SLICE_MM, PIXEL_MM, PIXEL_MM), folder, PatientInfo(), description, identity,
                     origin_mm_xyz=tuple(origin))

@@ -53,7 +53,7 @@ class ExportIdentity:
 def volume_patient_identity(volume: Volume) -> str:
     """The value the pseudonym is computed from; the same rule as `deid.patient_identity` for datasets."""
     info = volume.info
-    for value in (info.patient_id, info.patient_name, info.study_uid):
+    for value in (info.identity.patient_id, info.identity.patient_name, info.study_uid):
         if value and str(value).strip():
             return str(value).strip()
     return "unknown"
@@ -64,7 +64,7 @@ def export_identity(volume: Volume, pseudonymize: bool = True,
     """The identity block for exports of `volume`; loads (or creates) the user key when needed."""
     info = volume.info
     if not pseudonymize:
-        return ExportIdentity(False, info.patient_id, info.patient_name, info.patient_birth_date,
+        return ExportIdentity(False, info.identity.patient_id, info.identity.patient_name, info.identity.patient_birth_date,
                               info.study_uid, info.series_uid, lambda reader: reader, lambda uid: uid)
     p = pseudonymizer or Pseudonymizer.from_user_key()
     return ExportIdentity(True, p.patient_pseudonym(volume_patient_identity(volume)), None, None,

@@ -767,7 +767,7 @@ class MainWindow(QMainWindow):
         self._open_annotations(volume)
         self.stack.setCurrentWidget(self.viewer)
         info = volume.info
-        patient = info.patient_name.replace("^", " ").strip() or "(no name)"
+        patient = info.identity.patient_name.replace("^", " ").strip() or "(no name)"
         self.setWindowTitle(f"liverview — {patient} — {info.describe()}")
         self._show_open_series_phase()
         self._refresh_timer.start()

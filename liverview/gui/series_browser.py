@@ -29,7 +29,7 @@ def grey_to_pixmap(image: np.ndarray) -> QPixmap:
 
 
 def series_label(info: SeriesInfo, phase: PhaseDecision | None = None) -> str:
-    number = f"#{info.series_number} " if info.series_number is not None else ""
+    number = f"#{info.identity.series_number} " if info.identity.series_number is not None else ""
     spacing = f"{info.slice_spacing_mm:.3g} mm" if info.n_images > 1 else "single image"
     flag = "  ⚠" if info.warnings else ""
     text = (f"{number}{info.modality or '?'}  {info.describe()}{flag}\n"
@@ -119,8 +119,8 @@ class SeriesBrowser(QWidget):
         for info in scan.series:
             study = studies.get(info.study_uid)
             if study is None:
-                patient = info.patient_name.replace("^", " ").strip() or "(no name)"
-                study = QTreeWidgetItem([f"{patient}  {info.patient_id}\n{info.study_date}  {info.study_description}".strip()])
+                patient = info.identity.patient_name.replace("^", " ").strip() or "(no name)"
+                study = QTreeWidgetItem([f"{patient}  {info.identity.patient_id}\n{info.identity.study_date}  {info.identity.study_description}".strip()])
                 study.setFlags(Qt.ItemIsEnabled)
                 studies[info.study_uid] = study
                 self.tree.addTopLevelItem(study)

@@ -198,7 +198,7 @@ class Viewer(QWidget):
         if self.volume is None:
             return
         info = self.volume.info
-        patient = info.patient_name.replace("^", " ").strip() or "(no name)"
+        patient = info.identity.patient_name.replace("^", " ").strip() or "(no name)"
         wl = f"W {self.window_width:.0f}  L {self.window_center:.0f}  {self.preset_name}"
         thickness = f"{info.slice_thickness_mm:g} mm" if info.slice_thickness_mm else "n/a"
         for view in self.views:
@@ -206,7 +206,7 @@ class Viewer(QWidget):
             position = self.volume.index_to_patient(*self.cursor)
             axis_mm = float(np.dot(position, np.cross(view.axes.right, view.axes.down)))
             view.set_overlay(
-                tl=f"{patient}\n{info.patient_id}\n{info.study_date}",
+                tl=f"{patient}\n{info.identity.patient_id}\n{info.identity.study_date}",
                 tr=f"{info.modality} {info.describe()}\n{wl}",
                 bl=f"{view.title}  {view.slice_index + 1}/{n}\nPos {axis_mm:.1f} mm",
                 br=f"Thk {thickness}\nSp {self.volume.spacing_mm[view.axes.slice_axis]:.2f} mm" if view is self.views[0] else "",

@@ -396,7 +396,7 @@ def decide_contrast_phase(info: SeriesInfo, enhancement: Enhancement | None) -> 
     after the arterial peak, and portal-venous (the routine phase) when nothing names another.
     `decide_study_phases` then orders a study's enhanced series in time."""
     header = info.frames[0].header
-    text_phase, text_reason = phase_from_text(info.series_description)
+    text_phase, text_reason = phase_from_text(info.identity.series_description)
     delay = delay_after_bolus_s(header.contrast_start_time, header.acquisition_time)
     delay_phase = phase_from_delay(delay)
     if text_phase is None and delay_phase is not None:

@@ -66,13 +66,11 @@ class FrameRef:
         return self.path if self.header.number_of_frames == 1 else f"{self.path} (frame {self.frame + 1})"
 
 
-@dataclass(eq=False)
-class FileHeader:
-    """What one file says about itself. Tag numbers are given where the meaning is not obvious."""
+@dataclass(frozen=True)
+class SeriesIdentity:
+    """Who and what a series is — patient, study, series, frame of reference — as every file of it
+    says, and as the series (`SeriesInfo`) and exports carry it on."""
 
-    path: str
-    transfer_syntax: str
-    sop_class_uid: str
     study_uid: str
     series_uid: str
     frame_of_reference_uid: str
@@ -86,6 +84,16 @@ class FileHeader:
     study_description: str
     series_description: str
     series_number: int | None
+
+
+@dataclass(eq=False)
+class FileHeader:
+    """What one file says about itself. Tag numbers are given where the meaning is not obvious."""
+
+    path: str
+    transfer_syntax: str
+    sop_class_uid: str
+    identity: SeriesIdentity
     rows: int
     columns: int
     samples_per_pixel: int
@@ -227,19 +235,21 @@ def describe_fields(fields: HeaderFields, path: str) -> FileHeader:
         path=path,
         transfer_syntax=transfer_syntax,
         sop_class_uid=sop_class,
-        study_uid=fields.text("StudyInstanceUID") or "unknown-study",
-        series_uid=fields.text("SeriesInstanceUID") or f"unknown-series:{os.path.dirname(path)}",
-        frame_of_reference_uid=fields.text("FrameOfReferenceUID"),
-        modality=fields.text("Modality").upper(),
-        patient_name=fields.text("PatientName"),
-        patient_id=fields.text("PatientID"),
-        patient_birth_date=fields.text("PatientBirthDate"),
-        patient_sex=fields.text("PatientSex"),
-        study_date=fields.text("StudyDate"),
-        study_time=fields.text("StudyTime"),
-        study_description=fields.text("StudyDescription"),
-        series_description=fields.text("SeriesDescription"),
-        series_number=fields.integer("SeriesNumber"),
+        identity=SeriesIdentity(
+            study_uid=fields.text("StudyInstanceUID") or "unknown-study",
+            series_uid=fields.text("SeriesInstanceUID") or f"unknown-series:{os.path.dirname(path)}",
+            frame_of_reference_uid=fields.text("FrameOfReferenceUID"),
+            modality=fields.text("Modality").upper(),
+            patient_name=fields.text("PatientName"),
+            patient_id=fields.text("PatientID"),
+            patient_birth_date=fields.text("PatientBirthDate"),
+            patient_sex=fields.text("PatientSex"),
+            study_date=fields.text("StudyDate"),
+            study_time=fields.text("StudyTime"),
+            study_description=fields.text("StudyDescription"),
+            series_description=fields.text("SeriesDescription"),
+            series_number=fields.integer("SeriesNumber"),
+        ),
         rows=rows,
         columns=columns,
         samples_per_pixel=spp,

@@ -171,7 +171,7 @@ def _padding_mask(stored: np.ndarray, header: FileHeader) -> np.ndarray | None:
 
 def _padding_fill(values: np.ndarray, pad: np.ndarray, header: FileHeader) -> int:
     """Air for CT; the lowest real value for other modalities."""
-    if header.modality == "CT":
+    if header.identity.modality == "CT":
         return CT_PADDING_HU
     return int(values[~pad].min()) if (~pad).any() else 0
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from liverview.progress import Cancelled, Progress, ShouldStop
-from liverview.io.headers import FileHeader, FrameRef, read_header, read_headers
+from liverview.io.headers import FileHeader, FrameRef, SeriesIdentity, read_header, read_headers
 from liverview.io.process_pool import chunks, map_in_order, worker_count
 from liverview.io.hu import HUStatus, UnitDecision, interpret_rescale_type
 from liverview.io.sources import SkippedFile, collect_files
@@ -35,19 +35,7 @@ class SeriesInfo:
     """One displayable stack of images with consistent geometry (z sorted along the slice normal)."""
 
     key: str
-    study_uid: str
-    series_uid: str
-    frame_of_reference_uid: str
-    modality: str
-    patient_name: str
-    patient_id: str
-    patient_birth_date: str
-    patient_sex: str
-    study_date: str
-    study_time: str
-    study_description: str
-    series_description: str
-    series_number: int | None
+    identity: SeriesIdentity
     rows: int
     columns: int
     frames: list[FrameRef]
@@ -59,6 +47,22 @@ class SeriesInfo:
     slice_thickness_mm: float | None
     window: tuple[float, float] | None
     warnings: list[str] = field(default_factory=list)
+
+    @property
+    def study_uid(self) -> str:
+        return self.identity.study_uid
+
+    @property
+    def series_uid(self) -> str:
+        return self.identity.series_uid
+
+    @property
+    def frame_of_reference_uid(self) -> str:
+        return self.identity.frame_of_reference_uid
+
+    @property
+    def modality(self) -> str:
+        return self.identity.modality
 
     @property
     def n_images(self) -> int:
@@ -97,7 +101,8 @@ class SeriesInfo:
         return list(dict.fromkeys(f.path for f in self.frames))
 
     def describe(self) -> str:
-        return self.series_description or f"{self.modality or 'unknown'} series {self.series_number or ''}".strip()
+        identity = self.identity
+        return identity.series_description or f"{self.modality or 'unknown'} series {identity.series_number or ''}".strip()
 
 
 @dataclass
@@ -173,7 +178,7 @@ def group_series(headers: Sequence[FileHeader]) -> tuple[list[SeriesInfo], list[
     by_series: dict[tuple[str, str], list[FrameRef]] = defaultdict(list)
     for header in headers:
         for frame in header.frames:
-            by_series[(header.study_uid, header.series_uid)].append(frame)
+            by_series[(header.identity.study_uid, header.identity.series_uid)].append(frame)
     result: list[SeriesInfo] = []
     left_out: list[SkippedFile] = []
     for (_, series_uid), frames in by_series.items():
@@ -189,8 +194,9 @@ def group_series(headers: Sequence[FileHeader]) -> tuple[list[SeriesInfo], list[
                     info.warnings.insert(0, f"split from its series: {len(stack)} {info.plane} image(s) with a "
                                             "different orientation, size or pixel spacing than the rest")
                 result.append(info)
-    result.sort(key=lambda s: (s.patient_name, s.study_date, s.study_uid,
-                               s.series_number if s.series_number is not None else 1 << 30, -s.n_images, s.key))
+    result.sort(key=lambda s: (s.identity.patient_name, s.identity.study_date, s.study_uid,
+                               s.identity.series_number if s.identity.series_number is not None else 1 << 30,
+                               -s.n_images, s.key))
     return result, left_out
 
 
@@ -270,26 +276,15 @@ def _make_series(key: str, frames: list[FrameRef]) -> SeriesInfo:
         warnings.append(note)
     if first.samples_per_pixel > 1 or first.photometric.startswith(("PALETTE", "RGB", "YBR")):
         warnings.append(f"colour image ({first.photometric}) shown in greyscale")
-    units = interpret_rescale_type(first.modality, first.sop_class_uid, first.rescale_type)
-    if first.modality and first.modality != "CT":
-        warnings.append(f"not CT ({first.modality}): values are not Hounsfield units")
+    modality = first.identity.modality
+    units = interpret_rescale_type(modality, first.sop_class_uid, first.rescale_type)
+    if modality and modality != "CT":
+        warnings.append(f"not CT ({modality}): values are not Hounsfield units")
     elif units.status is not HUStatus.HU:
         warnings.append(units.reason)
     return SeriesInfo(
         key=key,
-        study_uid=first.study_uid,
-        series_uid=first.series_uid,
-        frame_of_reference_uid=first.frame_of_reference_uid,
-        modality=first.modality,
-        patient_name=first.patient_name,
-        patient_id=first.patient_id,
-        patient_birth_date=first.patient_birth_date,
-        patient_sex=first.patient_sex,
-        study_date=first.study_date,
-        study_time=first.study_time,
-        study_description=first.study_description,
-        series_description=first.series_description,
-        series_number=first.series_number,
+        identity=first.identity,
         rows=first.rows,
         columns=first.columns,
         frames=ordered,

@@ -11,8 +11,8 @@ from __future__ import annotations
 from liverview.synth.acquisition import simulate_acquisition, to_int16_hu
 from liverview.synth.dicom_writer import (
     PatientInfo,
-    SeriesIdentity,
-    make_series_identity,
+    SeriesPlacement,
+    make_series_placement,
     write_ct_series,
 )
 from liverview.synth.lesions import (
@@ -48,13 +48,13 @@ __all__ = [
     "LesionSpec",
     "PatientInfo",
     "Phantom",
-    "SeriesIdentity",
+    "SeriesPlacement",
     "build_demo_volume",
     "insert_lesion",
     "lesion_footprint",
     "make_abdomen_phantom",
     "make_ground_truth",
-    "make_series_identity",
+    "make_series_placement",
     "place_lesions",
     "sample_lesion_spec",
     "simulate_acquisition",

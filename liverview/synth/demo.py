@@ -28,8 +28,8 @@ from liverview.atomic_write import write_json_atomic
 from liverview.synth.acquisition import simulate_acquisition, to_int16_hu
 from liverview.synth.dicom_writer import (
     PatientInfo,
-    SeriesIdentity,
-    make_series_identity,
+    SeriesPlacement,
+    make_series_placement,
     write_ct_series,
 )
 from liverview.synth.lesions import (
@@ -155,7 +155,7 @@ def write_demo_study(
     out_dir.mkdir(parents=True, exist_ok=True)
 
     volume = build_demo_volume(seed, shape_zyx, scale_progress(progress, 0.0, 0.6), should_stop)
-    identity = make_series_identity(
+    identity = make_series_placement(
         ["liverview-demo", GENERATOR_VERSION, str(seed), "x".join(map(str, shape_zyx))],
         DEMO_STUDY_DATETIME,
     )
@@ -199,7 +199,7 @@ def write_demo_study(
 def make_ground_truth(
     lesions: Sequence[LesionSpec],
     lesion_masks: Sequence[np.ndarray],
-    identity: SeriesIdentity,
+    identity: SeriesPlacement,
     sop_instance_uids: Sequence[str],
 ) -> dict[str, Any]:
     """liverview annotation document (format version 1) with one polygon ROI per lesion slice.

@@ -59,7 +59,7 @@ class PatientInfo:
 
 
 @dataclass(frozen=True)
-class SeriesIdentity:
+class SeriesPlacement:
     """The UIDs and dates that place a series in a study and a frame of reference."""
 
     study_instance_uid: str
@@ -76,11 +76,11 @@ class SeriesIdentity:
         return generate_uid(entropy_srcs=[self.series_instance_uid, "sop", str(index)])
 
 
-def make_series_identity(
+def make_series_placement(
     entropy_srcs: Sequence[str],
     study_datetime: datetime,
     series_number: int = 1,
-) -> SeriesIdentity:
+) -> SeriesPlacement:
     """Derive study, series and frame-of-reference UIDs deterministically from ``entropy_srcs``.
 
     The same sources always give the same UIDs; include everything that makes the content
@@ -88,7 +88,7 @@ def make_series_identity(
     """
     sources = [str(s) for s in entropy_srcs]
     study = generate_uid(entropy_srcs=[*sources, "study"])
-    return SeriesIdentity(
+    return SeriesPlacement(
         study_instance_uid=study,
         series_instance_uid=generate_uid(entropy_srcs=[*sources, "series", str(series_number)]),
         frame_of_reference_uid=generate_uid(entropy_srcs=[*sources, "frame-of-reference"]),
@@ -103,7 +103,7 @@ def write_ct_series(
     out_dir: Path,
     patient: PatientInfo,
     series_description: str,
-    identity: SeriesIdentity,
+    identity: SeriesPlacement,
     *,
     study_description: str = "CT ABDOMEN WITH IV CONTRAST",
     contrast_agent: str = "Iohexol 350 mgI/ml",
@@ -162,7 +162,7 @@ def _slice_dataset(
     position_mm: tuple[float, float, float],
     spacing_mm_zyx: tuple[float, float, float],
     patient: PatientInfo,
-    identity: SeriesIdentity,
+    identity: SeriesPlacement,
     series_description: str,
     study_description: str,
     contrast_agent: str,

@@ -57,12 +57,12 @@ from liverview.annotations.measurements import lesion_mask
 from liverview.atomic_write import write_json_atomic
 from liverview.imaging.measure import polygon_mask
 from liverview.imaging.outline import mask_to_polygons
-from liverview.io.headers import FileHeader, FrameRef
+from liverview.io.headers import FileHeader, FrameRef, SeriesIdentity
 from liverview.io.series import SeriesInfo
 from liverview.io.volume import Volume
 from liverview.paths import user_data_dir
 from liverview.synth.acquisition import simulate_acquisition, to_int16_hu
-from liverview.synth.dicom_writer import make_series_identity
+from liverview.synth.dicom_writer import make_series_placement
 from liverview.synth.lesions import (
     Enhancement,
     LesionSpec,
@@ -674,7 +674,7 @@ def simulate_patient(
         check_stop(should_stop)
         others[phase] = _render_phase(phase, index, seed, anatomy_seq, (shape, spacing, centre_xy, top_s),
                                       (liver_hu, blood_hu), lesions, config)
-    identity = make_series_identity([GENERATOR, GENERATOR_VERSION, "phantom", str(seed)], STUDY_DATETIME)
+    identity = make_series_placement([GENERATOR, GENERATOR_VERSION, "phantom", str(seed)], STUDY_DATETIME)
     acquisition = {
         "spacing_mm_zyx": [dz, pixel, pixel],
         "shape_zyx": list(shape),
@@ -944,13 +944,15 @@ def _synthetic_series_info(patient: SimulatedPatient, image: PhaseImage | None =
     phase = Phase.PORTAL_VENOUS.value if image is None else image.phase
     number = 1 + (0 if image is None else 1 + [p for p in patient.phases].index(image.phase))
     series_uid = patient.series_uid if image is None else generate_uid(entropy_srcs=[patient.series_uid, phase])
+    identity = SeriesIdentity(
+        study_uid=patient.study_uid, series_uid=series_uid, frame_of_reference_uid=patient.frame_of_reference_uid,
+        modality="CT", patient_name="", patient_id=patient.patient_id, patient_birth_date="", patient_sex="",
+        study_date="", study_time="", study_description="simulated liver lesions",
+        series_description=f"{GENERATOR} phantom (synthetic)" if image is None else f"{GENERATOR} phantom, {phase} (synthetic)",
+        series_number=number)
     header = FileHeader(
-        path="", transfer_syntax=ExplicitVRLittleEndian, sop_class_uid=CTImageStorage,
-        study_uid=patient.study_uid, series_uid=series_uid,
-        frame_of_reference_uid=patient.frame_of_reference_uid, modality="CT", patient_name="",
-        patient_id=patient.patient_id, patient_birth_date="", patient_sex="", study_date="", study_time="",
-        study_description="simulated liver lesions", series_description=f"{GENERATOR} phantom (synthetic)" if image is None else f"{GENERATOR} phantom, {phase} (synthetic)",
-        series_number=number, rows=ny, columns=nx, samples_per_pixel=1, photometric="MONOCHROME2",
+        path="", transfer_syntax=ExplicitVRLittleEndian, sop_class_uid=CTImageStorage, identity=identity,
+        rows=ny, columns=nx, samples_per_pixel=1, photometric="MONOCHROME2",
         bits_allocated=16, bits_stored=16, pixel_representation=1, number_of_frames=1,
         slice_thickness_mm=dz, window=(60.0, 150.0), padding=None, rescale_type="HU", has_modality_lut=False,
         contrast_agent="", contrast_start_time="", acquisition_time="", pixel_offset=None, pixel_nbytes=None,
@@ -969,12 +971,9 @@ def _synthetic_series_info(patient: SimulatedPatient, image: PhaseImage | None =
     ]
     header.frames = frames
     info = SeriesInfo(
-        key=series_uid, study_uid=patient.study_uid, series_uid=series_uid,
-        frame_of_reference_uid=patient.frame_of_reference_uid, modality="CT", patient_name="",
-        patient_id=patient.patient_id, patient_birth_date="", patient_sex="", study_date="", study_time="",
-        study_description=header.study_description, series_description=header.series_description,
-        series_number=number, rows=ny, columns=nx, frames=frames, orientation=(1.0, 0.0, 0.0, 0.0, 1.0, 0.0),
-        pixel_spacing_mm=(dy, dx), slice_spacing_mm=dz, slice_thickness_mm=dz, window=(60.0, 150.0),
+        key=series_uid, identity=identity, rows=ny, columns=nx, frames=frames,
+        orientation=(1.0, 0.0, 0.0, 0.0, 1.0, 0.0), pixel_spacing_mm=(dy, dx), slice_spacing_mm=dz,
+        slice_thickness_mm=dz, window=(60.0, 150.0),
     )
     return info, sop_uids, positions
 
@@ -1000,10 +999,11 @@ def patient_volume(patient: SimulatedPatient, phase: str | None = None) -> Volum
             loaded=np.ones(len(sop_uids), dtype=bool),
         )
     source = patient.template
-    info = dataclasses.replace(
-        source.info, key=patient.series_uid, series_uid=patient.series_uid,
-        series_description=f"{source.info.series_description} + simulated lesions".strip(),
+    identity = dataclasses.replace(
+        source.info.identity, series_uid=patient.series_uid,
+        series_description=f"{source.info.identity.series_description} + simulated lesions".strip(),
     )
+    info = dataclasses.replace(source.info, key=patient.series_uid, identity=identity)
     sop_uids = [generate_uid(entropy_srcs=[patient.series_uid, "sop", str(k)]) for k in range(source.shape[0])]
     return dataclasses.replace(source, array=patient.hu, info=info, sop_instance_uids=sop_uids,
                                warnings=[], failed=[], loaded=np.ones(source.shape[0], dtype=bool))

@@ -314,7 +314,7 @@ def test_a_training_dataset_exported_from_the_window_holds_the_studys_other_phas
 
     open_and_wait(qtbot, window, pacs_export)
     qtbot.waitUntil(lambda: bool(window.phases), timeout=30000)
-    venous = next(s for s in window.scan.series if s.series_description == "CT CH/AB/PEL" and s.plane == "axial")
+    venous = next(s for s in window.scan.series if s.identity.series_description == "CT CH/AB/PEL" and s.plane == "axial")
     if window.volume.info.key != venous.key:
         before = window.store
         window.open_series(venous)

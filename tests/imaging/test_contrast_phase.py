@@ -58,7 +58,7 @@ def test_the_later_of_two_enhanced_series_of_a_study_is_delayed(pacs_export):
         ds.save_as(path)
     infos = [s for s in scan_paths(pacs_export).series if s.plane == "axial"]
     phases = detect_series_phases(infos)
-    by_desc = {info.series_description: phases[info.key] for info in infos}
+    by_desc = {info.identity.series_description: phases[info.key] for info in infos}
     assert by_desc["CT CH/AB/PEL"].phase is ContrastPhase.PORTAL_VENOUS
     assert by_desc["CT ABD"].phase is ContrastPhase.DELAYED
     assert by_desc["CT ABD"].decided_by is DecidedBy.IMAGES_AND_ORDER and "180 s after" in by_desc["CT ABD"].summary

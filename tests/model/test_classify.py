@@ -170,7 +170,8 @@ def test_a_non_ct_series_is_refused(tiny_bundle, demo):
 
     volume, document = demo
     loaded = load_bundle(tiny_bundle)
-    mr = dataclasses.replace(volume, info=dataclasses.replace(volume.info, modality="MR"))
+    mr_identity = dataclasses.replace(volume.info.identity, modality="MR")
+    mr = dataclasses.replace(volume, info=dataclasses.replace(volume.info, identity=mr_identity))
     assert not mr.is_hu
     with pytest.raises(ClassificationError, match="Hounsfield units; this series is not: modality MR, expected CT"):
         classify_lesion(loaded, mr, document.lesions[0])

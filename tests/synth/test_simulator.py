@@ -281,9 +281,9 @@ def test_real_series_dataset_keeps_one_pseudonymous_patient(real_ct, tmp_path: P
     assert summary.per_class == dict.fromkeys(CLASSES, 2)
     records = read_lesion_lines(out / "lesions.jsonl")
     text = (out / "lesions.jsonl").read_text() + (out / "dataset.json").read_text()
-    assert volume.info.patient_id not in text and volume.series_uid not in text and volume.study_uid not in text
+    assert volume.info.identity.patient_id not in text and volume.series_uid not in text and volume.study_uid not in text
     assert len({r["patient"] for r in records}) == 1 and records[0]["patient"] == sim.SimulatorPseudonymizer(
-        TEST_KEY).patient_pseudonym(volume.info.patient_id)
+        TEST_KEY).patient_pseudonym(volume.info.identity.patient_id)
     assert len({r["series_uid"] for r in records}) == summary.n_patients >= 2
     for record in records:
         assert record["source_shape"] == list(volume.shape) and record["reader"] == "simulator"
