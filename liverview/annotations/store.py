@@ -14,6 +14,7 @@ import enum
 from dataclasses import dataclass
 from pathlib import Path
 
+from liverview.processes import pid_alive
 from liverview.annotations.document import (AIResult, Adjudication, AnnotationDocument, AnnotationFormatError,
                                             Lesion, PhaseCorrection, Roi)
 from liverview.atomic_write import write_text_atomic
@@ -360,12 +361,4 @@ def _lock_alive(lock: Path) -> bool:
         pid = int(lock.read_text().strip())
     except (OSError, ValueError):
         return False
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return pid == os.getpid() or pid_alive(pid)

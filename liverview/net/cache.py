@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from liverview.processes import pid_alive
 from liverview.net.errors import CacheError
 
 log = logging.getLogger(__name__)
@@ -32,16 +33,6 @@ def safe_uid(uid: str) -> str:
     if not _UID.match(uid) or uid.strip(".") != uid:
         raise CacheError(f"The PACS sent an invalid UID ({uid[:70]!r}); the image cannot be stored.")
     return uid
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _folder_bytes(folder: Path) -> int:
@@ -70,7 +61,7 @@ class RetrieveCache:
         for folder in (self.root / "staging").iterdir():
             parts = folder.name.split(".")
             pid = int(parts[-2]) if len(parts) >= 3 and parts[-2].isdigit() else None
-            if pid is None or not _pid_alive(pid):
+            if pid is None or not pid_alive(pid):
                 shutil.rmtree(folder, ignore_errors=True)
                 removed += 1
         return removed
