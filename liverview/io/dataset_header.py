@@ -257,21 +257,8 @@ def _str(ds: Dataset, keyword: str) -> str:
         return ""
 
 
-def _int(ds: Dataset, keyword: str) -> int | None:
-    try:
-        value = ds.get(keyword)
-        if value in (None, ""):
-            return None
-        if isinstance(value, pydicom.multival.MultiValue):
-            value = value[0]
-        return int(float(value))
-    except (TypeError, ValueError, OverflowError):
-        return None
-    except Exception:  # noqa: BLE001 - e.g. pydicom's own conversion errors on malformed IS
-        return None
-
-
 def _float(ds: Dataset, keyword: str) -> float | None:
+    """The (first) value of a numeric element as a finite float; None when absent or malformed."""
     try:
         value = ds.get(keyword)
         if value in (None, ""):
@@ -280,8 +267,13 @@ def _float(ds: Dataset, keyword: str) -> float | None:
             value = value[0]
         result = float(value)
         return result if math.isfinite(result) else None
-    except Exception:  # noqa: BLE001
+    except Exception:  # noqa: BLE001 - e.g. pydicom's own conversion errors on malformed IS/DS
         return None
+
+
+def _int(ds: Dataset, keyword: str) -> int | None:
+    value = _float(ds, keyword)
+    return None if value is None else int(value)
 
 
 def _floats(ds: Dataset | None, keyword: str, n: int) -> tuple[float, ...] | None:
