@@ -44,12 +44,21 @@ class Roi:
     sop_instance_uid: str = ""
     id: str = field(default_factory=lambda: new_id("r"))
     _points_file: list[list[float]] | None = field(default=None, init=False, repr=False, compare=False)
+    _points_digest: str | None = field(default=None, init=False, repr=False, compare=False)
 
     def __setattr__(self, name: str, value: Any) -> None:
         if name == "points_xy":
             value = [(round(float(x), POINT_DECIMALS), round(float(y), POINT_DECIMALS)) for x, y in value]
             object.__setattr__(self, "_points_file", None)
+            object.__setattr__(self, "_points_digest", None)
         object.__setattr__(self, name, value)
+
+    def points_digest(self) -> str:
+        """A digest of the points, kept until they are replaced (the lesion table and the Model panel
+        ask for it on every refresh, and brush outlines hold thousands of points)."""
+        if self._points_digest is None:
+            self._points_digest = hashlib.sha1(repr(self.points_xy).encode()).hexdigest()
+        return self._points_digest
 
     def to_dict(self) -> dict[str, Any]:
         """The file form; its point lists are shared with the cache, so callers must not modify them."""
@@ -171,7 +180,7 @@ class Lesion:
         outlines alone (measurements, heatmaps, model answers) is stamped or cached under it."""
         digest = hashlib.sha1()
         for roi in sorted(self.rois, key=lambda r: (r.slice_index, r.id)):
-            digest.update(f"{roi.slice_index}:{roi.to_dict()['points_xy']};".encode())
+            digest.update(f"{roi.slice_index}:{roi.points_digest()};".encode())
         return digest.hexdigest()[:16]
 
     def current_ai(self) -> AIResult | None:
