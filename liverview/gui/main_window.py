@@ -91,7 +91,7 @@ def scan_with_thumbnails(paths: list[str], progress, should_stop, report) -> Sca
             image = read_slice(info, info.n_images // 2)
         except FrameDecodeError:
             continue
-        report((info.key, make_thumbnail(image, info.is_ct, invert=info.frames[0].header.photometric == "MONOCHROME1")))
+        report((info.key, make_thumbnail(image, info.is_ct, invert=info.image.photometric == "MONOCHROME1")))
     if not should_stop():
         report(detect_series_phases(scan.series, should_stop=should_stop))
     return scan

@@ -395,9 +395,8 @@ def decide_contrast_phase(info: SeriesInfo, enhancement: Enhancement | None) -> 
     """One series on its own: the images where they are clear, the DICOM text for an enhanced series
     after the arterial peak, and portal-venous (the routine phase) when nothing names another.
     `decide_study_phases` then orders a study's enhanced series in time."""
-    header = info.frames[0].header
     text_phase, text_reason = phase_from_text(info.identity.series_description)
-    delay = delay_after_bolus_s(header.contrast_start_time, header.acquisition_time)
+    delay = delay_after_bolus_s(info.image.contrast_start_time, info.image.acquisition_time)
     delay_phase = phase_from_delay(delay)
     if text_phase is None and delay_phase is not None:
         text_phase, text_reason = delay_phase, f"{delay:.0f} s after the bolus start (0018,1042)"
@@ -436,7 +435,7 @@ def decide_study_phases(series: Sequence[tuple[SeriesInfo, PhaseDecision]]) -> l
     out = [decision for _, decision in series]
     groups: dict[tuple[str, str], list[tuple[float, int]]] = {}
     for index, (info, decision) in enumerate(series):
-        when = _seconds(info.frames[0].header.acquisition_time)
+        when = _seconds(info.image.acquisition_time)
         if decision.decided_by is DecidedBy.IMAGES and decision.phase is ContrastPhase.PORTAL_VENOUS and when is not None:
             groups.setdefault((info.study_uid, info.frame_of_reference_uid), []).append((when, index))
     for members in groups.values():

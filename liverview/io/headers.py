@@ -46,7 +46,9 @@ _NON_IMAGE_CLASSES = {
 class FrameRef:
     """One 2-D image: a single-frame file, or one frame of a multi-frame file."""
 
-    header: FileHeader
+    #: The file the image comes from; None for an image that only ever lived in memory
+    #: (`Volume.from_array`).
+    header: FileHeader | None
     frame: int
     sop_instance_uid: str
     position: tuple[float, float, float] | None
@@ -58,11 +60,13 @@ class FrameRef:
 
     @property
     def path(self) -> str:
-        return self.header.path
+        return self.header.path if self.header is not None else ""
 
     @property
     def label(self) -> str:
         """The file, plus the frame number for multi-frame files: how the user is told which image."""
+        if self.header is None:
+            return f"image {self.frame + 1} (in memory)"
         return self.path if self.header.number_of_frames == 1 else f"{self.path} (frame {self.frame + 1})"
 
 
@@ -84,6 +88,22 @@ class SeriesIdentity:
     study_description: str
     series_description: str
     series_number: int | None
+
+
+@dataclass(frozen=True)
+class ImageFacts:
+    """What a series' first image says about all of them that is not geometry: how its values are to
+    be read and when it was acquired relative to the contrast bolus."""
+
+    sop_class_uid: str
+    #: (0028,1054) Rescale Type as written (vendors' free text; `liverview.io.hu` interprets it).
+    rescale_type: str
+    photometric: str
+    #: (0018,0010) Contrast/Bolus Agent and (0018,1042) Contrast/Bolus Start Time, "" when absent.
+    contrast_agent: str = ""
+    contrast_start_time: str = ""
+    #: (0008,0032) Acquisition Time, else (0008,0031) Series Time.
+    acquisition_time: str = ""
 
 
 @dataclass(eq=False)
@@ -119,6 +139,10 @@ class FileHeader:
     pixel_nbytes: int | None
     frames: list[FrameRef] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+
+    def image_facts(self) -> ImageFacts:
+        return ImageFacts(self.sop_class_uid, self.rescale_type, self.photometric, self.contrast_agent,
+                          self.contrast_start_time, self.acquisition_time)
 
     @property
     def frame_nbytes(self) -> int:

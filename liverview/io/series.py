@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from liverview.progress import Cancelled, Progress, ShouldStop
-from liverview.io.headers import FileHeader, FrameRef, SeriesIdentity, read_header, read_headers
+from liverview.io.headers import FileHeader, FrameRef, ImageFacts, SeriesIdentity, read_header, read_headers
 from liverview.io.process_pool import chunks, map_in_order, worker_count
 from liverview.io.hu import HUStatus, UnitDecision, interpret_rescale_type
 from liverview.io.sources import SkippedFile, collect_files
@@ -36,6 +36,7 @@ class SeriesInfo:
 
     key: str
     identity: SeriesIdentity
+    image: ImageFacts
     rows: int
     columns: int
     frames: list[FrameRef]
@@ -89,8 +90,7 @@ class SeriesInfo:
     @property
     def units(self) -> UnitDecision:
         """Whether the values are Hounsfield units, and why (`liverview.io.hu`)."""
-        first = self.frames[0].header
-        return interpret_rescale_type(self.modality, first.sop_class_uid, first.rescale_type)
+        return interpret_rescale_type(self.modality, self.image.sop_class_uid, self.image.rescale_type)
 
     @property
     def plane(self) -> str:
@@ -285,6 +285,7 @@ def _make_series(key: str, frames: list[FrameRef]) -> SeriesInfo:
     return SeriesInfo(
         key=key,
         identity=first.identity,
+        image=first.image_facts(),
         rows=first.rows,
         columns=first.columns,
         frames=ordered,

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from liverview.io.headers import FrameRef
+from liverview.io.headers import FrameRef, ImageFacts, SeriesIdentity
 from liverview.io.pixels import DecodedFrame, FrameDecodeError, FrameReader, decode_frame, needs_decoder
 from liverview.io.process_pool import map_in_order, worker_count
 from liverview.io.series import ScanResult, SeriesInfo, scan_paths, slice_normal
@@ -16,6 +16,9 @@ from liverview.progress import Cancelled, Progress, ShouldStop
 from liverview.io.sources import SkippedFile
 
 log = logging.getLogger(__name__)
+
+#: (0008,0016) of CT Image Storage: what an in-memory CT volume's images would be stored as.
+CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 
 #: Compressed series shorter than this are decoded here: starting workers would cost more.
 MIN_FRAMES_FOR_WORKERS = 16
@@ -49,6 +52,36 @@ class Volume:
     loaded: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
     #: What a slice that is not (yet) read holds: air (-1024 HU) for CT, 0 otherwise.
     fill_value: int = 0
+
+    @classmethod
+    def from_array(cls, array: np.ndarray, spacing_mm: Sequence[float], identity: SeriesIdentity, *,
+                   origin_mm: Sequence[float] = (0.0, 0.0, 0.0),
+                   row_direction: tuple[float, float, float] = (1.0, 0.0, 0.0),
+                   column_direction: tuple[float, float, float] = (0.0, 1.0, 0.0),
+                   image: ImageFacts | None = None, window: tuple[float, float] | None = None) -> Volume:
+        """A volume that never was a file (a simulation, a resampling): `array` int16 (z, y, x) with
+        `spacing_mm` (z, y, x), slice 0 at `origin_mm` (LPS) and the slices stacked along the normal.
+        A CT in HU unless `image` says otherwise. Each slice gets a SOP Instance UID derived from the
+        series UID, so the same volume is the same images every time; no file header is made up."""
+        from pydicom.uid import generate_uid  # pydicom stays out of loading ordinary series
+
+        nz, ny, nx = array.shape
+        dz, dy, dx = (float(v) for v in spacing_mm)
+        normal = np.cross(row_direction, column_direction)
+        positions = np.asarray(origin_mm, dtype=float) + np.arange(nz)[:, None] * dz * normal
+        sop_uids = [generate_uid(entropy_srcs=[identity.series_uid, "sop", str(k)]) for k in range(nz)]
+        orientation = (*row_direction, *column_direction)
+        frames = [FrameRef(header=None, frame=0, sop_instance_uid=sop_uids[k], position=tuple(positions[k]),
+                           orientation=orientation, pixel_spacing=(dy, dx), rescale=(1.0, 0.0), instance_number=k + 1,
+                           temporal_key="") for k in range(nz)]
+        image = image or ImageFacts(sop_class_uid=CT_IMAGE_STORAGE if identity.modality == "CT" else "",
+                                    rescale_type="HU" if identity.modality == "CT" else "", photometric="MONOCHROME2")
+        info = SeriesInfo(key=identity.series_uid, identity=identity, image=image, rows=ny, columns=nx, frames=frames,
+                          orientation=orientation, pixel_spacing_mm=(dy, dx), slice_spacing_mm=dz,
+                          slice_thickness_mm=dz, window=window)
+        return cls(array=array, spacing_mm=(dz, dy, dx), positions_mm=positions, row_direction=row_direction,
+                   column_direction=column_direction, info=info, sop_instance_uids=sop_uids, frame_numbers=[1] * nz,
+                   loaded=np.ones(nz, dtype=bool))
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -86,7 +119,7 @@ class Volume:
     @property
     def invert_display(self) -> bool:
         """MONOCHROME1: the lowest value is shown white."""
-        return self.info.frames[0].header.photometric == "MONOCHROME1"
+        return self.info.image.photometric == "MONOCHROME1"
 
     def value_range(self) -> tuple[int, int]:
         """Min and max over the slices that loaded."""

@@ -43,7 +43,7 @@ from typing import Any
 
 import cv2
 import numpy as np
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import generate_uid
 
 from liverview import __version__
 from liverview.annotations.deid import KEY_FILE_NAME, Pseudonymizer, load_or_create_key
@@ -57,8 +57,7 @@ from liverview.annotations.measurements import lesion_mask
 from liverview.atomic_write import write_json_atomic
 from liverview.imaging.measure import polygon_mask
 from liverview.imaging.outline import mask_to_polygons
-from liverview.io.headers import FileHeader, FrameRef, SeriesIdentity
-from liverview.io.series import SeriesInfo
+from liverview.io.headers import SeriesIdentity
 from liverview.io.volume import Volume
 from liverview.paths import user_data_dir
 from liverview.synth.acquisition import simulate_acquisition, to_int16_hu
@@ -936,77 +935,39 @@ def _load_numpy_mask(path: Path) -> np.ndarray:
 # The app's types: Volume + AnnotationDocument
 
 
-def _synthetic_series_info(patient: SimulatedPatient, image: PhaseImage | None = None,
-                           ) -> tuple[SeriesInfo, list[str], np.ndarray]:
-    hu, spacing = (patient.hu, patient.spacing_mm_zyx) if image is None else (image.hu, image.spacing_mm_zyx)
-    nz, ny, nx = hu.shape
-    dz, dy, dx = spacing
+def _phase_identity(patient: SimulatedPatient, image: PhaseImage | None) -> SeriesIdentity:
     phase = Phase.PORTAL_VENOUS.value if image is None else image.phase
-    number = 1 + (0 if image is None else 1 + [p for p in patient.phases].index(image.phase))
+    number = 1 + (0 if image is None else 1 + list(patient.phases).index(image.phase))
     series_uid = patient.series_uid if image is None else generate_uid(entropy_srcs=[patient.series_uid, phase])
-    identity = SeriesIdentity(
+    description = f"{GENERATOR} phantom (synthetic)" if image is None else f"{GENERATOR} phantom, {phase} (synthetic)"
+    return SeriesIdentity(
         study_uid=patient.study_uid, series_uid=series_uid, frame_of_reference_uid=patient.frame_of_reference_uid,
         modality="CT", patient_name="", patient_id=patient.patient_id, patient_birth_date="", patient_sex="",
-        study_date="", study_time="", study_description="simulated liver lesions",
-        series_description=f"{GENERATOR} phantom (synthetic)" if image is None else f"{GENERATOR} phantom, {phase} (synthetic)",
+        study_date="", study_time="", study_description="simulated liver lesions", series_description=description,
         series_number=number)
-    header = FileHeader(
-        path="", transfer_syntax=ExplicitVRLittleEndian, sop_class_uid=CTImageStorage, identity=identity,
-        rows=ny, columns=nx, samples_per_pixel=1, photometric="MONOCHROME2",
-        bits_allocated=16, bits_stored=16, pixel_representation=1, number_of_frames=1,
-        slice_thickness_mm=dz, window=(60.0, 150.0), padding=None, rescale_type="HU", has_modality_lut=False,
-        contrast_agent="", contrast_start_time="", acquisition_time="", pixel_offset=None, pixel_nbytes=None,
-    )
-    origin = np.array([-(nx - 1) / 2.0 * dx, -(ny - 1) / 2.0 * dy, 0.0])
-    if image is not None:
-        # Slice 0 sits z_offset above the key series' slice 0; the anatomy moved by the breathing shift.
-        origin = origin + [0.0, 0.0, image.z_offset_mm] + np.asarray(image.shift_mm[::-1])
-    positions = np.array([origin + [0.0, 0.0, k * dz] for k in range(nz)])
-    sop_uids = [generate_uid(entropy_srcs=[series_uid, "sop", str(k)]) for k in range(nz)]
-    frames = [
-        FrameRef(header=header, frame=0, sop_instance_uid=sop_uids[k], position=tuple(positions[k]),
-                 orientation=(1.0, 0.0, 0.0, 0.0, 1.0, 0.0), pixel_spacing=(dy, dx), rescale=(1.0, 0.0),
-                 instance_number=k + 1, temporal_key="")
-        for k in range(nz)
-    ]
-    header.frames = frames
-    info = SeriesInfo(
-        key=series_uid, identity=identity, rows=ny, columns=nx, frames=frames,
-        orientation=(1.0, 0.0, 0.0, 0.0, 1.0, 0.0), pixel_spacing_mm=(dy, dx), slice_spacing_mm=dz,
-        slice_thickness_mm=dz, window=(60.0, 150.0),
-    )
-    return info, sop_uids, positions
 
 
 def patient_volume(patient: SimulatedPatient, phase: str | None = None) -> Volume:
     """The patient as the app's :class:`Volume` (int16 HU, its own Series and SOP UIDs); with `phase`
     one of its other phases, as another series of the same study and Frame of Reference."""
-    if phase is not None and phase != Phase.PORTAL_VENOUS.value:
-        image = patient.phases[phase]
-        info, sop_uids, positions = _synthetic_series_info(patient, image)
-        return Volume(
-            array=image.hu, spacing_mm=image.spacing_mm_zyx, positions_mm=positions,
-            row_direction=(1.0, 0.0, 0.0), column_direction=(0.0, 1.0, 0.0), info=info,
-            sop_instance_uids=sop_uids, frame_numbers=[1] * len(sop_uids),
-            loaded=np.ones(len(sop_uids), dtype=bool),
+    if patient.template is not None and (phase is None or phase == Phase.PORTAL_VENOUS.value):
+        source = patient.template
+        identity = dataclasses.replace(
+            source.info.identity, series_uid=patient.series_uid,
+            series_description=f"{source.info.identity.series_description} + simulated lesions".strip(),
         )
-    if patient.template is None:
-        info, sop_uids, positions = _synthetic_series_info(patient)
-        return Volume(
-            array=patient.hu, spacing_mm=patient.spacing_mm_zyx, positions_mm=positions,
-            row_direction=(1.0, 0.0, 0.0), column_direction=(0.0, 1.0, 0.0), info=info,
-            sop_instance_uids=sop_uids, frame_numbers=[1] * len(sop_uids),
-            loaded=np.ones(len(sop_uids), dtype=bool),
-        )
-    source = patient.template
-    identity = dataclasses.replace(
-        source.info.identity, series_uid=patient.series_uid,
-        series_description=f"{source.info.identity.series_description} + simulated lesions".strip(),
-    )
-    info = dataclasses.replace(source.info, key=patient.series_uid, identity=identity)
-    sop_uids = [generate_uid(entropy_srcs=[patient.series_uid, "sop", str(k)]) for k in range(source.shape[0])]
-    return dataclasses.replace(source, array=patient.hu, info=info, sop_instance_uids=sop_uids,
-                               warnings=[], failed=[], loaded=np.ones(source.shape[0], dtype=bool))
+        info = dataclasses.replace(source.info, key=patient.series_uid, identity=identity)
+        sop_uids = [generate_uid(entropy_srcs=[patient.series_uid, "sop", str(k)]) for k in range(source.shape[0])]
+        return dataclasses.replace(source, array=patient.hu, info=info, sop_instance_uids=sop_uids,
+                                   warnings=[], failed=[], loaded=np.ones(source.shape[0], dtype=bool))
+    image = patient.phases[phase] if phase is not None and phase != Phase.PORTAL_VENOUS.value else None
+    hu, spacing = (patient.hu, patient.spacing_mm_zyx) if image is None else (image.hu, image.spacing_mm_zyx)
+    _, ny, nx = hu.shape
+    origin = np.array([-(nx - 1) / 2.0 * spacing[2], -(ny - 1) / 2.0 * spacing[1], 0.0])
+    if image is not None:
+        # Slice 0 sits z_offset above the key series' slice 0; the anatomy moved by the breathing shift.
+        origin = origin + [0.0, 0.0, image.z_offset_mm] + np.asarray(image.shift_mm[::-1])
+    return Volume.from_array(hu, spacing, _phase_identity(patient, image), origin_mm=origin, window=(60.0, 150.0))
 
 
 def patient_document(patient: SimulatedPatient, volume: Volume | None = None) -> AnnotationDocument:
