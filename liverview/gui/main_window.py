@@ -201,8 +201,9 @@ class MainWindow(QMainWindow):
         self.classification = ClassificationController(self, self, self.session)
         self.classification.add_actions(self.file_menu, self.help_menu)
         self.tabifyDockWidget(self.lesion_dock, self.classification.dock)
-        # PACS (#17): File → Query PACS…, Send to PACS…; a retrieved study opens like a folder.
+        # SEGs that come with a study (its folder, or a PACS retrieve) are offered as lesions.
         self.seg_offers = SegOffer(self, lambda: self.volume, self.import_seg, self.register_task)
+        # PACS (#17): File → Query PACS…, Send to PACS…; a retrieved study opens like a folder.
         self.pacs = PacsController(self, self)
         self.pacs.add_actions(self.file_menu)
         self.lesion_dock.raise_()
