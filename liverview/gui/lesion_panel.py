@@ -14,11 +14,14 @@ from liverview.annotations.labels import CodedConcept, Confidence, LabelDef, Lab
 from liverview.annotations.measurements import LesionMeasurement, format_measurement, measure_lesion
 from liverview.io.volume import Volume
 
-COLUMNS = ("Lesion", "Label", "Long mm", "Short mm", "Area mm²", "Volume mL", "Mean", "SD", "Min", "Max",
+COLUMNS = ("Lesion", "Label", "Long", "Short", "Area", "Volume mL", "Mean", "SD", "Min", "Max",
            "Slices", "Confidence", "Reader", "Model")
+#: The units of the short headers, shown as their tooltips.
+UNITS = {"Long": "longest diameter, mm (RECIST)", "Short": "perpendicular diameter, mm", "Area": "largest outline, mm²",
+         "Mean": "mean value (HU for CT)", "SD": "standard deviation", "Min": "minimum", "Max": "maximum"}
 #: Shown at first; the others are a right-click on the header away, and the selected lesion's
 #: details pane lists them all (the table fits the panel without scrolling sideways).
-DEFAULT_COLUMNS = ("Lesion", "Label", "Long mm", "Short mm", "Mean", "Model")
+DEFAULT_COLUMNS = ("Lesion", "Label", "Long", "Short", "Area", "Mean", "Model")
 
 
 def swatch(color: tuple[int, int, int]) -> QIcon:
@@ -151,6 +154,8 @@ class LesionPanel(QWidget):
         header.customContextMenuRequested.connect(self._choose_columns)
         for column, name in enumerate(COLUMNS):
             self.table.setColumnHidden(column, name not in DEFAULT_COLUMNS)
+            if name in UNITS:
+                self.table.horizontalHeaderItem(column).setToolTip(UNITS[name])
         # The label column takes what the others leave (elided if need be): nothing scrolls sideways.
         header.setSectionResizeMode(COLUMNS.index("Label"), QHeaderView.Stretch)
         header.setSortIndicator(0, Qt.AscendingOrder)
@@ -240,7 +245,7 @@ class LesionPanel(QWidget):
         self.table.resizeColumnsToContents()
         header = self.table.horizontalHeader()
         for column, name in enumerate(COLUMNS):  # room for the header's text and its sort arrow too
-            wanted = header.fontMetrics().horizontalAdvance(name) + 28
+            wanted = header.fontMetrics().horizontalAdvance(name) + 20
             self.table.setColumnWidth(column, max(self.table.columnWidth(column), wanted))
         self.table.horizontalScrollBar().setValue(0)
         self.table.setUpdatesEnabled(True)

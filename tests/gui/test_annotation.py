@@ -85,7 +85,7 @@ def test_ellipse_label_copy_to_next_slice_and_undo(qtbot, window):
     table = window.lesion_panel.table
     assert table.rowCount() == 1
     headers = [table.horizontalHeaderItem(c).text() for c in range(table.columnCount())]
-    long_mm = float(table.item(0, headers.index("Long mm")).text())
+    long_mm = float(table.item(0, headers.index("Long")).text())
     assert long_mm == pytest.approx(30 * window.volume.spacing_mm[2], rel=0.05)
     # Next slice, copy the outline (C), then the lesion spans two slices and has a volume.
     qtbot.keyClick(window, Qt.Key_Down)
@@ -291,7 +291,7 @@ def test_lesion_table_and_csv_give_the_same_numbers(qtbot, window, tmp_path):
         pass
     row = next(csv.DictReader(next((tmp_path / "out").glob("*.csv")).open()))
     assert row["lesion_id"] == lesion.id
-    pairs = {"Max": "max_hu", "Min": "min_hu", "Mean": "mean_hu", "Long mm": "long_axis_mm", "Volume mL": "volume_ml"}
+    pairs = {"Max": "max_hu", "Min": "min_hu", "Mean": "mean_hu", "Long": "long_axis_mm", "Volume mL": "volume_ml"}
     for header, column in pairs.items():
         matching = [h for h in headers if h.startswith(header)]
         assert matching, headers
