@@ -16,7 +16,7 @@ import zipfile
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO
 
 from liverview.io.skipped import SkippedFile
 from liverview.io.sniff import NOT_DICOM_REASON, PREFIX_BYTES, prefix_looks_like_dicom
@@ -102,7 +102,7 @@ def _unpack_members(path: Path, target: Path, should_stop: ShouldStop | None) ->
     return result
 
 
-def _unpack_member(src: BinaryIO, dest: Path, shown: str, allowed: int, skipped: list[SkippedFile]) -> int:
+def _unpack_member(src: IO[bytes], dest: Path, shown: str, allowed: int, skipped: list[SkippedFile]) -> int:
     """Inflate one member into `dest` unless its first bytes say it is not DICOM; returns the bytes
     inflated. Raises `ZipRefused` as soon as more than `allowed` bytes have come out."""
     prefix = src.read(PREFIX_BYTES)

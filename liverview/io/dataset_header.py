@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 import math
 import warnings
-from typing import BinaryIO
+from typing import Any, BinaryIO, cast
 
 import pydicom
 from pydicom.dataset import Dataset
@@ -91,7 +91,8 @@ def _read_until_pixels(raw: BinaryIO, force: bool) -> Dataset:
         last = tag
         return False
 
-    return pydicom.filereader.read_partial(BoundedReader(raw), header_ends, defer_size=4096, force=force)
+    bounded = cast(BinaryIO, BoundedReader(raw))  # a binary file as far as pydicom is concerned
+    return pydicom.filereader.read_partial(bounded, header_ends, defer_size=4096, force=force)
 
 
 class DatasetFields:
@@ -142,7 +143,8 @@ class DatasetFields:
         offset = length = None
         if raw is not None and not undefined_length and getattr(raw, "value", b"x") is None:
             # Deferred (not yet read) data: we know exactly where it lies and how long it is.
-            offset, length = raw.value_tell, raw.length
+            deferred = cast(Any, raw)  # a DataElement whose value pydicom left on disk
+            offset, length = deferred.value_tell, deferred.length
         elif raw is not None and not undefined_length and getattr(raw, "value", None) is not None:
             length = len(raw.value)
         return PixelElement(pixel_tag, undefined_length, offset, length)

@@ -51,12 +51,20 @@ class FrameRef:
     header: FileHeader | None
     frame: int
     sop_instance_uid: str
-    position: tuple[float, float, float] | None
-    orientation: tuple[float, float, float, float, float, float] | None
-    pixel_spacing: tuple[float, float] | None
+    #: (0020,0032), (0020,0037) and (0028,0030) as the file gives them (3, 6 and 2 values).
+    position: tuple[float, ...] | None
+    orientation: tuple[float, ...] | None
+    pixel_spacing: tuple[float, ...] | None
     rescale: tuple[float, float]
     instance_number: int | None
     temporal_key: str
+
+    @property
+    def file(self) -> FileHeader:
+        """The header of the file to read this image from; an image that lives in memory has none."""
+        if self.header is None:
+            raise ValueError(f"image {self.sop_instance_uid} lives in memory only: there is no file to read")
+        return self.header
 
     @property
     def path(self) -> str:

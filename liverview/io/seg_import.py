@@ -160,7 +160,7 @@ def _functional(ds: Dataset, per_frame: Dataset, keyword: str) -> Dataset | None
 
 def _frame_refs(per_frame: Dataset) -> list[tuple[str, int | None]]:
     """(Referenced SOP Instance UID, Referenced Frame Number or None) of one frame's source images."""
-    refs = []
+    refs: list[tuple[str, int | None]] = []
     for derivation in per_frame.get("DerivationImageSequence", []):
         for source in derivation.get("SourceImageSequence", []):
             uid = str(source.get("ReferencedSOPInstanceUID", ""))
@@ -421,7 +421,7 @@ def _place_by_position(ds: Dataset, per_frame: list[Dataset], frame_segments: li
 
 def _frame_step(coords: np.ndarray, segments: list[int]) -> float | None:
     """The distance between neighbouring frames of one segment: the SEG's slice spacing."""
-    gaps = []
+    gaps: list[float] = []
     for number in set(segments):
         values = np.unique(np.round([c for c, s in zip(coords, segments) if s == number], 3))
         gaps.extend(np.diff(values))

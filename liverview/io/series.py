@@ -201,7 +201,7 @@ def group_series(headers: Sequence[FileHeader]) -> tuple[list[SeriesInfo], list[
 
 
 def _geometry_key(frame: FrameRef) -> tuple:
-    h = frame.header
+    h = frame.file
     orientation = tuple(round(v, 2) for v in frame.orientation) if frame.orientation else None
     spacing = tuple(round(v, 3) for v in frame.pixel_spacing) if frame.pixel_spacing else None
     return (h.rows, h.columns, h.samples_per_pixel, orientation, spacing)
@@ -227,7 +227,7 @@ def _split_by_time(frames: list[FrameRef]) -> tuple[list[tuple[list[FrameRef], l
     if len(by_time) > 1 and all(len({_position_key(f) for f in g}) == len(g) for g in by_time.values()):
         return [(group, [f"one of {len(by_time)} phases/echoes sharing this series (key {key or 'none'})"])
                 for key, group in sorted(by_time.items())], []
-    kept: dict[tuple, FrameRef] = {}
+    kept: dict[tuple[float, ...] | None, FrameRef] = {}
     dropped: list[SkippedFile] = []
     for frame, pos in zip(frames, positions):
         if pos in kept:
@@ -239,7 +239,7 @@ def _split_by_time(frames: list[FrameRef]) -> tuple[list[tuple[list[FrameRef], l
     return [(list(kept.values()), notes)], dropped
 
 
-def _position_key(frame: FrameRef) -> tuple[float, float, float] | None:
+def _position_key(frame: FrameRef) -> tuple[float, ...] | None:
     return tuple(round(v, 2) for v in frame.position) if frame.position else None
 
 
@@ -263,7 +263,7 @@ def plane_name(orientation: Sequence[float] | None) -> str:
 
 
 def _make_series(key: str, frames: list[FrameRef]) -> SeriesInfo:
-    first = frames[0].header
+    first = frames[0].file
     warnings: list[str] = []
     orientation = frames[0].orientation
     spacing_xy = frames[0].pixel_spacing
@@ -272,7 +272,7 @@ def _make_series(key: str, frames: list[FrameRef]) -> SeriesInfo:
         spacing_xy = (1.0, 1.0)
     ordered, slice_spacing, order_notes = _order_frames(frames, orientation, first.slice_thickness_mm)
     warnings.extend(order_notes)
-    for note in dict.fromkeys(n for f in ordered for n in f.header.notes):
+    for note in dict.fromkeys(n for f in ordered for n in f.file.notes):
         warnings.append(note)
     if first.samples_per_pixel > 1 or first.photometric.startswith(("PALETTE", "RGB", "YBR")):
         warnings.append(f"colour image ({first.photometric}) shown in greyscale")
@@ -311,7 +311,7 @@ def _order_frames(frames: list[FrameRef], orientation: Sequence[float] | None,
                      f"assumed {fallback_spacing:g} mm")
         return ordered, fallback_spacing, notes
     normal = slice_normal(orientation)
-    distance = {id(f): float(np.dot(f.position, normal)) for f in frames}
+    distance = {id(f): float(np.dot(np.asarray(f.position, dtype=float), normal)) for f in frames}
     ordered = sorted(frames, key=lambda f: (distance[id(f)], f.path, f.frame))
     z = np.array([distance[id(f)] for f in ordered])
     gaps = np.diff(z)

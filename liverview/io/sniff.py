@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import io
 import warnings
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 if TYPE_CHECKING:
     from pydicom.dataset import Dataset
@@ -94,7 +94,7 @@ class BoundedReader(io.RawIOBase):
     Seeks are free (deferred values are skipped by seeking), so the bound is on work, not file size.
     """
 
-    def __init__(self, raw: io.BufferedReader, limit: int | None = None) -> None:
+    def __init__(self, raw: BinaryIO, limit: int | None = None) -> None:
         super().__init__()
         self._raw = raw
         self._limit = MAX_HEADER_BYTES if limit is None else limit
@@ -117,7 +117,7 @@ class BoundedReader(io.RawIOBase):
                                  "hostile file)")
         return data
 
-    def readinto(self, buffer) -> int:  # type: ignore[override]
+    def readinto(self, buffer) -> int:
         data = self.read(len(memoryview(buffer)))
         memoryview(buffer).cast("B")[:len(data)] = data
         return len(data)

@@ -69,7 +69,7 @@ class Volume:
         dz, dy, dx = (float(v) for v in spacing_mm)
         normal = np.cross(row_direction, column_direction)
         positions = np.asarray(origin_mm, dtype=float) + np.arange(nz)[:, None] * dz * normal
-        sop_uids = [generate_uid(entropy_srcs=[identity.series_uid, "sop", str(k)]) for k in range(nz)]
+        sop_uids = [str(generate_uid(entropy_srcs=[identity.series_uid, "sop", str(k)])) for k in range(nz)]
         orientation = (*row_direction, *column_direction)
         frames = [FrameRef(header=None, frame=0, sop_instance_uid=sop_uids[k], position=tuple(positions[k]),
                            orientation=orientation, pixel_spacing=(dy, dx), rescale=(1.0, 0.0), instance_number=k + 1,
@@ -85,7 +85,7 @@ class Volume:
 
     @property
     def shape(self) -> tuple[int, int, int]:
-        return tuple(self.array.shape)  # type: ignore[return-value]
+        return tuple(self.array.shape)
 
     @property
     def origin_mm(self) -> tuple[float, float, float]:
@@ -216,7 +216,7 @@ def fill_volume(volume: Volume, progress: Progress | None = None, should_stop: S
     except Cancelled:
         _fill_unread(volume)
         raise
-    for note in dict.fromkeys(n for f in frames for n in f.header.notes):
+    for note in dict.fromkeys(n for f in frames for n in f.file.notes):
         if note not in volume.warnings:
             volume.warnings.append(note)
     if clipped:
@@ -248,8 +248,8 @@ def _decoded_by_workers(frames: list[FrameRef], order: list[int],
 
 def _take_decoded(result: DecodedFrame, frame: FrameRef, out: np.ndarray) -> int:
     for note in result.notes:
-        if note not in frame.header.notes:
-            frame.header.notes.append(note)
+        if note not in frame.file.notes:
+            frame.file.notes.append(note)
     if result.values is None:
         raise FrameDecodeError(result.error or "pixel data cannot be decoded")
     out[...] = result.values

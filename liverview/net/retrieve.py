@@ -220,7 +220,11 @@ def get_series(node: PacsNode, series: SeriesMatch, staging: Path, on_image: Cal
     roles = [build_role(cx.abstract_syntax, scp_role=True) for cx in contexts]
     watch = AssociationWatch()
     cancel = _CancelOnStop(should_stop)
-    receiver = _Receiver(series, staging, lambda n: (on_image(n), cancel.poll()), check_series=False)
+    def report(n: int) -> None:
+        on_image(n)
+        cancel.poll()
+
+    receiver = _Receiver(series, staging, report, check_series=False)
     with open_association(node, [build_context(GET_MODEL), *contexts], ext_neg=roles, watch=watch,
                           handlers=[(evt.EVT_C_STORE, receiver.handle)]) as assoc:
         context_id = next(cx.context_id for cx in assoc.accepted_contexts if cx.abstract_syntax == GET_MODEL)
@@ -263,8 +267,12 @@ def move_series(node: PacsNode, series: SeriesMatch, staging: Path, on_image: Ca
     """C-MOVE one series to liverview's own storage SCP (`destination`); returns the number of images."""
     watch = AssociationWatch()
     cancel = _CancelOnStop(should_stop)
-    receiver = _Receiver(series, staging, lambda n: (on_image(n), watch.mark_activity(), cancel.poll()),
-                         check_series=True)
+    def report(n: int) -> None:
+        on_image(n)
+        watch.mark_activity()
+        cancel.poll()
+
+    receiver = _Receiver(series, staging, report, check_series=True)
     destination.receiver = receiver
     try:
         with open_association(node, [build_context(MOVE_MODEL)], watch=watch) as assoc:
