@@ -13,10 +13,13 @@ import logging
 import re
 import sys
 from collections.abc import Callable
+from typing import TypeVar
 from logging.handlers import RotatingFileHandler
 from pathlib import Path
 
 from liverview.paths import user_data_dir
+
+T = TypeVar("T")
 
 _QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"|“[^”]*”")
 WITHHELD = "'…'"
@@ -83,4 +86,26 @@ def setup_cli_logging(verbose: bool = False, log_file: Path | None = None) -> Ca
     return remove
 
 
-__all__ = ["ConsoleFormatter", "WithholdQuoted", "cli_log_path", "setup_cli_logging", "withhold_quoted"]
+class CliFailed(Exception):
+    """A command-line job failed with a reason that was already printed; its exit status is 1."""
+
+
+def run_cli_job(prog: str, verbose: bool, job: Callable[[], T], expected: tuple[type[BaseException], ...]) -> T:
+    """`job()` with the CLI's logging in place (removed afterwards). A failure the user can act on
+    (`expected`, or a file that cannot be read or written) is printed as one line,
+    "PROG: error: reason", and raised as `CliFailed`."""
+    remove_logging = setup_cli_logging(verbose)
+    try:
+        return job()
+    except expected as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        raise CliFailed(str(exc)) from exc
+    except OSError as exc:
+        print(f"{prog}: error: {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)
+        raise CliFailed(str(exc)) from exc
+    finally:
+        remove_logging()
+
+
+__all__ = ["CliFailed", "ConsoleFormatter", "WithholdQuoted", "cli_log_path", "run_cli_job", "setup_cli_logging",
+           "withhold_quoted"]

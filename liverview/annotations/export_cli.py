@@ -15,7 +15,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from liverview.log_setup import setup_cli_logging
+from liverview.log_setup import CliFailed, run_cli_job
 from liverview.annotations.annotated_study import (AnnotatedStudyError, open_annotated_study, other_phase_sources,
                                                    study_phases)
 from liverview.annotations.deid import PseudonymKeyError, Pseudonymizer
@@ -88,17 +88,12 @@ def run(args: argparse.Namespace) -> list[Path]:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    remove_logging = setup_cli_logging(args.verbose)
     try:
-        written = run(args)
-    except (AnnotatedStudyError, ExportError, SegImportError, PseudonymKeyError, LookupError, Cancelled) as exc:
-        print(f"liverview-export: error: {exc}", file=sys.stderr)
+        written = run_cli_job("liverview-export", args.verbose, lambda: run(args),
+                              (AnnotatedStudyError, ExportError, SegImportError, PseudonymKeyError, LookupError,
+                               Cancelled))
+    except CliFailed:
         return 1
-    except OSError as exc:
-        print(f"liverview-export: error: {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)
-        return 1
-    finally:
-        remove_logging()
     for path in written:
         print(f"wrote {path}")
     if args.pseudonymize:

@@ -26,7 +26,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from liverview.log_setup import setup_cli_logging
+from liverview.log_setup import CliFailed, run_cli_job
 from liverview.annotations.annotated_study import (AnnotatedStudyError, open_annotated_study, other_phase_sources,
                                                    study_phases)
 from liverview.annotations.measurements import slice_masks
@@ -202,17 +202,11 @@ def print_table(output: dict[str, Any]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    remove_logging = setup_cli_logging(args.verbose)
     try:
-        output, status = run(args)
-    except (AnnotatedStudyError, BundleError, SegImportError, LookupError, Cancelled) as exc:
-        print(f"liverview-predict: error: {exc}", file=sys.stderr)
+        output, status = run_cli_job("liverview-predict", args.verbose, lambda: run(args),
+                                     (AnnotatedStudyError, BundleError, SegImportError, LookupError, Cancelled))
+    except CliFailed:
         return 1
-    except OSError as exc:
-        print(f"liverview-predict: error: {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)
-        return 1
-    finally:
-        remove_logging()
     if args.json:
         json.dump(output, sys.stdout, indent=1)
         sys.stdout.write("\n")
