@@ -101,16 +101,13 @@ def maps_by_reader(document: AnnotationDocument) -> list[tuple[str | None, list[
     return [(reader, [lesion for lesion in document.lesions if lesion.reader == reader]) for reader in readers]
 
 
-def _nifti_paths(out_path: str | os.PathLike[str]) -> tuple[Path, Path]:
+def _nifti_paths(out_path: str | os.PathLike[str], suffix: str = "") -> tuple[Path, Path]:
+    """The image (.nii.gz unless `out_path` says .nii) and sidecar paths, `suffix` added to the stem."""
     path = Path(out_path)
     name = path.name
-    if name.endswith(".nii.gz"):
-        stem = name[: -len(".nii.gz")]
-    elif name.endswith(".nii"):
-        stem = name[: -len(".nii")]
-    else:
-        stem, path = name, path.with_name(name + ".nii.gz")
-    return path, path.with_name(stem + ".json")
+    ending = next((e for e in (".nii.gz", ".nii") if name.endswith(e)), "")
+    stem = name[: len(name) - len(ending)] + suffix
+    return path.with_name(stem + (ending or ".nii.gz")), path.with_name(stem + ".json")
 
 
 def export_nifti(volume: Volume, document: AnnotationDocument, out_path: str | os.PathLike[str],
@@ -135,8 +132,8 @@ def export_nifti(volume: Volume, document: AnnotationDocument, out_path: str | o
     maps = maps_by_reader(document)
     planned = []
     for number, (reader, lesions) in enumerate(maps, start=1):
-        path = Path(out_path) if reader is None else _with_suffix(Path(out_path), f"-reader{number}")
-        planned.append((reader, lesions, label_map(volume, lesions), *_nifti_paths(path)))
+        suffix = "" if reader is None else f"-reader{number}"
+        planned.append((reader, lesions, label_map(volume, lesions), *_nifti_paths(out_path, suffix)))
     written: list[Path] = []
     for reader, lesions, labels, image_path, sidecar_path in planned:
         _write_image(volume, labels, image_path)
@@ -162,13 +159,6 @@ def export_nifti(volume: Volume, document: AnnotationDocument, out_path: str | o
         log.info("wrote NIfTI label map %s (%d lesions) and %s", image_path, len(entries), sidecar_path)
         written += [image_path, sidecar_path]
     return written
-
-
-def _with_suffix(path: Path, suffix: str) -> Path:
-    for ending in (".nii.gz", ".nii"):
-        if path.name.endswith(ending):
-            return path.with_name(path.name[: -len(ending)] + suffix + ending)
-    return path.with_name(path.name + suffix)
 
 
 def _write_image(volume: Volume, labels: np.ndarray, image_path: Path) -> None:

@@ -108,6 +108,13 @@ class LabelTaxonomy:
                 return label
         raise KeyError(f"unknown label {label_id!r}")
 
+    def name_of(self, label_id: str | None, missing: str | None = None) -> str:
+        """The label's display name; `missing` (default: the id itself) for an id this taxonomy lacks."""
+        for label in self.labels:
+            if label.id == label_id:
+                return label.name
+        return missing if missing is not None else str(label_id)
+
     def __contains__(self, label_id: object) -> bool:
         return any(label.id == label_id for label in self.labels)
 

@@ -272,8 +272,7 @@ class ClassificationController(QObject):
         if not self.host.reader_name() or not self.host.may_edit(lesion):
             return
         self.session.store.accept_ai_label(lesion.id)
-        name = self.host.taxonomy.get(lesion.ai.predicted).name if lesion.ai.predicted in self.host.taxonomy \
-            else lesion.ai.predicted
+        name = self.host.taxonomy.name_of(lesion.ai.predicted)
         self.host.show_status(f"Label set to {name} (model suggestion, accepted by "
                                             f"{self.session.store.reader})", 5000)
 

@@ -58,7 +58,7 @@ class ConsensusDialog(QDialog):
     def _name(self, label_id: str | None) -> str:
         if label_id is None:
             return "—"
-        return self.taxonomy.get(label_id).name if label_id in self.taxonomy else label_id
+        return self.taxonomy.name_of(label_id)
 
     def refresh(self) -> None:
         summary = summarize_consensus(self.store.document, self.volume)

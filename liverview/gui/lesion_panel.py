@@ -225,13 +225,13 @@ class LesionPanel(QWidget):
         self.table.setRowCount(len(lesions))
         for row, lesion in enumerate(lesions):
             m = self.measurements[lesion.id]
-            name = self.taxonomy.get(lesion.label).name if lesion.label in self.taxonomy else "—"
+            name = self.taxonomy.name_of(lesion.label, "—")
             number = self.numbers.get(lesion.id, lesion.id)
             first = _NumberItem(int(number[1:]) if number[1:].isdigit() else row, number)
             first.setData(Qt.UserRole, lesion.id)
             first.setToolTip(f"lesion id {lesion.id}")
             answer = lesion.current_ai()
-            ai = (f"{self._class_name(answer.predicted)} {answer.probability:.0%}" if answer is not None
+            ai = (f"{self.taxonomy.name_of(answer.predicted)} {answer.probability:.0%}" if answer is not None
                   else "outdated" if lesion.ai is not None else "")
             cells = [first, QTableWidgetItem(name + (" (AI)" if lesion.label_source == "ai-accepted" else "")),
                      *(_NumberItem(getattr(m, name), format_measurement(m, name))
@@ -251,9 +251,6 @@ class LesionPanel(QWidget):
         self.table.setUpdatesEnabled(True)
         self.table.setSortingEnabled(True)
 
-    def _class_name(self, class_id: str) -> str:
-        return self.taxonomy.get(class_id).name if class_id in self.taxonomy else class_id
-
     def _choose_columns(self, position) -> None:
         menu = QMenu(self)
         for column, name in enumerate(COLUMNS[1:], start=1):
@@ -270,7 +267,7 @@ class LesionPanel(QWidget):
             self.note.clear()
             self.table.clearSelection()
             return
-        name = self.taxonomy.get(lesion.label).name if lesion.label in self.taxonomy else "unlabelled"
+        name = self.taxonomy.name_of(lesion.label, "unlabelled")
         self.selected_label.setText(f"{self.numbers.get(lesion.id, lesion.id)}: {name} — {lesion.reader}")
         m = self.measurements.get(lesion.id)
         self.details.setText("" if m is None else (

@@ -75,7 +75,7 @@ class RoiOverlay:
                 self._add(item)
                 x0, y0 = np.min(np.asarray(roi.points_xy), axis=0)
                 # A dark backing keeps the tag readable on bright, contrast-enhanced liver.
-                tag = pg.TextItem(f"{numbers.get(lesion.id, lesion.id)} {self._name(lesion, taxonomy)}",
+                tag = pg.TextItem(f"{numbers.get(lesion.id, lesion.id)} {taxonomy.name_of(lesion.label, 'unlabelled')}",
                                   color=QColor(*color), anchor=(0, 1), fill=pg.mkBrush(0, 0, 0, 170))
                 tag.setPos(*self.view.pixel_to_view(float(x0), float(y0) - 1))
                 tag.setZValue(21)
@@ -86,10 +86,6 @@ class RoiOverlay:
                                                  pen=pg.mkPen("k"), brush=pg.mkBrush(*color))
                     scatter.setZValue(25)
                     self._add(scatter)
-
-    @staticmethod
-    def _name(lesion: Lesion, taxonomy: LabelTaxonomy) -> str:
-        return taxonomy.get(lesion.label).name if lesion.label in taxonomy else "unlabelled"
 
     def set_preview(self, points_px, closed: bool = True) -> None:
         self.preview.setPath(self._path(points_px, closed) if points_px else QPainterPath())

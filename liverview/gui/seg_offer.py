@@ -23,16 +23,20 @@ class SegOffer(QObject):
         self._import_seg = import_seg
         self._register_task = register_task
         self.offered: set[Path] = set()
+        #: (file, series) pairs already read: opening the next series of a study, or the same study
+        #: again, must not re-read every skipped file's header.
+        self._looked: set[tuple[Path, str]] = set()
         self.box: QMessageBox | None = None
         self.task: BackgroundTask | None = None
 
     def look(self, paths: Iterable[str | Path], volume: Volume) -> BackgroundTask | None:
         """Read the headers of `paths` in the background; offer those SEGs that reference `volume`'s
         series and were not offered before (once the answer comes, if the series is still open)."""
-        candidates = [Path(p) for p in paths if Path(p) not in self.offered]
+        series_uid = volume.series_uid
+        candidates = [Path(p) for p in paths if Path(p) not in self.offered and (Path(p), series_uid) not in self._looked]
         if not candidates:
             return None
-        series_uid = volume.series_uid
+        self._looked.update((path, series_uid) for path in candidates)
         task = BackgroundTask(lambda progress, should_stop, report: segs_for_series(candidates, series_uid), self,
                               name="seg-offer")
         self._register_task(task)
