@@ -12,21 +12,14 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 SERIES = ROOT.parent / "shared" / "data" / "series"
+sys.path.insert(0, str(HERE))
 
-
-def wait_until(app, condition: Callable[[], bool], timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError("the window did not get there in time")
-        app.processEvents()
-        time.sleep(0.02)
+from shoot_classification import wait_until  # noqa: E402 - the sibling script's, shared
 
 
 def main() -> int:
@@ -61,14 +54,14 @@ def main() -> int:
         dialog.modality.setCurrentText("CT")
         dialog.date.setCurrentIndex(dialog.date.findData(DatePreset.ANY))
         task = dialog.search()
-        wait_until(app, lambda: not task.is_running() and dialog.tree.topLevelItemCount() == 3)
+        wait_until(app, lambda: not task.is_running() and dialog.tree.topLevelItemCount() == 3, timeout=60.0)
         for i in range(3):
             dialog.tree.topLevelItem(i).setExpanded(True)
-        wait_until(app, lambda: all(dialog.tree.topLevelItem(i).childCount() for i in range(3)))
+        wait_until(app, lambda: all(dialog.tree.topLevelItem(i).childCount() for i in range(3)), timeout=60.0)
         crlm = next(dialog.tree.topLevelItem(i) for i in range(3) if dialog.tree.topLevelItem(i).text(1) == "CRLM-CT-1004")
         dialog.tree.setCurrentItem(crlm)
         task = dialog.retrieve(crlm)
-        wait_until(app, lambda: not task.is_running() and window.volume is not None and window.volume.loaded.all())
+        wait_until(app, lambda: not task.is_running() and window.volume is not None and window.volume.loaded.all(), timeout=60.0)
         for _ in range(20):
             app.processEvents()
             time.sleep(0.02)
