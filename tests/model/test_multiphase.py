@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 import torch
 
 from liverview.model.data import LesionDataset, load_records
@@ -99,3 +100,103 @@ def test_the_app_path_reads_a_lesion_on_every_phase_of_the_study(tmp_path):
     size = config.size
     assert all(cam.shape == (size, size) and 0.0 <= cam.min() and cam.max() <= 1.0 for cam in every.phase_cams.values())
     assert any(not np.allclose(cam, every.heatmap.cam) for cam in every.phase_cams.values())
+
+
+def _disc_phases(lesion_hu: dict[str, float], liver_hu: dict[str, float], size: int = 120):
+    yy, xx = np.mgrid[:size, :size]
+    mask = (yy - size / 2) ** 2 + (xx - size / 2) ** 2 < (size / 5) ** 2
+    slabs = {p: np.where(mask, lesion_hu[p], liver_hu[p]).astype(np.int16) for p in lesion_hu}
+    return slabs, mask
+
+
+def test_the_enhancement_measurement_reads_lesion_and_liver_hu_of_each_phase_through_any_augmentation():
+    from liverview.model.network import MEASURES_PER_PHASE, EnhancementMeasure
+    from liverview.model.transforms import AugmentConfig
+
+    still = AugmentConfig(hu_offset=0, hu_scale=0, noise_hu=0, gamma=0, affine_probability=1.0)
+    config = PreprocessConfig(phases=PHASES, measure_enhancement=True, augment=still)
+    assert config.channels == 3 * 4 + 1 + 4 and config.mask_channel == 12
+    lesion = {"non_contrast": 10.0, "arterial": 150.0, "delayed": 60.0}  # no portal-venous series
+    liver = {"non_contrast": 55.0, "arterial": 80.0, "delayed": 100.0}
+    slabs, mask = _disc_phases(lesion, liver)
+    stacked, present = stack_phases(config, slabs)
+    measure = EnhancementMeasure(config)
+    for rng in (None, np.random.default_rng(3), np.random.default_rng(4)):  # as read, then rotated and flipped
+        tensor = build_preprocess(config)(stacked, mask, (0.7, 0.7), train=rng is not None, rng=rng, present=present)
+        values = measure(tensor[None])[0].numpy()
+        per_phase = values[:4 * MEASURES_PER_PHASE].reshape(4, MEASURES_PER_PHASE)
+        for index, phase in enumerate(PHASES):
+            if phase not in lesion:
+                assert np.all(per_phase[index] == 0.0)
+                continue
+            assert abs(per_phase[index, 0] * 100 - lesion[phase]) < 3.0, (phase, per_phase[index])
+            assert abs(per_phase[index, 1] * 100 - liver[phase]) < 3.0, (phase, per_phase[index])
+            assert abs(per_phase[index, 2] * 100 - (lesion[phase] - liver[phase])) < 5.0
+        assert list(values[-4:]) == [1.0, 1.0, 0.0, 1.0]
+
+
+def test_a_model_that_measures_enhancement_trains_bundles_and_explains(multiphase_dataset, tmp_path):
+    from liverview.model.gradcam import compute_gradcam
+    from liverview.model.inference import load_bundle
+    from liverview.model.network import EnhancementFusion
+
+    run = tmp_path / "run"
+    assert train_main([str(multiphase_dataset), "--out", str(run), "--arch", "tiny_cnn", "--epochs", "1",
+                       "--input-size", "48", "--phases", ",".join(PHASES), "--phase-dropout", "0.3",
+                       "--neighbour-slices", "0", "--measure-enhancement", "--no-baseline", "-q"]) == 0
+    info = json.loads((run / "bundle" / "model.json").read_text())
+    assert info["input_size"] == [17, 48, 48] and info["preprocessing"]["measure_enhancement"] is True
+    assert info["gradcam_target_layer"] == "backbone.features.3"
+    loaded = load_bundle(run / "bundle")
+    assert isinstance(loaded.model, EnhancementFusion)
+    records = load_records([multiphase_dataset]).records
+    tensor, _ = LesionDataset(records[:1], CLASSES, loaded.preprocess)[0]
+    cam, _, _ = compute_gradcam(loaded, tensor, 0)
+    assert cam.shape == (48, 48) and cam.max() <= 1.0
+
+
+def test_a_multiphase_bundle_hands_a_portal_venous_only_lesion_to_its_one_phase_model(tmp_path):
+    """model.json `one_phase_model`: the lesion read on the portal-venous series alone is answered by the
+    one-phase bundle it names; with a second phase, by the multiphase network; a chain is refused."""
+    from liverview.annotations.export_dataset import PhaseSource
+    from liverview.imaging.contrast_phase import ContrastPhase, DecidedBy, PhaseDecision
+    from liverview.model.bundle_format import BundleError
+    from liverview.model.bundle_writer import save_bundle
+    from liverview.model.classify import classify_lesion, model_id
+    from liverview.model.inference import load_bundle
+    from liverview.model.network import build_network
+    from liverview.synth.simulator import SimulatorConfig, patient_document, patient_volume, simulate_patient
+
+    one = PreprocessConfig(size=32)
+    many = PreprocessConfig(size=48, phases=PHASES, measure_enhancement=True)
+    torch.manual_seed(3)
+    save_bundle(tmp_path / "one", build_network("tiny_cnn", 4, one.channels), architecture="tiny_cnn", classes=CLASSES,
+                preprocess_config=one, name="one-phase")
+    multi = save_bundle(tmp_path / "multi", build_network("tiny_cnn", 4, many.channels, many), architecture="tiny_cnn",
+                        classes=CLASSES, preprocess_config=many, name="multiphase",
+                        training_domain={"phases": list(PHASES)})
+    info = json.loads((multi / "model.json").read_text())
+    (multi / "model.json").write_text(json.dumps({**info, "one_phase_model": "../one"}))
+    loaded = load_bundle(multi)
+    assert loaded.one_phase is not None and loaded.one_phase.name == "one-phase"
+
+    patient = simulate_patient(8, config=SimulatorConfig(phases=PHASES, diameter_mm=(15.0, 30.0)))
+    volume = patient_volume(patient)
+    lesion = patient_document(patient, volume).lesions[0]
+    pv = PhaseDecision(ContrastPhase.PORTAL_VENOUS, DecidedBy.IMAGES, "test")
+    alone = classify_lesion(loaded, volume, lesion, phase=pv, heatmap=False)
+    assert alone.model_id == model_id(loaded.one_phase) and alone.phases_read == ["portal_venous"]
+    arterial = [PhaseSource("arterial", patient_volume(patient, "arterial"))]
+    both = classify_lesion(loaded, volume, lesion, phase=pv, other_phases=arterial, heatmap=True)
+    assert both.model_id == model_id(loaded) and both.phases_read == ["arterial", "portal_venous"]
+    assert both.heatmap is not None and both.heatmap.cam.shape == (48, 48)
+    # What the fused model measured, per phase read: the simulated lesion differs from its liver ring.
+    assert sorted(both.enhancement_hu) == ["arterial", "portal_venous"] and alone.enhancement_hu == {}
+    assert all(-100 <= v["lesion_hu"] <= 300 and 0 <= v["liver_hu"] <= 200 and abs(v["lesion_hu"] - v["liver_hu"]) > 5
+               for v in both.enhancement_hu.values()), both.enhancement_hu
+    assert both.to_json()["enhancement_hu"] == both.enhancement_hu and "enhancement_hu" not in alone.to_json()
+
+    one_info = json.loads((tmp_path / "one" / "model.json").read_text())
+    (tmp_path / "one" / "model.json").write_text(json.dumps({**one_info, "one_phase_model": "../multi"}))
+    with pytest.raises(BundleError, match="one level"):
+        load_bundle(multi)
