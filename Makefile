@@ -76,24 +76,5 @@ model: $(STAMP)
 		--compare $(MODEL_DIR)/run-enhanced --sanity-series $(CRLM_SERIES) \
 		--sanity-annotations tests/data/crlm-ct-1004-metastases.json
 
-## The bundled multiphase model (docs/model.md "Several contrast phases"): simulate multiphase lesions (1000
-## split 70/15/15 plus 1200 that only train), train reading all four phases with the enhancement
-## measurement, and install it beside the one-phase model, which answers for portal-venous-only lesions.
-## About 2.5 h on 2 CPU cores (2 h simulation, 30 min training).
-MP_DIR    := build/model-multiphase
-MP_PHASES := non_contrast,arterial,portal_venous,delayed
-MP_SYNTH  := --min-diameter 8 --workers 2 --phases $(MP_PHASES) -q
-.PHONY: model-multiphase
-model-multiphase: $(STAMP)
-	rm -rf $(MP_DIR) && mkdir -p $(MP_DIR)
-	$(VENV)/bin/liverview-synth $(MP_DIR)/dataset -n 250 --seed 31 $(MP_SYNTH)
-	$(VENV)/bin/liverview-synth $(MP_DIR)/dataset-extra -n 300 --seed 21 $(MP_SYNTH)
-	$(VENV)/bin/liverview-train $(MP_DIR)/dataset --train-only $(MP_DIR)/dataset-extra --out $(MP_DIR)/run --seed 1 \
-		--epochs 24 --patience 24 --lr-schedule cosine --ema 0.998 --neighbour-slices 0 --phases $(MP_PHASES) \
-		--phase-dropout 0.5 --measure-enhancement --name liver-lesion-classifier-multiphase --model-version 2.0.0
-	$(PY) -m liverview.model.release $(MP_DIR)/run resources/models/liver-lesion-classifier-multiphase \
-		--one-phase-model ../liver-lesion-classifier --recipe "make model-multiphase" \
-		--sanity-series $(CRLM_SERIES) --sanity-annotations tests/data/crlm-ct-1004-metastases.json
-
 clean:
 	rm -rf $(VENV) build dist .pytest_cache

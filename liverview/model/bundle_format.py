@@ -31,7 +31,7 @@ from torch import nn
 
 from liverview.atomic_write import write_bytes_atomic
 from liverview.annotations.labels import BUILTIN_LABELS
-from liverview.model.network import UnknownArchitectureError, get_architecture, gradcam_target_layer
+from liverview.model.network import UnknownArchitectureError, get_architecture
 from liverview.model.transforms import PreprocessConfig
 
 BUNDLE_FORMAT = "liverview.model"
@@ -207,7 +207,7 @@ def read_bundle(path: str | Path, *, expected_classes: Sequence[str] | None = No
         raise BundleError(f"{weights} cannot be read as a weights file ({exc})") from exc
     if not isinstance(state, dict):
         raise BundleError(f"{weights} does not hold a state_dict")
-    layer = str(info.get("gradcam_target_layer") or gradcam_target_layer(architecture, config))
+    layer = str(info.get("gradcam_target_layer") or get_architecture(architecture).gradcam_layer)
     return BundleContents(folder=folder, info=info, architecture=architecture, classes=classes, class_names=names,
                           preprocess_config=config, gradcam_target_layer=layer, weights=weights, state=state)
 

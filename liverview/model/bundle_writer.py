@@ -20,7 +20,7 @@ from liverview.model.bundle_format import (BUNDLE_FORMAT, BUNDLE_VERSION, HISTOR
                                            write_weights)
 from liverview.model.inference import FLIP_DIMS
 from liverview.model.model_card import render_model_card
-from liverview.model.network import gradcam_target_layer
+from liverview.model.network import get_architecture
 from liverview.model.transforms import PreprocessConfig
 
 log = logging.getLogger(__name__)
@@ -46,7 +46,7 @@ def save_bundle(folder: str | Path, model: nn.Module, *, architecture: str, clas
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "liverview_version": __version__,
         "torch_version": torch.__version__, "architecture": architecture, "classes": describe_classes(classes),
         "input_size": list(preprocess_config.input_shape), "preprocessing": preprocess_config.to_dict(),
-        "gradcam_target_layer": gradcam_target_layer(architecture, preprocess_config),
+        "gradcam_target_layer": get_architecture(architecture).gradcam_layer,
         "weights": weights, "sha256": sha,
         "training_data": training_data or {}, "training": training or {}, "metrics": metrics or {},
         "intended_use": INTENDED_USE,

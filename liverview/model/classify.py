@@ -31,7 +31,6 @@ from liverview.model.bundle_format import BundleError
 from liverview.model.inference import LoadedModel, load_bundle, predict, predict_flips, resolve_device
 from liverview.model.domain import OUTSIDE, TrainingDomain
 from liverview.model.gradcam import compute_gradcam
-from liverview.model.network import MEASURES_PER_PHASE, EnhancementMeasure
 from liverview.model.transforms import CropSquareResize, select_key_slice_by_area, select_slab, stack_phases
 from liverview.model.uncertainty import (HEATMAP_MARGIN_MM, answer_from_copies, copy_statistics,
                                          normalised_entropy, uncertainty_level)
@@ -121,9 +120,6 @@ class LesionPrediction:
     #: Grad-CAM of each phase read by a multiphase model, computed with that phase alone present (where
     #: the network looks when it reads that phase); on the crops' square, float (size, size) in 0..1.
     phase_cams: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
-    #: A model that measures enhancement: per phase read, the lesion's and the liver ring's mean HU as it
-    #: measured them on its input ({"lesion_hu": ..., "liver_hu": ...}); {} for other models.
-    enhancement_hu: dict[str, dict[str, float]] = field(default_factory=dict)
 
     @property
     def probability(self) -> float:
@@ -151,8 +147,7 @@ class LesionPrediction:
                 "outside_training": self.outside_training, "phases_read": list(self.phases_read),
                 "heatmap_inside": None if self.heatmap_inside is None else round(self.heatmap_inside, 3),
                 "entropy": self.entropy, "tta_spread": self.tta_spread, "tta_agreement": self.tta_agreement,
-                "slice_index": self.slice_index, "model_id": self.model_id, "time": self.time,
-                **({"enhancement_hu": self.enhancement_hu} if self.enhancement_hu else {})}
+                "slice_index": self.slice_index, "model_id": self.model_id, "time": self.time}
 
 
 def load_model_with_fallback(path: str | Path, device_preference: str = "auto",
@@ -281,23 +276,6 @@ def model_input(loaded: LoadedModel, volume: Volume, lesion: Lesion, z: int, mas
         raise ClassificationError(f"lesion {lesion.id}: {exc}") from exc
 
 
-def answering_input(loaded: LoadedModel, volume: Volume, lesion: Lesion, z: int, mask: np.ndarray, phase: str,
-                    other_phases: Sequence[PhaseSource] = ()) -> tuple[LoadedModel, torch.Tensor, list[str]]:
-    """The model that answers for `lesion`, its input and the phases read: `loaded`, or the one-phase
-    model it names (`LoadedModel.one_phase`) when the lesion can be read only on phases that model was
-    trained on, or on none that `loaded` reads."""
-    fallback = loaded.one_phase
-    try:
-        tensor, read = model_input(loaded, volume, lesion, z, mask, phase, other_phases)
-    except ClassificationError:
-        if fallback is None:
-            raise
-        return (fallback, *model_input(fallback, volume, lesion, z, mask, phase))
-    if fallback is not None and set(read) <= {p.value for p in loaded_domain(fallback).phases}:
-        return (fallback, *model_input(fallback, volume, lesion, z, mask, phase))
-    return loaded, tensor, read
-
-
 def classify_lesion(loaded: LoadedModel, volume: Volume, lesion: Lesion, *, heatmap: bool = True,
                     tta: bool = True, phase: PhaseDecision | None = None,
                     other_phases: Sequence[PhaseSource] = ()) -> LesionPrediction:
@@ -312,7 +290,7 @@ def classify_lesion(loaded: LoadedModel, volume: Volume, lesion: Lesion, *, heat
     start = time.perf_counter()
     masks = lesion_slice_masks(volume, lesion)
     z = key_slice(masks)
-    loaded, tensor, read = answering_input(loaded, volume, lesion, z, masks[z], phase.phase.value, other_phases)
+    tensor, read = model_input(loaded, volume, lesion, z, masks[z], phase.phase.value, other_phases)
     timings["preprocess"] = (time.perf_counter() - start) * 1000
     mark = time.perf_counter()
     # The flipped copies serve the uncertainty and, for a flip-averaging model, the answer itself
@@ -339,7 +317,6 @@ def classify_lesion(loaded: LoadedModel, volume: Volume, lesion: Lesion, *, heat
         heatmap=cam, timings_ms=timings, phase=phase.phase.value, phases_read=read, heatmap_inside=inside,
         phase_crops=input_crops(loaded, tensor, read),
         phase_cams=phase_heatmaps(loaded, tensor, read, top) if heatmap else {},
-        enhancement_hu=measured_enhancement(loaded, tensor, read),
         outside_training=loaded_domain(loaded).check(volume, phase, measure_lesion(volume, lesion).long_axis_mm))
 
 
@@ -354,20 +331,6 @@ def input_crops(loaded: LoadedModel, tensor: torch.Tensor, read: Sequence[str]) 
         index = order.index(phase) * per_phase + config.neighbour_slices
         crops[phase] = (tensor[index].detach().cpu().numpy() * 255.0).clip(0, 255).astype(np.uint8)
     return crops
-
-
-def measured_enhancement(loaded: LoadedModel, tensor: torch.Tensor, read: Sequence[str]) -> dict[str, dict[str, float]]:
-    """What a model that measures enhancement (`network.EnhancementFusion`) read in each phase: the
-    lesion's and the liver ring's mean HU on its input; {} for a model without the measurement."""
-    measure = getattr(loaded.model, "measure", None)
-    if not isinstance(measure, EnhancementMeasure):
-        return {}
-    with torch.inference_mode():
-        values = measure(tensor[None].to(loaded.device, dtype=torch.float32))[0].cpu().numpy()
-    order = list(loaded.preprocess_config.phases) or list(read)
-    return {phase: {"lesion_hu": round(float(values[i * MEASURES_PER_PHASE]) * 100.0, 1),
-                    "liver_hu": round(float(values[i * MEASURES_PER_PHASE + 1]) * 100.0, 1)}
-            for i, phase in enumerate(order) if phase in read}
 
 
 def phase_heatmaps(loaded: LoadedModel, tensor: torch.Tensor, read: Sequence[str],
@@ -413,7 +376,7 @@ def compute_slice_heatmap(loaded: LoadedModel, volume: Volume, lesion: Lesion, s
         raise ClassificationError(f"lesion {lesion.id} has no outline on slice {slice_index + 1}")
     if explained not in loaded.classes:
         raise ClassificationError(f"the model {loaded.name} has no class {explained!r}")
-    loaded, tensor, _ = answering_input(loaded, volume, lesion, slice_index, masks[slice_index], phase, other_phases)
+    tensor, _ = model_input(loaded, volume, lesion, slice_index, masks[slice_index], phase, other_phases)
     cam, _ = _heatmap(loaded, volume, slice_index, masks[slice_index], tensor, loaded.classes.index(explained))
     return cam
 
@@ -454,5 +417,5 @@ def classify_lesions(loaded: LoadedModel, volume: Volume, lesions: Sequence[Lesi
 
 
 __all__ = ["BatchResult", "ClassificationError", "DEFAULT_MODEL_NAME", "Heatmap", "LesionPrediction",
-           "answering_input", "check_series", "measured_enhancement", "classify_lesion", "classify_lesions", "compute_slice_heatmap", "default_model_path",
+           "check_series", "classify_lesion", "classify_lesions", "compute_slice_heatmap", "default_model_path",
            "key_slice", "lesion_slice_masks", "loaded_domain", "model_id", "model_slab", "phase_slabs", "series_phase"]

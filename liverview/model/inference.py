@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from liverview.model.bundle_format import BundleError, read_bundle, read_bundle_info
+from liverview.model.bundle_format import BundleError, read_bundle
 from liverview.model.network import build_network
 from liverview.model.transforms import LesionPreprocess, PreprocessConfig, build_preprocess
 from liverview.model.uncertainty import answer_from_copies
@@ -39,10 +39,6 @@ class LoadedModel:
     device: torch.device
     path: Path
     extra: dict[str, Any] = field(default_factory=dict)
-    #: The bundle that answers for a lesion read on its phases only (model.json `one_phase_model`): a
-    #: multiphase network given the portal-venous series alone answers worse than a one-phase network
-    #: trained for it, so a multiphase bundle may name one.
-    one_phase: LoadedModel | None = None
 
     @property
     def name(self) -> str:
@@ -62,10 +58,6 @@ class LoadedModel:
         return bool((self.info.get("inference") or {}).get("flip_average", False))
 
 
-#: model.json key: the bundle (a path relative to this one) that answers for lesions read on its phases only.
-ONE_PHASE_MODEL_KEY = "one_phase_model"
-
-
 def load_bundle(path: str | Path, device: str | torch.device = "cpu", *,
                 expected_classes: Sequence[str] | None = None,
                 expected_input_size: Sequence[int] | None = None) -> LoadedModel:
@@ -73,8 +65,7 @@ def load_bundle(path: str | Path, device: str | torch.device = "cpu", *,
     architecture (`BundleError` otherwise); the network goes to `device` in eval mode."""
     bundle = read_bundle(path, expected_classes=expected_classes, expected_input_size=expected_input_size)
     n_classes = len(bundle.classes)
-    model = build_network(bundle.architecture, n_classes, bundle.preprocess_config.channels,
-                          bundle.preprocess_config)
+    model = build_network(bundle.architecture, n_classes, bundle.preprocess_config.channels)
     try:
         model.load_state_dict(bundle.state, strict=True)
     except RuntimeError as exc:
@@ -83,17 +74,9 @@ def load_bundle(path: str | Path, device: str | torch.device = "cpu", *,
     device = torch.device(device)
     model.to(device).eval()
     config = bundle.preprocess_config
-    one_phase = None
-    if reference := bundle.info.get(ONE_PHASE_MODEL_KEY):
-        target = bundle.folder / str(reference)
-        if read_bundle_info(target)[1].get(ONE_PHASE_MODEL_KEY):
-            raise BundleError(f"{bundle.folder}: its one-phase model {target} names a one-phase model of its own; "
-                              "one level is supported")
-        one_phase = load_bundle(target, device, expected_classes=bundle.classes)
     return LoadedModel(model=model, info=bundle.info, classes=bundle.classes, class_names=bundle.class_names,
                        preprocess_config=config, preprocess=build_preprocess(config),
-                       gradcam_target_layer=bundle.gradcam_target_layer, device=device, path=bundle.folder,
-                       one_phase=one_phase)
+                       gradcam_target_layer=bundle.gradcam_target_layer, device=device, path=bundle.folder)
 
 
 def resolve_device(preference: str = "auto", local_rank: int = 0) -> torch.device:
@@ -158,5 +141,5 @@ def predict_lesion(loaded: LoadedModel, hu_slice: np.ndarray, mask: np.ndarray,
     return {c: float(p) for c, p in zip(loaded.classes, probs)}
 
 
-__all__ = ["FLIP_DIMS", "LoadedModel", "ONE_PHASE_MODEL_KEY", "load_bundle", "predict", "predict_flips", "predict_lesion", "predict_lesions",
+__all__ = ["FLIP_DIMS", "LoadedModel", "load_bundle", "predict", "predict_flips", "predict_lesion", "predict_lesions",
            "resolve_device"]

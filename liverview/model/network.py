@@ -22,11 +22,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from liverview.model._torchvision_compat import import_torchvision
-from liverview.model.transforms import PreprocessConfig
 
 log = logging.getLogger(__name__)
 
@@ -102,105 +100,12 @@ def get_architecture(name: str) -> Architecture:
                                        f"{', '.join(sorted(ARCHITECTURES))}") from None
 
 
-#: HU range the enhancement measurement must read unclipped: water to enhancing tissue and vessels.
-MEASURED_HU = (-100.0, 200.0)
-#: Pixels of the 224 px crop (about 0.1-0.3 mm each): the lesion's rim, the gap to the liver around
-#: it (partial volume, capsule), and the width of that liver ring.
-RIM_PX, GAP_PX, RING_PX = 9, 5, 12
-#: Numbers measured per phase (see `EnhancementMeasure`).
-MEASURES_PER_PHASE = 7
-
-
-def _dilate(mask: torch.Tensor, radius: int) -> torch.Tensor:
-    """Dilation by a (2 radius + 1) square, as a row and a column pass (a square max pool costs the
-    square of its width per pixel)."""
-    rows = F.max_pool2d(mask, (2 * radius + 1, 1), 1, (radius, 0))
-    return F.max_pool2d(rows, (1, 2 * radius + 1), 1, (0, radius))
-
-
-class EnhancementMeasure(nn.Module):
-    """What a radiologist reads across phases, measured on the network input without weights.
-
-    Per phase, on its key slice in the narrowest window that holds `MEASURED_HU` unclipped: mean HU of
-    the lesion, of the liver ring around it, their difference, rim minus core (peripheral or nodular
-    enhancement, a dark centre), the lesion's HU spread, and the share of lesion pixels 20 HU brighter
-    and darker than the ring; all / 100 HU, zero for a phase not read, followed by the phases' presence
-    flags. The mask channel places lesion, rim and ring in the crop after every augmentation."""
-
-    def __init__(self, config: PreprocessConfig) -> None:
-        super().__init__()
-        if config.mask_channel is None:
-            raise ValueError("measuring enhancement needs the mask channel (PreprocessConfig.measure_enhancement)")
-        covering = [i for i, w in enumerate(config.windows) if w.low <= MEASURED_HU[0] and w.high >= MEASURED_HU[1]]
-        index = (min(covering, key=lambda i: config.windows[i].width) if covering
-                 else max(range(len(config.windows)), key=lambda i: config.windows[i].width))
-        window = config.windows[index]
-        self.low, self.width = float(window.low), float(window.width)
-        n_phases = max(1, len(config.phases))
-        self.phase_channels = [index * config.input_slices + p * config.slab_slices + config.neighbour_slices
-                               for p in range(n_phases)]
-        self.mask_channel = config.mask_channel
-        self.presence = list(range(config.mask_channel + 1, config.mask_channel + 1 + len(config.phases)))
-        self.out_features = n_phases * MEASURES_PER_PHASE + len(self.presence)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        mask = (x[:, self.mask_channel:self.mask_channel + 1] > 0.5).float()
-        core = 1.0 - _dilate(1.0 - mask, RIM_PX)
-        rim = mask - core
-        near = _dilate(mask, GAP_PX)
-        ring = _dilate(mask, GAP_PX + RING_PX) - near
-
-        def mean(values: torch.Tensor, where: torch.Tensor) -> torch.Tensor:
-            return (values * where).sum((1, 2, 3)) / where.sum((1, 2, 3)).clamp_min(1.0)
-
-        measures = []
-        for channel in self.phase_channels:
-            hu = (x[:, channel:channel + 1] * self.width + self.low) / 100.0
-            lesion, liver = mean(hu, mask), mean(hu, ring)
-            core_mean = torch.where(core.sum((1, 2, 3)) > 0, mean(hu, core), lesion)
-            spread = mean((hu - lesion[:, None, None, None]) ** 2, mask).clamp_min(1e-6).sqrt()
-            above = mean((hu > (liver + 0.2)[:, None, None, None]).float(), mask)
-            below = mean((hu < (liver - 0.2)[:, None, None, None]).float(), mask)
-            measures.append(torch.stack([lesion, liver, lesion - liver, mean(hu, rim) - core_mean, spread, above,
-                                         below], 1))
-        if self.presence:
-            flags = x[:, self.presence, 0, 0]
-            measures = [m * flags[:, i:i + 1] for i, m in enumerate(measures)] + [flags]
-        return torch.cat(measures, 1)
-
-
-class EnhancementFusion(nn.Module):
-    """A torchvision network (the image: shape, margin, texture) fused late with `EnhancementMeasure`
-    (the enhancement across phases): the backbone's embedding and a small MLP over the measurements
-    are concatenated before one linear layer with a row per class. Grad-CAM reads the backbone."""
-
-    def __init__(self, backbone: nn.Module, config: PreprocessConfig, num_classes: int) -> None:
-        super().__init__()
-        head = find_class_head(backbone)
-        parent, _, attr = head.rpartition(".")
-        last = dict(backbone.named_modules())[head]
-        owner = dict(backbone.named_modules())[parent] if parent else backbone
-        setattr(owner, attr, nn.Identity())
-        self.backbone = backbone
-        self.measure = EnhancementMeasure(config)
-        self.mlp = nn.Sequential(nn.Linear(self.measure.out_features, 64), nn.ReLU(inplace=True),
-                                 nn.Linear(64, 64), nn.ReLU(inplace=True))
-        self.classifier = nn.Linear(last.in_features + 64, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(torch.cat([self.backbone(x), self.mlp(self.measure(x))], 1))
-
-
-def build_network(name: str, num_classes: int, in_channels: int = 3,
-                  preprocess: PreprocessConfig | None = None) -> nn.Module:
+def build_network(name: str, num_classes: int, in_channels: int = 3) -> nn.Module:
     """A freshly initialised network (no pretrained weights) with `num_classes` outputs, reading
-    `in_channels` input channels (3 HU windows of one slice by default; more for a 2.5-D slab). A
-    `preprocess` that measures enhancement gets the architecture inside `EnhancementFusion`."""
+    `in_channels` input channels (3 HU windows of one slice by default; more for a 2.5-D slab)."""
     model = get_architecture(name).build(num_classes)
     if in_channels != 3:
         _widen_stem(model, in_channels)
-    if preprocess is not None and preprocess.measure_enhancement:
-        model = EnhancementFusion(model, preprocess, num_classes)
     return model
 
 
@@ -216,11 +121,9 @@ def _widen_stem(model: nn.Module, in_channels: int) -> None:
     raise ValueError(f"{type(model).__name__} has no convolution to read {in_channels} channels")
 
 
-def gradcam_target_layer(name: str, preprocess: PreprocessConfig | None = None) -> str:
-    """Dotted module path of the Grad-CAM target layer of architecture `name` (inside
-    `EnhancementFusion` when `preprocess` measures enhancement)."""
-    layer = get_architecture(name).gradcam_layer
-    return f"backbone.{layer}" if preprocess is not None and preprocess.measure_enhancement else layer
+def gradcam_target_layer(name: str) -> str:
+    """Dotted module path of the Grad-CAM target layer of architecture `name`."""
+    return get_architecture(name).gradcam_layer
 
 
 def find_module(model: nn.Module, dotted: str) -> nn.Module:
@@ -244,6 +147,6 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-__all__ = ["ARCHITECTURES", "Architecture", "DEFAULT_ARCHITECTURE", "EnhancementFusion", "EnhancementMeasure", "TinyCNN", "UnknownArchitectureError",
+__all__ = ["ARCHITECTURES", "Architecture", "DEFAULT_ARCHITECTURE", "TinyCNN", "UnknownArchitectureError",
            "build_network", "count_parameters", "find_class_head", "find_module", "get_architecture",
            "gradcam_target_layer"]

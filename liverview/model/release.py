@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from liverview.model.bundle_format import HISTORY_FILE, MODEL_CARD, MODEL_JSON, BundleError, read_bundle_info, write_json
-from liverview.model.inference import ONE_PHASE_MODEL_KEY, load_bundle
+from liverview.model.inference import load_bundle
 from liverview.model.model_card import render_model_card
 from liverview.model.number_format import format_number
 from liverview.model.data import LesionRecord, load_records
@@ -284,10 +284,8 @@ def _sanity_verdict(summary: dict[str, Any]) -> str:
 
 def release_model(run: Path, target: Path, *, sanity_series: Path | None = None,
                   sanity_annotations: Path | None = None, compare: list[Path] | None = None,
-                  force: bool = False, recipe: str = "make model", one_phase_model: str | None = None) -> dict[str, Any]:
-    """Install `run`'s bundle as `target`; returns the new model.json. Raises ReleaseError.
-    `one_phase_model`: a bundle path relative to `target` that answers for lesions read on its phases
-    only (`inference.ONE_PHASE_MODEL_KEY`)."""
+                  force: bool = False, recipe: str = "make model") -> dict[str, Any]:
+    """Install `run`'s bundle as `target`; returns the new model.json. Raises ReleaseError."""
     bundle = run / "bundle"
     try:
         _, info = read_bundle_info(bundle)
@@ -302,8 +300,6 @@ def release_model(run: Path, target: Path, *, sanity_series: Path | None = None,
         if old_f1 is not None and new_f1 <= old_f1:
             raise ReleaseError(f"the new model's test macro-F1 {new_f1:.4f} is not better than the bundled "
                                f"model's {old_f1:.4f}; keeping the bundled model (use --force to replace it anyway)")
-    if one_phase_model:
-        info[ONE_PHASE_MODEL_KEY] = one_phase_model
     check = None
     if sanity_series is not None and sanity_annotations is not None:
         check = run_sanity_check(bundle, sanity_series, sanity_annotations, sanity_series.name)
@@ -347,13 +343,6 @@ def release_model(run: Path, target: Path, *, sanity_series: Path | None = None,
     write_json(staging / MODEL_JSON, info)
     card = render_model_card(info, notes) + _markdown_sections(info, check, comparison, recipe, sizes, variants, noise)
     (staging / MODEL_CARD).write_text(card, encoding="utf-8")
-    if one_phase_model:
-        # The staging folder sits beside the target, so the relative path resolves the same from both.
-        try:
-            read_bundle_info(staging / one_phase_model)
-        except BundleError as exc:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise ReleaseError(f"--one-phase-model {one_phase_model}: {exc}") from exc
     load_bundle(staging)  # the installed bundle must load and verify exactly as the app will
     if target.exists():
         shutil.rmtree(target)
@@ -371,15 +360,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="other runs on the same data (e.g. with enhancement) for the card's comparison table")
     parser.add_argument("--force", action="store_true", help="replace the bundled model even if it is not better")
     parser.add_argument("--recipe", default="make model", help="the command that reproduces this model")
-    parser.add_argument("--one-phase-model", metavar="RELATIVE_PATH",
-                        help="multiphase model: the bundle (relative to TARGET) that answers for a lesion read on "
-                             "that bundle's phases only, e.g. ../liver-lesion-classifier")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         info = release_model(args.run, args.target, sanity_series=args.sanity_series,
                              sanity_annotations=args.sanity_annotations, compare=args.compare, force=args.force,
-                             recipe=args.recipe, one_phase_model=args.one_phase_model)
+                             recipe=args.recipe)
     except ReleaseError as exc:
         print(f"release: {exc}", file=sys.stderr)
         return 2

@@ -373,7 +373,7 @@ def _run_in_context(config: TrainConfig, run_dir: Path, resume: bool, progress: 
     val_ds = LesionDataset(val_records, config.classes, preprocess, train=False)
 
     torch.manual_seed(config.seed)  # identical initial weights on every rank
-    model = build_network(config.architecture, len(config.classes), config.preprocess.channels, config.preprocess)
+    model = build_network(config.architecture, len(config.classes), config.preprocess.channels)
     if config.init_from and not resume:
         start = load_initial_weights(model, config)
         if ctx.is_main:

@@ -113,9 +113,6 @@ def build_parser() -> argparse.ArgumentParser:
                         "(a multiphase dataset, liverview-synth --phases); default: the key series alone")
     p.add_argument("--phase-dropout", type=float, metavar="P",
                    help="multiphase: leave each phase of a training lesion out with this probability (default 0)")
-    p.add_argument("--measure-enhancement", action="store_true", default=None,
-                   help="the network also measures the lesion's enhancement in each phase it reads (lesion, liver "
-                        "ring, rim and core HU) and fuses it with the image features")
     p.add_argument("--denoise", choices=("none", "bilateral", "nlmeans"), help="noise reduction before the crop")
     p.add_argument("--clahe", action="store_true", default=None, help="contrast enhancement (CLAHE) of each channel")
     p.add_argument("--no-augment", action="store_true", help="switch training augmentation off (for comparisons)")
@@ -168,8 +165,6 @@ def _config_from_args(args: argparse.Namespace):
     pre.setdefault("neighbour_slices", TRAINING_NEIGHBOUR_SLICES)
     if args.phases:
         pre["phases"] = [p.strip() for p in args.phases.split(",") if p.strip()]
-    if args.measure_enhancement:
-        pre["measure_enhancement"] = True
     if args.denoise:
         pre["denoise"] = args.denoise
     if args.clahe:

@@ -64,10 +64,6 @@ class HUWindow:
     def low(self) -> float:
         return self.center - self.width / 2.0
 
-    @property
-    def high(self) -> float:
-        return self.center + self.width / 2.0
-
 
 #: Default channels. Liver W170/L70 (the portal-venous reading optimum, same as the viewer's preset)
 #: spreads the small differences that separate the classes (cyst ~5 HU, metastasis/hemangioma core
@@ -139,10 +135,6 @@ class PreprocessConfig:
     #: presence channel per phase (1 read, 0 missing) says so: a missing phase is never a zero image
     #: that looks like data.
     phases: tuple[str, ...] = ()
-    #: The network also measures the lesion's enhancement in every phase (`network.EnhancementFusion`):
-    #: the ROI mask travels with the image as one more channel, after the windows' channels and before
-    #: the phase presence flags, so the measurement follows every crop, flip and rotation.
-    measure_enhancement: bool = False
 
     def __post_init__(self) -> None:
         # Lists (from JSON or a caller) become tuples: the config must stay hashable for the cache.
@@ -157,8 +149,6 @@ class PreprocessConfig:
             raise ValueError(f"input size {self.size} is too small (at least 16 pixels)")
         if not self.windows:
             raise ValueError("at least one HU window is needed")
-        if self.measure_enhancement and self.clahe:
-            raise ValueError("CLAHE would equalise the mask channel that the enhancement measurement reads")
         if not 0 <= self.neighbour_slices <= MARGIN_Z_SLICES:
             raise ValueError(f"neighbour_slices must be 0..{MARGIN_Z_SLICES} (the training export keeps "
                              f"{MARGIN_Z_SLICES} slice(s) around each lesion), not {self.neighbour_slices}")
@@ -175,12 +165,7 @@ class PreprocessConfig:
 
     @property
     def channels(self) -> int:
-        return len(self.windows) * self.input_slices + int(self.measure_enhancement) + len(self.phases)
-
-    @property
-    def mask_channel(self) -> int | None:
-        """Index of the ROI mask channel (None when the input has none)."""
-        return len(self.windows) * self.input_slices if self.measure_enhancement else None
+        return len(self.windows) * self.input_slices + len(self.phases)
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -429,20 +414,16 @@ class RandomHUJitter(Transform):
 
 class WindowToChannels(Transform):
     """HU -> one channel per window (per window and slice for a slab, window-major: every slice of the
-    first window, then of the second...), linear from window low (0) to high (1), clipped; with
-    `with_mask` the ROI mask (0/1) follows as the last channel."""
+    first window, then of the second...), linear from window low (0) to high (1), clipped."""
 
-    def __init__(self, windows: Sequence[HUWindow] = DEFAULT_WINDOWS, with_mask: bool = False) -> None:
+    def __init__(self, windows: Sequence[HUWindow] = DEFAULT_WINDOWS) -> None:
         self.windows = tuple(windows)
-        self.with_mask = bool(with_mask)
 
     def __call__(self, sample: Sample, rng: np.random.Generator | None = None) -> Sample:
         hu = sample["hu"].astype(np.float32)
         slices = [hu] if hu.ndim == 2 else list(hu)
         channels = [np.clip((s - np.float32(w.low)) / np.float32(w.width), 0.0, 1.0)
                     for w in self.windows for s in slices]
-        if self.with_mask:
-            channels.append(sample["mask"].astype(np.float32))
         return {**sample, "image": np.stack(channels).astype(np.float32)}
 
 
@@ -560,7 +541,7 @@ class LesionPreprocess:
                                  config.nlm_h_hu))
         steps += [CropSquareResize(config.size, config.crop_scale, config.crop_margin_mm, config.crop_min_mm),
                   RandomHUJitter(aug.hu_offset, aug.hu_scale),
-                  WindowToChannels(config.windows, config.measure_enhancement)]
+                  WindowToChannels(config.windows)]
         if config.clahe:
             steps.append(Clahe(config.clahe_clip_limit, config.clahe_tiles))
         steps += [RandomAffine(aug.rotation_deg, aug.zoom, aug.shift, aug.hflip, aug.vflip, aug.affine_probability),
