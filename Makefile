@@ -76,5 +76,19 @@ model: $(STAMP)
 		--compare $(MODEL_DIR)/run-enhanced --sanity-series $(CRLM_SERIES) \
 		--sanity-annotations tests/data/crlm-ct-1004-metastases.json
 
+## The bundled CNN's phase reader (docs/model.md "Several contrast phases"): simulate multiphase lesions
+## (1000 split 70/15/15 by patient, plus 1200 that only fit), measure each lesion's enhancement per phase,
+## and fit one reader per subset of phases to the bundled CNN's answers. Run again after `make model`
+## (a new CNN needs a new fit). About 2 h on 2 CPU cores, nearly all of it simulation.
+PR_DIR    := build/phase-reader
+PR_SYNTH  := --min-diameter 8 --workers 2 --phases non_contrast,arterial,portal_venous,delayed -q
+.PHONY: phase-reader
+phase-reader: $(STAMP)
+	rm -rf $(PR_DIR) && mkdir -p $(PR_DIR)
+	$(VENV)/bin/liverview-synth $(PR_DIR)/dataset -n 250 --seed 31 $(PR_SYNTH)
+	$(VENV)/bin/liverview-synth $(PR_DIR)/dataset-extra -n 300 --seed 21 $(PR_SYNTH)
+	$(PY) -m liverview.model.phase_reader_cli resources/models/liver-lesion-classifier $(PR_DIR)/dataset \
+		--train-only $(PR_DIR)/dataset-extra --seed 1
+
 clean:
 	rm -rf $(VENV) build dist .pytest_cache

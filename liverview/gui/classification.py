@@ -290,7 +290,8 @@ class ClassificationController(QObject):
         store.set_ai_result(lesion_id, prediction.to_ai_result(outline=geometry))
         self.explained[(lesion_id, geometry)] = prediction.predicted
         self.crops[(lesion_id, geometry)] = (prediction.phase_crops, prediction.phase_cams,
-                                             None if prediction.heatmap is None else prediction.heatmap.cam)
+                                             None if prediction.heatmap is None else prediction.heatmap.cam,
+                                             prediction.enhancement_hu)
         if prediction.heatmap is not None:
             self.heatmaps[(lesion_id, geometry, prediction.heatmap.slice_index)] = prediction.heatmap
         selected = self.selected_lesion()
@@ -351,7 +352,7 @@ class ClassificationController(QObject):
         answer = lesion.current_ai() if lesion is not None else None
         self.panel.set_enabled(model=True, lesion=lesion is not None, has_result=answer is not None, busy=busy)
         shown = self.crops.get((lesion.id, lesion.outline_key())) if answer is not None else None
-        self.panel.show_phase_crops(*(shown or ({}, {}, None)))
+        self.panel.show_phase_crops(*(shown or ({}, {}, None, {})))
         if lesion is None:
             self.panel.show_result(None, "Select a lesion, then Classify" if self.session.store else "")
         elif answer is not None:

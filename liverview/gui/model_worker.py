@@ -110,7 +110,9 @@ class _Runner(QObject):
 
     def _others(self, study: StudyContext | None) -> list[Any]:
         """The study's other series a multiphase model reads, loaded once each (on this thread)."""
-        reads = self._require_model().preprocess_config.phases
+        from liverview.model.classify import phases_read_by
+
+        reads = phases_read_by(self._require_model())
         if study is None or not reads:
             return []
         from liverview.annotations.export_dataset import PhaseSource

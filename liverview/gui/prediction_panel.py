@@ -230,11 +230,13 @@ class PredictionPanel(QWidget):
                                   + self.describe_heatmap(result.heatmap_inside))
 
     def show_phase_crops(self, crops: dict[str, np.ndarray], phase_cams: dict[str, np.ndarray] | None = None,
-                         cam: np.ndarray | None = None) -> None:
+                         cam: np.ndarray | None = None, enhancement_hu: dict[str, dict[str, float]] | None = None) -> None:
         """What the network saw of each phase (its key slice at the liver window), with that phase's own
-        heatmap (`phase_cams`, a multiphase model) or the combined input's (`cam`) laid over it; none
-        when `crops` is empty (no row, so the panel is no taller than before)."""
+        heatmap (`phase_cams`, a multiphase model) or the combined input's (`cam`) laid over it, and under
+        it the lesion's and the liver's HU the model measured (`enhancement_hu`); none when `crops` is
+        empty (no row, so the panel is no taller than before)."""
         phase_cams = phase_cams or {}
+        enhancement_hu = enhancement_hu or {}
         for label in self.crop_labels:
             self.crops_row.removeWidget(label)
             label.deleteLater()
@@ -246,7 +248,12 @@ class PredictionPanel(QWidget):
             label.setToolTip(f"{phase.replace('_', '-')}: what the network read, with "
                              + ("where it looks when it reads this phase alone" if own is not None
                                 else "the heatmap of its input"))
-            caption = QLabel(phase.replace("_", "-"))
+            measured = enhancement_hu.get(phase)
+            caption = QLabel(phase.replace("_", "-") + (f"\nL {measured['lesion_hu']:.0f} · liver {measured['liver_hu']:.0f}"
+                                                       if measured else ""))
+            if measured:
+                caption.setToolTip("Mean HU of the lesion and of the liver ring around it, as the model measured "
+                                   "them on this phase's key slice (it reads these with the image)")
             caption.setStyleSheet("color: #9a9a9a; font-size: 8pt;")
             column = QWidget()
             box = QVBoxLayout(column)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import cv2
@@ -26,6 +26,7 @@ from liverview.annotations.transfer import TransferError
 from liverview.annotations.measurements import measure_lesion, slice_masks
 from liverview.annotations.storage import now_iso
 from liverview.imaging.contrast_phase import ContrastPhase, PhaseDecision, detect_series_phases
+from liverview.imaging.lesion_enhancement import measure_lesion_enhancement
 from liverview.io.volume import Volume
 from liverview.model.bundle_format import BundleError
 from liverview.model.inference import LoadedModel, load_bundle, predict, predict_flips, resolve_device
@@ -120,6 +121,9 @@ class LesionPrediction:
     #: Grad-CAM of each phase read by a multiphase model, computed with that phase alone present (where
     #: the network looks when it reads that phase); on the crops' square, float (size, size) in 0..1.
     phase_cams: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    #: The phase reader's answer: per phase read, the lesion's and the liver ring's median HU it measured
+    #: ({"lesion_hu": ..., "liver_hu": ...}); {} for the CNN alone.
+    enhancement_hu: dict[str, dict[str, float]] = field(default_factory=dict)
 
     @property
     def probability(self) -> float:
@@ -147,7 +151,8 @@ class LesionPrediction:
                 "outside_training": self.outside_training, "phases_read": list(self.phases_read),
                 "heatmap_inside": None if self.heatmap_inside is None else round(self.heatmap_inside, 3),
                 "entropy": self.entropy, "tta_spread": self.tta_spread, "tta_agreement": self.tta_agreement,
-                "slice_index": self.slice_index, "model_id": self.model_id, "time": self.time}
+                "slice_index": self.slice_index, "model_id": self.model_id, "time": self.time,
+                **({"enhancement_hu": self.enhancement_hu} if self.enhancement_hu else {})}
 
 
 def load_model_with_fallback(path: str | Path, device_preference: str = "auto",
@@ -223,16 +228,17 @@ def series_phase(volume: Volume) -> PhaseDecision:
 
 
 def phase_slabs(loaded: LoadedModel, volume: Volume, lesion: Lesion, z: int, mask: np.ndarray, phase: str,
-                others: Sequence[PhaseSource]) -> dict[str, np.ndarray]:
-    """What a multiphase model reads of `lesion` (outlined on slice `z` of `volume`, whose phase is `phase`):
-    per phase it reads, the slab on the outlined series' grid. Another series' slab is that series
+                others: Sequence[PhaseSource], phases: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+    """What a multiphase model (or the phase reader, reading `phases`) reads of `lesion` (outlined on
+    slice `z` of `volume`, whose phase is `phase`): per phase it reads, the slab on the outlined series' grid. Another series' slab is that series
     resampled by patient coordinates around the lesion (the outline's box plus the preprocessing's
     context, the breathing shift aligned, as the training export did); the rest of the slice, which
     the preprocessing does not look at, repeats the outlined series. A series the lesion cannot be
     carried to is left out (and so marked missing)."""
     config = loaded.preprocess_config
+    wanted = config.phases if phases is None else tuple(phases)
     key = model_slab(loaded, volume, z)
-    slabs = {phase: key} if phase in config.phases else {}
+    slabs = {phase: key} if phase in wanted else {}
     n, context = config.neighbour_slices, config.context_px
     ys, xs = np.nonzero(mask)
     y0, y1 = max(0, int(ys.min()) - context), min(volume.shape[1], int(ys.max()) + 1 + context)
@@ -241,7 +247,7 @@ def phase_slabs(loaded: LoadedModel, volume: Volume, lesion: Lesion, z: int, mas
     # Slices beyond the series' ends repeat its end slice, as `select_slab` does for the key series.
     ends = ((z0 - (z - n), (z + n + 1) - z1), (0, 0), (0, 0))
     for source in others:
-        if source.phase not in config.phases or source.phase in slabs:
+        if source.phase not in wanted or source.phase in slabs:
             continue
         try:
             region, _ = read_on_phase(lesion, volume, np.array([[z0, z1], [y0, y1], [x0, x1]]), source)
@@ -290,6 +296,11 @@ def classify_lesion(loaded: LoadedModel, volume: Volume, lesion: Lesion, *, heat
     start = time.perf_counter()
     masks = lesion_slice_masks(volume, lesion)
     z = key_slice(masks)
+    reader = loaded.phase_reader
+    if reader is not None and (other_phases or phase.phase.value != reader.cnn_phase):
+        answer = read_phases(loaded, volume, lesion, z, masks[z], phase, other_phases, heatmap=heatmap, tta=tta)
+        if answer is not None:
+            return answer
     tensor, read = model_input(loaded, volume, lesion, z, masks[z], phase.phase.value, other_phases)
     timings["preprocess"] = (time.perf_counter() - start) * 1000
     mark = time.perf_counter()
@@ -318,6 +329,55 @@ def classify_lesion(loaded: LoadedModel, volume: Volume, lesion: Lesion, *, heat
         phase_crops=input_crops(loaded, tensor, read),
         phase_cams=phase_heatmaps(loaded, tensor, read, top) if heatmap else {},
         outside_training=loaded_domain(loaded).check(volume, phase, measure_lesion(volume, lesion).long_axis_mm))
+
+
+def read_phases(loaded: LoadedModel, volume: Volume, lesion: Lesion, z: int, mask: np.ndarray, phase: PhaseDecision,
+                other_phases: Sequence[PhaseSource], *, heatmap: bool = True, tta: bool = True) -> LesionPrediction | None:
+    """The phase reader's answer (`phase_reader`): the lesion's enhancement measured on every phase it
+    can be read on (the outlined series and `other_phases` carried to it), with the CNN's answer on the
+    CNN's phase when that is among them; the heatmap is the CNN's there. None when the reader knows
+    none of the phases, or only the CNN's (the CNN alone answers then, as without a reader)."""
+    reader = loaded.phase_reader
+    assert reader is not None
+    start = time.perf_counter()
+    spacing = (float(volume.spacing_mm[1]), float(volume.spacing_mm[2]))
+    slabs = phase_slabs(loaded, volume, lesion, z, mask, phase.phase.value, other_phases, reader.phases)
+    middle = loaded.preprocess_config.neighbour_slices
+    features = {p: measure_lesion_enhancement(s if s.ndim == 2 else s[middle], mask, spacing) for p, s in slabs.items()}
+    sub = reader.reader_for(features)
+    if sub is None or sub.phases == (reader.cnn_phase,):
+        return None
+    timings = {"measure": (time.perf_counter() - start) * 1000}
+    mark = time.perf_counter()
+    tensor, copies, cnn = None, None, None
+    if reader.cnn_phase in sub.phases:
+        tensor = loaded.preprocess(slabs[reader.cnn_phase], mask, spacing)
+        copies = predict_flips(loaded, tensor) if tta or loaded.flip_average else predict(loaded, tensor)[None]
+        cnn = answer_from_copies(copies, loaded.flip_average)[0]
+    probs = sub.probabilities(features, cnn)
+    top = int(np.argmax(probs))
+    timings["classify"] = (time.perf_counter() - mark) * 1000
+    cam, inside = None, None
+    if heatmap and tensor is not None:
+        cam, _ = _heatmap(loaded, volume, z, mask, tensor, top)
+        inside = cam.share_inside(mask)
+    spread, agreement = 0.0, 1.0
+    if tta and copies is not None:
+        # How steady the image's part of the answer is under the flips (the enhancement numbers are flip-free).
+        spreads, agreements = copy_statistics(copies, cnn[None])
+        spread, agreement = float(spreads[0]), float(agreements[0])
+    crops = {p: (loaded.preprocess(slabs[p], mask, spacing)[middle].numpy() * 255.0).clip(0, 255).astype(np.uint8)
+             for p in sub.phases}
+    domain = replace(loaded_domain(loaded), phases=tuple(ContrastPhase(p) for p in reader.phases))
+    timings["total"] = (time.perf_counter() - start) * 1000
+    return LesionPrediction(
+        lesion_id=lesion.id, model_id=f"{model_id(loaded)} + phase reader", classes=list(loaded.classes),
+        probabilities={c: float(p) for c, p in zip(loaded.classes, probs)}, predicted=loaded.classes[top],
+        slice_index=z, entropy=normalised_entropy(probs), tta_spread=spread, tta_agreement=agreement,
+        heatmap=cam, timings_ms=timings, phase=phase.phase.value, phases_read=list(sub.phases), heatmap_inside=inside,
+        phase_crops=crops, enhancement_hu={p: {"lesion_hu": round(float(features[p][0]), 1),
+                                               "liver_hu": round(float(features[p][1]), 1)} for p in sub.phases},
+        outside_training=domain.check(volume, phase, measure_lesion(volume, lesion).long_axis_mm))
 
 
 def input_crops(loaded: LoadedModel, tensor: torch.Tensor, read: Sequence[str]) -> dict[str, np.ndarray]:
@@ -358,6 +418,14 @@ def phase_heatmaps(loaded: LoadedModel, tensor: torch.Tensor, read: Sequence[str
     return maps
 
 
+def phases_read_by(loaded: LoadedModel) -> tuple[str, ...]:
+    """The contrast phases a loaded model reads besides the outlined series: a multiphase network's, else
+    its phase reader's; () for a one-phase network alone."""
+    if loaded.preprocess_config.phases:
+        return tuple(loaded.preprocess_config.phases)
+    return loaded.phase_reader.phases if loaded.phase_reader is not None else ()
+
+
 def loaded_domain(loaded: LoadedModel) -> TrainingDomain:
     """What the loaded model was trained on (model.json's `training_domain`, or the assumption for
     bundles made before it was recorded)."""
@@ -376,7 +444,18 @@ def compute_slice_heatmap(loaded: LoadedModel, volume: Volume, lesion: Lesion, s
         raise ClassificationError(f"lesion {lesion.id} has no outline on slice {slice_index + 1}")
     if explained not in loaded.classes:
         raise ClassificationError(f"the model {loaded.name} has no class {explained!r}")
-    tensor, _ = model_input(loaded, volume, lesion, slice_index, masks[slice_index], phase, other_phases)
+    reader = loaded.phase_reader
+    if reader is not None and phase != reader.cnn_phase:
+        # The phase reader's heatmap is its CNN's, on the CNN's phase.
+        slabs = phase_slabs(loaded, volume, lesion, slice_index, masks[slice_index], phase, other_phases,
+                            (reader.cnn_phase,))
+        if reader.cnn_phase not in slabs:
+            raise ClassificationError(f"lesion {lesion.id}: no heatmap, the image model reads the "
+                                      f"{ContrastPhase(reader.cnn_phase).words} phase, not given here")
+        spacing = (float(volume.spacing_mm[1]), float(volume.spacing_mm[2]))
+        tensor = loaded.preprocess(slabs[reader.cnn_phase], masks[slice_index], spacing)
+    else:
+        tensor, _ = model_input(loaded, volume, lesion, slice_index, masks[slice_index], phase, other_phases)
     cam, _ = _heatmap(loaded, volume, slice_index, masks[slice_index], tensor, loaded.classes.index(explained))
     return cam
 
@@ -418,4 +497,5 @@ def classify_lesions(loaded: LoadedModel, volume: Volume, lesions: Sequence[Lesi
 
 __all__ = ["BatchResult", "ClassificationError", "DEFAULT_MODEL_NAME", "Heatmap", "LesionPrediction",
            "check_series", "classify_lesion", "classify_lesions", "compute_slice_heatmap", "default_model_path",
-           "key_slice", "lesion_slice_masks", "loaded_domain", "model_id", "model_slab", "phase_slabs", "series_phase"]
+           "key_slice", "lesion_slice_masks", "loaded_domain", "model_id", "model_slab", "phase_slabs", "phases_read_by", "read_phases",
+           "series_phase"]

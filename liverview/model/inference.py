@@ -17,6 +17,7 @@ from torch import nn
 
 from liverview.model.bundle_format import BundleError, read_bundle
 from liverview.model.network import build_network
+from liverview.model.phase_reader import PHASE_READER_FILE, PhaseReader, PhaseReaderError
 from liverview.model.transforms import LesionPreprocess, PreprocessConfig, build_preprocess
 from liverview.model.uncertainty import answer_from_copies
 
@@ -39,6 +40,8 @@ class LoadedModel:
     device: torch.device
     path: Path
     extra: dict[str, Any] = field(default_factory=dict)
+    #: The bundle's phase reader (`phase_reader.PhaseReader`), when it holds one fitted to these weights.
+    phase_reader: PhaseReader | None = None
 
     @property
     def name(self) -> str:
@@ -76,7 +79,22 @@ def load_bundle(path: str | Path, device: str | torch.device = "cpu", *,
     config = bundle.preprocess_config
     return LoadedModel(model=model, info=bundle.info, classes=bundle.classes, class_names=bundle.class_names,
                        preprocess_config=config, preprocess=build_preprocess(config),
-                       gradcam_target_layer=bundle.gradcam_target_layer, device=device, path=bundle.folder)
+                       gradcam_target_layer=bundle.gradcam_target_layer, device=device, path=bundle.folder,
+                       phase_reader=_phase_reader(bundle.folder, bundle.classes, str(bundle.info.get("sha256") or "")))
+
+
+def _phase_reader(folder: Path, classes: Sequence[str], sha256: str) -> PhaseReader | None:
+    """The bundle's phase reader; refused (`BundleError`) when it was fitted to other weights or classes."""
+    if not (folder / PHASE_READER_FILE).is_file():
+        return None
+    try:
+        reader = PhaseReader.load(folder)
+    except PhaseReaderError as exc:
+        raise BundleError(str(exc)) from exc
+    if reader.cnn_sha256 != sha256 or list(reader.classes) != list(classes):
+        raise BundleError(f"{folder / PHASE_READER_FILE} was fitted to other weights or classes; fit it again "
+                          "(python -m liverview.model.phase_reader_cli)")
+    return reader
 
 
 def resolve_device(preference: str = "auto", local_rank: int = 0) -> torch.device:

@@ -39,7 +39,8 @@ from liverview.io.seg_import import SegImportError
 from liverview.io.volume import Volume, load_series
 from liverview.model.bundle_format import BundleError
 from liverview.model.inference import LoadedModel, load_bundle, resolve_device
-from liverview.model.classify import Heatmap, LesionPrediction, classify_lesions, loaded_domain, model_id
+from liverview.model.classify import (Heatmap, LesionPrediction, classify_lesions, loaded_domain, model_id,
+                                      phases_read_by)
 from liverview.model.uncertainty import LEVELS
 from liverview.paths import default_model_path
 
@@ -117,7 +118,7 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
     study, phases = study_phases(opened)
     phase = phases[volume.info.key]
     read_volume, read_phase, moved = volume, phase, {}
-    reads = loaded.preprocess_config.phases
+    reads = phases_read_by(loaded)
     others = other_phase_sources(opened, study, phases, lambda phase: phase in reads)
     other = None if reads else _series_to_read(loaded, study, phases, volume)
     if other is not None:

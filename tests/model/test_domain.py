@@ -23,18 +23,32 @@ def _circle(cx, cy, r, n=40):
     return [(float(cx + r * np.cos(a)), float(cy + r * np.sin(a))) for a in t]
 
 
-def test_the_bundled_model_on_a_real_arterial_series_says_outside_its_training_data(hcc_dir):
-    """The model learnt portal-venous lesions only: on an arterial series its answer carries the reason."""
+def test_the_bundled_model_reads_a_real_arterial_series_with_its_phase_reader_and_says_what_is_outside(hcc_dir):
+    """The CNN learnt portal-venous lesions only; the phase reader reads an arterial series (it was fitted on
+    simulated arterial lesions), and the answer names what lies outside that training: this real series'
+    noise (25 HU against the simulator's 7-20)."""
     volume = load_series(hcc_dir)
     lesion = Lesion(reader="R1", rois=[Roi(70, _circle(150.0, 260.0, 18.0), sop_instance_uid=volume.sop_instance_uids[70])])
     loaded = load_bundle(default_model_path())
     prediction = classify_lesion(loaded, volume, lesion, heatmap=False)
-    assert prediction.phase == "arterial"
+    assert prediction.phase == "arterial" and prediction.phases_read == ["arterial"]
+    assert prediction.model_id.endswith("+ phase reader") and prediction.heatmap is None
     assert prediction.uncertainty == OUTSIDE
-    assert any("this series is arterial" in r and "portal-venous" in r for r in prediction.outside_training)
+    assert any("noise" in r for r in prediction.outside_training)
+    assert not any("this series is arterial" in r for r in prediction.outside_training)
     result = prediction.to_ai_result()
     assert result.uncertainty == OUTSIDE and result.phases_read == ["arterial"]
     assert AIResult.from_dict(json.loads(json.dumps(result.to_dict()))) == result
+
+
+def test_without_its_phase_reader_the_cnn_on_an_arterial_series_says_its_phase_is_untrained(hcc_dir):
+    volume = load_series(hcc_dir)
+    lesion = Lesion(reader="R1", rois=[Roi(70, _circle(150.0, 260.0, 18.0), sop_instance_uid=volume.sop_instance_uids[70])])
+    loaded = load_bundle(default_model_path())
+    loaded.phase_reader = None
+    prediction = classify_lesion(loaded, volume, lesion, heatmap=False)
+    assert prediction.uncertainty == OUTSIDE and prediction.phases_read == ["arterial"]
+    assert any("this series is arterial" in r and "portal-venous" in r for r in prediction.outside_training)
 
 
 def test_the_bundled_model_on_the_real_portal_venous_series_is_inside(crlm_dir):
@@ -83,12 +97,12 @@ def test_predict_cli_prints_the_phase_and_the_reason(hcc_dir, tmp_path, capsys):
     assert lesion["uncertainty"] == OUTSIDE and lesion["phases_read"] == ["arterial"] and lesion["outside_training"]
     assert predict_main([str(hcc_dir), "--annotations", str(path)]) == 0
     text = capsys.readouterr().out
-    assert "contrast phase arterial" in text and "outside the model's training data: this series is arterial" in text
+    assert "contrast phase arterial" in text and "outside the model's training data: the image noise is 25 HU" in text
 
 
 def test_a_readers_phase_in_the_annotations_is_what_liverview_predict_reads(crlm_dir, tmp_path, capsys):
-    """A reader who says the portal-venous series is delayed is believed: the model, trained on
-    portal-venous series, then answers outside its training data."""
+    """A reader who says the portal-venous series is delayed is believed: the phase reader reads the lesions
+    as delayed-phase lesions (without the CNN, which reads portal-venous series)."""
     document = AnnotationDocument.from_dict(json.loads(open(CRLM_ANNOTATIONS).read()))
     from liverview.annotations.document import PhaseCorrection
 
@@ -101,14 +115,16 @@ def test_a_readers_phase_in_the_annotations_is_what_liverview_predict_reads(crlm
     assert output["series"]["contrast_phase"] == "delayed"
     assert output["series"]["contrast_phase_evidence"]["decided_by"] == "reader"
     assert len(output["lesions"]) == len([lesion for lesion in document.lesions if lesion.rois]) > 0
-    assert all(lesion["uncertainty"] == OUTSIDE and lesion["phases_read"] == ["delayed"] for lesion in output["lesions"])
+    assert all(lesion["phases_read"] == ["delayed"] and lesion["model_id"].endswith("+ phase reader")
+               and "enhancement_hu" in lesion for lesion in output["lesions"])
 
 
 def test_a_lesion_outlined_on_another_phase_is_read_on_the_studys_portal_venous_series(crlm_dir, tmp_path, capsys,
                                                                                        resample_series):
     """The outline was drawn on the study's arterial series (here another reconstruction of the real series,
-    moved 4 mm by breathing, that its description names arterial); the model knows portal-venous series
-    only, so liverview-predict carries the outline to the portal-venous series and reads it there."""
+    moved 4 mm by breathing, that its description names arterial). The bundled model reads both phases
+    (its phase reader, with the CNN on the portal-venous one); the CNN alone, which knows portal-venous
+    series only, has liverview-predict carry the outline to the portal-venous series and read it there."""
     import shutil
 
     volume = load_series(crlm_dir)
@@ -131,6 +147,12 @@ def test_a_lesion_outlined_on_another_phase_is_read_on_the_studys_portal_venous_
     phases = {s["description"]: s["contrast_phase"] for s in output["study_series"]}
     assert phases == {"LIVER ARTERIAL 2.5mm": "arterial", "CT CH/AB/PEL": "portal_venous"}
     lesion = output["lesions"][0]
+    assert lesion["phases_read"] == ["arterial", "portal_venous"] and lesion["outside_training"] == []
+    assert "read_on" not in lesion and set(lesion["enhancement_hu"]) == {"arterial", "portal_venous"}
+    cnn_alone = shutil.copytree(default_model_path(), tmp_path / "cnn-alone", ignore=shutil.ignore_patterns("phase_reader*"))
+    assert predict_main([str(study), "--annotations", str(path), "--json", "--model", str(cnn_alone)]) == 0
+    captured = capsys.readouterr()
+    lesion = json.loads(captured.out)["lesions"][0]
     assert lesion["phases_read"] == ["portal_venous"] and lesion["outside_training"] == []
     assert lesion["read_on"]["series_uid"] == volume.series_uid
     assert np.allclose(lesion["read_on"]["breathing_shift_mm"], (0.0, -4.0, 0.0), atol=1.5)

@@ -1,0 +1,179 @@
+"""The phase reader: a lesion's class from its enhancement in every contrast phase read, with the CNN.
+
+The bundled CNN reads the portal-venous key slice: shape, margin, texture. A radiologist reads the
+lesion's enhancement across phases as well (`imaging.lesion_enhancement`). The phase reader combines
+both: for every subset of the phases a lesion can be read on, one multinomial logistic regression
+over the standardised enhancement numbers of those phases and, when the subset holds the CNN's
+phase, the log of the CNN's answer. A missing phase is handled explicitly, by the reader of the
+subset that is there, never by zeros that look like data.
+
+It is fitted to one CNN (`cnn_sha256`): the CNN's answers on lesions it never trained on are part of
+its input, so a new CNN needs a new fit (`phase_reader_cli`). Stored beside the CNN's weights in its
+bundle as `PHASE_READER_FILE`; numpy only at inference (scikit-learn fits it, the `train` extra).
+"""
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from liverview.atomic_write import write_text_atomic
+from liverview.imaging.lesion_enhancement import FEATURES
+from liverview.model.metrics import confusion_matrix, metrics_from_confusion
+
+PHASE_READER_FILE = "phase_reader.json"
+FORMAT, FORMAT_VERSION = "liverview.phase-reader", 1
+#: The CNN's probabilities enter as logs, clipped here (a 0 would be minus infinity).
+MIN_PROBABILITY = 1e-4
+
+
+class PhaseReaderError(ValueError):
+    """A phase reader file cannot be used; the message says why."""
+
+
+def subset_name(phases: Iterable[str]) -> str:
+    return " + ".join(phases)
+
+
+@dataclass(frozen=True)
+class SubsetReader:
+    """The reader of one subset of phases: softmax(coef @ ((x - mean) / scale) + intercept)."""
+
+    phases: tuple[str, ...]
+    uses_cnn: bool
+    mean: np.ndarray
+    scale: np.ndarray
+    coef: np.ndarray  # (classes, inputs)
+    intercept: np.ndarray  # (classes,)
+
+    def inputs(self, features: Mapping[str, np.ndarray], cnn_probabilities: np.ndarray | None) -> np.ndarray:
+        parts = [np.asarray(features[p], dtype=np.float64) for p in self.phases]
+        if self.uses_cnn:
+            if cnn_probabilities is None:
+                raise ValueError(f"the reader of {subset_name(self.phases)} needs the CNN's answer")
+            parts.append(np.log(np.clip(np.asarray(cnn_probabilities, dtype=np.float64), MIN_PROBABILITY, 1.0)))
+        return np.concatenate(parts)
+
+    def probabilities(self, features: Mapping[str, np.ndarray], cnn_probabilities: np.ndarray | None) -> np.ndarray:
+        z = (self.inputs(features, cnn_probabilities) - self.mean) / self.scale
+        logits = self.coef @ z + self.intercept
+        e = np.exp(logits - logits.max())
+        return e / e.sum()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"phases": list(self.phases), "uses_cnn": self.uses_cnn, "mean": self.mean.tolist(),
+                "scale": self.scale.tolist(), "coef": self.coef.tolist(), "intercept": self.intercept.tolist()}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> SubsetReader:
+        return cls(tuple(data["phases"]), bool(data["uses_cnn"]), np.asarray(data["mean"], dtype=np.float64),
+                   np.asarray(data["scale"], dtype=np.float64), np.asarray(data["coef"], dtype=np.float64),
+                   np.asarray(data["intercept"], dtype=np.float64))
+
+
+@dataclass
+class PhaseReader:
+    classes: list[str]
+    #: Every phase it reads, in its order.
+    phases: tuple[str, ...]
+    #: The phase the CNN reads (its answer is an input of the subsets holding this phase).
+    cnn_phase: str
+    #: SHA-256 of the CNN weights it was fitted to.
+    cnn_sha256: str
+    readers: dict[tuple[str, ...], SubsetReader]
+    #: Per subset name: what it scored on the held-out lesions ({"val": {...}, "test": {...}}).
+    metrics: dict[str, Any] = field(default_factory=dict)
+    #: The data and recipe it was fitted with.
+    training: dict[str, Any] = field(default_factory=dict)
+
+    def reader_for(self, available: Iterable[str]) -> SubsetReader | None:
+        """The reader of the phases in `available` that this reader knows (None when there are none)."""
+        here = set(available)
+        return self.readers.get(tuple(p for p in self.phases if p in here))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"format": FORMAT, "format_version": FORMAT_VERSION, "classes": self.classes,
+                "phases": list(self.phases), "cnn_phase": self.cnn_phase, "cnn_sha256": self.cnn_sha256,
+                "features": list(FEATURES), "readers": [r.to_dict() for r in self.readers.values()],
+                "metrics": self.metrics, "training": self.training}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> PhaseReader:
+        if data.get("format") != FORMAT or int(data.get("format_version", 0)) > FORMAT_VERSION:
+            raise PhaseReaderError(f"not a {FORMAT} file of version {FORMAT_VERSION} or older")
+        if list(data.get("features", [])) != list(FEATURES):
+            raise PhaseReaderError(f"it reads the features {data.get('features')}, this liverview measures {list(FEATURES)}")
+        readers = [SubsetReader.from_dict(r) for r in data["readers"]]
+        return cls(list(data["classes"]), tuple(data["phases"]), str(data["cnn_phase"]), str(data["cnn_sha256"]),
+                   {r.phases: r for r in readers}, dict(data.get("metrics", {})), dict(data.get("training", {})))
+
+    def save(self, folder: str | Path) -> Path:
+        path = Path(folder) / PHASE_READER_FILE
+        write_text_atomic(path, json.dumps(self.to_dict(), indent=1))
+        return path
+
+    @classmethod
+    def load(cls, folder: str | Path) -> PhaseReader:
+        path = Path(folder) / PHASE_READER_FILE
+        try:
+            return cls.from_dict(json.loads(path.read_text(encoding="utf-8")))
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise PhaseReaderError(f"{path}: {exc}") from exc
+
+
+def phase_subsets(phases: Sequence[str]) -> list[tuple[str, ...]]:
+    """Every non-empty subset of `phases`, each in their order."""
+    return [combo for n in range(1, len(phases) + 1) for combo in itertools.combinations(phases, n)]
+
+
+def fit_phase_reader(features: Sequence[Mapping[str, np.ndarray]], cnn_probabilities: Sequence[np.ndarray | None],
+                     labels: Sequence[str], classes: Sequence[str], phases: Sequence[str], cnn_phase: str,
+                     cnn_sha256: str) -> PhaseReader:
+    """One logistic regression per subset of `phases`, each on the lesions measured in all of its phases
+    (and answered by the CNN when the subset holds `cnn_phase`)."""
+    from sklearn.linear_model import LogisticRegression
+
+    readers: dict[tuple[str, ...], SubsetReader] = {}
+    for subset in phase_subsets(phases):
+        uses_cnn = cnn_phase in subset
+        rows = [i for i, f in enumerate(features)
+                if all(p in f for p in subset) and (not uses_cnn or cnn_probabilities[i] is not None)]
+        if len({labels[i] for i in rows}) < 2:
+            continue
+        probe = SubsetReader(subset, uses_cnn, np.zeros(1), np.ones(1), np.zeros((1, 1)), np.zeros(1))
+        x = np.stack([probe.inputs(features[i], cnn_probabilities[i]) for i in rows])
+        mean, scale = x.mean(axis=0), x.std(axis=0)
+        scale[scale < 1e-9] = 1.0
+        model = LogisticRegression(max_iter=5000).fit((x - mean) / scale, [labels[i] for i in rows])
+        order = [list(model.classes_).index(c) if c in model.classes_ else None for c in classes]
+        coef = np.array([model.coef_[k] if k is not None else np.zeros(x.shape[1]) for k in order])
+        intercept = np.array([model.intercept_[k] if k is not None else -1e3 for k in order])
+        readers[subset] = SubsetReader(subset, uses_cnn, mean, scale, coef, intercept)
+    return PhaseReader(list(classes), tuple(phases), cnn_phase, cnn_sha256, readers)
+
+
+def score_phase_reader(reader: PhaseReader, features: Sequence[Mapping[str, np.ndarray]],
+                       cnn_probabilities: Sequence[np.ndarray | None], labels: Sequence[str]) -> dict[str, Any]:
+    """Per subset name: the metrics (`metrics.metrics_from_confusion`) on the lesions measured in all of
+    its phases, each read on that subset alone."""
+    out: dict[str, Any] = {}
+    for subset, sub in reader.readers.items():
+        rows = [i for i, f in enumerate(features)
+                if all(p in f for p in subset) and (not sub.uses_cnn or cnn_probabilities[i] is not None)]
+        if not rows:
+            continue
+        predicted = [int(np.argmax(sub.probabilities(features[i], cnn_probabilities[i]))) for i in rows]
+        truth = [reader.classes.index(labels[i]) for i in rows]
+        metrics = metrics_from_confusion(confusion_matrix(truth, predicted, len(reader.classes)), reader.classes)
+        out[subset_name(subset)] = {"n": len(rows), "accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"],
+                                    "per_class": metrics["per_class"]}
+    return out
+
+
+__all__ = ["FORMAT", "PHASE_READER_FILE", "PhaseReader", "PhaseReaderError", "SubsetReader", "fit_phase_reader",
+           "phase_subsets", "score_phase_reader", "subset_name"]

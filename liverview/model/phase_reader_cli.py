@@ -1,0 +1,167 @@
+"""`python -m liverview.model.phase_reader_cli`: fit the bundled CNN's phase reader.
+
+Measures every lesion's enhancement in each phase its patch holds (`imaging.lesion_enhancement`),
+has the bundle's CNN answer the lesions whose key series is in the CNN's phase (as the app answers:
+the same preprocessing and flips), fits one reader per subset of phases on the split's training
+lesions (`phase_reader.fit_phase_reader`), scores each on the validation and test lesions, and writes
+`phase_reader.json` into the bundle. `make phase-reader` runs it on the simulated multiphase data.
+
+    python -m liverview.model.phase_reader_cli BUNDLE DATASET... [--train-only DATASET...] [--split RUN/split.json]
+Exit status: 0 done, 1 error.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from liverview.annotations.dataset_format import read_patch
+from liverview.atomic_write import write_text_atomic
+from liverview.imaging.lesion_enhancement import measure_lesion_enhancement
+from liverview.model.data import LesionDataset, LesionRecord, load_records
+from liverview.model.inference import LoadedModel, load_bundle, predict_flips
+from liverview.model.metrics import confusion_matrix, metrics_from_confusion
+from liverview.model.number_format import format_number
+from liverview.model.phase_reader import PhaseReader, fit_phase_reader, score_phase_reader, subset_name
+from liverview.model.split import Split, check_split_matches, split_records
+from liverview.model.transforms import PHASE_NAMES, select_key_slice
+from liverview.model.uncertainty import answer_from_copies
+
+log = logging.getLogger("liverview.model.phase_reader_cli")
+
+PHASE_READER_CARD = "PHASE_READER.md"
+
+
+def measure_record(record: LesionRecord, phases: Sequence[str]) -> dict[str, np.ndarray]:
+    """The enhancement numbers of `record` on its key slice, per phase its patch holds out of `phases`."""
+    patch = read_patch(record.patch_path)
+    z = select_key_slice(patch.mask)
+    spacing = (float(patch.spacing_mm[-2]), float(patch.spacing_mm[-1]))
+    return {p: measure_lesion_enhancement(patch.hu_of(p)[z], patch.mask[z], spacing)
+            for p in patch.phase_names if p in phases}
+
+
+def cnn_answers(loaded: LoadedModel, records: Sequence[LesionRecord], cnn_phase: str,
+                batch_size: int = 32) -> list[np.ndarray | None]:
+    """The CNN's answer (class probabilities) for each record whose key series is in `cnn_phase`."""
+    chosen = [i for i, r in enumerate(records) if r.extra.get("contrast_phase") == cnn_phase]
+    out: list[np.ndarray | None] = [None] * len(records)
+    dataset = LesionDataset([records[i] for i in chosen], loaded.classes, loaded.preprocess)
+    for start in range(0, len(chosen), batch_size):
+        stop = min(start + batch_size, len(chosen))
+        copies = predict_flips(loaded, [dataset[k][0] for k in range(start, stop)])
+        for k, answer in zip(range(start, stop), answer_from_copies(copies, loaded.flip_average)):
+            out[chosen[k]] = answer
+        log.info("CNN: %d of %d lesions", stop, len(chosen))
+    return out
+
+
+def fit_for_bundle(bundle: Path, datasets: Sequence[Path], split_path: Path | None = None,
+                   training_only: Sequence[Path] = (), seed: int = 1, phases: Sequence[str] = PHASE_NAMES,
+                   cnn_phase: str = "portal_venous", recipe: str = "") -> PhaseReader:
+    """Fit the phase reader of `bundle` on `datasets` split by `split_path` (else by patient with `seed`,
+    as `liverview-train --seed` splits), score it and write it into the bundle."""
+    loaded = load_bundle(bundle)
+    records = load_records(datasets, loaded.classes, training_only).records
+    if split_path is None:
+        split = split_records(records, seed)
+    else:
+        split = Split.load(split_path)
+        problems = check_split_matches(split, records)
+        if problems:
+            raise ValueError(f"{split_path} does not fit these datasets: {'; '.join(problems)}")
+    features = [measure_record(r, phases) for r in records]
+    answers = cnn_answers(loaded, records, cnn_phase)
+    labels = [r.label for r in records]
+    index = {r.uid: i for i, r in enumerate(records)}
+
+    def rows(name: str) -> list[int]:
+        return [index[u] for u in split.subset(name)]
+
+    def pick(values: Sequence, chosen: list[int]) -> list:
+        return [values[i] for i in chosen]
+
+    train = rows("train")
+    sha = str(loaded.info.get("sha256") or "")
+    reader = fit_phase_reader(pick(features, train), pick(answers, train), pick(labels, train), loaded.classes,
+                              phases, cnn_phase, sha)
+    reader.metrics = {}
+    for name in ("val", "test"):
+        chosen = rows(name)
+        for subset, scores in score_phase_reader(reader, pick(features, chosen), pick(answers, chosen),
+                                                 pick(labels, chosen)).items():
+            reader.metrics.setdefault(subset, {})[name] = scores
+    cnn_rows = [i for i in rows("test") if answers[i] is not None]
+    cnn_alone = metrics_from_confusion(confusion_matrix([loaded.classes.index(labels[i]) for i in cnn_rows],
+                                                        [int(np.argmax(answers[i])) for i in cnn_rows],
+                                                        len(loaded.classes)), loaded.classes)
+    reader.training = {"datasets": [str(Path(d)) for d in datasets], "training_only": [str(Path(d)) for d in training_only],
+                       "split": str(split_path) if split_path else f"by patient, seed {seed}", "n_train": len(train), "n_val": len(rows("val")),
+                       "n_test": len(rows("test")), "cnn": f"{loaded.name} {loaded.version}",
+                       "cnn_alone_test": {"n": len(cnn_rows), "accuracy": cnn_alone["accuracy"],
+                                          "macro_f1": cnn_alone["macro_f1"]},
+                       "simulated": True, "recipe": recipe,
+                       "fitted": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    reader.save(bundle)
+    write_text_atomic(bundle / PHASE_READER_CARD, render_reader_card(reader))
+    return reader
+
+
+def render_reader_card(reader: PhaseReader) -> str:
+    """PHASE_READER.md: what the reader is, what it was fitted on, and its scores per subset of phases."""
+    t = reader.training
+    cnn = t.get("cnn_alone_test") or {}
+    lines = [
+        "# Phase reader", "",
+        f"Fitted to the CNN {t.get('cnn', '')} (weights sha256 {reader.cnn_sha256[:12]}) on "
+        + ("**simulated** " if t.get("simulated") else "") + f"multiphase lesions: {t.get('n_train')} to fit, "
+        f"{t.get('n_val')} validation and {t.get('n_test')} test lesions ({t.get('split')}); datasets "
+        f"{', '.join(t.get('datasets', []) + t.get('training_only', []))}. Recipe: `{t.get('recipe', '')}`.", "",
+        "For every subset of the phases a lesion is read on, one logistic regression over the lesion's "
+        "enhancement measured in those phases (lesion and liver-ring median HU, their difference, rim minus "
+        "core, spread, share above the liver, brightest tenth minus liver) and, where the subset holds the "
+        f"{reader.cnn_phase.replace('_', '-')} phase, the CNN's answer there. The portal-venous series alone "
+        "is answered by the CNN, as without the reader.", "",
+        f"The CNN alone on the same test lesions' portal-venous series: macro-F1 {format_number(cnn.get('macro_f1'))} "
+        f"({cnn.get('n')} lesions).", "",
+        "| phases read | reads the CNN's answer | validation macro-F1 | test macro-F1 | test lesions |",
+        "|---|---|---|---|---|",
+    ]
+    for phases, sub in reader.readers.items():
+        scores = reader.metrics.get(subset_name(phases), {})
+        val, test = scores.get("val") or {}, scores.get("test") or {}
+        lines.append(f"| {subset_name(p.replace('_', '-') for p in phases)} | {'yes' if sub.uses_cnn else 'no'} | "
+                     f"{format_number(val.get('macro_f1'))} | {format_number(test.get('macro_f1'))} | {test.get('n', 0)} |")
+    lines += ["", "Measured on simulated lesions only; real lesions are measured independently.", ""]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m liverview.model.phase_reader_cli", description=__doc__.split("\n\n")[0])
+    p.add_argument("bundle", type=Path, help="the CNN's bundle folder; phase_reader.json is written into it")
+    p.add_argument("datasets", nargs="+", type=Path, help="multiphase dataset folders (liverview-synth --phases)")
+    p.add_argument("--train-only", nargs="*", type=Path, default=[], help="datasets whose lesions only train")
+    p.add_argument("--split", type=Path, help="split.json of a training run on these datasets (default: split by "
+                                              "patient with --seed, as liverview-train does)")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--recipe", default="make phase-reader", help="the command that reproduces this reader")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        reader = fit_for_bundle(args.bundle, args.datasets, args.split, args.train_only, args.seed, recipe=args.recipe)
+    except (OSError, ValueError) as exc:
+        log.error("%s", exc)
+        return 1
+    for subset, scores in reader.metrics.items():
+        test = scores.get("test") or {}
+        log.info("%-55s test macro-F1 %.3f on %d lesions", subset, test.get("macro_f1", float("nan")), test.get("n", 0))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,122 @@
+"""The phase reader: enhancement measured per phase, one reader per subset of phases, and the app's path."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from liverview.imaging.lesion_enhancement import FEATURES, measure_lesion_enhancement
+from liverview.model.bundle_format import BundleError
+from liverview.model.bundle_writer import save_bundle
+from liverview.model.data import load_records
+from liverview.model.inference import load_bundle
+from liverview.model.network import build_network
+from liverview.model.phase_reader import PHASE_READER_FILE, PhaseReader, fit_phase_reader, score_phase_reader
+from liverview.model.phase_reader_cli import cnn_answers, measure_record
+from liverview.model.transforms import PreprocessConfig
+
+PHASES = ("non_contrast", "arterial", "portal_venous", "delayed")
+CLASSES = ["benign_cyst", "hemangioma", "hcc", "metastasis"]
+
+
+def _disc(size: int = 80, radius: float = 14.0) -> tuple[np.ndarray, np.ndarray]:
+    yy, xx = np.mgrid[:size, :size]
+    r = np.hypot(yy - size / 2, xx - size / 2)
+    return r, r < radius
+
+
+def test_enhancement_is_read_against_the_liver_ring_with_a_bright_rim_told_from_the_core():
+    r, mask = _disc()
+    hu = np.where(mask, 40.0, 110.0)
+    hu[mask & (r > 11.0)] = 160.0  # a rim of about 3 px (2.1 mm at 0.7 mm pixels)
+    values = dict(zip(FEATURES, measure_lesion_enhancement(hu, mask, (0.7, 0.7))))
+    assert values["liver_hu"] == 110.0 and values["lesion_hu"] == 40.0
+    assert values["lesion_minus_liver_hu"] == -70.0 and values["rim_minus_core_hu"] == 120.0
+    assert 0.2 < values["share_above_liver"] < 0.5 and values["p90_minus_liver_hu"] == 50.0
+    plain = dict(zip(FEATURES, measure_lesion_enhancement(np.where(mask, 40.0, 110.0), mask, (0.7, 0.7))))
+    assert plain["rim_minus_core_hu"] == 0.0 and plain["share_above_liver"] == 0.0
+    with pytest.raises(ValueError, match="no pixel"):
+        measure_lesion_enhancement(hu, np.zeros_like(mask), (0.7, 0.7))
+
+
+@pytest.fixture(scope="module")
+def fitted(multiphase_dataset, tmp_path_factory):
+    """A tiny CNN bundle and a phase reader fitted to it on the 12-lesion multiphase dataset."""
+    folder = tmp_path_factory.mktemp("reader")
+    config = PreprocessConfig(size=32)
+    torch.manual_seed(4)
+    bundle = save_bundle(folder / "cnn", build_network("tiny_cnn", 4, config.channels), architecture="tiny_cnn",
+                         classes=CLASSES, preprocess_config=config, metrics={"macro_f1": 0.3})
+    loaded = load_bundle(bundle)
+    records = load_records([multiphase_dataset]).records
+    features = [measure_record(r, PHASES) for r in records]
+    answers = cnn_answers(loaded, records, "portal_venous")
+    labels = [r.label for r in records]
+    reader = fit_phase_reader(features, answers, labels, CLASSES, PHASES, "portal_venous", loaded.info["sha256"])
+    reader.save(bundle)
+    return bundle, reader, features, answers, labels
+
+
+def test_one_reader_per_subset_of_phases_each_reading_only_what_is_there(fitted):
+    bundle, reader, features, answers, labels = fitted
+    assert len(reader.readers) == 15 and all(len(f) == 4 for f in features)
+    every = reader.reader_for(PHASES)
+    assert every.uses_cnn and every.coef.shape == (4, 4 * len(FEATURES) + 4)
+    arterial = reader.reader_for(["arterial", "unknown"])
+    assert arterial.phases == ("arterial",) and not arterial.uses_cnn
+    p = arterial.probabilities({"arterial": features[0]["arterial"]}, None)
+    assert p.shape == (4,) and abs(p.sum() - 1.0) < 1e-9
+    with pytest.raises(ValueError, match="needs the CNN"):
+        every.probabilities(features[0], None)
+    # Saved and loaded, it answers exactly as fitted; scored, each subset on every lesion.
+    again = PhaseReader.load(bundle)
+    assert np.allclose(again.reader_for(PHASES).probabilities(features[1], answers[1]), every.probabilities(features[1], answers[1]))
+    scores = score_phase_reader(reader, features, answers, labels)
+    assert set(scores) == {" + ".join(s) for s in reader.readers} and all(s["n"] == 12 for s in scores.values())
+
+
+def test_a_reader_fitted_to_other_weights_is_refused(fitted, tmp_path):
+    import shutil
+
+    bundle, *_ = fitted
+    copy = shutil.copytree(bundle, tmp_path / "cnn")
+    data = json.loads((copy / PHASE_READER_FILE).read_text())
+    (copy / PHASE_READER_FILE).write_text(json.dumps({**data, "cnn_sha256": "0" * 64}))
+    with pytest.raises(BundleError, match="fitted to other weights"):
+        load_bundle(copy)
+
+
+def test_the_app_reads_every_phase_of_the_study_with_the_reader(fitted):
+    """classify_lesion with a reader: the portal-venous series alone is the CNN's answer as before; with the
+    arterial series it is the reader's, with what it measured; an arterial series alone is read without
+    the CNN (no heatmap) and is not outside the training data for its phase."""
+    from liverview.annotations.export_dataset import PhaseSource
+    from liverview.annotations.transfer import transfer_lesion
+    from liverview.imaging.contrast_phase import ContrastPhase, DecidedBy, PhaseDecision
+    from liverview.model.classify import classify_lesion, model_id, phases_read_by
+    from liverview.synth.simulator import SimulatorConfig, patient_document, patient_volume, simulate_patient
+
+    bundle, *_ = fitted
+    loaded = load_bundle(bundle)
+    assert loaded.phase_reader is not None and phases_read_by(loaded) == PHASES
+    patient = simulate_patient(8, config=SimulatorConfig(phases=PHASES, diameter_mm=(15.0, 30.0)))
+    volume = patient_volume(patient)
+    lesion = patient_document(patient, volume).lesions[0]
+    pv = PhaseDecision(ContrastPhase.PORTAL_VENOUS, DecidedBy.IMAGES, "test")
+    alone = classify_lesion(loaded, volume, lesion, phase=pv, heatmap=False)
+    assert alone.model_id == model_id(loaded) and alone.phases_read == ["portal_venous"] and alone.enhancement_hu == {}
+    arterial_volume = patient_volume(patient, "arterial")
+    both = classify_lesion(loaded, volume, lesion, phase=pv, other_phases=[PhaseSource("arterial", arterial_volume)])
+    assert both.model_id.endswith("+ phase reader") and both.phases_read == ["arterial", "portal_venous"]
+    assert both.heatmap is not None and sorted(both.phase_crops) == ["arterial", "portal_venous"]
+    measured = both.enhancement_hu
+    assert sorted(measured) == ["arterial", "portal_venous"]
+    assert measured["arterial"]["liver_hu"] < measured["portal_venous"]["liver_hu"]  # the liver enhances late
+    assert both.to_json()["enhancement_hu"] == measured and "enhancement_hu" not in alone.to_json()
+    art = PhaseDecision(ContrastPhase.ARTERIAL, DecidedBy.IMAGES, "test")
+    carried = transfer_lesion(lesion, volume, arterial_volume).lesion
+    early = classify_lesion(loaded, arterial_volume, carried, phase=art)
+    assert early.phases_read == ["arterial"] and early.heatmap is None
+    assert not any("arterial" in reason for reason in early.outside_training)
