@@ -193,6 +193,8 @@ class ClassificationController(QObject):
         device = description.device.upper() if description.device.startswith("cpu") else description.device
         self.status_label.setText(f"Model: {description.name} {description.version} · {device}")
         quality = f" · test macro-F1 {description.macro_f1:.2f}" if description.macro_f1 is not None else ""
+        if description.reader_macro_f1 is not None:
+            quality += f", with every phase {description.reader_macro_f1:.2f}"
         self.panel.set_model(f"{description.name} {description.version} on {device}{quality}",
                              description.classes, description.class_names, model_id=description.model_id,
                              by_uncertainty=description.by_uncertainty, simulated=description.simulated)
@@ -290,7 +292,9 @@ class ClassificationController(QObject):
         store.set_ai_result(lesion_id, prediction.to_ai_result(outline=geometry))
         self.explained[(lesion_id, geometry)] = prediction.predicted
         self.crops[(lesion_id, geometry)] = (prediction.phase_crops, prediction.phase_cams,
-                                             None if prediction.heatmap is None else prediction.heatmap.cam,
+                                             # A map per phase where there are; else the one map is the one phase's.
+                                             None if prediction.heatmap is None or prediction.phase_cams
+                                             else prediction.heatmap.cam,
                                              prediction.enhancement_hu)
         if prediction.heatmap is not None:
             self.heatmaps[(lesion_id, geometry, prediction.heatmap.slice_index)] = prediction.heatmap

@@ -41,6 +41,18 @@ class ModelDescription:
     #: panel can say how often answers shown at a level were right; empty for bundles without them.
     by_uncertainty: list[dict] = field(default_factory=list)
     simulated: bool = False  # trained and tested on simulated lesions
+    #: The phase reader's test macro-F1 with every phase read (None without a reader).
+    reader_macro_f1: float | None = None
+
+
+def _reader_macro_f1(loaded: Any) -> float | None:
+    reader = loaded.phase_reader
+    if reader is None:
+        return None
+    from liverview.model.phase_reader import subset_name
+
+    value = ((reader.metrics.get(subset_name(reader.phases)) or {}).get("test") or {}).get("macro_f1")
+    return float(value) if isinstance(value, (int, float)) else None
 
 
 def _describe_error(exc: BaseException) -> str:
@@ -89,7 +101,8 @@ class _Runner(QObject):
                 classes=list(loaded.classes), class_names=list(loaded.class_names), device=str(loaded.device),
                 macro_f1=float(macro_f1) if isinstance(macro_f1, (int, float)) else None, device_note=note,
                 by_uncertainty=list(metrics.get("by_uncertainty") or []),
-                simulated=bool((loaded.info.get("training_data") or {}).get("simulated"))))
+                simulated=bool((loaded.info.get("training_data") or {}).get("simulated")),
+                reader_macro_f1=_reader_macro_f1(loaded)))
         except Exception as exc:  # noqa: BLE001 - every failure reaches the user as a message
             log.error("loading model %s failed:\n%s", path, traceback.format_exc())
             self.model_failed.emit(f"{Path(path).name}: {_describe_error(exc)}")

@@ -244,16 +244,17 @@ class PredictionPanel(QWidget):
         for phase, crop in crops.items():
             label = QLabel()
             own = phase_cams.get(phase)
-            label.setPixmap(crop_pixmap(crop, own if own is not None else cam))
+            heat = own if own is not None else cam
+            label.setPixmap(crop_pixmap(crop, heat))
             label.setToolTip(f"{phase.replace('_', '-')}: what the network read, with "
                              + ("where it looks when it reads this phase alone" if own is not None
-                                else "the heatmap of its input"))
+                                else "the heatmap of its input" if cam is not None else "no heatmap of this phase"))
             measured = enhancement_hu.get(phase)
             caption = QLabel(phase.replace("_", "-") + (f"\nL {measured['lesion_hu']:.0f} · liver {measured['liver_hu']:.0f}"
                                                        if measured else ""))
             if measured:
-                caption.setToolTip("Mean HU of the lesion and of the liver ring around it, as the model measured "
-                                   "them on this phase's key slice (it reads these with the image)")
+                caption.setToolTip("Median HU of the lesion (L) and of the liver ring around it on this phase's key "
+                                   "slice: the enhancement the phase reader read, with the image model's answer")
             caption.setStyleSheet("color: #9a9a9a; font-size: 8pt;")
             column = QWidget()
             box = QVBoxLayout(column)

@@ -375,7 +375,7 @@ def read_phases(loaded: LoadedModel, volume: Volume, lesion: Lesion, z: int, mas
         probabilities={c: float(p) for c, p in zip(loaded.classes, probs)}, predicted=loaded.classes[top],
         slice_index=z, entropy=normalised_entropy(probs), tta_spread=spread, tta_agreement=agreement,
         heatmap=cam, timings_ms=timings, phase=phase.phase.value, phases_read=list(sub.phases), heatmap_inside=inside,
-        phase_crops=crops, enhancement_hu={p: {"lesion_hu": round(float(features[p][0]), 1),
+        phase_crops=crops, phase_cams={} if cam is None else {reader.cnn_phase: cam.cam}, enhancement_hu={p: {"lesion_hu": round(float(features[p][0]), 1),
                                                "liver_hu": round(float(features[p][1]), 1)} for p in sub.phases},
         outside_training=domain.check(volume, phase, measure_lesion(volume, lesion).long_axis_mm))
 

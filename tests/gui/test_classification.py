@@ -271,5 +271,14 @@ def test_the_panel_shows_what_the_network_read_of_each_phase(qtbot, tmp_path):
     delayed = panel.crop_labels[3].findChildren(QLabel)[0].pixmap().toImage()
     assert arterial.pixelColor(2, 2).red() > arterial.pixelColor(2, 2).blue() + 10
     assert abs(delayed.pixelColor(2, 2).red() - delayed.pixelColor(2, 2).blue()) < 10
+    # The phase reader: the CNN's map on its phase only, and under each crop the HU it measured.
+    measured = {p: {"lesion_hu": 40.0 + 30 * i, "liver_hu": 100.0 + i} for i, p in enumerate(phases)}
+    panel.show_phase_crops(crops, {"portal_venous": cam}, None, measured)
+    captions = [w.findChildren(QLabel)[1].text() for w in panel.crop_labels]
+    assert captions[1] == "arterial\nL 70 · liver 101" and captions[2] == "portal-venous\nL 100 · liver 102"
+    venous = panel.crop_labels[2].findChildren(QLabel)[0].pixmap().toImage()
+    arterial = panel.crop_labels[1].findChildren(QLabel)[0].pixmap().toImage()
+    assert venous.pixelColor(44, 44).red() > venous.pixelColor(44, 44).blue() + 10
+    assert abs(arterial.pixelColor(44, 44).red() - arterial.pixelColor(44, 44).blue()) < 10
     panel.show_phase_crops({})
     assert panel.crop_labels == []

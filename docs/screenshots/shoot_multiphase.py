@@ -1,0 +1,92 @@
+"""Regenerate the multiphase Model-panel screenshot of docs/model.md: a simulated four-phase study (one
+phantom patient, an HCC, written as four DICOM series of one study and Frame of Reference), the lesion
+outlined on the portal-venous series and classified by the bundled model with its phase reader.
+
+    QT_QPA_PLATFORM=offscreen .venv/bin/python docs/screenshots/shoot_multiphase.py
+
+Writes classify-multiphase.png next to this file (look at it before committing). Settings and the app's
+data folder go to a temporary folder, not the user's.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+
+from shoot_classification import MODEL, wait_until
+
+HERE = Path(__file__).resolve().parent
+PHASES = ("non_contrast", "arterial", "portal_venous", "delayed")
+SEED = 11
+
+
+def write_study(folder: Path):
+    """The phantom patient's four phases as DICOM series; returns the patient."""
+    from liverview.annotations.labels import LesionClass
+    from liverview.synth.dicom_writer import PatientInfo, SeriesPlacement, write_ct_series
+    from liverview.synth.simulator import SimulatorConfig, patient_volume, simulate_patient
+
+    patient = simulate_patient(SEED, [LesionClass.HCC], SimulatorConfig(phases=PHASES, diameter_mm=(24.0, 30.0)))
+    for number, phase in enumerate(PHASES, start=1):
+        volume = patient_volume(patient, None if phase == "portal_venous" else phase)
+        placement = SeriesPlacement(volume.study_uid, volume.series_uid, volume.frame_of_reference_uid,
+                                    datetime(2026, 12, 6, 9, 0), series_number=number)
+        write_ct_series(volume.array, tuple(volume.spacing_mm), folder / phase, PatientInfo(),
+                        f"Liver {phase.replace('_', ' ')} (synthetic)", placement,
+                        origin_mm_xyz=tuple(float(v) for v in volume.positions_mm[0]))
+    return patient
+
+
+def main() -> int:
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        os.environ["LIVERVIEW_DATA_DIR"] = str(work / "data")
+        from PySide6.QtCore import QSettings
+        from PySide6.QtWidgets import QApplication
+
+        from liverview.gui.main_window import MainWindow
+        from liverview.gui.theme import apply_dark_theme
+        from liverview.synth.simulator import patient_document
+
+        app = QApplication.instance() or QApplication(sys.argv)
+        apply_dark_theme(app)
+        patient = write_study(work / "study")
+        settings = QSettings(str(work / "multiphase.ini"), QSettings.IniFormat)
+        settings.setValue("reader/name", "Dr Ada")
+        settings.setValue("model/path", str(MODEL))
+        settings.setValue("model/device", "cpu")
+        window = MainWindow(settings)
+        window.resize(1500, 950)
+        window.show()
+        window.open_paths([str(work / "study")])
+        wait_until(app, lambda: window.scan is not None and len(window.scan.series) == 4)
+        venous = next(info for info in window.scan.series if "portal" in info.identity.series_description)
+        window.open_series(venous)
+        wait_until(app, lambda: window.volume is not None and window.volume.series_uid == venous.series_uid
+                   and window.volume.loaded.all() and window.store is not None and not window.progress.isVisible())
+        outlines = work / "outlines.json"
+        outlines.write_text(json.dumps(patient_document(patient, window.volume).to_dict()))
+        window.import_annotations(outlines)
+        lesion = window.store.document.lesions[0]
+        window.jump_to_lesion(lesion.id)
+        controller = window.classification
+        results: list[object] = []
+        controller.worker.result.connect(lambda *args: results.append(args))
+        controller.classify_selected()
+        wait_until(app, lambda: bool(results) and controller.overlay.is_visible())
+        for _ in range(20):
+            app.processEvents()
+            time.sleep(0.02)
+        out = HERE / "classify-multiphase.png"
+        window.grab().save(str(out))
+        window.close()
+        print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
