@@ -1,9 +1,10 @@
-"""Inference time of a multiphase model against the bundled one-phase model, same lesions, same run.
+"""Inference time of a model reading every phase against the bundled CNN on the portal-venous series alone.
 
 Target (issue #15): at most 150 ms per lesion per phase read on the CPU, one intra-op thread, with
-the heatmaps the app computes (the combined Grad-CAM and, for a multiphase model, one per phase).
+the heatmaps the app computes (the combined Grad-CAM and, for a multiphase network, one per phase).
 
-    .venv/bin/python benchmarks/bench_multiphase.py --model build/mp2/run/bundle
+    .venv/bin/python benchmarks/bench_multiphase.py --model resources/models/liver-lesion-classifier  # its phase reader
+    .venv/bin/python benchmarks/bench_multiphase.py --model build/mp2/run/bundle                      # a multiphase network
 
 Simulates phantom patients in the four contrast phases (liverview.synth), reads each lesion on every
 phase of its study as the app does (`classify_lesion(..., other_phases=...)`) and, interleaved, on the
@@ -29,7 +30,8 @@ DEFAULT_OUT = HERE / "results" / "multiphase_inference.json"
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", type=Path, required=True, help="a multiphase model bundle")
+    parser.add_argument("--model", type=Path, required=True,
+                        help="a multiphase model bundle, or a bundle with a phase reader")
     parser.add_argument("--patients", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)

@@ -14,7 +14,6 @@ import os
 import sys
 import tempfile
 import time
-from datetime import datetime
 from pathlib import Path
 
 from shoot_classification import MODEL, wait_until
@@ -22,23 +21,6 @@ from shoot_classification import MODEL, wait_until
 HERE = Path(__file__).resolve().parent
 PHASES = ("non_contrast", "arterial", "portal_venous", "delayed")
 SEED = 11
-
-
-def write_study(folder: Path):
-    """The phantom patient's four phases as DICOM series; returns the patient."""
-    from liverview.annotations.labels import LesionClass
-    from liverview.synth.dicom_writer import PatientInfo, SeriesPlacement, write_ct_series
-    from liverview.synth.simulator import SimulatorConfig, patient_volume, simulate_patient
-
-    patient = simulate_patient(SEED, [LesionClass.HCC], SimulatorConfig(phases=PHASES, diameter_mm=(24.0, 30.0)))
-    for number, phase in enumerate(PHASES, start=1):
-        volume = patient_volume(patient, None if phase == "portal_venous" else phase)
-        placement = SeriesPlacement(volume.study_uid, volume.series_uid, volume.frame_of_reference_uid,
-                                    datetime(2026, 12, 6, 9, 0), series_number=number)
-        write_ct_series(volume.array, tuple(volume.spacing_mm), folder / phase, PatientInfo(),
-                        f"Liver {phase.replace('_', ' ')} (synthetic)", placement,
-                        origin_mm_xyz=tuple(float(v) for v in volume.positions_mm[0]))
-    return patient
 
 
 def main() -> int:
@@ -50,11 +32,13 @@ def main() -> int:
 
         from liverview.gui.main_window import MainWindow
         from liverview.gui.theme import apply_dark_theme
-        from liverview.synth.simulator import patient_document
+        from liverview.annotations.labels import LesionClass
+        from liverview.synth.simulator import SimulatorConfig, patient_document, simulate_patient, write_patient_study
 
         app = QApplication.instance() or QApplication(sys.argv)
         apply_dark_theme(app)
-        patient = write_study(work / "study")
+        patient = simulate_patient(SEED, [LesionClass.HCC], SimulatorConfig(phases=PHASES, diameter_mm=(24.0, 30.0)))
+        write_patient_study(patient, work / "study")
         settings = QSettings(str(work / "multiphase.ini"), QSettings.IniFormat)
         settings.setValue("reader/name", "Dr Ada")
         settings.setValue("model/path", str(MODEL))

@@ -347,7 +347,7 @@ def read_phases(loaded: LoadedModel, volume: Volume, lesion: Lesion, z: int, mas
     sub = reader.reader_for(features)
     if sub is None or sub.phases == (reader.cnn_phase,):
         return None
-    timings = {"measure": (time.perf_counter() - start) * 1000}
+    timings = {"preprocess": (time.perf_counter() - start) * 1000}
     mark = time.perf_counter()
     tensor, copies, cnn = None, None, None
     if reader.cnn_phase in sub.phases:
@@ -359,8 +359,10 @@ def read_phases(loaded: LoadedModel, volume: Volume, lesion: Lesion, z: int, mas
     timings["classify"] = (time.perf_counter() - mark) * 1000
     cam, inside = None, None
     if heatmap and tensor is not None:
+        mark = time.perf_counter()
         cam, _ = _heatmap(loaded, volume, z, mask, tensor, top)
         inside = cam.share_inside(mask)
+        timings["gradcam"] = (time.perf_counter() - mark) * 1000
     spread, agreement = 0.0, 1.0
     if tta and copies is not None:
         # How steady the image's part of the answer is under the flips (the enhancement numbers are flip-free).

@@ -61,7 +61,7 @@ from liverview.io.headers import SeriesIdentity
 from liverview.io.volume import Volume
 from liverview.paths import user_data_dir
 from liverview.synth.acquisition import simulate_acquisition, to_int16_hu
-from liverview.synth.dicom_writer import make_series_placement
+from liverview.synth.dicom_writer import PatientInfo, SeriesPlacement, make_series_placement, write_ct_series
 from liverview.synth.lesions import (
     Enhancement,
     LesionSpec,
@@ -970,6 +970,22 @@ def patient_volume(patient: SimulatedPatient, phase: str | None = None) -> Volum
     return Volume.from_array(hu, spacing, _phase_identity(patient, image), origin_mm=origin, window=(60.0, 150.0))
 
 
+def write_patient_study(patient: SimulatedPatient, folder: Path) -> dict[str, Path]:
+    """The patient's phases as DICOM series of one study and Frame of Reference, one folder per phase
+    (`patient_volume`'s UIDs, geometry and breathing shifts); returns phase -> folder."""
+    folders = {}
+    for number, phase in enumerate([Phase.PORTAL_VENOUS.value, *patient.phases], start=1):
+        volume = patient_volume(patient, None if phase == Phase.PORTAL_VENOUS.value else phase)
+        placement = SeriesPlacement(volume.study_uid, volume.series_uid, volume.frame_of_reference_uid,
+                                    STUDY_DATETIME, series_number=number)
+        folders[phase] = Path(folder) / phase
+        write_ct_series(volume.array, volume.spacing_mm, folders[phase], PatientInfo(),
+                        f"Liver {Phase(phase).value.replace('_', ' ')} (synthetic)", placement,
+                        origin_mm_xyz=(float(volume.positions_mm[0][0]), float(volume.positions_mm[0][1]),
+                                       float(volume.positions_mm[0][2])))
+    return folders
+
+
 def patient_document(patient: SimulatedPatient, volume: Volume | None = None) -> AnnotationDocument:
     """One lesion per simulated lesion, reader "simulator", outlines traced from the ground truth,
     and the simulator's parameters in ``Lesion.synth``."""
@@ -1267,5 +1283,6 @@ __all__ = [
     "plan_dataset",
     "simulate_on_volume",
     "simulate_patient",
+    "write_patient_study",
     "write_simulated_dataset",
 ]

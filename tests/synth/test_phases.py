@@ -121,3 +121,23 @@ def test_a_multiphase_dataset_holds_every_phase_of_each_lesion(tmp_path):
             assert max(means.values()) - min(means.values()) < 25.0
         if record["label"] == "hcc" and record["synth"]["enhancing_hu"] is not None:
             assert means["arterial"] > means["non_contrast"]
+
+
+def test_a_simulated_patient_is_written_as_one_study_with_a_series_per_phase(tmp_path):
+    from liverview.imaging.contrast_phase import detect_series_phases
+    from liverview.io import load_series, scan_paths
+    from liverview.synth.simulator import SimulatorConfig, patient_volume, simulate_patient, write_patient_study
+
+    patient = simulate_patient(8, config=SimulatorConfig(phases=("arterial", "portal_venous"), diameter_mm=(15.0, 20.0)))
+    folders = write_patient_study(patient, tmp_path / "study")
+    assert sorted(folders) == ["arterial", "portal_venous"]
+    scan = scan_paths([tmp_path / "study"])
+    assert len(scan.series) == 2 and not scan.skipped
+    assert len({s.study_uid for s in scan.series}) == 1 and len({s.frame_of_reference_uid for s in scan.series}) == 1
+    phases = detect_series_phases(scan.series)
+    assert sorted(d.phase.value for d in phases.values()) == ["arterial", "portal_venous"]
+    for phase, folder in folders.items():
+        written = load_series(folder)
+        expected = patient_volume(patient, None if phase == "portal_venous" else phase)
+        assert np.array_equal(written.array, expected.array) and written.series_uid == expected.series_uid
+        assert np.allclose(written.positions_mm, expected.positions_mm, atol=1e-3)
