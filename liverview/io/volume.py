@@ -122,9 +122,12 @@ class Volume:
         return self.info.image.photometric == "MONOCHROME1"
 
     def value_range(self) -> tuple[int, int]:
-        """Min and max over the slices that loaded."""
-        data = self.array[self.loaded] if self.loaded.any() else self.array
-        return int(data.min()), int(data.max())
+        """Min and max over the slices that loaded, without copying them (a boolean index would copy
+        the whole volume)."""
+        if self.loaded.all() or not self.loaded.any():
+            return int(self.array.min()), int(self.array.max())
+        slices = [self.array[z] for z in np.flatnonzero(self.loaded)]
+        return int(min(s.min() for s in slices)), int(max(s.max() for s in slices))
 
     def index_to_patient(self, z: float, y: float, x: float) -> np.ndarray:
         """Patient coordinates (LPS, mm) of a voxel index (fractional indices allowed)."""

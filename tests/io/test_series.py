@@ -168,3 +168,23 @@ def test_unsigned_storage_with_intercept(tmp_path, crlm_dir):
     unsigned = load_series(tmp_path)
     rows = [reference.sop_instance_uids.index(uid) for uid in unsigned.sop_instance_uids]
     assert np.array_equal(unsigned.array, reference.array[rows])
+
+
+def test_the_value_range_reads_the_loaded_slices_without_copying_the_volume(crlm_dir):
+    """`value_range` once copied every loaded slice (a boolean index): the whole volume a second time
+    in memory, on every `liverview-inspect --load` and every opened series."""
+    import tracemalloc
+
+    vol = load_series(crlm_dir)
+    vol.array[5] = 30000  # an unloaded slice's garbage must not count
+    vol.loaded[5] = False
+    tracemalloc.start()
+    try:
+        low, high = vol.value_range()
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert low == -1024 and 1000 < high < 3000
+    assert peak < vol.array.nbytes / 20, peak
+    vol.loaded[:] = True
+    assert vol.value_range()[1] == 30000
