@@ -370,7 +370,8 @@ def read_phases(loaded: LoadedModel, volume: Volume, lesion: Lesion, z: int, mas
         spread, agreement = float(spreads[0]), float(agreements[0])
     crops = {p: (loaded.preprocess(slabs[p], mask, spacing)[middle].numpy() * 255.0).clip(0, 255).astype(np.uint8)
              for p in sub.phases}
-    domain = replace(loaded_domain(loaded), phases=tuple(ContrastPhase(p) for p in reader.phases))
+    domain = (TrainingDomain.from_model_info(reader.training) if "training_domain" in reader.training
+              else replace(loaded_domain(loaded), phases=tuple(ContrastPhase(p) for p in reader.phases)))
     timings["total"] = (time.perf_counter() - start) * 1000
     return LesionPrediction(
         lesion_id=lesion.id, model_id=f"{model_id(loaded)} + phase reader", classes=list(loaded.classes),

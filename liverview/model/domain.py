@@ -9,7 +9,7 @@ data" with the reasons instead of a low or moderate uncertainty.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from liverview.imaging.contrast_phase import ContrastPhase, PhaseDecision
@@ -34,11 +34,16 @@ class TrainingDomain:
     noise_hu: tuple[float, float] | None
     #: Where the description comes from: the bundle, or the assumption for older bundles.
     source: str
+    #: The liver's HU per phase, where the training data give it (the liver enhances with the phase);
+    #: `liver_hu` for a phase not listed.
+    liver_hu_by_phase: Mapping[str, tuple[float, float]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {"phases": [p.value for p in self.phases], "liver_hu": self.liver_hu, "pixel_mm": self.pixel_mm,
                 "slice_thickness_mm": self.slice_thickness_mm, "min_lesion_diameter_mm": self.min_lesion_diameter_mm,
-                "noise_hu": self.noise_hu}
+                "noise_hu": self.noise_hu,
+                **({"liver_hu_by_phase": {k: list(v) for k, v in self.liver_hu_by_phase.items()}}
+                   if self.liver_hu_by_phase else {})}
 
     @classmethod
     def from_model_info(cls, info: Mapping[str, Any]) -> TrainingDomain:
@@ -56,7 +61,9 @@ class TrainingDomain:
         return cls(phases=tuple(ContrastPhase(p) for p in raw.get("phases", [])), liver_hu=pair("liver_hu"),
                    pixel_mm=pair("pixel_mm"), slice_thickness_mm=pair("slice_thickness_mm"),
                    min_lesion_diameter_mm=None if diameter is None else float(diameter), noise_hu=pair("noise_hu"),
-                   source="model.json")
+                   source="model.json",
+                   liver_hu_by_phase={str(k): (float(v[0]), float(v[1]))
+                                      for k, v in (raw.get("liver_hu_by_phase") or {}).items()})
 
     def check(self, volume: Volume, phase: PhaseDecision | None, long_axis_mm: float | None) -> list[str]:
         """The reasons `volume` (with its phase) and a lesion of `long_axis_mm` lie outside; [] inside."""
@@ -71,13 +78,15 @@ class TrainingDomain:
         measured = phase.enhancement if phase is not None else None
         liver = measured.liver_hu if measured is not None else None
         noise = measured.noise_hu if measured is not None else None
+        livers = self.liver_hu_by_phase.get(phase.phase.value, self.liver_hu) if phase is not None else self.liver_hu
         if self.noise_hu is not None and noise is not None and not _within(noise, self.noise_hu):
             reasons.append(f"the image noise is {noise:.0f} HU; the training images had {self.noise_hu[0]:.0f}-"
                            f"{self.noise_hu[1]:.0f} HU")
-        if self.liver_hu is not None and liver is not None and not (
-                self.liver_hu[0] - LIVER_MARGIN_HU <= liver <= self.liver_hu[1] + LIVER_MARGIN_HU):
-            reasons.append(f"the liver measures {liver:.0f} HU; the training livers were {self.liver_hu[0]:.0f}-"
-                           f"{self.liver_hu[1]:.0f} HU")
+        if livers is not None and liver is not None and not (
+                livers[0] - LIVER_MARGIN_HU <= liver <= livers[1] + LIVER_MARGIN_HU):
+            reasons.append(f"the liver measures {liver:.0f} HU; the training livers were {livers[0]:.0f}-"
+                           f"{livers[1]:.0f} HU" + (" in this phase" if phase is not None
+                                                      and phase.phase.value in self.liver_hu_by_phase else ""))
         pixel = (volume.spacing_mm[1] * volume.spacing_mm[2]) ** 0.5
         if self.pixel_mm is not None and not _within(pixel, self.pixel_mm):
             reasons.append(f"pixels are {pixel:.2f} mm; the training images had {self.pixel_mm[0]:.2f}-"

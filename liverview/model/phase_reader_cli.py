@@ -15,6 +15,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from liverview.annotations.dataset_format import read_patch
 from liverview.atomic_write import write_text_atomic
 from liverview.imaging.lesion_enhancement import measure_lesion_enhancement
 from liverview.model.data import LesionDataset, LesionRecord, load_records
+from liverview.model.domain import domain_from_records
 from liverview.model.inference import LoadedModel, load_bundle, predict_flips
 from liverview.model.metrics import confusion_matrix, metrics_from_confusion
 from liverview.model.number_format import format_number
@@ -100,7 +102,10 @@ def fit_for_bundle(bundle: Path, datasets: Sequence[Path], split_path: Path | No
     cnn_alone = metrics_from_confusion(confusion_matrix([loaded.classes.index(labels[i]) for i in cnn_rows],
                                                         [int(np.argmax(answers[i])) for i in cnn_rows],
                                                         len(loaded.classes)), loaded.classes)
-    reader.training = {"datasets": [str(Path(d)) for d in datasets], "training_only": [str(Path(d)) for d in training_only],
+    domain = domain_from_records([records[i] for i in train], read_phases=phases)
+    livers = {p: [features[i][p][1] for i in train if p in features[i]] for p in phases}
+    domain = replace(domain, liver_hu_by_phase={p: (float(min(v)), float(max(v))) for p, v in livers.items() if v})
+    reader.training = {"training_domain": domain.to_dict(), "datasets": [str(Path(d)) for d in datasets], "training_only": [str(Path(d)) for d in training_only],
                        "split": str(split_path) if split_path else f"by patient, seed {seed}", "n_train": len(train), "n_val": len(rows("val")),
                        "n_test": len(rows("test")), "cnn": f"{loaded.name} {loaded.version}",
                        "cnn_alone_test": {"n": len(cnn_rows), "accuracy": cnn_alone["accuracy"],

@@ -174,3 +174,24 @@ def test_a_clinics_exported_lesions_give_their_size_from_the_outline_box(crlm_ex
         sizes.append(max((y1 - y0) * spacing[1], (x1 - x0) * spacing[2]))
     assert domain.min_lesion_diameter_mm == pytest.approx(min(sizes))
     assert domain.liver_hu is None and domain.noise_hu is None
+
+
+def test_the_liver_is_compared_with_the_training_livers_of_its_phase(crlm_dir):
+    """An arterial liver is darker than a portal-venous one: a domain that knows the liver per phase
+    judges each series against its own phase's livers (the phase reader's domain records them)."""
+    from dataclasses import replace
+
+    from liverview.imaging.contrast_phase import DecidedBy, PhaseDecision
+
+    volume = load_series(crlm_dir)
+    measured = series_phase(volume)  # the real portal-venous liver: about 118 HU
+    domain = TrainingDomain(phases=tuple(ContrastPhase), liver_hu=(92.0, 135.0), pixel_mm=None, slice_thickness_mm=None,
+                            min_lesion_diameter_mm=None, noise_hu=None, source="test",
+                            liver_hu_by_phase={"arterial": (55.0, 95.0)})
+    as_arterial = PhaseDecision(ContrastPhase.ARTERIAL, DecidedBy.READER, "test", enhancement=measured.enhancement)
+    assert domain.check(volume, measured, None) == []
+    reasons = domain.check(volume, as_arterial, None)
+    assert len(reasons) == 1 and "training livers were 55-95 HU in this phase" in reasons[0]
+    again = TrainingDomain.from_model_info({"training_domain": domain.to_dict()})
+    assert again.liver_hu_by_phase == {"arterial": (55.0, 95.0)} and again.check(volume, as_arterial, None) == reasons
+    assert replace(domain, liver_hu_by_phase={}).check(volume, as_arterial, None) == []
