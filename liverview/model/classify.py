@@ -333,10 +333,10 @@ def classify_lesion(loaded: LoadedModel, volume: Volume, lesion: Lesion, *, heat
 
 def read_phases(loaded: LoadedModel, volume: Volume, lesion: Lesion, z: int, mask: np.ndarray, phase: PhaseDecision,
                 other_phases: Sequence[PhaseSource], *, heatmap: bool = True, tta: bool = True) -> LesionPrediction | None:
-    """The phase reader's answer (`phase_reader`): the lesion's enhancement measured on every phase it
-    can be read on (the outlined series and `other_phases` carried to it), with the CNN's answer on the
-    CNN's phase when that is among them; the heatmap is the CNN's there. None when the reader knows
-    none of the phases, or only the CNN's (the CNN alone answers then, as without a reader)."""
+    """The phase reader's answer (`phase_reader`): the lesion read on every phase it can be read on (the
+    outlined series and `other_phases` carried to it), each phase measured and answered by the CNN; the
+    heatmap is the CNN's on the outlined series, and one per phase. None when the reader knows none of
+    the phases, or only the CNN's own (the CNN alone answers then, as without a reader)."""
     reader = loaded.phase_reader
     assert reader is not None
     start = time.perf_counter()
@@ -347,29 +347,32 @@ def read_phases(loaded: LoadedModel, volume: Volume, lesion: Lesion, z: int, mas
     sub = reader.reader_for(features)
     if sub is None or sub.phases == (reader.cnn_phase,):
         return None
+    tensors = {p: loaded.preprocess(slabs[p], mask, spacing) for p in sub.phases}
     timings = {"preprocess": (time.perf_counter() - start) * 1000}
     mark = time.perf_counter()
-    tensor, copies, cnn = None, None, None
-    if reader.cnn_phase in sub.phases:
-        tensor = loaded.preprocess(slabs[reader.cnn_phase], mask, spacing)
-        copies = predict_flips(loaded, tensor) if tta or loaded.flip_average else predict(loaded, tensor)[None]
-        cnn = answer_from_copies(copies, loaded.flip_average)[0]
+    flips = tta or loaded.flip_average
+    batch = list(tensors.values())
+    copies = predict_flips(loaded, batch) if flips else predict(loaded, torch.stack(batch))[None]
+    answers = answer_from_copies(copies, loaded.flip_average)
+    cnn = dict(zip(tensors, answers))
     probs = sub.probabilities(features, cnn)
     top = int(np.argmax(probs))
     timings["classify"] = (time.perf_counter() - mark) * 1000
-    cam, inside = None, None
-    if heatmap and tensor is not None:
+    # The overlay lies on the outlined series: its own phase's map where it was read (all slabs share its grid).
+    shown = next(p for p in (phase.phase.value, reader.cnn_phase, *sub.phases) if p in tensors)
+    cam, inside, cams = None, None, {}
+    if heatmap:
         mark = time.perf_counter()
-        cam, _ = _heatmap(loaded, volume, z, mask, tensor, top)
+        cam, _ = _heatmap(loaded, volume, z, mask, tensors[shown], top)
         inside = cam.share_inside(mask)
+        cams = {p: cam.cam if p == shown else compute_gradcam(loaded, t, top)[0] for p, t in tensors.items()}
         timings["gradcam"] = (time.perf_counter() - mark) * 1000
     spread, agreement = 0.0, 1.0
-    if tta and copies is not None:
-        # How steady the image's part of the answer is under the flips (the enhancement numbers are flip-free).
-        spreads, agreements = copy_statistics(copies, cnn[None])
+    if tta:
+        # How steady the CNN's part of the answer is under the flips (the enhancement numbers are flip-free).
+        k = list(tensors).index(shown)
+        spreads, agreements = copy_statistics(copies[:, k:k + 1], answers[k:k + 1])
         spread, agreement = float(spreads[0]), float(agreements[0])
-    crops = {p: (loaded.preprocess(slabs[p], mask, spacing)[middle].numpy() * 255.0).clip(0, 255).astype(np.uint8)
-             for p in sub.phases}
     domain = (TrainingDomain.from_model_info(reader.training) if "training_domain" in reader.training
               else replace(loaded_domain(loaded), phases=tuple(ContrastPhase(p) for p in reader.phases)))
     timings["total"] = (time.perf_counter() - start) * 1000
@@ -378,8 +381,10 @@ def read_phases(loaded: LoadedModel, volume: Volume, lesion: Lesion, z: int, mas
         probabilities={c: float(p) for c, p in zip(loaded.classes, probs)}, predicted=loaded.classes[top],
         slice_index=z, entropy=normalised_entropy(probs), tta_spread=spread, tta_agreement=agreement,
         heatmap=cam, timings_ms=timings, phase=phase.phase.value, phases_read=list(sub.phases), heatmap_inside=inside,
-        phase_crops=crops, phase_cams={} if cam is None else {reader.cnn_phase: cam.cam}, enhancement_hu={p: {"lesion_hu": round(float(features[p][0]), 1),
-                                               "liver_hu": round(float(features[p][1]), 1)} for p in sub.phases},
+        phase_crops={p: (t[middle].numpy() * 255.0).clip(0, 255).astype(np.uint8) for p, t in tensors.items()},
+        phase_cams=cams,
+        enhancement_hu={p: {"lesion_hu": round(float(features[p][0]), 1), "liver_hu": round(float(features[p][1]), 1)}
+                        for p in sub.phases},
         outside_training=domain.check(volume, phase, measure_lesion(volume, lesion).long_axis_mm))
 
 
@@ -447,18 +452,7 @@ def compute_slice_heatmap(loaded: LoadedModel, volume: Volume, lesion: Lesion, s
         raise ClassificationError(f"lesion {lesion.id} has no outline on slice {slice_index + 1}")
     if explained not in loaded.classes:
         raise ClassificationError(f"the model {loaded.name} has no class {explained!r}")
-    reader = loaded.phase_reader
-    if reader is not None and phase != reader.cnn_phase:
-        # The phase reader's heatmap is its CNN's, on the CNN's phase.
-        slabs = phase_slabs(loaded, volume, lesion, slice_index, masks[slice_index], phase, other_phases,
-                            (reader.cnn_phase,))
-        if reader.cnn_phase not in slabs:
-            raise ClassificationError(f"lesion {lesion.id}: no heatmap, the image model reads the "
-                                      f"{ContrastPhase(reader.cnn_phase).words} phase, not given here")
-        spacing = (float(volume.spacing_mm[1]), float(volume.spacing_mm[2]))
-        tensor = loaded.preprocess(slabs[reader.cnn_phase], masks[slice_index], spacing)
-    else:
-        tensor, _ = model_input(loaded, volume, lesion, slice_index, masks[slice_index], phase, other_phases)
+    tensor, _ = model_input(loaded, volume, lesion, slice_index, masks[slice_index], phase, other_phases)
     cam, _ = _heatmap(loaded, volume, slice_index, masks[slice_index], tensor, loaded.classes.index(explained))
     return cam
 

@@ -63,9 +63,10 @@ class LoadedModel:
 
 def load_bundle(path: str | Path, device: str | torch.device = "cpu", *,
                 expected_classes: Sequence[str] | None = None,
-                expected_input_size: Sequence[int] | None = None) -> LoadedModel:
+                expected_input_size: Sequence[int] | None = None, phase_reader: bool = True) -> LoadedModel:
     """Verify and load a bundle: `bundle_format.read_bundle`'s checks, then the weights must fit the
-    architecture (`BundleError` otherwise); the network goes to `device` in eval mode."""
+    architecture (`BundleError` otherwise); the network goes to `device` in eval mode. `phase_reader`
+    False leaves the bundle's phase reader out (fitting a new one)."""
     bundle = read_bundle(path, expected_classes=expected_classes, expected_input_size=expected_input_size)
     n_classes = len(bundle.classes)
     model = build_network(bundle.architecture, n_classes, bundle.preprocess_config.channels)
@@ -80,7 +81,8 @@ def load_bundle(path: str | Path, device: str | torch.device = "cpu", *,
     return LoadedModel(model=model, info=bundle.info, classes=bundle.classes, class_names=bundle.class_names,
                        preprocess_config=config, preprocess=build_preprocess(config),
                        gradcam_target_layer=bundle.gradcam_target_layer, device=device, path=bundle.folder,
-                       phase_reader=_phase_reader(bundle.folder, bundle.classes, str(bundle.info.get("sha256") or "")))
+                       phase_reader=_phase_reader(bundle.folder, bundle.classes, str(bundle.info.get("sha256") or ""))
+                       if phase_reader else None)
 
 
 def _phase_reader(folder: Path, classes: Sequence[str], sha256: str) -> PhaseReader | None:

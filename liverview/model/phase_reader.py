@@ -3,9 +3,10 @@
 The bundled CNN reads the portal-venous key slice: shape, margin, texture. A radiologist reads the
 lesion's enhancement across phases as well (`imaging.lesion_enhancement`). The phase reader combines
 both: for every subset of the phases a lesion can be read on, one multinomial logistic regression
-over the standardised enhancement numbers of those phases and, when the subset holds the CNN's
-phase, the log of the CNN's answer. A missing phase is handled explicitly, by the reader of the
-subset that is there, never by zeros that look like data.
+over the standardised enhancement numbers of those phases and the log of the CNN's answer on each
+of them. The CNN was trained on portal-venous slices; on another phase its answer is one more
+number whose meaning the regression learns from the training lesions. A missing phase is handled
+explicitly, by the reader of the subset that is there, never by zeros that look like data.
 
 It is fitted to one CNN (`cnn_sha256`): the CNN's answers on lesions it never trained on are part of
 its input, so a new CNN needs a new fit (`phase_reader_cli`). Stored beside the CNN's weights in its
@@ -40,38 +41,43 @@ def subset_name(phases: Iterable[str]) -> str:
     return " + ".join(phases)
 
 
+#: The CNN's answer (class probabilities) per phase it read.
+CnnAnswers = Mapping[str, np.ndarray]
+
+
 @dataclass(frozen=True)
 class SubsetReader:
-    """The reader of one subset of phases: softmax(coef @ ((x - mean) / scale) + intercept)."""
+    """The reader of one subset of phases: softmax(coef @ ((x - mean) / scale) + intercept), x being the
+    phases' enhancement numbers, then the log of the CNN's answer on each of `cnn_phases`."""
 
     phases: tuple[str, ...]
-    uses_cnn: bool
+    cnn_phases: tuple[str, ...]
     mean: np.ndarray
     scale: np.ndarray
     coef: np.ndarray  # (classes, inputs)
     intercept: np.ndarray  # (classes,)
 
-    def inputs(self, features: Mapping[str, np.ndarray], cnn_probabilities: np.ndarray | None) -> np.ndarray:
+    def inputs(self, features: Mapping[str, np.ndarray], cnn: CnnAnswers) -> np.ndarray:
         parts = [np.asarray(features[p], dtype=np.float64) for p in self.phases]
-        if self.uses_cnn:
-            if cnn_probabilities is None:
-                raise ValueError(f"the reader of {subset_name(self.phases)} needs the CNN's answer")
-            parts.append(np.log(np.clip(np.asarray(cnn_probabilities, dtype=np.float64), MIN_PROBABILITY, 1.0)))
+        for phase in self.cnn_phases:
+            if phase not in cnn:
+                raise ValueError(f"the reader of {subset_name(self.phases)} needs the CNN's answer on {phase}")
+            parts.append(np.log(np.clip(np.asarray(cnn[phase], dtype=np.float64), MIN_PROBABILITY, 1.0)))
         return np.concatenate(parts)
 
-    def probabilities(self, features: Mapping[str, np.ndarray], cnn_probabilities: np.ndarray | None) -> np.ndarray:
-        z = (self.inputs(features, cnn_probabilities) - self.mean) / self.scale
+    def probabilities(self, features: Mapping[str, np.ndarray], cnn: CnnAnswers) -> np.ndarray:
+        z = (self.inputs(features, cnn) - self.mean) / self.scale
         logits = self.coef @ z + self.intercept
         e = np.exp(logits - logits.max())
         return e / e.sum()
 
     def to_dict(self) -> dict[str, Any]:
-        return {"phases": list(self.phases), "uses_cnn": self.uses_cnn, "mean": self.mean.tolist(),
+        return {"phases": list(self.phases), "cnn_phases": list(self.cnn_phases), "mean": self.mean.tolist(),
                 "scale": self.scale.tolist(), "coef": self.coef.tolist(), "intercept": self.intercept.tolist()}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> SubsetReader:
-        return cls(tuple(data["phases"]), bool(data["uses_cnn"]), np.asarray(data["mean"], dtype=np.float64),
+        return cls(tuple(data["phases"]), tuple(data["cnn_phases"]), np.asarray(data["mean"], dtype=np.float64),
                    np.asarray(data["scale"], dtype=np.float64), np.asarray(data["coef"], dtype=np.float64),
                    np.asarray(data["intercept"], dtype=np.float64))
 
@@ -81,7 +87,7 @@ class PhaseReader:
     classes: list[str]
     #: Every phase it reads, in its order.
     phases: tuple[str, ...]
-    #: The phase the CNN reads (its answer is an input of the subsets holding this phase).
+    #: The phase the CNN was trained on: read on that phase alone, a lesion is the CNN's alone.
     cnn_phase: str
     #: SHA-256 of the CNN weights it was fitted to.
     cnn_sha256: str
@@ -131,43 +137,43 @@ def phase_subsets(phases: Sequence[str]) -> list[tuple[str, ...]]:
     return [combo for n in range(1, len(phases) + 1) for combo in itertools.combinations(phases, n)]
 
 
-def fit_phase_reader(features: Sequence[Mapping[str, np.ndarray]], cnn_probabilities: Sequence[np.ndarray | None],
-                     labels: Sequence[str], classes: Sequence[str], phases: Sequence[str], cnn_phase: str,
-                     cnn_sha256: str) -> PhaseReader:
-    """One logistic regression per subset of `phases`, each on the lesions measured in all of its phases
-    (and answered by the CNN when the subset holds `cnn_phase`)."""
+def _readable(subset: Sequence[str], features: Mapping[str, np.ndarray], cnn: CnnAnswers) -> bool:
+    return all(p in features and p in cnn for p in subset)
+
+
+def fit_phase_reader(features: Sequence[Mapping[str, np.ndarray]], cnn: Sequence[CnnAnswers], labels: Sequence[str],
+                     classes: Sequence[str], phases: Sequence[str], cnn_phase: str, cnn_sha256: str) -> PhaseReader:
+    """One logistic regression per subset of `phases`, each on the lesions measured and answered by the
+    CNN in all of its phases."""
     from sklearn.linear_model import LogisticRegression
 
     readers: dict[tuple[str, ...], SubsetReader] = {}
     for subset in phase_subsets(phases):
-        uses_cnn = cnn_phase in subset
-        rows = [i for i, f in enumerate(features)
-                if all(p in f for p in subset) and (not uses_cnn or cnn_probabilities[i] is not None)]
+        rows = [i for i in range(len(features)) if _readable(subset, features[i], cnn[i])]
         if len({labels[i] for i in rows}) < 2:
             continue
-        probe = SubsetReader(subset, uses_cnn, np.zeros(1), np.ones(1), np.zeros((1, 1)), np.zeros(1))
-        x = np.stack([probe.inputs(features[i], cnn_probabilities[i]) for i in rows])
+        probe = SubsetReader(subset, subset, np.zeros(1), np.ones(1), np.zeros((1, 1)), np.zeros(1))
+        x = np.stack([probe.inputs(features[i], cnn[i]) for i in rows])
         mean, scale = x.mean(axis=0), x.std(axis=0)
         scale[scale < 1e-9] = 1.0
         model = LogisticRegression(max_iter=5000).fit((x - mean) / scale, [labels[i] for i in rows])
         order = [list(model.classes_).index(c) if c in model.classes_ else None for c in classes]
         coef = np.array([model.coef_[k] if k is not None else np.zeros(x.shape[1]) for k in order])
         intercept = np.array([model.intercept_[k] if k is not None else -1e3 for k in order])
-        readers[subset] = SubsetReader(subset, uses_cnn, mean, scale, coef, intercept)
+        readers[subset] = SubsetReader(subset, subset, mean, scale, coef, intercept)
     return PhaseReader(list(classes), tuple(phases), cnn_phase, cnn_sha256, readers)
 
 
-def score_phase_reader(reader: PhaseReader, features: Sequence[Mapping[str, np.ndarray]],
-                       cnn_probabilities: Sequence[np.ndarray | None], labels: Sequence[str]) -> dict[str, Any]:
+def score_phase_reader(reader: PhaseReader, features: Sequence[Mapping[str, np.ndarray]], cnn: Sequence[CnnAnswers],
+                       labels: Sequence[str]) -> dict[str, Any]:
     """Per subset name: the metrics (`metrics.metrics_from_confusion`) on the lesions measured in all of
     its phases, each read on that subset alone."""
     out: dict[str, Any] = {}
     for subset, sub in reader.readers.items():
-        rows = [i for i, f in enumerate(features)
-                if all(p in f for p in subset) and (not sub.uses_cnn or cnn_probabilities[i] is not None)]
+        rows = [i for i in range(len(features)) if _readable(subset, features[i], cnn[i])]
         if not rows:
             continue
-        predicted = [int(np.argmax(sub.probabilities(features[i], cnn_probabilities[i]))) for i in rows]
+        predicted = [int(np.argmax(sub.probabilities(features[i], cnn[i]))) for i in rows]
         truth = [reader.classes.index(labels[i]) for i in rows]
         metrics = metrics_from_confusion(confusion_matrix(truth, predicted, len(reader.classes)), reader.classes)
         out[subset_name(subset)] = {"n": len(rows), "accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"],
@@ -175,5 +181,5 @@ def score_phase_reader(reader: PhaseReader, features: Sequence[Mapping[str, np.n
     return out
 
 
-__all__ = ["FORMAT", "PHASE_READER_FILE", "PhaseReader", "PhaseReaderError", "SubsetReader", "fit_phase_reader",
+__all__ = ["CnnAnswers", "FORMAT", "PHASE_READER_FILE", "PhaseReader", "PhaseReaderError", "SubsetReader", "fit_phase_reader",
            "phase_subsets", "score_phase_reader", "subset_name"]

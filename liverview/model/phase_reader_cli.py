@@ -1,8 +1,8 @@
 """`python -m liverview.model.phase_reader_cli`: fit the bundled CNN's phase reader.
 
 Measures every lesion's enhancement in each phase its patch holds (`imaging.lesion_enhancement`),
-has the bundle's CNN answer the lesions whose key series is in the CNN's phase (as the app answers:
-the same preprocessing and flips), fits one reader per subset of phases on the split's training
+has the bundle's CNN answer each lesion on each of those phases (as the app answers: the same
+preprocessing and flips), fits one reader per subset of phases on the split's training
 lesions (`phase_reader.fit_phase_reader`), scores each on the validation and test lesions, and writes
 `phase_reader.json` into the bundle. `make phase-reader` runs it on the simulated multiphase data.
 
@@ -20,18 +20,19 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from liverview.annotations.dataset_format import read_patch
 from liverview.atomic_write import write_text_atomic
 from liverview.imaging.lesion_enhancement import measure_lesion_enhancement
-from liverview.model.data import LesionDataset, LesionRecord, load_records
+from liverview.model.data import LesionRecord, load_records
 from liverview.model.domain import domain_from_records
 from liverview.model.inference import LoadedModel, load_bundle, predict_flips
 from liverview.model.metrics import confusion_matrix, metrics_from_confusion
 from liverview.model.number_format import format_number
 from liverview.model.phase_reader import PhaseReader, fit_phase_reader, score_phase_reader, subset_name
 from liverview.model.split import Split, check_split_matches, split_records
-from liverview.model.transforms import PHASE_NAMES, select_key_slice
+from liverview.model.transforms import PHASE_NAMES, select_key_slice, select_slab
 from liverview.model.uncertainty import answer_from_copies
 
 log = logging.getLogger("liverview.model.phase_reader_cli")
@@ -48,18 +49,33 @@ def measure_record(record: LesionRecord, phases: Sequence[str]) -> dict[str, np.
             for p in patch.phase_names if p in phases}
 
 
-def cnn_answers(loaded: LoadedModel, records: Sequence[LesionRecord], cnn_phase: str,
-                batch_size: int = 32) -> list[np.ndarray | None]:
-    """The CNN's answer (class probabilities) for each record whose key series is in `cnn_phase`."""
-    chosen = [i for i, r in enumerate(records) if r.extra.get("contrast_phase") == cnn_phase]
-    out: list[np.ndarray | None] = [None] * len(records)
-    dataset = LesionDataset([records[i] for i in chosen], loaded.classes, loaded.preprocess)
-    for start in range(0, len(chosen), batch_size):
-        stop = min(start + batch_size, len(chosen))
-        copies = predict_flips(loaded, [dataset[k][0] for k in range(start, stop)])
-        for k, answer in zip(range(start, stop), answer_from_copies(copies, loaded.flip_average)):
-            out[chosen[k]] = answer
-        log.info("CNN: %d of %d lesions", stop, len(chosen))
+def cnn_answers(loaded: LoadedModel, records: Sequence[LesionRecord], phases: Sequence[str],
+                batch_size: int = 32) -> list[dict[str, np.ndarray]]:
+    """The CNN's answer (class probabilities) for each record on each of `phases` its patch holds: the
+    phase's key slice (slab) through the CNN's own preprocessing, averaged over the flips as the app does."""
+    out: list[dict[str, np.ndarray]] = [{} for _ in records]
+    pending: list[tuple[int, str, torch.Tensor]] = []
+
+    def answer() -> None:
+        copies = predict_flips(loaded, [tensor for _, _, tensor in pending])
+        for (index, phase, _), probabilities in zip(pending, answer_from_copies(copies, loaded.flip_average)):
+            out[index][phase] = probabilities
+        pending.clear()
+
+    for index, record in enumerate(records):
+        patch = read_patch(record.patch_path)
+        z = select_key_slice(patch.mask)
+        spacing = (float(patch.spacing_mm[-2]), float(patch.spacing_mm[-1]))
+        for phase in patch.phase_names:
+            if phase in phases:
+                slab = select_slab(patch.hu_of(phase), z, loaded.preprocess_config.neighbour_slices)
+                pending.append((index, phase, loaded.preprocess(slab, patch.mask[z], spacing)))
+        if len(pending) >= batch_size:
+            answer()
+        if index % 200 == 0:
+            log.info("CNN: %d of %d lesions", index, len(records))
+    if pending:
+        answer()
     return out
 
 
@@ -68,7 +84,7 @@ def fit_for_bundle(bundle: Path, datasets: Sequence[Path], split_path: Path | No
                    cnn_phase: str = "portal_venous", recipe: str = "") -> PhaseReader:
     """Fit the phase reader of `bundle` on `datasets` split by `split_path` (else by patient with `seed`,
     as `liverview-train --seed` splits), score it and write it into the bundle."""
-    loaded = load_bundle(bundle)
+    loaded = load_bundle(bundle, phase_reader=False)
     records = load_records(datasets, loaded.classes, training_only).records
     if split_path is None:
         split = split_records(records, seed)
@@ -78,7 +94,7 @@ def fit_for_bundle(bundle: Path, datasets: Sequence[Path], split_path: Path | No
         if problems:
             raise ValueError(f"{split_path} does not fit these datasets: {'; '.join(problems)}")
     features = [measure_record(r, phases) for r in records]
-    answers = cnn_answers(loaded, records, cnn_phase)
+    answers = cnn_answers(loaded, records, phases)
     labels = [r.label for r in records]
     index = {r.uid: i for i, r in enumerate(records)}
 
@@ -98,9 +114,9 @@ def fit_for_bundle(bundle: Path, datasets: Sequence[Path], split_path: Path | No
         for subset, scores in score_phase_reader(reader, pick(features, chosen), pick(answers, chosen),
                                                  pick(labels, chosen)).items():
             reader.metrics.setdefault(subset, {})[name] = scores
-    cnn_rows = [i for i in rows("test") if answers[i] is not None]
+    cnn_rows = [i for i in rows("test") if cnn_phase in answers[i]]
     cnn_alone = metrics_from_confusion(confusion_matrix([loaded.classes.index(labels[i]) for i in cnn_rows],
-                                                        [int(np.argmax(answers[i])) for i in cnn_rows],
+                                                        [int(np.argmax(answers[i][cnn_phase])) for i in cnn_rows],
                                                         len(loaded.classes)), loaded.classes)
     domain = domain_from_records([records[i] for i in train], read_phases=phases)
     livers = {p: [features[i][p][1] for i in train if p in features[i]] for p in phases}
@@ -129,19 +145,20 @@ def render_reader_card(reader: PhaseReader) -> str:
         f"{', '.join(t.get('datasets', []) + t.get('training_only', []))}. Recipe: `{t.get('recipe', '')}`.", "",
         "For every subset of the phases a lesion is read on, one logistic regression over the lesion's "
         "enhancement measured in those phases (lesion and liver-ring median HU, their difference, rim minus "
-        "core, spread, share above the liver, brightest tenth minus liver) and, where the subset holds the "
-        f"{reader.cnn_phase.replace('_', '-')} phase, the CNN's answer there. The portal-venous series alone "
-        "is answered by the CNN, as without the reader.", "",
+        "core, spread, share above the liver, brightest tenth minus liver) and the CNN's answer on each of "
+        f"them (the CNN was trained on {reader.cnn_phase.replace('_', '-')} slices; on the other phases its answer "
+        f"is a number the regression learnt to weigh). The {reader.cnn_phase.replace('_', '-')} series alone is "
+        "answered by the CNN, as without the reader.", "",
         f"The CNN alone on the same test lesions' portal-venous series: macro-F1 {format_number(cnn.get('macro_f1'))} "
         f"({cnn.get('n')} lesions).", "",
-        "| phases read | reads the CNN's answer | validation macro-F1 | test macro-F1 | test lesions |",
-        "|---|---|---|---|---|",
+        "| phases read | validation macro-F1 | test macro-F1 | test lesions |",
+        "|---|---|---|---|",
     ]
-    for phases, sub in reader.readers.items():
+    for phases in reader.readers:
         scores = reader.metrics.get(subset_name(phases), {})
         val, test = scores.get("val") or {}, scores.get("test") or {}
-        lines.append(f"| {subset_name(p.replace('_', '-') for p in phases)} | {'yes' if sub.uses_cnn else 'no'} | "
-                     f"{format_number(val.get('macro_f1'))} | {format_number(test.get('macro_f1'))} | {test.get('n', 0)} |")
+        lines.append(f"| {subset_name(p.replace('_', '-') for p in phases)} | {format_number(val.get('macro_f1'))} | "
+                     f"{format_number(test.get('macro_f1'))} | {test.get('n', 0)} |")
     lines += ["", "Measured on simulated lesions only; real lesions are measured independently.", ""]
     return "\n".join(lines)
 

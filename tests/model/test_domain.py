@@ -32,7 +32,7 @@ def test_the_bundled_model_reads_a_real_arterial_series_with_its_phase_reader_an
     loaded = load_bundle(default_model_path())
     prediction = classify_lesion(loaded, volume, lesion, heatmap=False)
     assert prediction.phase == "arterial" and prediction.phases_read == ["arterial"]
-    assert prediction.model_id.endswith("+ phase reader") and prediction.heatmap is None
+    assert prediction.model_id.endswith("+ phase reader")
     assert prediction.uncertainty == OUTSIDE
     assert any("noise" in r for r in prediction.outside_training)
     assert not any("this series is arterial" in r for r in prediction.outside_training)

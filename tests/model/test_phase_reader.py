@@ -52,7 +52,7 @@ def fitted(multiphase_dataset, tmp_path_factory):
     loaded = load_bundle(bundle)
     records = load_records([multiphase_dataset]).records
     features = [measure_record(r, PHASES) for r in records]
-    answers = cnn_answers(loaded, records, "portal_venous")
+    answers = cnn_answers(loaded, records, PHASES)
     labels = [r.label for r in records]
     reader = fit_phase_reader(features, answers, labels, CLASSES, PHASES, "portal_venous", loaded.info["sha256"])
     reader.save(bundle)
@@ -61,15 +61,15 @@ def fitted(multiphase_dataset, tmp_path_factory):
 
 def test_one_reader_per_subset_of_phases_each_reading_only_what_is_there(fitted):
     bundle, reader, features, answers, labels = fitted
-    assert len(reader.readers) == 15 and all(len(f) == 4 for f in features)
+    assert len(reader.readers) == 15 and all(len(f) == 4 and sorted(a) == sorted(PHASES) for f, a in zip(features, answers))
     every = reader.reader_for(PHASES)
-    assert every.uses_cnn and every.coef.shape == (4, 4 * len(FEATURES) + 4)
+    assert every.cnn_phases == PHASES and every.coef.shape == (4, 4 * len(FEATURES) + 4 * 4)
     arterial = reader.reader_for(["arterial", "unknown"])
-    assert arterial.phases == ("arterial",) and not arterial.uses_cnn
-    p = arterial.probabilities({"arterial": features[0]["arterial"]}, None)
+    assert arterial.phases == ("arterial",) and arterial.cnn_phases == ("arterial",)
+    p = arterial.probabilities({"arterial": features[0]["arterial"]}, {"arterial": answers[0]["arterial"]})
     assert p.shape == (4,) and abs(p.sum() - 1.0) < 1e-9
-    with pytest.raises(ValueError, match="needs the CNN"):
-        every.probabilities(features[0], None)
+    with pytest.raises(ValueError, match="needs the CNN's answer on delayed"):
+        every.probabilities(features[0], {k: v for k, v in answers[0].items() if k != "delayed"})
     # Saved and loaded, it answers exactly as fitted; scored, each subset on every lesion.
     again = PhaseReader.load(bundle)
     assert np.allclose(again.reader_for(PHASES).probabilities(features[1], answers[1]), every.probabilities(features[1], answers[1]))
@@ -90,8 +90,8 @@ def test_a_reader_fitted_to_other_weights_is_refused(fitted, tmp_path):
 
 def test_the_app_reads_every_phase_of_the_study_with_the_reader(fitted):
     """classify_lesion with a reader: the portal-venous series alone is the CNN's answer as before; with the
-    arterial series it is the reader's, with what it measured; an arterial series alone is read without
-    the CNN (no heatmap) and is not outside the training data for its phase."""
+    arterial series it is the reader's, with what it measured and a heatmap per phase; an arterial series
+    alone is the reader's too, and not outside the training data for its phase."""
     from liverview.annotations.export_dataset import PhaseSource
     from liverview.annotations.transfer import transfer_lesion
     from liverview.imaging.contrast_phase import ContrastPhase, DecidedBy, PhaseDecision
@@ -110,7 +110,8 @@ def test_the_app_reads_every_phase_of_the_study_with_the_reader(fitted):
     arterial_volume = patient_volume(patient, "arterial")
     both = classify_lesion(loaded, volume, lesion, phase=pv, other_phases=[PhaseSource("arterial", arterial_volume)])
     assert both.model_id.endswith("+ phase reader") and both.phases_read == ["arterial", "portal_venous"]
-    assert both.heatmap is not None and sorted(both.phase_crops) == ["arterial", "portal_venous"]
+    assert both.heatmap is not None and sorted(both.phase_crops) == sorted(both.phase_cams) == ["arterial", "portal_venous"]
+    assert np.array_equal(both.phase_cams["portal_venous"], both.heatmap.cam)  # the outlined series' own map
     measured = both.enhancement_hu
     assert sorted(measured) == ["arterial", "portal_venous"]
     assert measured["arterial"]["liver_hu"] < measured["portal_venous"]["liver_hu"]  # the liver enhances late
@@ -118,5 +119,5 @@ def test_the_app_reads_every_phase_of_the_study_with_the_reader(fitted):
     art = PhaseDecision(ContrastPhase.ARTERIAL, DecidedBy.IMAGES, "test")
     carried = transfer_lesion(lesion, volume, arterial_volume).lesion
     early = classify_lesion(loaded, arterial_volume, carried, phase=art)
-    assert early.phases_read == ["arterial"] and early.heatmap is None
+    assert early.phases_read == ["arterial"] and early.model_id.endswith("+ phase reader") and early.heatmap is not None
     assert not any("arterial" in reason for reason in early.outside_training)
