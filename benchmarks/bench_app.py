@@ -73,24 +73,10 @@ app.exec()
 FIRST_CLASSIFY = r"""
 import json, sys, time
 from pathlib import Path
-from PySide6.QtCore import QSettings
-from PySide6.QtWidgets import QApplication
-from liverview.gui.main_window import MainWindow
-study, model, settings_path = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
-app = QApplication([])
-settings = QSettings(settings_path, QSettings.IniFormat)
-settings.setValue("model/path", model)
-settings.setValue("model/preload", False)
-settings.setValue("reader/name", "bench")
-window = MainWindow(settings)
-window.show()
-def spin(cond, timeout=300):
-    end = time.time() + timeout
-    while not cond():
-        if time.time() > end:
-            raise TimeoutError
-        app.processEvents()
-        time.sleep(0.001)
+study, model, home, benchmarks = Path(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+sys.path.insert(0, benchmarks)
+from bench_app import _window
+app, window, spin = _window(home, Path(model))
 window.open_paths([str(study / "dicom")])
 spin(lambda: window.volume is not None and window.volume.loaded.all() and window.store is not None
      and not window.progress.isVisible())
@@ -129,7 +115,7 @@ def measure_first_classification(study: Path, model: Path) -> dict:
     env = {**os.environ, "QT_QPA_PLATFORM": os.environ.get("QT_QPA_PLATFORM", "offscreen")}
     with tempfile.TemporaryDirectory() as home:
         env["LIVERVIEW_DATA_DIR"] = home
-        out = subprocess.run([sys.executable, "-c", FIRST_CLASSIFY, str(study), str(model), f"{home}/s.ini"],
+        out = subprocess.run([sys.executable, "-c", FIRST_CLASSIFY, str(study), str(model), home, str(REPO / "benchmarks")],
                              env=env, capture_output=True, text=True, timeout=600)
     if out.returncode != 0:
         raise RuntimeError(out.stderr[-2000:])

@@ -32,25 +32,26 @@ def wait_until(app, condition: Callable[[], bool], timeout: float = 120.0) -> No
         time.sleep(0.02)
 
 
-def shoot(app, work: Path, study: Path, annotations: Path, lesion_class: str | None, out: Path) -> None:
+def open_window(work: Path, name: str):
+    """The app's main window with its settings in `work` (not the user's), the bundled model, maximised
+    to the screenshots' size."""
     from PySide6.QtCore import QSettings
 
     from liverview.gui.main_window import MainWindow
 
-    settings = QSettings(str(work / f"{out.stem}.ini"), QSettings.IniFormat)
+    settings = QSettings(str(work / f"{name}.ini"), QSettings.IniFormat)
     settings.setValue("reader/name", "Dr Ada")
     settings.setValue("model/path", str(MODEL))
     settings.setValue("model/device", "cpu")
     window = MainWindow(settings)
     window.resize(1500, 950)
     window.show()
-    window.open_paths([str(study)])
-    wait_until(app, lambda: window.volume is not None and window.volume.loaded.all() and window.store is not None
-               and not window.progress.isVisible())
-    window.import_annotations(annotations)
-    lesions = window.store.document.lesions
-    lesion = next(x for x in lesions if lesion_class is None or x.label == lesion_class)
-    window.jump_to_lesion(lesion.id)
+    return window
+
+
+def classify_and_grab(app, window, lesion_id: str, out: Path) -> None:
+    """Select the lesion, press Classify, wait for the answer and its heatmap, save the window as `out`."""
+    window.jump_to_lesion(lesion_id)
     controller = window.classification
     results: list[object] = []
     controller.worker.result.connect(lambda *args: results.append(args))
@@ -62,6 +63,16 @@ def shoot(app, work: Path, study: Path, annotations: Path, lesion_class: str | N
     window.grab().save(str(out))
     window.close()
     print(f"wrote {out}")
+
+
+def shoot(app, work: Path, study: Path, annotations: Path, lesion_class: str | None, out: Path) -> None:
+    window = open_window(work, out.stem)
+    window.open_paths([str(study)])
+    wait_until(app, lambda: window.volume is not None and window.volume.loaded.all() and window.store is not None
+               and not window.progress.isVisible())
+    window.import_annotations(annotations)
+    lesion = next(x for x in window.store.document.lesions if lesion_class is None or x.label == lesion_class)
+    classify_and_grab(app, window, lesion.id, out)
 
 
 def main() -> int:

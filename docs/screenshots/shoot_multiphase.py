@@ -13,10 +13,9 @@ import json
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-from shoot_classification import MODEL, wait_until
+from shoot_classification import classify_and_grab, open_window, wait_until
 
 HERE = Path(__file__).resolve().parent
 PHASES = ("non_contrast", "arterial", "portal_venous", "delayed")
@@ -27,10 +26,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         os.environ["LIVERVIEW_DATA_DIR"] = str(work / "data")
-        from PySide6.QtCore import QSettings
         from PySide6.QtWidgets import QApplication
 
-        from liverview.gui.main_window import MainWindow
         from liverview.gui.theme import apply_dark_theme
         from liverview.annotations.labels import LesionClass
         from liverview.synth.simulator import SimulatorConfig, patient_document, simulate_patient, write_patient_study
@@ -39,13 +36,7 @@ def main() -> int:
         apply_dark_theme(app)
         patient = simulate_patient(SEED, [LesionClass.HCC], SimulatorConfig(phases=PHASES, diameter_mm=(24.0, 30.0)))
         write_patient_study(patient, work / "study")
-        settings = QSettings(str(work / "multiphase.ini"), QSettings.IniFormat)
-        settings.setValue("reader/name", "Dr Ada")
-        settings.setValue("model/path", str(MODEL))
-        settings.setValue("model/device", "cpu")
-        window = MainWindow(settings)
-        window.resize(1500, 950)
-        window.show()
+        window = open_window(work, "multiphase")
         window.open_paths([str(work / "study")])
         wait_until(app, lambda: window.scan is not None and len(window.scan.series) == 4)
         venous = next(info for info in window.scan.series if "portal" in info.identity.series_description)
@@ -55,20 +46,7 @@ def main() -> int:
         outlines = work / "outlines.json"
         outlines.write_text(json.dumps(patient_document(patient, window.volume).to_dict()))
         window.import_annotations(outlines)
-        lesion = window.store.document.lesions[0]
-        window.jump_to_lesion(lesion.id)
-        controller = window.classification
-        results: list[object] = []
-        controller.worker.result.connect(lambda *args: results.append(args))
-        controller.classify_selected()
-        wait_until(app, lambda: bool(results) and controller.overlay.is_visible())
-        for _ in range(20):
-            app.processEvents()
-            time.sleep(0.02)
-        out = HERE / "classify-multiphase.png"
-        window.grab().save(str(out))
-        window.close()
-        print(f"wrote {out}")
+        classify_and_grab(app, window, window.store.document.lesions[0].id, HERE / "classify-multiphase.png")
     return 0
 
 
