@@ -197,7 +197,8 @@ class ClassificationController(QObject):
             quality += f", with every phase {description.reader_macro_f1:.2f}"
         self.panel.set_model(f"{description.name} {description.version} on {device}{quality}",
                              description.classes, description.class_names, model_id=description.model_id,
-                             by_uncertainty=description.by_uncertainty, simulated=description.simulated)
+                             by_uncertainty=description.by_uncertainty, simulated=description.simulated,
+                             reader_by_uncertainty=description.reader_by_uncertainty)
         if description.device_note:
             self.host.show_status(description.device_note, 10000)
         self.refresh()

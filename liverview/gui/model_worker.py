@@ -43,6 +43,8 @@ class ModelDescription:
     simulated: bool = False  # trained and tested on simulated lesions
     #: The phase reader's test macro-F1 with every phase read (None without a reader).
     reader_macro_f1: float | None = None
+    #: The phase reader's test metrics per uncertainty level, per subset of phases ("arterial + portal_venous").
+    reader_by_uncertainty: dict[str, list[dict]] = field(default_factory=dict)
 
 
 def _reader_macro_f1(loaded: Any) -> float | None:
@@ -53,6 +55,14 @@ def _reader_macro_f1(loaded: Any) -> float | None:
 
     value = ((reader.metrics.get(subset_name(reader.phases)) or {}).get("test") or {}).get("macro_f1")
     return float(value) if isinstance(value, (int, float)) else None
+
+
+def _reader_by_uncertainty(loaded: Any) -> dict[str, list[dict]]:
+    reader = loaded.phase_reader
+    if reader is None:
+        return {}
+    return {subset: list(((scores.get("test") or {}).get("by_uncertainty")) or [])
+            for subset, scores in reader.metrics.items()}
 
 
 def _describe_error(exc: BaseException) -> str:
@@ -102,7 +112,7 @@ class _Runner(QObject):
                 macro_f1=float(macro_f1) if isinstance(macro_f1, (int, float)) else None, device_note=note,
                 by_uncertainty=list(metrics.get("by_uncertainty") or []),
                 simulated=bool((loaded.info.get("training_data") or {}).get("simulated")),
-                reader_macro_f1=_reader_macro_f1(loaded)))
+                reader_macro_f1=_reader_macro_f1(loaded), reader_by_uncertainty=_reader_by_uncertainty(loaded)))
         except Exception as exc:  # noqa: BLE001 - every failure reaches the user as a message
             log.error("loading model %s failed:\n%s", path, traceback.format_exc())
             self.model_failed.emit(f"{Path(path).name}: {_describe_error(exc)}")

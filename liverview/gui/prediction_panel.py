@@ -1,6 +1,8 @@
 """The model's opinion on the selected lesion: probability bars, top class, uncertainty, heatmap controls."""
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import cv2
 import numpy as np
 import pyqtgraph as pg
@@ -60,6 +62,7 @@ class PredictionPanel(QWidget):
         self.probabilities: dict[str, float] = {}
         self.model_id = ""
         self.by_uncertainty: dict[str, dict] = {}
+        self.reader_by_uncertainty: dict[str, dict[str, dict]] = {}
         self.simulated = False
         self.model_text = "No model loaded"
         self.phase_text = ""
@@ -161,12 +164,16 @@ class PredictionPanel(QWidget):
         self.set_enabled(model=False, lesion=False)
 
     def set_model(self, text: str, classes: list[str], class_names: list[str], model_id: str = "",
-                  by_uncertainty: list[dict] | None = None, simulated: bool = False) -> None:
-        """`by_uncertainty`: the model's test metrics per uncertainty level, shown with its own answers."""
+                  by_uncertainty: list[dict] | None = None, simulated: bool = False,
+                  reader_by_uncertainty: dict[str, list[dict]] | None = None) -> None:
+        """`by_uncertainty`: the model's test metrics per uncertainty level, shown with its own answers;
+        `reader_by_uncertainty`: its phase reader's, per subset of phases, shown with the reader's answers."""
         self.model_text = text
         self._show_model_line()
         self.model_id = model_id
         self.by_uncertainty = {row["uncertainty"]: row for row in by_uncertainty or []}
+        self.reader_by_uncertainty = {subset: {row["uncertainty"]: row for row in rows}
+                                      for subset, rows in (reader_by_uncertainty or {}).items()}
         self.simulated = simulated
         self.classes, self.class_names = list(classes), list(class_names)
         self.plot.getAxis("left").setTicks([[(i, name) for i, name in enumerate(self.class_names)]])
@@ -219,7 +226,9 @@ class PredictionPanel(QWidget):
         else:
             self.uncertainty_label.setText(f"Uncertainty: {level}" + (f" (entropy {result.entropy:.2f})"
                                                                      if result.entropy is not None else ""))
-            self._show_measured(self.describe_level(level) if result.model_id == self.model_id else "")
+            self._show_measured(self.describe_level(level) if result.model_id == self.model_id else
+                                self.describe_level(level, result.phases_read)
+                                if result.model_id == f"{self.model_id} + phase reader" else "")
         self.uncertainty_label.setStyleSheet(f"color: {UNCERTAINTY_COLORS.get(level, '#c8c8c8')};")
         where = f"slice {result.slice_index + 1}" if result.slice_index is not None else "its largest slice"
         accepted = f" · accepted as label by {result.accepted_by}" if result.accepted_by else ""
@@ -280,14 +289,19 @@ class PredictionPanel(QWidget):
                     "show why the model answered so.")
         return f"\n{inside:.0%} of the heatmap lies within 5 mm of the outline."
 
-    def describe_level(self, level: str) -> str:
-        """How often this model was right when it showed `level` on its test split ("" when unmeasured)."""
-        row = self.by_uncertainty.get(level)
+    def describe_level(self, level: str, reader_phases: Sequence[str] | None = None) -> str:
+        """How often this model (its phase reader, reading `reader_phases`) was right when it showed `level`
+        on its test split ("" when unmeasured)."""
+        if reader_phases is None:
+            row = self.by_uncertainty.get(level)
+        else:
+            row = self.reader_by_uncertainty.get(" + ".join(reader_phases), {}).get(level)
         if not row or not row.get("n"):
             return ""
         right = round(row["accuracy"] * row["n"])
         lesions = "simulated test lesions" if self.simulated else "test lesions"
-        return (f"On its {lesions}, answers shown with {level} uncertainty were right in {right} of "
+        read = "" if reader_phases is None else " read on these phases"
+        return (f"On its {lesions}{read}, answers shown with {level} uncertainty were right in {right} of "
                 f"{row['n']} ({100 * right // row['n']}%).")
 
     def show_batch(self, done: int, total: int) -> None:

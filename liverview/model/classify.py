@@ -367,19 +367,14 @@ def read_phases(loaded: LoadedModel, volume: Volume, lesion: Lesion, z: int, mas
         inside = cam.share_inside(mask)
         cams = {p: cam.cam if p == shown else compute_gradcam(loaded, t, top)[0] for p, t in tensors.items()}
         timings["gradcam"] = (time.perf_counter() - mark) * 1000
-    spread, agreement = 0.0, 1.0
-    if tta:
-        # How steady the CNN's part of the answer is under the flips (the enhancement numbers are flip-free).
-        k = list(tensors).index(shown)
-        spreads, agreements = copy_statistics(copies[:, k:k + 1], answers[k:k + 1])
-        spread, agreement = float(spreads[0]), float(agreements[0])
     domain = (TrainingDomain.from_model_info(reader.training) if "training_domain" in reader.training
               else replace(loaded_domain(loaded), phases=tuple(ContrastPhase(p) for p in reader.phases)))
     timings["total"] = (time.perf_counter() - start) * 1000
     return LesionPrediction(
         lesion_id=lesion.id, model_id=f"{model_id(loaded)} + phase reader", classes=list(loaded.classes),
         probabilities={c: float(p) for c, p in zip(loaded.classes, probs)}, predicted=loaded.classes[top],
-        slice_index=z, entropy=normalised_entropy(probs), tta_spread=spread, tta_agreement=agreement,
+        # The reader's uncertainty is its entropy's level (`phase_reader.reader_uncertainty`), as it was scored.
+        slice_index=z, entropy=normalised_entropy(probs), tta_spread=0.0, tta_agreement=1.0,
         heatmap=cam, timings_ms=timings, phase=phase.phase.value, phases_read=list(sub.phases), heatmap_inside=inside,
         phase_crops={p: (t[middle].numpy() * 255.0).clip(0, 255).astype(np.uint8) for p, t in tensors.items()},
         phase_cams=cams,

@@ -26,6 +26,7 @@ import numpy as np
 from liverview.atomic_write import write_text_atomic
 from liverview.imaging.lesion_enhancement import FEATURES
 from liverview.model.metrics import confusion_matrix, metrics_from_confusion
+from liverview.model.uncertainty import metrics_by_uncertainty, normalised_entropy, uncertainty_level
 
 PHASE_READER_FILE = "phase_reader.json"
 FORMAT, FORMAT_VERSION = "liverview.phase-reader", 1
@@ -164,6 +165,12 @@ def fit_phase_reader(features: Sequence[Mapping[str, np.ndarray]], cnn: Sequence
     return PhaseReader(list(classes), tuple(phases), cnn_phase, cnn_sha256, readers)
 
 
+def reader_uncertainty(probabilities: np.ndarray) -> str:
+    """The uncertainty shown with a reader's answer: its normalised entropy's level (the enhancement
+    numbers do not change under the flips that the CNN's own uncertainty also looks at)."""
+    return uncertainty_level(normalised_entropy(probabilities))
+
+
 def score_phase_reader(reader: PhaseReader, features: Sequence[Mapping[str, np.ndarray]], cnn: Sequence[CnnAnswers],
                        labels: Sequence[str]) -> dict[str, Any]:
     """Per subset name: the metrics (`metrics.metrics_from_confusion`) on the lesions measured in all of
@@ -173,13 +180,16 @@ def score_phase_reader(reader: PhaseReader, features: Sequence[Mapping[str, np.n
         rows = [i for i in range(len(features)) if _readable(subset, features[i], cnn[i])]
         if not rows:
             continue
-        predicted = [int(np.argmax(sub.probabilities(features[i], cnn[i]))) for i in rows]
+        answers = [sub.probabilities(features[i], cnn[i]) for i in rows]
+        predicted = [int(np.argmax(p)) for p in answers]
         truth = [reader.classes.index(labels[i]) for i in rows]
         metrics = metrics_from_confusion(confusion_matrix(truth, predicted, len(reader.classes)), reader.classes)
+        levels = [reader_uncertainty(p) for p in answers]
         out[subset_name(subset)] = {"n": len(rows), "accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"],
-                                    "per_class": metrics["per_class"]}
+                                    "per_class": metrics["per_class"],
+                                    "by_uncertainty": metrics_by_uncertainty(truth, predicted, levels, reader.classes)}
     return out
 
 
 __all__ = ["CnnAnswers", "FORMAT", "PHASE_READER_FILE", "PhaseReader", "PhaseReaderError", "SubsetReader", "fit_phase_reader",
-           "phase_subsets", "score_phase_reader", "subset_name"]
+           "phase_subsets", "reader_uncertainty", "score_phase_reader", "subset_name"]

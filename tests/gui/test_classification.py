@@ -93,6 +93,16 @@ def test_classify_selected_lesion_shows_probabilities_and_heatmap(qtbot, window)
     controller.panel.show_result(dataclasses.replace(stored, model_id="another-model 9.9"))
     assert controller.panel.uncertainty_label.text() and controller.panel.measured_label.text() == ""
     assert controller.panel.measured_label.isHidden()
+    # Its phase reader's answer: the reader's own record on lesions read on the same phases.
+    controller.panel.reader_by_uncertainty = {"arterial + portal_venous": {level: {"uncertainty": level, "n": 50,
+                                                                                  "accuracy": 0.96}}}
+    read_both = dataclasses.replace(stored, model_id=f"{controller.panel.model_id} + phase reader",
+                                    phases_read=["arterial", "portal_venous"])
+    controller.panel.show_result(read_both)
+    assert controller.panel.measured_label.text() == (f"On its test lesions read on these phases, answers shown with "
+                                                      f"{level} uncertainty were right in 48 of 50 (96%).")
+    controller.panel.show_result(dataclasses.replace(read_both, phases_read=["arterial"]))
+    assert controller.panel.measured_label.text() == ""
     controller.panel.show_result(stored)
 
     # The heatmap is on screen, on the slice the lesion is shown on, and fades with the slider.

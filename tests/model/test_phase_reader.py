@@ -13,7 +13,8 @@ from liverview.model.bundle_writer import save_bundle
 from liverview.model.data import load_records
 from liverview.model.inference import load_bundle
 from liverview.model.network import build_network
-from liverview.model.phase_reader import PHASE_READER_FILE, PhaseReader, fit_phase_reader, score_phase_reader
+from liverview.model.phase_reader import (PHASE_READER_FILE, PhaseReader, fit_phase_reader, reader_uncertainty,
+                                         score_phase_reader)
 from liverview.model.phase_reader_cli import cnn_answers, measure_record
 from liverview.model.transforms import PreprocessConfig
 
@@ -75,6 +76,8 @@ def test_one_reader_per_subset_of_phases_each_reading_only_what_is_there(fitted)
     assert np.allclose(again.reader_for(PHASES).probabilities(features[1], answers[1]), every.probabilities(features[1], answers[1]))
     scores = score_phase_reader(reader, features, answers, labels)
     assert set(scores) == {" + ".join(s) for s in reader.readers} and all(s["n"] == 12 for s in scores.values())
+    rows = {row["uncertainty"]: row for row in scores[" + ".join(PHASES)]["by_uncertainty"]}
+    assert sum(rows[level]["n"] for level in ("low", "moderate", "high")) == 12
 
 
 def test_a_reader_fitted_to_other_weights_is_refused(fitted, tmp_path):
@@ -116,6 +119,8 @@ def test_the_app_reads_every_phase_of_the_study_with_the_reader(fitted):
     assert sorted(measured) == ["arterial", "portal_venous"]
     assert measured["arterial"]["liver_hu"] < measured["portal_venous"]["liver_hu"]  # the liver enhances late
     assert both.to_json()["enhancement_hu"] == measured and "enhancement_hu" not in alone.to_json()
+    probabilities = np.array([both.probabilities[c] for c in CLASSES])
+    assert both.outside_training or both.uncertainty == reader_uncertainty(probabilities)  # as it was scored
     art = PhaseDecision(ContrastPhase.ARTERIAL, DecidedBy.IMAGES, "test")
     carried = transfer_lesion(lesion, volume, arterial_volume).lesion
     early = classify_lesion(loaded, arterial_volume, carried, phase=art)
