@@ -230,11 +230,11 @@ def series_phase(volume: Volume) -> PhaseDecision:
 def phase_slabs(loaded: LoadedModel, volume: Volume, lesion: Lesion, z: int, mask: np.ndarray, phase: str,
                 others: Sequence[PhaseSource], phases: Sequence[str] | None = None) -> dict[str, np.ndarray]:
     """What a multiphase model (or the phase reader, reading `phases`) reads of `lesion` (outlined on
-    slice `z` of `volume`, whose phase is `phase`): per phase it reads, the slab on the outlined series' grid. Another series' slab is that series
-    resampled by patient coordinates around the lesion (the outline's box plus the preprocessing's
-    context, the breathing shift aligned, as the training export did); the rest of the slice, which
-    the preprocessing does not look at, repeats the outlined series. A series the lesion cannot be
-    carried to is left out (and so marked missing)."""
+    slice `z` of `volume`, whose phase is `phase`): per phase it reads, the slab on the outlined series'
+    grid. Another series' slab is that series resampled by patient coordinates around the lesion (the
+    outline's box plus the preprocessing's context, the breathing shift aligned, as the training export
+    did); the rest of the slice, which the preprocessing does not look at, repeats the outlined series.
+    A series the lesion cannot be carried to is left out (and so marked missing)."""
     config = loaded.preprocess_config
     wanted = config.phases if phases is None else tuple(phases)
     key = model_slab(loaded, volume, z)
@@ -367,6 +367,8 @@ def read_phases(loaded: LoadedModel, volume: Volume, lesion: Lesion, z: int, mas
         inside = cam.share_inside(mask)
         cams = {p: cam.cam if p == shown else compute_gradcam(loaded, t, top)[0] for p, t in tensors.items()}
         timings["gradcam"] = (time.perf_counter() - mark) * 1000
+    # What the reader's training lesions covered; a reader fitted without that record covers its phases
+    # and otherwise what the CNN's lesions covered.
     domain = (TrainingDomain.from_model_info(reader.training) if "training_domain" in reader.training
               else replace(loaded_domain(loaded), phases=tuple(ContrastPhase(p) for p in reader.phases)))
     timings["total"] = (time.perf_counter() - start) * 1000

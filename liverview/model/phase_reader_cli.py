@@ -40,43 +40,37 @@ log = logging.getLogger("liverview.model.phase_reader_cli")
 PHASE_READER_CARD = "PHASE_READER.md"
 
 
-def measure_record(record: LesionRecord, phases: Sequence[str]) -> dict[str, np.ndarray]:
-    """The enhancement numbers of `record` on its key slice, per phase its patch holds out of `phases`."""
-    patch = read_patch(record.patch_path)
-    z = select_key_slice(patch.mask)
-    spacing = (float(patch.spacing_mm[-2]), float(patch.spacing_mm[-1]))
-    return {p: measure_lesion_enhancement(patch.hu_of(p)[z], patch.mask[z], spacing)
-            for p in patch.phase_names if p in phases}
-
-
-def cnn_answers(loaded: LoadedModel, records: Sequence[LesionRecord], phases: Sequence[str],
-                batch_size: int = 32) -> list[dict[str, np.ndarray]]:
-    """The CNN's answer (class probabilities) for each record on each of `phases` its patch holds: the
-    phase's key slice (slab) through the CNN's own preprocessing, averaged over the flips as the app does."""
-    out: list[dict[str, np.ndarray]] = [{} for _ in records]
+def read_records(loaded: LoadedModel, records: Sequence[LesionRecord], phases: Sequence[str],
+                 batch_size: int = 32) -> tuple[list[dict[str, np.ndarray]], list[dict[str, np.ndarray]]]:
+    """Per record, on the key slice of each of `phases` its patch holds: the enhancement numbers, and the
+    CNN's answer (class probabilities) on that phase's slab through the CNN's own preprocessing,
+    averaged over the flips as the app does. Each patch is read once."""
+    features: list[dict[str, np.ndarray]] = []
+    answers: list[dict[str, np.ndarray]] = [{} for _ in records]
     pending: list[tuple[int, str, torch.Tensor]] = []
 
     def answer() -> None:
         copies = predict_flips(loaded, [tensor for _, _, tensor in pending])
         for (index, phase, _), probabilities in zip(pending, answer_from_copies(copies, loaded.flip_average)):
-            out[index][phase] = probabilities
+            answers[index][phase] = probabilities
         pending.clear()
 
     for index, record in enumerate(records):
         patch = read_patch(record.patch_path)
         z = select_key_slice(patch.mask)
         spacing = (float(patch.spacing_mm[-2]), float(patch.spacing_mm[-1]))
-        for phase in patch.phase_names:
-            if phase in phases:
-                slab = select_slab(patch.hu_of(phase), z, loaded.preprocess_config.neighbour_slices)
-                pending.append((index, phase, loaded.preprocess(slab, patch.mask[z], spacing)))
+        held = [p for p in patch.phase_names if p in phases]
+        features.append({p: measure_lesion_enhancement(patch.hu_of(p)[z], patch.mask[z], spacing) for p in held})
+        for phase in held:
+            slab = select_slab(patch.hu_of(phase), z, loaded.preprocess_config.neighbour_slices)
+            pending.append((index, phase, loaded.preprocess(slab, patch.mask[z], spacing)))
         if len(pending) >= batch_size:
             answer()
         if index % 200 == 0:
-            log.info("CNN: %d of %d lesions", index, len(records))
+            log.info("read %d of %d lesions", index, len(records))
     if pending:
         answer()
-    return out
+    return features, answers
 
 
 def fit_for_bundle(bundle: Path, datasets: Sequence[Path], split_path: Path | None = None,
@@ -93,8 +87,7 @@ def fit_for_bundle(bundle: Path, datasets: Sequence[Path], split_path: Path | No
         problems = check_split_matches(split, records)
         if problems:
             raise ValueError(f"{split_path} does not fit these datasets: {'; '.join(problems)}")
-    features = [measure_record(r, phases) for r in records]
-    answers = cnn_answers(loaded, records, phases)
+    features, answers = read_records(loaded, records, phases)
     labels = [r.label for r in records]
     index = {r.uid: i for i, r in enumerate(records)}
 

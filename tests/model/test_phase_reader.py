@@ -15,7 +15,7 @@ from liverview.model.inference import load_bundle
 from liverview.model.network import build_network
 from liverview.model.phase_reader import (PHASE_READER_FILE, PhaseReader, fit_phase_reader, reader_uncertainty,
                                          score_phase_reader)
-from liverview.model.phase_reader_cli import cnn_answers, measure_record
+from liverview.model.phase_reader_cli import read_records
 from liverview.model.transforms import PreprocessConfig
 
 PHASES = ("non_contrast", "arterial", "portal_venous", "delayed")
@@ -52,8 +52,7 @@ def fitted(multiphase_dataset, tmp_path_factory):
                          classes=CLASSES, preprocess_config=config, metrics={"macro_f1": 0.3})
     loaded = load_bundle(bundle)
     records = load_records([multiphase_dataset]).records
-    features = [measure_record(r, PHASES) for r in records]
-    answers = cnn_answers(loaded, records, PHASES)
+    features, answers = read_records(loaded, records, PHASES)
     labels = [r.label for r in records]
     reader = fit_phase_reader(features, answers, labels, CLASSES, PHASES, "portal_venous", loaded.info["sha256"])
     reader.save(bundle)
