@@ -141,11 +141,13 @@ class DatasetFields:
         raw = self.ds.get_item(pixel_tag, keep_deferred=True)
         undefined_length = getattr(raw, "length", 0) == 0xFFFFFFFF
         offset = length = None
-        if raw is not None and not undefined_length and getattr(raw, "value", b"x") is None:
+        if raw is not None and undefined_length:
+            offset = getattr(raw, "value_tell", None)  # where the encapsulated items start
+        elif raw is not None and getattr(raw, "value", b"x") is None:
             # Deferred (not yet read) data: we know exactly where it lies and how long it is.
             deferred = cast(Any, raw)  # a DataElement whose value pydicom left on disk
             offset, length = deferred.value_tell, deferred.length
-        elif raw is not None and not undefined_length and getattr(raw, "value", None) is not None:
+        elif raw is not None and getattr(raw, "value", None) is not None:
             length = len(raw.value)
         return PixelElement(pixel_tag, undefined_length, offset, length)
 

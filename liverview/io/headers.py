@@ -12,6 +12,7 @@ from functools import lru_cache
 from typing import Protocol
 
 from liverview.io.lean_header import read_lean_fields
+from liverview.io.transfer_syntax import DEFLATED, JPEG_LS, NATIVE_LITTLE, is_compressed
 from liverview.io.skipped import SkippedFile
 
 PIXEL_DATA = 0x7FE00010
@@ -24,9 +25,6 @@ MAX_FRAME_PIXELS = 16384 * 16384
 MAX_DECODED_BYTES = 4 * 1024**3
 
 # Uncompressed transfer syntaxes whose Pixel Data can be read straight from the file offset.
-_NATIVE_LITTLE = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1"}
-_DEFLATED = "1.2.840.10008.1.2.1.99"
-_EXPLICIT_BIG = "1.2.840.10008.1.2.2"
 
 # Storage classes that carry no viewable image even if they have Pixel Data; the reason is shown.
 _NON_IMAGE_CLASSES = {
@@ -145,6 +143,8 @@ class FileHeader:
     #: Byte offset and length of native little-endian Pixel Data, for reading without a parser.
     pixel_offset: int | None
     pixel_nbytes: int | None
+    #: Byte offset of the items of single-frame JPEG-LS Pixel Data, for decoding without a parser.
+    jpeg_ls_offset: int | None = None
     frames: list[FrameRef] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -206,7 +206,8 @@ class HeaderFields(Protocol):
 @dataclass(frozen=True)
 class PixelElement:
     """Where a file's pixel data element lies: its tag, and - when its length is defined - either the
-    offset of a value not read (`offset`) or the length of a value read (`nbytes`)."""
+    offset of a value not read (`offset`) or the length of a value read (`nbytes`); for encapsulated
+    data of undefined length, `offset` is where its items start (when the reader knows it)."""
 
     tag: int
     undefined_length: bool
@@ -247,10 +248,10 @@ def describe_fields(fields: HeaderFields, path: str) -> FileHeader:
                              f"{MAX_DECODED_BYTES / 1024**3:.0f} GiB; refused before allocating")
 
     transfer_syntax = fields.transfer_syntax()
-    pixel_offset = pixel.offset if pixel.tag == PIXEL_DATA else None
+    pixel_offset = pixel.offset if pixel.tag == PIXEL_DATA and not pixel.undefined_length else None
     pixel_nbytes = pixel.length
     is_encapsulated = pixel.undefined_length or is_compressed(transfer_syntax)
-    if transfer_syntax == _DEFLATED:
+    if transfer_syntax == DEFLATED:
         # Offsets and lengths refer to the inflated stream, not to the file on disk.
         pixel_offset = None
     if not is_encapsulated and pixel_nbytes is not None:
@@ -260,7 +261,7 @@ def describe_fields(fields: HeaderFields, path: str) -> FileHeader:
         if pixel_offset is not None and os.path.getsize(path) < pixel_offset + expected:
             raise HeaderRejected(f"file is truncated: Pixel Data needs {expected:,} bytes from offset "
                                  f"{pixel_offset:,} but the file is {os.path.getsize(path):,} bytes long")
-    if transfer_syntax not in _NATIVE_LITTLE or bits_allocated not in (8, 16) or spp != 1:
+    if transfer_syntax not in NATIVE_LITTLE or bits_allocated not in (8, 16) or spp != 1:
         pixel_offset = None
 
     header = FileHeader(
@@ -300,6 +301,8 @@ def describe_fields(fields: HeaderFields, path: str) -> FileHeader:
         acquisition_time=fields.text("AcquisitionTime") or fields.text("SeriesTime"),
         pixel_offset=pixel_offset,
         pixel_nbytes=pixel_nbytes,
+        jpeg_ls_offset=(pixel.offset if pixel.tag == PIXEL_DATA and pixel.undefined_length and frames == 1
+                        and transfer_syntax in JPEG_LS and spp == 1 and bits_allocated in (8, 16) else None),
     )
     if not fields.has("PixelRepresentation"):
         header.notes.append("Pixel Representation (0028,0103) missing; assumed unsigned")
@@ -308,15 +311,6 @@ def describe_fields(fields: HeaderFields, path: str) -> FileHeader:
 
 
 @lru_cache(maxsize=64)
-def is_compressed(transfer_syntax: str) -> bool:
-    """True for the encapsulated (compressed) transfer syntaxes; ValueError for a UID that is not a
-    transfer syntax."""
-    if transfer_syntax in _NATIVE_LITTLE or transfer_syntax in (_DEFLATED, _EXPLICIT_BIG):
-        return False
-    import pydicom.uid
-    return pydicom.uid.UID(transfer_syntax).is_compressed
-
-
 def single_frame(header: FileHeader, sop_uid: str, position: tuple[float, ...] | None,
                  orientation: tuple[float, ...] | None, pixel_spacing: tuple[float, ...] | None,
                  rescale: tuple[float, float], instance: int | None, temporal: str) -> list[FrameRef]:

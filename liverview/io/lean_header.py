@@ -16,12 +16,11 @@ from typing import TYPE_CHECKING
 
 from liverview.io import sniff
 from liverview.io.sniff import PREFIX_BYTES
+from liverview.io.transfer_syntax import EXPLICIT_LITTLE, IMPLICIT_LITTLE, is_encapsulated_explicit_little
 
 if TYPE_CHECKING:
     from liverview.io.headers import FileHeader, FrameRef, PixelElement
 
-EXPLICIT_LITTLE = "1.2.840.10008.1.2.1"
-IMPLICIT_LITTLE = "1.2.840.10008.1.2"
 
 #: Values pydicom would read rather than defer (``defer_size=4096``): the caller then derives the
 #: pixel data length from the value read; rare (tiny images), so left to pydicom.
@@ -261,7 +260,7 @@ def read_lean_fields(path: str) -> LeanFields:
             vr_bytes = data[cursor.pos + 4:cursor.pos + 6]
             if vr_bytes.isalpha() and vr_bytes.isupper():
                 raise Unusual("implicit VR declared, explicit VR written")
-        elif transfer_syntax == EXPLICIT_LITTLE or _is_encapsulated_syntax(transfer_syntax):
+        elif transfer_syntax == EXPLICIT_LITTLE or is_encapsulated_explicit_little(transfer_syntax):
             implicit = False
         else:
             raise Unusual(f"transfer syntax {transfer_syntax}")
@@ -287,7 +286,7 @@ def read_lean_fields(path: str) -> LeanFields:
             cursor.pos += header_length
             if tag == PIXEL_DATA:
                 if length == _UNDEFINED:
-                    pixel = PixelElement(PIXEL_DATA, True, None, None)
+                    pixel = PixelElement(PIXEL_DATA, True, cursor.offset, None)
                 elif length <= _DEFER_SIZE:
                     raise Unusual("small pixel data")
                 else:
@@ -418,15 +417,3 @@ def _skip_item(cursor: _Cursor, implicit: bool) -> None:
         else:
             cursor.skip(length)
 
-
-_ENCAPSULATED: dict[str, bool] = {}
-
-
-def _is_encapsulated_syntax(transfer_syntax: str) -> bool:
-    """Compressed syntaxes encode the data set as explicit VR little endian (PS3.5 A.4)."""
-    if transfer_syntax not in _ENCAPSULATED:
-        from pydicom.uid import UID
-        uid = UID(transfer_syntax)
-        _ENCAPSULATED[transfer_syntax] = (uid.is_transfer_syntax and uid.is_compressed and uid.is_little_endian
-                                          and not uid.is_implicit_VR and not uid.is_deflated)
-    return _ENCAPSULATED[transfer_syntax]

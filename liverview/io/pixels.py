@@ -7,6 +7,7 @@ pylibjpeg / pyjpegls plugins, which raise ordinary exceptions on hostile data.
 from __future__ import annotations
 
 import logging
+import struct
 import sys
 import warnings
 from dataclasses import dataclass
@@ -14,7 +15,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from liverview.io.headers import FileHeader, FrameRef, is_compressed
+from liverview.io.headers import FileHeader, FrameRef
+from liverview.io.transfer_syntax import is_compressed
 
 if TYPE_CHECKING:
     from pydicom.dataset import Dataset
@@ -59,6 +61,10 @@ class FrameReader:
         try:
             if header.pixel_offset is not None:
                 return _read_native(header, header.pixel_offset, frame.frame)
+            if header.jpeg_ls_offset is not None and not header.photometric.startswith("PALETTE"):
+                direct = _decode_jpeg_ls(header, header.jpeg_ls_offset)
+                if direct is not None:
+                    return _to_grey(direct, header, None)
             ds = self._dataset(header.path)
             from pydicom.pixels import pixel_array
             with warnings.catch_warnings():
@@ -155,6 +161,45 @@ def _read_native_in_place(frame: FrameRef, out: np.ndarray) -> bool:
     if pad is not None:
         out[pad] = _padding_fill(out, pad, header)
     return True
+
+
+#: (FFFE,E000) Item and (FFFE,E0DD) Sequence Delimitation Item, as little-endian (group, element).
+_ITEM, _SEQUENCE_END = (0xFFFE, 0xE000), (0xFFFE, 0xE0DD)
+
+
+def _decode_jpeg_ls(header: FileHeader, offset: int) -> np.ndarray | None:
+    """A single-frame JPEG-LS file's stored values, decoded by CharLS from its fragments without parsing
+    the dataset (`pydicom.dcmread` costs as much as the decoding); None for anything unusual, which then
+    goes through pydicom: items that do not add up, or a codestream CharLS or its size disagrees with."""
+    with open(header.path, "rb") as f:
+        f.seek(offset)
+        data = f.read()
+    fragments, pos = [], 0
+    while pos + 8 <= len(data):
+        group, element, length = struct.unpack_from("<HHI", data, pos)
+        if (group, element) == _SEQUENCE_END:
+            break
+        if (group, element) != _ITEM or length == 0xFFFFFFFF or pos + 8 + length > len(data):
+            return None
+        fragments.append(data[pos + 8:pos + 8 + length])
+        pos += 8 + length
+    if len(fragments) < 2:  # the Basic Offset Table, then the frame
+        return None
+    from jpeg_ls import decode  # here: only JPEG-LS series need CharLS
+
+    try:
+        array = decode(np.frombuffer(b"".join(fragments[1:]), dtype=np.uint8))
+    except Exception:  # noqa: BLE001 - pydicom's path gives the reason the user sees
+        return None
+    if array.shape != (header.rows, header.columns) or array.dtype.itemsize * 8 != header.bits_allocated:
+        return None
+    if header.pixel_representation:
+        # CharLS returns the bit pattern. Signed values filling their bytes are that pattern read as
+        # two's complement; fewer Bits Stored need pydicom's sign correction.
+        if header.bits_stored != header.bits_allocated:
+            return None
+        return array.view(np.int16 if array.dtype.itemsize == 2 else np.int8)
+    return array
 
 
 def _padding_mask(stored: np.ndarray, header: FileHeader) -> np.ndarray | None:

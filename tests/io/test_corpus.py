@@ -122,3 +122,41 @@ def test_decode_failure_is_a_reason_not_an_exception(corpus_dir):
         read_slice(info, 0)
     volume = load_series(info)
     assert not volume.loaded.any() and volume.failed and "decoded" in volume.failed[0].reason
+
+
+JPEG_LS_FILES = ["pydicom/JPEGLSNearLossless_16.dcm", "pydicom/MR_small_jpeg_ls_lossless.dcm",
+                 "pylibjpeg-data/RG1_JLSN.dcm", "orthanc-tests/jpegls_lossless_NM1.dcm",
+                 "orthanc-tests/jpegls_nearlossless_CT2.dcm"]
+
+
+@pytest.mark.parametrize("name", JPEG_LS_FILES)
+def test_jpeg_ls_frames_decode_from_their_fragments_as_pydicom_decodes_them(corpus_dir, name):
+    """Single-frame JPEG-LS goes to CharLS straight from the file's items, without pydicom's parse of the
+    dataset; the values (signed and unsigned, lossless and near-lossless) are pydicom's, to the bit."""
+    import pydicom
+    from pydicom.pixels import pixel_array
+
+    from liverview.io.pixels import FrameReader
+
+    info = scan_paths(corpus_dir / name).series[0]
+    header = info.frames[0].file
+    assert header.jpeg_ls_offset is not None
+    reader = FrameReader()
+    stored = reader.read_stored(info.frames[0])
+    assert reader._path is None  # no dataset was parsed
+    reference = pixel_array(pydicom.dcmread(corpus_dir / name), decoding_plugin="pyjpegls")
+    assert stored.dtype == reference.dtype and np.array_equal(stored, reference)
+
+
+def test_a_damaged_jpeg_ls_file_falls_back_to_pydicom_and_its_reason(corpus_dir, tmp_path):
+    from liverview.io.pixels import FrameDecodeError, FrameReader
+
+    source = corpus_dir / "orthanc-tests" / "jpegls_nearlossless_CT2.dcm"
+    damaged = tmp_path / "damaged.dcm"
+    data = source.read_bytes()
+    damaged.write_bytes(data[: len(data) - len(data) // 3])
+    info = scan_paths(damaged).series[0]
+    reader = FrameReader()
+    with pytest.raises(FrameDecodeError):
+        reader.read_stored(info.frames[0])
+    assert reader._path == str(damaged)  # pydicom was asked, and gave the reason
