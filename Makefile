@@ -57,6 +57,7 @@ package: $(STAMP)
 ## that only train), train, train again with the paper's image enhancement for comparison, then install
 ## the run into resources/models/ if it beats the bundled one, with the real-CT sanity check in its card.
 ## About 4 h on 2 CPU cores (15 min simulation, 1 h training, the rest the enhanced comparison run).
+## A new CNN replaces the bundle folder, its phase reader included: run `make phase-reader` after it.
 MODEL_SEED          ?= 1
 MODEL_LESIONS       ?= 1000
 MODEL_EXTRA_SEED    ?= 2
