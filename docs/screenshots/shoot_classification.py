@@ -32,6 +32,18 @@ def wait_until(app, condition: Callable[[], bool], timeout: float = 120.0) -> No
         time.sleep(0.02)
 
 
+def start_app(work: Path):
+    """The Qt application in the app's dark theme, its data folder in `work` (not the user's)."""
+    os.environ["LIVERVIEW_DATA_DIR"] = str(work / "data")
+    from PySide6.QtWidgets import QApplication
+
+    from liverview.gui.theme import apply_dark_theme
+
+    app = QApplication.instance() or QApplication(sys.argv)
+    apply_dark_theme(app)
+    return app
+
+
 def open_window(work: Path, name: str):
     """The app's main window with its settings in `work` (not the user's), the bundled model, maximised
     to the screenshots' size."""
@@ -78,14 +90,9 @@ def shoot(app, work: Path, study: Path, annotations: Path, lesion_class: str | N
 def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        os.environ["LIVERVIEW_DATA_DIR"] = str(work / "data")
-        from PySide6.QtWidgets import QApplication
-
-        from liverview.gui.theme import apply_dark_theme
+        app = start_app(work)
         from liverview.synth.demo import write_demo_study
 
-        app = QApplication.instance() or QApplication(sys.argv)
-        apply_dark_theme(app)
         demo = write_demo_study(work / "demo")
         shoot(app, work, demo.dicom_dir, demo.ground_truth_path, DEMO_LESION, HERE / "classify-demo.png")
         shoot(app, work, CRLM_SERIES, CRLM_OUTLINES, None, HERE / "classify-crlm-ct-1004.png")

@@ -10,12 +10,11 @@ data folder go to a temporary folder, not the user's.
 from __future__ import annotations
 
 import json
-import os
 import sys
 import tempfile
 from pathlib import Path
 
-from shoot_classification import classify_and_grab, open_window, wait_until
+from shoot_classification import classify_and_grab, open_window, start_app, wait_until
 
 HERE = Path(__file__).resolve().parent
 PHASES = ("non_contrast", "arterial", "portal_venous", "delayed")
@@ -25,15 +24,10 @@ SEED = 11
 def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        os.environ["LIVERVIEW_DATA_DIR"] = str(work / "data")
-        from PySide6.QtWidgets import QApplication
-
-        from liverview.gui.theme import apply_dark_theme
+        app = start_app(work)
         from liverview.annotations.labels import LesionClass
         from liverview.synth.simulator import SimulatorConfig, patient_document, simulate_patient, write_patient_study
 
-        app = QApplication.instance() or QApplication(sys.argv)
-        apply_dark_theme(app)
         patient = simulate_patient(SEED, [LesionClass.HCC], SimulatorConfig(phases=PHASES, diameter_mm=(24.0, 30.0)))
         write_patient_study(patient, work / "study")
         window = open_window(work, "multiphase")

@@ -8,7 +8,6 @@ app's data folder live in a temporary folder.
 """
 from __future__ import annotations
 
-import os
 import sys
 import tempfile
 import time
@@ -19,20 +18,18 @@ ROOT = HERE.parents[1]
 SERIES = ROOT.parent / "shared" / "data" / "series"
 sys.path.insert(0, str(HERE))
 
-from shoot_classification import wait_until  # noqa: E402 - the sibling script's, shared
+from shoot_classification import start_app, wait_until  # noqa: E402 - the sibling script's, shared
 
 
 def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="liverview-shot-"))
-    os.environ["LIVERVIEW_DATA_DIR"] = str(work / "data")
+    app = start_app(work)
     sys.path.insert(0, str(ROOT / "tests" / "net"))
     from orthanc_server import Orthanc, node_for
     from PySide6.QtCore import QSettings
-    from PySide6.QtWidgets import QApplication
 
     from liverview.gui.main_window import MainWindow
     from liverview.gui.pacs_nodes import save_nodes
-    from liverview.gui.theme import apply_dark_theme
     from liverview.net.query import DatePreset
     from liverview.synth.demo import write_demo_study
 
@@ -41,8 +38,6 @@ def main() -> int:
         for name in ("crlm-ct-1004", "hcc-tace-006"):
             server.upload(sorted((SERIES / name / "image").glob("*.dcm")))
         server.upload(sorted(write_demo_study(work / "demo", shape_zyx=(60, 256, 256)).dicom_dir.glob("*.dcm")))
-        app = QApplication.instance() or QApplication([])
-        apply_dark_theme(app)
         settings = QSettings(str(work / "settings.ini"), QSettings.IniFormat)
         settings.setValue("model/preload", False)
         node = node_for(server).with_changes(name="Radiology PACS")
