@@ -10,6 +10,8 @@ that start-up and import costs count as a user feels them:
   SimpleITK: ``ImageSeriesReader`` (file names + ``Execute`` + array view). Target: <= 0.8 x.
 * ``j2k``, ``jpegls``, ``rle``: 100 slices of JPEG 2000 lossless, JPEG-LS lossless and RLE lossless,
   loaded like ``load``. Targets: JPEG 2000 and JPEG-LS <= 0.7 x SimpleITK; RLE stays ahead (< 1).
+  For these three, each tool's decoder is also timed alone, frame after frame in one process (wall and
+  CPU time per frame), which shows how much of a ratio the decoders themselves leave.
 
 The two tools alternate within each repeat (order swapped every repeat), after the files were read
 once so that both start from the page cache; the medians and their ratio are reported. The data are
@@ -97,6 +99,30 @@ reader.SetFileNames(reader.GetGDCMSeriesFileNames(folder))
 image = reader.Execute()
 array = sitk.GetArrayViewFromImage(image)
 print(array.shape, int(array[array.shape[0] // 2].max()))
+"""
+
+DECODER_CPU = """
+import json, sys, time
+from pathlib import Path
+import SimpleITK as sitk
+from liverview.io import scan_paths
+from liverview.io.pixels import decode_frame
+
+folder = sys.argv[1]
+frames = scan_paths(folder).series[0].frames
+files = sorted(str(p) for p in Path(folder).glob("*.dcm"))
+decode_frame(frames[0]), sitk.ReadImage(files[0])  # libraries loaded before timing
+
+def per_frame(job, items):
+    wall, cpu = time.perf_counter(), time.process_time()
+    for item in items:
+        job(item)
+    n = len(items)
+    return {"wall_ms": round((time.perf_counter() - wall) * 1000 / n, 2),
+            "cpu_ms": round((time.process_time() - cpu) * 1000 / n, 2)}
+
+print(json.dumps({"ours_one_process": per_frame(decode_frame, frames), "sitk": per_frame(sitk.ReadImage, files),
+                  "sitk_threads": sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()}))
 """
 
 
@@ -220,7 +246,25 @@ def bench_case(case: str, repeats: int) -> dict:
                               env={**os.environ, **env}, cwd=str(REPO))
         result["memory_in_process"] = json.loads(proc.stdout.strip().splitlines()[-1]) if proc.returncode == 0 else {
             "error": proc.stderr[-2000:]}
+    if CASES[case][0] is not None:
+        result["decoder_per_frame"] = decoder_per_frame(folder, env)
     return result
+
+
+def decoder_per_frame(folder: Path, env: dict[str, str]) -> dict:
+    """Each tool's decoding alone, frame after frame in one process: wall and CPU time per frame (CPU
+    counts every thread, so a decoder that runs on several cores shows CPU above wall). `floor_ratio`
+    is what our ratio would be if decoding were all that cost and our workers used every core without
+    loss: our CPU per frame over the cores, against SimpleITK's wall time per frame."""
+    proc = subprocess.run([sys.executable, "-c", DECODER_CPU, str(folder)], capture_output=True, text=True,
+                          env={**os.environ, **env}, cwd=str(REPO))
+    if proc.returncode != 0:
+        return {"error": proc.stderr[-2000:]}
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    out["cores"] = cores
+    out["floor_ratio"] = round(out["ours_one_process"]["cpu_ms"] / cores / out["sitk"]["wall_ms"], 3)
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -238,6 +282,11 @@ def main(argv: list[str] | None = None) -> int:
                  f"{result['ratio_scan_only_over_sitk']:.2f})" if "ours_scan_only" in result["median_s"] else "")
         memory = result.get("memory_in_process", {}).get("ratio")
         extra += f"  peak memory {memory:.2f} x volume" if memory is not None else ""
+        decoder = result.get("decoder_per_frame", {})
+        if "floor_ratio" in decoder:
+            extra += (f"  decoding ms/frame (wall/CPU): ours {decoder['ours_one_process']['wall_ms']}/"
+                      f"{decoder['ours_one_process']['cpu_ms']}, SimpleITK {decoder['sitk']['wall_ms']}/"
+                      f"{decoder['sitk']['cpu_ms']}; floor ratio {decoder['floor_ratio']}")
         print(f"{case:7s} ours {result['median_s']['ours']:.3f} s  SimpleITK {result['median_s']['sitk']:.3f} s  "
               f"ratio {result['ratio_ours_over_sitk']:.2f} (target {result['target_ratio']})  "
               f"{'pass' if result['pass'] else 'MISS'}{extra}", flush=True)

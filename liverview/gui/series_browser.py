@@ -42,7 +42,8 @@ def series_label(info: SeriesInfo, phase: PhaseDecision | None = None) -> str:
 def phase_caption(decision: PhaseDecision) -> str:
     """"Portal-venous (images)": the phase and, in brief, what decided it (the tooltip says more)."""
     how = {DecidedBy.IMAGES: "images", DecidedBy.IMAGES_AND_TEXT: "images + text",
-           DecidedBy.IMAGES_AND_ORDER: "images + timing", DecidedBy.DESCRIPTION: "text only",
+           DecidedBy.IMAGES_AND_ORDER: "images + timing", DecidedBy.IMAGES_OF_STUDY: "images of the study",
+           DecidedBy.DESCRIPTION: "text only",
            DecidedBy.READER: f"set by {decision.reader}", DecidedBy.NOTHING: "undetermined"}[decision.decided_by]
     return f"{decision.phase.words.capitalize()} ({how})"
 

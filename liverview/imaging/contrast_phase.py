@@ -16,8 +16,9 @@ contrast are clear from one series. After the arterial peak the values of the po
 equilibrium phase, and of a late arterial phase with a modest bolus, overlap between patients: the
 images then say "enhanced, not arterial", and the phase comes from the DICOM text (Series
 Description, the delay after the Contrast/Bolus Start Time), else from the order of the study's
-enhanced series in time (the first is portal-venous, a later one delayed), else it is the routine
-portal-venous phase. Every decision records which of these decided and what the others said.
+enhanced series in time (the first is portal-venous, a later one delayed; without acquisition times,
+the one whose blood the contrast has washed out of), else it is the routine portal-venous phase.
+Every decision records which of these decided and what the others said.
 """
 from __future__ import annotations
 
@@ -62,6 +63,8 @@ class DecidedBy(str, Enum):
     IMAGES_AND_TEXT = "images_and_dicom_text"
     #: Enhanced after the arterial peak; the order of the study's series in time names the phase.
     IMAGES_AND_ORDER = "images_and_acquisition_order"
+    #: Enhanced after the arterial peak; the study's other enhanced series, brighter blood, names it.
+    IMAGES_OF_STUDY = "images_of_the_study"
     DESCRIPTION = "dicom_text"
     READER = "reader"
     NOTHING = "nothing"
@@ -74,6 +77,11 @@ UNENHANCED_BLOOD_MAX_HU = 90.0
 ARTERIAL_GAP_MIN_HU = 130.0
 #: Two enhanced series of one study this far apart in time are two phases (portal-venous, then delayed).
 PHASE_SEPARATION_S = 60.0
+#: Without acquisition times: an enhanced series whose aorta is this much dimmer than another enhanced
+#: series' of the study was acquired after the contrast washed out of the blood (aortic attenuation
+#: falls steadily after the first pass). Well above what separates two reconstructions of one
+#: acquisition (thickness, kernel: a few HU), well below the portal-venous to equilibrium fall.
+WASHOUT_MIN_HU = 25.0
 #: Plausible liver parenchyma in any phase (steatosis down to about 0 HU, iron or amiodarone up to 140).
 LIVER_RANGE_HU = (-10.0, 170.0)
 
@@ -457,24 +465,48 @@ def decide_contrast_phase(info: SeriesInfo, enhancement: Enhancement | None) -> 
 
 
 def decide_study_phases(series: Sequence[tuple[SeriesInfo, PhaseDecision]]) -> list[PhaseDecision]:
-    """Order the enhanced series of each study and Frame of Reference in time where only the images
-    placed them: the first is portal-venous, one acquired at least `PHASE_SEPARATION_S` later delayed."""
+    """Order in time the enhanced series of each study and Frame of Reference that only the images
+    placed ("enhanced, not arterial", so far portal-venous). With their acquisition times (not all the
+    same): the first is portal-venous, one acquired at least `PHASE_SEPARATION_S` later delayed.
+    Without: one whose aorta is at least `WASHOUT_MIN_HU` dimmer than the brightest is delayed."""
     out = [decision for _, decision in series]
-    groups: dict[tuple[str, str], list[tuple[float, int]]] = {}
+    groups: dict[tuple[str, str], list[tuple[float | None, int]]] = {}
     for index, (info, decision) in enumerate(series):
-        when = _seconds(info.image.acquisition_time)
-        if decision.decided_by is DecidedBy.IMAGES and decision.phase is ContrastPhase.PORTAL_VENOUS and when is not None:
-            groups.setdefault((info.study_uid, info.frame_of_reference_uid), []).append((when, index))
+        if decision.decided_by is DecidedBy.IMAGES and decision.phase is ContrastPhase.PORTAL_VENOUS:
+            groups.setdefault((info.study_uid, info.frame_of_reference_uid), []).append(
+                (_seconds(info.image.acquisition_time), index))
     for members in groups.values():
-        members.sort()
-        first_time = members[0][0]
-        for when, index in members[1:]:
-            if when - first_time >= PHASE_SEPARATION_S:
-                d = out[index]
-                out[index] = replace(d, phase=ContrastPhase.DELAYED, decided_by=DecidedBy.IMAGES_AND_ORDER,
-                                     summary=f"{d.images_said}; acquired {when - first_time:.0f} s after the "
-                                             "study's first enhanced series: delayed")
+        times = [when for when, _ in members]
+        if None not in times and len(set(times)) > 1:
+            _order_by_time([(when, index) for when, index in members if when is not None], out)
+        else:
+            _order_by_washout([index for _, index in members], out)
     return out
+
+
+def _order_by_time(members: list[tuple[float, int]], out: list[PhaseDecision]) -> None:
+    members.sort()
+    first_time = members[0][0]
+    for when, index in members[1:]:
+        if when - first_time >= PHASE_SEPARATION_S:
+            d = out[index]
+            out[index] = replace(d, phase=ContrastPhase.DELAYED, decided_by=DecidedBy.IMAGES_AND_ORDER,
+                                 summary=f"{d.images_said}; acquired {when - first_time:.0f} s after the "
+                                         "study's first enhanced series: delayed")
+
+
+def _order_by_washout(members: list[int], out: list[PhaseDecision]) -> None:
+    aortas = {i: e.aorta_hu for i in members if (e := out[i].enhancement) is not None and e.aorta_hu is not None}
+    if len(aortas) < 2:
+        return
+    brightest = max(aortas.values())
+    for index, aorta in aortas.items():
+        if brightest - aorta >= WASHOUT_MIN_HU:
+            d = out[index]
+            out[index] = replace(d, phase=ContrastPhase.DELAYED, decided_by=DecidedBy.IMAGES_OF_STUDY,
+                                 summary=f"{d.images_said}; the aorta is {brightest - aorta:.0f} HU dimmer than in "
+                                         "the study's brightest enhanced series (no acquisition times to order "
+                                         "them): contrast washed out since, delayed")
 
 
 def measure_series(info: SeriesInfo, read: Callable[[int], np.ndarray]) -> Enhancement | None:

@@ -63,6 +63,24 @@ def metrics_from_confusion(confusion: np.ndarray, classes: Sequence[str]) -> dic
     }
 
 
+def macro_f1_interval(y_true: Sequence[int], y_pred: Sequence[int], groups: Sequence[str], num_classes: int,
+                      resamples: int = 2000, level: float = 0.95, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of the macro-F1, resampling whole groups (patients) with
+    replacement: lesions of one patient share an anatomy and a scan, so they are not independent."""
+    t = np.asarray(y_true, dtype=np.int64)
+    p = np.asarray(y_pred, dtype=np.int64)
+    names, group_of = np.unique(np.asarray(groups, dtype=object).astype(str), return_inverse=True)
+    members = [np.flatnonzero(group_of == g) for g in range(len(names))]
+    rng = np.random.default_rng(seed)
+    scores = np.empty(resamples)
+    for k in range(resamples):
+        rows = np.concatenate([members[g] for g in rng.integers(0, len(members), len(members))])
+        scores[k] = metrics_from_confusion(confusion_matrix(t[rows], p[rows], num_classes),
+                                           [str(c) for c in range(num_classes)])["macro_f1"]
+    tail = (1.0 - level) / 2.0
+    return float(np.quantile(scores, tail)), float(np.quantile(scores, 1.0 - tail))
+
+
 def _average_ranks(values: np.ndarray) -> np.ndarray:
     """1-based ranks, ties sharing their mean rank."""
     order = np.argsort(values, kind="mergesort")
@@ -165,5 +183,5 @@ def compute_metrics(y_true: Sequence[int], probs: np.ndarray, classes: Sequence[
     return result
 
 
-__all__ = ["compute_metrics", "confusion_matrix", "expected_calibration_error", "log_loss", "metrics_from_confusion",
+__all__ = ["compute_metrics", "confusion_matrix", "expected_calibration_error", "log_loss", "macro_f1_interval", "metrics_from_confusion",
            "reliability_bins", "roc_auc_binary", "roc_auc_ovr", "roc_curve_binary"]

@@ -25,7 +25,7 @@ import numpy as np
 
 from liverview.atomic_write import write_text_atomic
 from liverview.imaging.lesion_enhancement import FEATURES
-from liverview.model.metrics import confusion_matrix, metrics_from_confusion
+from liverview.model.metrics import confusion_matrix, macro_f1_interval, metrics_from_confusion
 from liverview.model.uncertainty import metrics_by_uncertainty, normalised_entropy, uncertainty_level
 
 PHASE_READER_FILE = "phase_reader.json"
@@ -172,9 +172,10 @@ def reader_uncertainty(probabilities: np.ndarray) -> str:
 
 
 def score_phase_reader(reader: PhaseReader, features: Sequence[Mapping[str, np.ndarray]], cnn: Sequence[CnnAnswers],
-                       labels: Sequence[str]) -> dict[str, Any]:
+                       labels: Sequence[str], groups: Sequence[str] | None = None) -> dict[str, Any]:
     """Per subset name: the metrics (`metrics.metrics_from_confusion`) on the lesions measured in all of
-    its phases, each read on that subset alone."""
+    its phases, each read on that subset alone; with `groups` (each lesion's patient), also the 95 %
+    bootstrap interval of the macro-F1 over patients."""
     out: dict[str, Any] = {}
     for subset, sub in reader.readers.items():
         rows = [i for i in range(len(features)) if _readable(subset, features[i], cnn[i])]
@@ -186,8 +187,11 @@ def score_phase_reader(reader: PhaseReader, features: Sequence[Mapping[str, np.n
         metrics = metrics_from_confusion(confusion_matrix(truth, predicted, len(reader.classes)), reader.classes)
         levels = [reader_uncertainty(p) for p in answers]
         out[subset_name(subset)] = {"n": len(rows), "accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"],
-                                    "per_class": metrics["per_class"],
+                                    "per_class": metrics["per_class"], "confusion_matrix": metrics["confusion_matrix"],
                                     "by_uncertainty": metrics_by_uncertainty(truth, predicted, levels, reader.classes)}
+        if groups is not None:
+            out[subset_name(subset)]["macro_f1_interval"] = list(macro_f1_interval(
+                truth, predicted, [groups[i] for i in rows], len(reader.classes)))
     return out
 
 

@@ -7,11 +7,13 @@ lesions (`phase_reader.fit_phase_reader`), scores each on the validation and tes
 `phase_reader.json` into the bundle. `make phase-reader` runs it on the simulated multiphase data.
 
     python -m liverview.model.phase_reader_cli BUNDLE DATASET... [--train-only DATASET...] [--split RUN/split.json]
+    python -m liverview.model.phase_reader_cli BUNDLE DATASET... --evaluate OUT.json   (score the stored reader)
 Exit status: 0 done, 1 error.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from collections.abc import Sequence
@@ -28,7 +30,7 @@ from liverview.imaging.lesion_enhancement import measure_lesion_enhancement
 from liverview.model.data import LesionRecord, load_records
 from liverview.model.domain import domain_from_records
 from liverview.model.inference import LoadedModel, load_bundle, predict_flips
-from liverview.model.metrics import confusion_matrix, metrics_from_confusion
+from liverview.model.metrics import confusion_matrix, macro_f1_interval, metrics_from_confusion
 from liverview.model.number_format import format_number
 from liverview.model.phase_reader import PhaseReader, fit_phase_reader, score_phase_reader, subset_name
 from liverview.model.split import Split, check_split_matches, split_records
@@ -126,6 +128,40 @@ def fit_for_bundle(bundle: Path, datasets: Sequence[Path], split_path: Path | No
     return reader
 
 
+def evaluate_bundle_reader(bundle: Path, datasets: Sequence[Path], phases: Sequence[str] = PHASE_NAMES) -> dict:
+    """The bundle's stored phase reader, and its CNN alone on the portal-venous series, scored on every
+    lesion of `datasets` (a held-out set none of which was fitted on), with 95 % intervals over patients."""
+    loaded = load_bundle(bundle, phase_reader=True)
+    reader = loaded.phase_reader
+    if reader is None:
+        raise ValueError(f"{bundle} holds no phase reader fitted to its CNN")
+    used = {Path(d).resolve() for d in reader.training.get("datasets", []) + reader.training.get("training_only", [])}
+    reused = [str(d) for d in datasets if Path(d).resolve() in used]
+    if reused:
+        raise ValueError(f"the reader was fitted on {', '.join(reused)}: a held-out test needs other lesions")
+    records = load_records(datasets, loaded.classes).records
+    features, answers = read_records(loaded, records, phases)
+    labels = [r.label for r in records]
+    groups = [r.group for r in records]
+    subsets = score_phase_reader(reader, features, answers, labels, groups)
+    cnn_phase = reader.cnn_phase
+    rows = [i for i in range(len(records)) if cnn_phase in answers[i]]
+    truth = [loaded.classes.index(labels[i]) for i in rows]
+    predicted = [int(np.argmax(answers[i][cnn_phase])) for i in rows]
+    cnn = metrics_from_confusion(confusion_matrix(truth, predicted, len(loaded.classes)), loaded.classes)
+    return {
+        "bundle": str(bundle), "cnn": f"{loaded.name} {loaded.version}", "cnn_sha256": reader.cnn_sha256,
+        "reader_fitted": reader.training.get("fitted"), "datasets": [str(d) for d in datasets],
+        "n_lesions": len(records), "n_patients": len(set(groups)), "simulated": True, "classes": list(loaded.classes),
+        "cnn_alone": {"phase": cnn_phase, "n": len(rows), "accuracy": cnn["accuracy"], "macro_f1": cnn["macro_f1"],
+                      "macro_f1_interval": list(macro_f1_interval(truth, predicted, [groups[i] for i in rows],
+                                                                  len(loaded.classes)))},
+        "subsets": {name: {key: scores[key] for key in ("n", "accuracy", "macro_f1", "macro_f1_interval", "per_class",
+                                                  "confusion_matrix")}
+                    for name, scores in subsets.items()},
+    }
+
+
 def render_reader_card(reader: PhaseReader) -> str:
     """PHASE_READER.md: what the reader is, what it was fitted on, and its scores per subset of phases."""
     t = reader.training
@@ -165,8 +201,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                                               "patient with --seed, as liverview-train does)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--recipe", default="make phase-reader", help="the command that reproduces this reader")
+    p.add_argument("--evaluate", type=Path, metavar="OUT.json",
+                   help="fit nothing: score the bundle's stored reader on every lesion of DATASET... (held out) "
+                        "and write the scores to OUT.json")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if args.evaluate is not None:
+        return _evaluate(args.bundle, args.datasets, args.evaluate)
     try:
         reader = fit_for_bundle(args.bundle, args.datasets, args.split, args.train_only, args.seed, recipe=args.recipe)
     except (OSError, ValueError) as exc:
@@ -175,6 +216,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     for subset, scores in reader.metrics.items():
         test = scores.get("test") or {}
         log.info("%-55s test macro-F1 %.3f on %d lesions", subset, test.get("macro_f1", float("nan")), test.get("n", 0))
+    return 0
+
+
+def _evaluate(bundle: Path, datasets: Sequence[Path], out: Path) -> int:
+    try:
+        result = evaluate_bundle_reader(bundle, datasets)
+    except (OSError, ValueError) as exc:
+        log.error("%s", exc)
+        return 1
+    result["evaluated"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    write_text_atomic(out, json.dumps(result, indent=2) + "\n")
+    cnn = result["cnn_alone"]
+    log.info("%-55s macro-F1 %.3f [%.3f, %.3f] on %d lesions", f"CNN alone, {cnn['phase']}", cnn["macro_f1"],
+             *cnn["macro_f1_interval"], cnn["n"])
+    for subset, scores in result["subsets"].items():
+        log.info("%-55s macro-F1 %.3f [%.3f, %.3f] on %d lesions", subset, scores["macro_f1"],
+                 *scores["macro_f1_interval"], scores["n"])
     return 0
 
 

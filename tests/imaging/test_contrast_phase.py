@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pydicom
 import pytest
@@ -62,6 +63,38 @@ def test_the_later_of_two_enhanced_series_of_a_study_is_delayed(pacs_export):
     assert by_desc["CT CH/AB/PEL"].phase is ContrastPhase.PORTAL_VENOUS
     assert by_desc["CT ABD"].phase is ContrastPhase.DELAYED
     assert by_desc["CT ABD"].decided_by is DecidedBy.IMAGES_AND_ORDER and "180 s after" in by_desc["CT ABD"].summary
+
+
+def _two_enhanced_series_without_times(pacs_export, darker_by_hu: int) -> dict[str, object]:
+    """The export's two copies of the real portal-venous series, with neither a phase in the
+    description nor an acquisition time; the second copy `darker_by_hu` dimmer throughout."""
+    for folder, shift in (("venous", 0), ("arterial", darker_by_hu)):
+        for path in (pacs_export / folder).glob("*.dcm"):
+            ds = pydicom.dcmread(path)
+            ds.SeriesDescription = f"CT ABD {folder[0]}"
+            for keyword in ("AcquisitionTime", "ContentTime", "SeriesTime"):
+                if keyword in ds:
+                    delattr(ds, keyword)
+            ds.RescaleIntercept = float(ds.RescaleIntercept) - shift
+            ds.save_as(path)
+    infos = [s for s in scan_paths(pacs_export).series if s.plane == "axial"]
+    phases = detect_series_phases(infos)
+    return {info.identity.series_description: phases[info.key] for info in infos}
+
+
+def test_without_times_the_series_the_contrast_washed_out_of_is_delayed(pacs_export):
+    by_desc = _two_enhanced_series_without_times(pacs_export, 40)
+    assert by_desc["CT ABD v"].phase is ContrastPhase.PORTAL_VENOUS
+    later = by_desc["CT ABD a"]
+    assert later.phase is ContrastPhase.DELAYED and later.decided_by is DecidedBy.IMAGES_OF_STUDY
+    dimmer = re.search(r"the aorta is (\d+) HU dimmer", later.summary)
+    assert dimmer and 30 <= int(dimmer.group(1)) <= 50 and later.evidence()["decided_by"] == "images_of_the_study"
+
+
+def test_two_reconstructions_of_one_acquisition_stay_one_phase(pacs_export):
+    by_desc = _two_enhanced_series_without_times(pacs_export, 0)
+    assert {d.phase for d in by_desc.values()} == {ContrastPhase.PORTAL_VENOUS}
+    assert {d.decided_by for d in by_desc.values()} == {DecidedBy.IMAGES}
 
 
 @pytest.mark.parametrize("aorta, liver, pattern", [(45, 58, ImagePattern.NON_CONTRAST), (320, 80, ImagePattern.ARTERIAL),

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from liverview.model.metrics import (compute_metrics, confusion_matrix, expected_calibration_error,
-                                     metrics_from_confusion, roc_auc_binary, roc_curve_binary)
+                                     macro_f1_interval, metrics_from_confusion, roc_auc_binary, roc_curve_binary)
 
 CLASSES = ["benign_cyst", "hemangioma", "hcc", "metastasis"]
 
@@ -88,3 +88,15 @@ def test_expected_calibration_error_by_hand():
     assert expected_calibration_error(probs, y, n_bins=10) == pytest.approx(2 / 3 * 0.45 + 1 / 3 * 0.35)
     perfect = np.array([[1.0, 0.0], [0.0, 1.0]])
     assert expected_calibration_error(perfect, np.array([0, 1])) == pytest.approx(0.0)
+
+
+def test_macro_f1_interval_resamples_whole_patients():
+    rng = np.random.default_rng(3)
+    truth = rng.integers(0, 4, 120)
+    predicted = np.where(rng.random(120) < 0.8, truth, (truth + 1) % 4)
+    point = metrics_from_confusion(confusion_matrix(truth, predicted, 4), list("abcd"))["macro_f1"]
+    lo, hi = macro_f1_interval(truth, predicted, [f"p{i}" for i in range(120)], 4, resamples=400)
+    assert lo < point < hi and hi - lo > 0.05
+    # One patient: every resample draws the same lesions, so nothing varies.
+    assert macro_f1_interval(truth, predicted, ["p"] * 120, 4, resamples=50) == (point, point)
+    assert macro_f1_interval(truth, truth, [f"p{i}" for i in range(120)], 4, resamples=50) == (1.0, 1.0)

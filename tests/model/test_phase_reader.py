@@ -125,3 +125,24 @@ def test_the_app_reads_every_phase_of_the_study_with_the_reader(fitted):
     early = classify_lesion(loaded, arterial_volume, carried, phase=art)
     assert early.phases_read == ["arterial"] and early.model_id.endswith("+ phase reader") and early.heatmap is not None
     assert not any("arterial" in reason for reason in early.outside_training)
+
+
+def test_the_stored_reader_is_scored_on_held_out_lesions_only(fitted, multiphase_dataset, tmp_path):
+    import shutil
+
+    from liverview.model.phase_reader_cli import main
+
+    bundle, reader, *_ = fitted
+    copy = shutil.copytree(bundle, tmp_path / "cnn")
+    data = json.loads((copy / PHASE_READER_FILE).read_text())
+    (copy / PHASE_READER_FILE).write_text(json.dumps({**data, "training": {"datasets": [str(multiphase_dataset)]}}))
+    out = tmp_path / "heldout.json"
+    assert main([str(copy), str(multiphase_dataset), "--evaluate", str(out)]) == 1 and not out.exists()
+
+    assert main([str(bundle), str(multiphase_dataset), "--evaluate", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["n_lesions"] == 12 and result["simulated"] and result["cnn_sha256"] == reader.cnn_sha256
+    assert set(result["subsets"]) == {" + ".join(s) for s in reader.readers}
+    for scores in [result["cnn_alone"], *result["subsets"].values()]:
+        low, high = scores["macro_f1_interval"]
+        assert scores["n"] == 12 and low <= scores["macro_f1"] <= high
