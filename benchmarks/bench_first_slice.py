@@ -27,7 +27,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "benchmarks"))
 from bench_open_study import ensure_case_data  # noqa: E402
-from machine import describe_machine  # noqa: E402
+from machine import compile_sources, describe_machine  # noqa: E402
 
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "first_slice.json"
 TARGET_S = 0.3
@@ -97,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--screenshot", default=str(REPO / "build" / "first_partial.png"))
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args(argv)
+    compile_sources()
     Path(args.screenshot).parent.mkdir(parents=True, exist_ok=True)
     results = {"benchmark": "open folder -> first series listed, headers known, middle slice shown (offscreen Qt)",
                "machine": describe_machine(("numpy", "pydicom", "PySide6")), "target_s": TARGET_S, "cases": {}}

@@ -18,7 +18,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "benchmarks"))
-from machine import describe_machine  # noqa: E402
+from machine import compile_sources, describe_machine  # noqa: E402
 
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "imports.json"
 MODULES = {
@@ -42,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args(argv)
+    compile_sources()
     results = {"benchmark": "import time (python -X importtime, cumulative, median)",
                "machine": describe_machine(("numpy", "pydicom", "PySide6")), "modules": {}}
     for name, module in MODULES.items():

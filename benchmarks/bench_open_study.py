@@ -39,7 +39,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "benchmarks"))
-from machine import describe_machine  # noqa: E402 - benchmarks/ is not a package
+from machine import compile_sources, describe_machine  # noqa: E402 - benchmarks/ is not a package
 
 SOURCE = REPO.parent / "shared" / "data" / "series" / "crlm-ct-1004" / "image"
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "open_study.json"
@@ -273,6 +273,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args(argv)
+    compile_sources()
     results = {"benchmark": "open whole studies: liverview vs SimpleITK, whole processes",
                "machine": describe_machine(("numpy", "pydicom", "SimpleITK", "openjpeg", "jpeg_ls")),
                "method": __doc__.split("\n\n")[1].strip(), "repeats": args.repeats, "cases": {}}

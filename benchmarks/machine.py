@@ -57,6 +57,15 @@ def describe_machine(libraries: Iterable[str] = ("numpy", "pydicom")) -> dict:
     }
 
 
+def compile_sources() -> None:
+    """Write liverview's bytecode before whole processes are timed, as an installed copy has it: with
+    PYTHONDONTWRITEBYTECODE set (as on the CI and development machines), a module edited since its
+    .pyc was written would otherwise be compiled again by every timed process."""
+    import compileall
+
+    compileall.compile_dir(str(REPO / "liverview"), quiet=1)
+
+
 def _cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():

@@ -41,9 +41,10 @@ class ModelDescription:
     #: panel can say how often answers shown at a level were right; empty for bundles without them.
     by_uncertainty: list[dict] = field(default_factory=list)
     simulated: bool = False  # trained and tested on simulated lesions
-    #: The phase reader's test macro-F1 with every phase read (None without a reader).
+    #: The phase reader's test (held-out where scored) macro-F1 with every phase read (None without a reader).
     reader_macro_f1: float | None = None
-    #: The phase reader's test metrics per uncertainty level, per subset of phases ("arterial + portal_venous").
+    #: The phase reader's test (held-out where scored) metrics per uncertainty level, per subset of phases
+    #: ("arterial + portal_venous").
     reader_by_uncertainty: dict[str, list[dict]] = field(default_factory=dict)
 
 
@@ -53,7 +54,7 @@ def _reader_macro_f1(loaded: Any) -> float | None:
         return None
     from liverview.model.phase_reader import subset_name
 
-    value = ((reader.metrics.get(subset_name(reader.phases)) or {}).get("test") or {}).get("macro_f1")
+    value = _quoted(reader.metrics.get(subset_name(reader.phases)) or {}).get("macro_f1")
     return float(value) if isinstance(value, (int, float)) else None
 
 
@@ -61,8 +62,13 @@ def _reader_by_uncertainty(loaded: Any) -> dict[str, list[dict]]:
     reader = loaded.phase_reader
     if reader is None:
         return {}
-    return {subset: list(((scores.get("test") or {}).get("by_uncertainty")) or [])
-            for subset, scores in reader.metrics.items()}
+    return {subset: list(_quoted(scores).get("by_uncertainty") or []) for subset, scores in reader.metrics.items()}
+
+
+def _quoted(scores: dict) -> dict:
+    """The scores the panel quotes for a subset of phases: the held-out lesions' where the reader was
+    scored on some (more lesions), else its fit's test split."""
+    return scores.get("heldout") or scores.get("test") or {}
 
 
 def _describe_error(exc: BaseException) -> str:
