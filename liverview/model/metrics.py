@@ -183,5 +183,5 @@ def compute_metrics(y_true: Sequence[int], probs: np.ndarray, classes: Sequence[
     return result
 
 
-__all__ = ["compute_metrics", "confusion_matrix", "expected_calibration_error", "log_loss", "macro_f1_interval", "metrics_from_confusion",
-           "reliability_bins", "roc_auc_binary", "roc_auc_ovr", "roc_curve_binary"]
+__all__ = ["compute_metrics", "confusion_matrix", "expected_calibration_error", "log_loss", "macro_f1_interval",
+           "metrics_from_confusion", "reliability_bins", "roc_auc_binary", "roc_auc_ovr", "roc_curve_binary"]

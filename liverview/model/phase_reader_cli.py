@@ -16,7 +16,7 @@ import argparse
 import json
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -109,23 +109,34 @@ def fit_for_bundle(bundle: Path, datasets: Sequence[Path], split_path: Path | No
         for subset, scores in score_phase_reader(reader, pick(features, chosen), pick(answers, chosen),
                                                  pick(labels, chosen)).items():
             reader.metrics.setdefault(subset, {})[name] = scores
-    cnn_rows = [i for i in rows("test") if cnn_phase in answers[i]]
-    cnn_alone = metrics_from_confusion(confusion_matrix([loaded.classes.index(labels[i]) for i in cnn_rows],
-                                                        [int(np.argmax(answers[i][cnn_phase])) for i in cnn_rows],
-                                                        len(loaded.classes)), loaded.classes)
+    cnn_alone = score_cnn_alone(loaded.classes, answers, labels, rows("test"), cnn_phase)
     domain = domain_from_records([records[i] for i in train], read_phases=phases)
     livers = {p: [features[i][p][1] for i in train if p in features[i]] for p in phases}
     domain = replace(domain, liver_hu_by_phase={p: (float(min(v)), float(max(v))) for p, v in livers.items() if v})
     reader.training = {"training_domain": domain.to_dict(), "datasets": [str(Path(d)) for d in datasets], "training_only": [str(Path(d)) for d in training_only],
                        "split": str(split_path) if split_path else f"by patient, seed {seed}", "n_train": len(train), "n_val": len(rows("val")),
                        "n_test": len(rows("test")), "cnn": f"{loaded.name} {loaded.version}",
-                       "cnn_alone_test": {"n": len(cnn_rows), "accuracy": cnn_alone["accuracy"],
+                       "cnn_alone_test": {"n": cnn_alone["n"], "accuracy": cnn_alone["accuracy"],
                                           "macro_f1": cnn_alone["macro_f1"]},
                        "simulated": True, "recipe": recipe,
                        "fitted": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     reader.save(bundle)
     write_text_atomic(bundle / PHASE_READER_CARD, render_reader_card(reader))
     return reader
+
+
+def score_cnn_alone(classes: Sequence[str], answers: Sequence[dict[str, np.ndarray]], labels: Sequence[str],
+                    rows: Iterable[int], phase: str, groups: Sequence[str] | None = None) -> dict:
+    """The CNN's own answer on `phase` scored on the `rows` that hold it (`metrics.metrics_from_confusion`),
+    with the macro-F1's interval over `groups` when given: what the app answers without the reader."""
+    chosen = [i for i in rows if phase in answers[i]]
+    truth = [classes.index(labels[i]) for i in chosen]
+    predicted = [int(np.argmax(answers[i][phase])) for i in chosen]
+    metrics = metrics_from_confusion(confusion_matrix(truth, predicted, len(classes)), classes)
+    if groups is not None:
+        metrics["macro_f1_interval"] = list(macro_f1_interval(truth, predicted, [groups[i] for i in chosen],
+                                                              len(classes)))
+    return metrics
 
 
 def evaluate_bundle_reader(bundle: Path, datasets: Sequence[Path], phases: Sequence[str] = PHASE_NAMES) -> dict:
@@ -144,18 +155,13 @@ def evaluate_bundle_reader(bundle: Path, datasets: Sequence[Path], phases: Seque
     labels = [r.label for r in records]
     groups = [r.group for r in records]
     subsets = score_phase_reader(reader, features, answers, labels, groups)
-    cnn_phase = reader.cnn_phase
-    rows = [i for i in range(len(records)) if cnn_phase in answers[i]]
-    truth = [loaded.classes.index(labels[i]) for i in rows]
-    predicted = [int(np.argmax(answers[i][cnn_phase])) for i in rows]
-    cnn = metrics_from_confusion(confusion_matrix(truth, predicted, len(loaded.classes)), loaded.classes)
+    cnn = score_cnn_alone(loaded.classes, answers, labels, range(len(records)), reader.cnn_phase, groups)
     return {
         "bundle": str(bundle), "cnn": f"{loaded.name} {loaded.version}", "cnn_sha256": reader.cnn_sha256,
         "reader_fitted": reader.training.get("fitted"), "datasets": [str(d) for d in datasets],
         "n_lesions": len(records), "n_patients": len(set(groups)), "simulated": True, "classes": list(loaded.classes),
-        "cnn_alone": {"phase": cnn_phase, "n": len(rows), "accuracy": cnn["accuracy"], "macro_f1": cnn["macro_f1"],
-                      "macro_f1_interval": list(macro_f1_interval(truth, predicted, [groups[i] for i in rows],
-                                                                  len(loaded.classes)))},
+        "cnn_alone": {"phase": reader.cnn_phase, **{key: cnn[key] for key in ("n", "accuracy", "macro_f1",
+                                                                              "macro_f1_interval")}},
         "subsets": {name: {key: scores[key] for key in ("n", "accuracy", "macro_f1", "macro_f1_interval", "per_class",
                                                   "confusion_matrix", "by_uncertainty")}
                     for name, scores in subsets.items()},
