@@ -168,6 +168,9 @@ def measure_per_lesion(volume, lesions, model: Path, repeats: int) -> dict:
 
 
 def _window(home: str, model: Path):
+    """A main window whose settings and data (annotation store, demo, logs) live in `home`: what the
+    benchmark outlines and classifies must not reach the user's own annotations."""
+    os.environ["LIVERVIEW_DATA_DIR"] = home
     from PySide6.QtCore import QSettings
     from PySide6.QtWidgets import QApplication
 

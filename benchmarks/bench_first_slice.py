@@ -22,6 +22,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -79,9 +80,12 @@ print(json.dumps(times), flush=True)
 
 
 def run_once(folder: Path, screenshot: str) -> dict:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "QT_QPA_PLATFORM": "offscreen"}
-    proc = subprocess.run([sys.executable, "-c", WINDOW, str(folder), screenshot], capture_output=True, text=True,
-                          env=env, cwd=str(REPO), timeout=300)
+    with tempfile.TemporaryDirectory() as home:
+        # The window's settings and data (annotation store, recent folders) stay out of the user's.
+        env = {**os.environ, "PYTHONPATH": str(REPO), "QT_QPA_PLATFORM": "offscreen", "LIVERVIEW_DATA_DIR": home,
+               "XDG_CONFIG_HOME": home}
+        proc = subprocess.run([sys.executable, "-c", WINDOW, str(folder), screenshot], capture_output=True,
+                              text=True, env=env, cwd=str(REPO), timeout=300)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
     if proc.returncode != 0 or not lines:
         raise SystemExit(f"window run failed ({proc.returncode}): {proc.stderr[-3000:]}")
