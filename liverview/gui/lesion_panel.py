@@ -22,6 +22,8 @@ UNITS = {"Long": "longest diameter, mm (RECIST)", "Short": "perpendicular diamet
 #: Shown at first; the others are a right-click on the header away, and the selected lesion's
 #: details pane lists them all (the table fits the panel without scrolling sideways).
 DEFAULT_COLUMNS = ("Lesion", "Label", "Long", "Short", "Area", "Mean", "Model")
+#: Columns of free-length words, fitted to the panel rather than to their text.
+TEXT_COLUMNS = ("Label", "Model")
 
 
 def swatch(color: tuple[int, int, int]) -> QIcon:
@@ -156,8 +158,11 @@ class LesionPanel(QWidget):
             self.table.setColumnHidden(column, name not in DEFAULT_COLUMNS)
             if name in UNITS:
                 self.table.horizontalHeaderItem(column).setToolTip(UNITS[name])
-        # The label column takes what the others leave (elided if need be): nothing scrolls sideways.
-        header.setSectionResizeMode(COLUMNS.index("Label"), QHeaderView.Stretch)
+        # The two word columns share what the numbers leave (elided, the whole text in the tooltip): a
+        # model's answer ("Hepatocellular carcinoma (HCC) 97%") would otherwise push the last columns
+        # out of the panel, which does not scroll sideways.
+        for name in TEXT_COLUMNS:
+            header.setSectionResizeMode(COLUMNS.index(name), QHeaderView.Stretch)
         header.setSortIndicator(0, Qt.AscendingOrder)
         self.details = QLabel("")
         self.details.setTextFormat(Qt.PlainText)
@@ -241,6 +246,8 @@ class LesionPanel(QWidget):
                      _NumberItem(m.n_slices, str(m.n_slices)), QTableWidgetItem(lesion.confidence),
                      QTableWidgetItem(lesion.reader), QTableWidgetItem(ai)]
             for column, item in enumerate(cells):
+                if COLUMNS[column] in TEXT_COLUMNS:
+                    item.setToolTip(item.text())
                 self.table.setItem(row, column, item)
         self.table.resizeColumnsToContents()
         header = self.table.horizontalHeader()

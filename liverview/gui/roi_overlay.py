@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QPointF, Qt
+from PySide6.QtCore import QPointF, QRectF, Qt
 from PySide6.QtGui import QColor, QPainterPath, QPen, QPolygonF
 from PySide6.QtWidgets import QGraphicsPathItem
 
@@ -12,6 +12,8 @@ from liverview.annotations.labels import LabelTaxonomy
 from liverview.gui.slice_view import SliceView
 
 UNLABELLED = (230, 230, 230)
+#: A tag is raised at most this many tag heights to clear the others (a crowded slice stays bounded).
+MAX_TAG_LEVELS = 6
 
 
 class RoiOverlay:
@@ -58,6 +60,7 @@ class RoiOverlay:
         if self.view.volume is None:
             return
         z = self.view.slice_index
+        placed: list[QRectF] = []
         for lesion in lesions:
             color = taxonomy.get(lesion.label).color if lesion.label in taxonomy else UNLABELLED
             for roi in lesion.rois_on(z):
@@ -80,12 +83,27 @@ class RoiOverlay:
                 tag.setPos(*self.view.pixel_to_view(float(x0), float(y0) - 1))
                 tag.setZValue(21)
                 self._add(tag)
+                self._clear_of(tag, placed)
                 if handles and roi.id == selected_roi:
                     spots = [self.view.pixel_to_view(x, y) for x, y in roi.points_xy]
                     scatter = pg.ScatterPlotItem([p[0] for p in spots], [p[1] for p in spots], size=7, symbol="s",
                                                  pen=pg.mkPen("k"), brush=pg.mkBrush(*color))
                     scatter.setZValue(25)
                     self._add(scatter)
+
+    def _clear_of(self, tag: pg.TextItem, placed: list[QRectF]) -> None:
+        """Raise `tag` above its outline by whole tag heights until it covers none of the tags `placed`
+        (screen pixels, where tags keep their size at any zoom), then add it to them."""
+        anchor = self.view.view_box.mapViewToScene(tag.pos())
+        size = tag.textItem.boundingRect()
+        box = QRectF(anchor.x(), anchor.y() - size.height(), size.width(), size.height())
+        level = 0
+        while level < MAX_TAG_LEVELS and any(box.intersects(other) for other in placed):
+            level += 1
+            box.translate(0.0, -size.height())
+        if level:
+            tag.setAnchor((0, 1 + level))
+        placed.append(box)
 
     def set_preview(self, points_px, closed: bool = True) -> None:
         self.preview.setPath(self._path(points_px, closed) if points_px else QPainterPath())

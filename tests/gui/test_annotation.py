@@ -315,3 +315,21 @@ def test_lesion_table_reads_at_a_glance(qtbot, window, demo_study):
     assert "Long" in window.lesion_panel.details.text() and "Mean" in window.lesion_panel.details.text()
     tags = [item.toPlainText() for item in window.annotator.overlay._items if hasattr(item, "toPlainText")]
     assert "L7 unlabelled" in tags and drawn.id not in " ".join(tags)
+
+
+def test_tags_of_neighbouring_lesions_do_not_cover_each_other(qtbot, window):
+    """#16 reading comfort: two small lesions side by side on one slice (their tags would start a few
+    pixels apart, each wider than the gap): both tags stay readable, the later one moved clear."""
+    from liverview.annotations.document import Roi
+
+    z = window.viewer.views[0].slice_index
+    uid = window.volume.sop_instance_uids[z]
+    for x in (60.0, 68.0):
+        window.store.add_lesion(Roi(z, [(x, 100.0), (x + 5, 100.0), (x + 5, 105.0), (x, 105.0)], sop_instance_uid=uid),
+                                label="metastasis")
+    overlay = window.annotator.overlay
+    qtbot.waitUntil(lambda: sum(hasattr(item, "toPlainText") for item in overlay._items) >= 2)
+    tags = [item for item in overlay._items if hasattr(item, "toPlainText")]
+    boxes = [tag.mapRectToScene(tag.boundingRect()) for tag in tags]
+    assert all(box.width() > 40 for box in boxes)
+    assert not any(a.intersects(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])

@@ -61,6 +61,30 @@ def window(qtbot, tmp_path, demo_study, model_bundle):
     win.close()
 
 
+def test_the_lesion_table_fits_its_panel_with_the_model_answers_shown(qtbot, window):
+    """#16 reading comfort: after a model answered (long class names in the Model column), every default
+    column still shows inside the panel, without sideways scrolling; the full texts are tooltips."""
+    controller = window.classification
+    lesion = window.store.document.lesions[0]
+    window.jump_to_lesion(lesion.id)
+    with qtbot.waitSignal(controller.worker.result, timeout=60000):
+        controller.classify_selected()
+    # The longest class name, whatever the untrained test model answered.
+    window.store.set_ai_result(lesion.id, dataclasses.replace(window.store.document.lesion(lesion.id).ai,
+                                                              predicted="hcc"))
+    table = window.lesion_panel.table
+    headers = [table.horizontalHeaderItem(c).text() for c in range(table.columnCount())]
+    row = next(r for r in range(table.rowCount()) if table.item(r, 0).data(Qt.UserRole) == lesion.id)
+    qtbot.waitUntil(lambda: table.item(row, headers.index("Model")).text().startswith("Hepatocellular carcinoma"))
+    shown = [c for c in range(table.columnCount()) if not table.isColumnHidden(c)]
+    right = max(table.columnViewportPosition(c) + table.columnWidth(c) for c in shown)
+    assert right <= table.viewport().width() and table.horizontalScrollBar().maximum() == 0
+    assert all(table.columnWidth(c) >= 40 for c in shown)
+    model = table.item(row, headers.index("Model"))
+    assert model.toolTip().startswith("Hepatocellular carcinoma (HCC)")
+    assert table.item(row, headers.index("Label")).toolTip() == table.item(row, headers.index("Label")).text()
+
+
 def test_classify_selected_lesion_shows_probabilities_and_heatmap(qtbot, window):
     controller = window.classification
     lesion = window.store.document.lesions[0]
