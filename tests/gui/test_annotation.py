@@ -14,24 +14,12 @@ from liverview.annotations import AnnotationDocument
 from liverview.annotations.measurements import roi_mask
 from liverview.gui.annotator import Tool
 from liverview.gui.main_window import MainWindow
-from liverview.gui.theme import apply_dark_theme
 
 
 @pytest.fixture
-def window(qtbot, tmp_path, demo_study):
-    apply_dark_theme(QApplication.instance())
-    settings = QSettings(str(tmp_path / "settings.ini"), QSettings.IniFormat)
-    settings.setValue("model/preload", False)  # these tests are about viewing and drawing, not the model
-    settings.setValue("reader/name", "Dr Ada")
-    win = MainWindow(settings)
-    win.resize(1500, 950)
-    qtbot.addWidget(win)
-    win.show()
-    qtbot.waitExposed(win)
-    win.open_paths([str(demo_study.dicom_dir)])
-    qtbot.waitUntil(lambda: win.volume is not None and win.volume.loaded.all() and win.store is not None
-                    and not win.progress.isVisible(), timeout=30000)
-    return win
+def window(open_demo_window):
+    # These tests are about viewing and drawing, not the model.
+    return open_demo_window(model__preload=False)
 
 
 def viewport(window):

@@ -9,12 +9,10 @@ import threading
 import numpy as np
 import pytest
 import torch
-from PySide6.QtCore import QSettings, Qt
-from PySide6.QtWidgets import QApplication, QLabel
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QLabel
 
 from liverview.annotations.document import Roi
-from liverview.gui.main_window import MainWindow
-from liverview.gui.theme import apply_dark_theme
 from liverview.model.bundle_writer import save_bundle
 from liverview.model.network import build_network
 from liverview.model.transforms import PreprocessConfig
@@ -42,20 +40,8 @@ DEMO_DOMAIN = {"phases": ["portal_venous"], "pixel_mm": [0.6, 1.7], "slice_thick
 
 
 @pytest.fixture
-def window(qtbot, tmp_path, demo_study, model_bundle):
-    apply_dark_theme(QApplication.instance())
-    settings = QSettings(str(tmp_path / "settings.ini"), QSettings.IniFormat)
-    settings.setValue("reader/name", "Dr Ada")
-    settings.setValue("model/path", str(model_bundle))
-    settings.setValue("model/device", "cpu")
-    win = MainWindow(settings)
-    win.resize(1500, 950)
-    qtbot.addWidget(win)
-    win.show()
-    qtbot.waitExposed(win)
-    win.open_paths([str(demo_study.dicom_dir)])
-    qtbot.waitUntil(lambda: win.volume is not None and win.volume.loaded.all() and win.store is not None
-                    and not win.progress.isVisible(), timeout=30000)
+def window(open_demo_window, demo_study, model_bundle):
+    win = open_demo_window(model__path=str(model_bundle), model__device="cpu")
     assert win.import_annotations(demo_study.ground_truth_path) == 6
     yield win
     win.close()
