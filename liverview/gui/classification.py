@@ -272,6 +272,10 @@ class ClassificationController(QObject):
         if lesion is None or lesion.current_ai() is None:
             self.host.show_status("Classify the selected lesion first", 4000)
             return
+        if lesion.ai.outside_training:
+            self.host.show_status("The model's answer lies outside its training data: label this lesion yourself",
+                                  5000)
+            return
         if not self.host.reader_name() or not self.host.may_edit(lesion):
             return
         self.session.store.accept_ai_label(lesion.id)
@@ -355,7 +359,8 @@ class ClassificationController(QObject):
         lesion = self.selected_lesion()
         busy = self.batch_job is not None
         answer = lesion.current_ai() if lesion is not None else None
-        self.panel.set_enabled(model=True, lesion=lesion is not None, has_result=answer is not None, busy=busy)
+        acceptable = answer is not None and not answer.outside_training
+        self.panel.set_enabled(model=True, lesion=lesion is not None, has_result=acceptable, busy=busy)
         shown = self.crops.get((lesion.id, lesion.outline_key())) if answer is not None else None
         self.panel.show_phase_crops(*(shown or ({}, {}, None, {})))
         if lesion is None:

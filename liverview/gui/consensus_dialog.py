@@ -24,7 +24,8 @@ class ConsensusDialog(QDialog):
     def __init__(self, store: AnnotationStore, volume: Volume, taxonomy: LabelTaxonomy, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setWindowTitle("Consensus")
-        self.resize(1100, 520)
+        # Wide enough for two readers' class names in full on a common screen, never wider than it.
+        self.resize(min(1400, int(self.screen().availableGeometry().width() * 0.9)), 520)
         self.store, self.volume, self.taxonomy = store, volume, taxonomy
         self.summary_label = QLabel()
         self.summary_label.setTextFormat(Qt.PlainText)
@@ -72,6 +73,9 @@ class ConsensusDialog(QDialog):
             f"adjudicated: {summary.n_adjudicated} of {summary.n_groups}")
         readers = summary.readers
         headers = ["Lesions"] + readers + ["Majority", "Agreement", "Dice", "IoU", "Final label", "Decided by"]
+        # Class names share what the other columns leave (elided, whole in the tooltip), so that every
+        # column, who decided included, shows without scrolling sideways.
+        labels = set(range(1, 1 + len(readers))) | {headers.index("Majority"), headers.index("Final label")}
         self.table.setColumnCount(len(headers))
         self.table.setHorizontalHeaderLabels(headers)
         self.table.setRowCount(len(summary.groups))
@@ -86,8 +90,12 @@ class ConsensusDialog(QDialog):
                 item = QTableWidgetItem(text)
                 if c == 0:
                     item.setData(Qt.UserRole, group.lesion_ids)
+                if c in labels:
+                    item.setToolTip(text)
                 self.table.setItem(r, c, item)
-        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeToContents)
+        header = self.table.horizontalHeader()
+        for c in range(len(headers)):
+            header.setSectionResizeMode(c, QHeaderView.Stretch if c in labels else QHeaderView.ResizeToContents)
 
     def selected_group(self):
         rows = self.table.selectionModel().selectedRows()

@@ -18,6 +18,9 @@ from liverview.model.uncertainty import HEATMAP_INSIDE_MIN
 RESEARCH_NOTE = "Research use only — not for diagnosis. The model's opinion is a suggestion for the reader to check."
 BAR_COLOR = (90, 150, 220)
 TOP_COLOR = (240, 176, 64)
+UNRELIABLE_COLOR = (150, 150, 150)
+#: Bars longer than this show their percentage inside (after them, "100%" would run off the plot).
+LABEL_INSIDE_FROM = 0.75
 UNCERTAINTY_COLORS = {"low": "#8fd18f", "moderate": "#f0b040", "high": "#ef6b5b", "outside training data": "#ef6b5b"}
 
 
@@ -209,21 +212,31 @@ class PredictionPanel(QWidget):
             return
         self.probabilities = {c: float(result.probabilities.get(c, 0.0)) for c in self.classes}
         values = [self.probabilities[c] for c in self.classes]
-        brushes = [pg.mkBrush(*(TOP_COLOR if c == result.predicted else BAR_COLOR)) for c in self.classes]
+        # An answer outside the training data picks no class: no bar in the chosen class's colour.
+        top = UNRELIABLE_COLOR if result.outside_training else TOP_COLOR
+        others = UNRELIABLE_COLOR if result.outside_training else BAR_COLOR
+        brushes = [pg.mkBrush(*(top if c == result.predicted else others)) for c in self.classes]
         self.bars.setOpts(x0=[0] * len(values), y=list(range(len(values))), width=values, brushes=brushes)
         for i, value in enumerate(values):
-            text = pg.TextItem(f"{value:.0%}", anchor=(0, 0.5), color=(230, 230, 230))
-            text.setPos(min(value, 0.86) + 0.02, i)
+            # A long bar carries its value inside its end, in dark text on the bar; a short one after it.
+            inside = value > LABEL_INSIDE_FROM
+            text = pg.TextItem(f"{value:.0%}", anchor=(1, 0.5) if inside else (0, 0.5),
+                               color=(20, 20, 20) if inside else (230, 230, 230))
+            text.setPos(value - 0.01 if inside else value + 0.02, i)
             self.plot.addItem(text)
             self.value_texts.append(text)
         name = self.class_names[self.classes.index(result.predicted)] if result.predicted in self.classes \
             else result.predicted
-        self.top_label.setText(f"{name}  {self.probabilities.get(result.predicted, 0.0):.0%}")
+        share = f"{self.probabilities.get(result.predicted, 0.0):.0%}"
         level = result.uncertainty or ""
         if result.outside_training:
-            self.uncertainty_label.setText("Outside the model's training data — do not rely on this answer")
-            self._show_measured("; ".join(result.outside_training).capitalize() + ".")
+            # The warning is the headline: a class and a percentage there would sound sure.
+            self.top_label.setText("Outside the model's training data")
+            self.uncertainty_label.setText(f"It would answer {name} ({share}): do not rely on it")
+            reasons = "; ".join(result.outside_training)
+            self._show_measured(reasons[:1].upper() + reasons[1:] + ".")
         else:
+            self.top_label.setText(f"{name}  {share}")
             self.uncertainty_label.setText(f"Uncertainty: {level}" + (f" (entropy {result.entropy:.2f})"
                                                                      if result.entropy is not None else ""))
             self._show_measured(self.describe_level(level) if result.model_id == self.model_id else

@@ -197,6 +197,16 @@ def test_consensus_of_two_readers_and_adjudication(qtbot, window):
     assert decision.final_label == "metastasis" and decision.decided_by == "Dr Bob"
     assert dialog.summary.groups[0].final_label == "metastasis"
     assert "Dr Bob" in dialog.table.item(0, dialog.table.columnCount() - 1).text()
+    # The longest class name in the reader, majority and final columns: every column, who decided
+    # included, still shows without scrolling sideways; the whole text is in the tooltip.
+    dialog.final_label.setCurrentIndex(dialog.final_label.findData("hcc"))
+    dialog.adjudicate_button.click()
+    dialog.resize(800, 520)
+    qtbot.wait(50)
+    table = dialog.table
+    right = max(table.columnViewportPosition(c) + table.columnWidth(c) for c in range(table.columnCount()))
+    assert right <= table.viewport().width() and table.horizontalScrollBar().maximum() == 0
+    assert table.item(0, 2).toolTip().startswith("Hepatocellular carcinoma (HCC)")
     dialog.close()
 
 

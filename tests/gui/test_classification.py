@@ -238,15 +238,39 @@ def test_an_answer_outside_the_training_data_says_so_instead_of_an_uncertainty(q
     panel = PredictionPanel()
     qtbot.addWidget(panel)
     panel.set_model("tiny", CLASSES, CLASSES, model_id="m", by_uncertainty=BY_UNCERTAINTY, simulated=True)
-    reason = "this series is arterial; the model was trained on portal-venous series only"
-    result = AIResult(model_id="m", probabilities={c: 0.25 for c in CLASSES} | {"hcc": 0.97}, predicted="hcc",
+    reasons = ["the image noise is 25 HU; the training images had 7-20 HU", "this series is arterial"]
+    result = AIResult(model_id="m", probabilities={c: 0.01 for c in CLASSES} | {"hcc": 0.97}, predicted="hcc",
                       time="t", uncertainty="outside training data", entropy=0.05, phases_read=["arterial"],
-                      outside_training=[reason])
+                      outside_training=reasons)
     panel.show_result(result)
-    assert panel.uncertainty_label.text().startswith("Outside the model's training data")
-    assert panel.measured_label.text() == reason.capitalize() + "." and "low" not in panel.uncertainty_label.text()
+    # The headline is the warning, not a confident class and percentage; the answer stays visible below it.
+    assert panel.top_label.text() == "Outside the model's training data" and "97%" not in panel.top_label.text()
+    assert panel.uncertainty_label.text() == "It would answer hcc (97%): do not rely on it"
+    # Units and acronyms in the reasons keep their case.
+    assert panel.measured_label.text() == ("The image noise is 25 HU; the training images had 7-20 HU; "
+                                           "this series is arterial.")
+    # No bar is drawn in the colour of a chosen class.
+    assert len({brush.color().name() for brush in panel.bars.opts["brushes"]}) == 1
     panel.resize(420, 640)
     panel.grab().save(str(tmp_path / "outside.png"))
+
+
+def test_an_answer_outside_the_training_data_cannot_be_accepted_as_a_label(qtbot, window):
+    controller = window.classification
+    lesion = window.store.document.lesions[0]
+    window.jump_to_lesion(lesion.id)
+    with qtbot.waitSignal(controller.worker.result, timeout=60000):
+        controller.classify_selected()
+    qtbot.waitUntil(lambda: controller.panel.accept_button.isEnabled())
+    answer = window.store.document.lesion(lesion.id).ai
+    window.store.set_ai_result(lesion.id, dataclasses.replace(answer, uncertainty="outside training data",
+                                                              outside_training=["this series is arterial"]))
+    controller.refresh()  # as _on_result does once it has stored an answer
+    assert not controller.panel.accept_button.isEnabled()
+    label_before = window.store.document.lesion(lesion.id).label
+    controller.accept_label()
+    assert window.store.document.lesion(lesion.id).label == label_before
+    assert "outside" in window.statusBar().currentMessage()
 
 
 def test_a_heatmap_that_points_elsewhere_is_not_presented_as_an_explanation(qtbot):
