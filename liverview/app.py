@@ -301,6 +301,22 @@ def offer_last_study(window: Any) -> None:
         window.open_paths(paths)
 
 
+def close_on_terminate(window) -> None:
+    """SIGTERM (a logout, `kill`, a service manager) closes the window as the user would: the open
+    annotations are saved and the worker processes stopped. Python runs signal handlers only between
+    bytecodes, so a timer gives it a moment from Qt's event loop now and then."""
+    import signal
+
+    from PySide6.QtCore import QTimer
+
+    if not hasattr(signal, "SIGTERM"):
+        return
+    signal.signal(signal.SIGTERM, lambda *_: QTimer.singleShot(0, window.close))
+    ticker = QTimer(window)
+    ticker.timeout.connect(lambda: None)
+    ticker.start(500)
+
+
 def run_gui(args: argparse.Namespace, reporter: ErrorReporter, started: float) -> int:
     from PySide6.QtCore import QTimer
 
@@ -329,6 +345,7 @@ def run_gui(args: argparse.Namespace, reporter: ErrorReporter, started: float) -
 
     # Zips unpacked by a liverview that was killed stay in the cache until a later start removes them.
     QTimer.singleShot(0, remove_stale_unpacks)
+    close_on_terminate(window)
     # Runs once the event loop has painted the window: the start-up time a user sees.
     QTimer.singleShot(0, lambda: log.info("window shown %.2f s after start", time.perf_counter() - started))
     first_run = first_start(settings)

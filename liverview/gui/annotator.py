@@ -139,7 +139,7 @@ class Annotator(QObject):
         elif self.is_mine(lesion):
             if lesion.label != label_id:
                 self.store.set_label(lesion.id, label=label_id)
-            self.message.emit(f"Lesion {lesion.id}: {self.taxonomy.get(label_id).name}")
+            self.message.emit(f"Lesion {self._number(lesion)}: {self.taxonomy.get(label_id).name}")
 
     def start_new_lesion(self) -> None:
         """The next outline starts a new, unlabelled lesion (Ctrl+N)."""
@@ -147,12 +147,16 @@ class Annotator(QObject):
         self.select(None)
         self.message.emit("Outline the new lesion; it starts without a label")
 
+    def _number(self, lesion: Lesion) -> str:
+        """The lesion as the table and its tag name it (L1, L2, …), not its internal id."""
+        return self.store.document.lesion_numbers().get(lesion.id, lesion.id)
+
     def is_mine(self, lesion: Lesion) -> bool:
         """True for the reader's own lesion; for another reader's, says why it cannot be edited."""
         if lesion.reader == self.store.reader:
             return True
-        self.message.emit(f"Lesion {lesion.id} is {lesion.reader}'s and stays their opinion; outline it yourself, "
-                          f"or decide its label in the consensus (Ctrl+K)")
+        self.message.emit(f"Lesion {self._number(lesion)} is {lesion.reader}'s and stays their opinion; outline it "
+                          "yourself, or decide its label in the consensus (Ctrl+K)")
         return False
 
     def delete_selected_outline(self) -> None:
@@ -177,7 +181,7 @@ class Annotator(QObject):
         if not self.is_mine(lesion):
             return
         if lesion.rois_on(z):
-            self.message.emit(f"Lesion {lesion.id} already has an outline on this slice")
+            self.message.emit(f"Lesion {self._number(lesion)} already has an outline on this slice")
             return
         source = min(lesion.rois, key=lambda r: abs(r.slice_index - z))
         roi = self.store.copy_roi_to_slice(lesion.id, source.id, z, self.volume.sop_instance_uids[z])

@@ -339,7 +339,9 @@ class ClassificationController(QObject):
         text = f"Classified {classified} lesion(s)" + (" — cancelled" if cancelled else "")
         if errors:
             text += f"; {len(errors)} could not be classified"
-            self.last_error = "\n".join(f"{lesion_id or 'batch'}: {reason}" for lesion_id, reason in errors.items())
+            numbers = self.session.store.document.lesion_numbers() if self.session.store is not None else {}
+            self.last_error = "\n".join(f"{numbers.get(lesion_id, lesion_id) if lesion_id else 'batch'}: {reason}"
+                                        for lesion_id, reason in errors.items())
             self.host.show_failure("Some lesions were not classified", self.last_error)
         self.host.show_status(text, 8000)
         self.refresh()

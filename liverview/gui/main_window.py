@@ -36,6 +36,7 @@ from liverview.imaging.contrast_phase import PhaseDecision, detect_series_phases
 from liverview.imaging.thumbnail import make_thumbnail
 from liverview.imaging.window import CT_PRESETS, WindowPreset
 from liverview.io.pixels import FrameDecodeError
+from liverview.io.process_pool import declare_threads_outside_python
 from liverview.io.seg_import import SegImportError
 from liverview.io.series import ScanResult, SeriesInfo, scan_paths
 from liverview.io.volume import Volume, allocate_volume, fill_volume, load_series, pick_series, read_slice
@@ -146,6 +147,7 @@ class WelcomePage(QWidget):
 class MainWindow(QMainWindow):
     def __init__(self, settings: QSettings | None = None) -> None:
         super().__init__()
+        declare_threads_outside_python()  # Qt's threads: its worker processes must not be forked
         self.settings = settings or QSettings()
         self.setWindowTitle("liverview")
         self.setAcceptDrops(True)

@@ -11,6 +11,7 @@ import atexit
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, TypeVar
 
@@ -30,8 +31,20 @@ WORKERS_ENV = "LIVERVIEW_WORKERS"
 #: Workers yield the CPU to the window: painting the first slice must not wait behind decoding the rest.
 WORKER_NICENESS = 5
 
+#: How often a worker looks whether the process that started it is still there (seconds).
+OWNER_CHECK_S = 1.0
+
 _pool: ProcessPoolExecutor | None = None
 _pool_lock = threading.Lock()
+#: Set by `declare_threads_outside_python`: this process runs threads `threading` does not list.
+_threads_outside_python = False
+
+
+def declare_threads_outside_python() -> None:
+    """Say that this process runs threads Python's `threading` does not see (Qt's): forking it could
+    copy a lock one of them holds, so workers are then started by a fork server or spawned."""
+    global _threads_outside_python
+    _threads_outside_python = True
 
 
 def worker_count() -> int:
@@ -53,7 +66,7 @@ def _pool_executor() -> ProcessPoolExecutor:
     with _pool_lock:
         if _pool is None:
             _pool = ProcessPoolExecutor(max_workers=worker_count(), mp_context=_context(),
-                                        initializer=_lower_priority)
+                                        initializer=_start_worker, initargs=(os.getpid(),))
             atexit.register(shut_down)
         return _pool
 
@@ -65,7 +78,7 @@ def _context() -> multiprocessing.context.BaseContext:
     import multiprocessing
 
     methods = multiprocessing.get_all_start_methods()
-    if "fork" in methods and threading.active_count() == 1:
+    if "fork" in methods and threading.active_count() == 1 and not _threads_outside_python:
         return multiprocessing.get_context("fork")
     if "forkserver" in methods:
         context = multiprocessing.get_context("forkserver")
@@ -74,9 +87,26 @@ def _context() -> multiprocessing.context.BaseContext:
     return multiprocessing.get_context("spawn")
 
 
-def _lower_priority() -> None:
+def _start_worker(owner: int) -> None:
     if hasattr(os, "nice"):  # POSIX; Windows workers keep the normal priority
         os.nice(WORKER_NICENESS)
+    # A killed owner (kill -9, a crash) runs no exit handler to stop its workers, and a worker waiting
+    # for its next task would wait for ever (a fork server's workers even keep the fork server alive):
+    # each leaves once the process that made the pool is gone.
+    if os.name == "posix":
+        threading.Thread(target=_leave_with_owner, args=(owner,), name="owner-watch", daemon=True).start()
+
+
+def _leave_with_owner(owner: int) -> None:
+    """Signal 0 asks whether a POSIX process exists without sending it anything."""
+    while True:
+        time.sleep(OWNER_CHECK_S)
+        try:
+            os.kill(owner, 0)
+        except ProcessLookupError:
+            os._exit(0)
+        except PermissionError:  # the id now belongs to another user's process: still wait, harmlessly
+            pass
 
 
 def shut_down() -> None:
@@ -124,6 +154,11 @@ def map_in_order(fn: Callable[[T], R], items: Iterable[T], should_stop: ShouldSt
 
 def _is_broken(pool: ProcessPoolExecutor) -> bool:
     return bool(getattr(pool, "_broken", False))
+
+
+def worker_pid(_: object = None) -> int:
+    """The process id of the worker running it (a task for tests and diagnostics)."""
+    return os.getpid()
 
 
 def chunks(items: list[T], size: int) -> list[list[T]]:

@@ -331,3 +331,13 @@ def test_tags_of_neighbouring_lesions_do_not_cover_each_other(qtbot, window):
     boxes = [tag.mapRectToScene(tag.boundingRect()) for tag in tags]
     assert all(box.width() > 40 for box in boxes)
     assert not any(a.intersects(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
+
+
+def test_status_messages_name_a_lesion_by_its_number_in_the_table(qtbot, window):
+    qtbot.keyClick(window, Qt.Key_X)
+    drag(viewport(window), screen_of_pixel(window, 80, 80), screen_of_pixel(window, 100, 100))
+    lesion = window.store.document.lesions[-1]
+    number = window.store.document.lesion_numbers()[lesion.id]
+    qtbot.keyClick(window, Qt.Key_4, Qt.ControlModifier)
+    message = window.statusBar().currentMessage()
+    assert message.startswith(f"Lesion {number}: ") and lesion.id not in message

@@ -157,3 +157,57 @@ def test_workers_run_below_the_window_priority(few_files_for_workers):
 
 def _niceness(_: int) -> int:
     return os.nice(0)
+
+
+_OWNER = r"""
+import os, sys, time
+os.environ["LIVERVIEW_WORKERS"] = "2"
+from liverview.io import process_pool
+if sys.argv[1] == "threads":
+    process_pool.declare_threads_outside_python()
+print(" ".join(str(pid) for pid in set(process_pool.map_in_order(process_pool.worker_pid, range(8)))), flush=True)
+time.sleep(600)
+"""
+
+
+@pytest.mark.parametrize("owner_kind", ["plain", "threads"])
+def test_workers_do_not_outlive_a_killed_owner(owner_kind):
+    """kill -9 of the app (walkthrough step 8) must not leave its worker processes running for ever, whether
+    they were forked from it or (a process with Qt's threads) made by a fork server."""
+    import signal
+    import time
+
+    owner = subprocess.Popen([sys.executable, "-c", _OWNER, owner_kind], stdout=subprocess.PIPE, text=True,
+                             cwd=str(REPO), env={**os.environ, "PYTHONPATH": str(REPO)})
+    workers = [int(pid) for pid in owner.stdout.readline().split()]
+    assert workers and all(_alive(pid) for pid in workers)
+    owner.send_signal(signal.SIGKILL)
+    owner.wait()
+    deadline = time.monotonic() + 15
+    while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    left = [pid for pid in workers if _alive(pid)]
+    for pid in left:
+        os.kill(pid, signal.SIGKILL)
+    assert not left
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
+def test_a_process_that_runs_threads_outside_python_does_not_fork_its_workers(monkeypatch):
+    """Qt's threads are not in threading.enumerate(): the GUI says it runs them, and forking (which would
+    copy a lock one of them holds) is then never used."""
+    from liverview.io import process_pool
+
+    monkeypatch.setattr(process_pool, "_threads_outside_python", False)
+    monkeypatch.setattr(process_pool.threading, "active_count", lambda: 1)
+    if "fork" in __import__("multiprocessing").get_all_start_methods():
+        assert process_pool._context().get_start_method() == "fork"
+    process_pool.declare_threads_outside_python()
+    assert process_pool._context().get_start_method() in ("forkserver", "spawn")

@@ -158,3 +158,31 @@ def test_self_test_json_on_stdout_when_asked(with_demo, tmp_path, monkeypatch, c
     assert app.main(["--self-test", "--out", "-"]) == app.EXIT_FAILURE
     assert json.loads(capsys.readouterr().out)["ok"] is False
     assert not (with_demo / "self-test" / "self-test.json").exists()
+
+
+def test_sigterm_closes_the_window_as_the_user_would(tmp_path, crlm_dir):
+    """`kill` (SIGTERM) of the running app closes its window as the user would: settings and
+    annotations saved, exit status 0 (Python's default for SIGTERM ends it on the spot)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    repo = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "LIVERVIEW_DATA_DIR": str(tmp_path / "data"),
+           "XDG_CONFIG_HOME": str(tmp_path / "config"), "PYTHONPATH": str(repo)}
+    log = tmp_path / "data" / "logs" / "liverview.log"
+    proc = subprocess.Popen([sys.executable, "-m", "liverview", str(crlm_dir)], env=env, cwd=str(repo),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while not (log.is_file() and "window shown" in log.read_text()) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert "geometry" in next((tmp_path / "config").rglob("*.conf")).read_text()
