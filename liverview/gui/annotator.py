@@ -14,11 +14,15 @@ from liverview.annotations.measurements import find_lesion_to_join, roi_mask
 from liverview.annotations.store import AnnotationStore, Changed
 from liverview.gui.roi_overlay import RoiOverlay
 from liverview.gui.viewer import Viewer
-from liverview.imaging.measure import polygon_mask
+from liverview.imaging.measure import diameters_mm, polygon_mask
 from liverview.imaging.outline import (ellipse_points, mask_to_polygons, paint_disc, propose_outline,
                                        rectangle_points, simplify_points)
 from liverview.io.volume import Volume
 from liverview.session import Session, SessionEvent, SessionEventKind
+
+
+#: A one-click outline longer than this (mm) is pointed out: it may be the liver rather than a lesion.
+LARGE_OUTLINE_MM = 100.0
 
 
 class Tool(StrEnum):
@@ -210,8 +214,14 @@ class Annotator(QObject):
                                      self.viewer.window_center, self.viewer.window_width, self.volume.spacing_mm[1:])
             if points is None:
                 self.message.emit("No outline found there: click inside the lesion, or draw it by hand")
-            else:
-                self._commit(points, "auto")
+                return
+            self._commit(points, "auto")
+            # A click on plain parenchyma grows over the organ; a giant hemangioma is as large, so say
+            # it rather than refuse it.
+            long_axis = diameters_mm(points, self.volume.spacing_mm[1:])[0]
+            if long_axis > LARGE_OUTLINE_MM:
+                self.message.emit(f"The proposed outline is {long_axis:.0f} mm across, larger than most lesions: "
+                                  "if you clicked normal liver, take it back with Ctrl+Z")
             return
         hit = self._hit(x, y)
         self.select(*hit) if hit else self.select(None)

@@ -11,7 +11,8 @@ from liverview.annotations.document import Lesion
 from liverview.annotations.labels import LabelTaxonomy
 from liverview.gui.slice_view import SliceView
 
-UNLABELLED = (230, 230, 230)
+#: Unlabelled outlines: a saturated yellow no label uses, visible on bright contrast-enhanced liver.
+UNLABELLED = (250, 225, 40)
 #: A tag is raised at most this many tag heights to clear the others (a crowded slice stays bounded).
 MAX_TAG_LEVELS = 6
 

@@ -341,3 +341,28 @@ def test_status_messages_name_a_lesion_by_its_number_in_the_table(qtbot, window)
     qtbot.keyClick(window, Qt.Key_4, Qt.ControlModifier)
     message = window.statusBar().currentMessage()
     assert message.startswith(f"Lesion {number}: ") and lesion.id not in message
+
+
+def test_a_one_click_outline_of_normal_liver_is_not_taken_silently(qtbot, window):
+    """A click on plain parenchyma grows over the liver: such an outline, far larger than a lesion, is
+    either refused or comes with a warning that says how large it is and how to take it back."""
+    from liverview.imaging.contrast_phase import _patient_frame, find_liver
+    from liverview.imaging.measure import diameters_mm
+
+    z = window.viewer.views[0].slice_index
+    pixel = window.volume.spacing_mm[1:]
+    liver = find_liver(window.volume.array[z].astype(np.float32), pixel, _patient_frame(
+        window.volume.shape[1:], pixel, (1, 0, 0), (0, 1, 0)))
+    import cv2
+
+    depth = cv2.distanceTransform(liver.astype(np.uint8), cv2.DIST_L2, 5)
+    y, x = np.unravel_index(int(np.argmax(depth)), depth.shape)
+    qtbot.keyClick(window, Qt.Key_A)
+    click(viewport(window), screen_of_pixel(window, float(x), float(y)))
+    lesions = window.store.document.lesions
+    message = window.statusBar().currentMessage()
+    if lesions:
+        long_axis = diameters_mm(lesions[0].rois[0].points_xy, pixel)[0]
+        assert long_axis > 100 and f"{long_axis:.0f} mm across" in message and "Ctrl+Z" in message
+    else:
+        assert message.startswith("No outline found there")
