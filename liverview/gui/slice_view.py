@@ -204,13 +204,28 @@ class SliceView(QWidget):
         return self.corner[key].text()
 
     def _fit_corners(self) -> None:
-        """Left and right corners share a row with an orientation letter in its middle: each keeps its
-        half minus room for the letter, and longer lines end in an ellipsis instead of overprinting."""
-        room = max(20, (self.graphics.width() - 12 - 40) // 2)
-        for key, label in self.corner.items():
-            metrics = QFontMetrics(label.font())
-            label.setText("\n".join(metrics.elidedText(line, Qt.ElideRight, room)
-                                    for line in self._corner_text.get(key, "").splitlines()))
+        """A left and a right corner share each text row. On the row of the orientation letter (the
+        top corners' first line, the bottom corners' last) each keeps half the row minus room for the
+        letter; on the other rows a line may use what its partner's line leaves (all of it beside an
+        empty corner). Longer lines end in an ellipsis instead of overprinting."""
+        width = max(40, self.graphics.width() - 12)
+        half = max(20, (width - 40) // 2)
+        for left, right, top in (("tl", "tr", True), ("bl", "br", False)):
+            lines = {key: self._corner_text.get(key, "").splitlines() for key in (left, right)}
+            for key, partner in ((left, right), (right, left)):
+                metrics = QFontMetrics(self.corner[key].font())
+                own, other = lines[key], lines[partner]
+                fitted = []
+                for i, line in enumerate(own):
+                    if i == (0 if top else len(own) - 1):
+                        room = half
+                    else:
+                        # Top blocks align their first lines, bottom blocks their last.
+                        j = i if top else i - len(own) + len(other)
+                        beside = metrics.horizontalAdvance(other[j]) if 0 <= j < len(other) else 0
+                        room = max(half, width - beside - 8)
+                    fitted.append(metrics.elidedText(line, Qt.ElideRight, room))
+                self.corner[key].setText("\n".join(fitted))
 
     # -- geometry --------------------------------------------------------------------------------
     def scene_to_index(self, point: QPointF) -> np.ndarray | None:

@@ -248,6 +248,20 @@ def test_corner_texts_never_overprint_in_a_narrow_view(qtbot, window, crlm_dir):
     assert view.corner_text("tr") == full_tr
 
 
+def test_a_corner_with_an_empty_partner_keeps_its_whole_line(qtbot, window, crlm_dir):
+    """The small coronal and sagittal views have nothing in their bottom-right corner: the bottom-left
+    keeps "Coronal  257/512" whole instead of halving its room ("Coronal 257/5…")."""
+    open_and_wait(qtbot, window, crlm_dir)
+    view = window.viewer.views[1]
+    assert view._corner_text["br"] == ""
+    full = view._corner_text["bl"].splitlines()[0]
+    view.resize(210, 300)
+    qtbot.waitUntil(lambda: view.graphics.width() <= 220)
+    width = view.corner["bl"].fontMetrics().horizontalAdvance(full)
+    assert width < view.graphics.width() - 52  # fits beside the orientation letter's room
+    assert view.corner_text("bl").splitlines()[0] == full
+
+
 def test_each_series_shows_its_contrast_phase_in_the_browser_and_the_model_panel(qtbot, window, pacs_export, tmp_path):
     open_and_wait(qtbot, window, pacs_export)
     qtbot.waitUntil(lambda: bool(window.phases), timeout=30000)
