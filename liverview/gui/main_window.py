@@ -699,6 +699,34 @@ class MainWindow(QMainWindow):
         self.scan_task = task
         task.start()
 
+    def refresh_study(self, paths: list[str]) -> None:
+        """Scan `paths` again for series that arrived after the study opened (a PACS retrieve opens it
+        with its first complete series): the browser, phases and thumbnails are brought up to date and
+        the series on screen stays open. After a scan still running, so that the later list wins."""
+        if self.scan_task is not None and self.scan_task.is_running():
+            self.scan_task.finished.connect(lambda _result: self.refresh_study(paths))
+            return
+        task = BackgroundTask(lambda progress, should_stop, report: scan_with_thumbnails(paths, progress, should_stop, report), self,
+                              name="scan")
+        task.partial.connect(self._on_rescan_partial)
+        task.failed.connect(lambda message: self.show_failure("Cannot read the study again", message))
+        self._track(task)
+        self.scan_task = task
+        task.start()
+
+    def _on_rescan_partial(self, item) -> None:
+        if isinstance(item, ScanResult) and not item.complete:
+            return  # the complete list replaces the one shown, in one step
+        if isinstance(item, ScanResult):
+            self.session.set_scan(item)
+            self.browser.set_scan(item)
+            if self.volume is not None:
+                self.browser.select(self.volume.info.key)
+            elif item.series and not (self.load_task is not None and self.load_task.is_running()):
+                self.open_series(self._default_series(item))
+            return
+        self._on_scan_partial(item)
+
     def _on_scan_partial(self, item) -> None:
         if isinstance(item, ScanResult) and not item.complete:
             if item.series:

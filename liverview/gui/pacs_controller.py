@@ -110,6 +110,8 @@ class PacsHost(Protocol):
 
     def offer_segs(self, paths: list[Path]) -> None: ...
 
+    def refresh_study(self, paths: list[str]) -> None: ...
+
 
 #: How long a retrieved study's SEGs wait for the window to finish loading the series they annotate.
 SEG_OFFER_WAIT_MS = 60_000
@@ -150,6 +152,8 @@ class PacsController(QObject):
 
             self.dialog = QueryDialog(self.settings, self.cache(), self.host.open_paths, self.window,
                                       register_task=self.host.register_task)
+            # The study opened with its first complete series; the rest have arrived since.
+            self.dialog.study_retrieved.connect(lambda folder: self.host.refresh_study([folder]))
             self.dialog.study_retrieved.connect(self.offer_segs)
         self.dialog.show()
         self.dialog.raise_()

@@ -68,6 +68,28 @@ def test_query_retrieve_in_background_and_open_the_study(qtbot, tmp_path, pacs):
     assert dialog.status.text() == "1 series, 41 images retrieved."
 
 
+def test_every_series_of_a_retrieved_study_joins_the_browser(qtbot, tmp_path, pacs_export):
+    """The study opens with its first complete series while the others still arrive; once the
+    retrieve is done the browser lists them all, and the series on screen stays open (not reloaded)."""
+    server = start_orthanc(tmp_path / "orthanc")
+    try:
+        server.upload(sorted(pacs_export.glob("*/*.dcm")))
+        window = make_window(qtbot, tmp_path, [node_for(server)])
+        window.pacs.query_action.trigger()
+        dialog = window.pacs.dialog
+        search(qtbot, dialog, "CRLM*")
+        task = dialog.retrieve(dialog.tree.topLevelItem(0))
+        qtbot.waitUntil(lambda: window.volume is not None and window.volume.loaded.all(), timeout=30000)
+        shown = window.volume
+        qtbot.waitUntil(lambda: not task.is_running(), timeout=30000)
+        qtbot.waitUntil(lambda: window.session.scan is not None and len(window.session.scan.series) == 2,
+                        timeout=30000)
+        assert len(window.browser._items) == 2 and window.volume is shown
+        assert dialog.status.text() == "2 series, 82 images retrieved."
+    finally:
+        server.stop(graceful=False)
+
+
 def test_a_second_query_cancels_the_first_and_failures_read_as_sentences(qtbot, tmp_path, pacs):
     window = make_window(qtbot, tmp_path, [node_for(pacs)])
     dialog = window.pacs.show_query()
