@@ -144,6 +144,10 @@ class WelcomePage(QWidget):
         layout.addStretch(3)
 
 
+#: An export's finished message names its files up to this many, else counts them.
+EXPORT_FILES_LISTED = 6
+
+
 class MainWindow(QMainWindow):
     def __init__(self, settings: QSettings | None = None) -> None:
         super().__init__()
@@ -502,8 +506,7 @@ class MainWindow(QMainWindow):
                                       with_images=with_images)
 
         task = BackgroundTask(job, self, name="export")
-        task.finished.connect(lambda result: self._inform(
-            "Export finished", f"{result.n_lesions} lesion(s) exported:\n" + "\n".join(str(p) for p in result.paths)))
+        task.finished.connect(lambda result: self._report_export(result, folder, labelled_only))
         task.failed.connect(lambda message: self.show_failure("Export failed", message))
         self._track(task)
         self.export_task = task
@@ -517,6 +520,21 @@ class MainWindow(QMainWindow):
         self.store.flush()
         return SendSource(self.volume, AnnotationDocument.from_dict(self.store.document.to_dict()), self.taxonomy,
                           self.store.reader)
+
+    def _report_export(self, result, folder: Path, labelled_only: bool) -> None:
+        """What an export wrote, in a message that fits the screen: the files by name when there are a
+        few, else their number and folder (an export with its images writes one file per slice)."""
+        if result.n_lesions == 0:
+            why = ("no lesion has a label, and only labelled lesions were asked for" if labelled_only
+                   else "there is no lesion of the chosen readers")
+            self.show_failure("Nothing exported", f"Nothing was exported to {folder}: {why}.")
+            self.last_message = f"0 lesion(s) exported: {why}"
+            return
+        if len(result.paths) <= EXPORT_FILES_LISTED:
+            where = ":\n" + "\n".join(str(p) for p in result.paths)
+        else:
+            where = f": {len(result.paths)} files in {folder}"
+        self._inform("Export finished", f"{result.n_lesions} lesion(s) exported{where}")
 
     def _inform(self, title: str, message: str) -> None:
         box = QMessageBox(QMessageBox.Information, title, message, QMessageBox.Ok, self)
@@ -704,7 +722,9 @@ class MainWindow(QMainWindow):
         with its first complete series): the browser, phases and thumbnails are brought up to date and
         the series on screen stays open. After a scan still running, so that the later list wins."""
         if self.scan_task is not None and self.scan_task.is_running():
-            self.scan_task.finished.connect(lambda _result: self.refresh_study(paths))
+            # `done` (its thread has ended), not `finished`: a result already on its way to this
+            # thread while the thread winds down would never be followed by another.
+            self.scan_task.done.connect(lambda: self.refresh_study(paths))
             return
         task = BackgroundTask(lambda progress, should_stop, report: scan_with_thumbnails(paths, progress, should_stop, report), self,
                               name="scan")

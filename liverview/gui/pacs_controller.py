@@ -20,7 +20,7 @@ from liverview.annotations.document import AnnotationDocument
 from liverview.annotations.export_seg import export_seg
 from liverview.annotations.export_sr import export_sr
 from liverview.annotations.labels import LabelTaxonomy
-from liverview.gui.pacs_nodes import CURRENT_KEY, load_nodes, plain_sentence
+from liverview.gui.pacs_nodes import CURRENT_KEY, load_nodes
 from liverview.gui.workers import BackgroundTask
 from liverview.io.volume import Volume
 from liverview.net.cache import DEFAULT_LIMIT_BYTES, RetrieveCache
@@ -193,7 +193,7 @@ class PacsController(QObject):
             QMessageBox.Information if all(r.accepted for r in results) else QMessageBox.Warning,
             "Send to PACS", "\n".join(r.message for r in results)))
         task.failed.connect(lambda message: self._message(QMessageBox.Warning, "Send to PACS failed",
-                                                          plain_sentence(message)))
+                                                          message))
         self.send_task = task
         task.start()
         return task

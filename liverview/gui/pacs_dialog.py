@@ -13,7 +13,7 @@ from PySide6.QtCore import QSettings, Qt, Signal
 from PySide6.QtWidgets import (QComboBox, QDialog, QFormLayout, QGridLayout, QHBoxLayout, QHeaderView, QLabel,
                                QLineEdit, QMessageBox, QPushButton, QTreeWidget, QTreeWidgetItem, QVBoxLayout, QWidget)
 
-from liverview.gui.pacs_nodes import CURRENT_KEY, NodeDialog, load_nodes, plain_sentence, save_nodes
+from liverview.gui.pacs_nodes import CURRENT_KEY, NodeDialog, load_nodes, save_nodes
 from liverview.gui.workers import BackgroundTask
 from liverview.net.cache import RetrieveCache
 from liverview.net.node import PacsNode
@@ -206,7 +206,7 @@ class QueryDialog(QDialog):
         task = BackgroundTask(lambda progress, should_stop, report: find_studies(node, query, should_stop, report), self)
         task.partial.connect(lambda match, task=task: self._add_study(match) if task is self.query_task else None)
         task.finished.connect(lambda found, task=task: self._searched(found) if task is self.query_task else None)
-        task.failed.connect(lambda message: self.status.setText(plain_sentence(message)))
+        task.failed.connect(lambda message: self.status.setText(message))
         self.query_task = task
         task.start()
         return task
@@ -240,7 +240,7 @@ class QueryDialog(QDialog):
         node = self.node()
         task = BackgroundTask(lambda progress, should_stop, report: find_series(node, study_uid, should_stop), self)
         task.finished.connect(lambda series: self._show_series(study_uid, series))
-        task.failed.connect(lambda message: self.status.setText(plain_sentence(message)))
+        task.failed.connect(lambda message: self.status.setText(message))
         self.series_tasks[study_uid] = task
         task.start()
         return task
@@ -330,8 +330,8 @@ class QueryDialog(QDialog):
         self.study_retrieved.emit(folder)
 
     def _retrieve_failed(self, message: str) -> None:
-        self.status.setText(plain_sentence(message))
-        box = QMessageBox(QMessageBox.Warning, "Retrieve failed", plain_sentence(message), QMessageBox.Ok, self)
+        self.status.setText(message)
+        box = QMessageBox(QMessageBox.Warning, "Retrieve failed", message, QMessageBox.Ok, self)
         box.setTextFormat(Qt.PlainText)
         box.show()
 
@@ -365,7 +365,7 @@ class QueryDialog(QDialog):
         task = BackgroundTask(lambda progress, should_stop, report: cache.clear(), self)
         task.finished.connect(lambda _result: self.status.setText(
             "The PACS cache is empty; studies opened from it will be retrieved again."))
-        task.failed.connect(lambda message: self.status.setText(plain_sentence(message)))
+        task.failed.connect(lambda message: self.status.setText(message))
         task.done.connect(self._show_cache_size)
         self.cache_task = task
         task.start()

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 
 from PySide6.QtCore import QSettings, Qt
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QDialog, QDialogButtonBox, QFileDialog, QFormLayout, QHBoxLayout,
@@ -16,11 +15,6 @@ log = logging.getLogger(__name__)
 
 NODES_KEY = "pacs/nodes"
 CURRENT_KEY = "pacs/current"
-
-
-def plain_sentence(message: str) -> str:
-    """A worker's failure text without the exception class name it starts with."""
-    return re.sub(r"^[A-Za-z_]\w*: ", "", message, count=1)
 
 
 def load_nodes(settings: QSettings) -> list[PacsNode]:
@@ -150,7 +144,7 @@ class NodeDialog(QDialog):
         self.verify_button.setEnabled(False)
         task = BackgroundTask(lambda progress, should_stop, report: verify_node(node), self)
         task.finished.connect(lambda result: self.answer.setText(result.message))
-        task.failed.connect(lambda message: self.answer.setText(plain_sentence(message)))
+        task.failed.connect(lambda message: self.answer.setText(message))
         task.done.connect(lambda: self.verify_button.setEnabled(True))
         self.task = task
         task.start()

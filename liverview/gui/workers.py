@@ -54,12 +54,29 @@ class _Runner(QObject):
             self.cancelled.emit()
         except Exception as exc:  # noqa: BLE001 - every failure reaches the user as a message
             log.error("background task failed:\n%s", traceback.format_exc())
-            self.failed.emit(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
+            self.failed.emit(failure_sentence(exc))
         else:
             if self._stop.is_set():
                 self.cancelled.emit()
             else:
                 self.finished.emit(result)
+
+
+#: Exceptions that mean a defect in liverview rather than a reason to tell: shown with their class
+#: name, which a support person can search for (the log has the traceback).
+_DEFECTS = (LookupError, AttributeError, TypeError, AssertionError, NameError)
+
+
+def failure_sentence(exc: BaseException) -> str:
+    """Why a task failed, as a reader reads it: the reason without the exception's class name ("No such
+    file or directory: '/proc/nope'", not "FileNotFoundError: [Errno 2] ..."); a defect keeps its class
+    name, and an exception that says nothing is named by its class."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{exc.strerror}: {exc.filename}" if exc.filename else exc.strerror
+    text = str(exc)
+    if not text:
+        return type(exc).__name__
+    return f"{type(exc).__name__}: {text}" if isinstance(exc, _DEFECTS) else text
 
 
 class BackgroundTask(QObject):

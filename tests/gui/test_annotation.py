@@ -366,3 +366,29 @@ def test_a_one_click_outline_of_normal_liver_is_not_taken_silently(qtbot, window
         assert long_axis > 100 and f"{long_axis:.0f} mm across" in message and "Ctrl+Z" in message
     else:
         assert message.startswith("No outline found there")
+
+
+def test_export_messages_fit_the_screen_and_say_why(qtbot, window, demo_study, tmp_path):
+    """Walkthrough step 13: an export that wrote no lesion says why instead of "Export finished"; an
+    export with its images names a folder and a count, not every slice; a failure reads as a sentence."""
+    from pathlib import Path
+
+    qtbot.keyClick(window, Qt.Key_X)
+    drag(viewport(window), screen_of_pixel(window, 80, 80), screen_of_pixel(window, 100, 100))
+    assert window.store.document.lesions[0].label is None
+    with qtbot.waitSignal(window.export("dataset", tmp_path / "dataset").finished, timeout=60000):
+        pass
+    assert window.last_message == ("0 lesion(s) exported: no lesion has a label, and only labelled lesions "
+                                   "were asked for")
+
+    window.import_annotations(demo_study.ground_truth_path)
+    with qtbot.waitSignal(window.export("seg", tmp_path / "with-images", with_images=True).finished, timeout=60000):
+        pass
+    written = [p for p in (tmp_path / "with-images").rglob("*") if p.is_file()]
+    assert len(written) > 6 and f"{len(written)} files in {tmp_path / 'with-images'}" in window.last_message
+    assert len(window.last_message.splitlines()) == 1
+
+    inside = Path(window.volume.info.files[0]).parent / "exports"
+    with qtbot.waitSignal(window.export("csv", inside).failed, timeout=60000) as failure:
+        pass
+    assert not failure.args[0].startswith("ExportError") and "inside" in failure.args[0]
