@@ -24,6 +24,10 @@ EXPORT_FORMATS: dict[str, str] = {
 }
 
 
+#: The formats whose pseudonymised export can bring the images, de-identified with the same UID map.
+WITH_IMAGES_FORMATS = ("seg", "sr")
+
+
 @dataclass(frozen=True)
 class ExportResult:
     paths: list[Path]
@@ -69,7 +73,7 @@ def export_annotations(volume: Volume, document: AnnotationDocument, to: str, ou
         reader = choice.reader
     n = len(document.lesions)
     images: list[Path] = []
-    if with_images and pseudonymize and to in ("seg", "sr"):
+    if with_images and pseudonymize and to in WITH_IMAGES_FORMATS:
         from liverview.annotations.export_images import export_deidentified_images
 
         images = export_deidentified_images(volume, stem.with_name(stem.name + "-images"),

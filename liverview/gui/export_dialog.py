@@ -8,7 +8,7 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QDialog, QDialogButtonBox, QFileDialog, QFormLayout, QHBoxLayout,
                                QLabel, QLineEdit, QPushButton, QWidget)
 
-from liverview.annotations.export import EXPORT_FORMATS
+from liverview.annotations.export import EXPORT_FORMATS, WITH_IMAGES_FORMATS
 from liverview.annotations.export_selection import ExportReaders, ReaderScope
 
 
@@ -58,9 +58,11 @@ class ExportDialog(QDialog):
         self.with_images = QCheckBox("With the images, de-identified alike (DICOM SEG / SR): one consistent study")
         self.with_images.setToolTip("A pseudonymised SEG or SR refers to the images by pseudonymised UIDs; these "
                                     "copies of the images carry the same UIDs")
-        self.pseudonymize.toggled.connect(self.with_images.setEnabled)
         self.labelled_only = QCheckBox("Only lesions with a label (training dataset)")
         self.labelled_only.setChecked(True)
+        self.format.currentIndexChanged.connect(self._offer_options)
+        self.pseudonymize.toggled.connect(self._offer_options)
+        self._offer_options()
         form = QFormLayout(self)
         form.addRow("Format", self.format)
         form.addRow("Lesions", self.readers)
@@ -73,9 +75,17 @@ class ExportDialog(QDialog):
         note.setTextFormat(Qt.PlainText)
         form.addRow(note)
         buttons = QDialogButtonBox(QDialogButtonBox.Ok | QDialogButtonBox.Cancel)
+        buttons.button(QDialogButtonBox.Ok).setText("Export")
         buttons.accepted.connect(self.accept)
         buttons.rejected.connect(self.reject)
         form.addRow(buttons)
+
+    def _offer_options(self, *_) -> None:
+        """Only the options the chosen format uses can be ticked: the de-identified images go with a
+        pseudonymised SEG or SR, the labelled-only choice with the training dataset."""
+        fmt = self.format.currentData()
+        self.with_images.setEnabled(self.pseudonymize.isChecked() and fmt in WITH_IMAGES_FORMATS)
+        self.labelled_only.setEnabled(fmt == "dataset")
 
     def _browse(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Export to folder", self.folder.text())

@@ -77,7 +77,7 @@ class QueryDialog(QDialog):
         for button in (add, edit, remove):
             node_row.addWidget(button)
 
-        self.patient_name = QLineEdit(placeholderText="e.g. DOE^J*  (* and ? match anything)")
+        self.patient_name = QLineEdit(placeholderText="e.g. DOE^J (its beginning; * and ? match anything)")
         self.patient_id = QLineEdit()
         self.accession = QLineEdit()
         self.description = QLineEdit(placeholderText="e.g. *LIVER*")
@@ -183,7 +183,10 @@ class QueryDialog(QDialog):
     # -- query -------------------------------------------------------------------------------------
     def query(self) -> StudyQuery:
         modality = self.modality.currentText()
-        return StudyQuery(patient_name=self.patient_name.text().strip(), patient_id=self.patient_id.text().strip(),
+        name = self.patient_name.text().strip()
+        if name and not any(wildcard in name for wildcard in "*?"):
+            name += "*"  # DICOM matches a name without a wildcard exactly; a reader types its beginning
+        return StudyQuery(patient_name=name, patient_id=self.patient_id.text().strip(),
                           accession_number=self.accession.text().strip(),
                           study_date=date_range_for(self.date.currentData(), self.today()),
                           modality="" if modality == "any" else modality,
@@ -328,6 +331,7 @@ class QueryDialog(QDialog):
             self.open_paths([folder])
             self.study_opened.emit(folder)
         self.study_retrieved.emit(folder)
+        self._show_cache_size()  # the study just added to it
 
     def _retrieve_failed(self, message: str) -> None:
         self.status.setText(message)

@@ -34,7 +34,9 @@ def series_label(info: SeriesInfo, phase: PhaseDecision | None = None) -> str:
     flag = "  ⚠" if info.warnings else ""
     text = (f"{number}{info.modality or '?'}  {info.describe()}{flag}\n"
             f"{info.n_images} image(s), {info.plane}, {info.columns}×{info.rows}, {spacing}")
-    if phase is not None and phase.phase is not ContrastPhase.UNKNOWN:
+    # An axial CT series is expected to have a phase: that none could be told is said, not left out.
+    if phase is not None and (phase.phase is not ContrastPhase.UNKNOWN
+                              or (info.modality == "CT" and info.plane == "axial")):
         text += f"\n{phase_caption(phase)}"
     return text
 

@@ -392,3 +392,21 @@ def test_export_messages_fit_the_screen_and_say_why(qtbot, window, demo_study, t
     with qtbot.waitSignal(window.export("csv", inside).failed, timeout=60000) as failure:
         pass
     assert not failure.args[0].startswith("ExportError") and "inside" in failure.args[0]
+
+
+def test_the_export_dialog_offers_only_what_the_format_uses(qtbot):
+    from PySide6.QtWidgets import QDialogButtonBox
+
+    from liverview.gui.export_dialog import ExportDialog
+
+    dialog = ExportDialog("/tmp", fmt="csv")
+    qtbot.addWidget(dialog)
+    assert not dialog.with_images.isEnabled() and not dialog.labelled_only.isEnabled()
+    dialog.format.setCurrentIndex(dialog.format.findData("seg"))
+    assert dialog.with_images.isEnabled() and not dialog.labelled_only.isEnabled()
+    dialog.pseudonymize.setChecked(False)
+    assert not dialog.with_images.isEnabled()
+    dialog.format.setCurrentIndex(dialog.format.findData("dataset"))
+    assert dialog.labelled_only.isEnabled() and not dialog.with_images.isEnabled()
+    box = dialog.findChild(QDialogButtonBox)
+    assert box.button(QDialogButtonBox.Ok).text() == "Export"

@@ -86,8 +86,23 @@ def test_every_series_of_a_retrieved_study_joins_the_browser(qtbot, tmp_path, pa
                         timeout=30000)
         assert len(window.browser._items) == 2 and window.volume is shown
         assert dialog.status.text() == "2 series, 82 images retrieved."
+        # The cache size counts the study just retrieved (82 slices of 0.5 MB).
+        qtbot.waitUntil(lambda: dialog.cache_label.text().startswith("Cache: ")
+                        and int(dialog.cache_label.text().split()[1]) >= 40, timeout=10000)
     finally:
         server.stop(graceful=False)
+
+
+def test_the_beginning_of_a_name_finds_the_patient(qtbot, tmp_path, pacs):
+    """Walkthrough 3b: "find today's liver CT by patient name" - a reader types the name's beginning,
+    without DICOM's wildcard."""
+    window = make_window(qtbot, tmp_path, [node_for(pacs)])
+    window.pacs.query_action.trigger()
+    dialog = window.pacs.dialog
+    search(qtbot, dialog, "crlm")
+    assert dialog.tree.topLevelItemCount() == 1 and dialog.query().patient_name == "crlm*"
+    search(qtbot, dialog, "CRLM-CT-100?")  # a name with its own wildcard is taken as written
+    assert dialog.tree.topLevelItemCount() == 1 and dialog.query().patient_name == "CRLM-CT-100?"
 
 
 def test_a_second_query_cancels_the_first_and_failures_read_as_sentences(qtbot, tmp_path, pacs):

@@ -55,3 +55,16 @@ def test_window_lists_series_while_the_folder_is_read(qtbot, tmp_path, crlm_dir,
     assert partial_counts and partial_counts == sorted(partial_counts) and max(partial_counts) < 41
     assert (True, 41) in shown and shown.index((True, 41)) > 0
     assert not window.browser.reading_label.isVisible()
+
+
+def test_a_ct_series_whose_phase_is_unknown_says_so(crlm_dir, pacs_export):
+    """An axial CT series is expected to have a contrast phase: when none could be told the browser
+    says "Unknown phase" rather than nothing; a localizer (no phase to tell) stays without the line."""
+    from liverview.gui.series_browser import series_label
+    from liverview.imaging.contrast_phase import ContrastPhase, DecidedBy, PhaseDecision
+
+    unknown = PhaseDecision(ContrastPhase.UNKNOWN, DecidedBy.NOTHING, "no aorta found in front of the spine")
+    axial = scan_paths(crlm_dir).series[0]
+    assert series_label(axial, unknown).splitlines()[-1] == "Unknown phase (undetermined)"
+    localizer = next(s for s in scan_paths(pacs_export).series if s.plane != "axial")
+    assert "phase" not in series_label(localizer, unknown).lower()
