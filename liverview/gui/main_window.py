@@ -709,13 +709,7 @@ class MainWindow(QMainWindow):
         self.settings.setValue("paths/last_folder", str(first if first.is_dir() else first.parent))
         self.settings.setValue("session/last_study", [str(Path(p).resolve()) for p in paths])
         self.statusBar().showMessage(f"Scanning {', '.join(paths)} …")
-        task = BackgroundTask(lambda progress, should_stop, report: scan_with_thumbnails(paths, progress, should_stop, report), self,
-                              name="scan")
-        task.partial.connect(self._on_scan_partial)
-        task.failed.connect(lambda message: self.show_failure("Cannot open", message))
-        self._track(task)
-        self.scan_task = task
-        task.start()
+        self._start_scan(paths, self._on_scan_partial, "Cannot open")
 
     def refresh_study(self, paths: list[str]) -> None:
         """Scan `paths` again for series that arrived after the study opened (a PACS retrieve opens it
@@ -726,10 +720,14 @@ class MainWindow(QMainWindow):
             # thread while the thread winds down would never be followed by another.
             self.scan_task.done.connect(lambda: self.refresh_study(paths))
             return
+        self._start_scan(paths, self._on_rescan_partial, "Cannot read the study again")
+
+    def _start_scan(self, paths: list[str], on_partial, failure_title: str) -> None:
+        """A background scan of `paths` (series, then thumbnails and phases) reported to `on_partial`."""
         task = BackgroundTask(lambda progress, should_stop, report: scan_with_thumbnails(paths, progress, should_stop, report), self,
                               name="scan")
-        task.partial.connect(self._on_rescan_partial)
-        task.failed.connect(lambda message: self.show_failure("Cannot read the study again", message))
+        task.partial.connect(on_partial)
+        task.failed.connect(lambda message: self.show_failure(failure_title, message))
         self._track(task)
         self.scan_task = task
         task.start()
