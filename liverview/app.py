@@ -301,7 +301,7 @@ def offer_last_study(window: Any) -> None:
         window.open_paths(paths)
 
 
-def close_on_terminate(window) -> None:
+def close_on_terminate(window: Any) -> None:
     """SIGTERM (a logout, `kill`, a service manager) closes the window as the user would: the open
     annotations are saved and the worker processes stopped. Python runs signal handlers only between
     bytecodes, so a timer gives it a moment from Qt's event loop now and then."""
