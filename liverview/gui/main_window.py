@@ -16,7 +16,7 @@ from PySide6.QtWidgets import (QDockWidget, QFileDialog, QHBoxLayout, QInputDial
 
 from liverview import __version__
 from liverview.annotations.document import AnnotationDocument
-from liverview.annotations.export import EXPORT_FORMATS, export_annotations
+from liverview.annotations.export import EXPORT_FORMATS, ExportResult, export_annotations
 from liverview.annotations.export_selection import ExportReaders, default_readers
 from liverview.annotations.export_dataset import PhaseSource
 from liverview.annotations.seg_lesions import import_seg_document
@@ -521,7 +521,7 @@ class MainWindow(QMainWindow):
         return SendSource(self.volume, AnnotationDocument.from_dict(self.store.document.to_dict()), self.taxonomy,
                           self.store.reader)
 
-    def _report_export(self, result, folder: Path, labelled_only: bool) -> None:
+    def _report_export(self, result: ExportResult, folder: Path, labelled_only: bool) -> None:
         """What an export wrote, in a message that fits the screen: the files by name when there are a
         few, else their number and folder (an export with its images writes one file per slice)."""
         if result.n_lesions == 0:

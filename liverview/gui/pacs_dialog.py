@@ -209,7 +209,7 @@ class QueryDialog(QDialog):
         task = BackgroundTask(lambda progress, should_stop, report: find_studies(node, query, should_stop, report), self)
         task.partial.connect(lambda match, task=task: self._add_study(match) if task is self.query_task else None)
         task.finished.connect(lambda found, task=task: self._searched(found) if task is self.query_task else None)
-        task.failed.connect(lambda message: self.status.setText(message))
+        task.failed.connect(self.status.setText)
         self.query_task = task
         task.start()
         return task
@@ -243,7 +243,7 @@ class QueryDialog(QDialog):
         node = self.node()
         task = BackgroundTask(lambda progress, should_stop, report: find_series(node, study_uid, should_stop), self)
         task.finished.connect(lambda series: self._show_series(study_uid, series))
-        task.failed.connect(lambda message: self.status.setText(message))
+        task.failed.connect(self.status.setText)
         self.series_tasks[study_uid] = task
         task.start()
         return task
@@ -369,7 +369,7 @@ class QueryDialog(QDialog):
         task = BackgroundTask(lambda progress, should_stop, report: cache.clear(), self)
         task.finished.connect(lambda _result: self.status.setText(
             "The PACS cache is empty; studies opened from it will be retrieved again."))
-        task.failed.connect(lambda message: self.status.setText(message))
+        task.failed.connect(self.status.setText)
         task.done.connect(self._show_cache_size)
         self.cache_task = task
         task.start()

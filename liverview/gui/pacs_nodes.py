@@ -144,7 +144,7 @@ class NodeDialog(QDialog):
         self.verify_button.setEnabled(False)
         task = BackgroundTask(lambda progress, should_stop, report: verify_node(node), self)
         task.finished.connect(lambda result: self.answer.setText(result.message))
-        task.failed.connect(lambda message: self.answer.setText(message))
+        task.failed.connect(self.answer.setText)
         task.done.connect(lambda: self.verify_button.setEnabled(True))
         self.task = task
         task.start()
