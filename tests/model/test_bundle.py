@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from liverview.model.bundle_format import BUNDLE_KEYS, BundleError, read_bundle_info
 from liverview.model.bundle_writer import save_bundle
@@ -202,3 +203,27 @@ def test_gradcam_heatmap(bundle):
         np.testing.assert_allclose(probabilities, predict(loaded, x)[0], atol=1e-5)
     assert any(cam.max() == pytest.approx(1.0) for cam, _, _ in maps)
     assert compute_gradcam(loaded, x)[1] == int(predict(loaded, x).argmax())
+    for target, (cam, _, _) in enumerate(maps):
+        np.testing.assert_allclose(cam, _gradcam_by_full_backward(loaded, x, target), atol=1e-5)
+
+
+def _gradcam_by_full_backward(loaded, x, target):
+    """Grad-CAM as the paper computes it, by a backward pass through the whole network (the reference the
+    shortcut to the target layer must equal)."""
+    captured = {}
+    layer = find_module(loaded.model, loaded.gradcam_target_layer)
+    handle = layer.register_forward_hook(lambda module, inputs, output: captured.setdefault("maps", output))
+    try:
+        with torch.enable_grad():
+            x = x.detach().clone().unsqueeze(0).requires_grad_(True)
+            captured.clear()
+            logits = loaded.model(x)
+            captured["maps"].retain_grad()
+            logits[0, target].backward()
+    finally:
+        handle.remove()
+        loaded.model.zero_grad(set_to_none=True)
+    maps = captured["maps"]
+    cam = F.relu((maps.grad.mean(dim=(2, 3), keepdim=True) * maps.detach()).sum(dim=1, keepdim=True))
+    cam = F.interpolate(cam, size=x.shape[-2:], mode="bilinear", align_corners=False)[0, 0].numpy()
+    return cam / cam.max() if cam.max() > 0 else cam
