@@ -71,12 +71,13 @@ from liverview.synth.lesions import (
 )
 from liverview.synth.phantom import make_abdomen_phantom
 from liverview.synth.phases import TABLES, Phase, lesion_in_phase
+from liverview.synth.texture import LiverTexture
 from liverview.progress import Progress, ShouldStop, check_stop
 
 logger = logging.getLogger(__name__)
 
 #: Changing what the simulator draws must change this: it enters every seed and UID.
-GENERATOR_VERSION = "1"
+GENERATOR_VERSION = "2"
 GENERATOR = "liverview-synth"
 #: Reader name of every simulated lesion (the dataset's ``reader``).
 READER = "simulator"
@@ -116,8 +117,11 @@ class SimulatorConfig:
     liver_hu: tuple[float, float] = (92.0, 135.0)
     blood_pool_hu: tuple[float, float] = (150.0, 205.0)
     noise_sigma_hu: tuple[float, float] = (7.0, 20.0)
-    noise_grain_mm: tuple[float, float] = (0.5, 1.3)
+    noise_grain_mm: tuple[float, float] = (0.25, 0.55)
     blur_sigma_mm: tuple[float, float] = (0.35, 1.0)
+    #: Parenchymal texture of the liver (`liverview.synth.texture`): its SD and correlation length.
+    liver_texture_hu: tuple[float, float] = (4.0, 10.0)
+    liver_texture_mm: tuple[float, float] = (2.0, 5.0)
     subslice_mm: float = 1.7
     #: Contrast phases each patient is rendered in (the lesions are drawn in the portal-venous one).
     phases: tuple[str, ...] = ("portal_venous",)
@@ -632,6 +636,7 @@ def simulate_patient(
     noise_sigma = float(rng.uniform(*config.noise_sigma_hu))
     grain = float(rng.uniform(*config.noise_grain_mm))
     blur = float(rng.uniform(*config.blur_sigma_mm))
+    texture = LiverTexture.draw(rng, rng.uniform(*config.liver_texture_hu), rng.uniform(*config.liver_texture_mm))
     # A slab of the liver tall enough for the largest lesion, where the liver is widest
     # (between ~10 mm and ~135 mm below the dome of the phantom).
     slab_mm = max(45.0, 1.1 * max(diameters) + 2.0 * dz + 14.0)
@@ -654,6 +659,7 @@ def simulate_patient(
         blood_pool_hu=blood_hu,
     )
     liver = phantom.masks["liver"]
+    texture.add_to(phantom.hu, liver & ~phantom.masks["hepatic_vessels"], spacing)
     lesions = _place_and_render(
         phantom.hu,
         liver,
@@ -672,7 +678,7 @@ def simulate_patient(
     for index, phase in enumerate(p for p in config.phases if p != Phase.PORTAL_VENOUS.value):
         check_stop(should_stop)
         others[phase] = _render_phase(phase, index, seed, anatomy_seq, (shape, spacing, centre_xy, top_s),
-                                      (liver_hu, blood_hu), lesions, config)
+                                      (liver_hu, blood_hu), lesions, config, texture)
     identity = make_series_placement([GENERATOR, GENERATOR_VERSION, "phantom", str(seed)], STUDY_DATETIME)
     acquisition = {
         "spacing_mm_zyx": [dz, pixel, pixel],
@@ -684,6 +690,8 @@ def simulate_patient(
         "noise_sigma_hu": round(noise_sigma, 2),
         "noise_grain_mm": round(grain, 3),
         "blur_sigma_mm": round(blur, 3),
+        "liver_texture_hu": round(texture.sd_hu, 2),
+        "liver_texture_mm": round(texture.length_mm, 2),
     }
     return SimulatedPatient(
         patient_id=phantom_patient_id(seed),
@@ -703,10 +711,11 @@ def simulate_patient(
 
 
 def _render_phase(phase: str, index: int, seed: int, anatomy_seq: np.random.SeedSequence, grid: tuple,
-                  enhancement: tuple[float, float], lesions: list[SimulatedLesion], config: SimulatorConfig) -> PhaseImage:
+                  enhancement: tuple[float, float], lesions: list[SimulatedLesion], config: SimulatorConfig,
+                  texture: LiverTexture) -> PhaseImage:
     """The same patient and lesions in `phase`, as another series of the study: the same anatomy
-    (`anatomy_seq`) and lesion specs in that phase (`phases.lesion_in_phase`), its own slice thickness,
-    noise, grain and blur, and a breathing shift of the anatomy."""
+    (`anatomy_seq`), liver texture and lesion specs in that phase (`phases.lesion_in_phase`), its own
+    slice thickness, noise, grain and blur, and a breathing shift of the anatomy."""
     (shape, spacing, centre_xy, top_s), (liver_hu, blood_hu) = grid, enhancement
     rng = np.random.default_rng(_seed_streams(seed, 1, 100 + index)[0])
     dz = float(config.slice_mm[int(rng.integers(len(config.slice_mm)))])
@@ -719,6 +728,7 @@ def _render_phase(phase: str, index: int, seed: int, anatomy_seq: np.random.Seed
     phantom = make_abdomen_phantom((nz, *shape[1:]), phase_spacing, np.random.default_rng(anatomy_seq),
                                    centre_xy_mm=centre_xy, top_s_mm=top_s, liver_hu=liver_hu, blood_pool_hu=blood_hu,
                                    phase=phase)
+    texture.add_to(phantom.hu, phantom.masks["liver"] & ~phantom.masks["hepatic_vessels"], phase_spacing, z_offset)
     blood_scale = blood_hu / TABLES[Phase.PORTAL_VENOUS].portal_vein
     for lesion in lesions:
         z, y, x = lesion.spec.centre_mm_zyx
@@ -1023,8 +1033,8 @@ def plan_dataset(
 ) -> list[PatientPlan]:
     """Split ``lesions_per_class`` lesions of every class over patients, classes mixed at random.
 
-    Without ``patients`` each patient gets ``config.lesions_per_patient`` lesions (drawn); with it,
-    the lesions are dealt out as evenly as possible. Each patient's seed comes from (seed, index).
+    Without ``patients`` each patient gets ``config.lesions_per_patient`` lesions (drawn, the last
+    patients included); with it, the lesions are dealt out as evenly as possible. Each patient's seed comes from (seed, index).
     """
     if lesions_per_class < 1:
         raise ValueError("lesions per class must be at least 1")
@@ -1041,6 +1051,9 @@ def plan_dataset(
         lo, hi = config.lesions_per_patient
         while start < len(labels):
             n = int(rng.integers(lo, hi + 1))
+            left = len(labels) - start
+            if 0 < left - n < lo:  # the last patient would get fewer than `lo`: deal the rest now
+                n = left if left <= hi else left - lo
             groups.append(list(range(start, min(start + n, len(labels)))))
             start += n
     plans = []

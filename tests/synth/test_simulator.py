@@ -3,6 +3,8 @@ class-typical attenuation (docs/synth.md), and lesions inserted into a real CT s
 
 from __future__ import annotations
 
+from collections import Counter
+
 import json
 from pathlib import Path
 
@@ -162,6 +164,7 @@ def test_attenuation_per_class_matches_docs() -> None:
     config = sim.SimulatorConfig(diameter_mm=(15.0, 45.0))
     order = list(LesionClass)
     seen = dict.fromkeys(order, 0)
+    nodular_peaks: list[float] = []
     for n in range(4):
         patient = sim.simulate_patient(40 + n, order[n:] + order[:n], config)
         liver, blood = patient.acquisition["liver_hu"], patient.acquisition["blood_pool_hu"]
@@ -175,7 +178,10 @@ def test_attenuation_per_class_matches_docs() -> None:
                 assert s["median"] >= liver + 15.0 and s["median"] >= blood - 50.0, s  # flash-filling
             elif spec.lesion_class is LesionClass.HEMANGIOMA:
                 assert s["median"] <= liver - 15.0, s  # the unfilled bulk is hypoattenuating
-                assert s["brightest"] >= liver + 5.0 and s["brightest"] <= blood + 25.0, s  # nodules
+                # Nodules stand out of the bulk and stay below the blood pool; whether they also exceed the
+                # liver on the key slice depends on their size against the slice (docs: 5th percentile +5 HU).
+                assert s["brightest"] >= s["median"] + 25.0 and s["brightest"] <= blood + 25.0, s
+                nodular_peaks.append(s["brightest"] - liver)
             elif spec.lesion_class is LesionClass.HCC:
                 assert s["median"] <= liver + 2.0, s  # washout
                 if spec.enhancing_hu is not None:
@@ -185,6 +191,7 @@ def test_attenuation_per_class_matches_docs() -> None:
                 if spec.enhancing_hu is not None and spec.necrosis_fraction == 0.0:
                     assert s["rim"] >= s["centre"] + 5.0, s  # rim ("target")
     assert all(count == 4 for count in seen.values())
+    assert nodular_peaks and float(np.median(nodular_peaks)) >= 5.0, nodular_peaks  # nodules above the liver
 
 
 def test_varied_parameters_stay_in_their_documented_ranges() -> None:
@@ -258,7 +265,7 @@ def test_lesions_on_a_real_series_stay_in_the_liver_mask(real_ct) -> None:
         near |= lesion.mask
         k = int(np.argmax(lesion.mask.sum(axis=(1, 2))))
         inside = patient.hu[k][lesion.mask[k]].astype(float)
-        if lesion.lesion_class is LesionClass.BENIGN_CYST:
+        if lesion.lesion_class is LesionClass.BENIGN_CYST and lesion.spec.diameter_mm >= 2 * volume.spacing_mm[0]:
             assert inside.mean() < 40.0  # water, with the series' own noise and partial volume
     # Nothing changes away from the lesions (the painted difference is blurred by ~1 mm only).
     kernel = np.ones((15, 15), np.uint8)
@@ -367,3 +374,12 @@ def test_cli_noise_option_renders_the_same_lesions_at_another_noise(tmp_path: Pa
         assert spread[1] > 2 * spread[0]
     assert synth_cli.main([str(tmp_path / "x"), "-n", "1", "--noise-sd", "20", "7", "-q"]) == 1
     assert "noise SD range" in capsys.readouterr().err
+
+
+def test_every_planned_patient_gets_two_to_six_lesions() -> None:
+    for lesions_per_class in (1, 2, 3, 5, 6, 25):
+        for seed in range(12):
+            plans = sim.plan_dataset(lesions_per_class, seed)
+            sizes = [len(plan.classes) for plan in plans]
+            assert all(2 <= n <= 6 for n in sizes), (lesions_per_class, seed, sizes)
+            assert Counter(c for plan in plans for c in plan.classes) == dict.fromkeys(CLASSES, lesions_per_class)
