@@ -76,6 +76,11 @@ class Roi:
                    sop_instance_uid=str(data.get("sop_instance_uid", "")), id=str(data.get("id") or new_id("r")))
 
 
+#: A suggestion needs its class ahead of the next one by this much: within 5 percentage points (a
+#: four-way 25 % tie, two classes at 48 and 46 %) the model has not chosen between them.
+MIN_LEAD = 0.05
+
+
 @dataclass
 class AIResult:
     """The model's opinion on a lesion, kept with it and exported with it."""
@@ -103,6 +108,20 @@ class AIResult:
     @property
     def probability(self) -> float:
         return self.probabilities[self.predicted]
+
+    @property
+    def lead(self) -> float:
+        """How far the predicted class is ahead of the next one (0 for a tie)."""
+        return self.probability - max((p for c, p in self.probabilities.items() if c != self.predicted), default=0.0)
+
+    def refusal(self) -> str | None:
+        """Why this answer is no suggestion a reader could take as the label, or None when it is one."""
+        if self.outside_training:
+            return "the model's answer lies outside its training data: label this lesion yourself"
+        if self.lead < MIN_LEAD:
+            return (f"no class leads the model's answer ({self.probability:.0%} against {self.probability - self.lead:.0%}"
+                    " for the next): label this lesion yourself")
+        return None
 
     def to_dict(self) -> dict[str, Any]:
         return {**self.__dict__, "probabilities": dict(self.probabilities), "phases_read": list(self.phases_read),

@@ -328,6 +328,9 @@ class AnnotationStore:
                 raise ValueError("this lesion has no model result to accept")
             if lesion.current_ai() is None:
                 raise ValueError("the outline changed after the model answered; classify the lesion again")
+            refusal = lesion.ai.refusal()
+            if refusal is not None:
+                raise ValueError(refusal)
             lesion.label = lesion.ai.predicted
             lesion.label_source = "ai-accepted"
             lesion.ai.accepted_by = self.reader

@@ -192,7 +192,8 @@ class ClassificationController(QObject):
         self.crops.clear()
         device = description.device.upper() if description.device.startswith("cpu") else description.device
         self.status_label.setText(f"Model: {description.name} {description.version} · {device}")
-        quality = f" · test macro-F1 {description.macro_f1:.2f}" if description.macro_f1 is not None else ""
+        quality = (f" · test macro-F1 {description.macro_f1:.2f}" if description.macro_f1 is not None
+                   else " · untested: no held-out test lesions")
         if description.reader_macro_f1 is not None:
             quality += f", with every phase {description.reader_macro_f1:.2f}"
         self.panel.set_model(f"{description.name} {description.version} on {device}{quality}",
@@ -201,6 +202,9 @@ class ClassificationController(QObject):
                              reader_by_uncertainty=description.reader_by_uncertainty)
         if description.device_note:
             self.host.show_status(description.device_note, 10000)
+        elif description.macro_f1 is None:
+            self.host.show_status(f"{description.name} {description.version} was not tested on held-out lesions: "
+                                  "nobody knows how often it is right", 10000)
         self.refresh()
 
     def _on_model_failed(self, message: str) -> None:
@@ -272,9 +276,9 @@ class ClassificationController(QObject):
         if lesion is None or lesion.current_ai() is None:
             self.host.show_status("Classify the selected lesion first", 4000)
             return
-        if lesion.ai.outside_training:
-            self.host.show_status("The model's answer lies outside its training data: label this lesion yourself",
-                                  5000)
+        refusal = lesion.ai.refusal()
+        if refusal is not None:
+            self.host.show_status(refusal[:1].upper() + refusal[1:], 5000)
             return
         if not self.host.reader_name() or not self.host.may_edit(lesion):
             return
@@ -361,7 +365,7 @@ class ClassificationController(QObject):
         lesion = self.selected_lesion()
         busy = self.batch_job is not None
         answer = lesion.current_ai() if lesion is not None else None
-        acceptable = answer is not None and not answer.outside_training
+        acceptable = answer is not None and answer.refusal() is None
         self.panel.set_enabled(model=True, lesion=lesion is not None, has_result=acceptable, busy=busy)
         shown = self.crops.get((lesion.id, lesion.outline_key())) if answer is not None else None
         self.panel.show_phase_crops(*(shown or ({}, {}, None, {})))

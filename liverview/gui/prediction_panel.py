@@ -11,7 +11,7 @@ from PySide6.QtGui import QImage, QPixmap
 from PySide6.QtWidgets import (QCheckBox, QGridLayout, QHBoxLayout, QLabel, QProgressBar, QPushButton, QSlider,
                                QVBoxLayout, QWidget)
 
-from liverview.annotations.document import AIResult
+from liverview.annotations.document import MIN_LEAD, AIResult
 from liverview.gui.heatmap_overlay import heatmap_lookup_table
 from liverview.model.uncertainty import HEATMAP_INSIDE_MIN
 
@@ -212,9 +212,11 @@ class PredictionPanel(QWidget):
             return
         self.probabilities = {c: float(result.probabilities.get(c, 0.0)) for c in self.classes}
         values = [self.probabilities[c] for c in self.classes]
-        # An answer outside the training data picks no class: no bar in the chosen class's colour.
-        top = UNRELIABLE_COLOR if result.outside_training else TOP_COLOR
-        others = UNRELIABLE_COLOR if result.outside_training else BAR_COLOR
+        # An answer outside the training data, or one where no class leads, picks no class: no bar in
+        # the chosen class's colour.
+        undecided = not result.outside_training and result.lead < MIN_LEAD
+        top = UNRELIABLE_COLOR if result.outside_training or undecided else TOP_COLOR
+        others = UNRELIABLE_COLOR if result.outside_training or undecided else BAR_COLOR
         brushes = [pg.mkBrush(*(top if c == result.predicted else others)) for c in self.classes]
         self.bars.setOpts(x0=[0] * len(values), y=list(range(len(values))), width=values, brushes=brushes)
         for i, value in enumerate(values):
@@ -235,6 +237,12 @@ class PredictionPanel(QWidget):
             self.uncertainty_label.setText(f"It would answer {name} ({share}): do not rely on it")
             reasons = "; ".join(result.outside_training)
             self._show_measured(reasons[:1].upper() + reasons[1:] + ".")
+        elif undecided:
+            tied = [self.class_names[i] for i, c in enumerate(self.classes)
+                    if self.probabilities[c] >= self.probabilities.get(result.predicted, 0.0) - MIN_LEAD]
+            self.top_label.setText("No class leads")
+            self.uncertainty_label.setText("The model has not chosen: label this lesion yourself")
+            self._show_measured(f"{', '.join(tied[:-1])} and {tied[-1]} lie within {MIN_LEAD:.0%} of each other.")
         else:
             self.top_label.setText(f"{name}  {share}")
             self.uncertainty_label.setText(f"Uncertainty: {level}" + (f" (entropy {result.entropy:.2f})"

@@ -29,7 +29,12 @@ RIGHT = {"low": "19 of 20 (95%)", "moderate": "7 of 10 (70%)", "high": "3 of 10 
 def model_bundle(tmp_path_factory):
     """A small untrained bundle: these tests are about the app's plumbing, not the model's accuracy."""
     torch.manual_seed(5)
-    return save_bundle(tmp_path_factory.mktemp("model") / "tiny", build_network("tiny_cnn", 4),
+    network = build_network("tiny_cnn", 4)
+    # Untrained, it answers close to 25 % for every class, which the app rightly shows as no answer:
+    # a bias gives one class a clear lead (about 70 %) whatever the input.
+    with torch.no_grad():
+        network.classifier.bias.copy_(torch.tensor([0.0, 0.0, 2.0, 0.0]))
+    return save_bundle(tmp_path_factory.mktemp("model") / "tiny", network,
                        architecture="tiny_cnn", classes=CLASSES, preprocess_config=PreprocessConfig(size=96),
                        metrics={"macro_f1": 0.25, "by_uncertainty": BY_UNCERTAINTY}, name="tiny-test-model",
                        version="0.0.1", training_domain=DEMO_DOMAIN)
@@ -273,6 +278,52 @@ def test_an_answer_outside_the_training_data_cannot_be_accepted_as_a_label(qtbot
     assert "outside" in window.statusBar().currentMessage()
 
 
+def test_an_answer_where_no_class_leads_is_no_suggestion(qtbot, window, tmp_path):
+    """A model trained on three lesions answered 25 % for every class; "Metastasis 25%" was the headline and
+    "Accept as label" recorded it as the reader's accepted AI suggestion."""
+    from liverview.annotations.document import AIResult
+    from liverview.gui.prediction_panel import PredictionPanel
+
+    panel = PredictionPanel()
+    qtbot.addWidget(panel)
+    panel.set_model("tiny", CLASSES, CLASSES, model_id="m")
+    tie = AIResult(model_id="m", probabilities={c: 0.25 for c in CLASSES}, predicted="metastasis", time="t",
+                   uncertainty="high", entropy=1.0)
+    panel.show_result(tie)
+    assert panel.top_label.text() == "No class leads" and "25%" not in panel.top_label.text()
+    assert panel.uncertainty_label.text() == "The model has not chosen: label this lesion yourself"
+    assert panel.measured_label.text() == "benign_cyst, hemangioma, hcc and metastasis lie within 5% of each other."
+    assert len({brush.color().name() for brush in panel.bars.opts["brushes"]}) == 1
+    panel.resize(420, 640)
+    panel.grab().save(str(tmp_path / "no-lead.png"))
+    # Two classes close together are a tie too; a clear lead is a suggestion.
+    close = dataclasses.replace(tie, probabilities={"benign_cyst": 0.02, "hemangioma": 0.04, "hcc": 0.46,
+                                                    "metastasis": 0.48})
+    assert "no class leads" in close.refusal()
+    assert dataclasses.replace(tie, probabilities={**close.probabilities, "hcc": 0.30, "metastasis": 0.64}).refusal() is None
+
+    controller = window.classification
+    lesion = window.store.document.lesions[0]
+    window.jump_to_lesion(lesion.id)
+    with qtbot.waitSignal(controller.worker.result, timeout=60000):
+        controller.classify_selected()
+    qtbot.waitUntil(lambda: controller.panel.accept_button.isEnabled())
+    answer = window.store.document.lesion(lesion.id).ai
+    window.store.set_ai_result(lesion.id, dataclasses.replace(answer, probabilities={c: 0.25 for c in answer.probabilities}))
+    controller.refresh()
+    assert not controller.panel.accept_button.isEnabled()
+    label_before = window.store.document.lesion(lesion.id).label
+    controller.accept_label()
+    assert window.store.document.lesion(lesion.id).label == label_before
+    assert "No class leads" in window.statusBar().currentMessage()
+    own = window.store.add_lesion(Roi(lesion.rois[0].slice_index, lesion.rois[0].points_xy))
+    window.store.set_ai_result(own.id, dataclasses.replace(answer, probabilities={c: 0.25 for c in answer.probabilities},
+                                                           outline=window.store.document.lesion(own.id).outline_key()))
+    with pytest.raises(ValueError, match="no class leads"):
+        window.store.accept_ai_label(own.id)
+    assert window.store.document.lesion(own.id).label_source != "ai-accepted"
+
+
 def test_a_heatmap_that_points_elsewhere_is_not_presented_as_an_explanation(qtbot):
     from liverview.annotations.document import AIResult
     from liverview.gui.prediction_panel import PredictionPanel
@@ -326,3 +377,17 @@ def test_the_panel_shows_what_the_network_read_of_each_phase(qtbot, tmp_path):
     assert abs(arterial.pixelColor(44, 44).red() - arterial.pixelColor(44, 44).blue()) < 10
     panel.show_phase_crops({})
     assert panel.crop_labels == []
+
+
+def test_a_model_without_held_out_test_lesions_says_it_is_untested(qtbot, window, tmp_path):
+    """A model trained on three lesions, with no test split, loaded with no word that nobody knows how good
+    it is (the bundled model's line gives its test macro-F1)."""
+    controller = window.classification
+    assert "test macro-F1 0.25" in controller.panel.model_label.text()
+    untested = save_bundle(tmp_path / "untested", build_network("tiny_cnn", 4), architecture="tiny_cnn",
+                           classes=CLASSES, preprocess_config=PreprocessConfig(size=96), name="my-model",
+                           version="0.1.0", training_domain=DEMO_DOMAIN)
+    with qtbot.waitSignal(controller.worker.model_loaded, timeout=60000):
+        controller.load_model(untested)
+    assert controller.panel.model_label.text().startswith("my-model 0.1.0 on CPU · untested: no held-out test lesions")
+    assert "was not tested on held-out lesions" in window.statusBar().currentMessage()
