@@ -126,7 +126,9 @@ def render_model_card(info: dict[str, Any], notes: Sequence[str] = ()) -> str:
                "- Trained on the data above, starting from a model trained on other data (see that model's card)")
               + "; other scanners, phases, reconstruction kernels and lesion types (abscess, FNH, adenoma, ...) are "
               "outside what it has seen.",
-              "- Probabilities are calibrated only as well as the ECE above says."]
+              "- Probabilities are calibrated only as well as the ECE above says." if (metrics or {}).get("ece") is not None
+              else "- Not tested on held-out lesions: how often it is right, and how far its probabilities can be "
+                   "trusted, is not known."]
     lines += [f"- {note}" for note in notes]
     return "\n".join(lines) + "\n"
 

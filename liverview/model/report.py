@@ -232,8 +232,12 @@ def _render_report(results: dict[str, EvaluationResult], figures: dict[str, dict
         lines += ["", "## Training curves", ""]
         if best:
             b = best[-1]
-            lines.append(f"{len(history or [])} epochs; best epoch {b['epoch']} (validation loss "
-                         f"{format_number(b['val_loss'])}, macro-F1 {format_number(b['val_macro_f1'])}).")
+            if b.get("val_loss") is None:
+                lines.append(f"{len(history or [])} epochs; best epoch {b['epoch']}, chosen by the training loss and "
+                             "accuracy: there was no validation split, so nothing here was measured on unseen lesions.")
+            else:
+                lines.append(f"{len(history or [])} epochs; best epoch {b['epoch']} (validation loss "
+                             f"{format_number(b['val_loss'])}, macro-F1 {format_number(b['val_macro_f1'])}).")
         lines += ["", f"![accuracy curves]({curves['accuracy']}) ![loss curves]({curves['loss']})"]
     if context.get("split"):
         lines += ["", "## Data split (lesions per class)", "", "| subset | " + " | ".join(

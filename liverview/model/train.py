@@ -489,18 +489,22 @@ def _train_epochs(config: TrainConfig, run_dir: Path, ctx: DistContext, model: n
 
         val_probs = _predict_sharded(judged, val_ds, ctx, config.batch_size)
         val_metrics = compute_metrics(val_ds.labels, val_probs, config.classes) if len(val_ds) else None
-        val_loss = log_loss(val_probs, val_ds.labels) if len(val_ds) else train_loss
-        val_f1 = val_metrics["macro_f1"] if val_metrics else train_acc
+        val_loss = log_loss(val_probs, val_ds.labels) if len(val_ds) else None
+        val_f1 = val_metrics["macro_f1"] if val_metrics else None
         entry = {"epoch": epoch + 1, "train_loss": train_loss, "train_accuracy": train_acc, "val_loss": val_loss,
                  "val_accuracy": val_metrics["accuracy"] if val_metrics else None, "val_macro_f1": val_f1,
                  "lr": optimizer.param_groups[0]["lr"], "seconds": elapsed,
                  "images_per_second": float(totals[2]) / elapsed if elapsed > 0 else None,
                  "world_size": ctx.world_size}
+        # Without a validation split the training numbers stand in for the choice of the best epoch (the
+        # history and the report say there was none, instead of calling them validation results).
+        judged_loss = train_loss if val_loss is None else val_loss
+        judged_f1 = train_acc if val_f1 is None else val_f1
         if config.lr_schedule == "plateau":
-            scheduler.step(val_loss)
+            scheduler.step(judged_loss)
         elif scheduler is not None:
             scheduler.step()
-        key = _score_key(config.monitor, {"val_macro_f1": val_f1, "val_loss": val_loss})
+        key = _score_key(config.monitor, {"val_macro_f1": judged_f1, "val_loss": judged_loss})
         improved = _improved(key, state.best_key, config.monitor)
         entry["improved"] = improved
         if improved:
@@ -514,9 +518,10 @@ def _train_epochs(config: TrainConfig, run_dir: Path, ctx: DistContext, model: n
         elif epoch + 1 >= config.epochs:
             state.finished, state.stopped_by = True, "max epochs"
         if ctx.is_main:
-            log.info("epoch %d/%d: train loss %.4f acc %.3f | val loss %.4f acc %s macro-F1 %.3f | lr %.2e | %.1f img/s%s",
-                     epoch + 1, config.epochs, train_loss, train_acc, val_loss,
-                     f"{entry['val_accuracy']:.3f}" if entry["val_accuracy"] is not None else "n/a", val_f1, entry["lr"],
+            judged_by = (f"val loss {val_loss:.4f} acc {entry['val_accuracy']:.3f} macro-F1 {val_f1:.3f}"
+                         if val_loss is not None and val_f1 is not None else "no validation split")
+            log.info("epoch %d/%d: train loss %.4f acc %.3f | %s | lr %.2e | %.1f img/s%s",
+                     epoch + 1, config.epochs, train_loss, train_acc, judged_by, entry["lr"],
                      entry["images_per_second"] or 0.0, " *" if improved else "")
             if improved:
                 _save_torch_atomic(cpu_state(judged), checkpoints / "best.pt")
@@ -787,7 +792,8 @@ def finish_run(config: TrainConfig, run_dir: Path, split: Split, loaded: LoadedR
         b = results["baseline"].metrics
         bundle_metrics["baseline"] = {"classifier": results["baseline"].title, "accuracy": b["accuracy"],
                                       "macro_f1": b["macro_f1"]}
-    bundle_metrics["split"] = "test"
+    if test_metrics:
+        bundle_metrics["split"] = "test"
     training = {"architecture": config.architecture, "epochs_run": state.epoch + 1, "best_epoch": state.best_epoch + 1,
                 "stopped_by": state.stopped_by, "seed": config.seed, "batch_size": config.batch_size, "lr": config.lr,
                 "optimizer": "Adam", "loss": "categorical cross-entropy" + (" (class-weighted)" if config.class_weights

@@ -64,6 +64,12 @@ def toy_dataset(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory) -> Path:
+    """4 lesions (one per class) in 2 pseudo-patients: too few for a validation or test split."""
+    return write_lesion_blocks(tmp_path_factory.mktemp("tiny") / "dataset", lesions_per_class=1, seed=3)
+
+
+@pytest.fixture(scope="session")
 def toy_dataset_b(tmp_path_factory) -> Path:
     """A second folder (other seed, other pseudo-patients): training reads several folders."""
     return write_lesion_blocks(tmp_path_factory.mktemp("toyb") / "dataset", lesions_per_class=3, seed=2)

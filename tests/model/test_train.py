@@ -312,3 +312,19 @@ def test_cli_fine_tunes_the_bundle_of_a_run(cli_run, toy_dataset, tmp_path):
                  "--input-size", "64", "-q"]) == 1
     assert main([str(toy_dataset), "--out", str(tmp_path / "none"), "--init-from", str(tmp_path / "nothing"),
                  "-q"]) == 1
+
+
+def test_a_run_without_validation_or_test_lesions_says_so(tiny_dataset, tmp_path, caplog):
+    """Walkthrough step 14: two epochs on three patients printed 'val loss ... macro-F1 0.667' (the training
+    numbers), the report named a validation result, and the card promised an ECE it did not have."""
+    with caplog.at_level("INFO", logger="liverview.model.train"):
+        result = train_model(_config([tiny_dataset], epochs=2), tmp_path / "run")
+    split = Split.load(tmp_path / "run" / "split.json")
+    assert split.train and not split.val and not split.test
+    assert all(h["val_loss"] is None and h["val_macro_f1"] is None for h in result.history)
+    assert "val loss" not in caplog.text and "no validation split" in caplog.text
+    report = (result.report_dir / "report.md").read_text()
+    assert "validation loss" not in report and "there was no validation split" in report
+    card = (result.bundle_dir / "MODEL_CARD.md").read_text()
+    assert "ECE above" not in card and "Not tested on held-out lesions" in card
+    assert load_bundle(result.bundle_dir).info.get("metrics", {}).get("macro_f1") is None
