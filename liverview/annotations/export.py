@@ -10,7 +10,8 @@ from liverview.annotations.deid import Pseudonymizer
 from liverview.annotations.document import AnnotationDocument
 from liverview.annotations.export_common import ExportError, export_identity, output_stem
 from liverview.annotations.export_dataset import PhaseSource, export_dataset
-from liverview.annotations.export_selection import ExportReaders, ReaderScope, default_readers, select_for_export
+from liverview.annotations.export_selection import (ExportReaders, ReaderScope, conflicting_findings, default_readers,
+                                                    select_for_export)
 from liverview.annotations.labels import LabelTaxonomy
 from liverview.io.volume import Volume
 
@@ -64,7 +65,14 @@ def export_annotations(volume: Volume, document: AnnotationDocument, to: str, ou
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = out_dir / output_stem(export_identity(volume, pseudonymize, pseudonymizer))
     common: dict[str, Any] = dict(pseudonymize=pseudonymize, pseudonymizer=pseudonymizer)
-    choice = readers or default_readers(document, reader)
+    choice = readers or default_readers(document, reader, to)
+    if to == "dataset" and choice.scope is ReaderScope.ALL_READERS:
+        conflicts = conflicting_findings(document, volume)
+        if conflicts:
+            raise ExportError(
+                f"A training dataset takes each lesion as one example with one label, but readers labelled the same "
+                f"finding differently: {'; '.join(conflicts)}. Decide the labels in the consensus (Ctrl+K) and "
+                "export the consensus, or export one reader's lesions.")
     try:
         document = select_for_export(document, volume, choice)
     except ValueError as exc:

@@ -46,10 +46,12 @@ class ExportReaders:
         return "every reader's lesions"
 
 
-def default_readers(document: AnnotationDocument, reader: str | None = None) -> ExportReaders:
-    """Consensus once a label was adjudicated; otherwise every reader's lesions, or the one reader's."""
+def default_readers(document: AnnotationDocument, reader: str | None = None, fmt: str | None = None) -> ExportReaders:
+    """Consensus once a label was adjudicated, or for a training dataset (`fmt` "dataset") of several
+    readers, where each lesion must be one example with one label; otherwise every reader's lesions, or
+    the one reader's."""
     readers = document.readers()
-    if document.adjudications:
+    if document.adjudications or (fmt == "dataset" and len(readers) > 1):
         return ExportReaders(ReaderScope.CONSENSUS)
     if len(readers) == 1:
         return ExportReaders(ReaderScope.READER, readers[0])
@@ -118,4 +120,19 @@ def select_for_export(document: AnnotationDocument, volume: Volume, choice: Expo
     return selected
 
 
-__all__ = ["ExportReaders", "ReaderScope", "default_readers", "parse_readers", "select_for_export"]
+def conflicting_findings(document: AnnotationDocument, volume: Volume) -> list[str]:
+    """The findings several readers outlined with different labels and nobody adjudicated, each as
+    "L1 (Dr A: hcc) and L2 (Dr B: metastasis)" with the lesions' numbers on the series."""
+    numbers = document.lesion_numbers()
+    by_id = {lesion.id: lesion for lesion in document.lesions}
+    conflicts = []
+    for group in summarize_consensus(document, volume).groups:
+        labels = {by_id[i].label for i in group.lesion_ids if by_id[i].label}
+        if len(labels) > 1 and group.adjudication is None:
+            members = [f"{numbers[i]} ({by_id[i].reader}: {by_id[i].label})" for i in group.lesion_ids]
+            conflicts.append(", ".join(members[:-1]) + " and " + members[-1])
+    return conflicts
+
+
+__all__ = ["ExportReaders", "ReaderScope", "conflicting_findings", "default_readers", "parse_readers",
+           "select_for_export"]

@@ -35,6 +35,7 @@ class ExportDialog(QDialog):
         for key, text in EXPORT_FORMATS.items():
             self.format.addItem(text, key)
         self.format.setCurrentIndex(self.format.findData(fmt))
+        self.reader_count = len(readers or [])
         self.readers = QComboBox()
         self.readers.addItem(f"Consensus: one lesion per finding, final labels ({n_adjudicated} adjudicated)",
                              ExportReaders(ReaderScope.CONSENSUS))
@@ -42,7 +43,7 @@ class ExportDialog(QDialog):
             self.readers.addItem(f"Reader {reader} only", ExportReaders(ReaderScope.READER, reader))
         self.readers.addItem("Every reader's lesions, each naming its reader", ExportReaders(ReaderScope.ALL_READERS))
         if default is not None:
-            self.readers.setCurrentIndex(max(0, self.readers.findData(default)))
+            self.readers.setCurrentIndex(self._index_of(default))
         self.folder = QLineEdit(start_folder)
         browse = QPushButton("Choose…")
         browse.clicked.connect(self._browse)
@@ -86,6 +87,14 @@ class ExportDialog(QDialog):
         fmt = self.format.currentData()
         self.with_images.setEnabled(self.pseudonymize.isChecked() and fmt in WITH_IMAGES_FORMATS)
         self.labelled_only.setEnabled(fmt == "dataset")
+        # A training dataset takes each lesion once, with one label: several readers' lesions go as their consensus.
+        if fmt == "dataset" and self.reader_count > 1 and self.readers.currentData().scope is ReaderScope.ALL_READERS:
+            self.readers.setCurrentIndex(self._index_of(ExportReaders(ReaderScope.CONSENSUS)))
+
+    def _index_of(self, choice: ExportReaders) -> int:
+        # QComboBox.findData cannot match Python objects (it found nothing, so the dialog always opened on
+        # the consensus, "0 adjudicated" included): compare the items' data here.
+        return next((i for i in range(self.readers.count()) if self.readers.itemData(i) == choice), 0)
 
     def _browse(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Export to folder", self.folder.text())

@@ -476,8 +476,9 @@ class MainWindow(QMainWindow):
             return
         start = str(self.settings.value("paths/last_export", str(Path.home() / "liverview-exports")))
         document = self.store.document
-        dialog = ExportDialog(start, str(self.settings.value("paths/last_export_format", "seg")), self,
-                              readers=document.readers(), default=default_readers(document, self.store.reader),
+        fmt = str(self.settings.value("paths/last_export_format", "seg"))
+        dialog = ExportDialog(start, fmt, self, readers=document.readers(),
+                              default=default_readers(document, self.store.reader, fmt),
                               n_adjudicated=len(document.adjudications))
         if dialog.exec():
             c = dialog.choice()

@@ -410,3 +410,19 @@ def test_the_export_dialog_offers_only_what_the_format_uses(qtbot):
     assert dialog.labelled_only.isEnabled() and not dialog.with_images.isEnabled()
     box = dialog.findChild(QDialogButtonBox)
     assert box.button(QDialogButtonBox.Ok).text() == "Export"
+
+
+def test_the_export_dialog_offers_a_dataset_of_several_readers_as_their_consensus(qtbot):
+    from liverview.annotations.export_selection import ExportReaders, ReaderScope
+    from liverview.gui.export_dialog import ExportDialog
+
+    every = ExportReaders(ReaderScope.ALL_READERS)
+    dialog = ExportDialog("/tmp", fmt="seg", readers=["Dr A", "Dr B"], default=every)
+    qtbot.addWidget(dialog)
+    assert dialog.readers.currentData() == every
+    dialog.format.setCurrentIndex(dialog.format.findData("dataset"))
+    assert dialog.readers.currentData().scope is ReaderScope.CONSENSUS
+    alone = ExportDialog("/tmp", fmt="seg", readers=["Dr A"], default=ExportReaders(ReaderScope.READER, "Dr A"))
+    qtbot.addWidget(alone)
+    alone.format.setCurrentIndex(alone.format.findData("dataset"))
+    assert alone.readers.currentData() == ExportReaders(ReaderScope.READER, "Dr A")
