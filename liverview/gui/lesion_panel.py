@@ -23,7 +23,7 @@ UNITS = {"Long": "longest diameter, mm (RECIST)", "Short": "perpendicular diamet
 #: details pane lists them all (the table fits the panel without scrolling sideways).
 DEFAULT_COLUMNS = ("Lesion", "Label", "Long", "Short", "Area", "Mean", "Model")
 #: Columns of free-length words, fitted to the panel rather than to their text.
-TEXT_COLUMNS = ("Label", "Model")
+TEXT_COLUMNS = ("Label", "Reader", "Model")
 
 
 def swatch(color: tuple[int, int, int]) -> QIcon:
@@ -119,6 +119,8 @@ class LesionPanel(QWidget):
         self.taxonomy = LabelTaxonomy()
         self.measurements: dict[str, LesionMeasurement] = {}
         self.numbers: dict[str, str] = {}
+        #: Columns whose visibility the reader chose (the header menu); the panel leaves them as chosen.
+        self.columns_chosen: set[str] = set()
         self.unit = "HU"
         self._measure_cache: dict[tuple[str, int], LesionMeasurement] = {}
         self._measured_state: tuple[int, int] | None = None
@@ -249,6 +251,10 @@ class LesionPanel(QWidget):
                 if COLUMNS[column] in TEXT_COLUMNS:
                     item.setToolTip(item.text())
                 self.table.setItem(row, column, item)
+        # One finding outlined by two readers is two rows alike but for the reader: show whose each is,
+        # unless the reader chose the Reader column's visibility.
+        if "Reader" not in self.columns_chosen:
+            self.table.setColumnHidden(COLUMNS.index("Reader"), len({lesion.reader for lesion in lesions}) < 2)
         self.table.resizeColumnsToContents()
         header = self.table.horizontalHeader()
         for column, name in enumerate(COLUMNS):  # room for the header's text and its sort arrow too
@@ -258,13 +264,17 @@ class LesionPanel(QWidget):
         self.table.setUpdatesEnabled(True)
         self.table.setSortingEnabled(True)
 
+    def _set_column_shown(self, column: int, shown: bool) -> None:
+        self.table.setColumnHidden(column, not shown)
+        self.columns_chosen.add(COLUMNS[column])
+
     def _choose_columns(self, position) -> None:
         menu = QMenu(self)
         for column, name in enumerate(COLUMNS[1:], start=1):
             action = menu.addAction(name)
             action.setCheckable(True)
             action.setChecked(not self.table.isColumnHidden(column))
-            action.toggled.connect(lambda on, c=column: self.table.setColumnHidden(c, not on))
+            action.toggled.connect(lambda on, c=column: self._set_column_shown(c, on))
         menu.exec(self.table.horizontalHeader().mapToGlobal(position))
 
     def show_selection(self, lesion: Lesion | None) -> None:

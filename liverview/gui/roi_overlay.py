@@ -62,6 +62,8 @@ class RoiOverlay:
             return
         z = self.view.slice_index
         placed: list[QRectF] = []
+        # With several readers' lesions shown, one finding carries a tag per reader: each names its reader.
+        by_reader = len({lesion.reader for lesion in lesions}) > 1
         for lesion in lesions:
             color = taxonomy.get(lesion.label).color if lesion.label in taxonomy else UNLABELLED
             for roi in lesion.rois_on(z):
@@ -79,7 +81,8 @@ class RoiOverlay:
                 self._add(item)
                 x0, y0 = np.min(np.asarray(roi.points_xy), axis=0)
                 # A dark backing keeps the tag readable on bright, contrast-enhanced liver.
-                tag = pg.TextItem(f"{numbers.get(lesion.id, lesion.id)} {taxonomy.name_of(lesion.label, 'unlabelled')}",
+                text = f"{numbers.get(lesion.id, lesion.id)} {taxonomy.name_of(lesion.label, 'unlabelled')}"
+                tag = pg.TextItem(text + (f" · {lesion.reader}" if by_reader else ""),
                                   color=QColor(*color), anchor=(0, 1), fill=pg.mkBrush(0, 0, 0, 170))
                 tag.setPos(*self.view.pixel_to_view(float(x0), float(y0) - 1))
                 tag.setZValue(21)

@@ -426,3 +426,34 @@ def test_the_export_dialog_offers_a_dataset_of_several_readers_as_their_consensu
     qtbot.addWidget(alone)
     alone.format.setCurrentIndex(alone.format.findData("dataset"))
     assert alone.readers.currentData() == ExportReaders(ReaderScope.READER, "Dr A")
+
+
+def test_two_readers_outlines_of_one_finding_say_whose_each_is(qtbot, window, tmp_path):
+    """Walkthrough step 11: Dr Bob's and Dr Ada's outlines of the same lesion showed as two lesions with
+    two tags over one circle and two table rows alike, with no reader named anywhere."""
+    import pyqtgraph as pg
+
+    from liverview.annotations.document import Lesion, Roi
+
+    def tags():
+        return sorted(item.textItem.toPlainText() for item in window.annotator.overlay._items
+                      if isinstance(item, pg.TextItem))
+
+    table = window.lesion_panel.table
+    reader_column = [table.horizontalHeaderItem(c).text() for c in range(table.columnCount())].index("Reader")
+    qtbot.keyClick(window, Qt.Key_O)
+    drag(viewport(window), screen_of_pixel(window, 90, 100), screen_of_pixel(window, 110, 118))
+    qtbot.keyClick(window, Qt.Key_2, Qt.ControlModifier)
+    assert tags() == ["L1 Hemangioma"] and table.isColumnHidden(reader_column)
+    mine = window.store.document.lesions[0]
+    theirs = Lesion(reader="Dr Bob", label="metastasis", rois=[Roi(r.slice_index, r.points_xy) for r in mine.rois])
+    window.store.document.lesions.append(theirs)  # as if imported from Dr Bob's file
+    window.store.set_label(mine.id, "hemangioma")  # any edit refreshes the views
+    qtbot.waitUntil(lambda: len(tags()) == 2)
+    assert tags() == ["L1 Hemangioma · Dr Ada", "L2 Metastasis · Dr Bob"]
+    assert not table.isColumnHidden(reader_column)
+    assert sorted(table.item(r, reader_column).text() for r in range(table.rowCount())) == ["Dr Ada", "Dr Bob"]
+    right = max(table.columnViewportPosition(c) + table.columnWidth(c) for c in range(table.columnCount())
+                if not table.isColumnHidden(c))
+    assert right <= table.viewport().width()
+    window.grab().save(str(tmp_path / "two-readers.png"))
