@@ -414,6 +414,17 @@ def self_test_lesion(window: Any) -> Any:
     return truth.lesions[0]
 
 
+def self_test_model(settings: Any) -> tuple[Path, str]:
+    """The model the app would use, and where that choice comes from: $LIVERVIEW_MODEL, else the one
+    the user loaded (File › Load model…, kept in the user's settings), else the bundled one."""
+    if os.environ.get(MODEL_OVERRIDE_ENV):
+        return Path(os.environ[MODEL_OVERRIDE_ENV]), f"${MODEL_OVERRIDE_ENV}"
+    chosen = str(settings.value("model/path", "") or "")
+    if chosen:
+        return Path(chosen), "loaded in the app (File > Load model...)"
+    return default_model_path(), "bundled"
+
+
 def self_test_steps(result: dict[str, Any], reporter: ErrorReporter, settings_file: Path) -> None:
     """The self-test proper; fills `result` as it goes, so a failure still reports what worked."""
     timings = result["timings_s"]
@@ -443,8 +454,9 @@ def self_test_steps(result: dict[str, Any], reporter: ErrorReporter, settings_fi
             from liverview.model.inference import load_bundle, resolve_device
             from liverview.model.classify import classify_lesion
 
-            path = Path(os.environ.get(MODEL_OVERRIDE_ENV) or default_model_path())
+            path, source = self_test_model(QSettings())
             loaded = load_bundle(path, resolve_device("auto"))
+            result["model_source"] = source
             result["device"] = str(loaded.device)
             # torch is the model layer's import; only its version is read here.
             result["torch_version"] = sys.modules["torch"].__version__
@@ -466,8 +478,8 @@ def self_test_steps(result: dict[str, Any], reporter: ErrorReporter, settings_fi
 def summarise_self_test(result: dict[str, Any]) -> str:
     """The self-test's verdict in one line: OK or FAILED, with the model and device that were used."""
     model = result.get("model") or {}
-    used = (f"model {model.get('name')} {model.get('version')} ({str(model.get('sha256') or '')[:12]}) "
-            f"on {result.get('device')}") if model else "no model loaded"
+    used = (f"model {model.get('name')} {model.get('version')} ({str(model.get('sha256') or '')[:12]}, "
+            f"{result.get('model_source')}) on {result.get('device')}") if model else "no model loaded"
     seconds = result["timings_s"].get("total", 0.0)
     if not result["ok"]:
         return f"liverview self-test: FAILED - {result['error']} ({used}; {seconds:.1f} s)"

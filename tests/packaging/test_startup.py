@@ -103,6 +103,23 @@ def test_self_test_in_process(with_demo, tiny_bundle, tmp_path, monkeypatch, cap
     assert "self-test passed" in app.log_file_path().read_text()
 
 
+def test_self_test_uses_the_model_loaded_in_the_app(with_demo, tiny_bundle, tmp_path, monkeypatch, capsys, qapp):
+    """Walkthrough step 15: after File > Load model... the self-test still named and ran the bundled model."""
+    from PySide6.QtCore import QSettings
+
+    monkeypatch.setenv("QT_QPA_PLATFORM", "offscreen")
+    monkeypatch.delenv(app.MODEL_OVERRIDE_ENV, raising=False)
+    qapp.setOrganizationName("liverview")
+    qapp.setApplicationName("liverview")
+    QSettings().setValue("model/path", str(tiny_bundle))
+    QSettings().sync()
+    out = tmp_path / "report.json"
+    assert app.main(["--self-test", "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["model"]["path"] == str(tiny_bundle) and report["model_source"].startswith("loaded in the app")
+    assert "packaging-test-model" in capsys.readouterr().out.splitlines()[0]
+
+
 def test_self_test_reports_a_missing_model(with_demo, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("QT_QPA_PLATFORM", "offscreen")
     monkeypatch.setenv(app.MODEL_OVERRIDE_ENV, str(tmp_path / "no-such-model"))
