@@ -282,8 +282,9 @@ def offer_demo(window: Any) -> None:
 
     answer = QMessageBox.question(
         window, "Welcome to liverview",
-        "Open the demo study?\n\nIt is a synthetic abdominal CT with labelled liver lesions (fictitious "
-        "patient), generated once into your user data folder. It is always there under File → Open demo study.",
+        "Open the demo study?\n\nIt is a synthetic abdominal CT (fictitious patient) with liver lesions to outline, "
+        "label and classify yourself; their true classes are in its ground-truth.json (File → Import annotations). "
+        "It is generated once into your user data folder and always there under File → Open demo study.",
         QMessageBox.Yes | QMessageBox.No, QMessageBox.Yes)
     if answer == QMessageBox.Yes:
         window.open_demo()

@@ -138,6 +138,7 @@ class LesionPanel(QWidget):
         self.note.editingFinished.connect(lambda: self.note_edited.emit(self.note.text()))
         self.selected_label = QLabel("No lesion selected")
         self.selected_label.setTextFormat(Qt.PlainText)
+        self.selected_label.setWordWrap(True)
         self.readers = QListWidget()
         self.readers.setMaximumHeight(70)
         self.readers.itemChanged.connect(self._readers_changed)
@@ -285,7 +286,11 @@ class LesionPanel(QWidget):
             self.table.clearSelection()
             return
         name = self.taxonomy.name_of(lesion.label, "unlabelled")
-        self.selected_label.setText(f"{self.numbers.get(lesion.id, lesion.id)}: {name} — {lesion.reader}")
+        source = ""
+        if lesion.label_source == "ai-accepted" and lesion.ai is not None:
+            source = f" (the model's suggestion, accepted by {lesion.ai.accepted_by or lesion.reader})"
+        self.selected_label.setText(f"{self.numbers.get(lesion.id, lesion.id)}: {name}{source} — {lesion.reader}")
+        self.selected_label.setToolTip(self.selected_label.text())
         m = self.measurements.get(lesion.id)
         self.details.setText("" if m is None else (
             f"Long {format_measurement(m, 'long_axis_mm')} × short {format_measurement(m, 'short_axis_mm')} mm · "

@@ -158,6 +158,8 @@ def test_accept_as_label_records_the_ai_suggestion(qtbot, window):
     accepted = window.store.document.lesion(lesion.id)
     assert accepted.label == accepted.ai.predicted
     assert accepted.label_source == "ai-accepted" and accepted.ai.accepted_by == "Dr Ada"
+    # The selected lesion's line says so (the table's "(AI)" mark is often elided in its narrow column).
+    assert "(the model's suggestion, accepted by Dr Ada)" in window.lesion_panel.selected_label.text()
     window.store.flush()
     saved = window.store.path.read_text()
     assert '"ai-accepted"' in saved and '"accepted_by": "Dr Ada"' in saved
