@@ -10,7 +10,7 @@ from PySide6.QtCore import QObject, QPointF, Qt, Signal
 
 from liverview.annotations.document import Lesion, Roi, new_id
 from liverview.annotations.labels import LabelTaxonomy
-from liverview.annotations.measurements import find_lesion_to_join, roi_mask
+from liverview.annotations.measurements import find_lesion_to_join, format_measurement, measure_lesion, roi_mask
 from liverview.annotations.store import AnnotationStore, Changed
 from liverview.gui.roi_overlay import RoiOverlay
 from liverview.gui.viewer import Viewer
@@ -190,6 +190,10 @@ class Annotator(QObject):
         source = min(lesion.rois, key=lambda r: abs(r.slice_index - z))
         roi = self.store.copy_roi_to_slice(lesion.id, source.id, z, self.volume.sop_instance_uids[z])
         self.select(lesion.id, roi.id)
+        m = measure_lesion(self.volume, self.store.document.lesion(lesion.id))
+        self.message.emit(f"Outline of {self._number(lesion)} copied from slice {source.slice_index + 1} to "
+                          f"{z + 1}: adjust it. {self._number(lesion)} now spans {m.n_slices} slices, volume "
+                          f"{format_measurement(m, 'volume_ml')} mL")
 
     def finish_polygon(self) -> None:
         if len(self._polygon) >= 3:

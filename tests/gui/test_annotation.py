@@ -81,7 +81,11 @@ def test_ellipse_label_copy_to_next_slice_and_undo(qtbot, window):
     lesion = window.store.document.lesions[0]
     assert lesion.slices() == [z, z + 1]
     assert float(table.item(0, headers.index("Slices")).text()) == 2
-    assert float(table.item(0, headers.index("Volume mL")).text()) > 0
+    volume_ml = table.item(0, headers.index("Volume mL")).text()
+    assert float(volume_ml) > 0
+    # The copy says what it did, with the volume (a column hidden by default).
+    assert window.statusBar().currentMessage() == (f"Outline of L1 copied from slice {z + 1} to {z + 2}: adjust it. "
+                                                   f"L1 now spans 2 slices, volume {volume_ml} mL")
     # Undo the copy and the label, then redo.
     qtbot.keyClick(window, Qt.Key_Z, Qt.ControlModifier)
     assert window.store.document.lesions[0].slices() == [z]
