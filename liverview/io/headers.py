@@ -225,6 +225,11 @@ def describe_fields(fields: HeaderFields, path: str) -> FileHeader:
     pixel = fields.pixel_element()
     if pixel is None:
         kind = fields.text("Modality")
+        rows, columns = fields.integer("Rows"), fields.integer("Columns")
+        if rows and columns:
+            # An image's description without its pixels: what a copy or a download cut short leaves.
+            raise HeaderRejected(f"no Pixel Data (7FE0,0010) after the description of a {rows}×{columns} "
+                                 f"{kind + ' ' if kind else ''}image: the file is probably cut short (damaged)")
         raise HeaderRejected(f"no Pixel Data (7FE0,0010): {kind + ' ' if kind else ''}object without an image")
 
     rows = fields.integer("Rows")

@@ -267,3 +267,15 @@ def test_unpack_of_a_killed_process_is_removed_at_the_next_start(tmp_path, crlm_
 
     assert unpack_folder.remove_stale_unpacks() == leftovers  # what the next start does
     assert not leftovers[0].exists() and own.is_dir()
+
+
+def test_a_file_cut_short_before_its_pixels_is_named_damaged(tmp_path, crlm_dir):
+    """Walkthrough step 3: a truncated .dcm was explained as "CT object without an image"."""
+    from liverview.io.headers import SkippedFile, read_header
+
+    source = sorted(crlm_dir.glob("*.dcm"))[0]
+    (tmp_path / "broken.dcm").write_bytes(source.read_bytes()[:3000])
+    for lean in (True, False):
+        skipped = read_header(str(tmp_path / "broken.dcm"), lean=lean)
+        assert isinstance(skipped, SkippedFile)
+        assert "512×512 CT image: the file is probably cut short (damaged)" in skipped.reason
