@@ -32,8 +32,10 @@ def series_label(info: SeriesInfo, phase: PhaseDecision | None = None) -> str:
     number = f"#{info.identity.series_number} " if info.identity.series_number is not None else ""
     spacing = f"{info.slice_spacing_mm:.3g} mm" if info.n_images > 1 else "single image"
     flag = "  ⚠" if info.warnings else ""
+    images = f"{info.n_images} image" + ("s" if info.n_images != 1 else "")
+    # Short lines: the browser is narrow beside its thumbnails, and a cut "512×51…" says nothing.
     text = (f"{number}{info.modality or '?'}  {info.describe()}{flag}\n"
-            f"{info.n_images} image(s), {info.plane}, {info.columns}×{info.rows}, {spacing}")
+            f"{images}, {info.plane}\n{info.columns}×{info.rows}, {spacing}")
     # An axial CT series is expected to have a phase: that none could be told is said, not left out.
     if phase is not None and (phase.phase is not ContrastPhase.UNKNOWN
                               or (info.modality == "CT" and info.plane == "axial")):
