@@ -229,8 +229,12 @@ class MainWindow(QMainWindow):
             label.setTextFormat(Qt.PlainText)
             label.setMinimumWidth(90)
         self.position_label.setMinimumWidth(230)
-        self.reader_label = QLabel(f"Reader: {self.settings.value('reader/name', '') or '(not set)'}")
-        self.reader_label.setTextFormat(Qt.PlainText)
+        # The reader name outlives the session (one workstation, several readers): it stays in sight, and
+        # a click on it changes it.
+        self.reader_label = QPushButton(f"Reader: {self.settings.value('reader/name', '') or '(not set)'}")
+        self.reader_label.setFlat(True)
+        self.reader_label.setToolTip("Who is reading: recorded on every outline and label. Click to change.")
+        self.reader_label.clicked.connect(self.edit_settings)
         self.warning_button = QPushButton()
         self.warning_button.setFlat(True)
         self.warning_button.setStyleSheet("color: #f0b040;")

@@ -461,3 +461,14 @@ def test_two_readers_outlines_of_one_finding_say_whose_each_is(qtbot, window, tm
                 if not table.isColumnHidden(c))
     assert right <= table.viewport().width()
     window.grab().save(str(tmp_path / "two-readers.png"))
+
+
+def test_the_reader_name_in_the_status_bar_changes_the_reader(qtbot, window, monkeypatch):
+    """Walkthrough step 11: the name stays set across restarts; changing it was only under File > Settings."""
+    from liverview.gui import main_window
+
+    monkeypatch.setattr(main_window.QInputDialog, "getText", staticmethod(lambda *args, **kwargs: ("Dr Bob", True)))
+    assert window.reader_label.text() == "Reader: Dr Ada"
+    qtbot.mouseClick(window.reader_label, Qt.LeftButton)
+    assert window.reader_label.text() == "Reader: Dr Bob" and window.store.reader == "Dr Bob"
+    assert window.settings.value("reader/name") == "Dr Bob"
