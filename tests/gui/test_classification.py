@@ -262,33 +262,47 @@ def test_an_answer_outside_the_training_data_says_so_instead_of_an_uncertainty(q
     panel.grab().save(str(tmp_path / "outside.png"))
 
 
-def test_an_answer_outside_the_training_data_cannot_be_accepted_as_a_label(qtbot, window):
+@pytest.fixture
+def panel(qtbot):
+    """A Model panel of the four classes (ids as names) for the model "m", on its own."""
+    from liverview.gui.prediction_panel import PredictionPanel
+
+    panel = PredictionPanel()
+    qtbot.addWidget(panel)
+    panel.set_model("tiny", CLASSES, CLASSES, model_id="m")
+    return panel
+
+
+def refuse_answer(qtbot, window, message: str, **changes):
+    """Classify the first lesion, change its answer by `changes`, and check that it cannot be accepted
+    (button disabled, the action refused with `message` in the status bar); returns the changed answer."""
     controller = window.classification
     lesion = window.store.document.lesions[0]
     window.jump_to_lesion(lesion.id)
     with qtbot.waitSignal(controller.worker.result, timeout=60000):
         controller.classify_selected()
     qtbot.waitUntil(lambda: controller.panel.accept_button.isEnabled())
-    answer = window.store.document.lesion(lesion.id).ai
-    window.store.set_ai_result(lesion.id, dataclasses.replace(answer, uncertainty="outside training data",
-                                                              outside_training=["this series is arterial"]))
+    answer = dataclasses.replace(window.store.document.lesion(lesion.id).ai, **changes)
+    window.store.set_ai_result(lesion.id, answer)
     controller.refresh()  # as _on_result does once it has stored an answer
     assert not controller.panel.accept_button.isEnabled()
     label_before = window.store.document.lesion(lesion.id).label
     controller.accept_label()
     assert window.store.document.lesion(lesion.id).label == label_before
-    assert "outside" in window.statusBar().currentMessage()
+    assert message in window.statusBar().currentMessage()
+    return answer
 
 
-def test_an_answer_where_no_class_leads_is_no_suggestion(qtbot, window, tmp_path):
+def test_an_answer_outside_the_training_data_cannot_be_accepted_as_a_label(qtbot, window):
+    refuse_answer(qtbot, window, "outside", uncertainty="outside training data",
+                  outside_training=["this series is arterial"])
+
+
+def test_an_answer_where_no_class_leads_is_no_suggestion(qtbot, window, panel, tmp_path):
     """A model trained on three lesions answered 25 % for every class; "Metastasis 25%" was the headline and
     "Accept as label" recorded it as the reader's accepted AI suggestion."""
     from liverview.annotations.document import AIResult
-    from liverview.gui.prediction_panel import PredictionPanel
 
-    panel = PredictionPanel()
-    qtbot.addWidget(panel)
-    panel.set_model("tiny", CLASSES, CLASSES, model_id="m")
     tie = AIResult(model_id="m", probabilities={c: 0.25 for c in CLASSES}, predicted="metastasis", time="t",
                    uncertainty="high", entropy=1.0)
     panel.show_result(tie)
@@ -304,35 +318,18 @@ def test_an_answer_where_no_class_leads_is_no_suggestion(qtbot, window, tmp_path
     assert "no class leads" in close.refusal()
     assert dataclasses.replace(tie, probabilities={**close.probabilities, "hcc": 0.30, "metastasis": 0.64}).refusal() is None
 
-    controller = window.classification
-    lesion = window.store.document.lesions[0]
-    window.jump_to_lesion(lesion.id)
-    with qtbot.waitSignal(controller.worker.result, timeout=60000):
-        controller.classify_selected()
-    qtbot.waitUntil(lambda: controller.panel.accept_button.isEnabled())
-    answer = window.store.document.lesion(lesion.id).ai
-    window.store.set_ai_result(lesion.id, dataclasses.replace(answer, probabilities={c: 0.25 for c in answer.probabilities}))
-    controller.refresh()
-    assert not controller.panel.accept_button.isEnabled()
-    label_before = window.store.document.lesion(lesion.id).label
-    controller.accept_label()
-    assert window.store.document.lesion(lesion.id).label == label_before
-    assert "No class leads" in window.statusBar().currentMessage()
-    own = window.store.add_lesion(Roi(lesion.rois[0].slice_index, lesion.rois[0].points_xy))
-    window.store.set_ai_result(own.id, dataclasses.replace(answer, probabilities={c: 0.25 for c in answer.probabilities},
-                                                           outline=window.store.document.lesion(own.id).outline_key()))
+    answer = refuse_answer(qtbot, window, "No class leads", probabilities=dict.fromkeys(CLASSES, 0.25))
+    first = window.store.document.lesions[0]
+    own = window.store.add_lesion(Roi(first.rois[0].slice_index, first.rois[0].points_xy))
+    window.store.set_ai_result(own.id, dataclasses.replace(answer, outline=window.store.document.lesion(own.id).outline_key()))
     with pytest.raises(ValueError, match="no class leads"):
         window.store.accept_ai_label(own.id)
     assert window.store.document.lesion(own.id).label_source != "ai-accepted"
 
 
-def test_a_heatmap_that_points_elsewhere_is_not_presented_as_an_explanation(qtbot):
+def test_a_heatmap_that_points_elsewhere_is_not_presented_as_an_explanation(panel):
     from liverview.annotations.document import AIResult
-    from liverview.gui.prediction_panel import PredictionPanel
 
-    panel = PredictionPanel()
-    qtbot.addWidget(panel)
-    panel.set_model("tiny", CLASSES, CLASSES, model_id="m")
     result = AIResult(model_id="m", probabilities={c: 0.25 for c in CLASSES}, predicted="hcc", time="t",
                       uncertainty="low", heatmap_inside=0.31)
     panel.show_result(result)
