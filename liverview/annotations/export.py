@@ -33,6 +33,8 @@ WITH_IMAGES_FORMATS = ("seg", "sr")
 class ExportResult:
     paths: list[Path]
     n_lesions: int
+    #: What the reader should know about what was left out (one sentence each).
+    notes: tuple[str, ...] = ()
 
 
 def export_annotations(volume: Volume, document: AnnotationDocument, to: str, out_dir: Path,
@@ -62,17 +64,23 @@ def export_annotations(volume: Volume, document: AnnotationDocument, to: str, ou
                           "choose another folder")
     if pseudonymize and pseudonymizer is None:
         pseudonymizer = Pseudonymizer.from_user_key()
+    choice = readers or default_readers(document, reader, to)
+    notes: tuple[str, ...] = ()
+    if to == "dataset" and choice.scope is not ReaderScope.READER:
+        conflicts = conflicting_findings(document, volume, taxonomy)
+        undecided = [text for text, decided in conflicts if not decided]
+        if choice.scope is ReaderScope.ALL_READERS and conflicts:
+            # Each reader's own label would go out, the decided one or not: one lesion, contradicting examples.
+            raise ExportError(
+                f"A training dataset takes each lesion as one example with one label, but readers labelled the same "
+                f"finding differently: {'; '.join(text for text, _ in conflicts)}. Export the consensus (it carries "
+                "the decided labels; decide the others in the consensus, Ctrl+K), or one reader's lesions.")
+        if undecided:
+            notes = (f"Left out, as the readers label them differently and nobody decided: {'; '.join(undecided)} "
+                     "(decide them in the consensus, Ctrl+K).",)
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = out_dir / output_stem(export_identity(volume, pseudonymize, pseudonymizer))
     common: dict[str, Any] = dict(pseudonymize=pseudonymize, pseudonymizer=pseudonymizer)
-    choice = readers or default_readers(document, reader, to)
-    if to == "dataset" and choice.scope is ReaderScope.ALL_READERS:
-        conflicts = conflicting_findings(document, volume)
-        if conflicts:
-            raise ExportError(
-                f"A training dataset takes each lesion as one example with one label, but readers labelled the same "
-                f"finding differently: {'; '.join(conflicts)}. Decide the labels in the consensus (Ctrl+K) and "
-                "export the consensus, or export one reader's lesions.")
     try:
         document = select_for_export(document, volume, choice)
     except ValueError as exc:
@@ -107,4 +115,4 @@ def export_annotations(volume: Volume, document: AnnotationDocument, to: str, ou
         return ExportResult([export_csv(volume, document, stem.with_name(stem.name + ".csv"), taxonomy, **common)], n)
     n = export_dataset(volume, document, out_dir, labelled_only=labelled_only, taxonomy=taxonomy, phase=phase,
                        other_phases=other_phases, **common)
-    return ExportResult([out_dir / "lesions.jsonl", out_dir / "dataset.json"], n)
+    return ExportResult([out_dir / "lesions.jsonl", out_dir / "dataset.json"], n, notes)

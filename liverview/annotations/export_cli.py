@@ -83,6 +83,8 @@ def run(args: argparse.Namespace) -> list[Path]:
                                 with_images=args.with_images)
     if args.to == "dataset":
         print(f"added {result.n_lesions} lesion(s) to the dataset")
+    for note in result.notes:
+        print(f"note: {note}", file=sys.stderr)
     return result.paths
 
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 from liverview.annotations.consensus import LesionGroup, summarize_consensus
 from liverview.annotations.document import AnnotationDocument, ConsensusOrigin, Lesion
+from liverview.annotations.labels import LabelTaxonomy
 from liverview.io.volume import Volume
 
 
@@ -120,17 +121,19 @@ def select_for_export(document: AnnotationDocument, volume: Volume, choice: Expo
     return selected
 
 
-def conflicting_findings(document: AnnotationDocument, volume: Volume) -> list[str]:
-    """The findings several readers outlined with different labels and nobody adjudicated, each as
-    "L1 (Dr A: hcc) and L2 (Dr B: metastasis)" with the lesions' numbers on the series."""
+def conflicting_findings(document: AnnotationDocument, volume: Volume,
+                         taxonomy: LabelTaxonomy | None = None) -> list[tuple[str, bool]]:
+    """The findings several readers outlined with different labels, each as ("L1 (Dr A: HCC) and L2
+    (Dr B: Metastasis)", whether it was adjudicated), with the lesions' numbers on the series."""
+    taxonomy = taxonomy or LabelTaxonomy()
     numbers = document.lesion_numbers()
     by_id = {lesion.id: lesion for lesion in document.lesions}
     conflicts = []
     for group in summarize_consensus(document, volume).groups:
         labels = {by_id[i].label for i in group.lesion_ids if by_id[i].label}
-        if len(labels) > 1 and group.adjudication is None:
-            members = [f"{numbers[i]} ({by_id[i].reader}: {by_id[i].label})" for i in group.lesion_ids]
-            conflicts.append(", ".join(members[:-1]) + " and " + members[-1])
+        if len(labels) > 1:
+            members = [f"{numbers[i]} ({by_id[i].reader}: {taxonomy.name_of(by_id[i].label)})" for i in group.lesion_ids]
+            conflicts.append((", ".join(members[:-1]) + " and " + members[-1], group.adjudication is not None))
     return conflicts
 
 

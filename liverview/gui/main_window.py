@@ -539,7 +539,8 @@ class MainWindow(QMainWindow):
             where = ":\n" + "\n".join(str(p) for p in result.paths)
         else:
             where = f": {len(result.paths)} files in {folder}"
-        self._inform("Export finished", f"{result.n_lesions} lesion(s) exported{where}")
+        notes = "".join(f"\n\n{note}" for note in result.notes)
+        self._inform("Export finished", f"{result.n_lesions} lesion(s) exported{where}{notes}")
 
     def _inform(self, title: str, message: str) -> None:
         box = QMessageBox(QMessageBox.Information, title, message, QMessageBox.Ok, self)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import atexit
 import logging
 import threading
-import traceback
 from collections.abc import Callable
 from typing import Any
 
@@ -53,7 +52,8 @@ class _Runner(QObject):
         except Cancelled:
             self.cancelled.emit()
         except Exception as exc:  # noqa: BLE001 - every failure reaches the user as a message
-            log.error("background task failed:\n%s", traceback.format_exc())
+            # exc_info: the traceback goes to the log file; the console's formatter keeps the one line.
+            log.error("background task failed: %s", failure_sentence(exc), exc_info=True)
             self.failed.emit(failure_sentence(exc))
         else:
             if self._stop.is_set():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 
 import nibabel as nib
 import numpy as np
@@ -123,21 +124,31 @@ def test_nifti_refuses_overlapping_lesions_of_one_reader(identified_volume, draw
 
 def test_a_training_dataset_never_takes_two_readers_conflicting_labels(identified_volume, two_readers, tmp_path):
     """Walkthrough step 14: Dr A's HCC and Dr B's metastasis on the same outline both went into the dataset,
-    as two examples of one lesion with contradictory labels, without a word."""
+    as two examples of one lesion with contradictory labels, without a word; step 13: after the finding was
+    adjudicated, "every reader" still wrote both readers' own labels."""
+    from liverview.annotations.labels import LabelTaxonomy
+
+    names = LabelTaxonomy()
     two_readers.adjudications.clear()
     first, second = two_readers.lesions[0], two_readers.lesions[3]
     assert first.label != second.label and first.label and second.label
-    # By default a dataset of several readers is their consensus: the disputed finding stays out.
+    # By default a dataset of several readers is their consensus: the disputed finding stays out, and it is said.
     assert default_readers(two_readers, fmt="dataset").scope is ReaderScope.CONSENSUS
     assert default_readers(two_readers, fmt="seg").scope is ReaderScope.ALL_READERS
+    disputed = f"L1 ({ONE}: {names.name_of(first.label)}) and L4 ({TWO}: {names.name_of(second.label)})"
     result = _export(identified_volume, two_readers, "dataset", tmp_path)
     lines = [json.loads(line) for line in (tmp_path / "dataset" / "lesions.jsonl").read_text().splitlines()]
     assert result.n_lesions == 1 and [line["label"] for line in lines] == ["hemangioma"]
-    # Every reader's lesions, asked for explicitly, are refused while the readers disagree, naming the finding.
-    with pytest.raises(ExportError, match=rf"L1 \({ONE}: {first.label}\) and L4 \({TWO}: {second.label}\)"):
-        _export(identified_volume, two_readers, "dataset", tmp_path / "all",
-                readers=ExportReaders(ReaderScope.ALL_READERS))
-    assert not (tmp_path / "all" / "dataset" / "lesions.jsonl").exists()
-    # Once the finding is decided, every reader's lesions may go out (each names its reader).
+    assert result.notes == (f"Left out, as the readers label them differently and nobody decided: {disputed} "
+                            "(decide them in the consensus, Ctrl+K).",)
+    # Every reader's lesions, asked for explicitly, are refused, naming the finding, and nothing is written.
+    every = ExportReaders(ReaderScope.ALL_READERS)
+    with pytest.raises(ExportError, match=re.escape(disputed)):
+        _export(identified_volume, two_readers, "dataset", tmp_path / "all", readers=every)
+    assert not (tmp_path / "all").exists()
+    # Decided, the consensus carries the decided label; every reader's own labels would still contradict it.
     two_readers.adjudications.append(Adjudication([first.id, second.id], "metastasis", CHIEF))
-    _export(identified_volume, two_readers, "dataset", tmp_path / "decided", readers=ExportReaders(ReaderScope.ALL_READERS))
+    decided = _export(identified_volume, two_readers, "dataset", tmp_path / "decided")
+    assert decided.n_lesions == 2 and decided.notes == ()
+    with pytest.raises(ExportError, match="Export the consensus"):
+        _export(identified_volume, two_readers, "dataset", tmp_path / "all", readers=every)

@@ -441,3 +441,26 @@ def test_a_seg_in_the_opened_folder_is_offered_as_lesions(qtbot, window, crlm_di
     qtbot.waitUntil(lambda: window.volume is not None and window.volume.loaded.all(), timeout=30000)
     qtbot.wait(300)
     assert window.seg_offers.box is box
+
+
+def test_a_failed_background_task_logs_one_line_to_the_console_and_the_traceback_to_the_file(qtbot, caplog):
+    """Walkthrough step 13: a refused export printed "background task failed: Traceback ..." on the console."""
+    import logging
+
+    from liverview.annotations.export_common import ExportError
+    from liverview.gui.workers import BackgroundTask
+    from liverview.log_setup import ConsoleFormatter
+
+    def job(progress, should_stop, report):
+        raise ExportError("readers labelled the same finding differently")
+
+    task = BackgroundTask(job)
+    with caplog.at_level(logging.ERROR, logger="liverview.gui.workers"):
+        with qtbot.waitSignal(task.failed, timeout=10000) as failed:
+            task.start()
+    task.wait()
+    assert failed.args == ["readers labelled the same finding differently"]
+    (record,) = [r for r in caplog.records if r.name == "liverview.gui.workers"]
+    assert record.exc_info is not None  # the log file's handler writes the traceback
+    line = ConsoleFormatter("%(levelname)s %(name)s: %(message)s").format(record)
+    assert line == "ERROR liverview.gui.workers: background task failed: readers labelled the same finding differently"
