@@ -36,13 +36,18 @@ class ConsensusDialog(QDialog):
         self.table.setEditTriggers(QAbstractItemView.NoEditTriggers)
         self.table.verticalHeader().hide()
         self.table.cellDoubleClicked.connect(self._jump)
+        self.table.itemSelectionChanged.connect(self._offer_final_label)
         self.final_label = QComboBox()
+        self.final_label.addItem("choose…", None)
         for label in taxonomy:
             self.final_label.addItem(label.name, label.id)
         self.note = QLineEdit()
         self.note.setPlaceholderText("reason (optional), e.g. biopsy, follow-up")
         self.adjudicate_button = QPushButton("Set final label for the selected lesion")
         self.adjudicate_button.clicked.connect(self.adjudicate_selected)
+        self.final_label.currentIndexChanged.connect(
+            lambda _: self.adjudicate_button.setEnabled(self.final_label.currentData() is not None))
+        self.adjudicate_button.setEnabled(False)
         row = QHBoxLayout()
         row.addWidget(QLabel("Final label"))
         row.addWidget(self.final_label)
@@ -79,8 +84,10 @@ class ConsensusDialog(QDialog):
         self.table.setColumnCount(len(headers))
         self.table.setHorizontalHeaderLabels(headers)
         self.table.setRowCount(len(summary.groups))
+        numbers = self.store.document.lesion_numbers()
         for r, group in enumerate(summary.groups):
-            cells = [", ".join(group.lesion_ids)] + [self._name(group.labels.get(reader)) if reader in group.labels else "(not outlined)"
+            # The lesions by the numbers the lesion table and the image tags give them (L1, L2, …).
+            cells = [", ".join(numbers.get(i, i) for i in group.lesion_ids)] + [self._name(group.labels.get(reader)) if reader in group.labels else "(not outlined)"
                                                       for reader in readers]
             decided = group.adjudication
             cells += [self._name(group.majority_label), _fmt(group.agreement, "{:.0%}"), _fmt(group.mean_dice),
@@ -103,9 +110,18 @@ class ConsensusDialog(QDialog):
             return None
         return self.summary.groups[rows[0].row()]
 
-    def adjudicate_selected(self) -> None:
+    def _offer_final_label(self) -> None:
+        """The final-label box starts from the selected finding's decided label, else its readers' majority:
+        left on the list's first class, a click on "Set final label" recorded a label nobody chose."""
         group = self.selected_group()
         if group is None:
+            return
+        proposal = group.final_label or group.majority_label
+        self.final_label.setCurrentIndex(max(0, self.final_label.findData(proposal)) if proposal else 0)
+
+    def adjudicate_selected(self) -> None:
+        group = self.selected_group()
+        if group is None or self.final_label.currentData() is None:
             return
         self.store.adjudicate(group.lesion_ids, self.final_label.currentData(), note=self.note.text().strip())
         selected = self.table.currentRow()

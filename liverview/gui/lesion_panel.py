@@ -9,7 +9,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QColorDialog, QComboBox, QDial
                                QHBoxLayout, QHeaderView, QLabel, QLineEdit, QListWidget, QListWidgetItem, QMenu,
                                QPushButton, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
 
-from liverview.annotations.document import Lesion
+from liverview.annotations.document import AIResult, Lesion
 from liverview.annotations.labels import CodedConcept, Confidence, LabelDef, LabelTaxonomy
 from liverview.annotations.measurements import LesionMeasurement, format_measurement, measure_lesion
 from liverview.io.volume import Volume
@@ -23,7 +23,19 @@ UNITS = {"Long": "longest diameter, mm (RECIST)", "Short": "perpendicular diamet
 #: details pane lists them all (the table fits the panel without scrolling sideways).
 DEFAULT_COLUMNS = ("Lesion", "Label", "Long", "Short", "Area", "Mean", "Model")
 #: Columns of free-length words, fitted to the panel rather than to their text.
-TEXT_COLUMNS = ("Label", "Reader", "Model")
+TEXT_COLUMNS = ("Label", "Model")
+#: The Reader column is fitted to its names up to this width (elided beyond, the whole name in the tooltip).
+READER_COLUMN_MAX_PX = 90
+
+
+def describe_answer(answer: AIResult, taxonomy: LabelTaxonomy) -> str:
+    """The model's answer in a table cell, as the Model panel heads it: no class for an answer that is
+    no suggestion (outside the training data, or no class ahead of the next)."""
+    if answer.outside_training:
+        return "outside training data"
+    if answer.refusal() is not None:
+        return "no class leads"
+    return f"{taxonomy.name_of(answer.predicted)} {answer.probability:.0%}"
 
 
 def swatch(color: tuple[int, int, int]) -> QIcon:
@@ -239,7 +251,7 @@ class LesionPanel(QWidget):
             first.setData(Qt.UserRole, lesion.id)
             first.setToolTip(f"lesion id {lesion.id}")
             answer = lesion.current_ai()
-            ai = (f"{self.taxonomy.name_of(answer.predicted)} {answer.probability:.0%}" if answer is not None
+            ai = (describe_answer(answer, self.taxonomy) if answer is not None
                   else "outdated" if lesion.ai is not None else "")
             cells = [first, QTableWidgetItem(name + (" (AI)" if lesion.label_source == "ai-accepted" else "")),
                      *(_NumberItem(getattr(m, name), format_measurement(m, name))
@@ -249,7 +261,7 @@ class LesionPanel(QWidget):
                      _NumberItem(m.n_slices, str(m.n_slices)), QTableWidgetItem(lesion.confidence),
                      QTableWidgetItem(lesion.reader), QTableWidgetItem(ai)]
             for column, item in enumerate(cells):
-                if COLUMNS[column] in TEXT_COLUMNS:
+                if COLUMNS[column] in (*TEXT_COLUMNS, "Reader"):
                     item.setToolTip(item.text())
                 self.table.setItem(row, column, item)
         # One finding outlined by two readers is two rows alike but for the reader: show whose each is,
@@ -261,6 +273,8 @@ class LesionPanel(QWidget):
         for column, name in enumerate(COLUMNS):  # room for the header's text and its sort arrow too
             wanted = header.fontMetrics().horizontalAdvance(name) + 20
             self.table.setColumnWidth(column, max(self.table.columnWidth(column), wanted))
+        reader_column = COLUMNS.index("Reader")
+        self.table.setColumnWidth(reader_column, min(self.table.columnWidth(reader_column), READER_COLUMN_MAX_PX))
         self.table.horizontalScrollBar().setValue(0)
         self.table.setUpdatesEnabled(True)
         self.table.setSortingEnabled(True)
@@ -279,6 +293,9 @@ class LesionPanel(QWidget):
         menu.exec(self.table.horizontalHeader().mapToGlobal(position))
 
     def show_selection(self, lesion: Lesion | None) -> None:
+        # A confidence shown with no lesion selected looks like a choice made; it is the next lesion's default.
+        self.confidence.setEnabled(lesion is not None)
+        self.note.setEnabled(lesion is not None)
         if lesion is None:
             self.selected_label.setText("No lesion selected")
             self.details.setText("")

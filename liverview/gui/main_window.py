@@ -233,6 +233,7 @@ class MainWindow(QMainWindow):
         # a click on it changes it.
         self.reader_label = QPushButton(f"Reader: {self.settings.value('reader/name', '') or '(not set)'}")
         self.reader_label.setFlat(True)
+        self.reader_label.setCursor(Qt.PointingHandCursor)
         self.reader_label.setToolTip("Who is reading: recorded on every outline and label. Click to change.")
         self.reader_label.clicked.connect(self.edit_settings)
         self.warning_button = QPushButton()

@@ -194,13 +194,24 @@ def test_consensus_of_two_readers_and_adjudication(qtbot, window):
     assert len(summary.groups) == 1 and summary.groups[0].is_matched
     assert 0.7 < summary.groups[0].mean_dice < 1.0
     assert dialog.table.item(0, 1).text() == "Metastasis" and dialog.table.item(0, 2).text().startswith("Hepatocellular")
+    # The lesions by their numbers in the lesion table, not their ids.
+    assert dialog.table.item(0, 0).text() == "L1, L2"
+    # Two readers, two labels: nothing is proposed, and nothing can be set until a label is chosen.
     dialog.table.selectRow(0)
+    assert dialog.final_label.currentData() is None and not dialog.adjudicate_button.isEnabled()
+    dialog.adjudicate_button.click()
+    assert window.store.document.adjudications == []
     dialog.final_label.setCurrentIndex(dialog.final_label.findData("metastasis"))
     dialog.adjudicate_button.click()
     decision = window.store.document.adjudications[0]
     assert decision.final_label == "metastasis" and decision.decided_by == "Dr Bob"
     assert dialog.summary.groups[0].final_label == "metastasis"
     assert "Dr Bob" in dialog.table.item(0, dialog.table.columnCount() - 1).text()
+    # Selecting the decided finding again shows its final label in the box.
+    dialog.final_label.setCurrentIndex(0)
+    dialog.table.clearSelection()
+    dialog.table.selectRow(0)
+    assert dialog.final_label.currentData() == "metastasis"
     # The longest class name in the reader, majority and final columns: every column, who decided
     # included, still shows without scrolling sideways; the whole text is in the tooltip.
     dialog.final_label.setCurrentIndex(dialog.final_label.findData("hcc"))
@@ -316,7 +327,7 @@ def test_lesion_table_reads_at_a_glance(qtbot, window, demo_study):
     assert window.lesion_panel.selected_label.text().startswith("L7: unlabelled")
     assert "Long" in window.lesion_panel.details.text() and "Mean" in window.lesion_panel.details.text()
     tags = [item.toPlainText() for item in window.annotator.overlay._items if hasattr(item, "toPlainText")]
-    assert "L7 unlabelled" in tags and drawn.id not in " ".join(tags)
+    assert "L7 unlabelled · Dr Ada" in tags and drawn.id not in " ".join(tags)  # two readers: each tag names its own
 
 
 def test_tags_of_neighbouring_lesions_do_not_cover_each_other(qtbot, window):
@@ -469,6 +480,8 @@ def test_the_reader_name_in_the_status_bar_changes_the_reader(qtbot, window, mon
 
     monkeypatch.setattr(main_window.QInputDialog, "getText", staticmethod(lambda *args, **kwargs: ("Dr Bob", True)))
     assert window.reader_label.text() == "Reader: Dr Ada"
+    # Nothing selected: no confidence or note is on offer as if it were a lesion's.
+    assert not window.lesion_panel.confidence.isEnabled() and not window.lesion_panel.note.isEnabled()
     qtbot.mouseClick(window.reader_label, Qt.LeftButton)
     assert window.reader_label.text() == "Reader: Dr Bob" and window.store.reader == "Dr Bob"
     assert window.settings.value("reader/name") == "Dr Bob"

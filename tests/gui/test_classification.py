@@ -319,6 +319,10 @@ def test_an_answer_where_no_class_leads_is_no_suggestion(qtbot, window, panel, t
     assert dataclasses.replace(tie, probabilities={**close.probabilities, "hcc": 0.30, "metastasis": 0.64}).refusal() is None
 
     answer = refuse_answer(qtbot, window, "No class leads", probabilities=dict.fromkeys(CLASSES, 0.25))
+    # The lesion table says the same as the panel, not "Metastasis 25%".
+    table = window.lesion_panel.table
+    model_column = [table.horizontalHeaderItem(c).text() for c in range(table.columnCount())].index("Model")
+    assert table.item(0, model_column).text() == "no class leads"
     first = window.store.document.lesions[0]
     own = window.store.add_lesion(Roi(first.rois[0].slice_index, first.rois[0].points_xy))
     window.store.set_ai_result(own.id, dataclasses.replace(answer, outline=window.store.document.lesion(own.id).outline_key()))
