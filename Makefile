@@ -62,15 +62,15 @@ MODEL_SEED          ?= 1
 MODEL_LESIONS       ?= 1000
 MODEL_EXTRA_SEED    ?= 2
 MODEL_EXTRA_LESIONS ?= 2000
-MODEL_VERSION       ?= 1.3.0
+MODEL_VERSION       ?= 1.4.0
 MODEL_DIR           := build/model
 MODEL_TRAIN         := --train-only $(MODEL_DIR)/dataset-extra --seed $(MODEL_SEED) --epochs 24 --patience 24 --lr-schedule cosine --ema 0.998 --neighbour-slices 1 --name liver-lesion-classifier --model-version $(MODEL_VERSION)
 CRLM_SERIES         ?= ../shared/data/series/crlm-ct-1004
 .PHONY: model
 model: $(STAMP)
 	rm -rf $(MODEL_DIR) && mkdir -p $(MODEL_DIR)
-	$(VENV)/bin/liverview-synth $(MODEL_DIR)/dataset -n $(MODEL_LESIONS) --seed $(MODEL_SEED) --min-diameter 8 -q
-	$(VENV)/bin/liverview-synth $(MODEL_DIR)/dataset-extra -n $(MODEL_EXTRA_LESIONS) --seed $(MODEL_EXTRA_SEED) --min-diameter 8 -q
+	$(VENV)/bin/liverview-synth $(MODEL_DIR)/dataset -n $(MODEL_LESIONS) --seed $(MODEL_SEED) --min-diameter 8 --workers 2 -q
+	$(VENV)/bin/liverview-synth $(MODEL_DIR)/dataset-extra -n $(MODEL_EXTRA_LESIONS) --seed $(MODEL_EXTRA_SEED) --min-diameter 8 --workers 2 -q
 	$(VENV)/bin/liverview-train $(MODEL_DIR)/dataset --out $(MODEL_DIR)/run $(MODEL_TRAIN)
 	$(VENV)/bin/liverview-train $(MODEL_DIR)/dataset --out $(MODEL_DIR)/run-enhanced $(MODEL_TRAIN) --denoise bilateral --clahe --no-baseline
 	$(PY) -m liverview.model.release $(MODEL_DIR)/run resources/models/liver-lesion-classifier \
