@@ -6,6 +6,7 @@ from typing import Any
 from dataclasses import dataclass
 from pathlib import Path
 
+from liverview.annotations.consensus import summarize_consensus
 from liverview.annotations.deid import Pseudonymizer
 from liverview.annotations.document import AnnotationDocument
 from liverview.annotations.export_common import ExportError, export_identity, output_stem
@@ -66,8 +67,10 @@ def export_annotations(volume: Volume, document: AnnotationDocument, to: str, ou
         pseudonymizer = Pseudonymizer.from_user_key()
     choice = readers or default_readers(document, reader, to)
     notes: tuple[str, ...] = ()
+    summary = None
     if to == "dataset" and choice.scope is not ReaderScope.READER:
-        conflicts = conflicting_findings(document, volume, taxonomy)
+        summary = summarize_consensus(document, volume)
+        conflicts = conflicting_findings(document, summary, taxonomy)
         undecided = [text for text, decided in conflicts if not decided]
         if choice.scope is ReaderScope.ALL_READERS and conflicts:
             # Each reader's own label would go out, the decided one or not: one lesion, contradicting examples.
@@ -82,7 +85,7 @@ def export_annotations(volume: Volume, document: AnnotationDocument, to: str, ou
     stem = out_dir / output_stem(export_identity(volume, pseudonymize, pseudonymizer))
     common: dict[str, Any] = dict(pseudonymize=pseudonymize, pseudonymizer=pseudonymizer)
     try:
-        document = select_for_export(document, volume, choice)
+        document = select_for_export(document, volume, choice, summary)
     except ValueError as exc:
         raise ExportError(str(exc)) from exc
     if choice.scope is ReaderScope.READER:

@@ -20,7 +20,7 @@ import copy
 import enum
 from dataclasses import dataclass
 
-from liverview.annotations.consensus import LesionGroup, summarize_consensus
+from liverview.annotations.consensus import ConsensusSummary, LesionGroup, summarize_consensus
 from liverview.annotations.document import AnnotationDocument, ConsensusOrigin, Lesion
 from liverview.annotations.labels import LabelTaxonomy
 from liverview.io.volume import Volume
@@ -103,9 +103,11 @@ def _consensus_lesion(group: LesionGroup, lesions: dict[str, Lesion]) -> Lesion:
     return lesion
 
 
-def select_for_export(document: AnnotationDocument, volume: Volume, choice: ExportReaders) -> AnnotationDocument:
+def select_for_export(document: AnnotationDocument, volume: Volume, choice: ExportReaders,
+                      summary: ConsensusSummary | None = None) -> AnnotationDocument:
     """A copy of `document` holding the lesions `choice` sends out (see the module docstring); the
-    input is not changed. Raises ValueError for a reader with no lesion on the series."""
+    input is not changed. `summary`: the document's consensus, when the caller has it already (it
+    rasterises every outline). Raises ValueError for a reader with no lesion on the series."""
     selected = copy.copy(document)
     if choice.scope is ReaderScope.ALL_READERS:
         selected.lesions = [lesion.snapshot() for lesion in document.lesions]
@@ -116,20 +118,21 @@ def select_for_export(document: AnnotationDocument, volume: Volume, choice: Expo
         selected.lesions = [lesion.snapshot() for lesion in document.lesions if lesion.reader == choice.reader]
     else:
         by_id = {lesion.id: lesion for lesion in document.lesions}
-        groups = summarize_consensus(document, volume).groups
+        groups = (summary or summarize_consensus(document, volume)).groups
         selected.lesions = [_consensus_lesion(group, by_id) for group in groups]
     return selected
 
 
-def conflicting_findings(document: AnnotationDocument, volume: Volume,
+def conflicting_findings(document: AnnotationDocument, summary: ConsensusSummary,
                          taxonomy: LabelTaxonomy | None = None) -> list[tuple[str, bool]]:
-    """The findings several readers outlined with different labels, each as ("L1 (Dr A: HCC) and L2
-    (Dr B: Metastasis)", whether it was adjudicated), with the lesions' numbers on the series."""
+    """The findings of `summary` (the document's consensus) that several readers outlined with different
+    labels, each as ("L1 (Dr A: HCC) and L2 (Dr B: Metastasis)", whether it was adjudicated), with the
+    lesions' numbers on the series."""
     taxonomy = taxonomy or LabelTaxonomy()
     numbers = document.lesion_numbers()
     by_id = {lesion.id: lesion for lesion in document.lesions}
     conflicts = []
-    for group in summarize_consensus(document, volume).groups:
+    for group in summary.groups:
         labels = {by_id[i].label for i in group.lesion_ids if by_id[i].label}
         if len(labels) > 1:
             members = [f"{numbers[i]} ({by_id[i].reader}: {taxonomy.name_of(by_id[i].label)})" for i in group.lesion_ids]
