@@ -214,9 +214,9 @@ class PredictionPanel(QWidget):
         values = [self.probabilities[c] for c in self.classes]
         # An answer outside the training data, or one where no class leads, picks no class: no bar in
         # the chosen class's colour.
-        undecided = not result.outside_training and result.lead < MIN_LEAD
-        top = UNRELIABLE_COLOR if result.outside_training or undecided else TOP_COLOR
-        others = UNRELIABLE_COLOR if result.outside_training or undecided else BAR_COLOR
+        no_choice = result.refusal() is not None
+        top = UNRELIABLE_COLOR if no_choice else TOP_COLOR
+        others = UNRELIABLE_COLOR if no_choice else BAR_COLOR
         brushes = [pg.mkBrush(*(top if c == result.predicted else others)) for c in self.classes]
         self.bars.setOpts(x0=[0] * len(values), y=list(range(len(values))), width=values, brushes=brushes)
         for i, value in enumerate(values):
@@ -237,7 +237,7 @@ class PredictionPanel(QWidget):
             self.uncertainty_label.setText(f"It would answer {name} ({share}): do not rely on it")
             reasons = "; ".join(result.outside_training)
             self._show_measured(reasons[:1].upper() + reasons[1:] + ".")
-        elif undecided:
+        elif no_choice:  # no class leads
             tied = [self.class_names[i] for i, c in enumerate(self.classes)
                     if self.probabilities[c] >= self.probabilities.get(result.predicted, 0.0) - MIN_LEAD]
             self.top_label.setText("No class leads")
