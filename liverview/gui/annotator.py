@@ -191,9 +191,9 @@ class Annotator(QObject):
         roi = self.store.copy_roi_to_slice(lesion.id, source.id, z, self.volume.sop_instance_uids[z])
         self.select(lesion.id, roi.id)
         m = measure_lesion(self.volume, self.store.document.lesion(lesion.id))
-        self.message.emit(f"Outline of {self._number(lesion)} copied from slice {source.slice_index + 1} to "
-                          f"{z + 1}: adjust it. {self._number(lesion)} now spans {m.n_slices} slices, volume "
-                          f"{format_measurement(m, 'volume_ml')} mL")
+        number = self._number(lesion)
+        self.message.emit(f"Outline of {number} copied from slice {source.slice_index + 1} to {z + 1}: adjust it. "
+                          f"{number} now spans {m.n_slices} slices, volume {format_measurement(m, 'volume_ml')} mL")
 
     def finish_polygon(self) -> None:
         if len(self._polygon) >= 3:

@@ -92,6 +92,11 @@ class Phantom:
     #: Portal-venous blood attenuation (main portal vein); the other vessels scale with it.
     blood_pool_hu: float = PORTAL_VEIN_HU
 
+    @property
+    def parenchyma(self) -> np.ndarray:
+        """The liver without the hepatic vessels inside it."""
+        return self.masks["liver"] & ~self.masks["hepatic_vessels"]
+
 
 @dataclass(frozen=True)
 class _Loop:

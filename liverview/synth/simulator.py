@@ -659,7 +659,7 @@ def simulate_patient(
         blood_pool_hu=blood_hu,
     )
     liver = phantom.masks["liver"]
-    texture.add_to(phantom.hu, liver & ~phantom.masks["hepatic_vessels"], spacing)
+    texture.add_to(phantom.hu, phantom.parenchyma, spacing)
     lesions = _place_and_render(
         phantom.hu,
         liver,
@@ -728,7 +728,7 @@ def _render_phase(phase: str, index: int, seed: int, anatomy_seq: np.random.Seed
     phantom = make_abdomen_phantom((nz, *shape[1:]), phase_spacing, np.random.default_rng(anatomy_seq),
                                    centre_xy_mm=centre_xy, top_s_mm=top_s, liver_hu=liver_hu, blood_pool_hu=blood_hu,
                                    phase=phase)
-    texture.add_to(phantom.hu, phantom.masks["liver"] & ~phantom.masks["hepatic_vessels"], phase_spacing, z_offset)
+    texture.add_to(phantom.hu, phantom.parenchyma, phase_spacing, z_offset)
     blood_scale = blood_hu / TABLES[Phase.PORTAL_VENOUS].portal_vein
     for lesion in lesions:
         z, y, x = lesion.spec.centre_mm_zyx
@@ -1034,7 +1034,8 @@ def plan_dataset(
     """Split ``lesions_per_class`` lesions of every class over patients, classes mixed at random.
 
     Without ``patients`` each patient gets ``config.lesions_per_patient`` lesions (drawn, the last
-    patients included); with it, the lesions are dealt out as evenly as possible. Each patient's seed comes from (seed, index).
+    patients included); with it, the lesions are dealt out as evenly as possible. Each patient's seed
+    comes from (seed, index).
     """
     if lesions_per_class < 1:
         raise ValueError("lesions per class must be at least 1")
