@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from liverview.io.frame_slots import SlotRef, SlotWriter
 from liverview.io.headers import FileHeader, FrameRef
 from liverview.io.transfer_syntax import is_compressed
 
@@ -111,22 +112,40 @@ class DecodedFrame:
     clipped: int
     error: str | None
     notes: list[str]
+    #: Where the values were written instead, when the caller gave a shared slot.
+    slot: SlotRef | None = None
 
 
 _worker_reader: FrameReader | None = None
+_worker_slots: SlotWriter | None = None
 
 
 def decode_frame(frame: FrameRef) -> DecodedFrame:
     """`FrameReader.read_into` for one frame, as a task of the worker processes."""
+    return _decode(frame, np.empty((frame.file.rows, frame.file.columns), dtype=np.int16), None)
+
+
+def decode_frame_to_slot(task: tuple[FrameRef, SlotRef]) -> DecodedFrame:
+    """`decode_frame`, writing the values into a shared slot (`liverview.io.frame_slots`) rather than
+    sending them back."""
+    global _worker_slots
+    frame, slot = task
+    if _worker_slots is None:
+        _worker_slots = SlotWriter()
+    return _decode(frame, _worker_slots.frame(slot), slot)
+
+
+def _decode(frame: FrameRef, out: np.ndarray, slot: SlotRef | None) -> DecodedFrame:
     global _worker_reader
     if _worker_reader is None:
         _worker_reader = FrameReader()
     before = len(frame.file.notes)
-    out = np.empty((frame.file.rows, frame.file.columns), dtype=np.int16)
     try:
         clipped = _worker_reader.read_into(frame, out)
     except FrameDecodeError as exc:
         return DecodedFrame(None, 0, str(exc), frame.file.notes[before:])
+    if slot is not None:
+        return DecodedFrame(None, clipped, None, frame.file.notes[before:], slot)
     return DecodedFrame(out, clipped, None, frame.file.notes[before:])
 
 
@@ -141,23 +160,37 @@ def _read_native_in_place(frame: FrameRef, out: np.ndarray) -> bool:
     volume's slice and shifted in place: no temporaries, about 2.5x faster than the general path.
     Returns False (leaving `out` to be overwritten) whenever the general path is needed."""
     header = frame.file
-    slope, intercept = frame.rescale
     if (header.pixel_offset is None or header.bits_allocated != 16 or header.bits_stored != 16
-            or header.has_modality_lut or slope != 1.0 or not float(intercept).is_integer()
             or out.dtype != np.int16 or not out.flags.c_contiguous or sys.byteorder != "little"):
         return False
     with open(header.path, "rb") as fh:
         fh.seek(header.pixel_offset + frame.frame * header.frame_nbytes)
         if fh.readinto(out.data.cast("B")) != header.frame_nbytes:
             raise FrameDecodeError(f"file ends inside the pixel data of frame {frame.frame + 1}")
-    stored = out if header.pixel_representation else out.view(np.uint16)
+    return _shift_in_place(out if header.pixel_representation else out.view(np.uint16), frame, out)
+
+
+def _shift_in_place(stored: np.ndarray, frame: FrameRef, out: np.ndarray) -> bool:
+    """Stored values plus an integer intercept (slope 1, no Modality LUT) written into `out` without a
+    full-size temporary, when they fit int16. Returns False, leaving `out` to be overwritten, otherwise.
+    `stored` may be `out` itself (read in place), viewed as unsigned where the pixels are."""
+    header = frame.file
+    slope, intercept = frame.rescale
+    if (header.has_modality_lut or slope != 1.0 or not float(intercept).is_integer() or stored.ndim != 2
+            or stored.dtype.kind not in "iu" or stored.dtype.itemsize > 2 or out.dtype != np.int16):
+        return False
     shift = int(intercept)
     low, high = int(stored.min()), int(stored.max())
     if low + shift < INT16_MIN or high + shift > INT16_MAX or high > INT16_MAX:
         return False
-    pad = _padding_mask(stored, header)
-    if shift:
-        out += shift
+    pad = _padding_mask(stored, header, low, high)
+    in_place = stored is out or stored.base is out
+    if in_place and INT16_MIN <= shift <= INT16_MAX:
+        if shift:
+            out += np.int16(shift)
+    else:
+        # Computed in int32 chunk by chunk (the ufunc's buffer), so no full-size temporary either.
+        np.add(out if in_place else stored, np.int32(shift), out=out, dtype=np.int32, casting="unsafe")
     if pad is not None:
         out[pad] = _padding_fill(out, pad, header)
     return True
@@ -185,14 +218,17 @@ def _decode_jpeg_ls(header: FileHeader, offset: int) -> np.ndarray | None:
         pos += 8 + length
     if len(fragments) < 2:  # the Basic Offset Table, then the frame
         return None
-    from jpeg_ls import decode  # here: only JPEG-LS series need CharLS
+    from jpeg_ls import decode_buffer  # here: only JPEG-LS series need CharLS
 
     try:
-        array = decode(np.frombuffer(b"".join(fragments[1:]), dtype=np.uint8))
+        decoded, info = decode_buffer(b"".join(fragments[1:]))
     except Exception:  # noqa: BLE001 - pydicom's path gives the reason the user sees
         return None
-    if array.shape != (header.rows, header.columns) or array.dtype.itemsize * 8 != header.bits_allocated:
+    itemsize = -(-info["bits_per_sample"] // 8)
+    if (info["components"] != 1 or (info["height"], info["width"]) != (header.rows, header.columns)
+            or itemsize * 8 != header.bits_allocated or len(decoded) != header.rows * header.columns * itemsize):
         return None
+    array = np.frombuffer(decoded, dtype=f"<u{itemsize}").reshape(header.rows, header.columns)
     if header.pixel_representation:
         # CharLS returns the bit pattern. Signed values filling their bytes are that pattern read as
         # two's complement; fewer Bits Stored need pydicom's sign correction.
@@ -202,15 +238,19 @@ def _decode_jpeg_ls(header: FileHeader, offset: int) -> np.ndarray | None:
     return array
 
 
-def _padding_mask(stored: np.ndarray, header: FileHeader) -> np.ndarray | None:
-    """Pixels marked by (0028,0120) Pixel Padding Value [.. (0028,0121) Range Limit], in stored values."""
+def _padding_mask(stored: np.ndarray, header: FileHeader, stored_min: int | None = None,
+                  stored_max: int | None = None) -> np.ndarray | None:
+    """Pixels marked by (0028,0120) Pixel Padding Value [.. (0028,0121) Range Limit], in stored values.
+    With the stored range known, a padding value outside it costs no pass over the pixels."""
     if header.padding is None or stored.dtype.kind not in "iu":
         return None
     low, high = header.padding
     if stored.dtype.kind == "i" and stored.dtype.itemsize == 2 and low > INT16_MAX:
         # (0028,0120) encoded as US although the pixels are signed: reinterpret the bit pattern.
         low, high = low - 65536, high - 65536
-    pad = (stored >= low) & (stored <= high)
+    if stored_min is not None and stored_max is not None and (high < stored_min or low > stored_max):
+        return None
+    pad = stored == low if low == high else (stored >= low) & (stored <= high)
     return pad if pad.any() else None
 
 
@@ -264,6 +304,8 @@ def to_modality_values(stored: np.ndarray, frame: FrameRef, ds: Dataset | None, 
     slice `out`; padding pixels become air for CT. Returns how many pixels had to be clipped."""
     header = frame.file
     colour = header.samples_per_pixel > 1 or header.photometric.startswith(("PALETTE", "RGB", "YBR"))
+    if not colour and _shift_in_place(stored, frame, out):
+        return 0
     values = None
     if header.has_modality_lut and ds is not None and not colour:
         try:

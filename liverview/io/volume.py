@@ -3,13 +3,15 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from liverview.io.headers import FrameRef, ImageFacts, SeriesIdentity
-from liverview.io.pixels import DecodedFrame, FrameDecodeError, FrameReader, decode_frame, needs_decoder
+from liverview.io.frame_slots import open_slots
+from liverview.io.pixels import (DecodedFrame, FrameDecodeError, FrameReader, decode_frame, decode_frame_to_slot,
+                                 needs_decoder)
 from liverview.io.process_pool import map_in_order, worker_count
 from liverview.io.series import ScanResult, SeriesInfo, scan_paths, slice_normal
 from liverview.progress import Cancelled, Progress, ShouldStop
@@ -219,6 +221,9 @@ def fill_volume(volume: Volume, progress: Progress | None = None, should_stop: S
     except Cancelled:
         _fill_unread(volume)
         raise
+    finally:
+        if decoded is not None:
+            decoded.close()
     for note in dict.fromkeys(n for f in frames for n in f.file.notes):
         if note not in volume.warnings:
             volume.warnings.append(note)
@@ -235,18 +240,39 @@ def _fill_unread(volume: Volume) -> None:
 
 
 def _decoded_by_workers(frames: list[FrameRef], order: list[int],
-                        should_stop: ShouldStop | None) -> Iterator[DecodedFrame] | None:
+                        should_stop: ShouldStop | None) -> Generator[DecodedFrame, None, None] | None:
     """Compressed frames in `order`, decoded by the worker processes; None when the series is read
     here (uncompressed: a plain read is faster than a hand-over; or too few frames to pay for it).
 
     The middle slice is always decoded here, so that it is on screen without waiting for workers.
     Results are consumed in order and at most a few frames ahead: the memory beyond the volume stays
-    about 2.5 % of it, or one frame a worker."""
+    about 2.5 % of it, or one frame a worker. A result's values may be a view of a shared slot, valid
+    until the next result is asked for."""
     workers = worker_count()
     if workers < 2 or len(order) < MIN_FRAMES_FOR_WORKERS or not all(needs_decoder(frames[z]) for z in order):
         return None
-    ahead = max(workers, min(4 * workers, len(frames) // 40))
-    return map_in_order(decode_frame, (frames[z] for z in order), should_stop, ahead=ahead, what="loading")
+    # Two frames a worker in flight: with one, a worker that finishes early waits for the caller (measured
+    # 12 % slower on 100 JPEG-LS frames).
+    ahead = max(2 * workers, min(4 * workers, len(frames) // 40))
+    return _decode_on_workers(frames, order, should_stop, ahead)
+
+
+def _decode_on_workers(frames: list[FrameRef], order: list[int], should_stop: ShouldStop | None,
+                       ahead: int) -> Generator[DecodedFrame, None, None]:
+    shapes = {(frames[z].file.rows, frames[z].file.columns) for z in order}
+    # One slot more than the frames in flight: a slot is handed out again only after its frame was taken.
+    slots = open_slots(ahead + 1, shapes.pop()) if len(shapes) == 1 else None
+    if slots is None:
+        yield from map_in_order(decode_frame, (frames[z] for z in order), should_stop, ahead=ahead, what="loading")
+        return
+    tasks = ((frames[z], slots.ref(i)) for i, z in enumerate(order))
+    try:
+        for result in map_in_order(decode_frame_to_slot, tasks, should_stop, ahead=ahead, what="loading"):
+            if result.slot is not None:
+                result.values = slots.frame(result.slot)
+            yield result
+    finally:
+        slots.close()
 
 
 def _take_decoded(result: DecodedFrame, frame: FrameRef, out: np.ndarray) -> int:

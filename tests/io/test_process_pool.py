@@ -13,6 +13,7 @@ import pydicom
 import pytest
 from pydicom.uid import RLELossless
 
+from liverview.io import frame_slots
 from liverview.io import series as series_module
 from liverview.io import volume as volume_module
 from liverview.io.series import scan_paths
@@ -114,9 +115,36 @@ def _load(folder: Path, monkeypatch, workers: str):
     return volume, order, reports
 
 
+def _ring_files() -> set[str]:
+    return {name for name in os.listdir(frame_slots.SHM_DIR) if name.startswith("liverview-frames-")}
+
+
+@pytest.fixture(params=["shared slots", "pipe"])
+def hand_over(request, monkeypatch) -> str:
+    """Decoded frames come back through the shared ring (where /dev/shm exists) or the pool's pipe."""
+    if request.param == "pipe":
+        monkeypatch.setattr(volume_module, "open_slots", lambda *args: None)
+    elif frame_slots.open_slots(1, (2, 2)) is None:
+        pytest.fail("no shared frame slots on this machine: /dev/shm is missing or full")
+    opened: list[frame_slots.FrameSlots] = []
+    real_open = volume_module.open_slots
+
+    def counting(*args):
+        slots = real_open(*args)
+        if slots is not None:
+            opened.append(slots)
+        return slots
+
+    monkeypatch.setattr(volume_module, "open_slots", counting)
+    yield request.param
+    assert (len(opened) > 0) == (request.param == "shared slots")
+
+
 def test_compressed_series_decoded_on_workers_matches_the_sequential_load(rle_series, few_files_for_workers,
-                                                                          monkeypatch):
+                                                                          hand_over, monkeypatch):
+    rings_before = _ring_files()
     parallel, parallel_order, parallel_reports = _load(rle_series, monkeypatch, "2")
+    assert _ring_files() == rings_before  # the ring (5 slots for 19 frames, reused) is removed after the load
     assert few_files_for_workers["items"] == 4 + 19  # 4 chunks of headers, every frame but the middle one
     sequential, sequential_order, sequential_reports = _load(rle_series, monkeypatch, "1")
     assert np.array_equal(parallel.array, sequential.array)
@@ -127,12 +155,14 @@ def test_compressed_series_decoded_on_workers_matches_the_sequential_load(rle_se
     assert np.array_equal(parallel.loaded, sequential.loaded) and parallel.loaded.sum() == 19
 
 
-def test_compressed_load_on_workers_can_be_cancelled(rle_series, few_files_for_workers):
+def test_compressed_load_on_workers_can_be_cancelled(rle_series, few_files_for_workers, hand_over):
     info = scan_paths(rle_series).series[0]
     seen: list[int] = []
+    rings_before = _ring_files()
     with pytest.raises(Cancelled):
         fill_volume(allocate_volume(info), should_stop=lambda: len(seen) >= 3, on_slice=lambda v, z: seen.append(z))
     assert len(seen) == 3
+    assert _ring_files() == rings_before
 
 
 def test_ordinary_folder_is_scanned_and_loaded_without_importing_pydicom(crlm_dir):
