@@ -192,11 +192,12 @@ class ClassificationController(QObject):
         self.crops.clear()
         device = description.device.upper() if description.device.startswith("cpu") else description.device
         self.status_label.setText(f"Model: {description.name} {description.version} · {device}")
-        quality = (f" · test macro-F1 {description.macro_f1:.2f}" if description.macro_f1 is not None
-                   else " · untested: no held-out test lesions")
+        tested_on = "Simulated test" if description.simulated else "Test"
+        quality = (f"{tested_on} macro-F1 {description.macro_f1:.2f}" if description.macro_f1 is not None
+                   else "Untested: no held-out test lesions")
         if description.reader_macro_f1 is not None:
-            quality += f", with every phase {description.reader_macro_f1:.2f}"
-        self.panel.set_model(f"{description.name} {description.version} on {device}{quality}",
+            quality += f", {description.reader_macro_f1:.2f} with every phase"
+        self.panel.set_model(f"{description.name} {description.version} on {device}\n{quality}",
                              description.classes, description.class_names, model_id=description.model_id,
                              by_uncertainty=description.by_uncertainty, simulated=description.simulated,
                              reader_by_uncertainty=description.reader_by_uncertainty)

@@ -96,17 +96,21 @@ class RoiOverlay:
                     self._add(scatter)
 
     def _clear_of(self, tag: pg.TextItem, placed: list[QRectF]) -> None:
-        """Raise `tag` above its outline by whole tag heights until it covers none of the tags `placed`
-        (screen pixels, where tags keep their size at any zoom), then add it to them."""
+        """Move `tag` left as far as needed to end inside the view (a lesion near the right edge had its
+        name cut), then raise it above its outline by whole tag heights until it covers none of the tags
+        `placed` (screen pixels, where tags keep their size at any zoom), and add it to them."""
         anchor = self.view.view_box.mapViewToScene(tag.pos())
         size = tag.textItem.boundingRect()
         box = QRectF(anchor.x(), anchor.y() - size.height(), size.width(), size.height())
+        visible = self.view.view_box.sceneBoundingRect()
+        shift = max(0.0, min(box.right() - visible.right(), box.left() - visible.left()))
+        box.translate(-shift, 0.0)
         level = 0
         while level < MAX_TAG_LEVELS and any(box.intersects(other) for other in placed):
             level += 1
             box.translate(0.0, -size.height())
-        if level:
-            tag.setAnchor((0, 1 + level))
+        if level or shift:
+            tag.setAnchor((shift / size.width(), 1 + level))
         placed.append(box)
 
     def set_preview(self, points_px, closed: bool = True) -> None:

@@ -348,6 +348,29 @@ def test_tags_of_neighbouring_lesions_do_not_cover_each_other(qtbot, window):
     assert not any(a.intersects(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
 
 
+def test_the_tag_of_a_lesion_at_the_right_edge_stays_inside_the_view(qtbot, window):
+    """The tag starts at the outline's left edge and runs right: near the view's right edge its name was
+    cut off ("L1 Hepatocellular carcinoma (H"). It now ends inside the view, still above its outline."""
+    from liverview.annotations.document import Roi
+
+    view = window.viewer.views[0]
+    z = view.slice_index
+    x_right = window.volume.shape[2] - 3.0
+    window.store.add_lesion(Roi(z, [(x_right - 6, 100.0), (x_right, 100.0), (x_right, 106.0), (x_right - 6, 106.0)],
+                                sop_instance_uid=window.volume.sop_instance_uids[z]), label="hcc")
+    overlay = window.annotator.overlay
+    qtbot.waitUntil(lambda: any(hasattr(item, "toPlainText") for item in overlay._items))
+    view.view_box.autoRange(padding=0)  # the image's right edge at (or inside) the view's
+    window.annotator.redraw()
+    tag = next(item for item in overlay._items if hasattr(item, "toPlainText"))
+    box = tag.mapRectToScene(tag.boundingRect())
+    visible = view.view_box.sceneBoundingRect()
+    assert box.width() > 100
+    assert box.right() <= visible.right() + 1 and box.left() >= visible.left() - 1
+    outline_top = view.view_box.mapViewToScene(QPointF(*view.pixel_to_view(x_right - 6, 100.0)))
+    assert box.bottom() <= outline_top.y() + 1
+
+
 def test_status_messages_name_a_lesion_by_its_number_in_the_table(qtbot, window):
     qtbot.keyClick(window, Qt.Key_X)
     drag(viewport(window), screen_of_pixel(window, 80, 80), screen_of_pixel(window, 100, 100))

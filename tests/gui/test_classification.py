@@ -386,11 +386,11 @@ def test_a_model_without_held_out_test_lesions_says_it_is_untested(qtbot, window
     """A model trained on three lesions, with no test split, loaded with no word that nobody knows how good
     it is (the bundled model's line gives its test macro-F1)."""
     controller = window.classification
-    assert "test macro-F1 0.25" in controller.panel.model_label.text()
+    assert "\nTest macro-F1 0.25" in controller.panel.model_label.text()
     untested = save_bundle(tmp_path / "untested", build_network("tiny_cnn", 4), architecture="tiny_cnn",
                            classes=CLASSES, preprocess_config=PreprocessConfig(size=96), name="my-model",
                            version="0.1.0", training_domain=DEMO_DOMAIN)
     with qtbot.waitSignal(controller.worker.model_loaded, timeout=60000):
         controller.load_model(untested)
-    assert controller.panel.model_label.text().startswith("my-model 0.1.0 on CPU · untested: no held-out test lesions")
+    assert controller.panel.model_label.text().startswith("my-model 0.1.0 on CPU\nUntested: no held-out test lesions")
     assert "was not tested on held-out lesions" in window.statusBar().currentMessage()
