@@ -12,8 +12,8 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING, TypeVar
+from collections.abc import Callable, Generator, Iterable
+from typing import TYPE_CHECKING, TypeVar, cast
 
 from liverview.progress import ShouldStop, check_stop
 
@@ -119,26 +119,42 @@ def shut_down() -> None:
 
 
 def map_in_order(fn: Callable[[T], R], items: Iterable[T], should_stop: ShouldStop | None = None,
-                 ahead: int | None = None, what: str = "the job") -> Iterator[R]:
+                 ahead: int | None = None, what: str = "the job") -> Generator[R, None, None]:
     """`fn(item)` for every item, computed by the worker processes, yielded in the items' order.
 
-    At most `ahead` items are submitted beyond the one being yielded (bounding the memory of results
-    waiting to be consumed); `should_stop()` is checked before each result and raises `Cancelled`,
-    dropping what is still queued. A worker that dies (a decoder crash) raises
-    `concurrent.futures.process.BrokenProcessPool`; the pool is then recreated on next use.
+    The first `ahead` items are handed to the workers at once (they start while the caller does other
+    work); then at most `ahead` items are submitted beyond the one being yielded (bounding the memory of
+    results waiting to be consumed). `should_stop()` is checked before each result and raises
+    `Cancelled`, dropping what is still queued, as does closing the generator. A worker that dies (a
+    decoder crash) raises `concurrent.futures.process.BrokenProcessPool`; the pool is then recreated on
+    next use.
     """
+    results = _in_order(fn, items, should_stop, ahead or 2 * worker_count(), what)
+    next(results)  # runs up to its first yield: the first items are submitted
+    return cast("Generator[R, None, None]", results)
+
+
+def _in_order(fn: Callable[[T], R], items: Iterable[T], should_stop: ShouldStop | None, ahead: int,
+              what: str) -> Generator[R | None, None, None]:
     pool = _pool_executor()
-    ahead = ahead or 2 * worker_count()
     pending: list[Future] = []
     iterator = iter(items)
     exhausted = False
+
+    def top_up() -> bool:
+        while len(pending) < ahead:
+            try:
+                pending.append(pool.submit(fn, next(iterator)))
+            except StopIteration:
+                return True
+        return False
+
     try:
+        exhausted = top_up()
+        yield None
         while True:
-            while not exhausted and len(pending) < ahead:
-                try:
-                    pending.append(pool.submit(fn, next(iterator)))
-                except StopIteration:
-                    exhausted = True
+            if not exhausted:
+                exhausted = top_up()
             if not pending:
                 return
             check_stop(should_stop, what)

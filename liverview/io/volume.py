@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -185,9 +185,9 @@ def allocate_volume(info: SeriesInfo) -> Volume:
 
 def fill_volume(volume: Volume, progress: Progress | None = None, should_stop: ShouldStop | None = None,
                 on_slice: OnSlice | None = None) -> Volume:
-    """Read every slice of `volume.info` into `volume.array`, middle slice first; the others are set to
-    `volume.fill_value` right after it (so that the first slice is not kept waiting for the page-in of
-    the whole volume), then read.
+    """Read every slice of `volume.info` into `volume.array`, middle slice first. With `on_slice` (someone
+    shows the volume while it loads) the others are set to `volume.fill_value` right after it (so that the
+    first slice is not kept waiting for the page-in of the whole volume), then read.
 
     A slice that cannot be decoded stays at the fill value and is listed in `volume.failed`; the rest
     still load. Raises `Cancelled` when `should_stop()` becomes true.
@@ -214,7 +214,10 @@ def fill_volume(volume: Volume, progress: Progress | None = None, should_stop: S
                 volume.failed.append(SkippedFile(frames[z].label, str(exc)))
             if on_slice is not None and volume.loaded[z]:
                 on_slice(volume, z)
-            if done == 0:
+            if done == 0 and on_slice is not None:
+                # Shown while loading: the slices not read yet must look like air, not water. Nobody
+                # watching, the fill would only fault in the whole volume before the workers start
+                # (about 0.1 s for 100 slices in a fresh process); each slice is written as it comes.
                 _fill_unread(volume)
             if progress is not None and (done % 8 == 0 or done == n - 1):
                 progress((done + 1) / n, f"Reading images {done + 1}/{n}")
@@ -240,39 +243,55 @@ def _fill_unread(volume: Volume) -> None:
 
 
 def _decoded_by_workers(frames: list[FrameRef], order: list[int],
-                        should_stop: ShouldStop | None) -> Generator[DecodedFrame, None, None] | None:
+                        should_stop: ShouldStop | None) -> _WorkerFrames | None:
     """Compressed frames in `order`, decoded by the worker processes; None when the series is read
     here (uncompressed: a plain read is faster than a hand-over; or too few frames to pay for it).
 
-    The middle slice is always decoded here, so that it is on screen without waiting for workers.
-    Results are consumed in order and at most a few frames ahead: the memory beyond the volume stays
-    about 2.5 % of it, or one frame a worker. A result's values may be a view of a shared slot, valid
-    until the next result is asked for."""
+    The middle slice is always decoded here, so that it is on screen without waiting for workers; the
+    workers start on the rest meanwhile. Results are consumed in order and at most a few frames ahead:
+    the memory beyond the volume stays about 2.5 % of it, or one frame a worker."""
     workers = worker_count()
     if workers < 2 or len(order) < MIN_FRAMES_FOR_WORKERS or not all(needs_decoder(frames[z]) for z in order):
         return None
     # Two frames a worker in flight: with one, a worker that finishes early waits for the caller (measured
     # 12 % slower on 100 JPEG-LS frames).
-    ahead = max(2 * workers, min(4 * workers, len(frames) // 40))
-    return _decode_on_workers(frames, order, should_stop, ahead)
+    return _WorkerFrames(frames, order, should_stop, ahead=max(2 * workers, min(4 * workers, len(frames) // 40)))
 
 
-def _decode_on_workers(frames: list[FrameRef], order: list[int], should_stop: ShouldStop | None,
-                       ahead: int) -> Generator[DecodedFrame, None, None]:
-    shapes = {(frames[z].file.rows, frames[z].file.columns) for z in order}
-    # One slot more than the frames in flight: a slot is handed out again only after its frame was taken.
-    slots = open_slots(ahead + 1, shapes.pop()) if len(shapes) == 1 else None
-    if slots is None:
-        yield from map_in_order(decode_frame, (frames[z] for z in order), should_stop, ahead=ahead, what="loading")
-        return
-    tasks = ((frames[z], slots.ref(i)) for i, z in enumerate(order))
-    try:
-        for result in map_in_order(decode_frame_to_slot, tasks, should_stop, ahead=ahead, what="loading"):
-            if result.slot is not None:
-                result.values = slots.frame(result.slot)
-            yield result
-    finally:
-        slots.close()
+class _WorkerFrames:
+    """The workers' decoded frames, in order, started on creation; `close()` stops them and frees the ring.
+
+    A result's values may be a view of a shared slot (`frame_slots`), valid until the next result is
+    asked for: the ring has one slot more than the frames in flight, so a slot is handed out again only
+    after its frame was taken."""
+
+    def __init__(self, frames: list[FrameRef], order: list[int], should_stop: ShouldStop | None,
+                 ahead: int) -> None:
+        shapes = {(frames[z].file.rows, frames[z].file.columns) for z in order}
+        self._slots = open_slots(ahead + 1, shapes.pop()) if len(shapes) == 1 else None
+        try:
+            if self._slots is None:
+                self._results = map_in_order(decode_frame, (frames[z] for z in order), should_stop,
+                                             ahead=ahead, what="loading")
+            else:
+                tasks = ((frames[z], self._slots.ref(i)) for i, z in enumerate(order))
+                self._results = map_in_order(decode_frame_to_slot, tasks, should_stop, ahead=ahead,
+                                             what="loading")
+        except BaseException:
+            if self._slots is not None:
+                self._slots.close()
+            raise
+
+    def __next__(self) -> DecodedFrame:
+        result = next(self._results)
+        if result.slot is not None and self._slots is not None:
+            result.values = self._slots.frame(result.slot)
+        return result
+
+    def close(self) -> None:
+        self._results.close()
+        if self._slots is not None:
+            self._slots.close()
 
 
 def _take_decoded(result: DecodedFrame, frame: FrameRef, out: np.ndarray) -> int:
