@@ -198,7 +198,7 @@ def fill_volume(volume: Volume, progress: Progress | None = None, should_stop: S
     order = [middle] + [i for i in range(n) if i != middle]
     reader = FrameReader()
     clipped = 0
-    decoded = _decoded_by_workers(frames, order[1:], should_stop)
+    decoded: _WorkerFrames | None = None
     try:
         for done, z in enumerate(order):
             if should_stop is not None and should_stop():
@@ -214,11 +214,17 @@ def fill_volume(volume: Volume, progress: Progress | None = None, should_stop: S
                 volume.failed.append(SkippedFile(frames[z].label, str(exc)))
             if on_slice is not None and volume.loaded[z]:
                 on_slice(volume, z)
-            if done == 0 and on_slice is not None:
-                # Shown while loading: the slices not read yet must look like air, not water. Nobody
-                # watching, the fill would only fault in the whole volume before the workers start
-                # (about 0.1 s for 100 slices in a fresh process); each slice is written as it comes.
-                _fill_unread(volume)
+            if done == 0:
+                if on_slice is not None:
+                    # Shown while loading: the slices not read yet must look like air, not water. With
+                    # nobody watching, the fill would only fault in the whole volume (about 0.1 s for
+                    # 100 slices in a fresh process); each slice is written as it comes.
+                    _fill_unread(volume)
+                # The workers start after the middle slice and the fill: starting them takes longer than
+                # decoding a slice (the window's come from a fork server) and holds the GIL that the
+                # window needs to paint the slice (measured: 0.30 -> 0.44-0.66 s to the first JPEG 2000
+                # slice on screen when they started before the fill).
+                decoded = _decoded_by_workers(frames, order[1:], should_stop)
             if progress is not None and (done % 8 == 0 or done == n - 1):
                 progress((done + 1) / n, f"Reading images {done + 1}/{n}")
     except Cancelled:
@@ -247,8 +253,7 @@ def _decoded_by_workers(frames: list[FrameRef], order: list[int],
     """Compressed frames in `order`, decoded by the worker processes; None when the series is read
     here (uncompressed: a plain read is faster than a hand-over; or too few frames to pay for it).
 
-    The middle slice is always decoded here, so that it is on screen without waiting for workers; the
-    workers start on the rest meanwhile. Results are consumed in order and at most a few frames ahead:
+    The middle slice is always decoded here, so that it is on screen without waiting for workers. Results are consumed in order and at most a few frames ahead:
     the memory beyond the volume stays about 2.5 % of it, or one frame a worker."""
     workers = worker_count()
     if workers < 2 or len(order) < MIN_FRAMES_FOR_WORKERS or not all(needs_decoder(frames[z]) for z in order):
