@@ -29,6 +29,8 @@ from liverview.model.metrics import confusion_matrix, macro_f1_interval, metrics
 from liverview.model.uncertainty import metrics_by_uncertainty, normalised_entropy, uncertainty_level
 
 PHASE_READER_FILE = "phase_reader.json"
+#: The reader's card, beside the CNN's MODEL_CARD.md.
+PHASE_READER_CARD = "PHASE_READER.md"
 FORMAT, FORMAT_VERSION = "liverview.phase-reader", 1
 #: The CNN's probabilities enter as logs, clipped here (a 0 would be minus infinity).
 MIN_PROBABILITY = 1e-4

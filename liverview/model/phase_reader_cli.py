@@ -32,14 +32,14 @@ from liverview.model.domain import domain_from_records
 from liverview.model.inference import LoadedModel, load_bundle, predict_flips
 from liverview.model.metrics import confusion_matrix, macro_f1_interval, metrics_from_confusion
 from liverview.model.number_format import format_number
-from liverview.model.phase_reader import PhaseReader, fit_phase_reader, score_phase_reader, subset_name
+from liverview.model.phase_reader import (PHASE_READER_CARD, PhaseReader, fit_phase_reader, score_phase_reader,
+                                         subset_name)
 from liverview.model.split import Split, check_split_matches, split_records
 from liverview.model.transforms import PHASE_NAMES, select_key_slice, select_slab
 from liverview.model.uncertainty import answer_from_copies
 
 log = logging.getLogger("liverview.model.phase_reader_cli")
 
-PHASE_READER_CARD = "PHASE_READER.md"
 
 
 def read_records(loaded: LoadedModel, records: Sequence[LesionRecord], phases: Sequence[str],

@@ -27,6 +27,7 @@ from liverview.model.bundle_format import HISTORY_FILE, MODEL_CARD, MODEL_JSON, 
 from liverview.model.inference import load_bundle
 from liverview.model.model_card import render_model_card
 from liverview.model.number_format import format_number
+from liverview.model.phase_reader import PHASE_READER_CARD, PHASE_READER_FILE
 from liverview.model.data import LesionRecord, load_records
 from liverview.model.train import load_run_config
 from liverview.synth.lesions import LesionSpec
@@ -248,10 +249,14 @@ def _markdown_sections(info: dict[str, Any], check: SanityCheck | None, comparis
         lines.append("")
     replaced = info.get("replaces")
     if replaced:
+        other_lesions = (" Those figures were measured on its own test lesions, drawn from other datasets than this "
+                         "model's: they do not compare with the figures above."
+                         if replaced.get("same_test_lesions") is False else "")
         lines += ["## What it replaces", "",
                   f"{replaced['name']} {replaced['version']} (weights SHA-256 {str(replaced['sha256'])[:12]}..., "
                   f"{replaced['preprocessing']}): test accuracy {format_number(replaced['accuracy'])}, macro-F1 "
-                  f"{format_number(replaced['macro_f1'])}. Its weights stay in the repository history.", ""]
+                  f"{format_number(replaced['macro_f1'])}.{other_lesions} Its weights stay in the repository "
+                  "history.", ""]
     if check is not None:
         s = check.summary()
         lines += [f"## Real-data sanity check: {check.name}", "",
@@ -273,6 +278,13 @@ def _markdown_sections(info: dict[str, Any], check: SanityCheck | None, comparis
               "- Lesion appearance of the simulator: the radiology sources listed in docs/synth.md.",
               f"- Real-data sanity check series: {CRLM_CITATION}", ""]
     return "\n".join(lines)
+
+
+def _test_datasets(info: dict[str, Any]) -> list[str]:
+    """The datasets a model's validation and test lesions came from (not the training-only ones), by
+    when each was written: two models share test lesions only where these agree."""
+    datasets = (info.get("training_data") or {}).get("datasets") or []
+    return sorted(str(d.get("created")) for d in datasets if d.get("role") != "training only")
 
 
 def _sanity_verdict(summary: dict[str, Any]) -> str:
@@ -320,7 +332,8 @@ def release_model(run: Path, target: Path, *, sanity_series: Path | None = None,
         old_metrics = previous.get("metrics") or {}
         info["replaces"] = {"name": previous.get("name"), "version": previous.get("version"),
                             "sha256": previous.get("sha256"), "preprocessing": _describe_preprocessing(previous),
-                            "accuracy": old_metrics.get("accuracy"), "macro_f1": old_metrics.get("macro_f1")}
+                            "accuracy": old_metrics.get("accuracy"), "macro_f1": old_metrics.get("macro_f1"),
+                            "same_test_lesions": _test_datasets(previous) == _test_datasets(info)}
     notes = ["Trained on simulated lesions only: the simulator's idea of each class, not real radiology."]
     if new_f1 < TARGET_MACRO_F1:
         notes.append(f"Below the project's target of test macro-F1 >= {TARGET_MACRO_F1:.2f} on simulated lesions "
@@ -343,6 +356,11 @@ def release_model(run: Path, target: Path, *, sanity_series: Path | None = None,
     write_json(staging / MODEL_JSON, info)
     card = render_model_card(info, notes) + _markdown_sections(info, check, comparison, recipe, sizes, variants, noise)
     (staging / MODEL_CARD).write_text(card, encoding="utf-8")
+    if previous is not None and previous.get("sha256") == info.get("sha256"):
+        # The phase reader is fitted to these weights: a new card keeps it.
+        for name in (PHASE_READER_FILE, PHASE_READER_CARD):
+            if (target / name).is_file():
+                shutil.copy2(target / name, staging / name)
     load_bundle(staging)  # the installed bundle must load and verify exactly as the app will
     if target.exists():
         shutil.rmtree(target)

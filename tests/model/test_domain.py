@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -77,8 +78,18 @@ def test_each_kind_of_departure_is_named(crlm_dir):
 
 
 def test_a_bundle_records_its_domain_and_older_bundles_get_the_simulators(tmp_path):
+    """The bundled model (1.4.0 on) records what it was trained on; a bundle from before (up to 1.3.0, no
+    `training_domain` in its model.json) is taken as trained on the simulator's portal-venous lesions."""
     loaded = load_bundle(default_model_path())
-    assert "training_domain" not in loaded.info and loaded_domain(loaded) is SIMULATED_PORTAL_VENOUS
+    recorded = loaded_domain(loaded)
+    assert "training_domain" in loaded.info and recorded.source == "model.json"
+    assert recorded.phases == (ContrastPhase.PORTAL_VENOUS,) and recorded.noise_hu is not None
+    older = tmp_path / "older"
+    shutil.copytree(default_model_path(), older)
+    info = json.loads((older / "model.json").read_text())
+    del info["training_domain"]
+    (older / "model.json").write_text(json.dumps(info))
+    assert loaded_domain(load_bundle(older)) is SIMULATED_PORTAL_VENOUS
     round_trip = TrainingDomain.from_model_info({"training_domain": SIMULATED_PORTAL_VENOUS.to_dict()})
     assert round_trip.to_dict() == SIMULATED_PORTAL_VENOUS.to_dict() and round_trip.source == "model.json"
 

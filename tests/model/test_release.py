@@ -7,6 +7,7 @@ import json
 import pytest
 
 from liverview.model.inference import load_bundle
+from liverview.model.phase_reader import PhaseReader
 from liverview.model.release import PAPER, ReleaseError, main, release_model
 
 
@@ -94,6 +95,33 @@ def test_a_model_that_is_not_better_is_refused(runs, tmp_path):
     # The same weights released again (say for a newer card) still replace what they replaced.
     assert main([str(enhanced), str(target), "--force"]) == 0
     assert json.loads((target / "model.json").read_text())["replaces"] == info["replaces"]
+
+
+def test_the_card_says_when_the_replaced_models_figures_come_from_other_test_lesions(runs, tmp_path):
+    """1.4.0 replaced 1.3.0 after the simulator changed: the card quoted 1.3.0's test macro-F1 (0.914, on
+    generator 1's lesions) under 1.4.0's (0.945, on generator 2's) as if they compared. The same run
+    released over itself keeps its phase reader (fitted to those weights) and compares like with like."""
+    plain, enhanced = runs
+    target = tmp_path / "bundled"
+    release_model(plain, target)
+    info = json.loads((target / "model.json").read_text())
+    for dataset in info["training_data"]["datasets"]:
+        dataset["created"] = "2020-01-01T00:00:00+00:00"  # as if drawn by an older simulator
+    (target / "model.json").write_text(json.dumps(info))
+    release_model(enhanced, target, force=True)
+    card = (target / "MODEL_CARD.md").read_text()
+    assert json.loads((target / "model.json").read_text())["replaces"]["same_test_lesions"] is False
+    assert "they do not compare with the figures above" in card
+    installed = load_bundle(target)
+    PhaseReader(list(installed.classes), ("portal_venous",), "portal_venous", installed.info["sha256"], {}).save(target)
+    (target / "PHASE_READER.md").write_text("# reader")
+    release_model(enhanced, target, force=True)
+    assert load_bundle(target).phase_reader is not None and (target / "PHASE_READER.md").is_file()
+    other = tmp_path / "other"
+    release_model(plain, other)
+    release_model(enhanced, other, force=True)
+    assert json.loads((other / "model.json").read_text())["replaces"]["same_test_lesions"] is True
+    assert "do not compare" not in (other / "MODEL_CARD.md").read_text()
 
 
 def test_an_unfinished_run_is_refused(tmp_path):
