@@ -92,7 +92,7 @@ phase-reader: $(STAMP)
 		--train-only $(PR_DIR)/dataset-extra --seed 1
 	$(MAKE) phase-reader-heldout
 
-## The bundled phase reader scored on 1,000 simulated lesions of 252 patients it was not fitted on
+## The bundled phase reader scored on 1,000 simulated lesions of about 250 patients it was not fitted on
 ## (a seed of their own), with 95 % intervals over patients (about 10 min); the scores are kept in
 ## the bundle's reader, and the app quotes them.
 PR_HELDOUT := build/phase-reader-heldout
