@@ -10,6 +10,9 @@ megabytes, well inside the 64 MB a default container gives /dev/shm. Its space i
 (`posix_fallocate`), because writing to an mmap of a full tmpfs kills the process with SIGBUS instead
 of raising. Where there is no /dev/shm or the space cannot be reserved, `open_slots` returns None and
 frames come back through the pipe as before.
+
+A process killed during a load (SIGKILL, a crash, the power) leaves its ring behind; the name carries the
+owner's process id, and the next ring opened removes the rings of owners that are gone.
 """
 from __future__ import annotations
 
@@ -24,6 +27,7 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 SHM_DIR = "/dev/shm"
+PREFIX = "liverview-frames-"
 
 
 @dataclass(frozen=True)
@@ -72,9 +76,10 @@ def open_slots(count: int, shape: tuple[int, int]) -> FrameSlots | None:
     """A ring of `count` frames in /dev/shm, or None where that is not possible (no /dev/shm, no room)."""
     if not os.path.isdir(SHM_DIR) or not hasattr(os, "posix_fallocate"):
         return None
+    remove_orphaned_rings()
     size = count * shape[0] * shape[1] * 2
     try:
-        fd, path = tempfile.mkstemp(prefix="liverview-frames-", dir=SHM_DIR)
+        fd, path = tempfile.mkstemp(prefix=f"{PREFIX}{os.getpid()}-", dir=SHM_DIR)
     except OSError as exc:
         log.debug("no shared frame slots: %s", exc)
         return None
@@ -88,6 +93,36 @@ def open_slots(count: int, shape: tuple[int, int]) -> FrameSlots | None:
         log.debug("no shared frame slots (%d bytes): %s", size, exc)
         os.unlink(path)
         return None
+
+
+def remove_orphaned_rings() -> list[str]:
+    """Remove the rings whose owner process is gone (`liverview-frames-<pid>-…`); returns their names."""
+    removed = []
+    try:
+        names = os.listdir(SHM_DIR)
+    except OSError:
+        return removed
+    for name in names:
+        owner = name[len(PREFIX):].split("-", 1)[0] if name.startswith(PREFIX) else ""
+        if not owner.isdigit() or _alive(int(owner)):
+            continue
+        try:
+            os.unlink(os.path.join(SHM_DIR, name))
+            removed.append(name)
+        except OSError:  # another user's, or removed meanwhile
+            pass
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    """Signal 0 asks whether a process exists without sending it anything."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, as another user's process
+        return True
+    return True
 
 
 class SlotWriter:
@@ -117,4 +152,4 @@ class SlotWriter:
         self._map, self._path = None, None
 
 
-__all__ = ["FrameSlots", "SlotRef", "SlotWriter", "open_slots"]
+__all__ = ["FrameSlots", "SlotRef", "SlotWriter", "open_slots", "remove_orphaned_rings"]

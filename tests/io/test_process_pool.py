@@ -116,7 +116,7 @@ def _load(folder: Path, monkeypatch, workers: str):
 
 
 def _ring_files() -> set[str]:
-    return {name for name in os.listdir(frame_slots.SHM_DIR) if name.startswith("liverview-frames-")}
+    return {name for name in os.listdir(frame_slots.SHM_DIR) if name.startswith(frame_slots.PREFIX)}
 
 
 @pytest.fixture(params=["shared slots", "pipe"])
@@ -124,8 +124,11 @@ def hand_over(request, monkeypatch) -> str:
     """Decoded frames come back through the shared ring (where /dev/shm exists) or the pool's pipe."""
     if request.param == "pipe":
         monkeypatch.setattr(volume_module, "open_slots", lambda *args: None)
-    elif frame_slots.open_slots(1, (2, 2)) is None:
-        pytest.fail("no shared frame slots on this machine: /dev/shm is missing or full")
+    else:
+        probe = frame_slots.open_slots(1, (2, 2))
+        if probe is None:
+            pytest.fail("no shared frame slots on this machine: /dev/shm is missing or full")
+        probe.close()
     opened: list[frame_slots.FrameSlots] = []
     real_open = volume_module.open_slots
 
@@ -153,6 +156,28 @@ def test_compressed_series_decoded_on_workers_matches_the_sequential_load(rle_se
     assert parallel.failed == sequential.failed and len(parallel.failed) == 1
     assert parallel.warnings == sequential.warnings
     assert np.array_equal(parallel.loaded, sequential.loaded) and parallel.loaded.sum() == 19
+
+
+def test_the_ring_of_a_killed_load_is_removed_by_the_next_one(rle_series, few_files_for_workers, monkeypatch,
+                                                               tmp_path):
+    """A load killed with SIGKILL runs no clean-up: its ring stayed in /dev/shm (memory) until reboot."""
+    code = ("import os, signal, sys\n"
+            "from liverview.io import volume\n"
+            "from liverview.io.series import scan_paths\n"
+            "volume.MIN_FRAMES_FOR_WORKERS = 4\n"
+            "info = scan_paths(sys.argv[1]).series[0]\n"
+            "volume.fill_volume(volume.allocate_volume(info), "
+            "on_slice=lambda v, z: z != info.n_images // 2 and os.kill(os.getpid(), signal.SIGKILL))\n")
+    script = tmp_path / "killed_load.py"
+    script.write_text(code)
+    before = _ring_files()
+    monkeypatch.setenv("LIVERVIEW_WORKERS", "2")
+    run = subprocess.run([sys.executable, str(script), str(rle_series)], cwd=REPO, timeout=120)
+    assert run.returncode == -9
+    left = _ring_files() - before
+    assert len(left) == 1  # what the killed load left behind
+    _load(rle_series, monkeypatch, "2")
+    assert not (_ring_files() & left)
 
 
 def test_compressed_load_on_workers_can_be_cancelled(rle_series, few_files_for_workers, hand_over):
