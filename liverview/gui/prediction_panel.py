@@ -24,6 +24,16 @@ LABEL_INSIDE_FROM = 0.75
 UNCERTAINTY_COLORS = {"low": "#8fd18f", "moderate": "#f0b040", "high": "#ef6b5b", "outside training data": "#ef6b5b"}
 
 
+def format_percent(share: float) -> str:
+    """A probability or a share as a whole percentage that never claims certainty it does not have:
+    0.9992 is ">99%", not "100%" (nor 0.0004 "0%"); only exactly 1 and 0 are 100% and 0%."""
+    if 0.995 <= share < 1.0:
+        return ">99%"
+    if 0.0 < share < 0.005:
+        return "<1%"
+    return f"{share:.0%}"
+
+
 def legend_pixmap(width: int = 160, height: int = 12) -> QPixmap:
     table = heatmap_lookup_table(width)
     rgba = np.repeat(table[None, :, :], height, axis=0).copy()
@@ -222,14 +232,14 @@ class PredictionPanel(QWidget):
         for i, value in enumerate(values):
             # A long bar carries its value inside its end, in dark text on the bar; a short one after it.
             inside = value > LABEL_INSIDE_FROM
-            text = pg.TextItem(f"{value:.0%}", anchor=(1, 0.5) if inside else (0, 0.5),
+            text = pg.TextItem(format_percent(value), anchor=(1, 0.5) if inside else (0, 0.5),
                                color=(20, 20, 20) if inside else (230, 230, 230))
             text.setPos(value - 0.01 if inside else value + 0.02, i)
             self.plot.addItem(text)
             self.value_texts.append(text)
         name = self.class_names[self.classes.index(result.predicted)] if result.predicted in self.classes \
             else result.predicted
-        share = f"{self.probabilities.get(result.predicted, 0.0):.0%}"
+        share = format_percent(self.probabilities.get(result.predicted, 0.0))
         level = result.uncertainty or ""
         if result.outside_training:
             # The warning is the headline: a class and a percentage there would sound sure.
@@ -323,7 +333,7 @@ class PredictionPanel(QWidget):
         lesions = "simulated test lesions" if self.simulated else "test lesions"
         read = "" if reader_phases is None else " read on these phases"
         return (f"On its {lesions}{read}, answers shown with {level} uncertainty were right in {right} of "
-                f"{row['n']} ({100 * right // row['n']}%).")
+                f"{row['n']} ({format_percent(right / row['n'])}).")
 
     def show_batch(self, done: int, total: int) -> None:
         running = done < total

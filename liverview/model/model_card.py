@@ -121,7 +121,8 @@ def render_model_card(info: dict[str, Any], notes: Sequence[str] = ()) -> str:
     lines += ["", "## Known limits", "",
               f"- {_describe_slice_limit(int(pre.get('neighbour_slices', 0)))}; "
               + (f"reads the contrast phases {', '.join(pre['phases'])} (any of them may be missing)."
-                 if pre.get("phases") else "one contrast phase, no multi-phase information."),
+                 if pre.get("phases") else "the network reads one contrast phase; a bundled phase reader "
+                 "(PHASE_READER.md, where present) adds the others."),
               ("- Trained from scratch on the data above only" if not training.get("initial_weights") else
                "- Trained on the data above, starting from a model trained on other data (see that model's card)")
               + "; other scanners, phases, reconstruction kernels and lesion types (abscess, FNH, adenoma, ...) are "

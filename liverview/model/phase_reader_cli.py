@@ -177,7 +177,8 @@ def store_heldout_scores(bundle: Path, result: dict) -> PhaseReader:
     for subset, scores in result["subsets"].items():
         reader.metrics.setdefault(subset, {})["heldout"] = {key: scores[key] for key in (
             "n", "accuracy", "macro_f1", "macro_f1_interval", "by_uncertainty")}
-    reader.training["heldout"] = {key: result[key] for key in ("datasets", "n_lesions", "n_patients", "evaluated")}
+    reader.training["heldout"] = {key: result[key] for key in ("datasets", "n_lesions", "n_patients", "evaluated",
+                                                               "cnn_alone")}
     reader.save(bundle)
     write_text_atomic(bundle / PHASE_READER_CARD, render_reader_card(reader))
     return reader
@@ -204,9 +205,12 @@ def render_reader_card(reader: PhaseReader) -> str:
     ]
     heldout = t.get("heldout")
     if heldout:
+        cnn_held = heldout.get("cnn_alone") or {}
         lines += [f"Held out: the reader as fitted, scored on {heldout.get('n_lesions')} further simulated lesions of "
                   f"{heldout.get('n_patients')} patients none of which it was fitted on ({', '.join(heldout.get('datasets', []))}; "
-                  f"{heldout.get('evaluated')}), with 95 % bootstrap intervals over patients. The app quotes these.", ""]
+                  f"{heldout.get('evaluated')}), with 95 % bootstrap intervals over patients. The app quotes these."
+                  + (f" The CNN alone on their portal-venous series: macro-F1 {format_number(cnn_held.get('macro_f1'))}."
+                     if cnn_held else ""), ""]
     lines += ["| phases read | validation macro-F1 | test macro-F1 | test lesions |" + (" held-out macro-F1 (95 %) |" if heldout else ""),
               "|---|---|---|---|" + ("---|" if heldout else "")]
     for phases in reader.readers:
@@ -218,7 +222,9 @@ def render_reader_card(reader: PhaseReader) -> str:
             low, high = held.get("macro_f1_interval") or (None, None)
             row += f" {format_number(held.get('macro_f1'))} ({format_number(low)}-{format_number(high)}) |"
         lines.append(row)
-    lines += ["", "Measured on simulated lesions only; real lesions are measured independently.", ""]
+    lines += ["", f"The {reader.cnn_phase.replace('_', '-')} row is the reader's own reading of that phase alone, "
+                  "for comparison; the app answers that phase alone with the CNN.", "",
+              "Measured on simulated lesions only; real lesions are measured independently.", ""]
     return "\n".join(lines)
 
 

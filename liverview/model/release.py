@@ -343,7 +343,7 @@ def release_model(run: Path, target: Path, *, sanity_series: Path | None = None,
     if check is not None:
         s = check.summary()
         notes.append(f"On the real series {check.name} it called {s['predicted_as_expected']} of {s['lesions']} "
-                     f"{check.expected} lesion(s) {check.expected} (see the sanity check above).")
+                     f"{check.expected} lesion(s) {check.expected} (see the sanity check below).")
     staging = target.with_name(f".{target.name}.staging")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
