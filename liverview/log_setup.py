@@ -5,7 +5,7 @@ for VR PN: 'Doe^Jane'", "The string "Jane Doe" is unlikely to represent ... a pe
 damaged file makes a decoder log a traceback. So: every record not written by liverview itself has
 its quoted values withheld (`WithholdQuoted`), Python warnings are routed through logging to get the
 same treatment, and the console shows one line per problem while the traceback goes to the log file
-only (`ConsoleFormatter`).
+only (`ConsoleFormatter`); other libraries' warnings go to the file only (`OwnWarningsOnly`).
 """
 from __future__ import annotations
 
@@ -40,6 +40,15 @@ class WithholdQuoted(logging.Filter):
         return True
 
 
+class OwnWarningsOnly(logging.Filter):
+    """The console's share of other libraries' records: their errors. Their warnings restate, in their own
+    terms, what liverview reports as the reason ("End of file reached before delimiter" for a file that
+    is cut short); they go to the log file."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.name.startswith("liverview") or record.levelno >= logging.ERROR
+
+
 class ConsoleFormatter(logging.Formatter):
     """One line per record: the traceback is for the log file, not the reader's terminal."""
 
@@ -62,6 +71,8 @@ def setup_cli_logging(verbose: bool = False, log_file: Path | None = None) -> Ca
     console = logging.StreamHandler(sys.stderr)
     console.setLevel(logging.INFO if verbose else logging.WARNING)
     console.setFormatter(ConsoleFormatter("%(levelname)s %(name)s: %(message)s"))
+    if not verbose:
+        console.addFilter(OwnWarningsOnly())
     handlers: list[logging.Handler] = [console]
     try:
         path = log_file or cli_log_path()

@@ -67,6 +67,9 @@ class FrameReader:
                 if direct is not None:
                     return _to_grey(direct, header, None)
             ds = self._dataset(header.path)
+            if not any(keyword in ds for keyword in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
+                # The header pass found the pixel data's start; pydicom drops an element the file ends inside.
+                raise FrameDecodeError("the file ends inside its pixel data: it is probably cut short (damaged)")
             from pydicom.pixels import pixel_array
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")

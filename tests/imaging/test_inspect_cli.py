@@ -52,3 +52,28 @@ def test_damaged_file_gives_its_reason_not_a_traceback(corpus_dir, tmp_path):
     assert "ERROR" in result.stderr  # the reason is still said, in one line
     log = (data / "logs" / "liverview-cli.log").read_text()
     assert "Traceback" in log
+
+
+def test_a_compressed_file_cut_short_is_named_so_without_the_decoders_words(crlm_dir, tmp_path):
+    """A JPEG-LS/RLE file cut inside its pixel data failed with "pixel data cannot be decoded
+    (AttributeError: The dataset has no 'Pixel Data' … element …)", and pydicom's "End of file reached
+    before delimiter" warning went to the console."""
+    import pydicom
+    from pydicom.uid import RLELossless
+
+    folder = tmp_path / "series"
+    folder.mkdir()
+    for source in sorted(crlm_dir.glob("*.dcm"))[10:14]:
+        ds = pydicom.dcmread(source)
+        ds.compress(RLELossless)
+        ds.save_as(folder / source.name)
+    victim = sorted(folder.glob("*.dcm"))[0]
+    victim.write_bytes(victim.read_bytes()[:-5000])
+    env = {**os.environ, "LIVERVIEW_DATA_DIR": str(tmp_path / "data")}
+    result = subprocess.run([sys.executable, "-m", "liverview.imaging.inspect_cli", str(folder), "--load"],
+                            capture_output=True, text=True, timeout=120, env=env)
+    assert result.returncode == 0, result.stderr
+    assert f"{victim.name}: the file ends inside its pixel data: it is probably cut short (damaged)" in result.stdout
+    assert "1 of 4 image(s) could not be decoded" in result.stdout
+    assert "AttributeError" not in result.stdout and "End of file" not in result.stderr
+    assert "End of file reached before delimiter" in (tmp_path / "data" / "logs" / "liverview-cli.log").read_text()
