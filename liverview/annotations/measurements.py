@@ -79,6 +79,23 @@ def slice_masks(volume: Volume, lesion: Lesion) -> dict[int, np.ndarray]:
     return masks
 
 
+def select_key_slice_by_area(areas: dict[int, int]) -> int:
+    """A lesion's key slice from {slice index: mask area}: the largest area; ties go to the slice nearest
+    the lesion's middle. The slice the model reads, and the one the app shows when it goes to a lesion."""
+    occupied = sorted(z for z, a in areas.items() if a > 0)
+    if not occupied:
+        raise ValueError("the lesion mask is empty")
+    largest = max(areas[z] for z in occupied)
+    middle = (occupied[0] + occupied[-1]) / 2.0
+    return min((z for z in occupied if areas[z] == largest), key=lambda z: (abs(z - middle), z))
+
+
+def lesion_key_slice(volume: Volume, lesion: Lesion) -> int | None:
+    """`select_key_slice_by_area` of the lesion's outlines on `volume`; None when none covers a pixel."""
+    areas = {z: int(m.sum()) for z, m in slice_masks(volume, lesion).items()}
+    return select_key_slice_by_area(areas) if any(areas.values()) else None
+
+
 def lesion_mask(volume: Volume, lesion: Lesion) -> np.ndarray:
     """3-D boolean mask (z, y, x): the union of the lesion's outlines on each slice."""
     mask = np.zeros(volume.array.shape, dtype=bool)

@@ -21,6 +21,7 @@ from liverview.annotations.export_selection import ExportReaders, default_reader
 from liverview.annotations.export_dataset import PhaseSource
 from liverview.annotations.seg_lesions import import_seg_document
 from liverview.annotations.labels import LabelTaxonomy
+from liverview.annotations.measurements import lesion_key_slice
 from liverview.annotations.store import AnnotationStore
 from liverview.gui.annotator import TOOLS, Annotator, Tool
 from liverview.gui.classification import ClassificationController
@@ -562,7 +563,10 @@ class MainWindow(QMainWindow):
         if self.annotator is None or self.volume is None:
             return
         lesion = self.store.document.lesion(lesion_id)
-        roi = max(lesion.rois, key=lambda r: len(r.points_xy) and abs(np.ptp(np.asarray(r.points_xy), axis=0).prod()))
+        # The key slice the model reads (largest outline area), so that the view and its answer agree.
+        key = lesion_key_slice(self.volume, lesion)
+        on_key = [r for r in lesion.rois if r.slice_index == key and r.points_xy]
+        roi = on_key[0] if on_key else max(lesion.rois, key=lambda r: len(r.points_xy))
         centre = np.asarray(roi.points_xy).mean(axis=0)
         self.viewer.set_cursor((roi.slice_index, centre[1], centre[0]))
         self.annotator.select(lesion_id, roi.id)

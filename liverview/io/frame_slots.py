@@ -97,7 +97,7 @@ def open_slots(count: int, shape: tuple[int, int]) -> FrameSlots | None:
 
 def remove_orphaned_rings() -> list[str]:
     """Remove the rings whose owner process is gone (`liverview-frames-<pid>-…`); returns their names."""
-    removed = []
+    removed: list[str] = []
     try:
         names = os.listdir(SHM_DIR)
     except OSError:

@@ -34,6 +34,7 @@ import cv2
 import numpy as np
 
 from liverview.annotations.dataset_format import MARGIN_XY_PX, MARGIN_Z_SLICES
+from liverview.annotations.measurements import select_key_slice_by_area
 from liverview.imaging.contrast_phase import ContrastPhase
 
 #: HU used to fill crop regions outside the available context when it holds no tissue at all.
@@ -253,17 +254,6 @@ def select_key_slice(mask_zyx: np.ndarray) -> int:
     """Index of the slice with the largest mask area; ties go to the slice nearest the lesion's middle."""
     areas = mask_zyx.reshape(mask_zyx.shape[0], -1).sum(axis=1)
     return select_key_slice_by_area({z: int(a) for z, a in enumerate(areas)})
-
-
-def select_key_slice_by_area(areas: dict[int, int]) -> int:
-    """`select_key_slice` from {slice index: mask area}: the app knows a lesion's outlines per slice and
-    need not build a whole-volume mask."""
-    occupied = sorted(z for z, a in areas.items() if a > 0)
-    if not occupied:
-        raise ValueError("the lesion mask is empty")
-    largest = max(areas[z] for z in occupied)
-    middle = (occupied[0] + occupied[-1]) / 2.0
-    return min((z for z in occupied if areas[z] == largest), key=lambda z: (abs(z - middle), z))
 
 
 def _mask_bbox(mask: np.ndarray) -> tuple[int, int, int, int]:

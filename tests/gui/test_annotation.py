@@ -508,3 +508,21 @@ def test_the_reader_name_in_the_status_bar_changes_the_reader(qtbot, window, mon
     qtbot.mouseClick(window.reader_label, Qt.LeftButton)
     assert window.reader_label.text() == "Reader: Dr Bob" and window.store.reader == "Dr Bob"
     assert window.settings.value("reader/name") == "Dr Bob"
+
+
+def test_going_to_a_lesion_shows_the_slice_the_model_reads(qtbot, window):
+    """The view went to the outline with the largest bounding box, the model reads the one with the largest
+    area: the panel said "on slice 9" under a heatmap drawn on slice 8. Both now use the lesion's key slice."""
+    from liverview.annotations.document import Roi
+    from liverview.annotations.measurements import lesion_key_slice
+
+    z = window.viewer.views[0].slice_index
+    uids = window.volume.sop_instance_uids
+    sliver = [(40.0, 40.0), (120.0, 118.0), (121.0, 121.0), (41.0, 43.0)]  # long and thin: large box, small area
+    square = [(60.0, 60.0), (90.0, 60.0), (90.0, 90.0), (60.0, 90.0)]
+    lesion = window.store.add_lesion(Roi(z, sliver, sop_instance_uid=uids[z]), label="metastasis")
+    window.store.add_roi(lesion.id, Roi(z + 1, square, sop_instance_uid=uids[z + 1]))
+    stored = window.store.document.lesion(lesion.id)
+    assert lesion_key_slice(window.volume, stored) == z + 1
+    window.jump_to_lesion(lesion.id)
+    assert window.viewer.views[0].slice_index == z + 1
