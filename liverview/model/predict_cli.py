@@ -9,9 +9,9 @@ when the annotated series' phase is one the model was not trained on, each lesio
 series of a phase it was (by patient coordinates, breathing shift aligned) and read there; a
 multiphase model reads each lesion on every series of a phase it reads. The JSON
 written with --json is {"model": {...}, "series": {...}, "study_series": [{"series_uid",
-"contrast_phase", ...}], "lesions": [{"id", "label", "predicted", "probabilities", "phases_read",
-"outside_training", "read_on", ...}], "errors": [{"id", "reason"}]}; `label` (the reader's) and
-`predicted` are label-taxonomy ids and compare directly. --heatmaps DIR writes one Grad-CAM overlay PNG per lesion. Exit status 0 when
+"contrast_phase", ...}], "lesions": [{"id", "number", "label", "predicted", "probabilities", "phases_read",
+"outside_training", "read_on", ...}], "errors": [{"id", "number", "reason"}]}; `number` is the app's L1,
+L2, …; `label` (the reader's) and `predicted` are label-taxonomy ids and compare directly. --heatmaps DIR writes one Grad-CAM overlay PNG per lesion. Exit status 0 when
 every lesion was classified, 1 on an error that stops the run, 3 when some lesions could not be.
 """
 from __future__ import annotations
@@ -115,6 +115,7 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
         raise BundleError(f"device {args.device!r}: {exc}") from exc
     loaded = load_bundle(args.model or default_model_path(), device)
     lesions = [lesion for lesion in document.lesions if lesion.rois]
+    numbers = document.lesion_numbers()  # L1, L2, …: what the app's table and tags call them
     study, phases = study_phases(opened)
     phase = phases[volume.info.key]
     read_volume, read_phase, moved = volume, phase, {}
@@ -127,7 +128,7 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
             try:
                 moved[lesion.id] = transfer_lesion(lesion, volume, read_volume)
             except TransferError as exc:
-                print(f"note: lesion {lesion.id} is read on its own series: {exc}", file=sys.stderr)
+                print(f"note: lesion {numbers[lesion.id]} ({lesion.id}) is read on its own series: {exc}", file=sys.stderr)
         print(f"note: the annotated series is {phase.phase.words}, a phase the model was not trained on; each "
               f"lesion is read on series {other.describe()!r} ({read_phase.phase.words}) of the same study",
               file=sys.stderr)
@@ -145,7 +146,8 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
         prediction = by_id.get(lesion.id)
         if prediction is None:
             continue
-        entry = {**prediction.to_json(), "id": lesion.id, "label": lesion.label, "reader": lesion.reader}
+        entry = {**prediction.to_json(), "id": lesion.id, "number": numbers[lesion.id], "label": lesion.label,
+                 "reader": lesion.reader}
         if lesion.id in moved:
             entry["read_on"] = {"series_uid": read_volume.series_uid, "contrast_phase": read_phase.phase.value,
                                 "breathing_shift_mm": [round(v, 1) for v in moved[lesion.id].shift_mm]}
@@ -163,7 +165,8 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
                          "description": volume.info.describe(), "slices": volume.shape[0],
                          "contrast_phase": phase.phase.value, "contrast_phase_evidence": phase.evidence()},
               "lesions": results,
-              "errors": [{"id": lesion_id, "reason": reason} for lesion_id, reason in errors.items()]}
+              "errors": [{"id": lesion_id, "number": numbers.get(lesion_id, ""), "reason": reason}
+                         for lesion_id, reason in errors.items()]}
     return output, 3 if errors else 0
 
 
@@ -188,12 +191,12 @@ def print_table(output: dict[str, Any]) -> None:
     for entry in output["lesions"]:
         agreement = "" if entry["label"] is None else ("  (agrees with the label)" if entry["label"] == entry["predicted"]
                                                        else f"  (label: {entry['label']})")
-        print(f"{entry['id']:>12}  {entry['predicted']:<12} {entry['probability']:6.1%}  "
+        print(f"{entry['number']:>4} {entry['id']:>12}  {entry['predicted']:<12} {entry['probability']:6.1%}  "
               f"uncertainty {entry['uncertainty']:<8} slice {entry['slice_index'] + 1}{agreement}")
         for reason in entry["outside_training"]:
-            print(f"{'':>12}  outside the model's training data: {reason}")
+            print(f"{'':>17}  outside the model's training data: {reason}")
     for error in output["errors"]:
-        print(f"{error['id']:>12}  not classified: {error['reason']}")
+        print(f"{error['number']:>4} {error['id']:>12}  not classified: {error['reason']}")
     measured = [row for row in model["by_uncertainty"] if row["uncertainty"] in LEVELS and row["n"]]
     if measured:
         lesions = "simulated test lesions" if model["simulated"] else "test lesions"

@@ -35,6 +35,8 @@ def test_json_and_heatmaps_for_every_lesion(demo_study, bundle, tmp_path, capsys
     truth = json.loads(demo_study.ground_truth_path.read_text())
     assert truth["lesions"]
     assert [entry["id"] for entry in output["lesions"]] == [lesion["id"] for lesion in truth["lesions"]]
+    # The app's names for them (its table and tags say L1, L2, …; the output gave only the ids).
+    assert [entry["number"] for entry in output["lesions"]] == [f"L{n}" for n in range(1, len(truth["lesions"]) + 1)]
     for entry, lesion in zip(output["lesions"], truth["lesions"]):
         assert entry["label"] == lesion["label"] and entry["label"] in CLASSES  # comparable with `predicted`
         assert entry["predicted"] in CLASSES
