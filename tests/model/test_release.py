@@ -81,10 +81,14 @@ def test_a_model_that_is_not_better_is_refused(runs, tmp_path):
     plain, enhanced = runs
     target = tmp_path / "bundled"
     release_model(plain, target)
+    release_model(plain, target)  # the same weights again (`make model` reproduced them): the card is refreshed
+    installed = json.loads((target / "model.json").read_text())
+    installed["metrics"]["macro_f1"] = 1.0  # as if the bundled model were better than any run here
+    (target / "model.json").write_text(json.dumps(installed))
     with pytest.raises(ReleaseError, match="not better"):
-        release_model(plain, target)
+        release_model(enhanced, target)
     before = (target / "model.json").read_text()
-    assert main([str(plain), str(target)]) == 2
+    assert main([str(enhanced), str(target)]) == 2
     assert (target / "model.json").read_text() == before
     assert main([str(enhanced), str(target), "--force"]) == 0
     replaced = json.loads(before)
