@@ -126,16 +126,23 @@ class Session:
         return reader_decision(ContrastPhase(correction.phase), correction.reader, detected)
 
     def study_context(self) -> StudyContext:
-        """The open series' phase and the study's other series (same Frame of Reference, axial CT) with
-        theirs, for a model that reads several phases."""
-        others = []
+        """The open series' phase and, for every other phase of the study, one series of it (same Frame
+        of Reference, axial CT) with its phase, for a model that reads several phases and for the
+        training dataset. A series of the open series' own phase (a copy, another reconstruction) is
+        not another phase; of several series of one phase the one with the most images is read."""
+        own = self.series_phase()
+        chosen: dict[str, tuple[SeriesInfo, str, str]] = {}
         if self.volume is not None and self.scan is not None:
             info = self.volume.info
             for other in self.scan.series:
                 decision = self.phases.get(other.key)
-                if decision is not None and info.shares_space_with(other):
-                    others.append((other, decision.phase.value, decision.decided_by.value))
-        return StudyContext(self.series_phase(), tuple(others))
+                if (decision is None or other.key == info.key or not info.shares_space_with(other)
+                        or decision.phase is ContrastPhase.UNKNOWN or (own is not None and decision.phase is own.phase)):
+                    continue
+                best = chosen.get(decision.phase.value)
+                if best is None or other.n_images > best[0].n_images:
+                    chosen[decision.phase.value] = (other, decision.phase.value, decision.decided_by.value)
+        return StudyContext(own, tuple(chosen.values()))
 
 
 __all__ = ["Session", "StudyContext"]

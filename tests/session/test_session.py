@@ -91,3 +91,38 @@ def test_one_registry_sees_every_task():
     assert registry.cancel_all() == [export] and registry.wait_all()
     registry.discard(load)
     assert changes == [1, 2, 0]
+
+
+def test_study_context_gives_one_series_per_other_phase_never_the_open_series_own(volume, crlm_dir, tmp_path):
+    """A CD with the portal-venous series three times (original, JPEG-LS and RLE copies) exported a training
+    dataset whose "other phase" was a copy of the same portal-venous series; with several series of one
+    other phase, the last one silently won. Now: no series of the open series' phase, one per other phase
+    (the one with the most images)."""
+    import pydicom
+    from pydicom.uid import generate_uid
+
+    from liverview.imaging.contrast_phase import ContrastPhase, DecidedBy, PhaseDecision
+
+    sources = sorted(crlm_dir.glob("*.dcm"))
+    copies = {"venous copy": sources, "arterial": sources, "arterial, fewer slices": sources[5:30]}
+    for name, files in copies.items():
+        folder = tmp_path / name
+        folder.mkdir()
+        series_uid = generate_uid()
+        for source in files:
+            ds = pydicom.dcmread(source)
+            ds.SeriesInstanceUID, ds.SOPInstanceUID = series_uid, generate_uid()
+            ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+            ds.SeriesDescription = name
+            ds.save_as(folder / source.name)
+    scan = scan_paths([crlm_dir, tmp_path])
+    said = {"venous copy": ContrastPhase.PORTAL_VENOUS, "arterial": ContrastPhase.ARTERIAL,
+            "arterial, fewer slices": ContrastPhase.ARTERIAL}
+    session = Session()
+    session.set_scan(scan)
+    session.set_phases({info.key: PhaseDecision(said.get(info.identity.series_description, ContrastPhase.PORTAL_VENOUS),
+                                                DecidedBy.DESCRIPTION, "test") for info in scan.series})
+    _open(session, volume)
+    others = session.study_context().other_series
+    assert [(info.identity.series_description, phase) for info, phase, _ in others] == [("arterial", "arterial")]
+    assert others[0][0].n_images == len(sources)
