@@ -342,10 +342,13 @@ def run_gui(args: argparse.Namespace, reporter: ErrorReporter, started: float) -
             splash.close()  # it stays on top and would hide the message
         show_error("liverview could not start", f"{type(exc).__name__}: {exc}", reporter.log_file)
         return EXIT_FAILURE
+    from liverview.io.frame_slots import remove_orphaned_rings
     from liverview.io.unpack_folder import remove_stale_unpacks
 
-    # Zips unpacked by a liverview that was killed stay in the cache until a later start removes them.
+    # Zips unpacked, and decoded-frame rings in /dev/shm, of a liverview that was killed stay until a later
+    # start removes them (rings also go with the next compressed load, in any liverview process).
     QTimer.singleShot(0, remove_stale_unpacks)
+    QTimer.singleShot(0, remove_orphaned_rings)
     close_on_terminate(window)
     # Runs once the event loop has painted the window: the start-up time a user sees.
     QTimer.singleShot(0, lambda: log.info("window shown %.2f s after start", time.perf_counter() - started))

@@ -266,3 +266,17 @@ def test_a_process_that_runs_threads_outside_python_does_not_fork_its_workers(mo
         assert process_pool._context().get_start_method() == "fork"
     process_pool.declare_threads_outside_python()
     assert process_pool._context().get_start_method() in ("forkserver", "spawn")
+
+
+def test_orphaned_rings_go_and_live_ones_stay(tmp_path):
+    """What the app's start (and every compressed load) removes: rings whose owner process is gone."""
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    orphan = Path(frame_slots.SHM_DIR) / f"{frame_slots.PREFIX}{int(dead.stdout)}-test"
+    live = Path(frame_slots.SHM_DIR) / f"{frame_slots.PREFIX}{os.getpid()}-test"
+    for ring in (orphan, live):
+        ring.write_bytes(b"\0" * 8)
+    try:
+        assert orphan.name in frame_slots.remove_orphaned_rings()
+        assert not orphan.exists() and live.exists()
+    finally:
+        live.unlink()
