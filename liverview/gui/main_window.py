@@ -163,6 +163,8 @@ class MainWindow(QMainWindow):
         self.load_task: BackgroundTask | None = None
         self.demo_task: BackgroundTask | None = None
         self.export_task: BackgroundTask | None = None
+        #: "Recovered N lesion(s)…", said again with "Loaded N slices" (which would replace it).
+        self._recovery_note = ""
         #: The tasks whose progress the status bar shows (a PACS transfer shows its own).
         self._progress_tasks: set[BackgroundTask] = set()
         self.last_message = ""
@@ -591,8 +593,9 @@ class MainWindow(QMainWindow):
         if report.damaged_copy is not None:
             self.show_failure("Annotation file damaged", report.problem)
         elif report.recovered_after_crash:
-            self.statusBar().showMessage(f"Recovered {len(store.document.lesions)} lesion(s) from an interrupted "
-                                         "session", 10000)
+            # Said again when the series has loaded: that message would replace it within a second.
+            self._recovery_note = f"Recovered {len(store.document.lesions)} lesion(s) from an interrupted session"
+            self.statusBar().showMessage(self._recovery_note, 10000)
 
     def _close_annotations(self) -> None:
         self.classification.series_closed()
@@ -854,7 +857,10 @@ class MainWindow(QMainWindow):
         n = len(volume.warnings)
         self.warning_button.setText(f"⚠ {n} warning(s)")
         self.warning_button.setVisible(n > 0)
-        self.statusBar().showMessage(f"Loaded {volume.shape[0]} slices", 5000)
+        loaded = f"Loaded {volume.shape[0]} slices"
+        if self._recovery_note:
+            loaded, self._recovery_note = f"{loaded} · {self._recovery_note}", ""
+        self.statusBar().showMessage(loaded, 10000 if "Recovered" in loaded else 5000)
 
     def open_demo(self) -> None:
         """Open the synthetic demo study, generating it first (once) in the user data folder."""

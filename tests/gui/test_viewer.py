@@ -464,3 +464,21 @@ def test_a_failed_background_task_logs_one_line_to_the_console_and_the_traceback
     assert record.exc_info is not None  # the log file's handler writes the traceback
     line = ConsoleFormatter("%(levelname)s %(name)s: %(message)s").format(record)
     assert line == "ERROR liverview.gui.workers: background task failed: readers labelled the same finding differently"
+
+
+def test_a_recovery_after_a_crash_is_still_said_once_the_series_has_loaded(qtbot, window, crlm_copy):
+    """The "Recovered N lesion(s) from an interrupted session" message was replaced by "Loaded 41 slices"
+    within half a second: the reader was never told that the outlines came back from a crash."""
+    from liverview.annotations.document import Roi
+    from liverview.annotations.store import AnnotationStore
+
+    volume = open_and_wait(qtbot, window, crlm_copy)
+    window.store.add_lesion(Roi(20, [(200.0, 200.0), (230.0, 200.0), (230.0, 230.0)],
+                                sop_instance_uid=volume.sop_instance_uids[20]))
+    window.store.flush()
+    lock = window.store.path.with_suffix(".lock")
+    window._close_annotations()  # what opening the study again does first; it removes the lock
+    lock.write_text("999999999")  # as if that session had died: its lock names a process that is gone
+    window.open_paths([str(crlm_copy)])
+    qtbot.waitUntil(lambda: window.statusBar().currentMessage().startswith("Loaded"), timeout=30000)
+    assert "Recovered 1 lesion(s) from an interrupted session" in window.statusBar().currentMessage()
