@@ -28,7 +28,7 @@ from logging.handlers import RotatingFileHandler
 from pathlib import Path
 from typing import Any
 
-from liverview.log_setup import ConsoleFormatter, WithholdQuoted
+from liverview.log_setup import ConsoleFormatter, OwnWarningsOnly, WithholdQuoted
 from liverview import __version__
 from liverview.paths import default_model_path, resource_path, user_data_dir
 
@@ -71,6 +71,7 @@ def setup_logging() -> tuple[Path | None, Callable[[], None]]:
     root.setLevel(logging.INFO)
     formatter = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
     handlers: list[logging.Handler] = []
+    console: logging.Handler | None = None
     # A windowed executable on Windows/macOS has no stderr at all (sys.stderr is None).
     if sys.stderr is not None:
         console = logging.StreamHandler(sys.stderr)
@@ -89,6 +90,8 @@ def setup_logging() -> tuple[Path | None, Callable[[], None]]:
         # A crash in native code (Qt, torch) leaves no Python traceback in the log; this file gets one.
         crash_file = open(path.with_name("crash.log"), "a", encoding="utf-8")  # noqa: SIM115 - lives until remove()
         faulthandler.enable(crash_file)
+    if console is not None and path is not None:
+        console.addFilter(OwnWarningsOnly())  # other libraries' warnings: the log file has them
     for handler in handlers:
         if handler.formatter is None:
             handler.setFormatter(formatter)
