@@ -117,13 +117,14 @@ def lesion_masks(volume: Volume, document: AnnotationDocument,
 
 @contextmanager
 def withheld_warnings() -> Iterator[None]:
-    """Run a DICOM writer with its warnings logged, their quoted values withheld: highdicom quotes the
-    patient's name when it finds fault with it, and that must reach no console or log."""
+    """Run a DICOM writer with its warnings logged (to the log file, at INFO), their quoted values withheld:
+    highdicom quotes the patient's name when it finds fault with it, and that must reach no console or log."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         yield
     for warning in caught:
-        log.warning("while writing DICOM: %s", withhold_quoted(str(warning.message)))
+        # For the log file: these are remarks on the source's values (a one-component name), not on the export.
+        log.info("while writing DICOM: %s", withhold_quoted(str(warning.message)))
 
 
 def check_document_matches(volume: Volume, document: AnnotationDocument) -> None:
