@@ -84,6 +84,7 @@ def export_annotations(volume: Volume, document: AnnotationDocument, to: str, ou
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = out_dir / output_stem(export_identity(volume, pseudonymize, pseudonymizer))
     common: dict[str, Any] = dict(pseudonymize=pseudonymize, pseudonymizer=pseudonymizer)
+    numbers = document.lesion_numbers()  # the app's L1, L2, … of the whole series, before readers are chosen
     try:
         document = select_for_export(document, volume, choice, summary)
     except ValueError as exc:
@@ -111,11 +112,12 @@ def export_annotations(volume: Volume, document: AnnotationDocument, to: str, ou
         from liverview.annotations.export_nifti import export_nifti
 
         return ExportResult(list(export_nifti(volume, document, stem.with_name(stem.name + ".nii.gz"), taxonomy,
-                                              **common)), n)
+                                              numbers=numbers, **common)), n)
     if to == "csv":
         from liverview.annotations.export_nifti import export_csv
 
-        return ExportResult([export_csv(volume, document, stem.with_name(stem.name + ".csv"), taxonomy, **common)], n)
+        return ExportResult([export_csv(volume, document, stem.with_name(stem.name + ".csv"), taxonomy, numbers=numbers,
+                                        **common)], n)
     n = export_dataset(volume, document, out_dir, labelled_only=labelled_only, taxonomy=taxonomy, phase=phase,
                        other_phases=other_phases, **common)
     return ExportResult([out_dir / "lesions.jsonl", out_dir / "dataset.json"], n, notes)

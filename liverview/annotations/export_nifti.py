@@ -112,18 +112,19 @@ def _nifti_paths(out_path: str | os.PathLike[str], suffix: str = "") -> tuple[Pa
 
 def export_nifti(volume: Volume, document: AnnotationDocument, out_path: str | os.PathLike[str],
                  taxonomy: LabelTaxonomy | None = None, pseudonymize: bool = True,
-                 pseudonymizer: Pseudonymizer | None = None) -> list[Path]:
+                 pseudonymizer: Pseudonymizer | None = None, numbers: dict[str, str] | None = None) -> list[Path]:
     """Write the label map to `out_path` (.nii.gz, or .nii for uncompressed) and a JSON sidecar next
     to it (same stem, .json); with several readers' lesions, one pair per reader, `-reader1`,
     `-reader2`, … added to the stem (`maps_by_reader`). Returns the paths written, image then sidecar.
 
     The sidecar: ``{"format": "liverview.nifti-labels", "version": 1, "image": NAME, "reader": R,
-    "labels": {"k": {"lesion_id", "label", "label_name", "code", "reader", "readers", "decided_by",
+    "labels": {"k": {"lesion_id", "lesion_number", "label", "label_name", "code", "reader", "readers", "decided_by",
     "confidence", "label_source", "n_voxels"}}, "source": {patient, study_uid, series_uid, ...},
     "warnings": [...]}``.
     """
     check_document_matches(volume, document)
     identity = export_identity(volume, pseudonymize, pseudonymizer)
+    numbers = document.lesion_numbers() if numbers is None else numbers
     warnings = []
     deviation = slice_spacing_deviation_mm(volume)
     if deviation > UNEVEN_TOLERANCE * volume.spacing_mm[0]:
@@ -141,7 +142,8 @@ def export_nifti(volume: Volume, document: AnnotationDocument, out_path: str | o
         for k, lesion in enumerate(lesions, start=1):
             label = resolve_label(lesion.label, taxonomy, document)
             origin = lesion.consensus
-            entries[str(k)] = {"lesion_id": lesion.id, "label": label.id, "label_name": label.name,
+            entries[str(k)] = {"lesion_id": lesion.id, "lesion_number": numbers.get(lesion.id, ""),
+                               "label": label.id, "label_name": label.name,
                                "code": label.code_dict(), "reader": identity.reader_of(lesion.reader),
                                "readers": [identity.reader_of(r) for r in origin.readers] if origin else None,
                                "decided_by": identity.reader_of(origin.decided_by) if origin and origin.decided_by else None,
@@ -183,7 +185,7 @@ def _write_image(volume: Volume, labels: np.ndarray, image_path: Path) -> None:
 
 
 CSV_COLUMNS = (
-    "patient", "patient_name", "patient_birth_date", "study_uid", "series_uid", "lesion_id", "reader", "label",
+    "patient", "patient_name", "patient_birth_date", "study_uid", "series_uid", "lesion_id", "lesion_number", "reader", "label",
     "label_name", "code_value", "code_scheme", "code_meaning", "confidence", "label_source", "slices", "n_slices",
     "long_axis_mm", "short_axis_mm", "area_mm2", "volume_ml", "n_voxels", "is_hu", "mean_hu", "sd_hu", "min_hu",
     "max_hu", "ai_model", "ai_predicted", "ai_probability", "ai_accepted_by", "ai_outdated", "readers", "decided_by",
@@ -205,9 +207,13 @@ def _number(value: float, digits: int = 2) -> str:
 
 
 def lesion_rows(volume: Volume, document: AnnotationDocument, taxonomy: LabelTaxonomy | None = None,
-                pseudonymize: bool = True, pseudonymizer: Pseudonymizer | None = None) -> list[dict[str, str]]:
-    """The CSV rows as dictionaries (column -> text), one per lesion in document order."""
+                pseudonymize: bool = True, pseudonymizer: Pseudonymizer | None = None,
+                numbers: dict[str, str] | None = None) -> list[dict[str, str]]:
+    """The CSV rows as dictionaries (column -> text), one per lesion in document order. `numbers`: what the
+    app calls each lesion (L1, L2, … of the whole series, before any choice of readers; default: this
+    document's own numbering); a consensus lesion, made for the export, has none."""
     identity = export_identity(volume, pseudonymize, pseudonymizer)
+    numbers = document.lesion_numbers() if numbers is None else numbers
     rows = []
     for lesion in document.lesions:
         label = resolve_label(lesion.label, taxonomy, document)
@@ -219,6 +225,7 @@ def lesion_rows(volume: Volume, document: AnnotationDocument, taxonomy: LabelTax
             "patient": _text(identity.patient), "patient_name": _text(identity.patient_name),
             "patient_birth_date": _text(identity.patient_birth_date), "study_uid": identity.study_uid,
             "series_uid": identity.series_uid, "lesion_id": _text(lesion.id),
+            "lesion_number": numbers.get(lesion.id, ""),
             "reader": _text(identity.reader_of(lesion.reader)), "label": _text(label.id),
             "label_name": _text(label.name), "code_value": _text(code.value if code else ""),
             "code_scheme": _text(code.scheme if code else ""), "code_meaning": _text(code.meaning if code else ""),
@@ -238,7 +245,7 @@ def lesion_rows(volume: Volume, document: AnnotationDocument, taxonomy: LabelTax
 
 def export_csv(volume: Volume, document: AnnotationDocument, path: str | os.PathLike[str],
                taxonomy: LabelTaxonomy | None = None, pseudonymize: bool = True,
-               pseudonymizer: Pseudonymizer | None = None) -> Path:
+               pseudonymizer: Pseudonymizer | None = None, numbers: dict[str, str] | None = None) -> Path:
     """Write the lesion table (`CSV_COLUMNS`, UTF-8, comma-separated, one row per lesion).
 
     `slices` lists 0-based slice indexes (as in the annotation JSON) separated by ";". Measurements
@@ -249,7 +256,7 @@ def export_csv(volume: Volume, document: AnnotationDocument, path: str | os.Path
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, lineterminator="\n")
     writer.writeheader()
-    writer.writerows(lesion_rows(volume, document, taxonomy, pseudonymize, pseudonymizer))
+    writer.writerows(lesion_rows(volume, document, taxonomy, pseudonymize, pseudonymizer, numbers))
     out = Path(path)
     write_text_atomic(out, buffer.getvalue())
     log.info("wrote lesion table %s (%d lesions)", out, len(document.lesions))

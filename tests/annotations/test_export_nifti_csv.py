@@ -131,3 +131,24 @@ def test_the_model_opinion_travels_with_the_lesion(identified_volume, document, 
     ai = next(line["ai"] for line in lines if line["lesion_id"] == lesion.id)
     assert ai["model_id"] == "tiny 1.0 (abcdef123456)" and ai["predicted"] == "metastasis"
     assert ai["probabilities"]["metastasis"] == pytest.approx(0.8)
+
+
+def test_exports_name_each_lesion_as_the_app_does(identified_volume, document, tmp_path):
+    """The table says L1, L2, …; the CSV and the NIfTI sidecar gave only ids (L13dd2163), so a CSV row could
+    not be matched to the lesion on screen. With one reader's lesions chosen, the numbers stay the series'."""
+    import csv
+
+    from liverview.annotations.export import export_annotations
+    from liverview.annotations.export_selection import ExportReaders, ReaderScope
+
+    document.lesions[0].reader = "Dr Bob"  # L1 is Bob's; L2 and L3 are the other reader's
+    other = document.lesions[1].reader
+    chosen = ExportReaders(ReaderScope.READER, other)
+    csv_path = export_annotations(identified_volume, document, "csv", tmp_path / "csv", readers=chosen).paths[0]
+    with open(csv_path, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [(row["lesion_id"], row["lesion_number"]) for row in rows] == [
+        (lesion.id, f"L{n}") for n, lesion in enumerate(document.lesions, start=1) if lesion.reader == other]
+    nifti = export_annotations(identified_volume, document, "nifti", tmp_path / "nifti", readers=chosen).paths
+    sidecar = json.loads(next(p for p in nifti if p.suffix == ".json").read_text())
+    assert [entry["lesion_number"] for entry in sidecar["labels"].values()] == [row["lesion_number"] for row in rows]
