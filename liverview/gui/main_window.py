@@ -900,6 +900,7 @@ class MainWindow(QMainWindow):
         task.done.connect(self._on_task_done)
         task.cancelled.connect(lambda: self.statusBar().showMessage("Cancelled", 4000))
         self.progress.setValue(0)
+        self.progress.setFormat("Starting…")  # not the previous task's last words until this one reports
         self.progress.show()
         self.cancel_button.show()
 

@@ -482,3 +482,16 @@ def test_a_recovery_after_a_crash_is_still_said_once_the_series_has_loaded(qtbot
     window.open_paths([str(crlm_copy)])
     qtbot.waitUntil(lambda: window.statusBar().currentMessage().startswith("Loaded"), timeout=30000)
     assert "Recovered 1 lesion(s) from an interrupted session" in window.statusBar().currentMessage()
+
+
+def test_a_new_task_does_not_show_the_previous_ones_progress_text(qtbot, window, crlm_dir):
+    """Opening another series showed "Reading images 109/109" from the load before while the new one began."""
+    from liverview.gui.workers import BackgroundTask
+
+    open_and_wait(qtbot, window, crlm_dir)
+    assert window.progress.format().startswith("Reading images")
+    task = BackgroundTask(lambda progress, should_stop, report: None, window, name="test")
+    window._track(task)
+    assert window.progress.format() == "Starting…"
+    task.start()
+    qtbot.waitUntil(lambda: not task.is_running(), timeout=10000)
