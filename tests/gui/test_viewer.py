@@ -470,7 +470,6 @@ def test_a_recovery_after_a_crash_is_still_said_once_the_series_has_loaded(qtbot
     """The "Recovered N lesion(s) from an interrupted session" message was replaced by "Loaded 41 slices"
     within half a second: the reader was never told that the outlines came back from a crash."""
     from liverview.annotations.document import Roi
-    from liverview.annotations.store import AnnotationStore
 
     volume = open_and_wait(qtbot, window, crlm_copy)
     window.store.add_lesion(Roi(20, [(200.0, 200.0), (230.0, 200.0), (230.0, 230.0)],
