@@ -27,26 +27,41 @@ MIN_COVERAGE = 0.7
 
 
 def sample_trilinear(array: np.ndarray, zyx: np.ndarray) -> np.ndarray:
-    """Values of `array` (z, y, x) at fractional indices (N, 3), trilinear; NaN outside the array."""
+    """Values of `array` (z, y, x) at fractional indices (N, 3), trilinear; NaN outside the array.
+
+    The eight corners are gathered from the flattened array by precomputed offsets (the alignment
+    samples about 30,000 points 14 times per phase and lesion); the arithmetic, and so every value, is
+    that of the plain three-index form."""
     zyx = np.asarray(zyx, dtype=float)
     shape = np.asarray(array.shape)
-    inside = np.all((zyx >= 0) & (zyx <= shape - 1), axis=1)
+    inside = np.ones(len(zyx), dtype=bool)
+    for axis, coordinate in enumerate(zyx.T):  # per axis: a reduction over rows of 3 is several times slower
+        inside &= (coordinate >= 0) & (coordinate <= shape[axis] - 1)
     out = np.full(len(zyx), np.nan, dtype=np.float32)
     if not inside.any():
         return out
-    p = zyx[inside]
-    base = np.minimum(np.floor(p).astype(int), shape - 2).clip(0)
+    p = zyx if inside.all() else zyx[inside]
+    base = np.minimum(np.floor(p).astype(np.intp), shape - 2).clip(0)
     frac = p - base
     if array.shape[0] == 1:
         base[:, 0], frac[:, 0] = 0, 0.0
+    corner = [[base[:, axis], np.minimum(base[:, axis] + 1, shape[axis] - 1)] for axis in range(3)]
+    # The points cover a small block of a large volume: copied out, its corners are gathered from cache.
+    low = base.min(axis=0)
+    high = [pair[1].max() for pair in corner]
+    block = np.ascontiguousarray(array[low[0]:high[0] + 1, low[1]:high[1] + 1, low[2]:high[2] + 1])
+    corner = [[c - low[axis] for c in pair] for axis, pair in enumerate(corner)]
+    flat = block.reshape(-1)
+    stride_z, stride_y = block.shape[1] * block.shape[2], block.shape[2]
+    weights = [[1 - frac[:, axis], frac[:, axis]] for axis in range(3)]
     values = np.zeros(len(p), dtype=np.float64)
     for dz in (0, 1):
+        offset_z = corner[0][dz] * stride_z
         for dy in (0, 1):
+            offset_zy = offset_z + corner[1][dy] * stride_y
+            weight_zy = weights[0][dz] * weights[1][dy]
             for dx in (0, 1):
-                weight = ((frac[:, 0] if dz else 1 - frac[:, 0]) * (frac[:, 1] if dy else 1 - frac[:, 1])
-                          * (frac[:, 2] if dx else 1 - frac[:, 2]))
-                z = np.minimum(base[:, 0] + dz, shape[0] - 1)
-                values += weight * array[z, np.minimum(base[:, 1] + dy, shape[1] - 1), np.minimum(base[:, 2] + dx, shape[2] - 1)]
+                values += (weight_zy * weights[2][dx]) * flat[offset_zy + corner[2][dx]]
     out[inside] = values
     return out
 
