@@ -253,8 +253,9 @@ def _decoded_by_workers(frames: list[FrameRef], order: list[int],
     """Compressed frames in `order`, decoded by the worker processes; None when the series is read
     here (uncompressed: a plain read is faster than a hand-over; or too few frames to pay for it).
 
-    The middle slice is always decoded here, so that it is on screen without waiting for workers. Results are consumed in order and at most a few frames ahead:
-    the memory beyond the volume stays about 2.5 % of it, or one frame a worker."""
+    The middle slice is always decoded here, so that it is on screen without waiting for workers.
+    Results are consumed in order and at most a few frames ahead: the memory beyond the volume stays
+    about 2.5 % of it, or one frame a worker."""
     workers = worker_count()
     if workers < 2 or len(order) < MIN_FRAMES_FOR_WORKERS or not all(needs_decoder(frames[z]) for z in order):
         return None
