@@ -12,6 +12,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QColorDialog, QComboBox, QDial
 from liverview.annotations.document import AIResult, Lesion
 from liverview.annotations.labels import CodedConcept, Confidence, LabelDef, LabelTaxonomy
 from liverview.annotations.measurements import LesionMeasurement, format_measurement, measure_lesion
+from liverview.gui.prediction_panel import format_percent
 from liverview.io.volume import Volume
 
 COLUMNS = ("Lesion", "Label", "Long", "Short", "Area", "Volume mL", "Mean", "SD", "Min", "Max",
@@ -35,7 +36,7 @@ def describe_answer(answer: AIResult, taxonomy: LabelTaxonomy) -> str:
         return "outside training data"
     if answer.refusal() is not None:
         return "no class leads"
-    return f"{taxonomy.name_of(answer.predicted)} {answer.probability:.0%}"
+    return f"{taxonomy.name_of(answer.predicted)} {format_percent(answer.probability)}"
 
 
 def swatch(color: tuple[int, int, int]) -> QIcon:

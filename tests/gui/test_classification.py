@@ -404,3 +404,9 @@ def test_percentages_never_round_to_certainty():
     assert format_percent(0.9992) == ">99%" and format_percent(0.0004) == "<1%"
     assert format_percent(902 / 906) == ">99%" and format_percent(50 / 74) == "68%"
     assert format_percent(1.0) == "100%" and format_percent(0.0) == "0%" and format_percent(0.787) == "79%"
+    from liverview.annotations.document import AIResult
+    from liverview.annotations.labels import LabelTaxonomy
+    from liverview.gui.lesion_panel import describe_answer
+
+    answer = AIResult("m", {"hcc": 0.9992, "metastasis": 0.0008}, "hcc", "2026-12-07T00:00:00+00:00")
+    assert describe_answer(answer, LabelTaxonomy()).endswith(">99%")  # the table's Model column too
