@@ -32,7 +32,7 @@ from enum import Enum
 import cv2
 import numpy as np
 
-from liverview.io.pixels import FrameDecodeError
+from liverview.io.pixels import FrameDecodeError, needs_decoder
 from liverview.io.process_pool import map_in_order, worker_count
 from liverview.io.series import SeriesInfo
 from liverview.progress import Cancelled
@@ -533,7 +533,10 @@ def detect_series_phases(infos: Sequence[SeriesInfo], volumes: dict[str, np.ndar
     volumes = volumes or {}
     from_files = [info for info in infos if info.key not in volumes]
     measured: Iterator[Enhancement | None] | None = None
-    if len(from_files) > 1 and worker_count() > 1:
+    # Worker processes for several series, or for one compressed one: its 24 decodes, each a C call that
+    # holds the GIL for a JPEG 2000 frame's 25 ms, would starve the window's thread that paints the first slice.
+    compressed = any(info.frames and needs_decoder(info.frames[0]) for info in from_files)
+    if (len(from_files) > 1 or compressed) and worker_count() > 1:
         measured = map_in_order(measure_series_files, from_files, should_stop, what="phase detection")
     decided: list[tuple[SeriesInfo, PhaseDecision]] = []
     for info in infos:
