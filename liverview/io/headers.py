@@ -12,7 +12,7 @@ from functools import lru_cache
 from typing import Protocol
 
 from liverview.io.lean_header import read_lean_fields
-from liverview.io.transfer_syntax import DEFLATED, JPEG_LS, NATIVE_LITTLE, is_compressed
+from liverview.io.transfer_syntax import DEFLATED, DIRECT_DECODING, NATIVE_LITTLE, is_compressed
 from liverview.io.skipped import SkippedFile
 
 PIXEL_DATA = 0x7FE00010
@@ -143,8 +143,8 @@ class FileHeader:
     #: Byte offset and length of native little-endian Pixel Data, for reading without a parser.
     pixel_offset: int | None
     pixel_nbytes: int | None
-    #: Byte offset of the items of single-frame JPEG-LS Pixel Data, for decoding without a parser.
-    jpeg_ls_offset: int | None = None
+    #: Byte offset of the items of single-frame JPEG-LS or JPEG 2000 Pixel Data, for decoding without a parser.
+    fragments_offset: int | None = None
     frames: list[FrameRef] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -306,8 +306,8 @@ def describe_fields(fields: HeaderFields, path: str) -> FileHeader:
         acquisition_time=fields.text("AcquisitionTime") or fields.text("SeriesTime"),
         pixel_offset=pixel_offset,
         pixel_nbytes=pixel_nbytes,
-        jpeg_ls_offset=(pixel.offset if pixel.tag == PIXEL_DATA and pixel.undefined_length and frames == 1
-                        and transfer_syntax in JPEG_LS and spp == 1 and bits_allocated in (8, 16) else None),
+        fragments_offset=(pixel.offset if pixel.tag == PIXEL_DATA and pixel.undefined_length and frames == 1
+                        and transfer_syntax in DIRECT_DECODING and spp == 1 and bits_allocated in (8, 16) else None),
     )
     if not fields.has("PixelRepresentation"):
         header.notes.append("Pixel Representation (0028,0103) missing; assumed unsigned")

@@ -17,7 +17,7 @@ import numpy as np
 
 from liverview.io.frame_slots import SlotRef, SlotWriter
 from liverview.io.headers import FileHeader, FrameRef
-from liverview.io.transfer_syntax import is_compressed
+from liverview.io.transfer_syntax import JPEG_LS, is_compressed
 
 if TYPE_CHECKING:
     from pydicom.dataset import Dataset
@@ -62,8 +62,8 @@ class FrameReader:
         try:
             if header.pixel_offset is not None:
                 return _read_native(header, header.pixel_offset, frame.frame)
-            if header.jpeg_ls_offset is not None and not header.photometric.startswith("PALETTE"):
-                direct = _decode_jpeg_ls(header, header.jpeg_ls_offset)
+            if header.fragments_offset is not None and not header.photometric.startswith("PALETTE"):
+                direct = _decode_fragments(header, header.fragments_offset)
                 if direct is not None:
                     return _to_grey(direct, header, None)
             ds = self._dataset(header.path)
@@ -206,10 +206,12 @@ def _shift_in_place(stored: np.ndarray, frame: FrameRef, out: np.ndarray) -> boo
 _ITEM, _SEQUENCE_END = (0xFFFE, 0xE000), (0xFFFE, 0xE0DD)
 
 
-def _decode_jpeg_ls(header: FileHeader, offset: int) -> np.ndarray | None:
-    """A single-frame JPEG-LS file's stored values, decoded by CharLS from its fragments without parsing
-    the dataset (`pydicom.dcmread` costs as much as the decoding); None for anything unusual, which then
-    goes through pydicom: items that do not add up, or a codestream CharLS or its size disagrees with."""
+def _decode_fragments(header: FileHeader, offset: int) -> np.ndarray | None:
+    """A single-frame JPEG-LS or JPEG 2000 file's stored values, decoded by CharLS or OpenJPEG from its
+    fragments without parsing the dataset (`pydicom.dcmread` costs as much as a JPEG-LS decode, and
+    importing pydicom and its plugins delayed the first JPEG 2000 slice by 0.1 s); None for anything
+    unusual, which then goes through pydicom: items that do not add up, or a codestream whose size,
+    precision or sign the header disagrees with."""
     with open(header.path, "rb") as f:
         f.seek(offset)
         data = f.read()
@@ -224,10 +226,17 @@ def _decode_jpeg_ls(header: FileHeader, offset: int) -> np.ndarray | None:
         pos += 8 + length
     if len(fragments) < 2:  # the Basic Offset Table, then the frame
         return None
+    codestream = b"".join(fragments[1:])
+    if header.transfer_syntax in JPEG_LS:
+        return _decode_jpeg_ls(header, codestream)
+    return _decode_jpeg_2000(header, codestream)
+
+
+def _decode_jpeg_ls(header: FileHeader, codestream: bytes) -> np.ndarray | None:
     from jpeg_ls import decode_buffer  # here: only JPEG-LS series need CharLS
 
     try:
-        decoded, info = decode_buffer(b"".join(fragments[1:]))
+        decoded, info = decode_buffer(codestream)
     except Exception:  # noqa: BLE001 - pydicom's path gives the reason the user sees
         return None
     itemsize = -(-info["bits_per_sample"] // 8)
@@ -241,6 +250,23 @@ def _decode_jpeg_ls(header: FileHeader, offset: int) -> np.ndarray | None:
         if header.bits_stored != header.bits_allocated:
             return None
         return array.view(np.int16 if array.dtype.itemsize == 2 else np.int8)
+    return array
+
+
+def _decode_jpeg_2000(header: FileHeader, codestream: bytes) -> np.ndarray | None:
+    import openjpeg  # here: only JPEG 2000 series need OpenJPEG
+
+    try:
+        found = openjpeg.get_parameters(codestream)
+        # pydicom corrects a codestream whose sign or precision differs from the header; those go there.
+        if (found["samples_per_pixel"] != 1 or (found["rows"], found["columns"]) != (header.rows, header.columns)
+                or found["precision"] != header.bits_stored or found["is_signed"] != bool(header.pixel_representation)):
+            return None
+        array = openjpeg.decode(codestream)
+    except Exception:  # noqa: BLE001 - pydicom's path gives the reason the user sees
+        return None
+    if array.shape != (header.rows, header.columns) or array.dtype.itemsize * 8 != header.bits_allocated:
+        return None
     return array
 
 

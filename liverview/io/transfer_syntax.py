@@ -12,11 +12,15 @@ EXPLICIT_BIG = "1.2.840.10008.1.2.2"
 NATIVE_LITTLE = frozenset({IMPLICIT_LITTLE, EXPLICIT_LITTLE})
 #: JPEG-LS lossless and near-lossless.
 JPEG_LS = frozenset({"1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.81"})
+#: JPEG 2000 (part 1) lossless and lossy.
+JPEG_2000 = frozenset({"1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91"})
+#: Decoded from the file's fragments without pydicom (`io.pixels`): CharLS and OpenJPEG take the bare codestream.
+DIRECT_DECODING = JPEG_LS | JPEG_2000
 #: Encapsulated, explicit VR little endian: JPEG baseline, extended and lossless, JPEG-LS, JPEG 2000
 #: (and part 2), High-Throughput JPEG 2000, RLE.
 COMPRESSED = frozenset({
     "1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51", "1.2.840.10008.1.2.4.57", "1.2.840.10008.1.2.4.70",
-    *JPEG_LS, "1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91", "1.2.840.10008.1.2.4.92",
+    *JPEG_LS, *JPEG_2000, "1.2.840.10008.1.2.4.92",
     "1.2.840.10008.1.2.4.93", "1.2.840.10008.1.2.4.201", "1.2.840.10008.1.2.4.202", "1.2.840.10008.1.2.4.203",
     "1.2.840.10008.1.2.5",
 })
@@ -49,5 +53,5 @@ def is_encapsulated_explicit_little(transfer_syntax: str) -> bool:
     return _ENCAPSULATED[transfer_syntax]
 
 
-__all__ = ["COMPRESSED", "DEFLATED", "EXPLICIT_BIG", "EXPLICIT_LITTLE", "IMPLICIT_LITTLE", "JPEG_LS", "NATIVE_LITTLE",
+__all__ = ["COMPRESSED", "DEFLATED", "DIRECT_DECODING", "EXPLICIT_BIG", "EXPLICIT_LITTLE", "IMPLICIT_LITTLE", "JPEG_2000", "JPEG_LS", "NATIVE_LITTLE",
            "is_compressed", "is_encapsulated_explicit_little"]
