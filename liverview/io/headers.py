@@ -307,7 +307,7 @@ def describe_fields(fields: HeaderFields, path: str) -> FileHeader:
         pixel_offset=pixel_offset,
         pixel_nbytes=pixel_nbytes,
         fragments_offset=(pixel.offset if pixel.tag == PIXEL_DATA and pixel.undefined_length and frames == 1
-                        and transfer_syntax in DIRECT_DECODING and spp == 1 and bits_allocated in (8, 16) else None),
+                          and transfer_syntax in DIRECT_DECODING and spp == 1 and bits_allocated in (8, 16) else None),
     )
     if not fields.has("PixelRepresentation"):
         header.notes.append("Pixel Representation (0028,0103) missing; assumed unsigned")
