@@ -509,7 +509,7 @@ class MainWindow(QMainWindow):
             if fmt == "dataset":
                 # A training dataset holds each lesion as read on the study's other phases too.
                 phase = study.phase.phase.value if study.phase is not None else "unknown"
-                others = [PhaseSource(p, load_series(info), how) for info, p, how in study.other_series if p != "unknown"]
+                others = [PhaseSource(p, load_series(info), how) for info, p, how in study.other_series]
             return export_annotations(volume, document, fmt, folder, taxonomy, pseudonymize, reader=reader,
                                       labelled_only=labelled_only, phase=phase, other_phases=others, readers=readers,
                                       with_images=with_images)

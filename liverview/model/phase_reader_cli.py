@@ -41,7 +41,6 @@ from liverview.model.uncertainty import answer_from_copies
 log = logging.getLogger("liverview.model.phase_reader_cli")
 
 
-
 def read_records(loaded: LoadedModel, records: Sequence[LesionRecord], phases: Sequence[str],
                  batch_size: int = 32) -> tuple[list[dict[str, np.ndarray]], list[dict[str, np.ndarray]]]:
     """Per record, on the key slice of each of `phases` its patch holds: the enhancement numbers, and the

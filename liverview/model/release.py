@@ -307,9 +307,10 @@ def release_model(run: Path, target: Path, *, sanity_series: Path | None = None,
     if new_f1 is None:
         raise ReleaseError(f"{bundle} was not evaluated on a test split; nothing to compare")
     previous = json.loads((target / MODEL_JSON).read_text(encoding="utf-8")) if (target / MODEL_JSON).is_file() else None
-    # The bundled weights again (`make model` run once more, reproducing them) refresh the card; any other
-    # model must beat the bundled one.
-    if previous is not None and not force and previous.get("sha256") != info.get("sha256"):
+    # The bundled weights again (`make model` run once more, reproducing them) refresh the card and keep
+    # what was fitted to them; any other model must beat the bundled one.
+    same_weights = previous is not None and previous.get("sha256") == info.get("sha256")
+    if previous is not None and not force and not same_weights:
         old_f1 = _macro_f1(previous)
         if old_f1 is not None and new_f1 <= old_f1:
             raise ReleaseError(f"the new model's test macro-F1 {new_f1:.4f} is not better than the bundled "
@@ -326,7 +327,7 @@ def release_model(run: Path, target: Path, *, sanity_series: Path | None = None,
     for key, rows in (("accuracy_by_size", sizes), ("accuracy_by_variant", variants), ("accuracy_by_noise", noise)):
         if rows:
             info[key] = rows
-    if previous is not None and previous.get("sha256") == info.get("sha256"):
+    if previous is not None and same_weights:
         # The installed weights again (a card or metrics update): they replace what they replaced before.
         if previous.get("replaces"):
             info["replaces"] = previous["replaces"]
@@ -358,7 +359,7 @@ def release_model(run: Path, target: Path, *, sanity_series: Path | None = None,
     write_json(staging / MODEL_JSON, info)
     card = render_model_card(info, notes) + _markdown_sections(info, check, comparison, recipe, sizes, variants, noise)
     (staging / MODEL_CARD).write_text(card, encoding="utf-8")
-    if previous is not None and previous.get("sha256") == info.get("sha256"):
+    if same_weights:
         # The phase reader is fitted to these weights: a new card keeps it.
         for name in (PHASE_READER_FILE, PHASE_READER_CARD):
             if (target / name).is_file():

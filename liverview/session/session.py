@@ -136,8 +136,8 @@ class Session:
             info = self.volume.info
             for other in self.scan.series:
                 decision = self.phases.get(other.key)
-                if (decision is None or other.key == info.key or not info.shares_space_with(other)
-                        or decision.phase is ContrastPhase.UNKNOWN or (own is not None and decision.phase is own.phase)):
+                if (decision is None or not info.shares_space_with(other) or decision.phase is ContrastPhase.UNKNOWN
+                        or (own is not None and decision.phase is own.phase)):
                     continue
                 best = chosen.get(decision.phase.value)
                 if best is None or other.n_images > best[0].n_images:
