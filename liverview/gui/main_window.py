@@ -110,7 +110,7 @@ def load_progressively(info: SeriesInfo, progress, should_stop, report) -> Volum
             shown = True
             report(vol)
 
-    fill_volume(volume, progress=progress, should_stop=should_stop, on_slice=on_slice)
+    fill_volume(volume, progress=progress, should_stop=should_stop, on_slice=on_slice, shown=True)
     if not shown:
         report(volume)
     return volume

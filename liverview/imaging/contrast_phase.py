@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 from dataclasses import dataclass, replace
 from enum import Enum
@@ -308,36 +308,53 @@ def _outline_grid(shape: tuple[int, int], pixel_mm: tuple[float, float]) -> tupl
     return small, (pixel_mm[0] * shape[0] / small[0], pixel_mm[1] * shape[1] / small[1])
 
 
+class _Outliner:
+    """Body and liver outlines of the axial slices of one geometry, found on a grid of
+    `OUTLINE_PIXEL_MM` and returned at full resolution."""
+
+    def __init__(self, shape: tuple[int, int], pixel_mm: tuple[float, float], row_direction: Sequence[float],
+                 column_direction: Sequence[float]) -> None:
+        self.shape, self.pixel_mm = shape, pixel_mm
+        self.frame = _patient_frame(shape, pixel_mm, row_direction, column_direction)
+        self.small, self.small_mm = _outline_grid(shape, pixel_mm)
+        self.small_frame = self.frame if self.small == shape else _patient_frame(self.small, self.small_mm,
+                                                                                    row_direction, column_direction)
+
+    def _full(self, mask: np.ndarray) -> np.ndarray:
+        if mask.shape == self.shape:
+            return mask
+        rows, cols = self.shape
+        return cv2.resize(mask.astype(np.uint8), (cols, rows), interpolation=cv2.INTER_NEAREST).astype(bool)
+
+    def outline(self, hu: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(body, liver) of one HU slice."""
+        coarse = hu if self.small == self.shape else cv2.resize(hu.astype(np.float32), self.small[::-1],
+                                                                 interpolation=cv2.INTER_AREA)
+        body = _body(coarse)
+        return self._full(body), self._full(find_liver(coarse, self.small_mm, self.small_frame, body))
+
+    def measure(self, slices: Sequence[np.ndarray], outlines: Sequence[tuple[np.ndarray, np.ndarray]],
+                indices: Sequence[int]) -> Enhancement:
+        """Liver, noise and aorta on the `MEASURED_SLICES` outlined slices where the liver is largest."""
+        areas = np.array([liver.sum() for _, liver in outlines], dtype=float)
+        if not areas.any():
+            return Enhancement(None, None, (), "no liver found on the sampled slices")
+        best = [int(i) for i in np.argsort(-areas)[:MEASURED_SLICES] if areas[i] > 0]
+        pixel_mm = self.pixel_mm
+        liver = float(np.median([_liver_hu(slices[i], outlines[i][1], pixel_mm) for i in best]))
+        noise = float(np.median([_noise_hu(slices[i], outlines[i][1], pixel_mm) for i in best]))
+        aortas = [a[0] for a in (find_aorta(slices[i], pixel_mm, self.frame, outlines[i][0]) for i in best)
+                  if a is not None]
+        aorta = float(np.median(aortas)) if aortas else None
+        return Enhancement(aorta, liver, tuple(sorted(int(indices[i]) for i in best)),
+                           "" if aortas else "no aorta found in front of the spine", noise_hu=noise)
+
+
 def measure_enhancement(slices: np.ndarray, indices: Sequence[int], pixel_mm: tuple[float, float],
                         row_direction: Sequence[float], column_direction: Sequence[float]) -> Enhancement:
     """Aorta and liver attenuation from axial HU slices (k, y, x) whose series indices are `indices`."""
-    rows, cols = slices.shape[1:]
-    frame = _patient_frame((rows, cols), pixel_mm, row_direction, column_direction)
-    small, small_mm = _outline_grid((rows, cols), pixel_mm)
-    small_frame = frame if small == (rows, cols) else _patient_frame(small, small_mm, row_direction, column_direction)
-
-    def full(mask: np.ndarray) -> np.ndarray:
-        if mask.shape == (rows, cols):
-            return mask
-        return cv2.resize(mask.astype(np.uint8), (cols, rows), interpolation=cv2.INTER_NEAREST).astype(bool)
-
-    bodies, livers = [], []
-    for hu in slices:
-        coarse = hu if small == (rows, cols) else cv2.resize(hu.astype(np.float32), small[::-1],
-                                                               interpolation=cv2.INTER_AREA)
-        body = _body(coarse)
-        bodies.append(full(body))
-        livers.append(full(find_liver(coarse, small_mm, small_frame, body)))
-    areas = np.array([m.sum() for m in livers], dtype=float)
-    if not areas.any():
-        return Enhancement(None, None, (), "no liver found on the sampled slices")
-    best = [int(i) for i in np.argsort(-areas)[:MEASURED_SLICES] if areas[i] > 0]
-    liver = float(np.median([_liver_hu(slices[i], livers[i], pixel_mm) for i in best]))
-    noise = float(np.median([_noise_hu(slices[i], livers[i], pixel_mm) for i in best]))
-    aortas = [a[0] for a in (find_aorta(slices[i], pixel_mm, frame, bodies[i]) for i in best) if a is not None]
-    aorta = float(np.median(aortas)) if aortas else None
-    return Enhancement(aorta, liver, tuple(sorted(int(indices[i]) for i in best)),
-                       "" if aortas else "no aorta found in front of the spine", noise_hu=noise)
+    outliner = _Outliner(slices.shape[1:], pixel_mm, row_direction, column_direction)
+    return outliner.measure(list(slices), [outliner.outline(hu) for hu in slices], indices)
 
 
 class ImagePattern(str, Enum):
@@ -509,15 +526,47 @@ def _order_by_washout(members: list[int], out: list[PhaseDecision]) -> None:
                                          "them): contrast washed out since, delayed")
 
 
+class EnhancementSampler:
+    """`measure_series` a slice at a time, for a series being read: `add(z, hu)` outlines a sampled slice
+    when it arrives (while the worker processes decode the others), `result()` measures the rest. The
+    slices are kept by reference: the caller must not change them before `result()`."""
+
+    def __init__(self, info: SeriesInfo) -> None:
+        measurable = info.plane == "axial" and info.units.is_hu and info.modality == "CT" and info.n_images >= 3
+        self.indices: tuple[int, ...] = tuple(sample_indices(info.n_images)) if measurable else ()
+        orientation = info.orientation or (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
+        self._outliner = _Outliner((info.rows, info.columns), info.pixel_spacing_mm, orientation[:3],
+                                   orientation[3:6])
+        self._taken: dict[int, tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]] = {}
+
+    def add(self, z: int, hu: np.ndarray) -> None:
+        """Slice `z` has been read; a no-op unless it is one of `indices`."""
+        if z in self.indices and z not in self._taken:
+            self._taken[z] = (hu, self._outliner.outline(hu))
+
+    @property
+    def complete(self) -> bool:
+        """Every sampled slice was added (a slice that could not be decoded never is)."""
+        return len(self._taken) == len(self.indices)
+
+    def result(self) -> Enhancement | None:
+        """The series' enhancement once `complete`; None for a series the images cannot tell (not axial,
+        not HU, too few slices)."""
+        if not self.indices:
+            return None
+        if not self.complete:
+            raise ValueError(f"{len(self.indices) - len(self._taken)} sampled slice(s) were not added")
+        taken = [self._taken[z] for z in self.indices]
+        return self._outliner.measure([hu for hu, _ in taken], [outline for _, outline in taken], self.indices)
+
+
 def measure_series(info: SeriesInfo, read: Callable[[int], np.ndarray]) -> Enhancement | None:
     """Measure an axial HU series through `read(z)` (a loaded array's slice, or a file read); None for a
     series the images cannot tell (not axial, not HU, too few slices)."""
-    if info.plane != "axial" or not info.units.is_hu or info.modality != "CT" or info.n_images < 3:
-        return None
-    indices = sample_indices(info.n_images)
-    slices = np.stack([read(z) for z in indices])
-    orientation = info.orientation or (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
-    return measure_enhancement(slices, indices, info.pixel_spacing_mm, orientation[:3], orientation[3:6])
+    sampler = EnhancementSampler(info)
+    for z in sampler.indices:
+        sampler.add(z, read(z))
+    return sampler.result()
 
 
 def _array_reader(array: np.ndarray) -> Callable[[int], np.ndarray]:
@@ -526,27 +575,32 @@ def _array_reader(array: np.ndarray) -> Callable[[int], np.ndarray]:
 
 
 def detect_series_phases(infos: Sequence[SeriesInfo], volumes: dict[str, np.ndarray] | None = None,
-                         should_stop: Callable[[], bool] | None = None) -> dict[str, PhaseDecision]:
-    """The phase of every series (by `SeriesInfo.key`), each measured on `SAMPLED_SLICES` slices read
-    from `volumes[key]` when loaded, else from the files (by the worker processes when there are
-    several such series); then ordered within each study."""
+                         should_stop: Callable[[], bool] | None = None,
+                         measured: Mapping[str, Enhancement | None] | None = None) -> dict[str, PhaseDecision]:
+    """The phase of every series (by `SeriesInfo.key`): as `measured[key]` while it was read (an
+    `EnhancementSampler`'s result), else measured on `SAMPLED_SLICES` slices read from `volumes[key]`
+    when loaded, else from the files (by the worker processes when there are several such series); then
+    ordered within each study."""
     volumes = volumes or {}
-    from_files = [info for info in infos if info.key not in volumes]
-    measured: Iterator[Enhancement | None] | None = None
+    measured = measured or {}
+    from_files = [info for info in infos if info.key not in volumes and info.key not in measured]
+    from_workers: Iterator[Enhancement | None] | None = None
     # Worker processes for several series, or for one compressed one: its 24 decodes, each a C call that
     # holds the GIL for a JPEG 2000 frame's 25 ms, would starve the window's thread that paints the first slice.
     compressed = any(info.frames and needs_decoder(info.frames[0]) for info in from_files)
     if (len(from_files) > 1 or compressed) and worker_count() > 1:
-        measured = map_in_order(measure_series_files, from_files, should_stop, what="phase detection")
+        from_workers = map_in_order(measure_series_files, from_files, should_stop, what="phase detection")
     decided: list[tuple[SeriesInfo, PhaseDecision]] = []
     for info in infos:
         if should_stop is not None and should_stop():
             raise Cancelled()
         array = volumes.get(info.key)
-        if array is not None:
+        if info.key in measured:
+            enhancement = measured[info.key]
+        elif array is not None:
             enhancement = measure_series(info, _array_reader(array))
-        elif measured is not None:
-            enhancement = next(measured)
+        elif from_workers is not None:
+            enhancement = next(from_workers)
         else:
             enhancement = measure_series_files(info)
         decided.append((info, decide_contrast_phase(info, enhancement)))
@@ -568,7 +622,7 @@ def reader_decision(phase: ContrastPhase, reader: str, previous: PhaseDecision |
     return replace(base, phase=phase, decided_by=DecidedBy.READER, summary=said, reader=reader)
 
 
-__all__ = ["ContrastPhase", "DecidedBy", "Enhancement", "ImagePattern", "PhaseDecision", "decide_contrast_phase",
-           "decide_study_phases", "delay_after_bolus_s", "detect_series_phases", "find_aorta", "find_liver",
-           "measure_enhancement", "measure_series", "pattern_from_enhancement", "phase_from_text", "reader_decision",
-           "sample_indices"]
+__all__ = ["ContrastPhase", "DecidedBy", "Enhancement", "EnhancementSampler", "ImagePattern", "PhaseDecision",
+           "decide_contrast_phase", "decide_study_phases", "delay_after_bolus_s", "detect_series_phases", "find_aorta",
+           "find_liver", "measure_enhancement", "measure_series", "pattern_from_enhancement", "phase_from_text",
+           "reader_decision", "sample_indices"]

@@ -8,12 +8,13 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 import numpy as np
 
 from liverview.log_setup import setup_cli_logging
-from liverview.imaging.contrast_phase import detect_series_phases
+from liverview.imaging.contrast_phase import Enhancement, EnhancementSampler, detect_series_phases
 from liverview.io.series import ScanResult, SeriesInfo, scan_paths
 from liverview.io.sources import SourceError
 from liverview.io.pixels import FrameDecodeError
@@ -51,16 +52,25 @@ def describe_series(info: SeriesInfo, volume: Volume | None) -> dict:
     return entry
 
 
+def _sample(sampler: EnhancementSampler, volume: Volume, z: int) -> None:
+    sampler.add(z, volume.array[z])
+
+
 def inspect_paths(paths: Sequence[str], load: bool) -> dict:
     """Scan `paths`; read every series' pixels with `load`, otherwise only its middle slice (for a
     quick value range, labelled as such) and the slices the contrast-phase detector samples."""
     scan: ScanResult = scan_paths(list(paths))
     series = []
     arrays: dict[str, np.ndarray] = {}
+    measured: dict[str, Enhancement | None] = {}
     for info in scan.series:
         if load:
-            volume = fill_volume(allocate_volume(info))
+            # The contrast phase's slices are outlined as they arrive, while the workers decode the rest.
+            sampler = EnhancementSampler(info)
+            volume = fill_volume(allocate_volume(info), on_slice=partial(_sample, sampler))
             arrays[info.key] = volume.array
+            if sampler.complete:
+                measured[info.key] = sampler.result()
             series.append(describe_series(info, volume))
             continue
         entry = describe_series(info, None)
@@ -70,7 +80,7 @@ def inspect_paths(paths: Sequence[str], load: bool) -> dict:
         except FrameDecodeError as exc:
             entry["warnings"].append(f"middle slice cannot be decoded: {exc}")
         series.append(entry)
-    phases = detect_series_phases(scan.series, arrays)
+    phases = detect_series_phases(scan.series, arrays, measured=measured)
     for info, entry in zip(scan.series, series):
         entry["contrast_phase"] = phases[info.key].phase.value
         entry["contrast_phase_evidence"] = phases[info.key].evidence()

@@ -184,10 +184,11 @@ def allocate_volume(info: SeriesInfo) -> Volume:
 
 
 def fill_volume(volume: Volume, progress: Progress | None = None, should_stop: ShouldStop | None = None,
-                on_slice: OnSlice | None = None) -> Volume:
-    """Read every slice of `volume.info` into `volume.array`, middle slice first. With `on_slice` (someone
-    shows the volume while it loads) the others are set to `volume.fill_value` right after it (so that the
-    first slice is not kept waiting for the page-in of the whole volume), then read.
+                on_slice: OnSlice | None = None, shown: bool = False) -> Volume:
+    """Read every slice of `volume.info` into `volume.array`, middle slice first; `on_slice` is told of each
+    slice read. With `shown` (someone shows the volume while it loads) the others are set to
+    `volume.fill_value` right after it (so that the first slice is not kept waiting for the page-in of the
+    whole volume), then read.
 
     A slice that cannot be decoded stays at the fill value and is listed in `volume.failed`; the rest
     still load. Raises `Cancelled` when `should_stop()` becomes true.
@@ -215,7 +216,7 @@ def fill_volume(volume: Volume, progress: Progress | None = None, should_stop: S
             if on_slice is not None and volume.loaded[z]:
                 on_slice(volume, z)
             if done == 0:
-                if on_slice is not None:
+                if shown:
                     # Shown while loading: the slices not read yet must look like air, not water. With
                     # nobody watching, the fill would only fault in the whole volume (about 0.1 s for
                     # 100 slices in a fresh process); each slice is written as it comes.

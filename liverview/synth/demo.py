@@ -26,18 +26,8 @@ import numpy as np
 
 from liverview.atomic_write import write_json_atomic
 from liverview.synth.acquisition import simulate_acquisition, to_int16_hu
-from liverview.synth.dicom_writer import (
-    PatientInfo,
-    SeriesPlacement,
-    make_series_placement,
-    write_ct_series,
-)
-from liverview.synth.lesions import (
-    LesionClass,
-    LesionSpec,
-    insert_lesion,
-    place_lesions,
-)
+from liverview.synth.dicom_writer import PatientInfo, SeriesPlacement, make_series_placement, write_ct_series
+from liverview.synth.lesions import LesionClass, LesionSpec, insert_lesion, place_lesions
 from liverview.synth.phantom import make_abdomen_phantom
 from liverview.progress import Progress, ShouldStop, check_stop, scale_progress
 

@@ -7,11 +7,11 @@ import re
 import pydicom
 import pytest
 
-from liverview.imaging.contrast_phase import (ContrastPhase, DecidedBy, Enhancement, ImagePattern,
+from liverview.imaging.contrast_phase import (ContrastPhase, DecidedBy, Enhancement, EnhancementSampler, ImagePattern,
                                               decide_contrast_phase, delay_after_bolus_s, detect_series_phases,
                                               pattern_from_enhancement, phase_from_delay, phase_from_text)
 from liverview.imaging.inspect_cli import main as inspect_main
-from liverview.io import load_series, scan_paths
+from liverview.io import allocate_volume, fill_volume, load_series, read_slice, scan_paths
 
 
 def _phase(folder):
@@ -48,6 +48,30 @@ def test_a_loaded_volume_gives_the_same_decision_as_the_files(crlm_dir):
     info = scan_paths(crlm_dir).series[0]
     volume = load_series(info)
     assert detect_series_phases([info], {info.key: volume.array})[info.key] == detect_series_phases([info])[info.key]
+
+
+def test_a_series_measured_while_it_loads_gives_the_decision_of_the_files(crlm_dir):
+    """`liverview-inspect --load` outlines the sampled slices as they arrive; the decision is the one
+    measured on the files; a sampler that missed a slice (one that could not be decoded) has no result."""
+    info = scan_paths(crlm_dir).series[0]
+    sampler = EnhancementSampler(info)
+    arrived: list[int] = []
+
+    def take(volume, z):
+        arrived.append(z)
+        sampler.add(z, volume.array[z])
+
+    fill_volume(allocate_volume(info), on_slice=take)
+    assert sampler.complete and set(sampler.indices) < set(arrived)
+    decisions = detect_series_phases([info], measured={info.key: sampler.result()})
+    assert decisions[info.key] == detect_series_phases([info])[info.key]
+
+    missing = EnhancementSampler(info)
+    for z in missing.indices[1:]:
+        missing.add(z, read_slice(info, z))
+    assert not missing.complete
+    with pytest.raises(ValueError, match="1 sampled slice"):
+        missing.result()
 
 
 def test_the_later_of_two_enhanced_series_of_a_study_is_delayed(pacs_export):

@@ -23,6 +23,21 @@ def test_middle_slice_comes_before_the_rest_is_touched(crlm_dir):
     assert volume.loaded.all() and volume.array.min() >= -1024 - 2048
 
 
+def test_a_volume_on_screen_shows_air_where_it_is_not_read_yet(crlm_dir):
+    """With `shown`, right after the middle slice the rest is air (-1024 HU), not the allocation's 0 HU
+    (water); without, nothing but the slices read is touched."""
+    info = scan_paths(crlm_dir).series[0]
+    for shown, expected in ((True, {-1024}), (False, {0})):
+        unread_values: list[set[int]] = []
+
+        def on_slice(vol, z, unread_values=unread_values):
+            if len(unread_values) == 0 and vol.loaded.sum() == 2:
+                unread_values.append(set(np.unique(vol.array[~vol.loaded]).tolist()))
+
+        fill_volume(allocate_volume(info), on_slice=on_slice, shown=shown)
+        assert unread_values == [expected]
+
+
 def test_cancelled_and_failed_slices_hold_air(crlm_copy):
     info = scan_paths(crlm_copy).series[0]
     broken = info.frames[3].path
