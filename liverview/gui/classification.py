@@ -378,7 +378,8 @@ class ClassificationController(QObject):
         elif lesion.id in self.batch_geometry or any(key[0] == lesion.id for key in self.pending.values()):
             self.panel.show_result(None, "Classifying …")
         elif lesion.ai is not None:
-            self.panel.show_result(None, f"The outline changed after the model answered ({lesion.ai.predicted}); "
+            said = self.host.taxonomy.name_of(lesion.ai.predicted)
+            self.panel.show_result(None, f"The outline changed after the model answered ({said}); "
                                          "that answer is outdated — Classify again")
         else:
             self.panel.show_result(None, "Not classified yet")

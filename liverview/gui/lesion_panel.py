@@ -149,6 +149,9 @@ class LesionPanel(QWidget):
         self.note = QLineEdit()
         self.note.setPlaceholderText("note for the selected lesion")
         self.note.editingFinished.connect(lambda: self.note_edited.emit(self.note.text()))
+        # Until a lesion is selected (`show_selection`): on the welcome screen they would look like a choice.
+        self.confidence.setEnabled(False)
+        self.note.setEnabled(False)
         self.selected_label = QLabel("No lesion selected")
         self.selected_label.setTextFormat(Qt.PlainText)
         self.selected_label.setWordWrap(True)

@@ -119,8 +119,11 @@ class PredictionPanel(QWidget):
         self.top_label = QLabel("")
         self.top_label.setTextFormat(Qt.PlainText)
         self.top_label.setStyleSheet("font-size: 12pt; font-weight: 600;")
+        # Wrapped: a long headline ("The outline changed after …") would otherwise widen the whole dock.
+        self.top_label.setWordWrap(True)
         self.uncertainty_label = QLabel("")
         self.uncertainty_label.setTextFormat(Qt.PlainText)
+        self.uncertainty_label.setWordWrap(True)
         self.measured_label = QLabel("")
         self.measured_label.setTextFormat(Qt.PlainText)
         self.measured_label.setStyleSheet("color: #9a9a9a; font-size: 9pt;")
@@ -279,6 +282,8 @@ class PredictionPanel(QWidget):
         enhancement_hu = enhancement_hu or {}
         for label in self.crop_labels:
             self.crops_row.removeWidget(label)
+            # Hidden now: until its deferred deletion it would stay painted where it was, over the panel.
+            label.hide()
             label.deleteLater()
         self.crop_labels = []
         for phase, crop in crops.items():

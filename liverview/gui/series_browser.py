@@ -34,7 +34,7 @@ def series_label(info: SeriesInfo, phase: PhaseDecision | None = None) -> str:
     flag = "  ⚠" if info.warnings else ""
     images = f"{info.n_images} image" + ("s" if info.n_images != 1 else "")
     # Short lines: the browser is narrow beside its thumbnails, and a cut "512×51…" says nothing.
-    text = (f"{number}{info.modality or '?'}  {info.describe()}{flag}\n"
+    text = (f"{number}{info.caption()}{flag}\n"
             f"{images}, {info.plane}\n{info.columns}×{info.rows}, {spacing}")
     # An axial CT series is expected to have a phase: that none could be told is said, not left out.
     if phase is not None and (phase.phase is not ContrastPhase.UNKNOWN

@@ -207,7 +207,7 @@ class Viewer(QWidget):
             axis_mm = float(np.dot(position, np.cross(view.axes.right, view.axes.down)))
             view.set_overlay(
                 tl=f"{patient}\n{info.identity.patient_id}\n{info.identity.study_date}",
-                tr=f"{info.modality} {info.describe()}\n{wl}",
+                tr=f"{info.caption()}\n{wl}",
                 bl=f"{view.title}  {view.slice_index + 1}/{n}\nPos {axis_mm:.1f} mm",
                 br=f"Thk {thickness}\nSp {self.volume.spacing_mm[view.axes.slice_axis]:.2f} mm" if view is self.views[0] else "",
             )

@@ -104,6 +104,13 @@ class SeriesInfo:
         identity = self.identity
         return identity.series_description or f"{self.modality or 'unknown'} series {identity.series_number or ''}".strip()
 
+    def caption(self) -> str:
+        """Modality and description, the modality once: descriptions often begin with it ("CT CH/AB/PEL")."""
+        described = self.describe()
+        if not self.modality or described.split(" ", 1)[0].upper() == self.modality.upper():
+            return described
+        return f"{self.modality} {described}"
+
 
 @dataclass
 class ScanResult:

@@ -142,6 +142,38 @@ def test_classify_selected_lesion_shows_probabilities_and_heatmap(qtbot, window)
     assert not controller.overlay.is_visible()
 
 
+def test_an_outdated_answer_is_said_in_words_and_does_not_widen_the_panel(qtbot, window):
+    """Walkthrough review: after an outline edit, the one-line notice that the answer is outdated forced
+    the Model dock from 322 to 960 px and pushed the viewer aside, and the old crop stayed painted over the
+    Classify button. The notice wraps and names the class in words; the crop goes."""
+    controller = window.classification
+    imported = window.store.document.lesions[0].rois[0]
+    lesion = window.store.add_lesion(Roi(imported.slice_index, list(imported.points_xy)))  # our own, to edit
+    window.jump_to_lesion(lesion.id)
+    with qtbot.waitSignal(controller.worker.result, timeout=60000):
+        controller.classify_selected()
+    answered = window.store.document.lesion(lesion.id).ai
+    window.store.set_ai_result(lesion.id, dataclasses.replace(answered, predicted="hcc"))
+    qtbot.waitUntil(lambda: controller.panel.top_label.text().startswith("Hepatocellular carcinoma"))
+    width_before = controller.panel.minimumSizeHint().width()
+    crops = list(controller.panel.crop_labels)
+    assert crops
+    qtbot.waitUntil(lambda: all(crop.isVisibleTo(controller.panel) for crop in crops))
+
+    def gone(widget) -> bool:
+        try:
+            return widget.isHidden()
+        except RuntimeError:  # already deleted
+            return True
+
+    window.store.copy_roi_to_slice(lesion.id, lesion.rois[0].id, imported.slice_index + 1)
+    qtbot.waitUntil(lambda: "outdated" in controller.panel.top_label.text())
+    assert "(Hepatocellular carcinoma (HCC))" in controller.panel.top_label.text()
+    assert controller.panel.minimumSizeHint().width() <= width_before
+    # The outdated answer's crop is gone at once, not left painted over the buttons until deleted.
+    assert all(gone(crop) for crop in crops)
+
+
 def test_accept_as_label_records_the_ai_suggestion(qtbot, window):
     controller = window.classification
     truth = window.store.document.lesions[1]

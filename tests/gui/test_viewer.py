@@ -231,6 +231,17 @@ def test_uneven_spacing_shows_a_warning(qtbot, window, crlm_copy):
     assert any("missing" in w for w in window.volume.warnings)
 
 
+def test_the_modality_is_named_once(qtbot, window, crlm_dir):
+    """Walkthrough review: crlm-ct-1004's description begins with its modality ("CT CH/AB/PEL"), and
+    the corner and the series browser read "CT CT CH/AB/PEL"."""
+    open_and_wait(qtbot, window, crlm_dir)
+    description = window.volume.info.identity.series_description
+    assert description.startswith("CT ")
+    assert window.viewer.views[0]._corner_text["tr"].splitlines()[0] == description
+    first_line = window.browser._items[window.volume.info.key].text(0).splitlines()[0]
+    assert first_line.endswith(description) and "CT CT" not in first_line
+
+
 def test_corner_texts_never_overprint_in_a_narrow_view(qtbot, window, crlm_dir):
     open_and_wait(qtbot, window, crlm_dir)
     view = window.viewer.views[1]
@@ -367,9 +378,11 @@ def test_readout_follows_the_slice_under_a_still_mouse(qtbot, window, crlm_dir, 
 
 
 def test_welcome_screen_and_an_empty_folder(qtbot, window, crlm_dir, tmp_path):
-    """#16 defect 9: no Undo before a study is open; an empty folder leaves the open study as it was,
+    """#16 defect 9: no Undo (nor a lesion's confidence) before a study is open; an empty folder leaves the open study as it was,
     title and browser included, and says so."""
     assert not window.undo_action.isEnabled() and not window.redo_action.isEnabled()
+    # Nor a lesion's confidence and note, which would look like a choice already made.
+    assert not window.lesion_panel.confidence.isEnabled() and not window.lesion_panel.note.isEnabled()
     open_and_wait(qtbot, window, crlm_dir)
     title, n_series = window.windowTitle(), window.browser.tree.topLevelItemCount()
     empty = tmp_path / "empty"
