@@ -145,6 +145,10 @@ class PredictionPanel(QWidget):
         self.opacity_slider.valueChanged.connect(lambda v: self.opacity_changed.emit(v / 100.0))
         legend = QLabel()
         legend.setPixmap(legend_pixmap())
+        # Stretched over its column, so that "high attention" stands at its end however wide the panel.
+        legend.setScaledContents(True)
+        legend.setFixedHeight(legend.pixmap().height())
+        legend.setMinimumWidth(60)
         legend.setToolTip("Where the network looked for its top class: dark = little, bright = most")
 
         buttons = QHBoxLayout()
@@ -160,6 +164,7 @@ class PredictionPanel(QWidget):
         heat.addWidget(QLabel("low"), 2, 0)
         heat.addWidget(legend, 2, 1)
         heat.addWidget(QLabel("high attention"), 2, 2)
+        heat.setColumnStretch(1, 1)
         layout = QVBoxLayout(self)
         layout.addWidget(self.model_label)
         layout.addLayout(buttons)
