@@ -111,7 +111,7 @@ def propose_outline(image: np.ndarray, seed_xy: tuple[float, float], center: flo
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))
     mask = cv2.morphologyEx(mask.astype(np.uint8), cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3)))
     mask = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, kernel).astype(bool)
-    mask = _fill_holes(_edge_at_half_contrast(smooth, mask, (x, y)))
+    mask = _fill_holes(_close_notches(_edge_at_half_contrast(smooth, mask, (x, y))))
     polygons = [p for p in mask_to_polygons(mask, min_pixels=4, tolerance_px=0.3) if polygon_mask(p, mask.shape)[y, x]]
     return polygons[0] if polygons else None
 
@@ -141,6 +141,20 @@ def _edge_at_half_contrast(smooth: np.ndarray, mask: np.ndarray, seed_xy: tuple[
     grown = ((beyond & limit.astype(bool)) | mask).astype(np.uint8)
     _, labels = cv2.connectedComponents(grown, connectivity=4)
     return labels == labels[seed_xy[1], seed_xy[0]]
+
+
+def _close_notches(mask: np.ndarray) -> np.ndarray:
+    """The region with its narrow inlets closed (a disc of a third of its radius), as a reader's outline
+    passes over a cleft that a brighter part of a heterogeneous lesion leaves in the grown region (the
+    demo HCC's mosaic left one: 0.73 -> 0.79 of its area, the hemangioma 0.72 -> 0.86; crlm-ct-1004's
+    metastasis unchanged)."""
+    area = int(mask.sum())
+    if area < 4:
+        return mask
+    k = max(1, int(round(np.sqrt(area / np.pi) / 3)))
+    padded = np.pad(mask.astype(np.uint8), k + 1)
+    closed = cv2.morphologyEx(padded, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * k + 1,) * 2))
+    return closed[k + 1:-k - 1, k + 1:-k - 1].astype(bool) | mask
 
 
 def _fill_holes(mask: np.ndarray) -> np.ndarray:

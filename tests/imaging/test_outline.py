@@ -94,3 +94,18 @@ def test_one_click_outline_reaches_the_lesion_edge(full_demo):
     hcc = next(value for key, value in ratios.items() if key.startswith("hcc"))
     dices = [dice for _, dice in ratios.values()]
     assert hcc[0] >= 0.7 and float(np.mean(dices)) >= 0.8, ratios
+
+
+def test_one_click_passes_over_a_cleft_in_the_lesion():
+    """A heterogeneous lesion (the demo HCC's mosaic) left a cleft where a brighter part met the edge,
+    and the outline followed it in; a reader's outline passes over it."""
+    image = np.full((160, 160), 100, np.int16)
+    yy, xx = np.mgrid[:160, :160]
+    lesion = (yy - 80) ** 2 + (xx - 80) ** 2 <= 24 ** 2
+    image[lesion] = 30
+    cleft = lesion & (np.abs(yy - 80) <= 3) & (xx >= 80 + 14)  # liver-bright, open to the outside
+    image[cleft] = 100
+    points = propose_outline(image, (70, 80), 70, 170, (0.8, 0.8))
+    got = polygon_mask(points, image.shape)
+    assert got[cleft].mean() > 0.75  # 0 before: the outline ran round the cleft
+    assert got.sum() <= 1.1 * lesion.sum()
