@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from liverview.log_setup import setup_cli_logging
+from liverview.processes import exit_without_teardown
 from liverview.imaging.contrast_phase import Enhancement, EnhancementSampler, detect_series_phases
 from liverview.io.series import ScanResult, SeriesInfo, scan_paths
 from liverview.io.sources import SourceError
@@ -134,5 +135,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def run() -> None:
+    """The `liverview-inspect` command: `main`, then out without the interpreter's teardown."""
+    exit_without_teardown(main())
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()
