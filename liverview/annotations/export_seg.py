@@ -24,6 +24,7 @@ from liverview.annotations.export_common import (ExportError, ExportIdentity, ch
                                                   lesion_masks, resolve_label, withheld_warnings)
 from liverview.atomic_write import write_bytes_atomic
 from liverview.annotations.labels import LIVER, MORPHOLOGICALLY_ABNORMAL_STRUCTURE, CodedConcept, LabelTaxonomy
+from liverview.annotations.seg_description import write_segment_description
 from liverview.io.volume import Volume
 
 if TYPE_CHECKING:
@@ -38,9 +39,6 @@ SERIES_DESCRIPTION = "liverview lesions"
 SERIES_NUMBER = 901
 #: Segmented Property Type for lesions whose label has no code (or no label yet).
 GENERIC_LESION = CodedConcept("52988006", "SCT", "Lesion")
-#: Prefix of (0062,0006) Segment Description that carries the taxonomy id, so labels without a code
-#: (site labels) survive a round trip through SEG.
-LABEL_DESCRIPTION_PREFIX = "liverview label "
 
 
 def _coded(concept: CodedConcept) -> hd.sr.CodedConcept:
@@ -118,8 +116,9 @@ def build_seg(volume: Volume, document: AnnotationDocument, taxonomy: LabelTaxon
             anatomic_regions=[_coded(LIVER)],
             display_color=color,
         )
-        if label.id is not None:
-            description.SegmentDescription = f"{LABEL_DESCRIPTION_PREFIX}{label.id}"
+        names = write_segment_description(label.id, _reader_named(lesion, identity, several_readers))
+        if names is not None:
+            description.SegmentDescription = names
         descriptions.append(description)
 
     creator = reader or (document.readers()[0] if len(document.readers()) == 1 else None)
@@ -159,6 +158,12 @@ def build_seg(volume: Volume, document: AnnotationDocument, taxonomy: LabelTaxon
     return seg
 
 
+def _reader_named(lesion: Lesion, identity: ExportIdentity, several_readers: bool) -> str | None:
+    """The reader a segment's description names: a reader's own lesion in a SEG of several readers
+    (one reader is the Content Creator; a consensus lesion is nobody's alone)."""
+    return identity.reader_of(lesion.reader) if several_readers and lesion.consensus is None else None
+
+
 def _whose(lesion: Lesion, identity: ExportIdentity, several_readers: bool) -> str:
     """What a segment label says about its reader: "consensus", the reader (several readers'
     lesions in one SEG), or nothing (one reader, named as the content creator)."""
@@ -187,5 +192,5 @@ def export_seg(volume: Volume, document: AnnotationDocument, out_path: str | os.
     return out
 
 
-__all__ = ["GENERIC_LESION", "LABEL_DESCRIPTION_PREFIX", "SEG_SOP_CLASS", "build_seg", "export_seg",
+__all__ = ["GENERIC_LESION", "SEG_SOP_CLASS", "build_seg", "export_seg",
            "read_source_datasets"]

@@ -10,14 +10,17 @@ from dataclasses import dataclass, field
 from liverview.annotations.deid import PseudonymKeyError, Pseudonymizer
 from liverview.annotations.document import AnnotationDocument, Lesion, Roi
 from liverview.annotations.labels import LabelTaxonomy
+from liverview.annotations.seg_description import read_segment_description
 from liverview.imaging.outline import mask_to_polygons
 from liverview.io.seg_import import SegImport, SegSegment, import_seg
 from liverview.io.volume import Volume
 
 log = logging.getLogger(__name__)
 
-# Written by export_seg into (0062,0006) Segment Description; kept here too so import needs no export.
-_LABEL_DESCRIPTION = re.compile(r"^liverview label ([a-z][a-z0-9_]{0,39})$")
+#: A lesion id as `Lesion` makes them ("L" and 8 hex digits), as liverview writes it into a segment's
+#: (0062,0021) Tracking ID.
+_LESION_ID = re.compile(r"^L[0-9a-f]{8}$")
+
 
 
 @dataclass
@@ -32,9 +35,9 @@ class SegDocumentImport:
 def label_for_segment(segment: SegSegment, taxonomy: LabelTaxonomy) -> str | None:
     """The taxonomy id for a segment: liverview's own Segment Description first, then the
     Segmented Property Type code value, else None (the reader labels it)."""
-    match = _LABEL_DESCRIPTION.match(segment.description.strip())
-    if match and match.group(1) in taxonomy:
-        return match.group(1)
+    named = read_segment_description(segment.description).label
+    if named is not None and named in taxonomy:
+        return named
     if segment.property_type is not None and segment.property_type.value:
         for label in taxonomy:
             if label.code is not None and label.code.value == segment.property_type.value:
@@ -43,12 +46,17 @@ def label_for_segment(segment: SegSegment, taxonomy: LabelTaxonomy) -> str | Non
 
 
 def document_from_seg(seg_import: SegImport, volume: Volume, taxonomy: LabelTaxonomy | None = None) -> AnnotationDocument:
-    """One lesion per non-empty segment: label from the codes, note = Segment Label, reader =
-    ``SEG: <Content Creator's Name or Manufacturer>``, ROIs = outer outlines per slice (kind "seg")."""
+    """One lesion per non-empty segment: label from the codes, note = Segment Label, ROIs = outer
+    outlines per slice (kind "seg"), reader = the one liverview named in the segment's description,
+    else ``SEG: <Content Creator's Name or Manufacturer>``.
+
+    A segment liverview wrote keeps its lesion's id (its Tracking ID): the lesions a reader sent to the
+    PACS come back as the same lesions, and merging them into a store that has them adds nothing."""
     taxonomy = taxonomy or LabelTaxonomy()
     document = AnnotationDocument(volume.study_uid, volume.series_uid, volume.frame_of_reference_uid,
                                   source=f"DICOM SEG {seg_import.sop_instance_uid}".strip())
-    reader = f"SEG: {seg_import.creator}"
+    creator = f"SEG: {seg_import.creator}"
+    ours = seg_import.manufacturer == "liverview"
     for segment in seg_import.segments:
         rois = []
         for z in segment.slices:
@@ -57,8 +65,11 @@ def document_from_seg(seg_import: SegImport, volume: Volume, taxonomy: LabelTaxo
                                 sop_instance_uid=volume.sop_instance_uids[z]))
         if not rois:
             continue
-        document.lesions.append(Lesion(reader=reader, label=label_for_segment(segment, taxonomy),
-                                       note=segment.label, rois=rois))
+        lesion = Lesion(reader=read_segment_description(segment.description).reader or creator,
+                        label=label_for_segment(segment, taxonomy), note=segment.label, rois=rois)
+        if ours and _LESION_ID.match(segment.tracking_id):
+            lesion.id = segment.tracking_id
+        document.lesions.append(lesion)
     return document
 
 

@@ -472,7 +472,10 @@ class MainWindow(QMainWindow):
         added = self.store.merge(imported.document)
         how = {"sop-instance-uid": "by the referenced image UIDs"}.get(
             imported.method, "by frame of reference and slice position (the referenced image UIDs did not resolve)")
-        message = f"Imported {added} segment(s) from {path.name}, matched {how}."
+        already = len(imported.document.lesions) - added
+        # Not the file's name: a retrieved SEG's is its UID, which says nothing and crowds the status bar.
+        message = (f"Imported {added} lesion(s) from a DICOM SEG" + (f" ({already} already shown)" if already else "")
+                   + f", matched {how}.")
         if imported.warnings:
             self._inform("DICOM SEG imported", message + "\n\n" + "\n".join(f"• {w}" for w in imported.warnings))
         self.statusBar().showMessage(message, 8000)

@@ -1,5 +1,5 @@
 """DICOM SEGs that arrive with a study — in its folder, or retrieved from a PACS with it — offered as
-lesions of the series they reference ("2 segmentations from other readers — show?"), through the
+lesions of the series they reference ("2 segmentations arrived with this study — show?"), through the
 existing SEG import. Each SEG is offered once."""
 from __future__ import annotations
 
@@ -53,7 +53,7 @@ class SegOffer(QObject):
         self.offered.update(found)
         n = len(found)
         box = QMessageBox(QMessageBox.Question, "Segmentations with this study",
-                          f"{n} segmentation{'s' if n > 1 else ''} from other readers arrived with this study for "
+                          f"{n} segmentation{'s' if n > 1 else ''} arrived with this study for "
                           "the open series — show them as lesions?", QMessageBox.Yes | QMessageBox.No, self._parent)
         box.setTextFormat(Qt.PlainText)
         box.button(QMessageBox.Yes).clicked.connect(lambda: [self._import_seg(path) for path in found])

@@ -2,6 +2,8 @@
 references do not resolve, refusals with reasons, FRACTIONAL segmentations, and exact outlines."""
 from __future__ import annotations
 
+import copy
+
 import highdicom as hd
 import numpy as np
 import pydicom
@@ -9,7 +11,8 @@ import pytest
 
 from liverview.annotations.export_seg import export_seg, read_source_datasets
 from liverview.annotations.labels import LabelTaxonomy
-from liverview.annotations.measurements import lesion_mask
+from liverview.annotations.measurements import lesion_mask, measure_lesion
+from liverview.annotations.seg_description import SegmentNames, read_segment_description, write_segment_description
 from liverview.annotations.seg_lesions import document_from_seg, import_seg_document
 from liverview.imaging.outline import mask_to_polygons
 from liverview.imaging.measure import polygon_mask
@@ -71,6 +74,37 @@ def test_round_trip_by_sop_instance_uid(identified_volume, document, seg_path):
         assert all(roi.kind == "seg" for roi in back.rois)
         assert all(roi.sop_instance_uid == volume.sop_instance_uids[roi.slice_index] for roi in back.rois)
     assert imported.document.series_instance_uid == volume.series_uid
+
+
+def test_a_seg_of_several_readers_comes_back_as_whose_it_was_and_measures_the_same(identified_volume, document,
+                                                                                   tmp_path):
+    """Walkthrough review: after Send to PACS and a retrieve, every lesion of a SEG of two readers came back
+    as the sender's ("SEG: Dr New"), as new lesions, and 9-11 % smaller (outlines traced through the
+    boundary pixels' centres)."""
+    volume = identified_volume
+    second = copy.deepcopy(document.lesions[0])
+    second.id, second.reader, second.label = "L0123abcd", "Dr. Reader Two", "hcc"
+    document.lesions.append(second)
+    path = export_seg(volume, document, tmp_path / "two.dcm", pseudonymize=False, reader="Dr. Sender")
+    back = import_seg_document(path, volume, LabelTaxonomy()).document.lesions
+    assert [(b.id, b.reader, b.label) for b in back] == [(o.id, o.reader, o.label) for o in document.lesions]
+    for original, imported in zip(document.lesions, back):
+        before, after = measure_lesion(volume, original), measure_lesion(volume, imported)
+        assert after.area_mm2 == pytest.approx(before.area_mm2, rel=0.04)
+        assert abs(after.long_axis_mm - before.long_axis_mm) <= max(volume.spacing_mm[1:])  # within a pixel
+        assert after.n_voxels == before.n_voxels
+
+
+def test_segment_descriptions_name_label_and_reader():
+    assert write_segment_description("metastasis", None) == "liverview label metastasis"
+    assert write_segment_description("hcc", "Dr B") == "liverview label hcc; reader Dr B"
+    assert write_segment_description(None, "Dr B") == "liverview reader Dr B"
+    assert write_segment_description(None, None) is None
+    assert write_segment_description("hcc", "B" * 60) == "liverview label hcc"  # a name that would not fit
+    assert read_segment_description("liverview label hcc; reader Dr B; C") == SegmentNames("hcc", "Dr B; C")
+    assert read_segment_description("liverview reader Dr B") == SegmentNames(None, "Dr B")
+    for foreign in ("Liver lesion", "liverview", "liverview label hccreader x", "liverview label HCC"):
+        assert read_segment_description(foreign) == SegmentNames()
 
 
 def test_pseudonymised_seg_is_one_study_with_its_deidentified_images(identified_volume, document, pseudonymizer,

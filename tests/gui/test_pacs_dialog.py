@@ -164,11 +164,13 @@ def test_send_seg_and_sr_to_the_same_study(qtbot, tmp_path, crlm_dir, monkeypatc
         study = dialog.tree.topLevelItem(0)  # never expanded: the retrieve listed its series, with their progress
         assert sorted(study.child(i).text(COLUMNS.index("Retrieve")) for i in range(study.childCount())) == \
             ["complete", "complete", "complete"]
-        assert offer.text() == ("1 segmentation from other readers arrived with this study for the open series — "
+        assert offer.text() == ("1 segmentation arrived with this study for the open series — "
                                 "show them as lesions?")
         assert Path(window.volume.info.files[0]).is_relative_to(dialog.cache.root)
         offer.button(QMessageBox.Yes).click()
-        assert len(window.store.document.lesions) == before + 1
+        # The lesion that went out comes back as itself (its id is the segment's Tracking ID): not twice.
+        assert len(window.store.document.lesions) == before
+        assert window.statusBar().currentMessage().startswith("Imported 0 lesion(s) from a DICOM SEG (1 already shown)")
     finally:
         server.stop(graceful=False)
     QApplication.processEvents()

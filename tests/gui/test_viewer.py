@@ -447,9 +447,11 @@ def test_a_seg_in_the_opened_folder_is_offered_as_lesions(qtbot, window, crlm_di
     window.open_paths([str(study)])
     qtbot.waitUntil(lambda: window.seg_offers.box is not None, timeout=30000)
     box = window.seg_offers.box
-    assert box.text().startswith("1 segmentation from other readers")
+    assert box.text().startswith("1 segmentation arrived with this study")
     box.button(QMessageBox.Yes).click()
     assert [lesion.reader for lesion in window.store.document.lesions] == ["SEG: Dr Other"]
+    # Said without the file's name (a retrieved SEG's is a UID that crowds the status bar).
+    assert window.statusBar().currentMessage().startswith("Imported 1 lesion(s) from a DICOM SEG, matched by")
     window.open_paths([str(study)])  # offered once: opening the folder again asks no more
     qtbot.waitUntil(lambda: window.volume is not None and window.volume.loaded.all(), timeout=30000)
     qtbot.wait(300)
