@@ -29,6 +29,7 @@ import socket
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -115,8 +116,10 @@ class TrainConfig:
     # The bundle answers with the mean over the input and its flips; the test metrics are measured so.
     # Validation during training (early stopping, best epoch) stays one pass per lesion, for speed.
     flip_average: bool = True
-    name: str = "liverview-lesion-classifier"
-    version: str = "0.1.0"
+    # A clinic's own model must not pass for the bundled one ("liver-lesion-classifier 1.4.0") in the
+    # app: its name says it was trained here, its version when ("" = the UTC time the training ended).
+    name: str = "locally-trained-lesion-classifier"
+    version: str = ""
     # A model bundle whose weights the network starts from (fine-tuning, e.g. the bundled model on a
     # clinic's own lesions) instead of a random initialisation; its architecture and input must match.
     init_from: str | None = None
@@ -809,7 +812,8 @@ def finish_run(config: TrainConfig, run_dir: Path, split: Split, loaded: LoadedR
         if data_summary["simulated"] else []
     bundle_dir = save_bundle(run_dir / "bundle", net, architecture=config.architecture, classes=config.classes,
                              preprocess_config=config.preprocess, metrics=bundle_metrics, training_data=data_summary,
-                             training=training, name=config.name, version=config.version, history=state.history,
+                             training=training, name=config.name,
+                             version=config.version or datetime.now(UTC).strftime("%Y.%m.%d.%H%M"), history=state.history,
                              card_notes=notes, flip_average=config.flip_average,
                              training_domain=domain_from_records(
                                  [by_uid[u] for u in split.train], config.preprocess.phases).to_dict())

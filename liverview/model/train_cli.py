@@ -124,8 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, help="intra-op threads per process (default: cores / local processes)")
     p.add_argument("--device", help="auto (default), cpu, cuda, cuda:1, ...")
     p.add_argument("--steps-per-epoch", type=int, help="cap optimizer steps per epoch (smoke runs)")
-    p.add_argument("--name", help="model name written into the bundle")
-    p.add_argument("--model-version", dest="model_version", help="model version written into the bundle")
+    p.add_argument("--name", help="model name written into the bundle (default: locally-trained-lesion-classifier)")
+    p.add_argument("--model-version", dest="model_version",
+                   help="model version written into the bundle (default: when the training ended, YYYY.MM.DD.HHMM UTC)")
     p.add_argument("-v", "--verbose", action="count", default=0)
     p.add_argument("-q", "--quiet", action="store_true")
     return p

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 
 import numpy as np
 import pytest
@@ -38,6 +39,11 @@ def test_a_few_epochs_lower_the_loss(toy_dataset, tmp_path):
     checkpoints = tmp_path / "run" / "checkpoints"
     assert (checkpoints / "best.pt").is_file() and (checkpoints / "last.pt").is_file()
     assert json.loads((tmp_path / "run" / "run.json").read_text())["status"] == "finished"
+    # Walkthrough review: a clinic's model appeared as "liverview-lesion-classifier 0.1.0", next to the
+    # bundled "liver-lesion-classifier 1.4.0". Its name says where it was trained, its version when.
+    bundle = load_bundle(tmp_path / "run" / "bundle")
+    assert bundle.name == "locally-trained-lesion-classifier"
+    assert re.fullmatch(r"20\d\d\.\d\d\.\d\d\.\d{4}", bundle.version)
     # Trained channels-last, stored contiguous: the files keep the layout every reader expects.
     for state in (torch.load(checkpoints / "best.pt", weights_only=True),
                   torch.load(checkpoints / "last.pt", weights_only=True)["model"],
