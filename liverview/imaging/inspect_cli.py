@@ -19,6 +19,7 @@ from liverview.imaging.contrast_phase import Enhancement, EnhancementSampler, de
 from liverview.io.series import ScanResult, SeriesInfo, scan_paths
 from liverview.io.sources import SourceError
 from liverview.io.pixels import FrameDecodeError
+from liverview.io.process_pool import shut_down
 from liverview.io.volume import Volume, allocate_volume, fill_volume, read_slice
 
 
@@ -136,8 +137,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def run() -> None:
-    """The `liverview-inspect` command: `main`, then out without the interpreter's teardown."""
-    exit_without_teardown(main())
+    """The `liverview-inspect` command: `main`, then out without the interpreter's teardown. The workers
+    are stopped first: they share our stdout, and a caller reading it to the end (a pipe) would wait for
+    them."""
+    code = main()
+    shut_down(wait=True)
+    exit_without_teardown(code)
 
 
 if __name__ == "__main__":

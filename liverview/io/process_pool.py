@@ -94,13 +94,18 @@ def _start_worker(owner: int) -> None:
     # for its next task would wait for ever (a fork server's workers even keep the fork server alive):
     # each leaves once the process that made the pool is gone.
     if os.name == "posix":
-        threading.Thread(target=_leave_with_owner, args=(owner,), name="owner-watch", daemon=True).start()
+        threading.Thread(target=_leave_with_owner, args=(owner, os.getppid()), name="owner-watch",
+                         daemon=True).start()
 
 
-def _leave_with_owner(owner: int) -> None:
-    """Signal 0 asks whether a POSIX process exists without sending it anything."""
+def _leave_with_owner(owner: int, parent: int) -> None:
+    """Signal 0 asks whether a POSIX process exists without sending it anything. An owner that has
+    exited but is not reaped yet still exists (a zombie): a forked worker also sees that its parent
+    changed, which happens the moment the owner exits."""
     while True:
         time.sleep(OWNER_CHECK_S)
+        if parent == owner and os.getppid() != owner:
+            os._exit(0)
         try:
             os.kill(owner, 0)
         except ProcessLookupError:
@@ -109,12 +114,12 @@ def _leave_with_owner(owner: int) -> None:
             pass
 
 
-def shut_down() -> None:
-    """Stop the worker processes (at exit, or when a worker died)."""
+def shut_down(wait: bool = False) -> None:
+    """Stop the worker processes (at exit, or when a worker died); with `wait`, until they are gone."""
     global _pool
     with _pool_lock:
         if _pool is not None:
-            _pool.shutdown(wait=False, cancel_futures=True)
+            _pool.shutdown(wait=wait, cancel_futures=True)
             _pool = None
 
 

@@ -3,6 +3,7 @@ the same series, order, progress reports, per-file errors and Cancel (#18)."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import subprocess
 import sys
@@ -245,6 +246,46 @@ def test_workers_do_not_outlive_a_killed_owner(owner_kind):
     for pid in left:
         os.kill(pid, signal.SIGKILL)
     assert not left
+
+
+_EXITING_OWNER = r"""
+import os, sys, time
+os.environ["LIVERVIEW_WORKERS"] = "2"
+from liverview.io import process_pool
+print(" ".join(str(pid) for pid in set(process_pool.map_in_order(process_pool.worker_pid, range(8)))), flush=True)
+os._exit(0)
+"""
+
+
+def test_workers_do_not_outlive_an_owner_that_exited_before_it_was_reaped():
+    """An owner that exited without stopping its workers is a zombie until its parent reaps it, and a
+    zombie still answers signal 0: the workers waited for ever, holding the pipe the parent read."""
+    import time
+
+    owner = subprocess.Popen([sys.executable, "-c", _EXITING_OWNER], stdout=subprocess.PIPE, text=True,
+                             cwd=str(REPO), env={**os.environ, "PYTHONPATH": str(REPO)})
+    try:
+        workers = [int(pid) for pid in owner.stdout.readline().split()]
+        assert workers
+        deadline = time.monotonic() + 15
+        while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        left = [pid for pid in workers if _alive(pid)]
+        for pid in left:
+            os.kill(pid, 9)
+        assert not left
+    finally:
+        owner.wait()
+
+
+def test_liverview_inspect_leaves_no_worker_holding_its_output(rle_series):
+    """`liverview-inspect` ends without the interpreter's teardown; its workers, which share its stdout,
+    are stopped first: a caller that reads the output to its end (the benchmark) waited for them."""
+    env = {**os.environ, "LIVERVIEW_WORKERS": "2"}
+    result = subprocess.run([sys.executable, "-m", "liverview.imaging.inspect_cli", str(rle_series), "--json", "--load"],
+                            capture_output=True, text=True, timeout=60, env=env)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["series"][0]["n_images"] == 20
 
 
 def _alive(pid: int) -> bool:
