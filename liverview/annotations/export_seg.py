@@ -94,6 +94,7 @@ def build_seg(volume: Volume, document: AnnotationDocument, taxonomy: LabelTaxon
     pixel_array = np.zeros((n_frames, volume.shape[1], volume.shape[2], len(items)), dtype=bool)
     descriptions = []
     several_readers = len(document.readers()) > 1
+    creator = reader or (document.readers()[0] if len(document.readers()) == 1 else None)
     for number, (lesion, mask) in enumerate(items, start=1):
         for z in np.flatnonzero(mask.any(axis=(1, 2))):
             pixel_array[frame_of_slice[z], :, :, number - 1] = mask[z]
@@ -116,12 +117,11 @@ def build_seg(volume: Volume, document: AnnotationDocument, taxonomy: LabelTaxon
             anatomic_regions=[_coded(LIVER)],
             display_color=color,
         )
-        names = write_segment_description(label.id, _reader_named(lesion, identity, several_readers))
+        names = write_segment_description(label.id, _reader_named(lesion, identity, creator))
         if names is not None:
             description.SegmentDescription = names
         descriptions.append(description)
 
-    creator = reader or (document.readers()[0] if len(document.readers()) == 1 else None)
     seg = hd.seg.Segmentation(
         source_images=sources,
         pixel_array=pixel_array,
@@ -158,10 +158,10 @@ def build_seg(volume: Volume, document: AnnotationDocument, taxonomy: LabelTaxon
     return seg
 
 
-def _reader_named(lesion: Lesion, identity: ExportIdentity, several_readers: bool) -> str | None:
-    """The reader a segment's description names: a reader's own lesion in a SEG of several readers
-    (one reader is the Content Creator; a consensus lesion is nobody's alone)."""
-    return identity.reader_of(lesion.reader) if several_readers and lesion.consensus is None else None
+def _reader_named(lesion: Lesion, identity: ExportIdentity, creator: str | None) -> str | None:
+    """The reader a segment's description names: the lesion's, unless it is the Content Creator's (a
+    consensus lesion is nobody's alone)."""
+    return identity.reader_of(lesion.reader) if lesion.consensus is None and lesion.reader != creator else None
 
 
 def _whose(lesion: Lesion, identity: ExportIdentity, several_readers: bool) -> str:

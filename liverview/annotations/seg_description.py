@@ -1,6 +1,6 @@
 """What liverview writes into a SEG segment's (0062,0006) Segment Description, and reads back: the
-label's taxonomy id (so labels without a code, site labels, survive the round trip) and, where one
-SEG carries several readers' lesions, the segment's reader (so they come back as whose they were).
+label's taxonomy id (so labels without a code, site labels, survive the round trip) and, where the
+segment's reader is not the SEG's Content Creator, that reader (so lesions come back as whose they were).
 
     liverview label metastasis
     liverview label metastasis; reader Dr Walk

@@ -93,6 +93,11 @@ def test_a_seg_of_several_readers_comes_back_as_whose_it_was_and_measures_the_sa
         assert after.area_mm2 == pytest.approx(before.area_mm2, rel=0.04)
         assert abs(after.long_axis_mm - before.long_axis_mm) <= max(volume.spacing_mm[1:])  # within a pixel
         assert after.n_voxels == before.n_voxels
+    # One reader's lesions sent by another: still the reader's.
+    del document.lesions[:3]
+    alone = import_seg_document(export_seg(volume, document, tmp_path / "one.dcm", pseudonymize=False,
+                                           reader="Dr. Sender"), volume, LabelTaxonomy()).document.lesions
+    assert [(b.id, b.reader) for b in alone] == [(second.id, "Dr. Reader Two")]
 
 
 def test_segment_descriptions_name_label_and_reader():
