@@ -449,7 +449,8 @@ def test_a_seg_in_the_opened_folder_is_offered_as_lesions(qtbot, window, crlm_di
     box = window.seg_offers.box
     assert box.text().startswith("1 segmentation arrived with this study")
     box.button(QMessageBox.Yes).click()
-    assert [lesion.reader for lesion in window.store.document.lesions] == ["SEG: Dr Other"]
+    # Dr Other sent the reference reader's lesion: it comes back as that reader's, not the sender's.
+    assert [lesion.reader for lesion in window.store.document.lesions] == ["reference"]
     # Said without the file's name (a retrieved SEG's is a UID that crowds the status bar).
     assert window.statusBar().currentMessage().startswith("Imported 1 lesion(s) from a DICOM SEG, matched by")
     window.open_paths([str(study)])  # offered once: opening the folder again asks no more
