@@ -535,13 +535,14 @@ class EnhancementSampler:
         measurable = info.plane == "axial" and info.units.is_hu and info.modality == "CT" and info.n_images >= 3
         self.indices: tuple[int, ...] = tuple(sample_indices(info.n_images)) if measurable else ()
         orientation = info.orientation or (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
+        # Only for a series it measures: a localizer, a SEG or an MR series costs nothing.
         self._outliner = _Outliner((info.rows, info.columns), info.pixel_spacing_mm, orientation[:3],
-                                   orientation[3:6])
+                                   orientation[3:6]) if measurable else None
         self._taken: dict[int, tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]] = {}
 
     def add(self, z: int, hu: np.ndarray) -> None:
         """Slice `z` has been read; a no-op unless it is one of `indices`."""
-        if z in self.indices and z not in self._taken:
+        if self._outliner is not None and z in self.indices and z not in self._taken:
             self._taken[z] = (hu, self._outliner.outline(hu))
 
     @property
@@ -552,7 +553,7 @@ class EnhancementSampler:
     def result(self) -> Enhancement | None:
         """The series' enhancement once `complete`; None for a series the images cannot tell (not axial,
         not HU, too few slices)."""
-        if not self.indices:
+        if self._outliner is None:
             return None
         if not self.complete:
             raise ValueError(f"{len(self.indices) - len(self._taken)} sampled slice(s) were not added")
