@@ -21,10 +21,11 @@ def pid_alive(pid: int) -> bool:
 
 def exit_without_teardown(code: int) -> NoReturn:
     """End a command-line tool whose output is written: flush stdout, stderr and the log, then leave
-    without the interpreter's teardown, which only unloads numpy's and OpenCV's thread pools, waits for
-    idle worker processes (they leave when their pipe closes) and frees memory the system takes back
-    anyway: 35-40 ms of a 0.5 s `liverview-inspect --load` of 100 JPEG-LS slices. Never for the app,
-    nor for code that callers run in-process (tests call `main`, not this)."""
+    without the interpreter's teardown, which only unloads numpy's and OpenCV's thread pools and frees
+    memory the system takes back anyway: 35-40 ms of a 0.5 s `liverview-inspect --load` of 100 JPEG-LS
+    slices. Stop worker processes first (`process_pool.shut_down(wait=True)`): they share stdout, and
+    a caller reading it to its end would wait for them. Never for the app, nor for code that callers
+    run in-process (tests call `main`, not this)."""
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
