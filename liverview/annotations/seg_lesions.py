@@ -22,7 +22,6 @@ log = logging.getLogger(__name__)
 _LESION_ID = re.compile(r"^L[0-9a-f]{8}$")
 
 
-
 @dataclass
 class SegDocumentImport:
     """A SEG turned into an annotation document, with how its frames were matched and the warnings."""
@@ -47,8 +46,8 @@ def label_for_segment(segment: SegSegment, taxonomy: LabelTaxonomy) -> str | Non
 
 def document_from_seg(seg_import: SegImport, volume: Volume, taxonomy: LabelTaxonomy | None = None) -> AnnotationDocument:
     """One lesion per non-empty segment: label from the codes, note = Segment Label, ROIs = outer
-    outlines per slice (kind "seg"), reader = the one liverview named in the segment's description,
-    else ``SEG: <Content Creator's Name or Manufacturer>``.
+    outlines per slice (kind "seg"), reader = the one the segment's description names in a SEG
+    liverview wrote, else ``SEG: <Content Creator's Name or Manufacturer>``.
 
     A segment liverview wrote keeps its lesion's id (its Tracking ID): the lesions a reader sent to the
     PACS come back as the same lesions, and merging them into a store that has them adds nothing."""
@@ -65,8 +64,9 @@ def document_from_seg(seg_import: SegImport, volume: Volume, taxonomy: LabelTaxo
                                 sop_instance_uid=volume.sop_instance_uids[z]))
         if not rois:
             continue
-        lesion = Lesion(reader=read_segment_description(segment.description).reader or creator,
-                        label=label_for_segment(segment, taxonomy), note=segment.label, rois=rois)
+        named = read_segment_description(segment.description).reader if ours else None
+        lesion = Lesion(reader=named or creator, label=label_for_segment(segment, taxonomy), note=segment.label,
+                        rois=rois)
         if ours and _LESION_ID.match(segment.tracking_id):
             lesion.id = segment.tracking_id
         document.lesions.append(lesion)
