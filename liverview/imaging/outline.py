@@ -67,7 +67,8 @@ def mask_to_polygons(mask: np.ndarray, min_pixels: int = 1, tolerance_px: float 
 def _cut_corners(edges: np.ndarray) -> np.ndarray:
     """The staircase along the pixels' edges with every corner cut half a pixel back along both its
     sides: the outline half-way between the pixel centres inside and outside (what marching squares
-    draws on a mask). Its corners no longer stick out: a 15 mm disc measures 15 mm, not 15.8."""
+    draws on a mask). Its corners no longer stick out by half a pixel's diagonal, which lengthened the
+    long axis (a drawn 22.3 mm disc measures 23.2 mm along the pixel edges, 22.9 mm with the corners cut)."""
     following = np.roll(edges, -1, axis=0)
     step = following - edges
     length = np.abs(step).sum(axis=1, keepdims=True)
