@@ -159,9 +159,9 @@ def build_seg(volume: Volume, document: AnnotationDocument, taxonomy: LabelTaxon
 
 
 def _reader_named(lesion: Lesion, identity: ExportIdentity, creator: str | None) -> str | None:
-    """The reader a segment's description names: the lesion's, unless it is the Content Creator's (a
-    consensus lesion is nobody's alone)."""
-    return identity.reader_of(lesion.reader) if lesion.consensus is None and lesion.reader != creator else None
+    """The reader a segment's description names: the lesion's (a consensus lesion's is whoever decided
+    it), unless it is the Content Creator, who stands for the segments that name nobody."""
+    return identity.reader_of(lesion.reader) if lesion.reader != creator else None
 
 
 def _whose(lesion: Lesion, identity: ExportIdentity, several_readers: bool) -> str:

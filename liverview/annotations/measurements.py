@@ -115,7 +115,12 @@ def measure_lesion(volume: Volume, lesion: Lesion) -> LesionMeasurement:
         long_axis, short_axis = diameters_mm(roi.points_xy, spacing)
         if long_axis > best[0]:
             best = (long_axis, short_axis, roi.slice_index)
-    area = max((polygon_area_mm2(r.points_xy, spacing) for r in lesion.rois), default=0.0)
+    # The largest cross-section: the outlines of one slice together (an eraser stroke through a lesion
+    # leaves two on its slice, and the volume counts both).
+    per_slice: dict[int, float] = {}
+    for roi in lesion.rois:
+        per_slice[roi.slice_index] = per_slice.get(roi.slice_index, 0.0) + polygon_area_mm2(roi.points_xy, spacing)
+    area = max(per_slice.values(), default=0.0)
     return LesionMeasurement(
         n_slices=len(masks), long_axis_mm=best[0], short_axis_mm=best[1], area_mm2=area,
         volume_ml=stats.n_voxels * voxel_mm3 / 1000.0, mean=stats.mean, sd=stats.sd, min=stats.min,

@@ -1,6 +1,7 @@
 """What liverview writes into a SEG segment's (0062,0006) Segment Description, and reads back: the
 label's taxonomy id (so labels without a code, site labels, survive the round trip) and, where the
-segment's reader is not the SEG's Content Creator, that reader (so lesions come back as whose they were).
+segment's reader is not the SEG's Content Creator, that reader (so lesions come back as whose they were;
+a segment that names nobody is the Content Creator's).
 
     liverview label metastasis
     liverview label metastasis; reader Dr Walk

@@ -46,16 +46,17 @@ def label_for_segment(segment: SegSegment, taxonomy: LabelTaxonomy) -> str | Non
 
 def document_from_seg(seg_import: SegImport, volume: Volume, taxonomy: LabelTaxonomy | None = None) -> AnnotationDocument:
     """One lesion per non-empty segment: label from the codes, note = Segment Label, ROIs = outer
-    outlines per slice (kind "seg"), reader = the one the segment's description names in a SEG
-    liverview wrote, else ``SEG: <Content Creator's Name or Manufacturer>``.
+    outlines per slice (kind "seg"), reader = ``SEG: <Content Creator's Name or Manufacturer>``.
 
-    A segment liverview wrote keeps its lesion's id (its Tracking ID): the lesions a reader sent to the
-    PACS come back as the same lesions, and merging them into a store that has them adds nothing."""
+    A segment liverview wrote comes back as the lesion it was: its reader is the one its description
+    names, else the Content Creator (who is then its reader), and its id is its Tracking ID, so the
+    lesions a reader sent to the PACS come back as the same lesions, and merging them into a store that
+    has them adds nothing."""
     taxonomy = taxonomy or LabelTaxonomy()
     document = AnnotationDocument(volume.study_uid, volume.series_uid, volume.frame_of_reference_uid,
                                   source=f"DICOM SEG {seg_import.sop_instance_uid}".strip())
-    creator = f"SEG: {seg_import.creator}"
     ours = seg_import.manufacturer == "liverview"
+    creator = seg_import.creator if ours else f"SEG: {seg_import.creator}"
     for segment in seg_import.segments:
         rois = []
         for z in segment.slices:

@@ -8,19 +8,20 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
-from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from liverview.log_setup import setup_cli_logging
 from liverview.processes import exit_without_teardown
-from liverview.imaging.contrast_phase import Enhancement, EnhancementSampler, detect_series_phases
 from liverview.io.series import ScanResult, SeriesInfo, scan_paths
 from liverview.io.sources import SourceError
 from liverview.io.pixels import FrameDecodeError
 from liverview.io.process_pool import shut_down
 from liverview.io.volume import Volume, allocate_volume, fill_volume, read_slice
+
+if TYPE_CHECKING:
+    from liverview.imaging.contrast_phase import Enhancement, EnhancementSampler
 
 
 def describe_series(info: SeriesInfo, volume: Volume | None) -> dict:
@@ -54,8 +55,21 @@ def describe_series(info: SeriesInfo, volume: Volume | None) -> dict:
     return entry
 
 
-def _sample(sampler: EnhancementSampler, volume: Volume, z: int) -> None:
-    sampler.add(z, volume.array[z])
+class _PhaseSampling:
+    """The contrast phase's sampled slices, outlined as they arrive while the workers decode the rest.
+    The detector (and OpenCV) is imported at the first slice, when the workers are already decoding,
+    not before the load starts on one core."""
+
+    def __init__(self, info: SeriesInfo) -> None:
+        self.info = info
+        self.sampler: EnhancementSampler | None = None
+
+    def __call__(self, volume: Volume, z: int) -> None:
+        if self.sampler is None:
+            from liverview.imaging.contrast_phase import EnhancementSampler
+
+            self.sampler = EnhancementSampler(self.info)
+        self.sampler.add(z, volume.array[z])
 
 
 def inspect_paths(paths: Sequence[str], load: bool) -> dict:
@@ -67,12 +81,11 @@ def inspect_paths(paths: Sequence[str], load: bool) -> dict:
     measured: dict[str, Enhancement | None] = {}
     for info in scan.series:
         if load:
-            # The contrast phase's slices are outlined as they arrive, while the workers decode the rest.
-            sampler = EnhancementSampler(info)
-            volume = fill_volume(allocate_volume(info), on_slice=partial(_sample, sampler))
+            sampling = _PhaseSampling(info)
+            volume = fill_volume(allocate_volume(info), on_slice=sampling)
             arrays[info.key] = volume.array
-            if sampler.complete:
-                measured[info.key] = sampler.result()
+            if sampling.sampler is not None and sampling.sampler.complete:
+                measured[info.key] = sampling.sampler.result()
             series.append(describe_series(info, volume))
             continue
         entry = describe_series(info, None)
@@ -82,6 +95,8 @@ def inspect_paths(paths: Sequence[str], load: bool) -> dict:
         except FrameDecodeError as exc:
             entry["warnings"].append(f"middle slice cannot be decoded: {exc}")
         series.append(entry)
+    from liverview.imaging.contrast_phase import detect_series_phases
+
     phases = detect_series_phases(scan.series, arrays, measured=measured)
     for info, entry in zip(scan.series, series):
         entry["contrast_phase"] = phases[info.key].phase.value
@@ -140,7 +155,12 @@ def run() -> None:
     """The `liverview-inspect` command: `main`, then out without the interpreter's teardown. The workers
     are stopped first: they share our stdout, and a caller reading it to the end (a pipe) would wait for
     them."""
-    code = main()
+    try:
+        code = main()
+    except BrokenPipeError:
+        # Whoever read our output stopped (`| head`): it has what it wanted. The status a tool killed by
+        # SIGPIPE gives, without Python's traceback.
+        code = 128 + 13
     shut_down(wait=True)
     exit_without_teardown(code)
 

@@ -52,3 +52,16 @@ def test_lesion_on_real_ct(crlm_dir):
     r = measure_roi(volume, rois[1])
     assert r.area_mm2 == pytest.approx(100 * sy * sx)
     assert r.sd == pytest.approx(volume.array[20, 301:311, 201:211].std())
+
+
+def test_a_lesion_split_on_its_slice_measures_both_pieces(crlm_dir):
+    """Walkthrough review: an eraser stroke through a lesion left two outlines on its slice; the area was
+    one piece's while the volume counted both (183.2 mm² against 1.81 mL on 5 mm slices)."""
+    volume = load_series(crlm_dir)
+    left = [(200.5, 300.5), (210.5, 300.5), (210.5, 310.5), (200.5, 310.5)]  # 10 x 10 pixels
+    right = [(215.5, 300.5), (220.5, 300.5), (220.5, 310.5), (215.5, 310.5)]  # 5 x 10 pixels
+    lesion = Lesion(reader="test", rois=[Roi(slice_index=20, points_xy=left), Roi(slice_index=20, points_xy=right)])
+    m = measure_lesion(volume, lesion)
+    sy, sx = volume.spacing_mm[1:]
+    assert m.area_mm2 == pytest.approx(150 * sy * sx)
+    assert m.volume_ml == pytest.approx(m.area_mm2 * volume.spacing_mm[0] / 1000)

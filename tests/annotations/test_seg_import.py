@@ -70,7 +70,7 @@ def test_round_trip_by_sop_instance_uid(identified_volume, document, seg_path):
         assert dice(lesion_mask(volume, original), lesion_mask(volume, back)) >= 0.98
         assert back.slices() == original.slices()
         assert back.note == f"{names[original.label]} {original.id}"  # the Segment Label
-        assert back.reader == "SEG: Dr. Reader One"  # the content creator
+        assert back.reader == "Dr. Reader One"  # the content creator, who drew them: they come back as hers
         assert all(roi.kind == "seg" for roi in back.rois)
         assert all(roi.sop_instance_uid == volume.sop_instance_uids[roi.slice_index] for roi in back.rois)
     assert imported.document.series_instance_uid == volume.series_uid
@@ -80,7 +80,7 @@ def test_a_seg_of_several_readers_comes_back_as_whose_it_was_and_measures_the_sa
                                                                                    tmp_path):
     """Walkthrough review: after Send to PACS and a retrieve, every lesion of a SEG of two readers came back
     as the sender's ("SEG: Dr New"), as new lesions, and 9-11 % smaller (outlines traced through the
-    boundary pixels' centres)."""
+    boundary pixels' centres). A foreign SEG's lesions stay marked as the SEG's."""
     volume = identified_volume
     second = copy.deepcopy(document.lesions[0])
     second.id, second.reader, second.label = "L0123abcd", "Dr. Reader Two", "hcc"

@@ -77,3 +77,15 @@ def test_a_compressed_file_cut_short_is_named_so_without_the_decoders_words(crlm
     assert "1 of 4 image(s) could not be decoded" in result.stdout
     assert "AttributeError" not in result.stdout and "End of file" not in result.stderr
     assert "End of file reached before delimiter" in (tmp_path / "data" / "logs" / "liverview-cli.log").read_text()
+
+
+def test_a_reader_that_stops_early_gets_no_traceback(corpus_dir, tmp_path):
+    """Walkthrough review: `liverview-inspect --json CORPUS | head -3` ended in a BrokenPipeError traceback."""
+    env = {**os.environ, "LIVERVIEW_DATA_DIR": str(tmp_path / "data")}
+    command = [sys.executable, "-m", "liverview.imaging.inspect_cli", str(corpus_dir), "--json"]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env) as process:
+        assert process.stdout.read(100).startswith(b"{")
+        process.stdout.close()  # more than a pipe's buffer is still to come: the next write fails
+        stderr = process.stderr.read().decode()
+        assert process.wait(timeout=120) == 141  # as a tool killed by SIGPIPE
+    assert "Traceback" not in stderr and "BrokenPipeError" not in stderr
