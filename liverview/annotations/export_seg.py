@@ -93,8 +93,9 @@ def build_seg(volume: Volume, document: AnnotationDocument, taxonomy: LabelTaxon
     identity = export_identity(volume, pseudonymize, pseudonymizer)
     pixel_array = np.zeros((n_frames, volume.shape[1], volume.shape[2], len(items)), dtype=bool)
     descriptions = []
-    several_readers = len(document.readers()) > 1
-    creator = reader or (document.readers()[0] if len(document.readers()) == 1 else None)
+    readers = document.readers()
+    several_readers = len(readers) > 1
+    creator = reader or (readers[0] if len(readers) == 1 else None)
     for number, (lesion, mask) in enumerate(items, start=1):
         for z in np.flatnonzero(mask.any(axis=(1, 2))):
             pixel_array[frame_of_slice[z], :, :, number - 1] = mask[z]

@@ -41,9 +41,9 @@ def mask_to_polygons(mask: np.ndarray, min_pixels: int = 1, tolerance_px: float 
     tracing through the boundary pixels' centres lost half a pixel all round, 9-11 % of a 15 mm lesion's
     area), and `polygon_mask` (pixel centres inside) gives back exactly the same pixels. It is traced on
     the mask up-sampled 2x, where original pixel c spans up-sampled pixels 2c and 2c+1: an even
-    coordinate on the outline is a pixel's low edge (c - 0.5), an odd one its high edge (c + 0.5). `tolerance_px` > 0
-    simplifies the outline (fewer vertices to edit, at most that far from the exact one); components
-    smaller than `min_pixels` are dropped.
+    coordinate on the outline is a pixel's low edge (c - 0.5), an odd one its high edge (c + 0.5).
+    `tolerance_px` > 0 simplifies the outline (fewer vertices to edit, at most that far from the exact
+    one); components smaller than `min_pixels` are dropped.
     """
     big = np.repeat(np.repeat(mask.astype(np.uint8), 2, axis=0), 2, axis=1)
     contours, _ = cv2.findContours(big, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)

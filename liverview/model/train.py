@@ -813,7 +813,8 @@ def finish_run(config: TrainConfig, run_dir: Path, split: Split, loaded: LoadedR
     bundle_dir = save_bundle(run_dir / "bundle", net, architecture=config.architecture, classes=config.classes,
                              preprocess_config=config.preprocess, metrics=bundle_metrics, training_data=data_summary,
                              training=training, name=config.name,
-                             version=config.version or datetime.now(UTC).strftime("%Y.%m.%d.%H%M"), history=state.history,
+                             version=config.version or datetime.now(UTC).strftime("%Y.%m.%d.%H%M"),
+                             history=state.history,
                              card_notes=notes, flip_average=config.flip_average,
                              training_domain=domain_from_records(
                                  [by_uid[u] for u in split.train], config.preprocess.phases).to_dict())
