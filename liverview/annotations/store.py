@@ -294,8 +294,12 @@ class AnnotationStore:
 
     def set_label(self, lesion_id: str, label: str | None = None, confidence: str | None = None,
                   note: str | None = None) -> None:
-        self.own_lesion(lesion_id)
-        with self.edit("Set label", lesion_id, changed=Changed.LABEL) as doc:
+        current = self.own_lesion(lesion_id)
+        # Undo names what it takes back: "Undo Set label" after a confidence change read as the diagnosis.
+        what = ("Set label" if label is not None and label != current.label else
+                "Set confidence" if confidence is not None and confidence != current.confidence else
+                "Edit note" if note is not None else "Set label")
+        with self.edit(what, lesion_id, changed=Changed.LABEL) as doc:
             lesion = doc.lesion(lesion_id)
             if label is not None and label != lesion.label:
                 lesion.label = label

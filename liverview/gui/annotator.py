@@ -15,6 +15,7 @@ from liverview.annotations.store import AnnotationStore, Changed
 from liverview.gui.roi_overlay import RoiOverlay
 from liverview.gui.viewer import Viewer
 from liverview.imaging.measure import diameters_mm, polygon_mask
+from liverview.imaging.orientation import slice_number
 from liverview.imaging.outline import (ellipse_points, mask_to_polygons, paint_disc, propose_outline,
                                        rectangle_points, simplify_points)
 from liverview.io.volume import Volume
@@ -192,7 +193,8 @@ class Annotator(QObject):
         self.select(lesion.id, roi.id)
         m = measure_lesion(self.volume, self.store.document.lesion(lesion.id))
         number = self._number(lesion)
-        self.message.emit(f"Outline of {number} copied from slice {source.slice_index + 1} to {z + 1}: adjust it. "
+        self.message.emit(f"Outline of {number} copied from slice {slice_number(self.volume, source.slice_index)} to "
+                          f"{slice_number(self.volume, z)}: adjust it. "
                           f"{number} now spans {m.n_slices} slices, volume {format_measurement(m, 'volume_ml')} mL")
 
     def finish_polygon(self) -> None:

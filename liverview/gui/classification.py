@@ -65,6 +65,7 @@ class ClassificationController(QObject):
         self.settings = host.settings
         self.worker = ModelWorker(self, threads=1)
         self.panel = PredictionPanel()
+        self.panel.slice_number = host.viewer.slice_number
         self.dock = QDockWidget("Model", window)
         self.dock.setObjectName("model")
         self.dock.setWidget(self.panel)

@@ -217,7 +217,7 @@ class MainWindow(QMainWindow):
         self.pacs.add_actions(self.file_menu)
         self.lesion_dock.raise_()
         self.viewer.cursor_info.connect(self._show_cursor)
-        self.viewer.slice_changed.connect(lambda z, n: self.slice_label.setText(f"Slice {z + 1}/{n}"))
+        self.viewer.slice_changed.connect(lambda z, n: self.slice_label.setText(f"Slice {self.viewer.slice_number(z)}/{n}"))
         self.viewer.window_changed.connect(self._remember_window)
         self._refresh_timer = QTimer(self)
         self._refresh_timer.setInterval(250)
@@ -370,9 +370,7 @@ class MainWindow(QMainWindow):
                                             QLineEdit.Normal, "")
             name = name.strip() if ok else ""
             if name:
-                self.settings.setValue("reader/name", name)
-                if self.store is not None:
-                    self.store.reader = name
+                self._set_reader(name)
         return name
 
     def edit_settings(self) -> None:
@@ -380,10 +378,13 @@ class MainWindow(QMainWindow):
         name, ok = QInputDialog.getText(self, "Settings", "Reader name (recorded on every annotation):",
                                         QLineEdit.Normal, current)
         if ok and name.strip():
-            self.settings.setValue("reader/name", name.strip())
-            if self.store is not None:
-                self.store.reader = name.strip()
-            self.reader_label.setText(f"Reader: {name.strip()}")
+            self._set_reader(name.strip())
+
+    def _set_reader(self, name: str) -> None:
+        self.settings.setValue("reader/name", name)
+        if self.store is not None:
+            self.store.reader = name
+        self.reader_label.setText(f"Reader: {name}")
 
     def set_tool(self, tool: Tool) -> None:
         if tool != Tool.NAVIGATE and not self.reader_name():
@@ -965,7 +966,8 @@ class MainWindow(QMainWindow):
         z, y, x = (int(v) for v in info.index)
         lps = info.patient_mm
         self.position_label.setText(f"({lps[0]:.1f}, {lps[1]:.1f}, {lps[2]:.1f}) mm LPS")
-        self.pixel_label.setText(f"x {x}  y {y}  z {z + 1}")
+        # Column and row count from 0 as in the image; the slice is numbered as the reader pages (from 1).
+        self.pixel_label.setText(f"x {x}  y {y}  slice {self.viewer.slice_number(z)}")
         self.value_label.setText(f"{info.value} HU" if info.is_hu else f"{info.value} (not HU)")
 
     def show_warnings(self) -> None:

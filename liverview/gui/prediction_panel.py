@@ -1,7 +1,7 @@
 """The model's opinion on the selected lesion: probability bars, top class, uncertainty, heatmap controls."""
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import cv2
 import numpy as np
@@ -77,6 +77,8 @@ class PredictionPanel(QWidget):
         self.by_uncertainty: dict[str, dict] = {}
         self.reader_by_uncertainty: dict[str, dict[str, dict]] = {}
         self.simulated = False
+        #: The number a reader sees for a slice index (the viewer's reading order); set by the host.
+        self.slice_number: Callable[[int], int] = lambda index: index + 1
         self.model_text = "No model loaded"
         self.phase_text = ""
         self.model_label = QLabel(self.model_text)
@@ -269,7 +271,7 @@ class PredictionPanel(QWidget):
                                 self.describe_level(level, result.phases_read)
                                 if result.model_id == f"{self.model_id} + phase reader" else "")
         self.uncertainty_label.setStyleSheet(f"color: {UNCERTAINTY_COLORS.get(level, '#c8c8c8')};")
-        where = f"slice {result.slice_index + 1}" if result.slice_index is not None else "its largest slice"
+        where = f"slice {self.slice_number(result.slice_index)}" if result.slice_index is not None else "its largest slice"
         accepted = f" · accepted as label by {result.accepted_by}" if result.accepted_by else ""
         read = ", ".join(p.replace("_", "-") for p in result.phases_read)
         self.detail_label.setText(f"{result.model_id}, on {where}" + (f", read on the {read} phase"

@@ -8,7 +8,8 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import QHBoxLayout, QSlider, QSplitter, QVBoxLayout, QWidget
 
 from liverview.gui.slice_view import SliceView
-from liverview.imaging.orientation import plane_title, view_axes
+from liverview.imaging.orientation import (axis_direction, plane_title, reading_number, reading_position_mm,
+                                           reading_sign, view_axes)
 from liverview.imaging.window import CT_PRESETS, WindowPreset, auto_window
 from liverview.io.volume import Volume
 
@@ -43,8 +44,10 @@ class Viewer(QWidget):
         self.views = [SliceView("Axial"), SliceView("Coronal"), SliceView("Sagittal")]
         self.active = self.views[0]
 
+        #: Per view, +1 when its array index grows in reading order (head to feet, front to back, right to
+        #: left), else -1: what the wheel, the keys and the slice numbers follow.
+        self._reading: dict[SliceView, int] = {}
         self.slider = QSlider(Qt.Vertical)
-        self.slider.setInvertedAppearance(True)
         self.slider.setToolTip("Slice (wheel, arrow keys, Page Up/Down)")
         self.slider.valueChanged.connect(lambda v: self.set_slice(self.views[0], v))
 
@@ -83,8 +86,11 @@ class Viewer(QWidget):
         for view, ax in zip(self.views, axes):
             view.title = plane_title(np.cross(ax.right, ax.down))
             view.set_volume(volume, ax)
+            self._reading[view] = reading_sign(axis_direction(volume, ax.slice_axis))
         self.cursor = np.array(volume.array.shape) // 2
         self.slider.blockSignals(True)
+        # The reader's first slice (the top one of an axial series) at the slider's top.
+        self.slider.setInvertedAppearance(self._reading[self.views[0]] > 0)
         self.slider.setRange(0, volume.array.shape[0] - 1)
         self.slider.setValue(int(self.cursor[0]))
         self.slider.blockSignals(False)
@@ -139,8 +145,14 @@ class Viewer(QWidget):
 
     # -- navigation ------------------------------------------------------------------------------
     def scroll(self, delta: int, view: SliceView | None = None) -> None:
+        """`delta` slices on in reading order (toward the feet in an axial view), back when negative."""
         view = view or self.active
-        self.set_slice(view, view.slice_index + delta)
+        self.set_slice(view, view.slice_index + delta * self._reading.get(view, 1))
+
+    def slice_number(self, index: int, view: SliceView | None = None) -> int:
+        """The number a reader sees for slice `index` of `view` (the acquired plane by default)."""
+        view = view or self.views[0]
+        return reading_number(index, view.n_slices(), self._reading.get(view, 1))
 
     def set_slice(self, view: SliceView, index: int) -> None:
         if self.volume is None:
@@ -204,10 +216,10 @@ class Viewer(QWidget):
         for view in self.views:
             n = view.n_slices()
             position = self.volume.index_to_patient(*self.cursor)
-            axis_mm = float(np.dot(position, np.cross(view.axes.right, view.axes.down)))
+            axis_mm = reading_position_mm(position, axis_direction(self.volume, view.axes.slice_axis))
             view.set_overlay(
                 tl=f"{patient}\n{info.identity.patient_id}\n{info.identity.study_date}",
                 tr=f"{info.caption()}\n{wl}",
-                bl=f"{view.title}  {view.slice_index + 1}/{n}\nPos {axis_mm:.1f} mm",
+                bl=f"{view.title}  {self.slice_number(view.slice_index, view)}/{n}\nPos {axis_mm:.1f} mm",
                 br=f"Thk {thickness}\nSp {self.volume.spacing_mm[view.axes.slice_axis]:.2f} mm" if view is self.views[0] else "",
             )

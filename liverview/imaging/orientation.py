@@ -6,8 +6,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from liverview.io.volume import Volume
 
 _LETTERS = (("R", "L"), ("A", "P"), ("I", "S"))
 
@@ -76,3 +80,47 @@ def plane_title(direction_normal: Sequence[float]) -> str:
     if vec[axis] < 0.8:
         return "Oblique"
     return ("Sagittal", "Coronal", "Axial")[axis]
+
+
+def reading_sign(direction: Sequence[float] | np.ndarray) -> int:
+    """+1 when stepping along `direction` (LPS, the way a stack's index grows) is the way a reader pages
+    through it, -1 when it runs the other way. Readers page from the head toward the feet (axial), from
+    the front toward the back (coronal) and from the patient's right toward the left (sagittal), as
+    PACS viewers and CT instance numbers do; the direction's dominant axis decides which."""
+    vec = np.asarray(direction, dtype=float)
+    axis = int(np.argmax(np.abs(vec)))
+    toward = (1.0, 1.0, -1.0)[axis]  # +x Left, +y Posterior, -z Inferior
+    return 1 if vec[axis] * toward > 0 else -1
+
+
+def reading_number(index: int, count: int, sign: int) -> int:
+    """The 1-based number a reader sees for array index `index` of `count`, counted in reading order
+    (`reading_sign` of the stack's direction)."""
+    return index + 1 if sign > 0 else count - index
+
+
+def reading_position_mm(point_mm: Sequence[float] | np.ndarray, direction: Sequence[float] | np.ndarray) -> float:
+    """A point's position along a stack (mm), as the scanner writes Slice Location: its LPS coordinate
+    along the direction's dominant axis (z for axial, y for coronal, x for sagittal), whichever way the
+    stack runs; for an oblique stack, along the direction turned so that axis counts positive."""
+    vec = np.asarray(direction, dtype=float)
+    vec = vec / (np.linalg.norm(vec) or 1.0)
+    if vec[int(np.argmax(np.abs(vec)))] < 0:
+        vec = -vec
+    return float(np.dot(np.asarray(point_mm, dtype=float), vec))
+
+
+def axis_direction(volume: Volume, axis: int) -> np.ndarray:
+    """The LPS direction in which `volume`'s array index along `axis` (z, y, x) grows."""
+    if axis == 0:
+        positions = np.asarray(volume.positions_mm, dtype=float)
+        if len(positions) > 1 and np.linalg.norm(positions[-1] - positions[0]) > 0:
+            return positions[-1] - positions[0]
+        return np.asarray(volume.normal, dtype=float)
+    return np.asarray(volume.column_direction if axis == 1 else volume.row_direction, dtype=float)
+
+
+def slice_number(volume: Volume, index: int, axis: int = 0) -> int:
+    """The 1-based number a reader sees for slice `index` along `axis`, in reading order (slice 1 of an
+    axial series is its top slice); the number every message and table gives."""
+    return reading_number(index, volume.array.shape[axis], reading_sign(axis_direction(volume, axis)))

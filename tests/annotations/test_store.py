@@ -110,3 +110,17 @@ def test_ai_acceptance_and_adjudication_are_recorded(tmp_path):
     assert decision.decided_by == "dr_a" and store.document.adjudications == [decision]
     round_trip = AnnotationDocument.from_dict(json.loads(json.dumps(store.document.to_dict())))
     assert round_trip.to_dict() == store.document.to_dict()
+
+
+def test_undo_names_the_change_it_takes_back(tmp_path):
+    """A confidence change was offered as "Undo Set label": a reader would think Ctrl+Z undoes the diagnosis."""
+    store, _ = make_store(tmp_path)
+    lesion = store.add_lesion(Roi(5, SQUARE), label="hcc")
+    store.set_label(lesion.id, confidence="possible")
+    assert store.undo_text() == "Set confidence"
+    store.set_label(lesion.id, note="rim")
+    assert store.undo_text() == "Edit note"
+    store.set_label(lesion.id, label="metastasis", confidence="probable")
+    assert store.undo_text() == "Set label"
+    store.undo()
+    assert store.document.lesion(lesion.id).label == "hcc"

@@ -54,27 +54,57 @@ def test_open_series_shows_middle_slice_and_status(qtbot, window, crlm_dir):
     assert rect.height() == pytest.approx(41 * 5.0) and rect.width() == pytest.approx(512 * 0.796875)
 
 
-def test_scroll_with_wheel_keys_and_slider(qtbot, window, crlm_dir):
-    open_and_wait(qtbot, window, crlm_dir)
+def axial_z_mm(window):
+    return float(window.volume.positions_mm[window.viewer.views[0].slice_index][2])
+
+
+def test_scroll_with_wheel_keys_and_slider_in_reading_order(qtbot, window, crlm_dir):
+    """As in PACS: slice 1 is the top of the stack (crlm-ct-1004 stores it last, z -175 mm, its
+    instance numbers running head to feet), and the wheel toward the reader, Down and Page Down page
+    toward the feet."""
+    volume = open_and_wait(qtbot, window, crlm_dir)
+    assert volume.positions_mm[0][2] < volume.positions_mm[-1][2]  # stored feet first
     axial = window.viewer.views[0]
     viewport = axial.graphics.viewport()
     centre = viewport.rect().center()
+    start_mm = axial_z_mm(window)
     wheel = QWheelEvent(QPointF(centre), QPointF(viewport.mapToGlobal(centre)), QPoint(0, 0), QPoint(0, -120),
                         Qt.NoButton, Qt.NoModifier, Qt.NoScrollPhase, False)
     QApplication.sendEvent(viewport, wheel)
-    assert axial.slice_index == 21
+    assert axial_z_mm(window) == pytest.approx(start_mm - 5.0)
+    assert window.slice_label.text() == "Slice 22/41"
     window.viewer.active = axial
     qtbot.keyClick(window, Qt.Key_Down)
-    assert axial.slice_index == 22
+    assert axial_z_mm(window) == pytest.approx(start_mm - 10.0)
     qtbot.keyClick(window, Qt.Key_PageUp)
-    assert axial.slice_index == 22 - 4
+    assert axial_z_mm(window) == pytest.approx(start_mm - 10.0 + 4 * 5.0)
+    qtbot.keyClick(window, Qt.Key_Home)
+    assert axial_z_mm(window) == pytest.approx(-175.0) and window.slice_label.text() == "Slice 1/41"
+    assert "Axial  1/41" in axial._corner_text["bl"]
     qtbot.keyClick(window, Qt.Key_End)
-    assert axial.slice_index == 40
-    window.viewer.slider.setValue(3)
+    assert axial_z_mm(window) == pytest.approx(-375.0) and window.slice_label.text() == "Slice 41/41"
+    # The slider's top is the top slice.
+    slider = window.viewer.slider
+    assert not slider.invertedAppearance()
+    slider.setValue(slider.maximum())
+    assert axial_z_mm(window) == pytest.approx(-175.0)
+    slider.setValue(3)
     assert axial.slice_index == 3
     assert np.array_equal(axial.image.image, window.volume.array[3])
     # The coronal and sagittal crosshairs follow the axial slice.
     assert window.viewer.cursor[0] == 3
+
+
+def test_positions_in_the_corners_are_the_patient_coordinates(qtbot, window, crlm_dir):
+    volume = open_and_wait(qtbot, window, crlm_dir)
+    viewer = window.viewer
+    viewer.set_cursor(np.array([7, 150, 400]))
+    lps = volume.index_to_patient(7, 150, 400)
+    axial, coronal, sagittal = viewer.views
+    assert f"Pos {lps[2]:.1f} mm" in axial._corner_text["bl"]
+    assert f"Pos {lps[1]:.1f} mm" in coronal._corner_text["bl"]
+    assert f"Pos {lps[0]:.1f} mm" in sagittal._corner_text["bl"]  # the patient's left is +x, as in LPS
+    assert lps[0] > 0
 
 
 def test_window_level_presets_and_drag(qtbot, window, crlm_dir):
@@ -107,7 +137,7 @@ def test_hu_readout_under_cursor(qtbot, window, crlm_dir):
     z, y, x = (int(round(v)) for v in index)
     assert z == axial.slice_index
     assert window.value_label.text() == f"{volume.array[z, y, x]} HU"
-    assert window.pixel_label.text() == f"x {x}  y {y}  z {z + 1}"
+    assert window.pixel_label.text() == f"x {x}  y {y}  slice {volume.shape[0] - z}"
     lps = volume.index_to_patient(z, y, x)
     assert f"{lps[2]:.1f}" in window.position_label.text()
 
@@ -370,7 +400,7 @@ def test_readout_follows_the_slice_under_a_still_mouse(qtbot, window, crlm_dir, 
     for step in (1, 5, -3):
         window.viewer.scroll(step)
         z = axial.slice_index
-        assert window.pixel_label.text() == f"x {x}  y {y}  z {z + 1}"
+        assert window.pixel_label.text() == f"x {x}  y {y}  slice {volume.shape[0] - z}"
         assert window.value_label.text() == f"{volume.array[z, y, x]} HU"
     window.open_paths([str(demo_study.dicom_dir)])
     qtbot.waitUntil(lambda: window.volume is not volume and window.volume is not None, timeout=30000)
@@ -510,3 +540,14 @@ def test_a_new_task_does_not_show_the_previous_ones_progress_text(qtbot, window,
     assert window.progress.format() == "Starting…"
     task.start()
     qtbot.waitUntil(lambda: not task.is_running(), timeout=10000)
+
+
+def test_the_name_given_at_the_first_outline_shows_as_the_reader(qtbot, window, monkeypatch):
+    """Walkthrough step 5: the name typed into the first-outline prompt was recorded but the status bar
+    still said "Reader: (not set)"."""
+    from liverview.gui import main_window
+
+    assert window.reader_label.text() == "Reader: (not set)"
+    monkeypatch.setattr(main_window.QInputDialog, "getText", staticmethod(lambda *args, **kwargs: ("Dr Prompt", True)))
+    assert window.reader_name() == "Dr Prompt"
+    assert window.reader_label.text() == "Reader: Dr Prompt"

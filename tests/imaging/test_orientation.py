@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from liverview.imaging.orientation import direction_letters, view_axes
+from liverview.imaging.orientation import (direction_letters, reading_number, reading_position_mm, reading_sign,
+                                           view_axes)
 from liverview.io import load_series
 
 
@@ -45,3 +46,25 @@ def test_reformats_put_the_head_up_and_match_their_letters(volume):
         assert letters["right"] == direction_letters(right - left)[0]
         if axes.name != "acquired":
             assert top[2] > bottom[2]  # LPS z grows to the head: superior at the top of a reformat
+
+
+@pytest.mark.parametrize("direction, sign", [
+    ((0, 0, 5.0), -1),     # axial stored feet first: reading goes the other way (head to feet)
+    ((0, 0, -5.0), 1),     # axial stored head first
+    ((0, 0.2, -1.0), 1),   # tilted gantry, still axial
+    ((0, 1.0, 0), 1),      # coronal, front to back
+    ((0, -1.0, 0), -1),
+    ((1.0, 0, 0), 1),      # sagittal, from the patient's right to the left
+    ((-1.0, 0.1, 0), -1),
+])
+def test_reading_order_is_head_to_feet_front_to_back_right_to_left(direction, sign):
+    assert reading_sign(direction) == sign
+    assert reading_number(0, 41, sign) == (1 if sign > 0 else 41)
+    assert reading_number(40, 41, sign) == (41 if sign > 0 else 1)
+
+
+def test_reading_position_is_the_lps_coordinate_whichever_way_the_stack_runs():
+    point = (12.0, -30.0, -175.0)
+    assert reading_position_mm(point, (0, 0, 1.0)) == reading_position_mm(point, (0, 0, -2.0)) == -175.0
+    assert reading_position_mm(point, (-1.0, 0, 0)) == 12.0
+    assert reading_position_mm(point, (0, -3.0, 0)) == -30.0
