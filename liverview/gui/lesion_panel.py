@@ -12,7 +12,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QColorDialog, QComboBox, QDial
 from liverview.annotations.document import AIResult, Lesion
 from liverview.annotations.labels import CodedConcept, Confidence, LabelDef, LabelTaxonomy
 from liverview.annotations.measurements import LesionMeasurement, format_measurement, measure_lesion
-from liverview.gui.prediction_panel import format_percent
+from liverview.model.uncertainty import format_percent
 from liverview.io.volume import Volume
 
 COLUMNS = ("Lesion", "Label", "Long", "Short", "Area", "Volume mL", "Mean", "SD", "Min", "Max",

@@ -48,29 +48,6 @@ class ModelDescription:
     reader_by_uncertainty: dict[str, list[dict]] = field(default_factory=dict)
 
 
-def _reader_macro_f1(loaded: Any) -> float | None:
-    reader = loaded.phase_reader
-    if reader is None:
-        return None
-    from liverview.model.phase_reader import subset_name
-
-    value = _quoted(reader.metrics.get(subset_name(reader.phases)) or {}).get("macro_f1")
-    return float(value) if isinstance(value, (int, float)) else None
-
-
-def _reader_by_uncertainty(loaded: Any) -> dict[str, list[dict]]:
-    reader = loaded.phase_reader
-    if reader is None:
-        return {}
-    return {subset: list(_quoted(scores).get("by_uncertainty") or []) for subset, scores in reader.metrics.items()}
-
-
-def _quoted(scores: dict) -> dict:
-    """The scores the panel quotes for a subset of phases: the held-out lesions' where the reader was
-    scored on some (more lesions), else its fit's test split."""
-    return scores.get("heldout") or scores.get("test") or {}
-
-
 def _describe_error(exc: BaseException) -> str:
     text = str(exc)
     if type(exc).__name__ == "OutOfMemoryError" or "out of memory" in text.lower():
@@ -107,6 +84,7 @@ class _Runner(QObject):
         self.busy.emit(True)
         try:
             from liverview.model.classify import load_model_with_fallback, model_id
+            from liverview.model.phase_reader import reader_by_uncertainty, reader_macro_f1
 
             loaded, note = load_model_with_fallback(path, device_preference, threads)
             self.loaded = loaded
@@ -118,7 +96,8 @@ class _Runner(QObject):
                 macro_f1=float(macro_f1) if isinstance(macro_f1, (int, float)) else None, device_note=note,
                 by_uncertainty=list(metrics.get("by_uncertainty") or []),
                 simulated=bool((loaded.info.get("training_data") or {}).get("simulated")),
-                reader_macro_f1=_reader_macro_f1(loaded), reader_by_uncertainty=_reader_by_uncertainty(loaded)))
+                reader_macro_f1=reader_macro_f1(loaded.phase_reader),
+                reader_by_uncertainty=reader_by_uncertainty(loaded.phase_reader)))
         except Exception as exc:  # noqa: BLE001 - every failure reaches the user as a message
             log.error("loading model %s failed:\n%s", path, traceback.format_exc())
             self.model_failed.emit(f"{Path(path).name}: {_describe_error(exc)}")

@@ -13,7 +13,7 @@ from PySide6.QtWidgets import (QCheckBox, QGridLayout, QHBoxLayout, QLabel, QPro
 
 from liverview.annotations.document import MIN_LEAD, AIResult
 from liverview.gui.heatmap_overlay import heatmap_lookup_table
-from liverview.model.uncertainty import HEATMAP_INSIDE_MIN
+from liverview.model.uncertainty import HEATMAP_INSIDE_MIN, describe_measured_level, format_percent
 
 RESEARCH_NOTE = "Research use only — not for diagnosis. The model's opinion is a suggestion for the reader to check."
 BAR_COLOR = (90, 150, 220)
@@ -22,16 +22,6 @@ UNRELIABLE_COLOR = (150, 150, 150)
 #: Bars longer than this show their percentage inside (after them, "100%" would run off the plot).
 LABEL_INSIDE_FROM = 0.75
 UNCERTAINTY_COLORS = {"low": "#8fd18f", "moderate": "#f0b040", "high": "#ef6b5b", "outside training data": "#ef6b5b"}
-
-
-def format_percent(share: float) -> str:
-    """A probability or a share as a whole percentage that never claims certainty it does not have:
-    0.9992 is ">99%", not "100%" (nor 0.0004 "0%"); only exactly 1 and 0 are 100% and 0%."""
-    if 0.995 <= share < 1.0:
-        return ">99%"
-    if 0.0 < share < 0.005:
-        return "<1%"
-    return f"{share:.0%}"
 
 
 def legend_pixmap(width: int = 160, height: int = 12) -> QPixmap:
@@ -336,16 +326,9 @@ class PredictionPanel(QWidget):
         """How often this model (its phase reader, reading `reader_phases`) was right when it showed `level`
         on its test split ("" when unmeasured)."""
         if reader_phases is None:
-            row = self.by_uncertainty.get(level)
-        else:
-            row = self.reader_by_uncertainty.get(" + ".join(reader_phases), {}).get(level)
-        if not row or not row.get("n"):
-            return ""
-        right = round(row["accuracy"] * row["n"])
-        lesions = "simulated test lesions" if self.simulated else "test lesions"
-        read = "" if reader_phases is None else " read on these phases"
-        return (f"On its {lesions}{read}, answers shown with {level} uncertainty were right in {right} of "
-                f"{row['n']} ({format_percent(right / row['n'])}).")
+            return describe_measured_level(level, self.by_uncertainty, self.simulated)
+        return describe_measured_level(level, self.reader_by_uncertainty.get(" + ".join(reader_phases), {}),
+                                       self.simulated, read_on_phases=True)
 
     def show_batch(self, done: int, total: int) -> None:
         running = done < total

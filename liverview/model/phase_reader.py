@@ -197,5 +197,27 @@ def score_phase_reader(reader: PhaseReader, features: Sequence[Mapping[str, np.n
     return out
 
 
+
+def quoted_scores(scores: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The scores quoted for a subset of phases: the held-out lesions' where the reader was scored on
+    some (more lesions), else its fit's test split."""
+    return scores.get("heldout") or scores.get("test") or {}
+
+
+def reader_macro_f1(reader: PhaseReader | None) -> float | None:
+    """The reader's quoted macro-F1 with every phase read (None without a reader or a score)."""
+    if reader is None:
+        return None
+    value = quoted_scores(reader.metrics.get(subset_name(reader.phases)) or {}).get("macro_f1")
+    return float(value) if isinstance(value, (int, float)) else None
+
+
+def reader_by_uncertainty(reader: PhaseReader | None) -> dict[str, list[dict]]:
+    """Per subset of phases (`subset_name`), the reader's quoted `metrics_by_uncertainty` rows."""
+    if reader is None:
+        return {}
+    return {subset: list(quoted_scores(scores).get("by_uncertainty") or []) for subset, scores in reader.metrics.items()}
+
 __all__ = ["CnnAnswers", "FORMAT", "PHASE_READER_FILE", "PhaseReader", "PhaseReaderError", "SubsetReader", "fit_phase_reader",
-           "phase_subsets", "reader_uncertainty", "score_phase_reader", "subset_name"]
+           "phase_subsets", "quoted_scores", "reader_by_uncertainty", "reader_macro_f1", "reader_uncertainty",
+           "score_phase_reader", "subset_name"]

@@ -10,8 +10,9 @@ series of a phase it was (by patient coordinates, breathing shift aligned) and r
 multiphase model reads each lesion on every series of a phase it reads. The JSON
 written with --json is {"model": {...}, "series": {...}, "study_series": [{"series_uid",
 "contrast_phase", ...}], "lesions": [{"id", "number", "label", "predicted", "probabilities", "phases_read",
-"outside_training", "read_on", ...}], "errors": [{"id", "number", "reason"}]}; `number` is the app's L1,
-L2, …; `label` (the reader's) and `predicted` are label-taxonomy ids and compare directly. --heatmaps DIR writes one Grad-CAM overlay PNG per lesion. Exit status 0 when
+"outside_training", "refusal", "slice", "read_on", ...}], "errors": [{"id", "number", "reason"}]}; `number`
+is the app's L1, L2, …; `slice` the slice number the app shows (1 at the top of an axial series),
+`slice_index` the array index; `refusal` says why an answer is no suggestion to take as the label; `label` (the reader's) and `predicted` are label-taxonomy ids and compare directly. --heatmaps DIR writes one Grad-CAM overlay PNG per lesion. Exit status 0 when
 every lesion was classified, 1 on an error that stops the run, 3 when some lesions could not be.
 """
 from __future__ import annotations
@@ -32,6 +33,7 @@ from liverview.annotations.annotated_study import (AnnotatedStudyError, open_ann
 from liverview.annotations.measurements import slice_masks
 from liverview.annotations.transfer import TransferError, transfer_lesion
 from liverview.imaging.contrast_phase import PhaseDecision
+from liverview.imaging.orientation import slice_number
 from liverview.imaging.window import CT_PRESETS, apply_window
 from liverview.io import SeriesInfo
 from liverview.progress import Cancelled
@@ -41,7 +43,8 @@ from liverview.model.bundle_format import BundleError
 from liverview.model.inference import LoadedModel, load_bundle, resolve_device
 from liverview.model.classify import (Heatmap, LesionPrediction, classify_lesions, loaded_domain, model_id,
                                       phases_read_by)
-from liverview.model.uncertainty import LEVELS
+from liverview.model.phase_reader import reader_by_uncertainty
+from liverview.model.uncertainty import describe_measured_level, format_percent
 from liverview.paths import default_model_path
 
 HEATMAP_PNG_SIZE = 448
@@ -69,8 +72,22 @@ def model_summary(loaded: LoadedModel) -> dict[str, Any]:
     return {"id": model_id(loaded), "name": loaded.name, "version": loaded.version, "path": str(loaded.path),
             "sha256": loaded.info.get("sha256"), "architecture": loaded.info.get("architecture"),
             "classes": list(loaded.classes), "device": str(loaded.device), "macro_f1": metrics.get("macro_f1"),
-            "by_uncertainty": metrics.get("by_uncertainty") or [], "intended_use": loaded.info.get("intended_use"),
+            "tested": metrics.get("macro_f1") is not None,
+            "by_uncertainty": metrics.get("by_uncertainty") or [],
+            "reader_by_uncertainty": reader_by_uncertainty(loaded.phase_reader),
+            "intended_use": loaded.info.get("intended_use"),
             "simulated": bool((loaded.info.get("training_data") or {}).get("simulated"))}
+
+
+def measured_accuracy(model: dict[str, Any], entry: dict[str, Any]) -> str:
+    """What the app's Model panel says under an answer: how often the model (its phase reader, for the
+    phases it read) was right on its test lesions at the answer's uncertainty ("" when unmeasured)."""
+    if entry["model_id"].endswith("+ phase reader"):
+        rows = model["reader_by_uncertainty"].get(" + ".join(entry["phases_read"]), [])
+        return describe_measured_level(entry["uncertainty"], {row["uncertainty"]: row for row in rows},
+                                       model["simulated"], read_on_phases=True)
+    return describe_measured_level(entry["uncertainty"], {row["uncertainty"]: row for row in model["by_uncertainty"]},
+                                   model["simulated"])
 
 
 def render_heatmap_png(volume: Volume, prediction: LesionPrediction, mask: np.ndarray, path: Path,
@@ -146,8 +163,10 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
         prediction = by_id.get(lesion.id)
         if prediction is None:
             continue
+        on = read_volume if lesion.id in moved else volume
         entry = {**prediction.to_json(), "id": lesion.id, "number": numbers[lesion.id], "label": lesion.label,
-                 "reader": lesion.reader}
+                 "reader": lesion.reader, "slice": slice_number(on, prediction.slice_index),
+                 "refusal": prediction.to_ai_result().refusal()}
         if lesion.id in moved:
             entry["read_on"] = {"series_uid": read_volume.series_uid, "contrast_phase": read_phase.phase.value,
                                 "breathing_shift_mm": [round(v, 1) for v in moved[lesion.id].shift_mm]}
@@ -186,22 +205,31 @@ def _series_to_read(loaded: LoadedModel, study: list[SeriesInfo], phases: dict[s
 
 def print_table(output: dict[str, Any]) -> None:
     model = output["model"]
-    print(f"model {model['id']} on {model['device']} — research use only, not for diagnosis")
+    tested = "" if model["tested"] else "; untested: no held-out test lesions, nobody knows how often it is right"
+    print(f"model {model['id']} on {model['device']} — research use only, not for diagnosis{tested}")
     print(f"series: {output['series']['description']}, contrast phase {output['series']['contrast_phase']}")
     for entry in output["lesions"]:
-        agreement = "" if entry["label"] is None else ("  (agrees with the label)" if entry["label"] == entry["predicted"]
-                                                       else f"  (label: {entry['label']})")
-        print(f"{entry['number']:>4} {entry['id']:>12}  {entry['predicted']:<12} {entry['probability']:6.1%}  "
-              f"uncertainty {entry['uncertainty']:<8} slice {entry['slice_index'] + 1}{agreement}")
+        agreement = ("" if entry["label"] is None else f"  (label: {entry['label']})" if entry["refusal"]
+                     or entry["label"] != entry["predicted"] else "  (agrees with the label)")
+        share = format_percent(entry["probability"])
+        where = f"slice {entry['slice']}"
+        if entry["outside_training"]:
+            # As in the app's panel: the warning leads; a class and a percentage first would sound sure.
+            answer = f"outside the model's training data; it would answer {entry['predicted']} ({share}): do not rely on it"
+        elif entry["refusal"]:
+            answer = f"no class leads ({entry['predicted']} {share}): label this lesion yourself"
+        else:
+            answer = f"{entry['predicted']:<12} {share:>5}  uncertainty {entry['uncertainty']}"
+        print(f"{entry['number']:>4} {entry['id']:>12}  {answer}  {where}{agreement}")
         for reason in entry["outside_training"]:
             print(f"{'':>17}  outside the model's training data: {reason}")
+        if entry["phases_read"]:
+            print(f"{'':>17}  read on the {', '.join(p.replace('_', '-') for p in entry['phases_read'])} "
+                  f"phase{'s' if len(entry['phases_read']) > 1 else ''}")
+        if not entry["refusal"] and (measured := measured_accuracy(model, entry)):
+            print(f"{'':>17}  {measured}")
     for error in output["errors"]:
         print(f"{error['number']:>4} {error['id']:>12}  not classified: {error['reason']}")
-    measured = [row for row in model["by_uncertainty"] if row["uncertainty"] in LEVELS and row["n"]]
-    if measured:
-        lesions = "simulated test lesions" if model["simulated"] else "test lesions"
-        print(f"the model's accuracy on its {lesions} when it showed that uncertainty: "
-              + ", ".join(f"{row['uncertainty']} {row['accuracy']:.3f} ({row['n']} lesions)" for row in measured))
 
 
 def main(argv: list[str] | None = None) -> int:

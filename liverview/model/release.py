@@ -75,6 +75,7 @@ def run_sanity_check(bundle: Path, series: Path, annotations: Path, name: str) -
     if batch.errors:
         raise ReleaseError(f"sanity check on {name}: " + "; ".join(f"{k}: {v}" for k, v in batch.errors.items()))
     from liverview.annotations.measurements import measure_lesion
+    from liverview.imaging.orientation import slice_number
 
     by_id = {lesion.id: lesion for lesion in lesions}
     predictions = []
@@ -82,7 +83,7 @@ def run_sanity_check(bundle: Path, series: Path, annotations: Path, name: str) -
         m = measure_lesion(opened.volume, by_id[p.lesion_id])
         predictions.append({"id": p.lesion_id, "predicted": p.predicted, "probability": round(p.probability, 3),
                             "probabilities": {k: round(v, 3) for k, v in p.probabilities.items()},
-                            "uncertainty": p.uncertainty, "slice": p.slice_index + 1,
+                            "uncertainty": p.uncertainty, "slice": slice_number(opened.volume, p.slice_index),
                             "long_axis_mm": round(m.long_axis_mm, 1), "mean_hu": round(m.mean, 1),
                             "reference_confidence": by_id[p.lesion_id].confidence,
                             "reference_note": by_id[p.lesion_id].note})
@@ -264,7 +265,7 @@ def _markdown_sections(info: dict[str, Any], check: SanityCheck | None, comparis
                   f"they are **{check.expected}**. The model predicted {check.expected} for "
                   f"**{s['predicted_as_expected']} of {s['lesions']}** "
                   f"(predictions: {', '.join(f'{k} {v}' for k, v in sorted(s['predicted_counts'].items()))}).", "",
-                  "| lesion | slice | long axis (mm) | mean HU | predicted | p | uncertainty | probabilities |",
+                  "| lesion | slice (1 = top) | long axis (mm) | mean HU | predicted | p | uncertainty | probabilities |",
                   "|---|---|---|---|---|---|---|---|"]
         for p in check.predictions:
             probs = ", ".join(f"{k} {v:.2f}" for k, v in p["probabilities"].items())

@@ -10,7 +10,7 @@ loop's `predict_dataset`.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -93,6 +93,31 @@ def metrics_by_uncertainty(y_true: Sequence[int], y_pred: Sequence[int], levels:
     return rows
 
 
-__all__ = ["AGREEMENT_HIGH", "AGREEMENT_MODERATE", "ENTROPY_HIGH", "ENTROPY_MODERATE", "LEVELS", "SPREAD_HIGH",
+
+def format_percent(share: float) -> str:
+    """A probability or a share as a whole percentage that never claims certainty it does not have:
+    0.9992 is ">99%", not "100%" (nor 0.0004 "0%"); only exactly 1 and 0 are 100% and 0%."""
+    if 0.995 <= share < 1.0:
+        return ">99%"
+    if 0.0 < share < 0.005:
+        return "<1%"
+    return f"{share:.0%}"
+
+
+def describe_measured_level(level: str, rows: Mapping[str, Mapping[str, Any]], simulated: bool,
+                            read_on_phases: bool = False) -> str:
+    """How often a model was right on its test split when it showed `level` ("" when unmeasured); `rows`
+    are its `metrics_by_uncertainty` rows by level (a phase reader's for the phases it read when
+    `read_on_phases`)."""
+    row = rows.get(level)
+    if not row or not row.get("n"):
+        return ""
+    right = round(row["accuracy"] * row["n"])
+    lesions = "simulated test lesions" if simulated else "test lesions"
+    read = " read on these phases" if read_on_phases else ""
+    return (f"On its {lesions}{read}, answers shown with {level} uncertainty were right in {right} of "
+            f"{row['n']} ({format_percent(right / row['n'])}).")
+
+__all__ = ["AGREEMENT_HIGH", "describe_measured_level", "format_percent", "AGREEMENT_MODERATE", "ENTROPY_HIGH", "ENTROPY_MODERATE", "LEVELS", "SPREAD_HIGH",
            "SPREAD_MODERATE", "answer_from_copies", "copy_statistics", "metrics_by_uncertainty", "normalised_entropy",
            "uncertainty_level", "uncertainty_levels"]

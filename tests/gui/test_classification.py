@@ -431,7 +431,7 @@ def test_a_model_without_held_out_test_lesions_says_it_is_untested(qtbot, window
 def test_percentages_never_round_to_certainty():
     """0.9992 was shown as "HCC 100%" with the other classes at "0%", and 902 of 906 as "(100%)": the panel
     must not claim certainty the model does not have; a share is rounded, not cut (50 of 74 is 68 %)."""
-    from liverview.gui.prediction_panel import format_percent
+    from liverview.model.uncertainty import format_percent
 
     assert format_percent(0.9992) == ">99%" and format_percent(0.0004) == "<1%"
     assert format_percent(902 / 906) == ">99%" and format_percent(50 / 74) == "68%"

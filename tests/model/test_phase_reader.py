@@ -147,15 +147,13 @@ def test_the_stored_reader_is_scored_on_held_out_lesions_only(fitted, multiphase
     assert kept.metrics[every]["heldout"]["macro_f1"] == result["subsets"][every]["macro_f1"]
     assert kept.training["heldout"]["n_lesions"] == 12 and "Held out" in (stored / "PHASE_READER.md").read_text()
     # The panel quotes the held-out scores where there are some, else the fit's test split.
-    from types import SimpleNamespace
-
-    from liverview.gui.model_worker import _reader_by_uncertainty, _reader_macro_f1
-    assert _reader_macro_f1(SimpleNamespace(phase_reader=kept)) == result["subsets"][every]["macro_f1"]
-    assert _reader_by_uncertainty(SimpleNamespace(phase_reader=kept))[every] == result["subsets"][every]["by_uncertainty"]
+    from liverview.model.phase_reader import reader_by_uncertainty, reader_macro_f1
+    assert reader_macro_f1(kept) == result["subsets"][every]["macro_f1"]
+    assert reader_by_uncertainty(kept)[every] == result["subsets"][every]["by_uncertainty"]
     fit_only = PhaseReader.load(bundle)
     fit_only.metrics = {every: {"test": {"macro_f1": 0.5, "by_uncertainty": [{"uncertainty": "low", "n": 3}]}}}
-    assert _reader_macro_f1(SimpleNamespace(phase_reader=fit_only)) == 0.5
-    assert _reader_by_uncertainty(SimpleNamespace(phase_reader=fit_only))[every] == [{"uncertainty": "low", "n": 3}]
+    assert reader_macro_f1(fit_only) == 0.5
+    assert reader_by_uncertainty(fit_only)[every] == [{"uncertainty": "low", "n": 3}]
     assert result["n_lesions"] == 12 and result["simulated"] and result["cnn_sha256"] == reader.cnn_sha256
     assert set(result["subsets"]) == {" + ".join(s) for s in reader.readers}
     for scores in [result["cnn_alone"], *result["subsets"].values()]:

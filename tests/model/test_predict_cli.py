@@ -62,25 +62,69 @@ def test_a_dicom_seg_as_annotations(demo_study, bundle, tmp_path, capsys):
     assert sorted(entry["label"] for entry in output["lesions"]) == sorted(lesion["label"] for lesion in truth["lesions"])
 
 
-def test_human_readable_table(demo_study, bundle, tmp_path, capsys):
-    assert main([str(demo_study.dicom_dir), "--annotations", str(demo_study.ground_truth_path),
-                 "--model", str(bundle)]) == 0
-    out = capsys.readouterr().out
-    assert "research use only" in out and out.count("uncertainty") == 6
-    # A bundle measured by uncertainty level says what each level was worth on its test lesions.
+def table_rows(out: str) -> dict[str, list[str]]:
+    """The table's lines by lesion number: its row, then the lines under it."""
+    rows: dict[str, list[str]] = {}
+    current = None
+    for line in out.splitlines()[2:]:
+        if line[:4].strip().startswith("L"):
+            current = line[:4].strip()
+            rows[current] = []
+        if current is not None:
+            rows[current].append(line)
+    return rows
+
+
+def test_human_readable_table_says_what_the_panel_says(demo_study, bundle, tmp_path, capsys):
+    """The table quoted one accuracy line for the whole model, led an answer nobody should take with its
+    class and percentage, and never said a model was untested; the app's Model panel does all three."""
     by_level = [{"uncertainty": "low", "n": 30, "coverage": 0.75, "accuracy": 0.9, "macro_f1": 0.9},
                 {"uncertainty": "moderate", "n": 10, "coverage": 0.25, "accuracy": 0.6, "macro_f1": 0.5},
-                {"uncertainty": "high", "n": 0, "coverage": 0.0, "accuracy": None, "macro_f1": None},
+                {"uncertainty": "high", "n": 12, "coverage": 0.0, "accuracy": 0.5, "macro_f1": 0.4},
                 {"uncertainty": "low + moderate", "n": 40, "coverage": 1.0, "accuracy": 0.825, "macro_f1": 0.8}]
     torch.manual_seed(11)
     measured = save_bundle(tmp_path / "measured", build_network("tiny_cnn", 4), architecture="tiny_cnn",
                            classes=CLASSES, preprocess_config=PreprocessConfig(size=64),
                            metrics={"macro_f1": 0.3, "by_uncertainty": by_level}, name="tiny", version="9")
-    assert main([str(demo_study.dicom_dir), "--annotations", str(demo_study.ground_truth_path),
-                 "--model", str(measured)]) == 0
-    last = capsys.readouterr().out.splitlines()[-1]
-    assert last == ("the model's accuracy on its test lesions when it showed that uncertainty: low 0.900 (30 lesions), "
-                    "moderate 0.600 (10 lesions)")
+    args = [str(demo_study.dicom_dir), "--annotations", str(demo_study.ground_truth_path), "--model", str(measured)]
+    assert main(args + ["--json"]) == 0
+    entries = json.loads(capsys.readouterr().out)["lesions"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "research use only" in out and "untested" not in out
+    rows = table_rows(out)
+    assert sorted(rows) == sorted(entry["number"] for entry in entries)
+    said = {"low": "right in 27 of 30 (90%)", "moderate": "right in 6 of 10 (60%)", "high": "right in 6 of 12 (50%)"}
+    for entry in entries:
+        lines = rows[entry["number"]]
+        assert f"slice {entry['slice']}" in lines[0]
+        if entry["outside_training"]:
+            assert lines[0].split(None, 2)[2].startswith("outside the model's training data; it would answer")
+            assert not any("right in" in line for line in lines)
+        elif entry["refusal"]:
+            assert "no class leads" in lines[0] and "label this lesion yourself" in lines[0]
+            assert not any("right in" in line for line in lines)
+        else:
+            assert f"uncertainty {entry['uncertainty']}" in lines[0]
+            assert said[entry["uncertainty"]] in lines[-1]
+    untested = save_bundle(tmp_path / "untested", build_network("tiny_cnn", 4), architecture="tiny_cnn",
+                           classes=CLASSES, preprocess_config=PreprocessConfig(size=64), metrics={},
+                           name="tiny", version="9")
+    assert main(args[:-1] + [str(untested)]) == 0
+    assert "untested: no held-out test lesions" in capsys.readouterr().out.splitlines()[0]
+
+
+def test_a_phase_readers_answer_quotes_the_phase_readers_figures():
+    from liverview.model.predict_cli import measured_accuracy
+
+    model = {"simulated": True, "by_uncertainty": [{"uncertainty": "low", "n": 439, "accuracy": 1.0}],
+             "reader_by_uncertainty": {"arterial + portal_venous": [{"uncertainty": "low", "n": 930,
+                                                                      "accuracy": 925 / 930}]}}
+    read = {"model_id": "m (abc) + phase reader", "phases_read": ["arterial", "portal_venous"], "uncertainty": "low"}
+    assert measured_accuracy(model, read) == ("On its simulated test lesions read on these phases, answers shown "
+                                              "with low uncertainty were right in 925 of 930 (99%).")
+    alone = {"model_id": "m (abc)", "phases_read": ["portal_venous"], "uncertainty": "low"}
+    assert "right in 439 of 439 (100%)" in measured_accuracy(model, alone)
 
 
 def test_errors_are_one_line_and_exit_1(demo_study, bundle, tmp_path, capsys):
