@@ -76,8 +76,9 @@ def export_annotations(volume: Volume, document: AnnotationDocument, to: str, ou
             # Each reader's own label would go out, the decided one or not: one lesion, contradicting examples.
             raise ExportError(
                 f"A training dataset takes each lesion as one example with one label, but readers labelled the same "
-                f"finding differently: {'; '.join(text for text, _ in conflicts)}. Export the consensus (it carries "
-                "the decided labels; decide the others in the consensus, Ctrl+K), or one reader's lesions.")
+                f"finding differently: {'; '.join(text + (' (decided)' if decided else '') for text, decided in conflicts)}. "
+                "Every reader's lesions go out with each reader's own label, decided or not: export the consensus "
+                "(it carries the decided labels; decide the others in the consensus, Ctrl+K), or one reader's lesions.")
         if undecided:
             notes = (f"Left out, as the readers label them differently and nobody decided: {'; '.join(undecided)} "
                      "(decide them in the consensus, Ctrl+K).",)
@@ -98,16 +99,20 @@ def export_annotations(volume: Volume, document: AnnotationDocument, to: str, ou
 
         images = export_deidentified_images(volume, stem.with_name(stem.name + "-images"),
                                             pseudonymizer or Pseudonymizer.from_user_key())
+    if pseudonymize and to in WITH_IMAGES_FORMATS and not images:
+        notes += ("The SEG or SR refers to its images by pseudonymised UIDs: other DICOM tools show it only on images "
+                  "de-identified alike (export with the images), liverview on the original series with this "
+                  "installation's pseudonymisation key.",)
     if to == "seg":
         from liverview.annotations.export_seg import export_seg
 
         return ExportResult([export_seg(volume, document, stem.with_name(stem.name + "-seg.dcm"), taxonomy, reader=reader,
-                                        **common), *images], n)
+                                        **common), *images], n, notes)
     if to == "sr":
         from liverview.annotations.export_sr import export_sr
 
         return ExportResult([export_sr(volume, document, stem.with_name(stem.name + "-sr.dcm"), taxonomy, reader=reader,
-                                       **common), *images], n)
+                                       **common), *images], n, notes)
     if to == "nifti":
         from liverview.annotations.export_nifti import export_nifti
 

@@ -59,6 +59,8 @@ class ExportDialog(QDialog):
         self.with_images = QCheckBox("With the images, de-identified alike (DICOM SEG / SR): one consistent study")
         self.with_images.setToolTip("A pseudonymised SEG or SR refers to the images by pseudonymised UIDs; these "
                                     "copies of the images carry the same UIDs")
+        # Ticked: without them a pseudonymised SEG opens in no other DICOM tool (its references resolve nowhere).
+        self.with_images.setChecked(True)
         self.labelled_only = QCheckBox("Only lesions with a label (training dataset)")
         self.labelled_only.setChecked(True)
         self.format.currentIndexChanged.connect(self._offer_options)

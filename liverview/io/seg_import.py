@@ -357,10 +357,16 @@ def _place_by_position(ds: Dataset, per_frame: list[Dataset], frame_segments: li
     reason = (f"{n_foreign} of its {len(per_frame)} frames reference images that are not in this series"
               if n_refs else "its frames name no source images")
     if not seg_for or seg_for != frame_of_reference:
+        # A pseudonymised export refers to its images by remapped UIDs: its own study's images were
+        # de-identified alike, and only the installation whose key remapped them can map them back.
+        where = ("It was pseudonymised, its references remapped: open it with the de-identified images "
+                 "exported with it, or import it where it was exported (the same pseudonymisation key)."
+                 if str(ds.get("PatientIdentityRemoved", "")).upper() == "YES" else
+                 "Open the series the SEG was made on.")
         raise SegImportError(
             f"{path}: cannot place the SEG on this series: {reason}, and its Frame of Reference UID "
             f"({seg_for or 'missing'}) differs from the series' ({volume.frame_of_reference_uid or 'missing'}), so "
-            f"positions cannot be compared either. Open the series the SEG was made on.")
+            f"positions cannot be compared either. {where}")
     orientation = _functional(ds, per_frame[0], "PlaneOrientationSequence")
     iop = orientation.get("ImageOrientationPatient") if orientation is not None else None
     if iop is None or len(iop) != 6:

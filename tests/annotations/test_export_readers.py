@@ -143,12 +143,28 @@ def test_a_training_dataset_never_takes_two_readers_conflicting_labels(identifie
                             "(decide them in the consensus, Ctrl+K).",)
     # Every reader's lesions, asked for explicitly, are refused, naming the finding, and nothing is written.
     every = ExportReaders(ReaderScope.ALL_READERS)
-    with pytest.raises(ExportError, match=re.escape(disputed)):
+    with pytest.raises(ExportError, match=re.escape(disputed)) as refused:
         _export(identified_volume, two_readers, "dataset", tmp_path / "all", readers=every)
+    assert "(decided)" not in str(refused.value)
     assert not (tmp_path / "all").exists()
     # Decided, the consensus carries the decided label; every reader's own labels would still contradict it.
     two_readers.adjudications.append(Adjudication([first.id, second.id], "metastasis", CHIEF))
     decided = _export(identified_volume, two_readers, "dataset", tmp_path / "decided")
     assert decided.n_lesions == 2 and decided.notes == ()
-    with pytest.raises(ExportError, match="Export the consensus"):
+    with pytest.raises(ExportError, match="export the consensus") as refused:
         _export(identified_volume, two_readers, "dataset", tmp_path / "all", readers=every)
+    # The refusal says the finding was decided and why that does not help here (it read as if it had not been).
+    assert f"{disputed} (decided)" in str(refused.value) and "decided or not" in str(refused.value)
+
+
+def test_a_pseudonymised_seg_without_its_images_says_where_it_can_be_shown(identified_volume, two_readers,
+                                                                           pseudonymizer, tmp_path):
+    """Walkthrough step 13: a pseudonymised SEG refers to remapped image UIDs; exported alone it opened on
+    no images in other tools, and nothing said so."""
+    alone = export_annotations(identified_volume, two_readers, "seg", tmp_path / "alone", pseudonymizer=pseudonymizer)
+    assert any("pseudonymised UIDs" in note and "with the images" in note for note in alone.notes)
+    together = export_annotations(identified_volume, two_readers, "seg", tmp_path / "together",
+                                  pseudonymizer=pseudonymizer, with_images=True)
+    assert not any("pseudonymised UIDs" in note for note in together.notes)
+    kept = _export(identified_volume, two_readers, "seg", tmp_path / "kept")
+    assert kept.notes == ()

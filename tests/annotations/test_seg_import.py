@@ -134,9 +134,11 @@ def test_pseudonymised_seg_is_one_study_with_its_deidentified_images(identified_
     assert placed.method == METHOD_SOP and placed.warnings == []
     for original, segment in zip(document.lesions, placed.segments):
         assert dice(lesion_mask(identified_volume, original), segment.mask) == 1.0
-    # Nothing of it resolves against the hospital's images without the installation's UID map ...
-    with pytest.raises(SegImportError, match="Frame of Reference"):
+    # Nothing of it resolves against the hospital's images without the installation's UID map, and the
+    # refusal says why (it told the reader to open the series the SEG was made on: they had) ...
+    with pytest.raises(SegImportError, match="Frame of Reference") as refused:
         import_seg(seg_file, identified_volume)
+    assert "pseudonymised" in str(refused.value) and "Open the series the SEG was made on" not in str(refused.value)
     # ... and with it (the same reader importing their own export) it is placed by its references.
     back = import_seg(seg_file, identified_volume, uid_alias=pseudonymizer.remap_uid)
     assert back.method == METHOD_SOP and "UID map" in back.warnings[0]

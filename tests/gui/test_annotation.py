@@ -77,20 +77,23 @@ def test_ellipse_label_copy_to_next_slice_and_undo(qtbot, window):
     assert long_mm == pytest.approx(30 * window.volume.spacing_mm[2], rel=0.05)
     # Next slice, copy the outline (C), then the lesion spans two slices and has a volume.
     qtbot.keyClick(window, Qt.Key_Down)
+    below = window.viewer.views[0].slice_index  # the next slice toward the feet
+    assert abs(below - z) == 1 and window.viewer.slice_number(below) == window.viewer.slice_number(z) + 1
     qtbot.keyClick(window, Qt.Key_C)
     lesion = window.store.document.lesions[0]
-    assert lesion.slices() == [z, z + 1]
+    assert lesion.slices() == sorted([z, below])
     assert float(table.item(0, headers.index("Slices")).text()) == 2
     volume_ml = table.item(0, headers.index("Volume mL")).text()
     assert float(volume_ml) > 0
     # The copy says what it did, with the volume (a column hidden by default).
-    assert window.statusBar().currentMessage() == (f"Outline of L1 copied from slice {z + 1} to {z + 2}: adjust it. "
-                                                   f"L1 now spans 2 slices, volume {volume_ml} mL")
+    number = window.viewer.slice_number(z)
+    assert window.statusBar().currentMessage() == (f"Outline of L1 copied from slice {number} to {number + 1}: "
+                                                   f"adjust it. L1 now spans 2 slices, volume {volume_ml} mL")
     # Undo the copy and the label, then redo.
     qtbot.keyClick(window, Qt.Key_Z, Qt.ControlModifier)
     assert window.store.document.lesions[0].slices() == [z]
     qtbot.keyClick(window, Qt.Key_Z, Qt.ControlModifier | Qt.ShiftModifier)
-    assert window.store.document.lesions[0].slices() == [z, z + 1]
+    assert window.store.document.lesions[0].slices() == sorted([z, below])
     # Autosaved within the delay, in the user data folder, never next to the DICOM files.
     window.store.flush()
     saved = json.loads(window.store.path.read_text())
@@ -445,6 +448,8 @@ def test_the_export_dialog_offers_only_what_the_format_uses(qtbot):
     assert not dialog.with_images.isEnabled() and not dialog.labelled_only.isEnabled()
     dialog.format.setCurrentIndex(dialog.format.findData("seg"))
     assert dialog.with_images.isEnabled() and not dialog.labelled_only.isEnabled()
+    # A pseudonymised SEG alone resolves against no images another tool has: the images go with it by default.
+    assert dialog.with_images.isChecked() and dialog.choice().with_images
     dialog.pseudonymize.setChecked(False)
     assert not dialog.with_images.isEnabled()
     dialog.format.setCurrentIndex(dialog.format.findData("dataset"))
