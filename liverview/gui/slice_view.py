@@ -170,7 +170,9 @@ class SliceView(QWidget):
     def current_image(self) -> np.ndarray:
         """The 2-D array on screen (rows top to bottom, columns left to right)."""
         image = np.take(self.volume.array, self.slice_index, axis=self.axes.slice_axis)
-        return image[::-1] if self.axes.flip_rows else image
+        if self.axes.row_axis > self.axes.col_axis:  # a coronal or sagittal series' stored rows run down
+            image = image.T
+        return image[::-1 if self.axes.flip_rows else 1, ::-1 if self.axes.flip_cols else 1]
 
     def set_slice(self, index: int) -> None:
         if self.volume is None:
@@ -240,6 +242,8 @@ class SliceView(QWidget):
             return None
         if self.axes.flip_rows:
             row = rows - 1 - row
+        if self.axes.flip_cols:
+            col = cols - 1 - col
         index = np.zeros(3)
         index[self.axes.slice_axis] = self.slice_index
         index[self.axes.row_axis] = row
@@ -260,12 +264,14 @@ class SliceView(QWidget):
         if self.volume is None:
             return
         spacing = self.volume.spacing_mm
-        rows, _ = self.image_shape()
-        row = index[self.axes.row_axis]
+        rows, cols = self.image_shape()
+        row, col = index[self.axes.row_axis], index[self.axes.col_axis]
         if self.axes.flip_rows:
             row = rows - 1 - row
+        if self.axes.flip_cols:
+            col = cols - 1 - col
         self.h_line.setPos((row + 0.5) * spacing[self.axes.row_axis])
-        self.v_line.setPos((index[self.axes.col_axis] + 0.5) * spacing[self.axes.col_axis])
+        self.v_line.setPos((col + 0.5) * spacing[self.axes.col_axis])
 
     # -- events ----------------------------------------------------------------------------------
     def _on_mouse_moved(self, scene_pos: QPointF) -> None:

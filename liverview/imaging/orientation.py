@@ -32,8 +32,9 @@ class ViewAxes:
     """How one view maps the (z, y, x) volume onto the screen.
 
     `slice_axis` is the array axis the view steps through; the image shown is the 2-D array with
-    screen rows along `row_axis` (flipped when `flip_rows`, so the patient's head is up) and screen
-    columns along `col_axis`. `right`/`down` are patient directions of screen right and screen down.
+    screen rows along `row_axis` (flipped when `flip_rows`) and screen columns along `col_axis`
+    (flipped when `flip_cols`), so that the patient's head (or front) is up. `right`/`down` are patient
+    directions of screen right and screen down.
     """
 
     name: str
@@ -43,6 +44,7 @@ class ViewAxes:
     flip_rows: bool
     right: tuple[float, float, float]
     down: tuple[float, float, float]
+    flip_cols: bool = False
 
     def letters(self) -> dict[str, str]:
         right, down = np.asarray(self.right), np.asarray(self.down)
@@ -55,22 +57,37 @@ def _vector(values: Sequence[float]) -> tuple[float, float, float]:
     return x, y, z
 
 
+#: Screen (right, down) of each plane, by the patient axis its normal is closest to, as radiologists
+#: read them: axial with the patient's left on the right and the back down, coronal with the left on
+#: the right and the feet down, sagittal with the back on the right and the feet down.
+_SCREEN = {2: ((1.0, 0.0, 0.0), (0.0, 1.0, 0.0)), 1: ((1.0, 0.0, 0.0), (0.0, 0.0, -1.0)),
+           0: ((0.0, 1.0, 0.0), (0.0, 0.0, -1.0))}
+
+
+def _reformat(name: str, slice_axis: int, directions: Sequence[tuple[float, float, float]]) -> ViewAxes:
+    """The reformat through `slice_axis`: of its two in-plane array axes the one closer to the plane's
+    screen "down" runs down the screen, each flipped where it points the other way."""
+    right_target, down_target = _SCREEN[int(np.argmax(np.abs(directions[slice_axis])))]
+    first, second = (axis for axis in range(3) if axis != slice_axis)
+    along = {axis: abs(float(np.dot(directions[axis], down_target))) for axis in (first, second)}
+    row_axis = first if along[first] >= along[second] else second
+    col_axis = second if row_axis == first else first
+    flip_rows = float(np.dot(directions[row_axis], down_target)) < 0
+    flip_cols = float(np.dot(directions[col_axis], right_target)) < 0
+    down = _vector([-v for v in directions[row_axis]]) if flip_rows else directions[row_axis]
+    right = _vector([-v for v in directions[col_axis]]) if flip_cols else directions[col_axis]
+    return ViewAxes(name, slice_axis, row_axis, col_axis, flip_rows, right, down, flip_cols)
+
+
 def view_axes(row_direction: Sequence[float], column_direction: Sequence[float],
               normal: Sequence[float]) -> tuple[ViewAxes, ViewAxes, ViewAxes]:
-    """The acquired plane and the two reformats through the other array axes.
-
-    Reformats put the slice axis vertically, oriented so that Superior (or, failing that, the
-    patient direction the normal is closest to) is at the top, as radiologists expect.
-    """
+    """The acquired plane (as stored) and the two reformats through the other array axes, each shown
+    as radiologists read that plane (`_SCREEN`): for an axial series the slices run down the
+    reformats, head up; for a coronal or sagittal one the stored rows do."""
     row, col, nrm = (_vector(d) for d in (row_direction, column_direction, normal))
-    # Flip when index 0 of the slice axis would otherwise be at the top but points inferior/anterior/right.
-    dominant = int(np.argmax(np.abs(nrm)))
-    flip = nrm[dominant] > 0 if dominant == 2 else nrm[dominant] < 0
-    down_along_slices = _vector([-v for v in nrm]) if flip else nrm
+    directions = (nrm, col, row)  # the patient direction of array axes z, y, x
     acquired = ViewAxes("acquired", 0, 1, 2, False, row, col)
-    across_rows = ViewAxes("reformat-rows", 1, 0, 2, flip, row, down_along_slices)
-    across_cols = ViewAxes("reformat-cols", 2, 0, 1, flip, col, down_along_slices)
-    return acquired, across_rows, across_cols
+    return acquired, _reformat("reformat-rows", 1, directions), _reformat("reformat-cols", 2, directions)
 
 
 def plane_title(direction_normal: Sequence[float]) -> str:

@@ -551,3 +551,36 @@ def test_the_name_given_at_the_first_outline_shows_as_the_reader(qtbot, window, 
     monkeypatch.setattr(main_window.QInputDialog, "getText", staticmethod(lambda *args, **kwargs: ("Dr Prompt", True)))
     assert window.reader_name() == "Dr Prompt"
     assert window.reader_label.text() == "Reader: Dr Prompt"
+
+
+def test_a_coronal_series_reformats_head_up_and_front_left(qtbot, window, crlm_dir, tmp_path):
+    """A coronal acquisition (liver MRI often is) showed its sagittal reformat on its side: head on the
+    left, front at the top. The stored image rows (head to feet) now run down the reformats."""
+    import dataclasses
+
+    axial = open_and_wait(qtbot, window, crlm_dir)
+    n = axial.shape[0]
+    # The same voxels filed as a coronal stack: rows go to the feet, slices to the back.
+    coronal = dataclasses.replace(axial, row_direction=(1.0, 0.0, 0.0), column_direction=(0.0, 0.0, -1.0),
+                                  positions_mm=np.array([[0.0, 5.0 * k, 100.0] for k in range(n)]))
+    window.viewer.set_volume(coronal)
+    _, axial_view, sagittal = window.viewer.views
+    assert (axial_view.title, sagittal.title) == ("Axial", "Sagittal")
+    assert sagittal.axes.letters() == {"right": "P", "left": "A", "bottom": "I", "top": "S"}
+    assert axial_view.axes.letters() == {"right": "L", "left": "R", "bottom": "P", "top": "A"}
+    for view in (axial_view, sagittal):
+        rows, cols = view.image_shape()
+        assert view.current_image().shape == (rows, cols)
+
+        def patient(x, y, view=view):
+            return coronal.index_to_patient(*view.scene_to_index(QPointF(*view.pixel_to_view(x, y))))
+
+        top, bottom = patient(cols // 2, 0), patient(cols // 2, rows - 1)
+        left, right = patient(0, rows // 2), patient(cols - 1, rows // 2)
+        assert np.dot(bottom - top, view.axes.down) > 0 and np.dot(right - left, view.axes.right) > 0
+        # The pixel drawn there is the voxel the readout names.
+        index = view.scene_to_index(QPointF(*view.pixel_to_view(3, 5)))
+        assert view.current_image()[5, 3] == coronal.array[tuple(int(round(v)) for v in index)]
+    top, bottom = (coronal.index_to_patient(*sagittal.scene_to_index(QPointF(*sagittal.pixel_to_view(c, r))))
+                   for c, r in ((0, 0), (0, sagittal.image_shape()[0] - 1)))
+    assert top[2] > bottom[2]  # head up
