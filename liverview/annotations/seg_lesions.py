@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from liverview.annotations.deid import PseudonymKeyError, Pseudonymizer
@@ -74,20 +74,27 @@ def document_from_seg(seg_import: SegImport, volume: Volume, taxonomy: LabelTaxo
     return document
 
 
-def own_uid_alias() -> Callable[[str], str] | None:
-    """This installation's pseudonymisation UID map, or None when its key cannot be used."""
+def own_pseudonymizer() -> Pseudonymizer | None:
+    """This installation's pseudonymizer, or None when its key cannot be used."""
     try:
-        return Pseudonymizer.from_user_key().remap_uid
+        return Pseudonymizer.from_user_key()
     except (PseudonymKeyError, OSError):
         return None
 
 
-def import_seg_document(seg_path: str | os.PathLike[str], volume: Volume,
-                        taxonomy: LabelTaxonomy | None = None) -> SegDocumentImport:
+def import_seg_document(seg_path: str | os.PathLike[str], volume: Volume, taxonomy: LabelTaxonomy | None = None,
+                        known_readers: Iterable[str] = ()) -> SegDocumentImport:
     """`import_seg` followed by `document_from_seg`; raises `SegImportError` when it cannot be placed.
-    A SEG this installation exported pseudonymised from `volume` is placed through its UID map."""
-    result = import_seg(seg_path, volume, uid_alias=own_uid_alias())
+    A SEG this installation exported pseudonymised from `volume` is placed through its UID map, and
+    its lesions go back to whichever of `known_readers` (the study's readers, the user) its reader
+    pseudonyms stand for: a reader importing their own export got "reader-31512e" instead of their name."""
+    own = own_pseudonymizer()
+    result = import_seg(seg_path, volume, uid_alias=own.remap_uid if own is not None else None)
     document = document_from_seg(result, volume, taxonomy)
+    if own is not None and result.manufacturer == "liverview":
+        names = {own.reader_pseudonym(name): name for name in known_readers if name.strip()}
+        for lesion in document.lesions:
+            lesion.reader = names.get(lesion.reader, lesion.reader)
     return SegDocumentImport(document, result.method, list(result.warnings))
 
 

@@ -466,7 +466,8 @@ class MainWindow(QMainWindow):
     def import_seg(self, path: Path) -> int:
         """Show a DICOM SEG's segments as lesions; says how its frames were matched to the slices."""
         try:
-            imported = import_seg_document(path, self.volume, self.taxonomy)
+            known = [*self.store.document.readers(), self.reader_name(ask=False)]
+            imported = import_seg_document(path, self.volume, self.taxonomy, known_readers=known)
         except (SegImportError, OSError, ValueError) as exc:
             self.show_failure("Cannot import the DICOM SEG", f"{path.name}: {exc}")
             return 0

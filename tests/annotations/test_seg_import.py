@@ -220,3 +220,20 @@ def test_traced_outlines_give_back_exactly_the_pixels(pixels):
     for outline in mask_to_polygons(mask):
         back |= polygon_mask(outline, mask.shape)
     assert np.array_equal(back, mask)
+
+
+def test_a_readers_own_pseudonymised_seg_comes_back_under_their_name(identified_volume, document, tmp_path):
+    """Walkthrough step 13: a reader importing the SEG they exported pseudonymised got their lesions back as
+    "reader-31512e" (a stranger to the consensus) instead of under their own name."""
+    from liverview.annotations.deid import Pseudonymizer
+    from liverview.annotations.export import export_annotations
+
+    own = Pseudonymizer.from_user_key()
+    reader = document.lesions[0].reader
+    result = export_annotations(identified_volume, document, "seg", tmp_path / "out", pseudonymizer=own)
+    seg_file = result.paths[0]
+    assert reader not in pydicom.dcmread(seg_file).ContentCreatorName
+    anonymous = import_seg_document(seg_file, identified_volume)
+    assert {lesion.reader for lesion in anonymous.document.lesions} == {own.reader_pseudonym(reader)}
+    named = import_seg_document(seg_file, identified_volume, known_readers=["Dr Somebody Else", reader])
+    assert {lesion.reader for lesion in named.document.lesions} == {reader}
