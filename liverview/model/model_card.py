@@ -11,6 +11,15 @@ from liverview.model.number_format import format_number
 from liverview.model.report import uncertainty_table
 
 
+
+def _trained_phases(info: dict) -> str:
+    """The contrast phases the model was trained on, in words (a model trained on arterial lesions too
+    was described as reading portal-venous slices)."""
+    phases = [str(p).replace("_", "-") for p in (info.get("training_domain") or {}).get("phases") or []]
+    if not phases:
+        return "contrast phase not recorded in its training data"
+    return " or ".join(phases) + " phase"
+
 def _describe_slices(neighbours: int) -> str:
     if neighbours <= 0:
         return "key slice of the ROI"
@@ -54,7 +63,7 @@ def render_model_card(info: dict[str, Any], notes: Sequence[str] = ()) -> str:
              f"Created {info.get('created', '?')} with liverview {info.get('liverview_version', '?')} and torch "
              f"{info.get('torch_version', '?')}.", "",
              "## Intended use", "", info.get("intended_use", INTENDED_USE), "",
-             "Task: classify one outlined focal liver lesion on a contrast-enhanced (portal-venous) CT slice "
+             f"Task: classify one outlined focal liver lesion on a contrast-enhanced CT slice ({_trained_phases(info)}) "
              f"into {', '.join(classes)}. The reader outlines the lesion; the model does not detect lesions.", "",
              "## Model", "",
              f"- Architecture: {info.get('architecture')} (torchvision, {_describe_start(training)})",

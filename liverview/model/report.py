@@ -20,7 +20,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,30 @@ from liverview.model.metrics import roc_curve_binary
 from liverview.model.number_format import format_number
 
 log = logging.getLogger(__name__)
+
+
+#: Fewer test lesions than this, or a class with fewer than `FEW_PER_CLASS`, and the figures are flagged as
+#: saying almost nothing: one lesion makes an accuracy of 0 or 1 and a macro-F1 of whatever it hit.
+FEW_TEST_LESIONS = 20
+FEW_PER_CLASS = 5
+
+
+def _legend(ax: Any, **kwargs: Any) -> None:
+    """A legend, where something is labelled (matplotlib warns on an empty one: a ROC plot of a test
+    split without positives has no curve)."""
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(**kwargs)
+
+
+def too_few_to_tell(metrics: Mapping[str, Any]) -> str:
+    """Why a test split's figures say almost nothing ("" when it is big enough to quote)."""
+    n = int(metrics.get("n", 0))
+    thin = [name for name, c in (metrics.get("per_class") or {}).items() if c.get("support", 0) < FEW_PER_CLASS]
+    if n < FEW_TEST_LESIONS:
+        return f"only {n} test lesion(s): these figures say almost nothing"
+    if thin:
+        return f"fewer than {FEW_PER_CLASS} test lesions of {', '.join(thin)}: their figures say little"
+    return ""
 
 
 def _pyplot():
@@ -89,7 +113,7 @@ def plot_roc(result: EvaluationResult, path: Path) -> Path:
     macro = result.metrics.get("macro_roc_auc")
     ax.set_title(f"{result.title}\none-vs-rest ROC" + (f", macro AUC {macro:.3f}" if macro is not None else ""),
                  fontsize=10)
-    ax.legend(loc="lower right", fontsize=8)
+    _legend(ax, loc="lower right", fontsize=8)
     return _save_figure(plt, fig, path)
 
 
@@ -108,7 +132,7 @@ def plot_reliability(result: EvaluationResult, path: Path) -> Path:
     ax.set_ylim(0, 1)
     ax.set_ylabel("accuracy")
     ax.set_title(f"{result.title}\nreliability, ECE {result.metrics['ece']:.3f}", fontsize=10)
-    ax.legend(loc="upper left", fontsize=8)
+    _legend(ax, loc="upper left", fontsize=8)
     hist.bar(centres, bins["count"], width=width * 0.95, color="grey")
     hist.set_xlabel("confidence (top-class probability)")
     hist.set_ylabel("lesions")
@@ -137,7 +161,7 @@ def plot_curves(history: Sequence[dict[str, Any]], key: str, path: Path, ylabel:
     ax.set_ylabel(ylabel)
     ax.set_title(f"Training and validation {ylabel}", fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    _legend(ax, fontsize=8)
     return _save_figure(plt, fig, path)
 
 
@@ -209,6 +233,9 @@ def _render_report(results: dict[str, EvaluationResult], figures: dict[str, dict
             m = r.metrics
             cells = [format_number(m[key]) for key in ("accuracy", "macro_f1", "macro_roc_auc", "ece", "log_loss")]
             lines.append(f"| {r.title} | {m['n']} | {cells[0]} | **{cells[1]}** | {' | '.join(cells[2:])} |")
+        for r in results.values():
+            if warning := too_few_to_tell(r.metrics):
+                lines += ["", f"**{r.title}: {warning}.**"]
         for name, r in results.items():
             m = r.metrics
             lines += ["", f"## {r.title}", "", "| class | precision | recall | F1 | support | ROC AUC |",

@@ -214,6 +214,7 @@ def _train(args: argparse.Namespace, run_dir: Path, is_main: bool) -> int:
     from liverview.model.data import DatasetError
     from liverview.model.train import TrainingError, resume_training, train_model
     from liverview.progress import Cancelled
+    from liverview.model.report import too_few_to_tell
 
     stop_requested = {"flag": False}
 
@@ -254,6 +255,8 @@ def _train(args: argparse.Namespace, run_dir: Path, is_main: bool) -> int:
         m = result.test_metrics
         log.info("finished (%s) after %d epochs, best epoch %d: test accuracy %.3f, macro-F1 %.3f", result.stopped_by,
                  result.epochs_run, result.best_epoch, m["accuracy"], m["macro_f1"])
+        if warning := too_few_to_tell(m):
+            log.warning("the test split: %s", warning)
     if is_main:
         log.info("report: %s  bundle: %s", result.report_dir and result.report_dir / "report.md", result.bundle_dir)
     return 0
