@@ -10,7 +10,7 @@ from typing import Protocol
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QPointF, QRectF, Qt, Signal
-from PySide6.QtGui import QColor, QFont, QFontMetrics
+from PySide6.QtGui import QColor, QFont, QFontMetrics, QPainter
 from PySide6.QtWidgets import QLabel, QVBoxLayout, QWidget
 
 from liverview.imaging.orientation import ViewAxes
@@ -80,16 +80,42 @@ class ReadingViewBox(pg.ViewBox):
         super().mouseClickEvent(ev)
 
 
-def _overlay_label(parent: QWidget, align: Qt.AlignmentFlag) -> QLabel:
-    label = QLabel(parent)
-    label.setTextFormat(Qt.PlainText)  # DICOM strings are untrusted: never rich text
-    label.setAlignment(align)
-    label.setAttribute(Qt.WA_TransparentForMouseEvents)
-    label.setStyleSheet("color: #d8d8d8; background: transparent;")
-    font = QFont(label.font())
-    font.setPointSizeF(max(8.0, font.pointSizeF() * 0.95))
-    label.setFont(font)
-    return label
+class OverlayLabel(QLabel):
+    """Text over the image with a dark rim around each glyph, so that it stays readable over the white
+    table, bone or contrast (plain light text vanished there). Four offset dark copies then the text:
+    a few short lines a view, cheaper than a blur effect over a label the size of the view."""
+
+    RIM = QColor(0, 0, 0, 220)
+
+    def __init__(self, parent: QWidget, align: Qt.AlignmentFlag, color: str, bold: bool = False) -> None:
+        super().__init__(parent)
+        self.color = QColor(color)
+        self.setTextFormat(Qt.PlainText)  # DICOM strings are untrusted: never rich text
+        self.setAlignment(align)
+        self.setAttribute(Qt.WA_TransparentForMouseEvents)
+        self.setStyleSheet("background: transparent;")
+        font = QFont(self.font())
+        font.setPointSizeF(max(8.0, font.pointSizeF() * 0.95))
+        font.setBold(bold)
+        self.setFont(font)
+
+    def paintEvent(self, event):  # noqa: N802 - Qt naming
+        text = self.text()
+        if not text:
+            return
+        painter = QPainter(self)
+        painter.setFont(self.font())
+        rect, flags = self.contentsRect(), int(self.alignment())
+        painter.setPen(self.RIM)
+        for dx, dy in ((-1, 0), (1, 0), (0, -1), (0, 1)):
+            painter.drawText(rect.translated(dx, dy), flags, text)
+        painter.setPen(self.color)
+        painter.drawText(rect, flags, text)
+        painter.end()
+
+
+def _overlay_label(parent: QWidget, align: Qt.AlignmentFlag) -> OverlayLabel:
+    return OverlayLabel(parent, align, "#d8d8d8")
 
 
 class SliceView(QWidget):
@@ -134,9 +160,8 @@ class SliceView(QWidget):
             "bl": _overlay_label(self.graphics, Qt.AlignLeft | Qt.AlignBottom),
             "br": _overlay_label(self.graphics, Qt.AlignRight | Qt.AlignBottom),
         }
-        self.letters = {side: _overlay_label(self.graphics, Qt.AlignCenter) for side in ("top", "bottom", "left", "right")}
-        for label in self.letters.values():
-            label.setStyleSheet("color: #ffd24a; background: transparent; font-weight: bold;")
+        self.letters = {side: OverlayLabel(self.graphics, Qt.AlignCenter, "#ffd24a", bold=True)
+                        for side in ("top", "bottom", "left", "right")}
 
         self.view_box.scrolled.connect(self.scrolled)
         self.view_box.window_dragged.connect(self.window_dragged)

@@ -584,3 +584,25 @@ def test_a_coronal_series_reformats_head_up_and_front_left(qtbot, window, crlm_d
     top, bottom = (coronal.index_to_patient(*sagittal.scene_to_index(QPointF(*sagittal.pixel_to_view(c, r))))
                    for c, r in ((0, 0), (0, sagittal.image_shape()[0] - 1)))
     assert top[2] > bottom[2]  # head up
+
+
+def test_corner_text_stays_readable_over_white(qtbot):
+    """Walkthrough step 4: zoomed in, "Thk 5 mm" sat on the white CT table and could not be read: light
+    text with nothing around it. It now has a dark rim."""
+    from PySide6.QtWidgets import QWidget
+
+    from liverview.gui.slice_view import _overlay_label
+
+    white = QWidget()
+    white.setStyleSheet("background: white;")
+    white.setAutoFillBackground(True)
+    white.resize(200, 60)
+    qtbot.addWidget(white)
+    label = _overlay_label(white, Qt.AlignLeft | Qt.AlignTop)
+    label.setText("Thk 5 mm")
+    label.setGeometry(5, 5, 190, 50)
+    white.show()
+    qtbot.waitExposed(white)
+    image = white.grab().toImage()
+    darkest = min(image.pixelColor(x, y).value() for x in range(image.width()) for y in range(image.height()))
+    assert darkest < 80
