@@ -47,7 +47,7 @@ from liverview.session import Session
 log = logging.getLogger(__name__)
 
 HELP_TEXT = """Mouse
-  Wheel                 next / previous slice
+  Wheel                 next / previous slice (toward you: toward the feet)
   Ctrl + wheel          zoom
   Left drag             window/level (horizontal: width, vertical: level)
   Left click            move the crosshair (all views follow)
@@ -57,7 +57,7 @@ HELP_TEXT = """Mouse
 Keyboard
   Up / Down, Left / Right   previous / next slice
   Page Up / Page Down       jump 10 % of the series
-  Home / End                first / last slice
+  Home / End                first / last slice (slice 1: the top of an axial series)
   1 2 3 4                   Liver, Abdomen, Bone, Lung window
   5                         the series' own window (from the DICOM header)
   F                         fit to window
