@@ -66,14 +66,16 @@ _SCREEN = {2: ((1.0, 0.0, 0.0), (0.0, 1.0, 0.0)), 1: ((1.0, 0.0, 0.0), (0.0, 0.0
 
 def _reformat(name: str, slice_axis: int, directions: Sequence[tuple[float, float, float]]) -> ViewAxes:
     """The reformat through `slice_axis`: of its two in-plane array axes the one closer to the plane's
-    screen "down" runs down the screen, each flipped where it points the other way."""
+    screen "down" runs down the screen. Only the stack axis (0) is flipped where it points the other way:
+    an axis of the stored image keeps its stored direction, so that the reformats agree with the acquired
+    view, which is shown as stored (a prone series' left stays on the same side in every view)."""
     right_target, down_target = _SCREEN[int(np.argmax(np.abs(directions[slice_axis])))]
     first, second = (axis for axis in range(3) if axis != slice_axis)
     along = {axis: abs(float(np.dot(directions[axis], down_target))) for axis in (first, second)}
     row_axis = first if along[first] >= along[second] else second
     col_axis = second if row_axis == first else first
-    flip_rows = float(np.dot(directions[row_axis], down_target)) < 0
-    flip_cols = float(np.dot(directions[col_axis], right_target)) < 0
+    flip_rows = row_axis == 0 and float(np.dot(directions[row_axis], down_target)) < 0
+    flip_cols = col_axis == 0 and float(np.dot(directions[col_axis], right_target)) < 0
     down = _vector([-v for v in directions[row_axis]]) if flip_rows else directions[row_axis]
     right = _vector([-v for v in directions[col_axis]]) if flip_cols else directions[col_axis]
     return ViewAxes(name, slice_axis, row_axis, col_axis, flip_rows, right, down, flip_cols)

@@ -267,7 +267,10 @@ def import_seg(seg_path: str | os.PathLike[str], volume: Volume,
             plane = inside if warp is None else _warp(inside, warp, volume.shape[1:])
             if z in planes[number]:
                 if warp is None:
-                    warnings.append(f"segment {number} has more than one frame on slice {z + 1}; they were combined")
+                    # By position: slice numbers follow the viewer's reading order, which io does not know.
+                    where = float(np.dot(volume.positions_mm[z], np.asarray(volume.normal)))
+                    warnings.append(f"segment {number} has more than one frame on the slice at {where:.1f} mm; "
+                                    "they were combined")
                 planes[number][z] = planes[number][z] | plane
             else:
                 planes[number][z] = plane

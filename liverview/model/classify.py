@@ -27,6 +27,7 @@ from liverview.annotations.measurements import measure_lesion, slice_masks
 from liverview.annotations.storage import now_iso
 from liverview.imaging.contrast_phase import ContrastPhase, PhaseDecision, detect_series_phases
 from liverview.imaging.lesion_enhancement import measure_lesion_enhancement
+from liverview.imaging.orientation import slice_number
 from liverview.io.volume import Volume
 from liverview.model.bundle_format import BundleError
 from liverview.model.inference import LoadedModel, load_bundle, predict, predict_flips, resolve_device
@@ -446,7 +447,7 @@ def compute_slice_heatmap(loaded: LoadedModel, volume: Volume, lesion: Lesion, s
     check_series(loaded, volume)
     masks = lesion_slice_masks(volume, lesion)
     if slice_index not in masks:
-        raise ClassificationError(f"lesion {lesion.id} has no outline on slice {slice_index + 1}")
+        raise ClassificationError(f"lesion {lesion.id} has no outline on slice {slice_number(volume, slice_index)}")
     if explained not in loaded.classes:
         raise ClassificationError(f"the model {loaded.name} has no class {explained!r}")
     tensor, _ = model_input(loaded, volume, lesion, slice_index, masks[slice_index], phase, other_phases)

@@ -98,7 +98,7 @@ class TrainingDomain:
         if self.min_lesion_diameter_mm is not None and long_axis_mm is not None \
                 and long_axis_mm < self.min_lesion_diameter_mm * (1 - RANGE_MARGIN):
             reasons.append(f"the lesion measures {long_axis_mm:.0f} mm; the smallest training lesions were "
-                           f"{self.min_lesion_diameter_mm:g} mm")
+                           f"{self.min_lesion_diameter_mm:.0f} mm")
         return reasons
 
 

@@ -68,3 +68,13 @@ def test_reading_position_is_the_lps_coordinate_whichever_way_the_stack_runs():
     assert reading_position_mm(point, (0, 0, 1.0)) == reading_position_mm(point, (0, 0, -2.0)) == -175.0
     assert reading_position_mm(point, (-1.0, 0, 0)) == 12.0
     assert reading_position_mm(point, (0, -3.0, 0)) == -30.0
+
+
+def test_a_prone_series_keeps_left_and_right_on_the_same_side_in_every_view():
+    """Review of the reformat change: a prone axial series (rows toward the patient's right) is shown as
+    stored, and its coronal reformat had been mirrored to the radiological side, so the two views
+    disagreed on left and right. Reformats flip only the stack axis."""
+    acquired, coronal, sagittal = view_axes((-1.0, 0.0, 0.0), (0.0, -1.0, 0.0), (0.0, 0.0, 1.0))
+    assert acquired.letters()["right"] == coronal.letters()["right"] == "R"
+    assert sagittal.letters()["right"] == acquired.letters()["bottom"] == "A"
+    assert coronal.letters()["top"] == sagittal.letters()["top"] == "S"

@@ -138,8 +138,13 @@ def test_heatmap_follows_the_slices_of_a_lesion(tiny_bundle, demo):
         assert heatmap.slice_index == z and heatmap.explained == "hcc"
         centres.append(heatmap.center_yx)
     assert len(set(centres)) > 1  # placed on each slice's own outline
-    with pytest.raises(ClassificationError, match="no outline on slice"):
-        compute_slice_heatmap(loaded, volume, lesion, max(masks) + 1, "hcc")
+    from liverview.imaging.orientation import slice_number
+
+    # The slice named as the viewer numbers it (reading order), not the array index + 1.
+    outside = max(masks) + 1
+    assert slice_number(volume, outside) != outside + 1
+    with pytest.raises(ClassificationError, match=f"no outline on slice {slice_number(volume, outside)}$"):
+        compute_slice_heatmap(loaded, volume, lesion, outside, "hcc")
 
 
 def test_bad_lesions_are_reported_and_the_batch_goes_on(tiny_bundle, demo):
