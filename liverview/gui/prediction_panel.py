@@ -13,6 +13,7 @@ from PySide6.QtWidgets import (QCheckBox, QGridLayout, QHBoxLayout, QLabel, QPro
 
 from liverview.annotations.document import MIN_LEAD, AIResult
 from liverview.gui.heatmap_overlay import heatmap_lookup_table
+from liverview.model.phase_reader import answer_id
 from liverview.model.uncertainty import HEATMAP_INSIDE_MIN, describe_measured_level, format_percent
 
 RESEARCH_NOTE = "Research use only — not for diagnosis. The model's opinion is a suggestion for the reader to check."
@@ -259,7 +260,7 @@ class PredictionPanel(QWidget):
                                                                      if result.entropy is not None else ""))
             self._show_measured(self.describe_level(level) if result.model_id == self.model_id else
                                 self.describe_level(level, result.phases_read)
-                                if result.model_id == f"{self.model_id} + phase reader" else "")
+                                if result.model_id == answer_id(self.model_id) else "")
         self.uncertainty_label.setStyleSheet(f"color: {UNCERTAINTY_COLORS.get(level, '#c8c8c8')};")
         where = f"slice {self.slice_number(result.slice_index)}" if result.slice_index is not None else "its largest slice"
         accepted = f" · accepted as label by {result.accepted_by}" if result.accepted_by else ""

@@ -33,6 +33,7 @@ from liverview.model.bundle_format import BundleError
 from liverview.model.inference import LoadedModel, load_bundle, predict, predict_flips, resolve_device
 from liverview.model.domain import OUTSIDE, TrainingDomain
 from liverview.model.gradcam import compute_gradcam
+from liverview.model.phase_reader import answer_id
 from liverview.model.transforms import CropSquareResize, select_key_slice_by_area, select_slab, stack_phases
 from liverview.model.uncertainty import (HEATMAP_MARGIN_MM, answer_from_copies, copy_statistics,
                                          normalised_entropy, uncertainty_level)
@@ -374,7 +375,7 @@ def read_phases(loaded: LoadedModel, volume: Volume, lesion: Lesion, z: int, mas
               else replace(loaded_domain(loaded), phases=tuple(ContrastPhase(p) for p in reader.phases)))
     timings["total"] = (time.perf_counter() - start) * 1000
     return LesionPrediction(
-        lesion_id=lesion.id, model_id=f"{model_id(loaded)} + phase reader", classes=list(loaded.classes),
+        lesion_id=lesion.id, model_id=answer_id(model_id(loaded)), classes=list(loaded.classes),
         probabilities={c: float(p) for c, p in zip(loaded.classes, probs)}, predicted=loaded.classes[top],
         # The reader's uncertainty is its entropy's level (`phase_reader.reader_uncertainty`), as it was scored.
         slice_index=z, entropy=normalised_entropy(probs), tta_spread=0.0, tta_agreement=1.0,

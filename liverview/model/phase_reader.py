@@ -40,6 +40,16 @@ class PhaseReaderError(ValueError):
     """A phase reader file cannot be used; the message says why."""
 
 
+def answer_id(cnn_id: str) -> str:
+    """The model id stored with an answer the phase reader gave on top of the CNN `cnn_id`."""
+    return f"{cnn_id} + phase reader"
+
+
+def answered_by_reader(model_id: str) -> bool:
+    """Whether a stored answer's `model_id` is a phase reader's (`answer_id`)."""
+    return model_id.endswith(" + phase reader")
+
+
 def subset_name(phases: Iterable[str]) -> str:
     return " + ".join(phases)
 
@@ -218,6 +228,6 @@ def reader_by_uncertainty(reader: PhaseReader | None) -> dict[str, list[dict]]:
         return {}
     return {subset: list(quoted_scores(scores).get("by_uncertainty") or []) for subset, scores in reader.metrics.items()}
 
-__all__ = ["CnnAnswers", "FORMAT", "PHASE_READER_FILE", "PhaseReader", "PhaseReaderError", "SubsetReader", "fit_phase_reader",
+__all__ = ["CnnAnswers", "answer_id", "answered_by_reader", "FORMAT", "PHASE_READER_FILE", "PhaseReader", "PhaseReaderError", "SubsetReader", "fit_phase_reader",
            "phase_subsets", "quoted_scores", "reader_by_uncertainty", "reader_macro_f1", "reader_uncertainty",
            "score_phase_reader", "subset_name"]

@@ -10,10 +10,12 @@ series of a phase it was (by patient coordinates, breathing shift aligned) and r
 multiphase model reads each lesion on every series of a phase it reads. The JSON
 written with --json is {"model": {...}, "series": {...}, "study_series": [{"series_uid",
 "contrast_phase", ...}], "lesions": [{"id", "number", "label", "predicted", "probabilities", "phases_read",
-"outside_training", "refusal", "slice", "read_on", ...}], "errors": [{"id", "number", "reason"}]}; `number`
-is the app's L1, L2, …; `slice` the slice number the app shows (1 at the top of an axial series),
-`slice_index` the array index; `refusal` says why an answer is no suggestion to take as the label; `label` (the reader's) and `predicted` are label-taxonomy ids and compare directly. --heatmaps DIR writes one Grad-CAM overlay PNG per lesion. Exit status 0 when
-every lesion was classified, 1 on an error that stops the run, 3 when some lesions could not be.
+"outside_training", "refusal", "slice", "read_on", ...}], "errors": [{"id", "number", "reason"}]}:
+`number` is the app's L1, L2, …; `slice` the slice number the app shows (1 at the top of an axial
+series), `slice_index` the array index; `refusal` says why an answer is no suggestion to take as the
+label (null when it is one); `label` (the reader's) and `predicted` are label-taxonomy ids and compare
+directly. --heatmaps DIR writes one Grad-CAM overlay PNG per lesion. Exit status 0 when every lesion
+was classified, 1 on an error that stops the run, 3 when some lesions could not be.
 """
 from __future__ import annotations
 
@@ -43,7 +45,7 @@ from liverview.model.bundle_format import BundleError
 from liverview.model.inference import LoadedModel, load_bundle, resolve_device
 from liverview.model.classify import (Heatmap, LesionPrediction, classify_lesions, loaded_domain, model_id,
                                       phases_read_by)
-from liverview.model.phase_reader import reader_by_uncertainty
+from liverview.model.phase_reader import answered_by_reader, reader_by_uncertainty
 from liverview.model.uncertainty import describe_measured_level, format_percent
 from liverview.paths import default_model_path
 
@@ -82,7 +84,7 @@ def model_summary(loaded: LoadedModel) -> dict[str, Any]:
 def measured_accuracy(model: dict[str, Any], entry: dict[str, Any]) -> str:
     """What the app's Model panel says under an answer: how often the model (its phase reader, for the
     phases it read) was right on its test lesions at the answer's uncertainty ("" when unmeasured)."""
-    if entry["model_id"].endswith("+ phase reader"):
+    if answered_by_reader(entry["model_id"]):
         rows = model["reader_by_uncertainty"].get(" + ".join(entry["phases_read"]), [])
         return describe_measured_level(entry["uncertainty"], {row["uncertainty"]: row for row in rows},
                                        model["simulated"], read_on_phases=True)
