@@ -13,7 +13,7 @@ from PySide6.QtWidgets import (QCheckBox, QGridLayout, QHBoxLayout, QLabel, QPro
 
 from liverview.annotations.document import MIN_LEAD, AIResult
 from liverview.gui.heatmap_overlay import heatmap_lookup_table
-from liverview.model.phase_reader import answer_id
+from liverview.model.phase_reader import answer_id, subset_name
 from liverview.model.uncertainty import HEATMAP_INSIDE_MIN, describe_measured_level, format_percent
 
 RESEARCH_NOTE = "Research use only — not for diagnosis. The model's opinion is a suggestion for the reader to check."
@@ -328,7 +328,7 @@ class PredictionPanel(QWidget):
         on its test split ("" when unmeasured)."""
         if reader_phases is None:
             return describe_measured_level(level, self.by_uncertainty, self.simulated)
-        return describe_measured_level(level, self.reader_by_uncertainty.get(" + ".join(reader_phases), {}),
+        return describe_measured_level(level, self.reader_by_uncertainty.get(subset_name(reader_phases), {}),
                                        self.simulated, read_on_phases=True)
 
     def show_batch(self, done: int, total: int) -> None:

@@ -11,7 +11,6 @@ from liverview.model.number_format import format_number
 from liverview.model.report import uncertainty_table
 
 
-
 def _trained_phases(info: dict) -> str:
     """The contrast phases the model was trained on, in words (a model trained on arterial lesions too
     was described as reading portal-venous slices)."""
@@ -19,6 +18,7 @@ def _trained_phases(info: dict) -> str:
     if not phases:
         return "contrast phase not recorded in its training data"
     return " or ".join(phases) + " phase"
+
 
 def _describe_slices(neighbours: int) -> str:
     if neighbours <= 0:

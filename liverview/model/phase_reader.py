@@ -40,14 +40,18 @@ class PhaseReaderError(ValueError):
     """A phase reader file cannot be used; the message says why."""
 
 
+#: Ends the model id stored with the phase reader's answers (`answer_id`).
+_ANSWER_SUFFIX = " + phase reader"
+
+
 def answer_id(cnn_id: str) -> str:
     """The model id stored with an answer the phase reader gave on top of the CNN `cnn_id`."""
-    return f"{cnn_id} + phase reader"
+    return cnn_id + _ANSWER_SUFFIX
 
 
 def answered_by_reader(model_id: str) -> bool:
     """Whether a stored answer's `model_id` is a phase reader's (`answer_id`)."""
-    return model_id.endswith(" + phase reader")
+    return model_id.endswith(_ANSWER_SUFFIX)
 
 
 def subset_name(phases: Iterable[str]) -> str:
@@ -207,7 +211,6 @@ def score_phase_reader(reader: PhaseReader, features: Sequence[Mapping[str, np.n
     return out
 
 
-
 def quoted_scores(scores: Mapping[str, Any]) -> Mapping[str, Any]:
     """The scores quoted for a subset of phases: the held-out lesions' where the reader was scored on
     some (more lesions), else its fit's test split."""
@@ -228,6 +231,7 @@ def reader_by_uncertainty(reader: PhaseReader | None) -> dict[str, list[dict]]:
         return {}
     return {subset: list(quoted_scores(scores).get("by_uncertainty") or []) for subset, scores in reader.metrics.items()}
 
-__all__ = ["CnnAnswers", "answer_id", "answered_by_reader", "FORMAT", "PHASE_READER_FILE", "PhaseReader", "PhaseReaderError", "SubsetReader", "fit_phase_reader",
-           "phase_subsets", "quoted_scores", "reader_by_uncertainty", "reader_macro_f1", "reader_uncertainty",
-           "score_phase_reader", "subset_name"]
+
+__all__ = ["CnnAnswers", "FORMAT", "PHASE_READER_FILE", "PhaseReader", "PhaseReaderError", "SubsetReader", "answer_id",
+           "answered_by_reader", "fit_phase_reader", "phase_subsets", "quoted_scores", "reader_by_uncertainty",
+           "reader_macro_f1", "reader_uncertainty", "score_phase_reader", "subset_name"]

@@ -45,7 +45,7 @@ from liverview.model.bundle_format import BundleError
 from liverview.model.inference import LoadedModel, load_bundle, resolve_device
 from liverview.model.classify import (Heatmap, LesionPrediction, classify_lesions, loaded_domain, model_id,
                                       phases_read_by)
-from liverview.model.phase_reader import answered_by_reader, reader_by_uncertainty
+from liverview.model.phase_reader import answered_by_reader, reader_by_uncertainty, subset_name
 from liverview.model.uncertainty import describe_measured_level, format_percent
 from liverview.paths import default_model_path
 
@@ -85,7 +85,7 @@ def measured_accuracy(model: dict[str, Any], entry: dict[str, Any]) -> str:
     """What the app's Model panel says under an answer: how often the model (its phase reader, for the
     phases it read) was right on its test lesions at the answer's uncertainty ("" when unmeasured)."""
     if answered_by_reader(entry["model_id"]):
-        rows = model["reader_by_uncertainty"].get(" + ".join(entry["phases_read"]), [])
+        rows = model["reader_by_uncertainty"].get(subset_name(entry["phases_read"]), [])
         return describe_measured_level(entry["uncertainty"], {row["uncertainty"]: row for row in rows},
                                        model["simulated"], read_on_phases=True)
     return describe_measured_level(entry["uncertainty"], {row["uncertainty"]: row for row in model["by_uncertainty"]},

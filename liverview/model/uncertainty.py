@@ -93,7 +93,6 @@ def metrics_by_uncertainty(y_true: Sequence[int], y_pred: Sequence[int], levels:
     return rows
 
 
-
 def format_percent(share: float) -> str:
     """A probability or a share as a whole percentage that never claims certainty it does not have:
     0.9992 is ">99%", not "100%" (nor 0.0004 "0%"); only exactly 1 and 0 are 100% and 0%."""
@@ -118,6 +117,7 @@ def describe_measured_level(level: str, rows: Mapping[str, Mapping[str, Any]], s
     return (f"On its {lesions}{read}, answers shown with {level} uncertainty were right in {right} of "
             f"{row['n']} ({format_percent(right / row['n'])}).")
 
-__all__ = ["AGREEMENT_HIGH", "describe_measured_level", "format_percent", "AGREEMENT_MODERATE", "ENTROPY_HIGH", "ENTROPY_MODERATE", "LEVELS", "SPREAD_HIGH",
-           "SPREAD_MODERATE", "answer_from_copies", "copy_statistics", "metrics_by_uncertainty", "normalised_entropy",
-           "uncertainty_level", "uncertainty_levels"]
+
+__all__ = ["AGREEMENT_HIGH", "AGREEMENT_MODERATE", "ENTROPY_HIGH", "ENTROPY_MODERATE", "LEVELS", "SPREAD_HIGH",
+           "SPREAD_MODERATE", "answer_from_copies", "copy_statistics", "describe_measured_level", "format_percent",
+           "metrics_by_uncertainty", "normalised_entropy", "uncertainty_level", "uncertainty_levels"]
