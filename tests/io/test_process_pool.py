@@ -204,6 +204,31 @@ def test_ordinary_folder_is_scanned_and_loaded_without_importing_pydicom(crlm_di
     assert out.strip() == "[]"
 
 
+def test_jpeg_ls_ct_is_decoded_without_importing_the_jpeg_ls_package(crlm_dir, tmp_path):
+    """Importing the `jpeg_ls` package looks its version up among the installed distributions (10 ms before
+    a JPEG-LS series' workers start); its extension module decodes the same values. A pyjpegls laid out
+    otherwise falls back to the package, and this test says so."""
+    from pydicom.uid import JPEGLSLossless
+
+    source = sorted(crlm_dir.glob("*.dcm"))[20]
+    from liverview.io import read_slice
+
+    expected = read_slice(scan_paths(source).series[0], 0)
+    ds = pydicom.dcmread(source)
+    ds.compress(JPEGLSLossless)
+    (tmp_path / "jpeg-ls").mkdir()
+    ds.save_as(tmp_path / "jpeg-ls" / source.name)
+    code = ("import sys\n"
+            "import numpy as np\n"
+            "from liverview.io import read_slice, scan_paths\n"
+            f"np.save(sys.argv[1], read_slice(scan_paths({str(tmp_path / 'jpeg-ls')!r}).series[0], 0))\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('jpeg_ls', '_CharLS', 'pydicom')))\n")
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "slice.npy")], capture_output=True,
+                         text=True, check=True, env={**os.environ, "PYTHONPATH": str(REPO)}).stdout
+    assert out.strip() == "['_CharLS']"
+    assert np.array_equal(np.load(tmp_path / "slice.npy"), expected)
+
+
 def test_workers_run_below_the_window_priority(few_files_for_workers):
     """Decoding the rest of a series must not take the CPU from the window painting its first slice."""
     if not hasattr(os, "nice"):
