@@ -351,9 +351,18 @@ class _Cursor:
 
 
 def _read_meta(data: bytes) -> tuple[str, int]:
-    """(0002,0010) Transfer Syntax UID and where the data set starts; the meta is explicit VR LE."""
+    """(0002,0010) Transfer Syntax UID and where the data set starts."""
+    texts, pos = _read_meta_texts(data)
+    if not texts.get(0x0010):
+        raise Unusual("no transfer syntax")
+    return texts[0x0010], pos
+
+
+def _read_meta_texts(data: bytes) -> tuple[dict[int, str], int]:
+    """The file meta's (0002,0002) Media Storage SOP Class and (0002,0010) Transfer Syntax UIDs, by element,
+    and where the data set starts; the meta is explicit VR LE."""
     pos = 132
-    transfer_syntax = None
+    texts: dict[int, str] = {}
     while len(data) >= pos + 8:
         group, element, vr = _TAG_VR.unpack_from(data, pos)
         if group != 0x0002:
@@ -364,15 +373,23 @@ def _read_meta(data: bytes) -> tuple[str, int]:
             length, header_length = _U16.unpack_from(data, pos + 6)[0], 8
         if length == _UNDEFINED or pos + header_length + length > len(data):
             raise Unusual("file meta")
-        if element == 0x0010:
+        if element in (0x0002, 0x0010):
             raw = data[pos + header_length:pos + header_length + length]
             if not raw.isascii():
-                raise Unusual("transfer syntax not ASCII")
-            transfer_syntax = raw.decode("ascii").rstrip("\x00 ")
+                raise Unusual("file meta UID not ASCII")
+            texts[element] = raw.decode("ascii").rstrip("\x00 ")
         pos += header_length + length
-    if not transfer_syntax:
-        raise Unusual("no transfer syntax")
-    return transfer_syntax, pos
+    return texts, pos
+
+
+def read_media_storage_class(path: str) -> str:
+    """(0002,0002) Media Storage SOP Class UID of a DICOM file, "" for a file without the DICOM preamble
+    or without it; raises `Unusual` when pydicom must read the file meta, OSError when it cannot be read."""
+    with open(path, "rb") as fh:
+        data = fh.read(PREFIX_BYTES)
+    if data[128:132] != b"DICM":
+        return ""
+    return _read_meta_texts(data)[0].get(0x0002, "")
 
 
 def _skip_undefined(cursor: _Cursor, implicit: bool) -> None:

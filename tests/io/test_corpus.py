@@ -71,6 +71,17 @@ def test_dangling_dicomdir_references_listed(corpus_dir):
     assert sum(s.modality == "CR" for s in scan.series) == 3
 
 
+def test_a_dicomdir_under_another_name_is_known_by_its_file_meta(corpus_dir, tmp_path):
+    import shutil
+
+    media = tmp_path / "media"
+    shutil.copytree(corpus_dir / "pydicom" / "dicomdir", media)
+    (media / "DICOMDIR").rename(media / "INDEX")
+    scan = scan_paths(media / "INDEX")
+    assert [s.n_images for s in scan.series if s.modality == "CT"] == [4]
+    assert sum(s.modality == "CR" for s in scan.series) == 3
+
+
 @pytest.mark.parametrize("compressed", [
     "pydicom/MR_small_RLE.dcm",
     "pydicom/MR_small_jpeg_ls_lossless.dcm",

@@ -192,12 +192,15 @@ def test_compressed_load_on_workers_can_be_cancelled(rle_series, few_files_for_w
 
 
 def test_ordinary_folder_is_scanned_and_loaded_without_importing_pydicom(crlm_dir):
-    """pydicom takes about a tenth of a second to import; the lean path must not need it."""
+    """pydicom takes about a tenth of a second to import; the lean path must not need it, nor do files
+    given by name (each is asked whether it is a DICOMDIR)."""
+    files = [str(path) for path in sorted(crlm_dir.glob("*.dcm"))[:5]]
     code = ("import sys\n"
             "from liverview.imaging import inspect_cli\n"
             "from liverview.io import load_series, scan_paths\n"
             f"volume = load_series(scan_paths({str(crlm_dir)!r}).series[0])\n"
             "assert volume.loaded.all()\n"
+            f"assert scan_paths({files!r}).series[0].n_images == 5\n"
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('pydicom', 'PySide6', 'torch')))\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**os.environ, "PYTHONPATH": str(REPO)}).stdout
