@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -24,8 +25,9 @@ if TYPE_CHECKING:
     from liverview.imaging.contrast_phase import Enhancement, EnhancementSampler
 
 
-def describe_series(info: SeriesInfo, volume: Volume | None) -> dict:
-    """One series as the JSON object documented in the README."""
+def describe_series(info: SeriesInfo, volume: Volume | None, identifiers: bool = False) -> dict:
+    """One series as the JSON object documented in the README; the patient's name and ID only with
+    `identifiers`."""
     warnings = list(volume.warnings if volume is not None else info.warnings)
     entry: dict[str, Any] = {
         "key": info.key,
@@ -34,8 +36,6 @@ def describe_series(info: SeriesInfo, volume: Volume | None) -> dict:
         "modality": info.modality,
         "description": info.identity.series_description,
         "series_number": info.identity.series_number,
-        "patient_name": info.identity.patient_name,
-        "patient_id": info.identity.patient_id,
         "study_date": info.identity.study_date,
         "plane": info.plane,
         "n_images": info.n_images,
@@ -48,6 +48,8 @@ def describe_series(info: SeriesInfo, volume: Volume | None) -> dict:
         "warnings": warnings,
         "failed": [],
     }
+    if identifiers:
+        entry["patient_name"], entry["patient_id"] = info.identity.patient_name, info.identity.patient_id
     if volume is not None and volume.loaded.any():
         entry["hu_range"] = list(volume.value_range())
         entry["hu_range_from"] = "all slices"
@@ -72,9 +74,10 @@ class _PhaseSampling:
         self.sampler.add(z, volume.array[z])
 
 
-def inspect_paths(paths: Sequence[str], load: bool) -> dict:
+def inspect_paths(paths: Sequence[str], load: bool, identifiers: bool = False) -> dict:
     """Scan `paths`; read every series' pixels with `load`, otherwise only its middle slice (for a
-    quick value range, labelled as such) and the slices the contrast-phase detector samples."""
+    quick value range, labelled as such) and the slices the contrast-phase detector samples. The
+    patients' names and IDs only with `identifiers`."""
     scan: ScanResult = scan_paths(list(paths))
     series = []
     arrays: dict[str, np.ndarray] = {}
@@ -86,9 +89,9 @@ def inspect_paths(paths: Sequence[str], load: bool) -> dict:
             arrays[info.key] = volume.array
             if sampling.sampler is not None and sampling.sampler.complete:
                 measured[info.key] = sampling.sampler.result()
-            series.append(describe_series(info, volume))
+            series.append(describe_series(info, volume, identifiers))
             continue
-        entry = describe_series(info, None)
+        entry = describe_series(info, None, identifiers)
         try:
             middle = read_slice(info, info.n_images // 2)
             entry["hu_range"], entry["hu_range_from"] = [int(middle.min()), int(middle.max())], "middle slice"
@@ -116,7 +119,8 @@ def format_report(report: dict) -> str:
         sz, sy, sx = s["spacing_mm"]
         values = "HU" if s["is_hu"] else "values"
         rng = f"{values} {s['hu_range'][0]}..{s['hu_range'][1]} ({s['hu_range_from']})" if s["hu_range"] else f"{values} unknown"
-        lines.append(f"{s['patient_name'] or '(no name)'} [{s['patient_id']}]  {s['study_date'] or '(no date)'}  "
+        patient = f"{s['patient_name'] or '(no name)'} [{s['patient_id']}]  " if "patient_name" in s else ""
+        lines.append(f"{patient}{s['study_date'] or '(no date)'}  "
                      f"{s['modality'] or '??'}  #{s['series_number'] if s['series_number'] is not None else '-'}  "
                      f"{s['description'] or '(no description)'}")
         lines.append(f"    {s['n_images']} image(s), {x}x{y}x{z} ({s['plane']}), spacing {sx:.3g} x {sy:.3g} x {sz:.3g} mm, {rng}")
@@ -126,6 +130,8 @@ def format_report(report: dict) -> str:
         lines.extend(f"    failed: {f['path']}: {f['reason']}" for f in s["failed"])
     lines.append(f"{len(report['series'])} series from {report['n_files']} file(s); {len(report['skipped'])} skipped")
     lines.extend(f"  skipped: {s['path']}: {s['reason']}" for s in report["skipped"])
+    if any("patient_name" not in s for s in report["series"]):
+        lines.append("patient names and IDs withheld (--identifiers shows them)")
     return "\n".join(lines)
 
 
@@ -134,11 +140,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("paths", nargs="+", metavar="PATH", help="folder, zip, DICOMDIR or DICOM file(s)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     parser.add_argument("--load", action="store_true", help="read the pixels of every series (HU range over all slices)")
+    parser.add_argument("--identifiers", action="store_true",
+                        help="also print each series' patient name and ID (withheld by default: this output "
+                             "ends up in support tickets and e-mails)")
     args = parser.parse_args(argv)
     remove_logging = setup_cli_logging()
     try:
-        report = inspect_paths(args.paths, load=args.load)
-    except (SourceError, OSError) as exc:
+        report = inspect_paths(args.paths, load=args.load, identifiers=args.identifiers)
+    except SourceError as exc:  # its message names each path with its reason
+        print(f"liverview-inspect: cannot read {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
         print(f"liverview-inspect: cannot read {' '.join(args.paths)}: {exc}", file=sys.stderr)
         return 2
     finally:
@@ -148,6 +160,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout.write("\n")
     else:
         print(format_report(report))
+    # The others were reported; a script must still learn that one of its PATHs was not there.
+    missing = [path for path in args.paths if not os.path.exists(path)]
+    if missing:
+        print(f"liverview-inspect: cannot read {', '.join(missing)}: does not exist", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -27,8 +27,24 @@ def test_json_report_of_a_multi_series_export(pacs_export, capsys):
 def test_load_reads_every_slice_and_text_output(crlm_dir, capsys):
     assert main([str(crlm_dir), "--load"]) == 0
     text = capsys.readouterr().out
-    assert "CRLM-CT-1004" in text and "41 image(s)" in text and "(all slices)" in text
+    assert "41 image(s)" in text and "(all slices)" in text
     assert "HU -1024..1377" in text
+
+
+def test_patient_name_and_id_only_when_asked(corpus_dir, capsys):
+    """Walkthrough 13: nothing identifying on the console unless explicitly asked; this output is pasted
+    into support tickets."""
+    ct = str(corpus_dir / "pydicom" / "CT_small.dcm")
+    for args in ([ct], [ct, "--json"]):
+        assert main(args) == 0
+        out = capsys.readouterr().out
+        assert "CompressedSamples" not in out and "1CT1" not in out
+    assert "withheld" in (main([ct]), capsys.readouterr().out)[1]
+    assert main([ct, "--identifiers"]) == 0
+    assert "CompressedSamples^CT1 [1CT1]" in capsys.readouterr().out
+    assert main([ct, "--json", "--identifiers"]) == 0
+    entry = json.loads(capsys.readouterr().out)["series"][0]
+    assert (entry["patient_name"], entry["patient_id"]) == ("CompressedSamples^CT1", "1CT1")
 
 
 def test_entry_point_exit_status(tmp_path, crlm_dir):
@@ -37,7 +53,12 @@ def test_entry_point_exit_status(tmp_path, crlm_dir):
     assert ok.returncode == 0 and json.loads(ok.stdout)["series"][0]["n_images"] == 41
     missing = subprocess.run([sys.executable, "-m", "liverview.imaging.inspect_cli", str(tmp_path / "nope")],
                              capture_output=True, text=True)
-    assert missing.returncode == 2 and "does not exist" in missing.stderr
+    assert missing.returncode == 2 and missing.stderr.count(str(tmp_path / "nope")) == 1
+    assert "does not exist" in missing.stderr
+    one_missing = subprocess.run([sys.executable, "-m", "liverview.imaging.inspect_cli", str(crlm_dir),
+                                  str(tmp_path / "nope"), "--json"], capture_output=True, text=True)
+    assert one_missing.returncode == 2 and "does not exist" in one_missing.stderr
+    assert json.loads(one_missing.stdout)["series"][0]["n_images"] == 41  # the others are still reported
 
 
 def test_damaged_file_gives_its_reason_not_a_traceback(corpus_dir, tmp_path):
