@@ -82,6 +82,8 @@ def open_annotated_study(study: str | Path, annotations: str | Path, series_uid:
     """Load the annotated series of `study` and the annotations as a document (a SEG becomes one lesion
     per segment). Raises `AnnotatedStudyError` (and SegImportError for a SEG that does not fit)."""
     annotations = Path(annotations)
+    if annotations.is_dir():
+        raise AnnotatedStudyError(f"{annotations}: is a folder; give the annotation file (liverview JSON or DICOM SEG)")
     if not annotations.is_file():
         raise AnnotatedStudyError(f"{annotations}: annotation file not found")
     try:

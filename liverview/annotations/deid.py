@@ -135,6 +135,15 @@ class Pseudonymizer:
         created with 32 random bytes the first time."""
         return cls(load_or_create_key(path or user_data_dir() / KEY_FILE_NAME))
 
+    @classmethod
+    def from_key_file(cls, path: Path) -> Pseudonymizer:
+        """The pseudonymizer of a key file someone chose (one shared across workstations): it must exist.
+        A new key there would give every patient a new pseudonym, with nothing to say so."""
+        if not Path(path).is_file():
+            raise PseudonymKeyError(f"pseudonymisation key {path} does not exist; give the key file shared "
+                                    "across your workstations (a new key would give every patient a new pseudonym)")
+        return cls(load_or_create_key(path))
+
     def _digest(self, purpose: str, value: str) -> str:
         # A purpose prefix keeps pseudonyms, reader names, UIDs and date offsets independent.
         message = f"{purpose}\x00{value}".encode("utf-8", "surrogatepass")

@@ -344,5 +344,5 @@ class AnnotationDocument:
             )
         except AnnotationFormatError:
             raise
-        except (KeyError, TypeError, ValueError, IndexError) as exc:
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
             raise AnnotationFormatError(f"annotation file is damaged: {type(exc).__name__}: {exc}") from exc

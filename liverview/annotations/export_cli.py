@@ -20,8 +20,9 @@ from liverview.annotations.annotated_study import (AnnotatedStudyError, open_ann
                                                    study_phases)
 from liverview.annotations.deid import PseudonymKeyError, Pseudonymizer
 from liverview.annotations.export import EXPORT_FORMATS, export_annotations
+from liverview.annotations.dataset_format import read_manifest
 from liverview.annotations.export_common import ExportError
-from liverview.annotations.export_selection import parse_readers
+from liverview.annotations.export_selection import ReaderScope, default_readers, parse_readers
 from liverview.annotations.labels import LabelTaxonomy
 from liverview.progress import Cancelled
 from liverview.io.seg_import import SegImportError
@@ -46,7 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--with-images", action="store_true",
                         help="seg/sr, pseudonymised: also write the study's images, de-identified with the same UID "
                              "map, so that the export is one consistent de-identified study")
-    parser.add_argument("--reader", metavar="NAME", help="content creator for SEG/SR (default: the only reader)")
+    parser.add_argument("--reader", metavar="NAME",
+                        help="content creator for SEG/SR when the lesions going out are not one reader's (the "
+                             "consensus, several readers, or none named); one reader's lesions name that reader")
     parser.add_argument("--readers", metavar="WHO", type=parse_readers,
                         help="whose lesions: 'consensus' (one per finding, adjudicated labels), 'all' (every reader's, "
                              "each named), or a reader's name (default: consensus once a label was adjudicated, "
@@ -69,7 +72,7 @@ def run(args: argparse.Namespace) -> list[Path]:
 
     pseudonymizer = None
     if args.pseudonymize:
-        pseudonymizer = Pseudonymizer.from_user_key(args.key) if args.key else Pseudonymizer.from_user_key()
+        pseudonymizer = Pseudonymizer.from_key_file(args.key) if args.key else Pseudonymizer.from_user_key()
     phase, others = "unknown", []
     if args.to == "dataset":
         study, phases = study_phases(opened)
@@ -77,12 +80,19 @@ def run(args: argparse.Namespace) -> list[Path]:
         others = other_phase_sources(opened, study, phases, lambda found: found != "unknown")
         if others:
             print(f"each lesion is also read on the study's {', '.join(o.phase for o in others)} series")
+    choice = args.readers or default_readers(document, args.reader, args.to)
+    if args.reader and choice.scope is ReaderScope.READER and choice.reader != args.reader:
+        print(f"note: --reader {args.reader} not used: the lesions going out are {choice.reader}'s, and the export "
+              "names their reader", file=sys.stderr)
     result = export_annotations(volume, document, args.to, Path(args.out), taxonomy, args.pseudonymize,
                                 pseudonymizer, reader=args.reader, labelled_only=not args.all_lesions,
                                 phase=phase, other_phases=others, readers=args.readers,
                                 with_images=args.with_images)
     if args.to == "dataset":
-        print(f"added {result.n_lesions} lesion(s) to the dataset")
+        # A lesion exported before replaces its entry, so the folder's own count says what it holds.
+        total = (read_manifest(Path(args.out)) or {}).get("n_lesions", "?")
+        print(f"wrote {result.n_lesions} lesion(s) to the dataset, which now holds {total} "
+              "(a lesion exported before replaces its earlier entry)")
     for note in result.notes:
         print(f"note: {note}", file=sys.stderr)
     return result.paths

@@ -63,8 +63,13 @@ def test_cli_other_formats_in_process(identified_dir, annotation_file, tmp_path,
     dataset = tmp_path / "dataset"
     assert main([str(identified_dir), "--annotations", str(annotation_file), "--to", "dataset", "--out", str(dataset),
                  "--all-lesions"]) == 0
-    assert "added 3 lesion(s)" in capsys.readouterr().out
+    assert "wrote 3 lesion(s) to the dataset, which now holds 3" in capsys.readouterr().out
     assert len((dataset / "lesions.jsonl").read_text().splitlines()) == 3
+    # Exported again, the same lesions replace their entries: nothing was added.
+    assert main([str(identified_dir), "--annotations", str(annotation_file), "--to", "dataset", "--out", str(dataset),
+                 "--all-lesions", "--reader", "Dr Other"]) == 0
+    out = capsys.readouterr()
+    assert "which now holds 3" in out.out and "--reader Dr Other not used" in out.err
 
 
 def test_cli_errors_are_one_line_and_exit_1(identified_dir, annotation_file, corpus_dir, tmp_path, capsys):
@@ -83,11 +88,22 @@ def test_cli_errors_are_one_line_and_exit_1(identified_dir, annotation_file, cor
     not_annotations.write_text('{"hello": 1}')
     cases.append(([str(identified_dir), "--annotations", str(not_annotations), "--to", "csv", "--out", out],
                   "not a liverview annotation file"))
+    wrong_shape = tmp_path / "wrong-shape.json"
+    wrong_shape.write_text(json.dumps({**json.loads(annotation_file.read_text()), "lesions": "nope"}))
+    cases += [
+        ([str(identified_dir), "--annotations", str(wrong_shape), "--to", "csv", "--out", out],
+         "annotation file is damaged"),
+        ([str(identified_dir), "--annotations", str(tmp_path), "--to", "csv", "--out", out], "is a folder"),
+        # A mistyped shared key is not a new key: every patient would get another pseudonym.
+        ([str(identified_dir), "--annotations", str(annotation_file), "--to", "csv", "--out", out,
+          "--key", str(tmp_path / "shared.key")], "does not exist"),
+    ]
     for argv, message in cases:
         assert main(argv) == 1, argv
         err = capsys.readouterr().err
         assert err.startswith("liverview-export: error:") and message in err, err
         assert "Traceback" not in err
+    assert not (tmp_path / "shared.key").exists()
 
 
 def test_a_dataset_exported_from_a_study_folder_holds_its_other_phases(crlm_dir, tmp_path, resample_series):
