@@ -168,9 +168,7 @@ def load_model_with_fallback(path: str | Path, device_preference: str = "auto",
     note = ""
     try:
         device = resolve_device(device_preference)
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise RuntimeError("CUDA is not available")
-    except (RuntimeError, ValueError) as exc:
+    except ValueError as exc:
         device = torch.device("cpu")
         note = f"{device_preference} unavailable ({exc}); using the CPU"
     try:

@@ -100,15 +100,25 @@ def _phase_reader(folder: Path, classes: Sequence[str], sha256: str) -> PhaseRea
 
 
 def resolve_device(preference: str = "auto", local_rank: int = 0) -> torch.device:
-    """"auto": this process's GPU when there is one, else the CPU; or any torch device string.
-    Nothing is hard-wired to CUDA: the model and every input go to this device."""
+    """"auto": this process's GPU when there is one, else the CPU; or any torch device string. Nothing is
+    hard-wired to CUDA: the model and every input go to this device. Raises ValueError for a device that
+    is not there, in words a user can act on."""
     if preference == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda", local_rank % torch.cuda.device_count())
         return torch.device("cpu")
-    device = torch.device(preference)
-    if device.type == "cuda" and device.index is None:
-        device = torch.device("cuda", local_rank % max(torch.cuda.device_count(), 1))
+    try:
+        device = torch.device(preference)
+    except RuntimeError as exc:  # torch's message lists every device type it knows, from ipu to meta
+        raise ValueError(f"unknown device {preference!r}: use auto, cpu, cuda or cuda:N") from exc
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError("no CUDA device here (no NVIDIA GPU found, or this torch is built without CUDA); "
+                             "use auto or cpu")
+        if device.index is None:
+            device = torch.device("cuda", local_rank % torch.cuda.device_count())
+        elif device.index >= torch.cuda.device_count():
+            raise ValueError(f"there is no {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
     return device
 
 

@@ -227,9 +227,25 @@ def test_load_model_with_fallback_lands_on_a_working_device(tiny_bundle):
     if torch.cuda.is_available():
         assert loaded.device.type == "cuda" and note == ""
     else:
-        assert loaded.device.type == "cpu" and "CUDA is not available" in note
+        assert loaded.device.type == "cpu" and "no CUDA device here" in note
     loaded, note = load_model_with_fallback(tiny_bundle, "cpu", threads=0)
     assert loaded.device.type == "cpu" and note == ""
+
+
+def test_a_device_that_is_not_there_is_a_sentence_not_a_traceback():
+    """liverview-predict --device cuda on a machine without CUDA printed torch's assertion and traceback;
+    --device gpu listed every device type torch knows."""
+    from liverview.model.inference import resolve_device
+
+    with pytest.raises(ValueError, match="unknown device 'gpu': use auto, cpu, cuda or cuda:N"):
+        resolve_device("gpu")
+    if torch.cuda.is_available():
+        with pytest.raises(ValueError, match="there is no cuda:99"):
+            resolve_device("cuda:99")
+    else:
+        with pytest.raises(ValueError, match="no CUDA device here"):
+            resolve_device("cuda")
+    assert resolve_device("cpu").type == "cpu"
 
 
 def test_the_heatmap_share_inside_the_grown_outline():
