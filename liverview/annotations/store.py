@@ -116,8 +116,19 @@ class Autosaver:
                 self.saves += 1
                 self.last_error = ""
             except OSError as exc:
-                self.last_error = f"cannot save annotations to {self.path}: {exc}"
+                # Kept for the next try (the next edit, or `flush()` on close), which reports again: a full
+                # disk must not turn the close into a silent loss of everything since the last save.
+                with self._lock:
+                    if self._pending is None:
+                        self._pending = snapshot
+                self.last_error = f"cannot save annotations to {self.path}: {exc.strerror or exc}"
                 log.error(self.last_error)
+
+    @property
+    def unsaved(self) -> bool:
+        """Changes wait to be written (scheduled, or kept after a failed write)."""
+        with self._lock:
+            return self._pending is not None
 
     def flush(self) -> None:
         with self._lock:
@@ -167,7 +178,8 @@ class AnnotationStore:
         return cls(document, path, reader, autosave_delay), report
 
     def close(self) -> None:
-        """Write everything now and release the session lock."""
+        """Write everything now and release the session lock. Whatever could not be written is lost
+        then: callers that can ask the user first check `flush()` and `save_error`."""
         self.flush()
         if self.path is not None:
             self.path.with_suffix(".lock").unlink(missing_ok=True)
@@ -178,7 +190,15 @@ class AnnotationStore:
 
     @property
     def save_error(self) -> str:
-        return self._autosaver.last_error if self._autosaver is not None else ""
+        """Why the last write failed while changes are still unsaved; "" otherwise."""
+        if self._autosaver is None or not self._autosaver.unsaved:
+            return ""
+        return self._autosaver.last_error
+
+    def save_copy(self, path: Path) -> None:
+        """Write the annotations to `path` as well (somewhere else when their own folder cannot be
+        written); raises OSError."""
+        write_text_atomic(Path(path), json.dumps(self.document.to_dict(), indent=1, ensure_ascii=False))
 
     # -- events ----------------------------------------------------------------------------------
     def subscribe(self, listener: Listener) -> None:

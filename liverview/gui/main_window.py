@@ -222,6 +222,12 @@ class MainWindow(QMainWindow):
         self._refresh_timer = QTimer(self)
         self._refresh_timer.setInterval(250)
         self._refresh_timer.timeout.connect(self._refresh_loading_views)
+        # The autosave writes on its own thread: a failed write (a full disk) is looked for here, so that it
+        # shows within a second and stays shown until a write succeeds.
+        self._save_check = QTimer(self)
+        self._save_check.setInterval(1000)
+        self._save_check.timeout.connect(self._show_save_state)
+        self._save_check.start()
         self._restore_settings()
 
     # -- construction ----------------------------------------------------------------------------
@@ -244,6 +250,10 @@ class MainWindow(QMainWindow):
         self.warning_button.setStyleSheet("color: #f0b040;")
         self.warning_button.clicked.connect(self.show_warnings)
         self.warning_button.hide()
+        self.unsaved_label = QLabel()
+        self.unsaved_label.setTextFormat(Qt.PlainText)
+        self.unsaved_label.setStyleSheet("color: #ff6060; font-weight: bold;")
+        self.unsaved_label.hide()
         self.progress = QProgressBar()
         self.progress.setRange(0, 1000)
         self.progress.setMaximumWidth(220)
@@ -252,8 +262,8 @@ class MainWindow(QMainWindow):
         self.cancel_button.clicked.connect(self.cancel_tasks)
         for widget in (self.progress, self.cancel_button):
             widget.hide()
-        for widget in (self.reader_label, self.warning_button, self.slice_label, self.position_label, self.pixel_label,
-                       self.value_label, self.progress, self.cancel_button):
+        for widget in (self.unsaved_label, self.reader_label, self.warning_button, self.slice_label, self.position_label,
+                       self.pixel_label, self.value_label, self.progress, self.cancel_button):
             bar.addPermanentWidget(widget)
 
     def _build_menus(self) -> None:
@@ -583,6 +593,7 @@ class MainWindow(QMainWindow):
         self._refresh_lesions()
 
     def _open_annotations(self, volume: Volume) -> None:
+        self.resolve_unsaved_annotations(closing=False)
         self._close_annotations()
         reader = self.reader_name(ask=False) or "reader"
         store, report = AnnotationStore.open(volume.study_uid, volume.series_uid, volume.frame_of_reference_uid,
@@ -613,8 +624,68 @@ class MainWindow(QMainWindow):
     def _on_store_changed(self) -> None:
         self._refresh_lesions()
         self._show_open_series_phase()
-        if self.store is not None and self.store.save_error:
-            self.statusBar().showMessage(self.store.save_error, 10000)
+        self._show_save_state()
+
+    def _show_save_state(self) -> None:
+        error = self.store.save_error if self.store is not None else ""
+        if error:
+            self.unsaved_label.setText(f"Annotations NOT saved: {error.rsplit(': ', 1)[-1]}")
+            self.unsaved_label.setToolTip(f"{error}\n\nliverview tries again with every change and when the "
+                                          "window closes; it asks before anything unsaved is lost.")
+        self.unsaved_label.setVisible(bool(error))
+
+    def resolve_unsaved_annotations(self, closing: bool) -> bool:
+        """Write the open series' annotations; when that fails (a full disk), ask the user to save a copy
+        elsewhere, try again, or give them up. False when they cancel closing the window."""
+        store = self.store
+        if store is None:
+            return True
+        store.flush()
+        while store.save_error:
+            choice = self.ask_about_unsaved(store.save_error, closing)
+            if choice == "retry":
+                store.flush()
+            elif choice == "copy":
+                target = self.choose_annotation_copy(store)
+                if target is None:
+                    continue
+                try:
+                    store.save_copy(target)
+                except OSError as exc:
+                    self.show_failure("Copy not saved", f"Cannot write {target}: {exc.strerror or exc}")
+                    continue
+                self.last_message = f"Annotations saved as a copy in {target}"
+                return True
+            elif choice == "discard":
+                return True
+            else:
+                return False
+        self._show_save_state()
+        return True
+
+    def ask_about_unsaved(self, error: str, closing: bool) -> str:
+        """"copy", "retry", "discard" or "cancel" (only when `closing`)."""
+        box = QMessageBox(QMessageBox.Critical, "Annotations not saved",
+                          f"The latest changes to this series' annotations could not be saved: "
+                          f"{error.rsplit(': ', 1)[-1]}.\n\nThey are still here. Save a copy somewhere else (a USB "
+                          "stick, another disk), or free some space and try again. Giving them up keeps the "
+                          "annotations as they were last saved.", parent=self)
+        box.setTextFormat(Qt.PlainText)
+        box.setDetailedText(error)
+        buttons = {box.addButton("Save a copy…", QMessageBox.AcceptRole): "copy",
+                   box.addButton("Try again", QMessageBox.ActionRole): "retry",
+                   box.addButton("Close without saving" if closing else "Give up the changes",
+                                 QMessageBox.DestructiveRole): "discard"}
+        if closing:
+            buttons[box.addButton(QMessageBox.Cancel)] = "cancel"
+        box.exec()
+        return buttons.get(box.clickedButton(), "cancel" if closing else "retry")
+
+    def choose_annotation_copy(self, store: AnnotationStore) -> Path | None:
+        name = store.path.name if store.path is not None else "annotations.json"
+        path, _ = QFileDialog.getSaveFileName(self, "Save a copy of the annotations", str(Path.home() / name),
+                                              "liverview annotations (*.json)")
+        return Path(path) if path else None
 
     def _refresh_lesions(self) -> None:
         self._update_undo_actions()
@@ -697,6 +768,9 @@ class MainWindow(QMainWindow):
         return self.session.hidden_readers
 
     def closeEvent(self, event):  # noqa: N802
+        if not self.resolve_unsaved_annotations(closing=True):
+            event.ignore()
+            return
         self.settings.setValue("window/geometry", self.saveGeometry())
         self.settings.setValue("window/splitter", self.splitter.saveState())
         self.settings.setValue("window/state", self.saveState())

@@ -124,3 +124,33 @@ def test_undo_names_the_change_it_takes_back(tmp_path):
     assert store.undo_text() == "Set label"
     store.undo()
     assert store.document.lesion(lesion.id).label == "hcc"
+
+
+def test_a_failed_save_keeps_the_changes_and_says_so_until_a_save_succeeds(tmp_path, monkeypatch):
+    """A full disk: the autosave failed, then closing wrote nothing and said nothing, and every change
+    since the last save was gone."""
+    import liverview.annotations.store as store_module
+
+    store, _ = make_store(tmp_path)
+    store.add_lesion(Roi(3, SQUARE), label="hcc")
+    store.flush()
+    written = store_module.write_text_atomic
+
+    def disk_full(path, text):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(store_module, "write_text_atomic", disk_full)
+    store.add_lesion(Roi(4, SQUARE), label="metastasis")
+    store.flush()
+    assert store.save_error.endswith("No space left on device")
+    store.flush()  # tried again, still failing: still said
+    assert "No space left" in store.save_error
+    copy = tmp_path / "elsewhere" / "copy.json"
+    copy.parent.mkdir()
+    monkeypatch.setattr(store_module, "write_text_atomic", written)
+    store.save_copy(copy)
+    assert [l["label"] for l in json.loads(copy.read_text())["lesions"]] == ["hcc", "metastasis"]
+    store.flush()  # space again: the kept changes are written
+    assert store.save_error == ""
+    assert len(json.loads((tmp_path / "a.json").read_text())["lesions"]) == 2
+

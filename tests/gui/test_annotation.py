@@ -180,6 +180,35 @@ def test_second_reader_sees_first_and_can_hide(qtbot, window, tmp_path):
     second.close()
 
 
+def test_closing_with_annotations_the_disk_refused_asks_first(qtbot, window, monkeypatch, tmp_path):
+    """A full disk: the window closed without a word and the changes since the last save were lost."""
+    import liverview.annotations.store as store_module
+
+    qtbot.keyClick(window, Qt.Key_X)
+    drag(viewport(window), screen_of_pixel(window, 80, 80), screen_of_pixel(window, 100, 100))
+    window.store.flush()
+
+    def disk_full(path, text):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(store_module, "write_text_atomic", disk_full)
+    drag(viewport(window), screen_of_pixel(window, 120, 120), screen_of_pixel(window, 140, 140))
+    qtbot.waitUntil(lambda: window.unsaved_label.isVisible(), timeout=5000)
+    assert "No space left on device" in window.unsaved_label.text()
+    asked: list[str] = []
+    monkeypatch.setattr(window, "ask_about_unsaved", lambda error, closing: asked.append(error) or "cancel")
+    window.close()
+    assert asked and window.isVisible() and window.store is not None  # still open, nothing given up
+    copy = tmp_path / "copy.json"
+    monkeypatch.setattr(store_module, "write_text_atomic", lambda path, text: path.write_text(text))
+    monkeypatch.setattr(window, "ask_about_unsaved", lambda error, closing: "copy")
+    monkeypatch.setattr(window, "choose_annotation_copy", lambda store: copy)
+    monkeypatch.setattr(store_module.Autosaver, "_write_pending", lambda self: None)  # the disk stays full
+    window.close()
+    assert not window.isVisible()
+    assert len(json.loads(copy.read_text())["lesions"]) == 2
+
+
 def test_consensus_of_two_readers_and_adjudication(qtbot, window):
     qtbot.keyClick(window, Qt.Key_X)
     drag(viewport(window), screen_of_pixel(window, 80, 80), screen_of_pixel(window, 100, 100))
