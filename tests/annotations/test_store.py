@@ -149,7 +149,7 @@ def test_a_failed_save_keeps_the_changes_and_says_so_until_a_save_succeeds(tmp_p
     copy.parent.mkdir()
     monkeypatch.setattr(store_module, "write_text_atomic", written)
     store.save_copy(copy)
-    assert [l["label"] for l in json.loads(copy.read_text())["lesions"]] == ["hcc", "metastasis"]
+    assert [lesion["label"] for lesion in json.loads(copy.read_text())["lesions"]] == ["hcc", "metastasis"]
     store.flush()  # space again: the kept changes are written
     assert store.save_error == ""
     assert len(json.loads((tmp_path / "a.json").read_text())["lesions"]) == 2
