@@ -16,6 +16,7 @@ from pydicom.tag import BaseTag
 
 from liverview.io.headers import (PIXEL_DATA, FLOAT_PIXEL_DATA, DOUBLE_PIXEL_DATA, FileHeader, FrameRef,
                                   HeaderRejected, PixelElement, describe_fields)
+from liverview.io import sniff
 from liverview.io.skipped import SkippedFile
 from liverview.io.sniff import (NOT_DICOM_REASON, PREFIX_BYTES, BoundedReader, HeaderTooLarge, command_set_runs_on,
                                 has_dicom_preamble, looks_like_dicom, prefix_looks_like_dicom)
@@ -55,7 +56,7 @@ def describe_dataset(ds: Dataset, path: str) -> FileHeader:
 
 def _dcmread_header(path: str) -> Dataset:
     """Parse the header of `path`, reading at most `MAX_HEADER_BYTES` whatever the file's size."""
-    with open(path, "rb") as raw:
+    with sniff.open_regular_file(path) as raw:
         prefix = raw.read(PREFIX_BYTES)
         raw.seek(0)
         if has_dicom_preamble(prefix):

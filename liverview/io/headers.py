@@ -12,6 +12,7 @@ from functools import lru_cache
 from typing import Protocol
 
 from liverview.io.lean_header import read_lean_fields
+from liverview.io.sniff import NotARegularFile
 from liverview.io.transfer_syntax import DEFLATED, DIRECT_DECODING, NATIVE_LITTLE, is_compressed
 from liverview.io.skipped import SkippedFile
 
@@ -171,6 +172,8 @@ def read_header(path: str, lean: bool = True) -> FileHeader | SkippedFile:
         try:
             return describe_fields(read_lean_fields(path), path)
         except HeaderRejected as exc:
+            return SkippedFile(path, str(exc))
+        except NotARegularFile as exc:
             return SkippedFile(path, str(exc))
         except OSError as exc:
             return SkippedFile(path, f"cannot read file: {exc.strerror or exc}")

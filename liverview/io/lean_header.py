@@ -249,7 +249,7 @@ def read_lean_fields(path: str) -> LeanFields:
     """The `LeanFields` of `path`; raises `Unusual` when pydicom must read it, OSError when it cannot be read."""
     from liverview.io.headers import PixelElement
 
-    with open(path, "rb") as fh:
+    with sniff.open_regular_file(path) as fh:
         cursor = _Cursor(fh)
         data = cursor.data
         if data[128:132] != b"DICM":
@@ -385,7 +385,7 @@ def _read_meta_texts(data: bytes) -> tuple[dict[int, str], int]:
 def read_media_storage_class(path: str) -> str:
     """(0002,0002) Media Storage SOP Class UID of a DICOM file, "" for a file without the DICOM preamble
     or without it; raises `Unusual` when pydicom must read the file meta, OSError when it cannot be read."""
-    with open(path, "rb") as fh:
+    with sniff.open_regular_file(path) as fh:
         data = fh.read(PREFIX_BYTES)
     if data[128:132] != b"DICM":
         return ""

@@ -7,6 +7,8 @@ Looking at the first few kilobytes answers "is this DICOM?" in milliseconds what
 from __future__ import annotations
 
 import io
+import os
+import stat
 import warnings
 from typing import TYPE_CHECKING, BinaryIO
 
@@ -20,6 +22,26 @@ PREFIX_BYTES = 8192
 MAX_HEADER_BYTES = 16 * 1024**2
 
 NOT_DICOM_REASON = "no DICOM preamble and no recognisable DICOM attributes"
+NOT_REGULAR_REASON = "not a regular file (a pipe, device or socket)"
+
+
+class NotARegularFile(OSError):
+    """A pipe, device or socket: reading it could wait for ever (a pipe) or never end (/dev/zero)."""
+
+
+def open_regular_file(path: str | os.PathLike[str]) -> BinaryIO:
+    """`path` opened for reading in binary; raises `NotARegularFile` unless it is a regular file. The
+    open itself does not wait for a pipe's writer, and the type is checked on what was opened."""
+    nonblocking = getattr(os, "O_NONBLOCK", 0)  # POSIX; Windows has no FIFOs in its file system
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0) | nonblocking)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise NotARegularFile(NOT_REGULAR_REASON)
+        # O_NONBLOCK changes nothing for a regular file's reads, so it is not switched back off.
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def has_dicom_preamble(prefix: bytes) -> bool:

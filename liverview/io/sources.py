@@ -12,6 +12,7 @@ from pathlib import Path
 
 from liverview.io.archive import ZipRefused, unpack_zip
 from liverview.io.lean_header import Unusual, read_media_storage_class
+from liverview.io.sniff import NOT_REGULAR_REASON
 from liverview.io.skipped import SkippedFile
 from liverview.progress import ShouldStop
 
@@ -130,6 +131,8 @@ def collect_files(paths: list[str | os.PathLike[str]], should_stop: ShouldStop |
         readable += 1
         if path.is_dir():
             _walk_folder(path, out)
+        elif not path.is_file():
+            out.skipped.append(SkippedFile(str(path), NOT_REGULAR_REASON))
         elif zipfile.is_zipfile(path):
             try:
                 unpacked = unpack_zip(path, should_stop)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import builtins
 import io
+import json
 import os
 import signal
 import struct
@@ -31,7 +32,8 @@ GiB = 1024**3
 
 @pytest.fixture
 def bytes_read(monkeypatch):
-    """Bytes read through `open()` per path, for every file opened while the test runs."""
+    """Bytes read through `open()` or `sniff.open_regular_file()` per path, for every file opened while the test
+    runs."""
     counts: dict[str, int] = defaultdict(int)
     real_open = builtins.open
 
@@ -64,7 +66,9 @@ def bytes_read(monkeypatch):
             return Counting(fh, os.path.realpath(file))
         return fh
 
+    real_open_regular = sniff.open_regular_file
     monkeypatch.setattr(builtins, "open", counting_open)
+    monkeypatch.setattr(sniff, "open_regular_file", lambda path: Counting(real_open_regular(path), os.path.realpath(path)))
     return counts
 
 
@@ -89,6 +93,25 @@ def test_sparse_2gib_file_without_extension_is_skipped_after_its_prefix(tmp_path
     reasons = {Path(s.path).name: s.reason for s in scan.skipped}
     assert "no DICOM preamble" in reasons["IM000001"]
     assert bytes_read[os.path.realpath(big)] <= 2 * PREFIX_BYTES  # the lean reader's look, then the sniff's
+
+
+def test_pipes_and_devices_are_skipped_not_read(tmp_path, crlm_dir):
+    """A FIFO in a study folder or given by name waited for a writer for ever; /dev/zero given by name was
+    read as a zip until the memory ran out (22 GB, then killed)."""
+    study = tmp_path / "study"
+    _few_slices(crlm_dir, study)
+    os.mkfifo(study / "p.dcm")
+    os.mkfifo(tmp_path / "q.dcm")
+    code = ("import json, sys\n"
+            "from liverview.io import scan_paths\n"
+            "scan = scan_paths(sys.argv[1:])\n"
+            "print(json.dumps([[s.n_images for s in scan.series], {s.path: s.reason for s in scan.skipped}]))\n")
+    result = subprocess.run([sys.executable, "-c", code, str(study), str(tmp_path / "q.dcm"), "/dev/zero"],
+                            capture_output=True, text=True, timeout=60, cwd=REPO)
+    series, reasons = json.loads(result.stdout)
+    assert series == [5]
+    for path in (study / "p.dcm", tmp_path / "q.dcm", "/dev/zero"):
+        assert reasons[str(path)] == "not a regular file (a pipe, device or socket)"
 
 
 def test_large_file_with_a_dicom_preamble_and_filler_is_skipped_after_its_prefix(tmp_path, crlm_dir, bytes_read):
