@@ -165,7 +165,7 @@ class AnnotationStore:
         if path.exists():
             try:
                 document = AnnotationDocument.from_dict(json.loads(path.read_text(encoding="utf-8")))
-            except (OSError, UnicodeDecodeError, json.JSONDecodeError, AnnotationFormatError) as exc:
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError, AnnotationFormatError) as exc:
                 copy_path = keep_damaged_copy(path)
                 problem = f"{path.name} could not be read ({exc}); a copy was kept as {copy_path.name} and a new file started"
                 log.error(problem)

@@ -88,12 +88,15 @@ def test_cli_errors_are_one_line_and_exit_1(identified_dir, annotation_file, cor
     not_annotations.write_text('{"hello": 1}')
     cases.append(([str(identified_dir), "--annotations", str(not_annotations), "--to", "csv", "--out", out],
                   "not a liverview annotation file"))
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100000 + "]" * 100000)
     wrong_shape = tmp_path / "wrong-shape.json"
     wrong_shape.write_text(json.dumps({**json.loads(annotation_file.read_text()), "lesions": "nope"}))
     cases += [
         ([str(identified_dir), "--annotations", str(wrong_shape), "--to", "csv", "--out", out],
          "annotation file is damaged"),
         ([str(identified_dir), "--annotations", str(tmp_path), "--to", "csv", "--out", out], "is a folder"),
+        ([str(identified_dir), "--annotations", str(deep), "--to", "csv", "--out", out], "nested too deeply"),
         # A mistyped shared key is not a new key: every patient would get another pseudonym.
         ([str(identified_dir), "--annotations", str(annotation_file), "--to", "csv", "--out", out,
           "--key", str(tmp_path / "shared.key")], "does not exist"),

@@ -86,6 +86,13 @@ def test_damaged_file_is_kept_and_explained(tmp_path):
     assert store.document.lesions == []
 
 
+def test_a_file_nested_too_deeply_for_the_parser_is_kept_and_explained(tmp_path):
+    (tmp_path / "a.json").write_text("[" * 100000 + "]" * 100000)
+    store, report = make_store(tmp_path)
+    assert report.damaged_copy is not None and "could not be read" in report.problem
+    assert store.document.lesions == []
+
+
 def test_crash_lock_is_reported_as_recovery(tmp_path):
     store, _ = make_store(tmp_path)
     store.add_lesion(Roi(3, SQUARE))
