@@ -188,7 +188,11 @@ def read_bundle(path: str | Path, *, expected_classes: Sequence[str] | None = No
         config = PreprocessConfig.from_dict(info["preprocessing"])
     except (TypeError, ValueError) as exc:
         raise BundleError(f"{meta}: the preprocessing parameters are not understood ({exc})") from exc
-    input_size = [int(v) for v in info["input_size"]]
+    try:
+        input_size = [int(v) for v in info["input_size"]]
+    except (TypeError, ValueError):
+        raise BundleError(f"{meta}: the input size {info['input_size']!r} is not a list of whole numbers "
+                          "[channels, height, width]") from None
     if input_size != list(config.input_shape):
         raise BundleError(f"{meta}: input size {input_size} does not match the preprocessing, which makes "
                           f"{list(config.input_shape)}")
@@ -204,7 +208,10 @@ def read_bundle(path: str | Path, *, expected_classes: Sequence[str] | None = No
     try:
         state = torch.load(weights, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unpickling failure means an unusable file
-        raise BundleError(f"{weights} cannot be read as a weights file ({exc})") from exc
+        # Not torch's own words: they suggest loading with weights_only=False, which would run whatever
+        # code the file holds.
+        raise BundleError(f"{weights} cannot be read as a weights file ({type(exc).__name__}); the bundle is "
+                          "damaged or not a liverview model: copy it again from where it was made") from exc
     if not isinstance(state, dict):
         raise BundleError(f"{weights} does not hold a state_dict")
     layer = str(info.get("gradcam_target_layer") or get_architecture(architecture).gradcam_layer)

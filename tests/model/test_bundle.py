@@ -72,6 +72,24 @@ def test_corrupted_weights_are_refused(bundle):
         load_bundle(folder)
 
 
+def test_weights_that_are_not_weights_are_refused_without_torchs_unsafe_advice(bundle):
+    """Random bytes with a matching SHA-256: torch's message advised loading with weights_only=False."""
+    from liverview.model.bundle_format import file_sha256
+
+    folder, _ = bundle
+    weights = folder / "weights.pt"
+    weights.write_bytes(np.random.default_rng(0).bytes(4096))
+    info = json.loads((folder / "model.json").read_text())
+    info["weights"]["sha256"] = file_sha256(weights)
+    (folder / "model.json").write_text(json.dumps(info))
+    with pytest.raises(BundleError, match="cannot be read as a weights file") as raised:
+        load_bundle(folder)
+    assert "weights_only" not in str(raised.value) and "copy it again" in str(raised.value)
+    _edit(folder, input_size="big")
+    with pytest.raises(BundleError, match="is not a list of whole numbers"):
+        load_bundle(folder)
+
+
 @pytest.mark.parametrize("damage, message", [
     (lambda f: (f / "weights.pt").unlink(), "weights file weights.pt is missing"),
     (lambda f: (f / "model.json").unlink(), "model.json is missing"),
