@@ -369,7 +369,12 @@ class ClassificationController(QObject):
         busy = self.batch_job is not None
         answer = lesion.current_ai() if lesion is not None else None
         acceptable = answer is not None and answer.refusal() is None
-        self.panel.set_enabled(model=True, lesion=lesion is not None, has_result=acceptable, busy=busy)
+        store = self.session.store
+        not_yours = (f"This lesion is {lesion.reader}'s: its label stays their opinion. Outline it yourself, or "
+                     "decide its label in the consensus (Ctrl+K)"
+                     if lesion is not None and store is not None and lesion.reader != store.reader else "")
+        self.panel.set_enabled(model=True, lesion=lesion is not None, has_result=acceptable, busy=busy,
+                               not_yours=not_yours)
         shown = self.crops.get((lesion.id, lesion.outline_key())) if answer is not None else None
         self.panel.show_phase_crops(*(shown or ({}, {}, None, {})))
         if lesion is None:

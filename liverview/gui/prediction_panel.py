@@ -51,6 +51,9 @@ def crop_pixmap(crop: np.ndarray, cam: np.ndarray | None, size: int = CROP_PX) -
     return QPixmap.fromImage(qimage.copy())
 
 
+#: What Accept as label does, shown while it can.
+ACCEPT_TIP = "Take the model's top class as this lesion's label (recorded as AI-suggested)"
+
 class PredictionPanel(QWidget):
     classify_requested = Signal()
     classify_all_requested = Signal()
@@ -84,7 +87,7 @@ class PredictionPanel(QWidget):
         self.all_button = QPushButton("Classify all (Shift+K)")
         self.cancel_button = QPushButton("Cancel")
         self.accept_button = QPushButton("Accept as label")
-        self.accept_button.setToolTip("Take the model's top class as this lesion's label (recorded as AI-suggested)")
+        self.accept_button.setToolTip(ACCEPT_TIP)
         self.classify_button.clicked.connect(self.classify_requested)
         self.all_button.clicked.connect(self.classify_all_requested)
         self.cancel_button.clicked.connect(self.cancel_requested)
@@ -203,10 +206,13 @@ class PredictionPanel(QWidget):
     def _show_model_line(self) -> None:
         self.model_label.setText(f"{self.model_text}\n{self.phase_text}" if self.phase_text else self.model_text)
 
-    def set_enabled(self, model: bool, lesion: bool, has_result: bool = False, busy: bool = False) -> None:
+    def set_enabled(self, model: bool, lesion: bool, has_result: bool = False, busy: bool = False,
+                    not_yours: str = "") -> None:
+        """`not_yours`: why the selected lesion's label is not this reader's to set ("" when it is)."""
         self.classify_button.setEnabled(model and lesion)
         self.all_button.setEnabled(model and not busy)
-        self.accept_button.setEnabled(lesion and has_result)
+        self.accept_button.setEnabled(lesion and has_result and not not_yours)
+        self.accept_button.setToolTip(not_yours or ACCEPT_TIP)
 
     def show_result(self, result: AIResult | None, pending: str = "") -> None:
         """Bars for `result` (None: empty, with `pending` as the explanation)."""

@@ -174,13 +174,19 @@ def test_an_outdated_answer_is_said_in_words_and_does_not_widen_the_panel(qtbot,
     assert all(gone(crop) for crop in crops)
 
 
-def test_accept_as_label_records_the_ai_suggestion(qtbot, window):
-    controller = window.classification
-    truth = window.store.document.lesions[1]
+def own_copy(window, truth):
+    """The reader's own lesion with `truth`'s outlines (a lesion of another reader cannot take a label)."""
     first, *rest = truth.rois
     lesion = window.store.add_lesion(Roi(first.slice_index, first.points_xy, sop_instance_uid=first.sop_instance_uid))
     for roi in rest:
         window.store.add_roi(lesion.id, Roi(roi.slice_index, roi.points_xy, sop_instance_uid=roi.sop_instance_uid))
+    return window.store.document.lesion(lesion.id)
+
+
+def test_accept_as_label_records_the_ai_suggestion(qtbot, window):
+    controller = window.classification
+    truth = window.store.document.lesions[1]
+    lesion = own_copy(window, truth)
     assert lesion.reader == "Dr Ada" != truth.reader
     window.jump_to_lesion(lesion.id)
     with qtbot.waitSignal(controller.worker.result, timeout=60000):
@@ -201,6 +207,9 @@ def test_accept_as_label_records_the_ai_suggestion(qtbot, window):
     with qtbot.waitSignal(controller.worker.result, timeout=60000):
         controller.classify_selected()
     label = truth.label
+    # The button says so before it is pressed: it looked usable and did nothing but a status message.
+    assert not controller.panel.accept_button.isEnabled()
+    assert "stays their opinion" in controller.panel.accept_button.toolTip()
     controller.accept_label()
     assert window.store.document.lesion(truth.id).label == label
     assert window.store.document.lesion(truth.id).label_source != "ai-accepted"
@@ -309,7 +318,7 @@ def refuse_answer(qtbot, window, message: str, **changes):
     """Classify the first lesion, change its answer by `changes`, and check that it cannot be accepted
     (button disabled, the action refused with `message` in the status bar); returns the changed answer."""
     controller = window.classification
-    lesion = window.store.document.lesions[0]
+    lesion = own_copy(window, window.store.document.lesions[0])
     window.jump_to_lesion(lesion.id)
     with qtbot.waitSignal(controller.worker.result, timeout=60000):
         controller.classify_selected()
@@ -354,7 +363,8 @@ def test_an_answer_where_no_class_leads_is_no_suggestion(qtbot, window, panel, t
     # The lesion table says the same as the panel, not "Metastasis 25%".
     table = window.lesion_panel.table
     model_column = [table.horizontalHeaderItem(c).text() for c in range(table.columnCount())].index("Model")
-    assert table.item(0, model_column).text() == "no class leads"
+    answered = [table.item(row, model_column).text() for row in range(table.rowCount())]
+    assert "no class leads" in answered and not any("25%" in text for text in answered)
     first = window.store.document.lesions[0]
     own = window.store.add_lesion(Roi(first.rois[0].slice_index, first.rois[0].points_xy))
     window.store.set_ai_result(own.id, dataclasses.replace(answer, outline=window.store.document.lesion(own.id).outline_key()))
