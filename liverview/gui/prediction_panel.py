@@ -237,6 +237,10 @@ class PredictionPanel(QWidget):
         brushes = [pg.mkBrush(*(top if c == result.predicted else others)) for c in self.classes]
         self.bars.setOpts(x0=[0] * len(values), y=list(range(len(values))), width=values, brushes=brushes)
         for i, value in enumerate(values):
+            if result.outside_training:
+                # A network's percentages on inputs unlike its training data are not calibrated: a ">99%"
+                # next to the grey bar still read as a sure answer. The bars' lengths stay.
+                break
             # A long bar carries its value inside its end, in dark text on the bar; a short one after it.
             inside = value > LABEL_INSIDE_FROM
             text = pg.TextItem(format_percent(value), anchor=(1, 0.5) if inside else (0, 0.5),
@@ -251,7 +255,8 @@ class PredictionPanel(QWidget):
         if result.outside_training:
             # The warning is the headline: a class and a percentage there would sound sure.
             self.top_label.setText("Outside the model's training data")
-            self.uncertainty_label.setText(f"It would answer {name} ({share}): do not rely on it")
+            self.uncertainty_label.setText(f"It would answer {name}, but its percentages mean nothing here: "
+                                           "do not rely on it")
             reasons = "; ".join(result.outside_training)
             self._show_measured(reasons[:1].upper() + reasons[1:] + ".")
         elif no_choice:  # no class leads

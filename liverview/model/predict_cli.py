@@ -217,7 +217,8 @@ def print_table(output: dict[str, Any]) -> None:
         where = f"slice {entry['slice']}"
         if entry["outside_training"]:
             # As in the app's panel: the warning leads; a class and a percentage first would sound sure.
-            answer = f"outside the model's training data; it would answer {entry['predicted']} ({share}): do not rely on it"
+            answer = (f"outside the model's training data; it would answer {entry['predicted']}, but its percentages "
+                      "mean nothing here: do not rely on it")
         elif entry["refusal"]:
             answer = f"no class leads ({entry['predicted']} {share}): label this lesion yourself"
         else:

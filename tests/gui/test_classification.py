@@ -293,7 +293,9 @@ def test_an_answer_outside_the_training_data_says_so_instead_of_an_uncertainty(q
     panel.show_result(result)
     # The headline is the warning, not a confident class and percentage; the answer stays visible below it.
     assert panel.top_label.text() == "Outside the model's training data" and "97%" not in panel.top_label.text()
-    assert panel.uncertainty_label.text() == "It would answer hcc (97%): do not rely on it"
+    # Without its percentage, in the line and on the bars: a ">99%" by the grey bar still read as sure.
+    assert panel.uncertainty_label.text() == "It would answer hcc, but its percentages mean nothing here: do not rely on it"
+    assert panel.value_texts == []
     # Units and acronyms in the reasons keep their case.
     assert panel.measured_label.text() == ("The image noise is 25 HU; the training images had 7-20 HU; "
                                            "this series is arterial.")

@@ -100,6 +100,7 @@ def test_human_readable_table_says_what_the_panel_says(demo_study, bundle, tmp_p
         assert f"slice {entry['slice']}" in lines[0]
         if entry["outside_training"]:
             assert lines[0].split(None, 2)[2].startswith("outside the model's training data; it would answer")
+            assert "%" not in lines[0]
             assert not any("right in" in line for line in lines)
         elif entry["refusal"]:
             assert "no class leads" in lines[0] and "label this lesion yourself" in lines[0]
