@@ -45,7 +45,9 @@ def series_label(info: SeriesInfo, phase: PhaseDecision | None = None) -> str:
 
 def phase_caption(decision: PhaseDecision) -> str:
     """"Portal-venous (images)": the phase and, in brief, what decided it (the tooltip says more)."""
-    how = {DecidedBy.IMAGES: "images", DecidedBy.IMAGES_AND_TEXT: "images + text",
+    # IMAGES_AND_TEXT: the text named the phase and the images do not contradict it; "images + text" read
+    # as if the images had confirmed it.
+    how = {DecidedBy.IMAGES: "images", DecidedBy.IMAGES_AND_TEXT: "text, images fit",
            DecidedBy.IMAGES_AND_ORDER: "images + timing", DecidedBy.IMAGES_OF_STUDY: "images of the study",
            DecidedBy.DESCRIPTION: "text only",
            DecidedBy.READER: f"set by {decision.reader}", DecidedBy.NOTHING: "undetermined"}[decision.decided_by]

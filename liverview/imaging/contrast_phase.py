@@ -483,7 +483,9 @@ def decide_contrast_phase(info: SeriesInfo, enhancement: Enhancement | None) -> 
         return PhaseDecision(phase, DecidedBy.IMAGES, summary, **common)
     if pattern is ImagePattern.ENHANCED:
         if text_phase is not None and text_phase is not ContrastPhase.NON_CONTRAST:
-            return PhaseDecision(text_phase, DecidedBy.IMAGES_AND_TEXT, f"{said}; {text_note}", **common)
+            fits = "a late arterial phase, after the peak" if text_phase is ContrastPhase.ARTERIAL else "it"
+            return PhaseDecision(text_phase, DecidedBy.IMAGES_AND_TEXT, f"{said}; {text_note}; the images fit {fits}",
+                                 **common)
         summary = f"{said}; portal-venous, the routine phase, as nothing names another"
         if text_phase is not None:
             summary += f" ({text_note}, which the enhanced blood contradicts)"
