@@ -117,7 +117,22 @@ def open_annotated_study(study: str | Path, annotations: str | Path, series_uid:
     elif document is not None and document.series_instance_uid and document.series_instance_uid != volume.series_uid:
         raise AnnotatedStudyError(f"the annotations belong to series {document.series_instance_uid}, "
                                   f"not {volume.series_uid}")
+    result.notes += outlines_outside(volume, result.document)
     return result
+
+
+def outlines_outside(volume: Volume, document: AnnotationDocument) -> list[str]:
+    """A note per lesion with outlines on no slice of the series (a slice index beyond it): they are
+    left out of measurements and exports, which must not happen unsaid."""
+    n = volume.array.shape[0]
+    numbers = document.lesion_numbers()
+    notes = []
+    for lesion in document.lesions:
+        outside = sorted({roi.slice_index for roi in lesion.rois if not 0 <= roi.slice_index < n})
+        if outside:
+            notes.append(f"lesion {numbers.get(lesion.id, lesion.id)} has {len(outside)} outline slice(s) outside "
+                         f"the series' {n} slices (index {', '.join(map(str, outside[:5]))}): left out")
+    return notes
 
 
 def study_phases(opened: AnnotatedStudy) -> tuple[list[SeriesInfo], dict[str, PhaseDecision]]:

@@ -162,3 +162,16 @@ def test_the_cli_leaves_logging_as_it_found_it(identified_dir, annotation_file, 
     assert main([str(identified_dir), "--annotations", str(annotation_file), "--to", "csv", "--out",
                  str(tmp_path / "out"), "--no-pseudonymize"]) == 0
     assert logging.getLogger().handlers == before
+
+
+def test_an_outline_outside_the_series_is_said_not_dropped_silently(identified_dir, annotation_file, tmp_path, capsys):
+    """An outline on slice index 999 of a 41-slice series was left out of the mask with exit status 0 and
+    no word."""
+    data = json.loads(annotation_file.read_text())
+    data["lesions"][0]["rois"][0]["slice_index"] = 999
+    edited = tmp_path / "edited.json"
+    edited.write_text(json.dumps(data))
+    assert main([str(identified_dir), "--annotations", str(edited), "--to", "csv", "--out", str(tmp_path / "out"),
+                 "--all-lesions"]) == 0
+    err = capsys.readouterr().err
+    assert "note: lesion L1 has 1 outline slice(s) outside the series' 41 slices (index 999): left out" in err
