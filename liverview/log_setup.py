@@ -112,11 +112,22 @@ def run_cli_job(prog: str, verbose: bool, job: Callable[[], T], expected: tuple[
         print(f"{prog}: error: {exc}", file=sys.stderr)
         raise CliFailed(str(exc)) from exc
     except OSError as exc:
-        print(f"{prog}: error: {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)
+        print(f"{prog}: error: {describe_os_error(exc)}", file=sys.stderr)
         raise CliFailed(str(exc)) from exc
     finally:
         remove_logging()
 
 
-__all__ = ["CliFailed", "ConsoleFormatter", "WithholdQuoted", "cli_log_path", "run_cli_job", "setup_cli_logging",
-           "withhold_quoted"]
+def describe_os_error(exc: OSError) -> str:
+    """"path: reason" of a failed read or write, in one line. pydicom re-raises a write's OSError as a new
+    one whose message is "With tag … got exception: …" and a whole traceback; the reason is the original's."""
+    root: BaseException = exc
+    while isinstance(root.__cause__, OSError):
+        root = root.__cause__
+    reason = getattr(root, "strerror", None) or (str(root).strip().splitlines() or [type(root).__name__])[0]
+    where = getattr(root, "filename", None) or exc.filename
+    return f"{where}: {reason}" if where else reason
+
+
+__all__ = ["CliFailed", "ConsoleFormatter", "WithholdQuoted", "cli_log_path", "describe_os_error", "run_cli_job",
+           "setup_cli_logging", "withhold_quoted"]

@@ -1,0 +1,24 @@
+"""The command-line tools' one-line errors."""
+from __future__ import annotations
+
+import pytest
+from pydicom.tag import Tag, tag_in_exception
+
+from liverview.log_setup import CliFailed, describe_os_error, run_cli_job
+
+
+def _full_disk_in_pydicom() -> None:
+    with tag_in_exception(Tag(0x7FE00010)):
+        raise OSError(28, "No space left on device")
+
+
+def test_a_write_pydicom_wrapped_is_one_line_with_its_reason(capsys):
+    """An export to a full disk printed "error: : With tag (7FE0,0010) got exception: [Errno 28] …" and
+    pydicom's traceback, nine lines of it, inside the message."""
+    with pytest.raises(OSError) as raised:
+        _full_disk_in_pydicom()
+    assert describe_os_error(raised.value) == "No space left on device"
+    with pytest.raises(CliFailed):
+        run_cli_job("liverview-export", False, _full_disk_in_pydicom, ())
+    assert capsys.readouterr().err == "liverview-export: error: No space left on device\n"
+    assert describe_os_error(FileNotFoundError(2, "No such file or directory", "/x/y")) == "/x/y: No such file or directory"
