@@ -73,6 +73,9 @@ def failure_sentence(exc: BaseException) -> str:
     name, and an exception that says nothing is named by its class."""
     if isinstance(exc, OSError) and exc.strerror:
         return f"{exc.strerror}: {exc.filename}" if exc.filename else exc.strerror
+    if isinstance(exc, OSError) and isinstance(exc.__cause__, OSError):
+        # pydicom re-raises a failed write as a new OSError with a whole traceback in its message.
+        return failure_sentence(exc.__cause__)
     text = str(exc)
     if not text:
         return type(exc).__name__

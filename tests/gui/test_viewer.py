@@ -512,6 +512,18 @@ def test_a_failed_background_task_logs_one_line_to_the_console_and_the_traceback
     assert line == "ERROR liverview.gui.workers: background task failed: readers labelled the same finding differently"
 
 
+def test_a_failed_dicom_write_is_said_by_its_reason_not_pydicoms_traceback():
+    """An export to a full disk showed "With tag (7FE0,0010) got exception: …" and a traceback in the dialog."""
+    from pydicom.tag import Tag, tag_in_exception
+
+    from liverview.gui.workers import failure_sentence
+
+    with pytest.raises(OSError) as raised:
+        with tag_in_exception(Tag(0x7FE00010)):
+            raise OSError(28, "No space left on device")
+    assert failure_sentence(raised.value) == "No space left on device"
+
+
 def test_a_recovery_after_a_crash_is_still_said_once_the_series_has_loaded(qtbot, window, crlm_copy):
     """The "Recovered N lesion(s) from an interrupted session" message was replaced by "Loaded 41 slices"
     within half a second: the reader was never told that the outlines came back from a crash."""
