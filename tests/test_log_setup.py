@@ -22,3 +22,18 @@ def test_a_write_pydicom_wrapped_is_one_line_with_its_reason(capsys):
         run_cli_job("liverview-export", False, _full_disk_in_pydicom, ())
     assert capsys.readouterr().err == "liverview-export: error: No space left on device\n"
     assert describe_os_error(FileNotFoundError(2, "No such file or directory", "/x/y")) == "/x/y: No such file or directory"
+
+
+@pytest.mark.parametrize("tool", ["liverview-inspect", "liverview-predict", "liverview-export", "liverview-train",
+                                  "liverview-evaluate", "liverview-pacs", "liverview-synth", "liverview-demo"])
+def test_every_tools_help_shows_how_it_is_used(tool):
+    """A support person reads --help first: none of the tools showed a single example."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(sys.executable).parent / tool
+    result = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    examples = result.stdout.split("example", 1)[1]
+    assert f"{tool} " in examples

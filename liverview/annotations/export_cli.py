@@ -33,7 +33,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="liverview-export",
         description="Export lesion annotations of a CT/MR study as DICOM SEG, DICOM SR (TID 1500), NIfTI label "
-                    "map, CSV table or training dataset. Exports are pseudonymised unless --no-pseudonymize.")
+                    "map, CSV table or training dataset. Exports are pseudonymised unless --no-pseudonymize.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n"
+               "  liverview-export /data/study --annotations annotations.json --to seg --out exports/\n"
+               "  liverview-export /data/study --annotations annotations.json --to dataset --out dataset/ "
+               "--key /shared/pseudonym.key")
     parser.add_argument("study", help="folder, zip file, DICOMDIR or DICOM file(s) of the study")
     parser.add_argument("--annotations", required=True, metavar="FILE",
                         help="liverview annotation JSON file, or a DICOM SEG")

@@ -136,7 +136,11 @@ def format_report(report: dict) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="liverview-inspect", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="liverview-inspect", description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n"
+               "  liverview-inspect /media/cdrom                       every series, and every skipped file with its reason\n"
+               "  liverview-inspect study.zip --json --load > report.json   for a support ticket (no names or IDs)")
     parser.add_argument("paths", nargs="+", metavar="PATH", help="folder, zip, DICOMDIR or DICOM file(s)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     parser.add_argument("--load", action="store_true", help="read the pixels of every series (HU range over all slices)")

@@ -20,7 +20,9 @@ log = logging.getLogger("liverview.model.evaluate_cli")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="liverview-evaluate", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="liverview-evaluate", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="example:\n  liverview-evaluate runs/first/bundle dataset/ --out evaluation/")
     p.add_argument("model", type=Path, help="model bundle folder (holding model.json and weights.pt)")
     p.add_argument("datasets", nargs="+", type=Path, help="dataset folders")
     p.add_argument("--out", type=Path, required=True, help="report folder")

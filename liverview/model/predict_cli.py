@@ -55,7 +55,12 @@ HEATMAP_PNG_SIZE = 448
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="liverview-predict",
                                      description="Classify every annotated lesion of a study with a liverview model "
-                                                 "(research use only, not for diagnosis).")
+                                                 "(research use only, not for diagnosis).",
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog="examples:\n"
+                                            "  liverview-predict /data/study --annotations annotations.json\n"
+                                            "  liverview-predict /data/study --annotations lesions-seg.dcm --json "
+                                            "--heatmaps heatmaps/")
     parser.add_argument("study", help="folder, zip file, DICOMDIR or DICOM file(s) of the study")
     parser.add_argument("--annotations", required=True, metavar="FILE",
                         help="liverview annotation JSON or DICOM SEG (one lesion per segment)")

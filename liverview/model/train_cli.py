@@ -80,7 +80,13 @@ class ProgressBar:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="liverview-train", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="examples:\n"
+                                       "  liverview-train dataset/ --out runs/first     runs/first/bundle is then a model for "
+                                       "File > Load model...\n"
+                                       "  liverview-train dataset/ --out runs/tuned --init-from bundled --epochs 20\n"
+                                       "  liverview-train --resume runs/first --epochs 40\n\n"
+                                       + __doc__.split("\n\n")[-1].strip())
     p.add_argument("datasets", nargs="*", type=Path, help="dataset folders (training-dataset export / liverview-synth)")
     p.add_argument("--train-only", type=Path, action="append", metavar="DATASET",
                    help="a dataset whose lesions only train, never validate or test (repeatable): e.g. simulated "
@@ -93,17 +99,17 @@ def build_parser() -> argparse.ArgumentParser:
                         "ships) instead of random ones; the run takes its architecture and input preprocessing")
     p.add_argument("--arch", help="architecture: mobilenet_v3_small (default), resnet18, mobilenet_v3_large, "
                                   "efficientnet_b0, tiny_cnn (tests only)")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--lr", type=float)
-    p.add_argument("--weight-decay", type=float)
+    p.add_argument("--epochs", type=int, help="most epochs (early stopping may end sooner)")
+    p.add_argument("--batch-size", type=int, help="lesions per optimizer step")
+    p.add_argument("--lr", type=float, help="Adam's learning rate")
+    p.add_argument("--weight-decay", type=float, help="Adam's weight decay (L2 penalty)")
     p.add_argument("--lr-schedule", choices=("plateau", "cosine", "none"))
     p.add_argument("--ema", type=float, metavar="DECAY",
                    help="keep an exponential moving average of the weights with this decay per step (e.g. 0.998) "
                         "and validate, checkpoint and bundle it; 0 (default) = off")
     p.add_argument("--patience", type=int, help="early stopping: epochs without improvement")
     p.add_argument("--monitor", choices=("val_macro_f1", "val_loss"))
-    p.add_argument("--seed", type=int)
+    p.add_argument("--seed", type=int, help="seed of the split, the augmentation and the initial weights")
     p.add_argument("--input-size", type=int, help="network input size in pixels (default 224)")
     p.add_argument("--neighbour-slices", type=int, choices=range(MARGIN_Z_SLICES + 1), metavar="N",
                    help="slices on each side of the key slice the network also reads (2.5-D input; default 1; "

@@ -32,7 +32,14 @@ _DATE = re.compile(r"^(\d{8})?(-(\d{8})?)?$")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="liverview-pacs", description="Verify, query, retrieve from and send to a PACS.")
+    parser = argparse.ArgumentParser(
+        prog="liverview-pacs", description="Verify, query, retrieve from and send to a PACS.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n"
+               "  liverview-pacs --pacs pacs.hospital.org:104:PACS echo\n"
+               "  liverview-pacs --pacs pacs.hospital.org:104:PACS find --patient-name 'DOE^J*' --date 20261207\n"
+               "  liverview-pacs --pacs pacs.hospital.org:104:PACS get STUDY_UID --out retrieved/\n"
+               "  liverview-pacs --pacs pacs.hospital.org:104:PACS send exports/*-seg.dcm")
     parser.add_argument("--pacs", required=True, metavar="HOST:PORT[:CALLED_AET]",
                         help="the PACS (its AE title defaults to ANY-SCP)")
     parser.add_argument("--calling-aet", default=DEFAULT_CALLING_AE, metavar="AET",
@@ -41,19 +48,19 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("echo", help="C-ECHO: exit 0 when the PACS answers")
     find = commands.add_parser("find", help="C-FIND studies")
     find.add_argument("--patient-name", default="", metavar="PATTERN", help="with * and ? wildcards, e.g. 'DOE^J*'")
-    find.add_argument("--patient-id", default="", metavar="ID")
-    find.add_argument("--accession", default="", metavar="N")
+    find.add_argument("--patient-id", default="", metavar="ID", help="exact Patient ID")
+    find.add_argument("--accession", default="", metavar="N", help="accession number")
     find.add_argument("--date", default="", metavar="YYYYMMDD[-YYYYMMDD]", help="study date or range")
     find.add_argument("--modality", default="", metavar="CT", help="a modality in the study")
     find.add_argument("--json", action="store_true", help='print {"studies": [...]} as JSON')
     get = commands.add_parser("get", help="retrieve a study (or one series) into DIR")
-    get.add_argument("study_uid", metavar="STUDY_UID")
-    get.add_argument("--out", required=True, type=Path, metavar="DIR")
+    get.add_argument("study_uid", metavar="STUDY_UID", help="the Study Instance UID, as `find` prints it")
+    get.add_argument("--out", required=True, type=Path, metavar="DIR", help="folder the study's files are written to")
     get.add_argument("--series", metavar="UID", help="only this series")
     get.add_argument("--move", action="store_true", help="C-MOVE instead of C-GET (the PACS must know --calling-aet)")
     get.add_argument("--port", type=int, default=11113, metavar="N", help="C-MOVE: port liverview listens on")
     send = commands.add_parser("send", help="C-STORE files: exit 0 when every object was accepted")
-    send.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    send.add_argument("files", nargs="+", type=Path, metavar="FILE", help="DICOM files (e.g. an export's SEG and SR)")
     return parser
 
 

@@ -264,6 +264,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="liverview-demo",
         description="Write the synthetic liverview demo CT study (DICOM series + ground-truth lesions).",
+        epilog="example: liverview-demo build/demo   (then: liverview build/demo/dicom)",
     )
     parser.add_argument("out_dir", type=Path, help="folder to write dicom/ and ground-truth.json into")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help=f"random seed (default {DEFAULT_SEED})")

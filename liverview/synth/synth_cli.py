@@ -32,6 +32,10 @@ def _parser() -> argparse.ArgumentParser:
         prog="liverview-synth",
         description="Simulate liver lesions (benign cyst, hemangioma, HCC, metastasis) in portal-venous CT and "
         "write them as a liverview training dataset.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n"
+               "  liverview-synth simulated/ -n 1000 --seed 1\n"
+               "  liverview-synth simulated-4phase/ -n 300 --phases non_contrast,arterial,portal_venous,delayed",
     )
     parser.add_argument("out", type=Path, help="dataset folder to write (created; an existing liverview dataset is "
                                                 "added to)")
