@@ -10,6 +10,7 @@ only (`ConsoleFormatter`); other libraries' warnings go to the file only (`OwnWa
 from __future__ import annotations
 
 import logging
+import os
 import re
 import sys
 from collections.abc import Callable
@@ -126,6 +127,10 @@ def describe_os_error(exc: OSError) -> str:
         root = root.__cause__
     reason = getattr(root, "strerror", None) or (str(root).strip().splitlines() or [type(root).__name__])[0]
     where = getattr(root, "filename", None) or exc.filename
+    if isinstance(root, FileExistsError) and where and not os.path.isdir(where):
+        reason = "is a file, not a folder: choose a folder"  # what mkdir's "File exists" means here
+    elif isinstance(root, NotADirectoryError):
+        reason = "part of this path is a file, not a folder: choose a folder"
     return f"{where}: {reason}" if where else reason
 
 

@@ -24,6 +24,17 @@ def test_a_write_pydicom_wrapped_is_one_line_with_its_reason(capsys):
     assert describe_os_error(FileNotFoundError(2, "No such file or directory", "/x/y")) == "/x/y: No such file or directory"
 
 
+def test_an_output_folder_that_is_a_file_is_named_so(tmp_path):
+    """--out README.md said "README.md: File exists"."""
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("")
+    for path, said in ((a_file, "is a file, not a folder"), (a_file / "out", "part of this path is a file")):
+        with pytest.raises(OSError) as raised:
+            path.mkdir(parents=True, exist_ok=True)
+        assert describe_os_error(raised.value).startswith(f"{path}: {said}")
+        assert describe_os_error(raised.value).endswith("choose a folder")
+
+
 @pytest.mark.parametrize("tool", ["liverview-inspect", "liverview-predict", "liverview-export", "liverview-train",
                                   "liverview-evaluate", "liverview-pacs", "liverview-synth", "liverview-demo"])
 def test_every_tools_help_shows_how_it_is_used(tool):

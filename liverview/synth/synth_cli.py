@@ -23,6 +23,7 @@ from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 from liverview.annotations.export_common import ExportError
+from liverview.log_setup import describe_os_error
 from liverview.progress import Cancelled
 from liverview.synth.simulator import DEFAULT_CONFIG, SimulatorConfig, load_liver_mask, write_simulated_dataset
 
@@ -139,7 +140,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Cancelled:
         print(f"{name}: cancelled; the patients finished so far are in {args.out}", file=sys.stderr)
         return 130
-    except (ExportError, ValueError, OSError) as exc:
+    except OSError as exc:
+        print(f"{name}: {describe_os_error(exc)}", file=sys.stderr)
+        return 1
+    except (ExportError, ValueError) as exc:
         print(f"{name}: {exc}", file=sys.stderr)
         return 1
     except BrokenProcessPool as exc:
