@@ -41,13 +41,20 @@ class WithholdQuoted(logging.Filter):
         return True
 
 
+#: Libraries whose every failure liverview reports in its own words: their records go to the log file only.
+RESTATED_LIBRARIES = ("pynetdicom",)
+
+
 class OwnWarningsOnly(logging.Filter):
     """The console's share of other libraries' records: their errors. Their warnings restate, in their own
     terms, what liverview reports as the reason ("End of file reached before delimiter" for a file that
-    is cut short); they go to the log file."""
+    is cut short); they go to the log file, as do the errors of `RESTATED_LIBRARIES` (pynetdicom's
+    "TCP Initialisation Error" before liverview's "the PACS cannot be reached")."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return record.name.startswith("liverview") or record.levelno >= logging.ERROR
+        if record.name.startswith("liverview"):
+            return True
+        return record.levelno >= logging.ERROR and not record.name.startswith(RESTATED_LIBRARIES)
 
 
 class ConsoleFormatter(logging.Formatter):

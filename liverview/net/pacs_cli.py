@@ -130,6 +130,9 @@ def main(argv: list[str] | None = None) -> int:
         return {"find": run_find, "get": run_get, "send": run_send}[args.command](node, args)
     except (PacsError, ValueError) as exc:
         print(f"liverview-pacs: {exc}", file=sys.stderr)
+        if "PACS settings" in str(exc):  # the app's words, shared with the window's PACS dialog
+            print("liverview-pacs: here, the PACS settings are --pacs HOST:PORT[:CALLED_AET] and --calling-aet AET",
+                  file=sys.stderr)
         return 1
     except (Cancelled, KeyboardInterrupt):
         print("liverview-pacs: cancelled; incomplete series were not kept", file=sys.stderr)

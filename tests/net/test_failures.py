@@ -55,6 +55,17 @@ def test_closed_port_is_unreachable(pacs, cache, published):
     assert_cache_intact(cache, published, CRLM_STUDY)
 
 
+def test_the_command_line_says_it_once_in_its_own_words(capsys):
+    """liverview-pacs printed pynetdicom's two ERROR lines before its own, and pointed at "the PACS
+    settings", which the command line does not have."""
+    from liverview.net.pacs_cli import main
+
+    assert main(["--pacs", f"127.0.0.1:{closed_port()}:X", "echo"]) == 1
+    err = capsys.readouterr().err
+    assert "pynetdicom" not in err and err.count("cannot be reached") == 1
+    assert "--pacs HOST:PORT[:CALLED_AET] and --calling-aet AET" in err
+
+
 def test_unknown_host_is_unreachable(pacs):
     with pytest.raises(PacsUnreachable, match="cannot be reached"):
         verify_node(node_for(pacs, host="no-such-pacs.invalid"))
