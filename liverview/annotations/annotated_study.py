@@ -118,7 +118,18 @@ def open_annotated_study(study: str | Path, annotations: str | Path, series_uid:
         raise AnnotatedStudyError(f"the annotations belong to series {document.series_instance_uid}, "
                                   f"not {volume.series_uid}")
     result.notes += outlines_outside(volume, result.document)
+    result.notes += unknown_labels(result.document, taxonomy or LabelTaxonomy())
+    if not result.document.lesions:
+        result.notes.append(f"{annotations.name} holds no lesions")
     return result
+
+
+def unknown_labels(document: AnnotationDocument, taxonomy: LabelTaxonomy) -> list[str]:
+    """A note per label that is none of the taxonomy's classes (a typo, another site's label)."""
+    numbers = document.lesion_numbers()
+    return [f"lesion {numbers[lesion.id]}'s label {lesion.label!r} is none of the classes "
+            f"({', '.join(taxonomy.ids())}): it is kept as written" for lesion in document.lesions
+            if lesion.label is not None and lesion.label not in taxonomy]
 
 
 def outlines_outside(volume: Volume, document: AnnotationDocument) -> list[str]:

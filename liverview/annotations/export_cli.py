@@ -115,6 +115,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {path}")
     if args.pseudonymize:
         print("(pseudonymised: patient name, ID and birth date removed, dates shifted, UIDs remapped)")
+    else:
+        print("liverview-export: warning: not pseudonymised (--no-pseudonymize): the files carry the patient's name, "
+              "ID, birth date and the original UIDs; keep them inside the clinic", file=sys.stderr)
     return 0
 
 

@@ -37,7 +37,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.baseline and args.split is None:
+        parser.error("--baseline needs --split RUN/split.json: the baseline is fitted on the run's train part")
     remove_logging = setup_logging(-1 if args.quiet else args.verbose)
     try:
         return _evaluate(args)

@@ -151,7 +151,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"run with --workers 1 to see the error", file=sys.stderr)
         return 1
     counts = ", ".join(f"{label} {count}" for label, count in summary.per_class.items())
-    print(f"Wrote {summary.n_lesions} lesions ({counts}) of {summary.n_patients} patients to {summary.out_dir} "
+    print(f"Wrote {summary.n_lesions} lesions ({counts}) of {summary.n_patients} patient{'s' if summary.n_patients != 1 else ''} to {summary.out_dir} "
           f"in {summary.seconds:.1f} s ({summary.lesions_per_second:.1f} lesions/s)")
     return 0
 

@@ -175,3 +175,21 @@ def test_an_outline_outside_the_series_is_said_not_dropped_silently(identified_d
                  "--all-lesions"]) == 0
     err = capsys.readouterr().err
     assert "note: lesion L1 has 1 outline slice(s) outside the series' 41 slices (index 999): left out" in err
+
+
+def test_what_a_user_should_know_is_said(identified_dir, annotation_file, tmp_path, capsys):
+    """An empty annotation file and an unknown label ran silently; --no-pseudonymize printed no warning
+    although the README promised one."""
+    data = json.loads(annotation_file.read_text())
+    data["lesions"][0]["label"] = "tumour"
+    unknown = tmp_path / "unknown.json"
+    unknown.write_text(json.dumps(data))
+    assert main([str(identified_dir), "--annotations", str(unknown), "--to", "csv", "--out", str(tmp_path / "a"),
+                 "--no-pseudonymize"]) == 0
+    err = capsys.readouterr().err
+    assert "lesion L1's label 'tumour' is none of the classes" in err
+    assert "warning: not pseudonymised" in err
+    empty = tmp_path / "empty.json"
+    empty.write_text(json.dumps({**data, "lesions": []}))
+    main([str(identified_dir), "--annotations", str(empty), "--to", "csv", "--out", str(tmp_path / "b")])
+    assert "empty.json holds no lesions" in capsys.readouterr().err

@@ -195,6 +195,10 @@ def test_evaluate_cli(cli_run, toy_dataset, toy_dataset_b, tmp_path):
     assert main([str(cli_run / "bundle"), str(toy_dataset), "--out", str(all_out), "-q"]) == 0
     assert json.loads((all_out / "metrics.json").read_text())["results"]["cnn"]["n"] == 24
     assert main([str(tmp_path / "no-bundle"), str(toy_dataset), "--out", str(tmp_path / "x"), "-q"]) == 1
+    # --baseline fits on a run's train part: without --split it is a usage error, not a warning and success.
+    with pytest.raises(SystemExit) as usage:
+        main([str(cli_run / "bundle"), str(toy_dataset), "--out", str(tmp_path / "y"), "--baseline", "-q"])
+    assert usage.value.code == 2 and not (tmp_path / "y").exists()
 
 
 def test_weight_average_is_what_is_validated_checkpointed_and_resumed(toy_dataset, tmp_path):
