@@ -18,6 +18,7 @@ import re
 import sys
 from pathlib import Path
 
+from liverview.io.sources import SourceError, collect_files
 from liverview.log_setup import setup_cli_logging
 from liverview.net.cache import RetrieveCache
 from liverview.net.errors import PacsError, PartialRetrieve
@@ -60,7 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     get.add_argument("--move", action="store_true", help="C-MOVE instead of C-GET (the PACS must know --calling-aet)")
     get.add_argument("--port", type=int, default=11113, metavar="N", help="C-MOVE: port liverview listens on")
     send = commands.add_parser("send", help="C-STORE files: exit 0 when every object was accepted")
-    send.add_argument("files", nargs="+", type=Path, metavar="FILE", help="DICOM files (e.g. an export's SEG and SR)")
+    send.add_argument("files", nargs="+", type=Path, metavar="FILE",
+                      help="DICOM files or folders of them (e.g. an export's SEG and SR)")
     return parser
 
 
@@ -113,7 +115,12 @@ def _published(cache: RetrieveCache, study_uid: str, series) -> list[Path]:
 
 
 def run_send(node: PacsNode, args: argparse.Namespace) -> int:
-    results = send_files(node, args.files)
+    found = collect_files(args.files)  # a folder (an export's), a zip or a DICOMDIR as the app opens them
+    for skipped in found.skipped:
+        print(f"not sent: {skipped.path}: {skipped.reason}", file=sys.stderr)
+    if not found.paths:
+        raise ValueError("no files to send")
+    results = send_files(node, [Path(path) for path in found.paths])
     for result in results:
         print(result.message, file=sys.stdout if result.accepted else sys.stderr)
     return 0 if all(r.accepted for r in results) else 1
@@ -128,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
             print(verify_node(node).message)
             return 0
         return {"find": run_find, "get": run_get, "send": run_send}[args.command](node, args)
-    except (PacsError, ValueError) as exc:
+    except (PacsError, ValueError, SourceError) as exc:
         print(f"liverview-pacs: {exc}", file=sys.stderr)
         if "PACS settings" in str(exc):  # the app's words, shared with the window's PACS dialog
             print("liverview-pacs: here, the PACS settings are --pacs HOST:PORT[:CALLED_AET] and --calling-aet AET",

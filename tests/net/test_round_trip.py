@@ -116,3 +116,13 @@ def test_cli_get_by_c_get_and_c_move_and_send(crlm_pacs, crlm_dir, tmp_path, cap
     assert main(["--pacs", address, "send", str(tmp_path / "copy.dcm")]) == 0
     assert "stored on 127.0.0.1" in capsys.readouterr().out
     assert crlm_pacs.instance_count() == 42
+    # A folder, as an export writes one: its files are sent, the rest named ("Is a directory" before).
+    folder = tmp_path / "export"
+    folder.mkdir()
+    seg_ds.SOPInstanceUID = pydicom.uid.generate_uid()
+    seg_ds.save_as(folder / "second.dcm")
+    (folder / "report.txt").write_text("not DICOM")
+    assert main(["--pacs", address, "send", str(folder)]) == 0
+    out = capsys.readouterr()
+    assert "stored on 127.0.0.1" in out.out and "not sent: " in out.err and "report.txt" in out.err
+    assert crlm_pacs.instance_count() == 43
