@@ -167,7 +167,8 @@ class AnnotationStore:
                 document = AnnotationDocument.from_dict(json.loads(path.read_text(encoding="utf-8")))
             except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError, AnnotationFormatError) as exc:
                 copy_path = keep_damaged_copy(path)
-                problem = f"{path.name} could not be read ({exc}); a copy was kept as {copy_path.name} and a new file started"
+                problem = (f"{path.name} could not be read ({exc}); a copy was kept as {copy_path.name} in "
+                           f"{path.parent} and a new file started")
                 log.error(problem)
                 report = OpenReport(path=path, existed=True, damaged_copy=copy_path, problem=problem)
                 document = AnnotationDocument(study_uid, series_uid, frame_of_reference_uid)

@@ -82,6 +82,7 @@ def test_damaged_file_is_kept_and_explained(tmp_path):
     store, report = make_store(tmp_path)
     assert report.damaged_copy is not None and report.damaged_copy.exists()
     assert "could not be read" in report.problem and report.damaged_copy.name in report.problem
+    assert str(tmp_path) in report.problem  # where to find the copy, not only its 70-character name
     assert report.damaged_copy.read_text().endswith('"lesions": [')
     assert store.document.lesions == []
 
