@@ -64,3 +64,8 @@ def user_cache_dir() -> Path:
 def demo_study_dir() -> Path:
     """Where the generated demo study lives (DIR/dicom + DIR/ground-truth.json)."""
     return user_data_dir() / "demo-study"
+
+
+def multiphase_demo_dir() -> Path:
+    """Where the generated four-phase demo study lives (DIR/dicom/<phase> + DIR/ground-truth.json)."""
+    return user_data_dir() / "demo-multiphase"

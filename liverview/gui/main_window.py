@@ -41,7 +41,7 @@ from liverview.io.process_pool import declare_threads_outside_python
 from liverview.io.seg_import import SegImportError
 from liverview.io.series import ScanResult, SeriesInfo, scan_paths
 from liverview.io.volume import Volume, allocate_volume, fill_volume, load_series, pick_series, read_slice
-from liverview.paths import demo_study_dir, user_data_dir
+from liverview.paths import demo_study_dir, multiphase_demo_dir, user_data_dir
 from liverview.session import Session
 
 log = logging.getLogger(__name__)
@@ -63,7 +63,7 @@ Keyboard
   F                         fit to window
   R                         reset view (fit, centre, default window)
   Ctrl+O                    open folder;  Ctrl+Shift+O  open files / zip / DICOMDIR
-  Ctrl+D                    open the demo study
+  Ctrl+D                    open the demo study;  Ctrl+Shift+D  the four-phase demo
 
 Annotation tools (on the axial view)
   W  window/level (no tool)      V  select / move / edit vertices
@@ -117,24 +117,29 @@ def load_progressively(info: SeriesInfo, progress, should_stop, report) -> Volum
 
 
 class WelcomePage(QWidget):
-    def __init__(self, open_folder, open_demo, parent: QWidget | None = None) -> None:
+    def __init__(self, open_folder, open_demo, open_multiphase_demo, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         title = QLabel("liverview")
         title.setStyleSheet("font-size: 28pt; font-weight: 300; color: #c8c8c8;")
-        subtitle = QLabel("Open a liver CT/MR study from a folder, CD (DICOMDIR) or zip — or try the demo study.")
+        subtitle = QLabel("Open a liver CT/MR study from a folder, CD (DICOMDIR) or zip — or try a demo study.")
         subtitle.setStyleSheet("color: #9a9a9a;")
         self.open_button = QPushButton("Open study…")
         self.demo_button = QPushButton("Open demo study")
-        for button in (self.open_button, self.demo_button):
+        self.multiphase_button = QPushButton("Four-phase demo")
+        self.multiphase_button.setToolTip("A simulated liver in non-contrast, arterial, portal-venous and delayed "
+                                          "phases, a lesion of each class: the model reads every phase")
+        for button in (self.open_button, self.demo_button, self.multiphase_button):
             button.setMinimumSize(200, 44)
             button.setStyleSheet("font-size: 12pt;")
         self.open_button.clicked.connect(open_folder)
         self.demo_button.clicked.connect(open_demo)
+        self.multiphase_button.clicked.connect(open_multiphase_demo)
         buttons = QHBoxLayout()
         buttons.addStretch(1)
         buttons.addWidget(self.open_button)
-        buttons.addSpacing(16)
-        buttons.addWidget(self.demo_button)
+        for button in (self.demo_button, self.multiphase_button):
+            buttons.addSpacing(16)
+            buttons.addWidget(button)
         buttons.addStretch(1)
         layout = QVBoxLayout(self)
         layout.addStretch(2)
@@ -162,6 +167,8 @@ class MainWindow(QMainWindow):
         self.scan_task: BackgroundTask | None = None
         self.load_task: BackgroundTask | None = None
         self.demo_task: BackgroundTask | None = None
+        #: A Series Instance UID to open when the next scan completes, instead of the largest axial CT.
+        self._open_first: str | None = None
         self.export_task: BackgroundTask | None = None
         #: "Recovered N lesion(s)…", said again with "Loaded N slices" (which would replace it).
         self._recovery_note = ""
@@ -176,7 +183,7 @@ class MainWindow(QMainWindow):
         self.browser.series_activated.connect(self.open_series)
         self.browser.phase_correction_requested.connect(self.correct_phase)
         self.viewer = Viewer()
-        self.welcome = WelcomePage(self.choose_folder, self.open_demo)
+        self.welcome = WelcomePage(self.choose_folder, self.open_demo, self.open_multiphase_demo)
         self.stack = QStackedWidget()
         self.stack.addWidget(self.welcome)
         self.stack.addWidget(self.viewer)
@@ -271,6 +278,7 @@ class MainWindow(QMainWindow):
         self.add_action(file_menu, "Open &folder…", self.choose_folder, QKeySequence.Open)
         self.add_action(file_menu, "Open files, zip or DICOMDIR…", self.choose_files, "Ctrl+Shift+O")
         self.add_action(file_menu, "Open &demo study", self.open_demo, "Ctrl+D")
+        self.add_action(file_menu, "Open four-phase demo study", self.open_multiphase_demo, "Ctrl+Shift+D")
         file_menu.addSeparator()
         self.add_action(file_menu, "Import annotations (colleague's file, ground truth)…", self.choose_annotations)
         self.add_action(file_menu, "Import DICOM SEG…", self.choose_seg)
@@ -884,9 +892,13 @@ class MainWindow(QMainWindow):
         detected = self.phases.get(key)
         self.store.set_contrast_phase(phase or None, detected.phase.value if detected is not None else "unknown")
 
-    @staticmethod
-    def _default_series(scan: ScanResult) -> SeriesInfo:
-        """The largest axial CT if there is one (skips localizers), else the largest series."""
+    def _default_series(self, scan: ScanResult) -> SeriesInfo:
+        """The series asked for (`_open_first`, once), else the largest axial CT if there is one (skips
+        localizers), else the largest series."""
+        wanted, self._open_first = self._open_first, None
+        chosen = next((s for s in scan.series if s.series_uid == wanted), None)
+        if chosen is not None:
+            return chosen
         axial_ct = [s for s in scan.series if s.is_ct and s.plane == "axial"]
         return max(axial_ct, key=lambda s: s.n_images) if axial_ct else pick_series(scan)
 
@@ -965,6 +977,41 @@ class MainWindow(QMainWindow):
         task = BackgroundTask(generate, self, name="demo")
         task.finished.connect(lambda folder: self.open_paths([str(Path(folder) / "dicom")]))
         task.failed.connect(lambda message: self.show_failure("Cannot create the demo study", message))
+        self._track(task)
+        self.demo_task = task
+        task.start()
+
+    def open_multiphase_demo(self) -> None:
+        """Open the four-phase demo study (generated once, in about a second) on its portal-venous series,
+        where its ground truth is outlined; its other phases are in the study, for the model to read."""
+        from liverview.synth.demo import DICOM_DIR_NAME, GROUND_TRUTH_NAME, write_multiphase_demo
+
+        target = multiphase_demo_dir()
+
+        def generate(progress, should_stop, report):
+            scratch = Path(tempfile.mkdtemp(prefix="demo-multiphase-", dir=target.parent))
+            try:
+                progress(0.1, "Simulating the four-phase demo study")
+                write_multiphase_demo(scratch)
+                if target.exists():
+                    shutil.rmtree(target)
+                scratch.rename(target)
+            finally:
+                shutil.rmtree(scratch, ignore_errors=True)
+            return target
+
+        def open_it(folder: Path) -> None:
+            truth = json.loads((folder / GROUND_TRUTH_NAME).read_text(encoding="utf-8"))
+            self._open_first = truth.get("series_instance_uid")
+            self.open_paths([str(folder / DICOM_DIR_NAME)])
+
+        if (target / GROUND_TRUTH_NAME).is_file() and (target / DICOM_DIR_NAME).is_dir():
+            open_it(target)
+            return
+        self._cancel_study_tasks()
+        task = BackgroundTask(generate, self, name="demo")
+        task.finished.connect(open_it)
+        task.failed.connect(lambda message: self.show_failure("Cannot create the four-phase demo study", message))
         self._track(task)
         self.demo_task = task
         task.start()

@@ -236,6 +236,50 @@ def make_ground_truth(
     }
 
 
+#: The multiphase demo: one simulated patient with a lesion of each class, seen in four contrast phases.
+MULTIPHASE_SEED = 11
+MULTIPHASE_PHASES = ("non_contrast", "arterial", "portal_venous", "delayed")
+
+
+@dataclass
+class MultiphaseDemo:
+    dicom_dir: Path
+    series_dirs: dict[str, Path]
+    ground_truth_path: Path
+    n_lesions: int
+
+
+def write_multiphase_demo(out_dir: Path, seed: int = MULTIPHASE_SEED, overwrite: bool = False) -> MultiphaseDemo:
+    """Write a simulated four-phase liver CT study (non-contrast, arterial, portal-venous, delayed: one
+    series each, one study and Frame of Reference, the scanner's small differences between phases) with
+    a lesion of each class, as ``out_dir/dicom/<phase>/IM*.dcm``, and its ground truth (outlined on the
+    portal-venous series) as ``out_dir/ground-truth.json``. It is the simulator's patient
+    (docs/synth.md): a slab of the liver, not a whole abdomen."""
+    from liverview.synth.simulator import SimulatorConfig, patient_document, simulate_patient, write_patient_study
+
+    out_dir = Path(out_dir)
+    dicom_dir, truth_path = out_dir / DICOM_DIR_NAME, out_dir / GROUND_TRUTH_NAME
+    if (dicom_dir.exists() or truth_path.exists()) and not overwrite:
+        raise FileExistsError(f"{out_dir} already holds a demo study ({DICOM_DIR_NAME}/ or {GROUND_TRUTH_NAME}); "
+                              "choose an empty folder or allow overwriting")
+    patient = simulate_patient(seed, list(LesionClass), SimulatorConfig(phases=MULTIPHASE_PHASES,
+                                                                         diameter_mm=(15.0, 30.0)))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    partial = Path(tempfile.mkdtemp(prefix=".dicom-partial-", dir=out_dir))
+    try:
+        folders = write_patient_study(patient, partial)
+        if dicom_dir.exists():
+            shutil.rmtree(dicom_dir)
+        os.replace(partial, dicom_dir)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    document = patient_document(patient)
+    write_json_atomic(truth_path, document.to_dict())
+    return MultiphaseDemo(dicom_dir, {phase: dicom_dir / folder.name for phase, folder in folders.items()},
+                          truth_path, len(document.lesions))
+
+
 def _check_target(dicom_dir: Path, truth_path: Path, overwrite: bool) -> None:
     exists = dicom_dir.exists() or truth_path.exists()
     if exists and not overwrite:
@@ -264,14 +308,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="liverview-demo",
         description="Write the synthetic liverview demo CT study (DICOM series + ground-truth lesions).",
-        epilog="example: liverview-demo build/demo   (then: liverview build/demo/dicom)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n"
+               "  liverview-demo build/demo                           then: liverview build/demo/dicom\n"
+               "  liverview-demo build/demo-4phase --multiphase       then: liverview build/demo-4phase/dicom",
     )
     parser.add_argument("out_dir", type=Path, help="folder to write dicom/ and ground-truth.json into")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help=f"random seed (default {DEFAULT_SEED})")
     parser.add_argument("--force", action="store_true", help="replace a demo study already in the folder")
+    parser.add_argument("--multiphase", action="store_true",
+                        help="a simulated four-phase study (non-contrast, arterial, portal-venous, delayed) with a "
+                             "lesion of each class, instead of the portal-venous abdomen")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
+        if args.multiphase:
+            seed = MULTIPHASE_SEED if args.seed == DEFAULT_SEED else args.seed
+            multiphase = write_multiphase_demo(args.out_dir, seed=seed, overwrite=args.force)
+            print(f"Wrote {len(multiphase.series_dirs)} series ({', '.join(multiphase.series_dirs)}) to "
+                  f"{multiphase.dicom_dir}")
+            print(f"Wrote ground truth for {multiphase.n_lesions} lesions to {multiphase.ground_truth_path}")
+            return 0
         study = write_demo_study(args.out_dir, seed=args.seed, overwrite=args.force)
     except FileExistsError as exc:
         print(f"liverview-demo: {exc} (use --force to replace it)", file=sys.stderr)

@@ -438,6 +438,19 @@ def test_cancelling_the_demo_generation_is_not_a_failure(qtbot, window):
     assert not [w for w in QApplication.topLevelWidgets() if w.isVisible() and "Cannot create" in w.windowTitle()]
 
 
+def test_the_four_phase_demo_opens_on_its_portal_venous_series_with_every_phase_in_the_study(qtbot, window):
+    """Walkthrough step 9 ("read on every phase of the study") could not be shown with the demo: it has one
+    portal-venous series."""
+    window.open_multiphase_demo()
+    qtbot.waitUntil(lambda: window.volume is not None and window.volume.loaded.all() and window.store is not None
+                    and len(window.phases) == 4, timeout=60000)
+    assert "portal venous" in window.volume.info.identity.series_description  # not the largest series
+    assert sorted(d.phase.value for d in window.phases.values()) == ["arterial", "delayed", "non_contrast",
+                                                                      "portal_venous"]
+    context = window.session.study_context()
+    assert sorted(phase for _, phase, _ in context.other_series) == ["arterial", "delayed", "non_contrast"]
+
+
 def test_the_last_study_is_offered_after_a_restart(qtbot, window, crlm_dir, tmp_path, monkeypatch):
     """#16 reading comfort: after a restart (or a crash) the study that was open is offered again."""
     from PySide6.QtWidgets import QMessageBox

@@ -317,3 +317,19 @@ def test_default_demo_geometry_and_contrast(tmp_path: Path) -> None:
     assert float(first.SliceThickness) == 3.0
     assert len(shipped.sop_instance_uids) == 60
     assert all(10.0 <= spec.diameter_mm <= 60.0 for spec in shipped.lesions)
+
+
+def test_the_multiphase_demo_is_one_study_in_four_phases_with_a_lesion_of_each_class(tmp_path: Path) -> None:
+    from liverview.io import scan_paths
+
+    demo = demo_module.write_multiphase_demo(tmp_path / "mp")
+    scan = scan_paths(demo.dicom_dir)
+    assert sorted(demo.series_dirs) == ["arterial", "delayed", "non_contrast", "portal_venous"]
+    assert len(scan.series) == 4 and len({(s.study_uid, s.frame_of_reference_uid) for s in scan.series}) == 1
+    truth = json.loads(demo.ground_truth_path.read_text())
+    assert sorted(lesion["label"] for lesion in truth["lesions"]) == ["benign_cyst", "hcc", "hemangioma", "metastasis"]
+    venous = next(s for s in scan.series if s.series_uid == truth["series_instance_uid"])
+    assert "portal venous" in venous.identity.series_description
+    with pytest.raises(FileExistsError):
+        demo_module.write_multiphase_demo(tmp_path / "mp")
+    assert demo_module.main([str(tmp_path / "cli"), "--multiphase"]) == 0
