@@ -114,8 +114,11 @@ def describe_measured_level(level: str, rows: Mapping[str, Mapping[str, Any]], s
     right = round(row["accuracy"] * row["n"])
     lesions = "simulated test lesions" if simulated else "test lesions"
     read = " read on these phases" if read_on_phases else ""
+    # A model tested only on simulated lesions says so with its figure: "79%" on a real series otherwise
+    # read as if that accuracy had been measured on real CT.
+    untested = " How often it is right on real CT has not been measured." if simulated else ""
     return (f"On its {lesions}{read}, answers shown with {level} uncertainty were right in {right} of "
-            f"{row['n']} ({format_percent(right / row['n'])}).")
+            f"{row['n']} ({format_percent(right / row['n'])}).{untested}")
 
 
 __all__ = ["AGREEMENT_HIGH", "AGREEMENT_MODERATE", "ENTROPY_HIGH", "ENTROPY_MODERATE", "LEVELS", "SPREAD_HIGH",

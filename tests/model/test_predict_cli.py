@@ -123,7 +123,8 @@ def test_a_phase_readers_answer_quotes_the_phase_readers_figures():
                                                                       "accuracy": 925 / 930}]}}
     read = {"model_id": "m (abc) + phase reader", "phases_read": ["arterial", "portal_venous"], "uncertainty": "low"}
     assert measured_accuracy(model, read) == ("On its simulated test lesions read on these phases, answers shown "
-                                              "with low uncertainty were right in 925 of 930 (99%).")
+                                              "with low uncertainty were right in 925 of 930 (99%). How often it "
+                                              "is right on real CT has not been measured.")
     alone = {"model_id": "m (abc)", "phases_read": ["portal_venous"], "uncertainty": "low"}
     assert "right in 439 of 439 (100%)" in measured_accuracy(model, alone)
 
