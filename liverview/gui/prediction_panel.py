@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from datetime import datetime
 
 import cv2
 import numpy as np
@@ -50,6 +51,14 @@ def crop_pixmap(crop: np.ndarray, cam: np.ndarray | None, size: int = CROP_PX) -
     qimage = QImage(image.data, size, size, size * 3, QImage.Format_RGB888)
     return QPixmap.fromImage(qimage.copy())
 
+
+
+def _local_time(stamp: str) -> str:
+    """An answer's ISO time stamp (stored in UTC) as this computer's local date and minute."""
+    try:
+        return datetime.fromisoformat(stamp).astimezone().strftime("%Y-%m-%d %H:%M")
+    except ValueError:
+        return stamp
 
 #: What Accept as label does, shown while it can.
 ACCEPT_TIP = "Take the model's top class as this lesion's label (recorded as AI-suggested)"
@@ -278,7 +287,7 @@ class PredictionPanel(QWidget):
         read = ", ".join(p.replace("_", "-") for p in result.phases_read)
         self.detail_label.setText(f"{result.model_id}, on {where}" + (f", read on the {read} phase"
                                                                       + ("s" if len(result.phases_read) > 1 else "")
-                                                                      if read else "") + f", {result.time}{accepted}"
+                                                                      if read else "") + f", {_local_time(result.time)}{accepted}"
                                   + self.describe_heatmap(result.heatmap_inside))
 
     def show_phase_crops(self, crops: dict[str, np.ndarray], phase_cams: dict[str, np.ndarray] | None = None,

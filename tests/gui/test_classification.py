@@ -341,6 +341,19 @@ def test_an_answer_outside_the_training_data_cannot_be_accepted_as_a_label(qtbot
                   outside_training=["this series is arterial"])
 
 
+def test_the_answers_time_is_the_local_date_and_minute(panel):
+    """The panel showed the stored stamp as is: "2026-12-07T11:16:52+00:00"."""
+    from datetime import datetime, timezone
+
+    from liverview.annotations.document import AIResult
+
+    stamp = datetime(2026, 12, 7, 11, 16, 52, tzinfo=timezone.utc)
+    panel.show_result(AIResult(model_id="m", probabilities={c: 0.1 for c in CLASSES} | {"hcc": 0.7}, predicted="hcc",
+                               time=stamp.isoformat(), uncertainty="low", entropy=0.1))
+    assert stamp.astimezone().strftime("%Y-%m-%d %H:%M") in panel.detail_label.text()
+    assert "+00:00" not in panel.detail_label.text()
+
+
 def test_an_answer_where_no_class_leads_is_no_suggestion(qtbot, window, panel, tmp_path):
     """A model trained on three lesions answered 25 % for every class; "Metastasis 25%" was the headline and
     "Accept as label" recorded it as the reader's accepted AI suggestion."""
