@@ -288,8 +288,9 @@ def import_seg(seg_path: str | os.PathLike[str], volume: Volume,
             anatomic_regions=[c for c in (_code(r) for r in item.get("AnatomicRegionSequence", [])) if c],
             algorithm_type=str(item.get("SegmentAlgorithmType", "")), tracking_id=str(item.get("TrackingID", "")),
             tracking_uid=str(item.get("TrackingUID", "")), shape=volume.shape, planes=planes[number]))
+    # For the log file: the callers show these themselves (the app's message, the tools' "note:" lines).
     for message in warnings:
-        log.warning("%s: %s", path, message)
+        log.info("%s: %s", path, message)
     return SegImport(
         path=path, segments=segments, method=method, warnings=warnings, segmentation_type=seg_type,
         manufacturer=str(ds.get("Manufacturer", "") or ""),

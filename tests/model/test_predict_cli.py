@@ -60,6 +60,14 @@ def test_a_dicom_seg_as_annotations(demo_study, bundle, tmp_path, capsys):
     truth = json.loads(demo_study.ground_truth_path.read_text())
     assert len(output["lesions"]) == len(truth["lesions"])
     assert sorted(entry["label"] for entry in output["lesions"]) == sorted(lesion["label"] for lesion in truth["lesions"])
+    # A pseudonymised SEG placed with this installation's key: said once, as a note, not also as a WARNING log line.
+    assert export_main([str(demo_study.dicom_dir), "--annotations", str(demo_study.ground_truth_path), "--to", "seg",
+                        "--out", str(tmp_path / "pseudonymised")]) == 0
+    seg = next((tmp_path / "pseudonymised").glob("*-seg.dcm"))
+    capsys.readouterr()
+    assert main([str(demo_study.dicom_dir), "--annotations", str(seg), "--model", str(bundle), "--json"]) == 0
+    err = capsys.readouterr().err
+    assert err.count("pseudonymised export of this series") == 1 and "note: " in err
 
 
 def table_rows(out: str) -> dict[str, list[str]]:
