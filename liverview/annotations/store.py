@@ -94,7 +94,10 @@ class Autosaver:
         self.path = path
         self.delay = delay
         self._lock = threading.Lock()
+        #: One write at a time: `flush()` waits for the timer thread's write in flight and learns how it went.
+        self._write_lock = threading.Lock()
         self._pending: dict | None = None
+        self._writing = False
         self._timer: threading.Timer | None = None
         self.saves = 0
         self.last_error: str = ""
@@ -102,33 +105,48 @@ class Autosaver:
     def schedule(self, snapshot: dict) -> None:
         with self._lock:
             self._pending = snapshot
-            if self._timer is None:
-                self._timer = threading.Timer(self.delay, self._write_pending)
-                self._timer.daemon = True
-                self._timer.start()
+            self._start_timer()
+
+    def _start_timer(self) -> None:
+        if self._timer is None:
+            self._timer = threading.Timer(self.delay, self._write_pending)
+            self._timer.daemon = True
+            self._timer.start()
+
+    def retry(self) -> None:
+        """After a failed write, try again in the background (the disk may have room now)."""
+        with self._lock:
+            if self._pending is not None and self.last_error:
+                self._start_timer()
 
     def _write_pending(self) -> None:
-        with self._lock:
-            snapshot, self._pending, self._timer = self._pending, None, None
-        if snapshot is not None:
+        with self._write_lock:
+            with self._lock:
+                snapshot, self._pending, self._timer = self._pending, None, None
+                self._writing = snapshot is not None
+            if snapshot is None:
+                return
             try:
                 write_text_atomic(self.path, json.dumps(snapshot, indent=1, ensure_ascii=False))
                 self.saves += 1
                 self.last_error = ""
             except OSError as exc:
-                # Kept for the next try (the next edit, or `flush()` on close), which reports again: a full
-                # disk must not turn the close into a silent loss of everything since the last save.
+                # Kept for the next try (the next edit, a retry, or `flush()` on close), which reports again: a
+                # full disk must not turn the close into a silent loss of everything since the last save.
                 with self._lock:
                     if self._pending is None:
                         self._pending = snapshot
                 self.last_error = f"cannot save annotations to {self.path}: {exc.strerror or exc}"
                 log.error(self.last_error)
+            finally:
+                with self._lock:
+                    self._writing = False
 
     @property
     def unsaved(self) -> bool:
-        """Changes wait to be written (scheduled, or kept after a failed write)."""
+        """Changes wait to be written (scheduled, being written, or kept after a failed write)."""
         with self._lock:
-            return self._pending is not None
+            return self._pending is not None or self._writing
 
     def flush(self) -> None:
         with self._lock:
@@ -188,6 +206,11 @@ class AnnotationStore:
     def flush(self) -> None:
         if self._autosaver is not None:
             self._autosaver.flush()
+
+    def retry_save(self) -> None:
+        """Try a failed save again in the background."""
+        if self._autosaver is not None:
+            self._autosaver.retry()
 
     @property
     def save_error(self) -> str:

@@ -636,10 +636,12 @@ class MainWindow(QMainWindow):
 
     def _show_save_state(self) -> None:
         error = self.store.save_error if self.store is not None else ""
+        if error and self.store is not None:
+            self.store.retry_save()  # in the background: space may have been freed without another edit
         if error:
             self.unsaved_label.setText(f"Annotations NOT saved: {error.rsplit(': ', 1)[-1]}")
-            self.unsaved_label.setToolTip(f"{error}\n\nliverview tries again with every change and when the "
-                                          "window closes; it asks before anything unsaved is lost.")
+            self.unsaved_label.setToolTip(f"{error}\n\nliverview tries again every few seconds, with every change "
+                                          "and when the window closes; it asks before anything unsaved is lost.")
         self.unsaved_label.setVisible(bool(error))
 
     def resolve_unsaved_annotations(self, closing: bool) -> bool:

@@ -162,3 +162,48 @@ def test_a_failed_save_keeps_the_changes_and_says_so_until_a_save_succeeds(tmp_p
     assert store.save_error == ""
     assert len(json.loads((tmp_path / "a.json").read_text())["lesions"]) == 2
 
+
+def test_a_flush_during_a_failing_write_waits_for_it_and_reports_it(tmp_path, monkeypatch):
+    """Closing while the autosave thread was writing saw nothing unsaved (the snapshot was in flight), so
+    the window closed and the write then failed on the full disk: the change was lost without a word."""
+    import threading
+
+    import liverview.annotations.store as store_module
+
+    writing, release = threading.Event(), threading.Event()
+
+    def slow_full_disk(path, text):
+        writing.set()
+        release.wait(5)
+        raise OSError(28, "No space left on device")
+
+    store, _ = make_store(tmp_path, delay=0.01)
+    monkeypatch.setattr(store_module, "write_text_atomic", slow_full_disk)
+    store.add_lesion(Roi(3, SQUARE), label="hcc")
+    assert writing.wait(5)  # the timer thread is inside the write
+    assert store._autosaver.unsaved
+    threading.Timer(0.2, release.set).start()
+    store.flush()  # waits for that write, then tries again itself
+    assert "No space left" in store.save_error
+
+
+def test_a_failed_save_is_tried_again_without_another_edit(tmp_path, monkeypatch):
+    import liverview.annotations.store as store_module
+
+    store, _ = make_store(tmp_path, delay=0.01)
+    written = store_module.write_text_atomic
+
+    def disk_full(path, text):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(store_module, "write_text_atomic", disk_full)
+    store.add_lesion(Roi(3, SQUARE), label="hcc")
+    store.flush()
+    assert store.save_error
+    monkeypatch.setattr(store_module, "write_text_atomic", written)  # space again
+    store.retry_save()
+    deadline = time.monotonic() + 5
+    while store.save_error and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert store.save_error == "" and json.loads((tmp_path / "a.json").read_text())["lesions"]
+
