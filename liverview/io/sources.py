@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import os
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -162,16 +163,41 @@ def _walk_folder_of(path: Path) -> SourceFiles:
     return out
 
 
+def _walk(folder: str, out: SourceFiles) -> Iterator[tuple[str, list[os.DirEntry]]]:
+    """(folder, its non-folder entries by name) for `folder` and every folder below it, top down, sub-folders
+    by name, hidden ones and links to folders left out (as `os.walk` does). The entries know their type
+    without another system call, so a pipe or device is told apart before anything opens it."""
+    try:
+        with os.scandir(folder) as found:
+            entries = list(found)
+    except OSError as exc:
+        out.skipped.append(SkippedFile(str(exc.filename or folder), f"cannot read folder: {exc.strerror or exc}"))
+        return
+    folders, files = [], []
+    for entry in entries:
+        try:
+            is_folder = entry.is_dir()
+        except OSError:
+            is_folder = False
+        (folders if is_folder else files).append(entry)
+    yield folder, sorted(files, key=lambda e: e.name)
+    for entry in sorted(folders, key=lambda e: e.name):
+        if not entry.name.startswith(".") and not entry.is_symlink():
+            yield from _walk(entry.path, out)
+
+
 def _walk_folder(folder: Path, out: SourceFiles) -> None:
     """Every file below `folder`; a DICOMDIR found on the way only contributes its dangling references,
     since the walk already finds the files it lists."""
     try:
-        walker = os.walk(folder, onerror=lambda e: out.skipped.append(SkippedFile(str(e.filename), f"cannot read folder: {e.strerror}")))
-        for dirpath, dirnames, filenames in walker:
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-            for name in sorted(filenames):
-                full = os.path.join(dirpath, name)
+        for dirpath, entries in _walk(str(folder), out):
+            for entry in entries:
+                name, full = entry.name, os.path.join(dirpath, entry.name)
                 if name.startswith(".") or name in _SKIP_NAMES:
+                    continue
+                if not entry.is_file():
+                    reason = "a link to nothing" if entry.is_symlink() and not os.path.exists(full) else NOT_REGULAR_REASON
+                    out.skipped.append(SkippedFile(full, reason))
                     continue
                 if Path(name).suffix.lower() in _SKIP_SUFFIXES:
                     out.skipped.append(SkippedFile(full, f"not DICOM ({Path(name).suffix.lower()} file)"))

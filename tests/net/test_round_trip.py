@@ -3,6 +3,7 @@ classify a lesion, send SEG + SR into the same study, find them there, retrieve 
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 
@@ -122,7 +123,9 @@ def test_cli_get_by_c_get_and_c_move_and_send(crlm_pacs, crlm_dir, tmp_path, cap
     seg_ds.SOPInstanceUID = pydicom.uid.generate_uid()
     seg_ds.save_as(folder / "second.dcm")
     (folder / "report.txt").write_text("not DICOM")
+    os.mkfifo(folder / "pipe.dcm")  # read by pydicom, it waited for a writer for ever
     assert main(["--pacs", address, "send", str(folder)]) == 0
     out = capsys.readouterr()
     assert "stored on 127.0.0.1" in out.out and "not sent: " in out.err and "report.txt" in out.err
+    assert f"not sent: {folder / 'pipe.dcm'}: not a regular file" in out.err
     assert crlm_pacs.instance_count() == 43
