@@ -11,7 +11,7 @@ import threading
 from collections.abc import Callable, Iterator, Set as AbstractSet
 from contextlib import contextmanager
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from liverview.processes import pid_alive
@@ -190,10 +190,17 @@ class AnnotationStore:
                 log.error(problem)
                 report = OpenReport(path=path, existed=True, damaged_copy=copy_path, problem=problem)
                 document = AnnotationDocument(study_uid, series_uid, frame_of_reference_uid)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        for stale in path.parent.glob(f".{path.name}.*.tmp"):
-            stale.unlink(missing_ok=True)  # half-written temp of a killed session; the real file is intact
-        lock.write_text(str(os.getpid()))
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            for stale in path.parent.glob(f".{path.name}.*.tmp"):
+                stale.unlink(missing_ok=True)  # half-written temp of a killed session; the real file is intact
+            lock.write_text(str(os.getpid()))
+        except OSError as exc:
+            # A full disk: the series still opens; every save will fail and say so until there is room.
+            problem = (f"the annotations folder {path.parent} cannot be written ({exc.strerror or exc}): outlines "
+                       "drawn now cannot be saved until there is room there")
+            log.error(problem)
+            report = replace(report, problem=problem)
         return cls(document, path, reader, autosave_delay), report
 
     def close(self) -> None:
@@ -201,7 +208,10 @@ class AnnotationStore:
         then: callers that can ask the user first check `flush()` and `save_error`."""
         self.flush()
         if self.path is not None:
-            self.path.with_suffix(".lock").unlink(missing_ok=True)
+            try:
+                self.path.with_suffix(".lock").unlink(missing_ok=True)
+            except OSError:  # its folder could not be written when the series opened: there is no lock
+                pass
 
     def flush(self) -> None:
         if self._autosaver is not None:

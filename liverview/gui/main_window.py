@@ -616,6 +616,8 @@ class MainWindow(QMainWindow):
         self._refresh_lesions()
         if report.damaged_copy is not None:
             self.show_failure("Annotation file damaged", report.problem)
+        elif report.problem:
+            self.show_failure("Annotations cannot be saved", report.problem[:1].upper() + report.problem[1:] + ".")
         elif report.recovered_after_crash:
             # Said again when the series has loaded: that message would replace it within a second.
             self._recovery_note = f"Recovered {len(store.document.lesions)} lesion(s) from an interrupted session"

@@ -207,3 +207,14 @@ def test_a_failed_save_is_tried_again_without_another_edit(tmp_path, monkeypatch
         time.sleep(0.01)
     assert store.save_error == "" and json.loads((tmp_path / "a.json").read_text())["lesions"]
 
+
+def test_a_series_opens_when_its_annotations_folder_cannot_be_written(tmp_path):
+    """A full disk: writing the session lock raised, and the app showed neither the series nor a reason."""
+    blocked = tmp_path / "a-file"
+    blocked.write_text("")
+    store, report = AnnotationStore.open("1.2.3", "1.2.3.4", path=blocked / "a.json", autosave_delay=0.01)
+    assert "cannot be written" in report.problem and str(blocked) in report.problem
+    store.add_lesion(Roi(3, SQUARE), label="hcc")
+    store.flush()
+    assert store.save_error  # and every save says so
+

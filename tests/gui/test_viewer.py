@@ -438,6 +438,22 @@ def test_cancelling_the_demo_generation_is_not_a_failure(qtbot, window):
     assert not [w for w in QApplication.topLevelWidgets() if w.isVisible() and "Cannot create" in w.windowTitle()]
 
 
+def test_a_series_opens_and_says_why_its_annotations_cannot_be_saved(qtbot, window, crlm_dir, tmp_path, monkeypatch):
+    """A full data disk: the annotations' lock could not be written, the exception escaped, the viewer
+    stayed on the welcome page and nothing said why."""
+    import liverview.annotations.store as store_module
+
+    blocked = tmp_path / "a-file"
+    blocked.write_text("")
+    monkeypatch.setattr(store_module, "annotation_path", lambda study, series: blocked / f"{series}.json")
+    open_and_wait(qtbot, window, crlm_dir)
+    qtbot.waitUntil(lambda: window.store is not None, timeout=10000)
+    assert window.stack.currentWidget() is not window.welcome
+    said = [w for w in QApplication.topLevelWidgets() if isinstance(w, QMessageBox) and w.isVisible()
+            and w.windowTitle() == "Annotations cannot be saved"]
+    assert said and "cannot be written" in said[0].text()
+
+
 def test_the_four_phase_demo_opens_on_its_portal_venous_series_with_every_phase_in_the_study(qtbot, window):
     """Walkthrough step 9 ("read on every phase of the study") could not be shown with the demo: it has one
     portal-venous series."""
