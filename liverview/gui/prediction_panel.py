@@ -60,6 +60,9 @@ def _local_time(stamp: str) -> str:
     except ValueError:
         return stamp
 
+#: The probability axis' marks.
+PERCENT_TICKS = [[(v, f"{v:.0%}") for v in (0, 0.25, 0.5, 0.75, 1.0)]]
+
 #: What Accept as label does, shown while it can.
 ACCEPT_TIP = "Take the model's top class as this lesion's label (recorded as AI-suggested)"
 
@@ -112,7 +115,7 @@ class PredictionPanel(QWidget):
         self.plot.hideButtons()
         self.plot.setMenuEnabled(False)
         self.plot.setXRange(0, 1, padding=0.02)
-        self.plot.getAxis("bottom").setTicks([[(v, f"{v:.0%}") for v in (0, 0.25, 0.5, 0.75, 1.0)]])
+        self.plot.getAxis("bottom").setTicks(PERCENT_TICKS)
         self.plot.setMinimumHeight(134)  # one text line less than before the phase line came, same smallest window
         self.plot.setMaximumHeight(230)
         self.plot.invertY(True)  # classes top to bottom in the taxonomy's order
@@ -245,6 +248,9 @@ class PredictionPanel(QWidget):
         others = UNRELIABLE_COLOR if no_choice else BAR_COLOR
         brushes = [pg.mkBrush(*(top if c == result.predicted else others)) for c in self.classes]
         self.bars.setOpts(x0=[0] * len(values), y=list(range(len(values))), width=values, brushes=brushes)
+        # Outside the training data the bars keep their lengths but no scale: an axis marked 25/50/75 %
+        # still read the grey bar as "about 90 %".
+        self.plot.getAxis("bottom").setTicks([[]] if result.outside_training else PERCENT_TICKS)
         for i, value in enumerate(values):
             if result.outside_training:
                 # A network's percentages on inputs unlike its training data are not calibrated: a ">99%"

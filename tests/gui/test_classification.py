@@ -296,6 +296,7 @@ def test_an_answer_outside_the_training_data_says_so_instead_of_an_uncertainty(q
     # Without its percentage, in the line and on the bars: a ">99%" by the grey bar still read as sure.
     assert panel.uncertainty_label.text() == "It would answer hcc, but its percentages mean nothing here: do not rely on it"
     assert panel.value_texts == []
+    assert panel.plot.getAxis("bottom")._tickLevels == [[]]  # no 25/50/75 % scale to read the bar against
     # Units and acronyms in the reasons keep their case.
     assert panel.measured_label.text() == ("The image noise is 25 HU; the training images had 7-20 HU; "
                                            "this series is arterial.")
@@ -303,6 +304,8 @@ def test_an_answer_outside_the_training_data_says_so_instead_of_an_uncertainty(q
     assert len({brush.color().name() for brush in panel.bars.opts["brushes"]}) == 1
     panel.resize(420, 640)
     panel.grab().save(str(tmp_path / "outside.png"))
+    panel.show_result(dataclasses.replace(result, outside_training=[], uncertainty="low"))
+    assert panel.plot.getAxis("bottom")._tickLevels[0][1] == (0.25, "25%")  # an ordinary answer keeps its scale
 
 
 @pytest.fixture
