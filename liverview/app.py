@@ -46,7 +46,14 @@ MODEL_OVERRIDE_ENV = "LIVERVIEW_MODEL"
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="liverview", description="Liver CT/MR viewer and lesion annotation")
+    parser = argparse.ArgumentParser(
+        prog="liverview", description="Liver CT/MR viewer and lesion annotation",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n"
+               "  liverview                        the window, with Open study… and the demo studies\n"
+               "  liverview /media/cdrom           open a CD, folder, zip or DICOMDIR\n"
+               "  liverview --self-test            the check a support person asks for: prints OK, the model "
+               "and the device")
     parser.add_argument("paths", nargs="*", help="DICOM folder(s), file(s), zip or DICOMDIR to open")
     parser.add_argument("--demo", action="store_true", help="open the bundled synthetic demo study")
     parser.add_argument("--self-test", action="store_true",

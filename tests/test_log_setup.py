@@ -35,7 +35,7 @@ def test_an_output_folder_that_is_a_file_is_named_so(tmp_path):
         assert describe_os_error(raised.value).endswith("choose a folder")
 
 
-@pytest.mark.parametrize("tool", ["liverview-inspect", "liverview-predict", "liverview-export", "liverview-train",
+@pytest.mark.parametrize("tool", ["liverview", "liverview-inspect", "liverview-predict", "liverview-export", "liverview-train",
                                   "liverview-evaluate", "liverview-pacs", "liverview-synth", "liverview-demo"])
 def test_every_tools_help_shows_how_it_is_used(tool):
     """A support person reads --help first: none of the tools showed a single example."""

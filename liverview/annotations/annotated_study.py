@@ -86,6 +86,8 @@ def open_annotated_study(study: str | Path, annotations: str | Path, series_uid:
     annotations = Path(annotations)
     if annotations.is_dir():
         raise AnnotatedStudyError(f"{annotations}: is a folder; give the annotation file (liverview JSON or DICOM SEG)")
+    if annotations.exists() and not annotations.is_file():
+        raise AnnotatedStudyError(f"{annotations}: not a regular file (a pipe, device or socket); give the annotation file")
     if not annotations.is_file():
         raise AnnotatedStudyError(f"{annotations}: annotation file not found")
     try:

@@ -96,8 +96,8 @@ def run(args: argparse.Namespace) -> list[Path]:
     if args.to == "dataset":
         # A lesion exported before replaces its entry, so the folder's own count says what it holds.
         total = (read_manifest(Path(args.out)) or {}).get("n_lesions", "?")
-        print(f"wrote {result.n_lesions} lesion(s) to the dataset, which now holds {total} "
-              "(a lesion exported before replaces its earlier entry)")
+        replaced = " (a lesion exported before replaces its earlier entry)" if result.n_lesions else ""
+        print(f"wrote {result.n_lesions} lesion(s) to the dataset, which now holds {total}{replaced}")
     for note in result.notes:
         print(f"note: {note}", file=sys.stderr)
     return result.paths

@@ -22,17 +22,20 @@ log = logging.getLogger("liverview.model.evaluate_cli")
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="liverview-evaluate", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog="example:\n  liverview-evaluate runs/first/bundle dataset/ --out evaluation/")
+                                epilog="examples:\n  liverview-evaluate runs/first/bundle dataset/ --out evaluation/\n"
+                                       "  liverview-evaluate runs/first/bundle dataset/ --out evaluation/ --split "
+                                       "runs/first/split.json --baseline")
     p.add_argument("model", type=Path, help="model bundle folder (holding model.json and weights.pt)")
     p.add_argument("datasets", nargs="+", type=Path, help="dataset folders")
     p.add_argument("--out", type=Path, required=True, help="report folder")
     p.add_argument("--split", type=Path, help="split.json of a training run: evaluate one subset of it")
-    p.add_argument("--subset", default="test", choices=("train", "val", "test"))
+    p.add_argument("--subset", default="test", choices=("train", "val", "test"),
+                   help="which part of the --split run (default: test)")
     p.add_argument("--baseline", action="store_true", help="also fit and evaluate the classical baseline (needs --split)")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("-v", "--verbose", action="count", default=0)
-    p.add_argument("-q", "--quiet", action="store_true")
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or auto")
+    p.add_argument("--batch-size", type=int, default=32, help="lesions per forward pass (default 32)")
+    p.add_argument("-v", "--verbose", action="count", default=0, help="debug log lines")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar; warnings and errors only")
     return p
 
 
