@@ -929,8 +929,6 @@ class MainWindow(QMainWindow):
         self.setWindowTitle(f"liverview — {patient} — {info.describe()}")
         self._show_open_series_phase()
         self._refresh_timer.start()
-        if volume.is_hu:
-            self.classification.preload()
 
     def _refresh_loading_views(self) -> None:
         if self.volume is not None:
@@ -942,6 +940,11 @@ class MainWindow(QMainWindow):
             self._show_volume(volume)
             self._refresh_timer.stop()
         self.viewer.refresh()
+        if volume.is_hu:
+            # Once the series is read, not when its first slice is shown: importing torch on the model's
+            # thread holds the GIL in long stretches, and painting that first slice waited up to 0.25 s
+            # behind it (a quarter of the bench_first_slice runs).
+            self.classification.preload()
         self._refresh_lesions()
         if self.scan is not None and volume.failed:
             self.scan.skipped.extend(f for f in volume.failed if f not in self.scan.skipped)

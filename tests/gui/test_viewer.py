@@ -438,6 +438,22 @@ def test_cancelling_the_demo_generation_is_not_a_failure(qtbot, window):
     assert not [w for w in QApplication.topLevelWidgets() if w.isVisible() and "Cannot create" in w.windowTitle()]
 
 
+def test_the_model_preload_waits_until_the_series_is_read(qtbot, crlm_dir, tmp_path, monkeypatch):
+    """Preloading the model at the first slice imported torch on the model's thread while that slice was
+    painted: the paint waited up to 0.25 s behind the import (a quarter of the bench_first_slice runs)."""
+    apply_dark_theme(QApplication.instance())
+    settings = QSettings(str(tmp_path / "settings.ini"), QSettings.IniFormat)  # preload on, as installed
+    win = MainWindow(settings)
+    qtbot.addWidget(win)
+    asked: list[bool] = []
+    monkeypatch.setattr(win.classification, "ensure_model",
+                        lambda quiet=False: asked.append(win.volume is not None and win.volume.loaded.all()))
+    open_and_wait(qtbot, win, crlm_dir)
+    qtbot.waitUntil(lambda: bool(asked), timeout=10000)
+    assert asked == [True]
+    win.close()
+
+
 def test_a_series_opens_and_says_why_its_annotations_cannot_be_saved(qtbot, window, crlm_dir, tmp_path, monkeypatch):
     """A full data disk: the annotations' lock could not be written, the exception escaped, the viewer
     stayed on the welcome page and nothing said why."""
