@@ -962,63 +962,53 @@ class MainWindow(QMainWindow):
 
     def open_demo(self) -> None:
         """Open the synthetic demo study, generating it first (once) in the user data folder."""
-        target = demo_study_dir()
-        if (target / "dicom").is_dir() and any((target / "dicom").iterdir()):
-            self.open_paths([str(target / "dicom")])
-            return
         from liverview.synth.demo import write_demo_study
 
-        def generate(progress, should_stop, report):
-            scratch = Path(tempfile.mkdtemp(prefix="demo-", dir=target.parent))
-            try:
-                write_demo_study(scratch, progress=progress, should_stop=should_stop)
-                if target.exists():
-                    shutil.rmtree(target)
-                scratch.rename(target)
-            finally:
-                shutil.rmtree(scratch, ignore_errors=True)
-            return target
-
-        self._cancel_study_tasks()
-        self.statusBar().showMessage("Generating the demo study (once) …")
-        task = BackgroundTask(generate, self, name="demo")
-        task.finished.connect(lambda folder: self.open_paths([str(Path(folder) / "dicom")]))
-        task.failed.connect(lambda message: self.show_failure("Cannot create the demo study", message))
-        self._track(task)
-        self.demo_task = task
-        task.start()
+        self._open_generated_demo(demo_study_dir(), "demo study", write_demo_study, lambda folder: None)
 
     def open_multiphase_demo(self) -> None:
         """Open the four-phase demo study (generated once, in about a second) on its portal-venous series,
         where its ground truth is outlined; its other phases are in the study, for the model to read."""
-        from liverview.synth.demo import DICOM_DIR_NAME, GROUND_TRUTH_NAME, write_multiphase_demo
+        from liverview.synth.demo import GROUND_TRUTH_NAME, write_multiphase_demo
 
-        target = multiphase_demo_dir()
-
-        def generate(progress, should_stop, report):
-            scratch = Path(tempfile.mkdtemp(prefix="demo-multiphase-", dir=target.parent))
-            try:
-                progress(0.1, "Simulating the four-phase demo study")
-                write_multiphase_demo(scratch)
-                if target.exists():
-                    shutil.rmtree(target)
-                scratch.rename(target)
-            finally:
-                shutil.rmtree(scratch, ignore_errors=True)
-            return target
-
-        def open_it(folder: Path) -> None:
+        def on_its_venous_series(folder: Path) -> None:
             truth = json.loads((folder / GROUND_TRUTH_NAME).read_text(encoding="utf-8"))
             self._open_first = truth.get("series_instance_uid")
+
+        self._open_generated_demo(multiphase_demo_dir(), "four-phase demo study",
+                                  lambda scratch, progress, should_stop: write_multiphase_demo(scratch),
+                                  on_its_venous_series)
+
+    def _open_generated_demo(self, target: Path, what: str, write, before_open) -> None:
+        """Open the demo in `target`, written there first (once, in the background) by `write(folder,
+        progress=, should_stop=)` into a scratch folder that replaces `target` only when complete;
+        `before_open(target)` runs just before it opens."""
+        from liverview.synth.demo import DICOM_DIR_NAME, GROUND_TRUTH_NAME
+
+        def open_it(folder: Path) -> None:
+            before_open(folder)
             self.open_paths([str(folder / DICOM_DIR_NAME)])
 
         if (target / GROUND_TRUTH_NAME).is_file() and (target / DICOM_DIR_NAME).is_dir():
             open_it(target)
             return
+
+        def generate(progress, should_stop, report):
+            scratch = Path(tempfile.mkdtemp(prefix=f"{target.name}-", dir=target.parent))
+            try:
+                write(scratch, progress=progress, should_stop=should_stop)
+                if target.exists():
+                    shutil.rmtree(target)
+                scratch.rename(target)
+            finally:
+                shutil.rmtree(scratch, ignore_errors=True)
+            return target
+
         self._cancel_study_tasks()
+        self.statusBar().showMessage(f"Generating the {what} (once) …")
         task = BackgroundTask(generate, self, name="demo")
-        task.finished.connect(open_it)
-        task.failed.connect(lambda message: self.show_failure("Cannot create the four-phase demo study", message))
+        task.finished.connect(lambda folder: open_it(Path(folder)))
+        task.failed.connect(lambda message: self.show_failure(f"Cannot create the {what}", message))
         self._track(task)
         self.demo_task = task
         task.start()
