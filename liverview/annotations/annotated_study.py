@@ -42,7 +42,7 @@ def read_annotation_json(path: Path) -> AnnotationDocument:
                                   "(not UTF-8 text)") from exc
     except json.JSONDecodeError as exc:
         raise AnnotatedStudyError(f"{path}: neither a DICOM SEG nor a liverview annotation JSON file ({exc})") from exc
-    except RecursionError as exc:  # nested deeper than Python's parser goes: no annotation file is
+    except RecursionError as exc:  # nested deeper than Python's parser goes, as no annotation file is
         raise AnnotatedStudyError(f"{path}: not a liverview annotation file (nested too deeply)") from exc
     try:
         return AnnotationDocument.from_dict(data)
