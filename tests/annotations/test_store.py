@@ -13,6 +13,11 @@ from liverview.annotations.store import ChangeKind, Changed
 SQUARE = [(10.0, 10.0), (20.0, 10.0), (20.0, 20.0), (10.0, 20.0)]
 
 
+def disk_full(path, text):
+    """`write_text_atomic` on a full disk."""
+    raise OSError(28, "No space left on device")
+
+
 def make_store(tmp_path, reader="dr_a", delay=0.2):
     return AnnotationStore.open("1.2.3", "1.2.3.4", reader=reader, path=tmp_path / "a.json", autosave_delay=delay)
 
@@ -144,9 +149,6 @@ def test_a_failed_save_keeps_the_changes_and_says_so_until_a_save_succeeds(tmp_p
     store.flush()
     written = store_module.write_text_atomic
 
-    def disk_full(path, text):
-        raise OSError(28, "No space left on device")
-
     monkeypatch.setattr(store_module, "write_text_atomic", disk_full)
     store.add_lesion(Roi(4, SQUARE), label="metastasis")
     store.flush()
@@ -192,9 +194,6 @@ def test_a_failed_save_is_tried_again_without_another_edit(tmp_path, monkeypatch
 
     store, _ = make_store(tmp_path, delay=0.01)
     written = store_module.write_text_atomic
-
-    def disk_full(path, text):
-        raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(store_module, "write_text_atomic", disk_full)
     store.add_lesion(Roi(3, SQUARE), label="hcc")
