@@ -163,7 +163,7 @@ def _walk_folder_of(path: Path) -> SourceFiles:
     return out
 
 
-def _walk(folder: str, out: SourceFiles) -> Iterator[tuple[str, list[os.DirEntry]]]:
+def _walk(folder: str, out: SourceFiles) -> Iterator[tuple[str, list[os.DirEntry[str]]]]:
     """(folder, its non-folder entries by name) for `folder` and every folder below it, top down, sub-folders
     by name, hidden ones and links to folders left out (as `os.walk` does). The entries know their type
     without another system call, so a pipe or device is told apart before anything opens it."""
@@ -173,7 +173,8 @@ def _walk(folder: str, out: SourceFiles) -> Iterator[tuple[str, list[os.DirEntry
     except OSError as exc:
         out.skipped.append(SkippedFile(str(exc.filename or folder), f"cannot read folder: {exc.strerror or exc}"))
         return
-    folders, files = [], []
+    folders: list[os.DirEntry[str]] = []
+    files: list[os.DirEntry[str]] = []
     for entry in entries:
         try:
             is_folder = entry.is_dir()
