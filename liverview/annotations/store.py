@@ -113,6 +113,13 @@ class Autosaver:
             self._timer.daemon = True
             self._timer.start()
 
+    def give_up(self) -> None:
+        with self._lock:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            self._pending, self.last_error = None, ""
+
     def retry(self) -> None:
         """After a failed write, try again in the background (the disk may have room now)."""
         with self._lock:
@@ -216,6 +223,12 @@ class AnnotationStore:
     def flush(self) -> None:
         if self._autosaver is not None:
             self._autosaver.flush()
+
+    def give_up_unsaved(self) -> None:
+        """The user gave up what could not be saved (or saved a copy elsewhere): stop trying and saying so.
+        The next edit is saved, or fails and is said, as any."""
+        if self._autosaver is not None:
+            self._autosaver.give_up()
 
     def retry_save(self) -> None:
         """Try a failed save again in the background."""

@@ -601,7 +601,7 @@ class MainWindow(QMainWindow):
         self._refresh_lesions()
 
     def _open_annotations(self, volume: Volume) -> None:
-        self.resolve_unsaved_annotations(closing=False)
+        self.resolve_unsaved_annotations("switched")
         self._close_annotations()
         reader = self.reader_name(ask=False) or "reader"
         store, report = AnnotationStore.open(volume.study_uid, volume.series_uid, volume.frame_of_reference_uid,
@@ -646,15 +646,17 @@ class MainWindow(QMainWindow):
                                           "and when the window closes; it asks before anything unsaved is lost.")
         self.unsaved_label.setVisible(bool(error))
 
-    def resolve_unsaved_annotations(self, closing: bool) -> bool:
+    def resolve_unsaved_annotations(self, leaving: str) -> bool:
         """Write the open series' annotations; when that fails (a full disk), ask the user to save a copy
-        elsewhere, try again, or give them up. False when they cancel closing the window."""
+        elsewhere, try again, or give them up. `leaving` is why: "close" (the window) or "open" (another
+        series or study), which the user may cancel (then False), or "switched" (already on screen).
+        Changes copied elsewhere or given up are not asked about again."""
         store = self.store
         if store is None:
             return True
         store.flush()
         while store.save_error:
-            choice = self.ask_about_unsaved(store.save_error, closing)
+            choice = self.ask_about_unsaved(store.save_error, leaving)
             if choice == "retry":
                 store.flush()
             elif choice == "copy":
@@ -667,16 +669,18 @@ class MainWindow(QMainWindow):
                     self.show_failure("Copy not saved", f"Cannot write {target}: {exc.strerror or exc}")
                     continue
                 self.last_message = f"Annotations saved as a copy in {target}"
+                store.give_up_unsaved()
                 return True
             elif choice == "discard":
+                store.give_up_unsaved()
                 return True
             else:
                 return False
         self._show_save_state()
         return True
 
-    def ask_about_unsaved(self, error: str, closing: bool) -> str:
-        """"copy", "retry", "discard" or "cancel" (only when `closing`)."""
+    def ask_about_unsaved(self, error: str, leaving: str) -> str:
+        """"copy", "retry", "discard" or "cancel" (not when `leaving` is "switched")."""
         box = QMessageBox(QMessageBox.Critical, "Annotations not saved",
                           f"The latest changes to this series' annotations could not be saved: "
                           f"{error.rsplit(': ', 1)[-1]}.\n\nThey are still here. Save a copy somewhere else (a USB "
@@ -686,12 +690,13 @@ class MainWindow(QMainWindow):
         box.setDetailedText(error)
         buttons = {box.addButton("Save a copy…", QMessageBox.AcceptRole): "copy",
                    box.addButton("Try again", QMessageBox.ActionRole): "retry",
-                   box.addButton("Close without saving" if closing else "Give up the changes",
+                   box.addButton("Close without saving" if leaving == "close" else "Give up the changes",
                                  QMessageBox.DestructiveRole): "discard"}
-        if closing:
+        cancellable = leaving != "switched"
+        if cancellable:
             buttons[box.addButton(QMessageBox.Cancel)] = "cancel"
         box.exec()
-        return buttons.get(box.clickedButton(), "cancel" if closing else "retry")
+        return buttons.get(box.clickedButton(), "cancel" if cancellable else "retry")
 
     def choose_annotation_copy(self, store: AnnotationStore) -> Path | None:
         name = store.path.name if store.path is not None else "annotations.json"
@@ -780,7 +785,7 @@ class MainWindow(QMainWindow):
         return self.session.hidden_readers
 
     def closeEvent(self, event):  # noqa: N802
-        if not self.resolve_unsaved_annotations(closing=True):
+        if not self.resolve_unsaved_annotations("close"):
             event.ignore()
             return
         self.settings.setValue("window/geometry", self.saveGeometry())
@@ -809,6 +814,8 @@ class MainWindow(QMainWindow):
 
     def open_paths(self, paths: list[str]) -> None:
         """Scan `paths` in the background; the first series opens as soon as the scan is done."""
+        if not self.resolve_unsaved_annotations("open"):
+            return
         self._cancel_study_tasks()
         first = Path(paths[0])
         self.settings.setValue("paths/last_folder", str(first if first.is_dir() else first.parent))
@@ -907,6 +914,8 @@ class MainWindow(QMainWindow):
         return max(axial_ct, key=lambda s: s.n_images) if axial_ct else pick_series(scan)
 
     def open_series(self, info: SeriesInfo) -> None:
+        if not self.resolve_unsaved_annotations("open"):
+            return
         if self.load_task is not None and self.load_task.is_running():
             self.load_task.cancel()
         self.browser.select(info.key)

@@ -217,3 +217,19 @@ def test_a_series_opens_when_its_annotations_folder_cannot_be_written(tmp_path):
     store.flush()
     assert store.save_error  # and every save says so
 
+
+
+def test_changes_given_up_are_not_asked_about_again(tmp_path, monkeypatch):
+    import liverview.annotations.store as store_module
+
+    store, _ = make_store(tmp_path)
+    monkeypatch.setattr(store_module, "write_text_atomic", disk_full)
+    store.add_lesion(Roi(3, SQUARE), label="hcc")
+    store.flush()
+    assert store.save_error
+    store.give_up_unsaved()
+    store.flush()
+    assert store.save_error == ""  # nothing left to write: the close or the next series opens unasked
+    store.add_lesion(Roi(4, SQUARE), label="hcc")
+    store.flush()
+    assert store.save_error  # a new change on the full disk is said again

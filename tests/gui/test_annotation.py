@@ -196,12 +196,17 @@ def test_closing_with_annotations_the_disk_refused_asks_first(qtbot, window, mon
     qtbot.waitUntil(lambda: window.unsaved_label.isVisible(), timeout=5000)
     assert "No space left on device" in window.unsaved_label.text()
     asked: list[str] = []
-    monkeypatch.setattr(window, "ask_about_unsaved", lambda error, closing: asked.append(error) or "cancel")
+    monkeypatch.setattr(window, "ask_about_unsaved", lambda error, leaving: asked.append(leaving) or "cancel")
     window.close()
-    assert asked and window.isVisible() and window.store is not None  # still open, nothing given up
+    assert asked == ["close"] and window.isVisible() and window.store is not None  # still open, nothing given up
+    # Opening another study asks first too, and Cancel stays on this one (it used to open the other and
+    # only then ask, with no way back).
+    store, volume = window.store, window.volume
+    window.open_paths([str(tmp_path)])
+    assert asked == ["close", "open"] and window.store is store and window.volume is volume
     copy = tmp_path / "copy.json"
     monkeypatch.setattr(store_module, "write_text_atomic", lambda path, text: path.write_text(text))
-    monkeypatch.setattr(window, "ask_about_unsaved", lambda error, closing: "copy")
+    monkeypatch.setattr(window, "ask_about_unsaved", lambda error, leaving: "copy")
     monkeypatch.setattr(window, "choose_annotation_copy", lambda store: copy)
     monkeypatch.setattr(store_module.Autosaver, "_write_pending", lambda self: None)  # the disk stays full
     window.close()
