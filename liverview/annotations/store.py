@@ -224,6 +224,11 @@ class AnnotationStore:
         if self._autosaver is not None:
             self._autosaver.flush()
 
+    def save_again(self) -> None:
+        """Write the document as it is now (soon, in the background), whatever was given up before."""
+        if self._autosaver is not None:
+            self._autosaver.schedule(self.document.to_dict())
+
     def give_up_unsaved(self) -> None:
         """The user gave up what could not be saved (or saved a copy elsewhere): stop trying and saying so.
         The next edit is saved, or fails and is said, as any."""

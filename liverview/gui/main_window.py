@@ -668,7 +668,8 @@ class MainWindow(QMainWindow):
                 except OSError as exc:
                     self.show_failure("Copy not saved", f"Cannot write {target}: {exc.strerror or exc}")
                     continue
-                self.last_message = f"Annotations saved as a copy in {target}"
+                self._inform("Copy saved", f"The annotations were saved as a copy in {target}. File → Import "
+                             "annotations brings them back into this series.")
                 store.give_up_unsaved()
                 return True
             elif choice == "discard":
@@ -678,6 +679,13 @@ class MainWindow(QMainWindow):
                 return False
         self._show_save_state()
         return True
+
+    def _keep_open_series_annotations(self, *_: object) -> None:
+        """Another study or series was to open but did not (nothing found, a failure, Cancel): the series
+        on screen stays, and so do its annotations, whatever was given up or copied for the opening -
+        they are saved again, or the status bar says again that they cannot be."""
+        if self.store is not None:
+            self.store.save_again()
 
     def ask_about_unsaved(self, error: str, leaving: str) -> str:
         """"copy", "retry", "discard" or "cancel" (not when `leaving` is "switched")."""
@@ -840,6 +848,8 @@ class MainWindow(QMainWindow):
                               name="scan")
         task.partial.connect(on_partial)
         task.failed.connect(lambda message: self.show_failure(failure_title, message))
+        task.failed.connect(self._keep_open_series_annotations)
+        task.cancelled.connect(self._keep_open_series_annotations)
         self._track(task)
         self.scan_task = task
         task.start()
@@ -866,6 +876,7 @@ class MainWindow(QMainWindow):
             # Nothing to open: the study on screen stays, and the title and browser keep naming it.
             self.statusBar().showMessage(f"No DICOM series found there ({len(item.skipped)} file(s) skipped); "
                                          f"{self.windowTitle().removeprefix('liverview — ')} stays open", 10000)
+            self._keep_open_series_annotations()
         elif isinstance(item, ScanResult):
             self.session.set_scan(item)
             self.browser.set_scan(item)
@@ -915,6 +926,8 @@ class MainWindow(QMainWindow):
 
     def open_series(self, info: SeriesInfo) -> None:
         if not self.resolve_unsaved_annotations("open"):
+            if self.volume is not None:
+                self.browser.select(self.volume.info.key)  # the browser had already moved to the one clicked
             return
         if self.load_task is not None and self.load_task.is_running():
             self.load_task.cancel()
@@ -924,6 +937,7 @@ class MainWindow(QMainWindow):
         task.partial.connect(self._show_volume)
         task.finished.connect(self._on_loaded)
         task.failed.connect(lambda message: self.show_failure("Cannot load series", message))
+        task.failed.connect(self._keep_open_series_annotations)
         self._track(task)
         self.load_task = task
         task.start()

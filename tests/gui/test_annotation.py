@@ -204,11 +204,26 @@ def test_closing_with_annotations_the_disk_refused_asks_first(qtbot, window, mon
     store, volume = window.store, window.volume
     window.open_paths([str(tmp_path)])
     assert asked == ["close", "open"] and window.store is store and window.volume is volume
+    # Given up for an opening that then found nothing: the study on screen stays, and its changes are
+    # still said to be unsaved (they were given up silently, and closing later lost them).
+    monkeypatch.setattr(window, "ask_about_unsaved", lambda error, leaving: "discard")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    window.open_paths([str(empty)])
+    qtbot.waitUntil(lambda: "stays open" in window.statusBar().currentMessage(), timeout=10000)
+    qtbot.waitUntil(lambda: window.unsaved_label.isVisible(), timeout=5000)
+    assert window.store is store
     copy = tmp_path / "copy.json"
-    monkeypatch.setattr(store_module, "write_text_atomic", lambda path, text: path.write_text(text))
+    own_file = window.store.path
+
+    def full_but_for_the_copy(path, text):  # the copy goes to another disk
+        if path == own_file:
+            disk_full(path, text)
+        path.write_text(text)
+
+    monkeypatch.setattr(store_module, "write_text_atomic", full_but_for_the_copy)
     monkeypatch.setattr(window, "ask_about_unsaved", lambda error, leaving: "copy")
     monkeypatch.setattr(window, "choose_annotation_copy", lambda store: copy)
-    monkeypatch.setattr(store_module.Autosaver, "_write_pending", lambda self: None)  # the disk stays full
     window.close()
     assert not window.isVisible()
     assert len(json.loads(copy.read_text())["lesions"]) == 2

@@ -483,6 +483,29 @@ def test_the_four_phase_demo_opens_on_its_portal_venous_series_with_every_phase_
     assert sorted(phase for _, phase, _ in context.other_series) == ["arterial", "delayed", "non_contrast"]
 
 
+def test_cancelling_the_switch_to_another_series_keeps_the_browser_on_the_open_one(qtbot, window, monkeypatch):
+    """Cancel in the unsaved-annotations question left the series clicked highlighted, not the one on screen."""
+    import liverview.annotations.store as store_module
+    from liverview.annotations.document import Roi
+
+    window.open_multiphase_demo()
+    qtbot.waitUntil(lambda: window.volume is not None and window.volume.loaded.all() and window.store is not None
+                    and len(window.phases) == 4, timeout=60000)
+
+    def disk_full(path, text):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(store_module, "write_text_atomic", disk_full)
+    window.store.add_lesion(Roi(5, [(100.0, 100.0), (120.0, 100.0), (120.0, 120.0)]))
+    monkeypatch.setattr(window, "ask_about_unsaved", lambda error, leaving: "cancel")
+    open_key = window.volume.info.key
+    other = next(info for info in window.scan.series if info.key != open_key)
+    window.browser.select(other.key)  # what the click did before the series was asked to open
+    window.open_series(other)
+    assert window.volume.info.key == open_key
+    assert window.browser.tree.currentItem() is window.browser._items[open_key]
+
+
 def test_the_last_study_is_offered_after_a_restart(qtbot, window, crlm_dir, tmp_path, monkeypatch):
     """#16 reading comfort: after a restart (or a crash) the study that was open is offered again."""
     from PySide6.QtWidgets import QMessageBox
