@@ -101,6 +101,8 @@ class Autosaver:
         self._timer: threading.Timer | None = None
         self.saves = 0
         self.last_error: str = ""
+        #: The failed write's reason alone ("No space left on device"), for messages that name the file elsewhere.
+        self.last_reason: str = ""
 
     def schedule(self, snapshot: dict) -> None:
         with self._lock:
@@ -118,7 +120,7 @@ class Autosaver:
             if self._timer is not None:
                 self._timer.cancel()
                 self._timer = None
-            self._pending, self.last_error = None, ""
+            self._pending, self.last_error, self.last_reason = None, "", ""
 
     def retry(self) -> None:
         """After a failed write, try again in the background (the disk may have room now)."""
@@ -136,14 +138,15 @@ class Autosaver:
             try:
                 write_text_atomic(self.path, json.dumps(snapshot, indent=1, ensure_ascii=False))
                 self.saves += 1
-                self.last_error = ""
+                self.last_error = self.last_reason = ""
             except OSError as exc:
                 # Kept for the next try (the next edit, a retry, or `flush()` on close), which reports again: a
                 # full disk must not turn the close into a silent loss of everything since the last save.
                 with self._lock:
                     if self._pending is None:
                         self._pending = snapshot
-                self.last_error = f"cannot save annotations to {self.path}: {exc.strerror or exc}"
+                self.last_reason = str(exc.strerror or exc)
+                self.last_error = f"cannot save annotations to {self.path}: {self.last_reason}"
                 log.error(self.last_error)
             finally:
                 with self._lock:
@@ -246,6 +249,11 @@ class AnnotationStore:
         if self._autosaver is None or not self._autosaver.unsaved:
             return ""
         return self._autosaver.last_error
+
+    @property
+    def save_error_reason(self) -> str:
+        """`save_error`'s reason alone ("No space left on device"); "" when there is no error."""
+        return self._autosaver.last_reason if self.save_error and self._autosaver is not None else ""
 
     def save_copy(self, path: Path) -> None:
         """Write the annotations to `path` as well (somewhere else when their own folder cannot be

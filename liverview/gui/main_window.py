@@ -638,10 +638,9 @@ class MainWindow(QMainWindow):
 
     def _show_save_state(self) -> None:
         error = self.store.save_error if self.store is not None else ""
-        if error and self.store is not None:
-            self.store.retry_save()  # in the background: space may have been freed without another edit
         if error:
-            self.unsaved_label.setText(f"Annotations NOT saved: {error.rsplit(': ', 1)[-1]}")
+            self.store.retry_save()  # in the background: space may have been freed without another edit
+            self.unsaved_label.setText(f"Annotations NOT saved: {self.store.save_error_reason}")
             self.unsaved_label.setToolTip(f"{error}\n\nliverview tries again every few seconds, with every change "
                                           "and when the window closes; it asks before anything unsaved is lost.")
         self.unsaved_label.setVisible(bool(error))
@@ -656,7 +655,7 @@ class MainWindow(QMainWindow):
             return True
         store.flush()
         while store.save_error:
-            choice = self.ask_about_unsaved(store.save_error, leaving)
+            choice = self.ask_about_unsaved(store.save_error, store.save_error_reason, leaving)
             if choice == "retry":
                 store.flush()
             elif choice == "copy":
@@ -687,11 +686,11 @@ class MainWindow(QMainWindow):
         if self.store is not None:
             self.store.save_again()
 
-    def ask_about_unsaved(self, error: str, leaving: str) -> str:
+    def ask_about_unsaved(self, error: str, reason: str, leaving: str) -> str:
         """"copy", "retry", "discard" or "cancel" (not when `leaving` is "switched")."""
         box = QMessageBox(QMessageBox.Critical, "Annotations not saved",
                           f"The latest changes to this series' annotations could not be saved: "
-                          f"{error.rsplit(': ', 1)[-1]}.\n\nThey are still here. Save a copy somewhere else (a USB "
+                          f"{reason}.\n\nThey are still here. Save a copy somewhere else (a USB "
                           "stick, another disk), or free some space and try again. Giving them up keeps the "
                           "annotations as they were last saved.", parent=self)
         box.setTextFormat(Qt.PlainText)

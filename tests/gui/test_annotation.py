@@ -196,7 +196,7 @@ def test_closing_with_annotations_the_disk_refused_asks_first(qtbot, window, mon
     qtbot.waitUntil(lambda: window.unsaved_label.isVisible(), timeout=5000)
     assert "No space left on device" in window.unsaved_label.text()
     asked: list[str] = []
-    monkeypatch.setattr(window, "ask_about_unsaved", lambda error, leaving: asked.append(leaving) or "cancel")
+    monkeypatch.setattr(window, "ask_about_unsaved", lambda error, reason, leaving: asked.append(leaving) or "cancel")
     window.close()
     assert asked == ["close"] and window.isVisible() and window.store is not None  # still open, nothing given up
     # Opening another study asks first too, and Cancel stays on this one (it used to open the other and
@@ -206,7 +206,7 @@ def test_closing_with_annotations_the_disk_refused_asks_first(qtbot, window, mon
     assert asked == ["close", "open"] and window.store is store and window.volume is volume
     # Given up for an opening that then found nothing: the study on screen stays, and its changes are
     # still said to be unsaved (they were given up silently, and closing later lost them).
-    monkeypatch.setattr(window, "ask_about_unsaved", lambda error, leaving: "discard")
+    monkeypatch.setattr(window, "ask_about_unsaved", lambda error, reason, leaving: "discard")
     empty = tmp_path / "empty"
     empty.mkdir()
     window.open_paths([str(empty)])
@@ -222,7 +222,7 @@ def test_closing_with_annotations_the_disk_refused_asks_first(qtbot, window, mon
         path.write_text(text)
 
     monkeypatch.setattr(store_module, "write_text_atomic", full_but_for_the_copy)
-    monkeypatch.setattr(window, "ask_about_unsaved", lambda error, leaving: "copy")
+    monkeypatch.setattr(window, "ask_about_unsaved", lambda error, reason, leaving: "copy")
     monkeypatch.setattr(window, "choose_annotation_copy", lambda store: copy)
     window.close()
     assert not window.isVisible()

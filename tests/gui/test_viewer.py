@@ -497,7 +497,7 @@ def test_cancelling_the_switch_to_another_series_keeps_the_browser_on_the_open_o
 
     monkeypatch.setattr(store_module, "write_text_atomic", disk_full)
     window.store.add_lesion(Roi(5, [(100.0, 100.0), (120.0, 100.0), (120.0, 120.0)]))
-    monkeypatch.setattr(window, "ask_about_unsaved", lambda error, leaving: "cancel")
+    monkeypatch.setattr(window, "ask_about_unsaved", lambda error, reason, leaving: "cancel")
     open_key = window.volume.info.key
     other = next(info for info in window.scan.series if info.key != open_key)
     window.browser.select(other.key)  # what the click did before the series was asked to open
