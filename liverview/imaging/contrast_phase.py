@@ -1,15 +1,15 @@
 """The contrast phase of a CT series, told from its images and, where present, from its DICOM text.
 
-The images decide when they can: the attenuation of the aorta and of the liver parenchyma, found
-automatically on the slices where the liver is largest, places a series in the enhancement curve
-(values from the literature; docs/contrast-phase.md cites them):
+The images decide when they can: the attenuation of the aorta, of the liver parenchyma and of the
+enhanced veins inside the liver, found automatically on the slices where the liver is largest, places a
+series in the enhancement curve (values from the literature; docs/contrast-phase.md cites them):
 
-| phase | aorta (HU) | liver (HU) |
-|---|---|---|
-| non-contrast | 35-55 | 45-65 |
-| arterial (late arterial, ~35 s) | 250-400 | 65-90 |
-| portal-venous (~70 s) | 150-220 | 100-130 |
-| delayed / equilibrium (3-5 min) | 100-150 | 85-110 |
+| phase | aorta (HU) | portal vein (HU) | liver (HU) |
+|---|---|---|---|
+| non-contrast | 35-55 | 35-50 | 45-65 |
+| arterial (late arterial, ~35 s) | 250-400 | 125-165 | 65-90 |
+| portal-venous (~70 s) | 150-220 | about the aorta's | 100-130 |
+| delayed / equilibrium (3-5 min) | 100-150 | about the aorta's | 85-110 |
 
 Unenhanced blood and an arterial blood pool far above a liver that has not yet taken up portal
 contrast are clear from one series. After the arterial peak the values of the portal-venous and the
@@ -83,8 +83,21 @@ PHASE_SEPARATION_S = 60.0
 #: falls steadily after the first pass). Well above what separates two reconstructions of one
 #: acquisition (thickness, kernel: a few HU), well below the portal-venous to equilibrium fall.
 WASHOUT_MIN_HU = 25.0
-#: Plausible liver parenchyma in any phase (steatosis down to about 0 HU, iron or amiodarone up to 140).
-LIVER_RANGE_HU = (-10.0, 170.0)
+#: The portal vein catches up with the aorta after the arterial phase: late arterial aorta 290-360 HU
+#: over a portal vein of 145 +- 20 HU [R1], a gap of at least 125 HU, where the portal-venous aorta
+#: (157-165 HU [G1]) and portal vein are one blood pool. Veins inside the liver less than half that
+#: smallest arterial gap below the aorta are venous blood that has caught up: not the arterial peak,
+#: whatever the liver (a fatty liver enhances to a low value in every phase).
+VENOUS_CATCH_UP_MAX_GAP_HU = 60.0
+#: An enhanced vein inside the liver: this much brighter than the parenchyma, at least 4 mm across,
+#: and as many of them on the measured slices before their value counts.
+VEIN_ABOVE_LIVER_HU = 30.0
+VEIN_MIN_DIAMETER_MM = 4.0
+MIN_VEINS = 3
+#: Plausible liver parenchyma in any phase: severe steatosis reaches about -3 HU before contrast (40 % fat
+#: [F2]), and the lower bound leaves room for such a liver's noise (at -10 a -2 HU liver under 15 HU of
+#: noise broke into pieces and was not found); iron or amiodarone up to 140.
+LIVER_RANGE_HU = (-30.0, 170.0)
 
 #: Slices read to find the liver (evenly over the series) and slices measured (where it is largest).
 SAMPLED_SLICES = 24
@@ -104,6 +117,9 @@ class Enhancement:
     note: str = ""
     #: Image noise: the standard deviation of the liver parenchyma's pixels (HU), robust to vessels.
     noise_hu: float | None = None
+    #: The enhanced veins inside the liver (`_vein_values`): the portal vein's branches and, once they
+    #: fill, the hepatic veins; None where fewer than `MIN_VEINS` stand out from the parenchyma.
+    portal_vein_hu: float | None = None
 
 
 @dataclass(frozen=True)
@@ -128,6 +144,7 @@ class PhaseDecision:
             "summary": self.summary,
             "aorta_hu": None if e is None or e.aorta_hu is None else round(e.aorta_hu, 1),
             "liver_hu": None if e is None or e.liver_hu is None else round(e.liver_hu, 1),
+            "portal_vein_hu": None if e is None or e.portal_vein_hu is None else round(e.portal_vein_hu, 1),
             "noise_hu": None if e is None or e.noise_hu is None else round(e.noise_hu, 1),
             "slices_measured": [] if e is None else list(e.slices),
             "description_phase": None if self.text_phase is None else self.text_phase.value,
@@ -210,15 +227,65 @@ def _liver_hu(hu: np.ndarray, liver: np.ndarray, pixel_mm: tuple[float, float]) 
     return float(np.median(near)) if near.size else float(np.median(values))
 
 
-def _noise_hu(hu: np.ndarray, liver: np.ndarray, pixel_mm: tuple[float, float]) -> float:
+@dataclass(frozen=True)
+class _LiverCrop:
+    """One slice cut to the liver's bounding box, with a margin wide enough that every filter below sees
+    the same neighbours at the liver's pixels as on the whole slice; `core` is the outline eroded by 5 mm
+    (away from its edge: vessels entering it, the IVC, bowel and ribs beside it)."""
+
+    hu: np.ndarray
+    liver: np.ndarray
+    core: np.ndarray
+
+    @classmethod
+    def cut(cls, hu: np.ndarray, liver: np.ndarray, pixel_mm: tuple[float, float]) -> _LiverCrop | None:
+        rows, cols = np.nonzero(liver)
+        if rows.size == 0:
+            return None
+        margin = _noise_window(pixel_mm) // 2 + 2
+        r0, c0 = max(0, int(rows.min()) - margin), max(0, int(cols.min()) - margin)
+        r1, c1 = int(rows.max()) + 1 + margin, int(cols.max()) + 1 + margin
+        cut = liver[r0:r1, c0:c1]
+        core = cv2.erode(cut.astype(np.uint8), _disk(5.0 / min(pixel_mm))).astype(bool)
+        return cls(hu[r0:r1, c0:c1].astype(np.float32), cut, core)
+
+
+def _noise_window(pixel_mm: tuple[float, float]) -> int:
+    """The local median's window for the noise: 7 mm, odd, at least 3 pixels."""
+    return max(3, int(round(7.0 / min(pixel_mm))) | 1)
+
+
+def _noise_hu(crop: _LiverCrop, pixel_mm: tuple[float, float]) -> float:
     """Noise SD inside the liver: the median absolute deviation (x 1.4826) of the pixels from their 7 mm
     local median, on the outline eroded by 5 mm, so vessels, lesions and edges weigh little."""
-    core = cv2.erode(liver.astype(np.uint8), _disk(5.0 / min(pixel_mm))).astype(bool)
-    values = hu.astype(np.float32)
-    size = max(3, int(round(7.0 / min(pixel_mm))) | 1)
-    local = cv2.blur(values, (size, size))
-    residual = (values - local)[core if core.sum() > 200 else liver]
+    size = _noise_window(pixel_mm)
+    local = cv2.blur(crop.hu, (size, size))
+    residual = (crop.hu - local)[crop.core if crop.core.sum() > 200 else crop.liver]
     return float(1.4826 * np.median(np.abs(residual - np.median(residual))))
+
+
+def _vein_values(crop: _LiverCrop, pixel_mm: tuple[float, float], liver_hu: float) -> list[float]:
+    """The median HU of each enhanced vein inside the liver's eroded outline: regions
+    `VEIN_ABOVE_LIVER_HU` above the parenchyma and at least `VEIN_MIN_DIAMETER_MM` across, each measured
+    on its core so that partial volume at its wall weighs little. Unenhanced hepatic veins in the
+    arterial phase stay below the parenchyma and are not counted; one value per vein, so that one large
+    bright lesion does not outweigh the vessels."""
+    mm = min(pixel_mm)
+    smooth = cv2.GaussianBlur(crop.hu, (0, 0), 0.7 / mm)
+    candidates = crop.core & (smooth >= liver_hu + VEIN_ABOVE_LIVER_HU) & (smooth < 600)
+    # Noise specks away (an opening 3 mm across); the area test below keeps veins of 4 mm and more.
+    bright = cv2.morphologyEx(candidates.astype(np.uint8), cv2.MORPH_OPEN, _disk(1.5 / mm))
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(bright, connectivity=8)
+    min_area = math.pi * (VEIN_MIN_DIAMETER_MM / 2) ** 2 / (pixel_mm[0] * pixel_mm[1])
+    inner_kernel = _disk(1.0 / mm)
+    values = []
+    for i in range(1, n):
+        if stats[i, cv2.CC_STAT_AREA] < min_area:
+            continue
+        vein = labels == i
+        inner = cv2.erode(vein.astype(np.uint8), inner_kernel).astype(bool)
+        values.append(float(np.median(crop.hu[inner if inner.sum() >= 5 else vein])))
+    return values
 
 
 def _spine(hu: np.ndarray, body: np.ndarray, frame: _Frame, pixel_mm: tuple[float, float]) -> np.ndarray:
@@ -353,13 +420,18 @@ class _Outliner:
         # (measured: the 100-slice JPEG-LS `liverview-inspect --load` 0.49 -> 0.47 s).
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="aorta-search") as pool:
             searched = pool.submit(search_aortas)
-            liver = float(np.median([_liver_hu(slices[i], outlines[i][1], pixel_mm) for i in best]))
-            noise = float(np.median([_noise_hu(slices[i], outlines[i][1], pixel_mm) for i in best]))
+            livers = [_liver_hu(slices[i], outlines[i][1], pixel_mm) for i in best]
+            liver = float(np.median(livers))
+            crops = [_LiverCrop.cut(slices[i], outlines[i][1], pixel_mm) for i in best]
+            cut = [(crop, level) for crop, level in zip(crops, livers) if crop is not None]
+            noise = float(np.median([_noise_hu(crop, pixel_mm) for crop, _ in cut]))
+            veins = [v for crop, level in cut for v in _vein_values(crop, pixel_mm, level)]
             found = searched.result()
         aortas = [a[0] for a in found if a is not None]
         aorta = float(np.median(aortas)) if aortas else None
         return Enhancement(aorta, liver, tuple(sorted(int(indices[i]) for i in best)),
-                           "" if aortas else "no aorta found in front of the spine", noise_hu=noise)
+                           "" if aortas else "no aorta found in front of the spine", noise_hu=noise,
+                           portal_vein_hu=float(np.median(veins)) if len(veins) >= MIN_VEINS else None)
 
 
 def measure_enhancement(slices: np.ndarray, indices: Sequence[int], pixel_mm: tuple[float, float],
@@ -386,10 +458,24 @@ def pattern_from_enhancement(e: Enhancement) -> tuple[ImagePattern, str]:
     if a < UNENHANCED_BLOOD_MAX_HU:
         return ImagePattern.NON_CONTRAST, f"{values}: unenhanced blood (< {UNENHANCED_BLOOD_MAX_HU:.0f} HU)"
     gap = a - liver
+    vein = e.portal_vein_hu
+    if vein is not None:
+        values += f", veins in the liver {vein:.0f} HU"
     if gap >= ARTERIAL_GAP_MIN_HU:
+        if vein is not None and _veins_caught_up(e):
+            return ImagePattern.ENHANCED, (f"{values}: blood pool {gap:.0f} HU above the liver, but the veins in the "
+                                           f"liver have caught up with the aorta ({a - vein:.0f} HU below it, "
+                                           f"< {VENOUS_CATCH_UP_MAX_GAP_HU:.0f}): a venous phase of a liver that "
+                                           "enhances little, not the arterial peak")
         return ImagePattern.ARTERIAL, f"{values}: blood pool {gap:.0f} HU above the liver (>= {ARTERIAL_GAP_MIN_HU:.0f})"
     return ImagePattern.ENHANCED, (f"{values}: enhanced blood and liver, blood pool {gap:.0f} HU above the liver "
                                    f"(< {ARTERIAL_GAP_MIN_HU:.0f}: not the arterial peak)")
+
+
+def _veins_caught_up(e: Enhancement) -> bool:
+    """The veins in the liver are less than `VENOUS_CATCH_UP_MAX_GAP_HU` below the aorta."""
+    return (e.aorta_hu is not None and e.portal_vein_hu is not None
+            and e.aorta_hu - e.portal_vein_hu < VENOUS_CATCH_UP_MAX_GAP_HU)
 
 
 def sample_indices(n_slices: int, count: int = SAMPLED_SLICES) -> list[int]:
@@ -482,6 +568,13 @@ def decide_contrast_phase(info: SeriesInfo, enhancement: Enhancement | None) -> 
             summary += "; " + (f"{text_note}, the images decide" if text_phase is not phase else f"{text_note} too")
         return PhaseDecision(phase, DecidedBy.IMAGES, summary, **common)
     if pattern is ImagePattern.ENHANCED:
+        if text_phase is ContrastPhase.ARTERIAL and enhancement is not None and _veins_caught_up(enhancement):
+            # An arterial phase shows veins as bright as the aorta only with early portal inflow (an
+            # arterioportal shunt, common in cirrhosis); the images cannot tell, so the text decides alone.
+            return PhaseDecision(text_phase, DecidedBy.DESCRIPTION,
+                                 f"{said}; {text_note}; the images look later than an arterial phase (veins in the "
+                                 f"liver {enhancement.portal_vein_hu:.0f} HU against the aorta's "
+                                 f"{enhancement.aorta_hu:.0f}), so the text alone decides: check it", **common)
         if text_phase is not None and text_phase is not ContrastPhase.NON_CONTRAST:
             fits = "a late arterial phase, after the peak" if text_phase is ContrastPhase.ARTERIAL else "it"
             return PhaseDecision(text_phase, DecidedBy.IMAGES_AND_TEXT, f"{said}; {text_note}; the images fit {fits}",

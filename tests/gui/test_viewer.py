@@ -310,7 +310,7 @@ def test_each_series_shows_its_contrast_phase_in_the_browser_and_the_model_panel
     # The venous original, and its copy named "ARTERIAL" (enhanced blood that a late arterial phase can
     # also show, so the description names it); the coronal localizer gets no phase line.
     axial = sorted(text.rsplit("\n", 1)[-1] for text in labels if "axial" in text)
-    assert axial == ["Arterial (text, images fit)", "Portal-venous (images)"]
+    assert axial == ["Arterial (text only)", "Portal-venous (images)"]
     assert not any("venous" in text or "Arterial" in text for text in labels if "coronal" in text)
     model_line = window.classification.panel.model_label
     open_caption = window.browser._items[window.volume.info.key].text(0).rsplit("\n", 1)[-1]

@@ -34,6 +34,15 @@ def test_the_real_arterial_series_is_arterial(hcc_dir):
     assert decision.text_phase is ContrastPhase.ARTERIAL and decision.enhancement.aorta_hu > 100
 
 
+def test_veins_as_bright_as_the_aorta_leave_an_arterial_description_alone_to_decide(hcc_dir):
+    """hcc-tace-006's veins in the liver are brighter than its aorta: a venous picture, or an arterial
+    phase with early portal inflow. It stays arterial by its description, and says the images do not back it."""
+    decision = _phase(hcc_dir)
+    e = decision.enhancement
+    assert e.portal_vein_hu > e.aorta_hu - 60 and e.portal_vein_hu > e.liver_hu + 30
+    assert decision.decided_by is DecidedBy.DESCRIPTION and "look later than an arterial phase" in decision.summary
+
+
 def test_the_images_overrule_a_wrong_description(crlm_copy):
     for path in crlm_copy.glob("*.dcm"):
         ds = pydicom.dcmread(path)
@@ -128,6 +137,16 @@ def test_patterns_from_the_literature_values(aorta, liver, pattern):
     assert pattern_from_enhancement(Enhancement(aorta, liver))[0] is pattern
 
 
+@pytest.mark.parametrize("aorta, liver, veins, pattern", [
+    (320, 80, 145, ImagePattern.ARTERIAL),   # late arterial: portal vein 145 +- 20 [R1]
+    (320, 80, 300, ImagePattern.ENHANCED),   # veins caught up: not the arterial peak
+    (210, 70, 190, ImagePattern.ENHANCED),   # portal-venous phase of a fatty liver
+    (210, 70, 140, ImagePattern.ARTERIAL),
+    (180, 115, 90, ImagePattern.ENHANCED)])  # veins never make an arterial phase on their own
+def test_the_veins_in_the_liver_veto_an_arterial_gap_they_have_caught_up_with(aorta, liver, veins, pattern):
+    assert pattern_from_enhancement(Enhancement(aorta, liver, portal_vein_hu=veins))[0] is pattern
+
+
 @pytest.mark.parametrize("text, phase", [
     ("LIVER 3 PHASE (AP)", ContrastPhase.ARTERIAL), ("Arterial 2.5mm", ContrastPhase.ARTERIAL),
     ("late art", ContrastPhase.ARTERIAL), ("PORTAL VENOUS", ContrastPhase.PORTAL_VENOUS), ("PVP 5mm", ContrastPhase.PORTAL_VENOUS),
@@ -158,6 +177,7 @@ def test_inspect_json_names_each_series_phase_and_evidence(crlm_dir, capsys):
     assert series["contrast_phase"] == "portal_venous"
     evidence = series["contrast_phase_evidence"]
     assert evidence["decided_by"] == "images" and evidence["aorta_hu"] > evidence["liver_hu"]
+    assert evidence["portal_vein_hu"] > evidence["liver_hu"] + 30
     assert set(evidence) >= {"summary", "slices_measured", "description_phase", "delay_after_bolus_s"}
 
 

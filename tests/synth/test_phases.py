@@ -56,6 +56,26 @@ def test_the_detector_reads_the_simulated_phase_from_the_images(phantoms, phase,
     assert enhancement.liver_hu == pytest.approx(phantoms[phase].liver_hu, abs=12.0)
 
 
+@pytest.mark.parametrize("phase, pattern", [(Phase.ARTERIAL, ImagePattern.ARTERIAL),
+                                            (Phase.PORTAL_VENOUS, ImagePattern.ENHANCED),
+                                            (Phase.DELAYED, ImagePattern.ENHANCED)])
+def test_a_fatty_liver_under_a_strong_bolus_is_read_by_its_veins(phase, pattern):
+    """A liver of 7 HU before contrast (severe steatosis) reaches only 65 HU in the portal-venous phase,
+    under blood of 205 HU: aorta minus liver passes the arterial gap of 130 HU, which called this
+    portal-venous series arterial. The veins in the liver, as bright as the aorta, say it is not."""
+    phantom = make_abdomen_phantom(SHAPE, SPACING, np.random.default_rng(4), liver_hu=65.0, blood_pool_hu=205.0,
+                                   phase=phase, top_s_mm=-10.0)
+    hu = phantom.hu.copy()
+    simulate_acquisition(hu, SPACING, np.random.default_rng(9), noise_sigma_hu=15.0)
+    indices = sample_indices(SHAPE[0])
+    enhancement = measure_enhancement(to_int16_hu(hu)[indices], indices, SPACING[1:], (1.0, 0.0, 0.0), (0.0, 1.0, 0.0))
+    found, why = pattern_from_enhancement(enhancement)
+    assert found is pattern, why
+    assert enhancement.portal_vein_hu is not None and enhancement.portal_vein_hu > enhancement.liver_hu + 30
+    if phase is Phase.PORTAL_VENOUS:
+        assert enhancement.aorta_hu - enhancement.liver_hu >= 130 and "caught up" in why
+
+
 def _lesion(cls, seed, liver=110.0, blood=175.0):
     from liverview.synth.lesions import Enhancement, sample_varied_lesion_spec
 
