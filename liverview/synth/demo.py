@@ -239,6 +239,9 @@ def make_ground_truth(
 #: The multiphase demo: one simulated patient with a lesion of each class, seen in four contrast phases.
 MULTIPHASE_SEED = 11
 MULTIPHASE_PHASES = ("non_contrast", "arterial", "portal_venous", "delayed")
+#: Rows and columns of the four-phase demo: the phantom's body (about 300 x 216 mm) at the simulator's
+#: finest pixels (0.66 mm).
+MULTIPHASE_MATRIX_YX = (384, 512)
 
 
 @dataclass
@@ -253,8 +256,8 @@ def write_multiphase_demo(out_dir: Path, seed: int = MULTIPHASE_SEED, overwrite:
     """Write a simulated four-phase liver CT study (non-contrast, arterial, portal-venous, delayed: one
     series each, one study and Frame of Reference, the scanner's small differences between phases) with
     a lesion of each class, as ``out_dir/dicom/<phase>/IM*.dcm``, and its ground truth (outlined on the
-    portal-venous series) as ``out_dir/ground-truth.json``. It is the simulator's patient
-    (docs/synth.md): a slab of the liver, not a whole abdomen."""
+    portal-venous series) as ``out_dir/ground-truth.json``. It is the simulator's patient (docs/synth.md),
+    a slab through the liver, in a field of view of the whole abdomen."""
     from liverview.synth.simulator import SimulatorConfig, patient_document, simulate_patient, write_patient_study
 
     out_dir = Path(out_dir)
@@ -262,8 +265,10 @@ def write_multiphase_demo(out_dir: Path, seed: int = MULTIPHASE_SEED, overwrite:
     if (dicom_dir.exists() or truth_path.exists()) and not overwrite:
         raise FileExistsError(f"{out_dir} already holds a demo study ({DICOM_DIR_NAME}/ or {GROUND_TRUTH_NAME}); "
                               "choose an empty folder or allow overwriting")
-    patient = simulate_patient(seed, list(LesionClass), SimulatorConfig(phases=MULTIPHASE_PHASES,
-                                                                         diameter_mm=(15.0, 30.0)))
+    # The whole abdomen, not the training data's slab around the liver: the phase detector finds the
+    # aorta from the vertebra, so with it in view the demo's phases are read from its images too.
+    config = SimulatorConfig(phases=MULTIPHASE_PHASES, diameter_mm=(15.0, 30.0), matrix_yx_px=MULTIPHASE_MATRIX_YX)
+    patient = simulate_patient(seed, list(LesionClass), config, centre_xy_mm=(0.0, 0.0))
     out_dir.mkdir(parents=True, exist_ok=True)
     partial = Path(tempfile.mkdtemp(prefix=".dicom-partial-", dir=out_dir))
     try:

@@ -616,8 +616,13 @@ def simulate_patient(
     config: SimulatorConfig = DEFAULT_CONFIG,
     *,
     should_stop: ShouldStop | None = None,
+    centre_xy_mm: tuple[float, float] | None = None,
 ) -> SimulatedPatient:
     """One phantom patient with lesions of ``lesion_classes`` (drawn from the seed when None).
+
+    ``centre_xy_mm`` replaces the drawn centre of the field of view (anatomical X, Y in mm; every other
+    draw stays the same): (0, 0) with a ``config.matrix_yx_px`` wide enough shows the whole abdomen, spine
+    and aorta included, as the four-phase demo does.
 
     Per patient the seed draws: the anatomy (liver shape, vessels, bowel), liver and blood-pool
     enhancement, pixel size and slice thickness, the field of view (a slab of the liver tall enough
@@ -644,6 +649,8 @@ def simulate_patient(
     hi = max(lo, 135.0 - slab_mm / 2.0)
     top_s = float(rng.uniform(lo, hi)) - slab_mm / 2.0
     centre_xy = (float(rng.uniform(-72.0, -45.0)), float(rng.uniform(-22.0, 0.0)))
+    if centre_xy_mm is not None:
+        centre_xy = (float(centre_xy_mm[0]), float(centre_xy_mm[1]))
     nz = int(math.ceil(slab_mm / dz))
     shape = (nz, *config.matrix_yx_px)
     spacing = (dz, pixel, pixel)

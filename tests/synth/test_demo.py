@@ -333,3 +333,18 @@ def test_the_multiphase_demo_is_one_study_in_four_phases_with_a_lesion_of_each_c
     with pytest.raises(FileExistsError):
         demo_module.write_multiphase_demo(tmp_path / "mp")
     assert demo_module.main([str(tmp_path / "cli"), "--multiphase"]) == 0
+
+
+def test_the_multiphase_demo_phases_are_read_from_its_images_too(tmp_path: Path) -> None:
+    """The demo was the simulator's slab around the liver: the aorta was in view, the vertebra the
+    search starts from was not, and every phase came from the descriptions alone."""
+    from liverview.imaging.contrast_phase import DecidedBy, detect_series_phases
+    from liverview.io import scan_paths
+
+    demo = demo_module.write_multiphase_demo(tmp_path / "mp")
+    infos = scan_paths(demo.dicom_dir).series
+    decided = {Path(info.frames[0].path).parent.name: d for info, d in
+               zip(infos, (detect_series_phases(infos)[info.key] for info in infos))}
+    assert {name: d.phase.value for name, d in decided.items()} == {name: name for name in decided}
+    assert all(d.enhancement is not None and d.enhancement.aorta_hu is not None for d in decided.values())
+    assert decided["non_contrast"].decided_by is DecidedBy.IMAGES and decided["arterial"].decided_by is DecidedBy.IMAGES
