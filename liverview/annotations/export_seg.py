@@ -160,7 +160,7 @@ def build_seg(volume: Volume, document: AnnotationDocument, taxonomy: LabelTaxon
 
 
 def _reader_named(lesion: Lesion, identity: ExportIdentity, creator: str | None) -> str | None:
-    """The reader a segment's description names: the lesion's (a consensus lesion's is whoever decided
+    """The reader a segment's description names: the lesion's (a consensus lesion's is whoever outlined
     it), unless it is the Content Creator, who stands for the segments that name nobody."""
     return identity.reader_of(lesion.reader) if lesion.reader != creator else None
 

@@ -92,8 +92,8 @@ def _consensus_lesion(group: LesionGroup, lesions: dict[str, Lesion]) -> Lesion:
     lesion.consensus = ConsensusOrigin(readers=group.readers, lesion_ids=list(group.lesion_ids), outline_of=outline.id,
                                        decided_by=adjudication.decided_by if adjudication else None,
                                        time=adjudication.time if adjudication else None)
+    # The reader stays the outline's: who adjudicated the label is `consensus.decided_by`.
     if adjudication is not None:
-        lesion.reader = adjudication.decided_by
         lesion.label_source = "adjudicated"
     elif len(group.lesion_ids) > 1:
         lesion.label_source = "readers agree" if group.final_label is not None else "readers disagree"

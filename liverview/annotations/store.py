@@ -433,13 +433,52 @@ class AnnotationStore:
         with self.edit("Set contrast phase" if phase else "Reset contrast phase", changed=Changed.PHASE) as doc:
             doc.contrast_phase = None if phase is None else PhaseCorrection(phase, self.reader, detected)
 
-    def merge(self, other: AnnotationDocument) -> int:
-        """Bring in another reader's lesions (e.g. a colleague's file); returns how many were added."""
-        known = {lesion.id for lesion in self.document.lesions}
-        new = [copy.deepcopy(lesion) for lesion in other.lesions if lesion.id not in known]
-        with self.edit(f"Import {len(new)} lesion(s)", *(lesion.id for lesion in new), changed=Changed.EVERYTHING) as doc:
-            doc.lesions.extend(new)
-        return len(new)
+    def merge(self, other: AnnotationDocument) -> MergeResult:
+        """Bring in another document's work (e.g. a colleague's file, again after they changed it): lesions
+        not here yet; the newer version of another reader's lesion (this reader's own are never replaced
+        by a file); and the adjudications of lesions that are all here, the later decision winning where
+        two decide the same lesions. One undoable step."""
+        mine = {lesion.id: lesion for lesion in self.document.lesions}
+        new = [copy.deepcopy(lesion) for lesion in other.lesions if lesion.id not in mine]
+        newer = {lesion.id: copy.deepcopy(lesion) for lesion in other.lesions
+                 if lesion.id in mine and lesion.reader != self.reader and lesion.reader == mine[lesion.id].reader
+                 and lesion.modified > mine[lesion.id].modified and lesion.to_dict() != mine[lesion.id].to_dict()}
+        present = set(mine) | {lesion.id for lesion in new}
+        decisions = []
+        for decision in other.adjudications:
+            if not set(decision.lesion_ids) <= present or decision.to_dict() in [a.to_dict() for a in self.document.adjudications]:
+                continue
+            overlapping = [a for a in self.document.adjudications if set(a.lesion_ids) & set(decision.lesion_ids)]
+            if all(decision.time > a.time for a in overlapping):
+                decisions.append(copy.deepcopy(decision))
+        touched = [lesion.id for lesion in new] + list(newer)
+        if not touched and not decisions:
+            return MergeResult(0, 0, 0)  # nothing new: no empty step to undo
+        with self.edit(f"Import {len(new)} lesion(s)", *touched, changed=Changed.EVERYTHING) as doc:
+            doc.lesions = [newer.get(lesion.id, lesion) for lesion in doc.lesions] + new
+            for decision in decisions:
+                doc.adjudications = [a for a in doc.adjudications if not set(a.lesion_ids) & set(decision.lesion_ids)]
+                doc.adjudications.append(decision)
+        return MergeResult(len(new), len(newer), len(decisions))
+
+
+@dataclass(frozen=True)
+class MergeResult:
+    """What `AnnotationStore.merge` brought in."""
+
+    added: int
+    #: Other readers' lesions replaced by their newer version.
+    updated: int
+    adjudications: int
+
+    def describe(self) -> str:
+        """"3 lesion(s), 1 updated, 1 adjudication" (the parts that are not zero, lesions always)."""
+        parts = [f"{self.added} lesion(s)"]
+        if self.updated:
+            parts.append(f"{self.updated} updated")
+        if self.adjudications:
+            parts.append(f"{self.adjudications} adjudication(s)")
+        return ", ".join(parts)
 
 
 def _lock_alive(lock: Path) -> bool:

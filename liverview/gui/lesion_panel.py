@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import QEvent, Qt, Signal
 from PySide6.QtGui import QColor, QIcon, QPixmap
 from PySide6.QtWidgets import (QAbstractItemView, QColorDialog, QComboBox, QDialog, QDialogButtonBox, QFormLayout,
                                QHBoxLayout, QHeaderView, QLabel, QLineEdit, QListWidget, QListWidgetItem, QMenu,
@@ -62,6 +62,17 @@ class _NumberItem(QTableWidgetItem):
         if isinstance(a, (int, float)) and isinstance(b, (int, float)):
             return (math.isnan(a), a) < (math.isnan(b), b)
         return super().__lt__(other)
+
+
+class _NoteEdit(QLineEdit):
+    """A line edit in the main window that keeps Return and Enter: the window's "Close polygon" shortcut
+    took them, so a note confirmed with Enter stayed unsaved until the field lost focus."""
+
+    def event(self, event: QEvent) -> bool:
+        if event.type() == QEvent.ShortcutOverride and event.key() in (Qt.Key_Return, Qt.Key_Enter):
+            event.accept()
+            return True
+        return super().event(event)
 
 
 class AddLabelDialog(QDialog):
@@ -146,7 +157,7 @@ class LesionPanel(QWidget):
         self.confidence.addItems([c.value for c in Confidence])
         self.confidence.setCurrentText(Confidence.PROBABLE.value)
         self.confidence.activated.connect(lambda _i: self.confidence_chosen.emit(self.confidence.currentText()))
-        self.note = QLineEdit()
+        self.note = _NoteEdit()
         self.note.setPlaceholderText("note for the selected lesion")
         self.note.editingFinished.connect(lambda: self.note_edited.emit(self.note.text()))
         # Until a lesion is selected (`show_selection`): on the welcome screen they would look like a choice.

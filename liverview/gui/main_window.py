@@ -450,7 +450,8 @@ class MainWindow(QMainWindow):
             self.import_annotations(Path(path))
 
     def import_annotations(self, path: Path) -> int:
-        """Merge another reader's annotation file of this series; returns the number of lesions added."""
+        """Merge another reader's annotation file of this series (`AnnotationStore.merge`); returns the
+        number of lesions added."""
         try:
             other = AnnotationDocument.from_dict(json.loads(path.read_text(encoding="utf-8")))
         except (OSError, ValueError) as exc:
@@ -460,9 +461,9 @@ class MainWindow(QMainWindow):
             self.show_failure("Cannot import annotations", f"{path.name} belongs to series {other.series_instance_uid}, "
                                                     f"not to the open series {self.store.document.series_instance_uid}.")
             return 0
-        added = self.store.merge(other)
-        self.statusBar().showMessage(f"Imported {added} lesion(s) from {path.name}", 6000)
-        return added
+        merged = self.store.merge(other)
+        self.statusBar().showMessage(f"Imported {merged.describe()} from {path.name}", 6000)
+        return merged.added
 
     def show_consensus(self) -> None:
         if self.store is None or self.volume is None:
@@ -489,7 +490,7 @@ class MainWindow(QMainWindow):
         except (SegImportError, OSError, ValueError) as exc:
             self.show_failure("Cannot import the DICOM SEG", f"{path.name}: {exc}")
             return 0
-        added = self.store.merge(imported.document)
+        added = self.store.merge(imported.document).added
         how = {"sop-instance-uid": "by the referenced image UIDs"}.get(
             imported.method, "by frame of reference and slice position (the referenced image UIDs did not resolve)")
         already = len(imported.document.lesions) - added

@@ -77,6 +77,8 @@ def test_consensus_outline_is_a_real_readers_outline(identified_volume, two_read
         source = originals[lesion.consensus.outline_of]
         assert np.array_equal(lesion_mask(identified_volume, lesion), lesion_mask(identified_volume, source))
         assert sorted(lesion.consensus.readers) == [ONE, TWO]
+        # Who outlined it (docs/dataset-format.md), not who adjudicated its label: that is `decided_by`.
+        assert lesion.reader == source.reader
     assert [lesion.label for lesion in two_readers.lesions[:3]] == ["metastasis", "hemangioma", None]
 
 

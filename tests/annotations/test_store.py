@@ -118,7 +118,7 @@ def test_ai_acceptance_and_adjudication_are_recorded(tmp_path):
     other = AnnotationDocument("1.2.3", "1.2.3.4")
     store_b = AnnotationStore(other, reader="dr_b")
     second = store_b.add_lesion(Roi(3, SQUARE), label="metastasis")
-    assert store.merge(store_b.document) == 1 and store.document.readers() == ["dr_a", "dr_b"]
+    assert store.merge(store_b.document).added == 1 and store.document.readers() == ["dr_a", "dr_b"]
     decision = store.adjudicate([lesion.id, second.id], "metastasis", note="biopsy")
     assert decision.decided_by == "dr_a" and store.document.adjudications == [decision]
     round_trip = AnnotationDocument.from_dict(json.loads(json.dumps(store.document.to_dict())))
@@ -233,3 +233,48 @@ def test_changes_given_up_are_not_asked_about_again(tmp_path, monkeypatch):
     store.add_lesion(Roi(4, SQUARE), label="hcc")
     store.flush()
     assert store.save_error  # a new change on the full disk is said again
+
+
+def _colleague_file(reader: str) -> tuple[AnnotationStore, object]:
+    store = AnnotationStore(AnnotationDocument("1.2.3", "1.2.3.4"), reader=reader)
+    return store, store.add_lesion(Roi(3, SQUARE), label="hemangioma")
+
+
+def test_importing_a_colleagues_file_brings_its_adjudications(tmp_path):
+    """Walkthrough review: a file with a senior reader's adjudication came in without it, so the consensus
+    export called the lesion "readers disagree"."""
+    ada, _ = make_store(tmp_path, reader="dr_ada")
+    mine = ada.add_lesion(Roi(3, SQUARE), label="hcc")
+    bo, theirs = _colleague_file("dr_bo")
+    bo.merge(ada.document)
+    senior = AnnotationStore(bo.document, reader="dr_senior")
+    decision = senior.adjudicate([mine.id, theirs.id], "hcc", note="biopsy")
+    result = ada.merge(senior.document)
+    assert (result.added, result.adjudications) == (1, 1)
+    assert [a.to_dict() for a in ada.document.adjudications] == [decision.to_dict()]
+    assert ada.merge(senior.document).adjudications == 0  # the same file again changes nothing
+    ada.undo()
+    assert ada.document.adjudications == [] and len(ada.document.lesions) == 1
+
+
+def test_reimporting_a_colleagues_changed_file_updates_their_lesions_only(tmp_path):
+    """Walkthrough review: Bo relabelled his lesion and sent his file again; the import said "Imported 0"
+    and kept his old label, so the consensus showed a disagreement he no longer held."""
+    ada, _ = make_store(tmp_path, reader="dr_ada")
+    mine = ada.add_lesion(Roi(3, SQUARE), label="hcc")
+    bo, theirs = _colleague_file("dr_bo")
+    assert ada.merge(bo.document).added == 1
+    time.sleep(1.1)  # modification times have a resolution of seconds
+    bo.set_label(theirs.id, label="benign_cyst")
+    bo.merge(ada.document)
+    bo.document.lesions = [lesion if lesion.id != mine.id else _relabelled(lesion) for lesion in bo.document.lesions]
+    result = ada.merge(bo.document)
+    assert (result.added, result.updated) == (0, 1)
+    assert ada.document.lesion(theirs.id).label == "benign_cyst"
+    assert ada.document.lesion(mine.id).label == "hcc"  # a file never replaces this reader's own lesion
+
+
+def _relabelled(lesion):
+    changed = lesion.snapshot()
+    changed.label, changed.modified = "metastasis", "2999-01-01T00:00:00+00:00"
+    return changed

@@ -584,3 +584,20 @@ def test_going_to_a_lesion_shows_the_slice_the_model_reads(qtbot, window):
     assert lesion_key_slice(window.volume, stored) == z + 1
     window.jump_to_lesion(lesion.id)
     assert window.viewer.views[0].slice_index == z + 1
+
+
+def test_a_note_confirmed_with_enter_is_saved(qtbot, window):
+    """Walkthrough review: Return in the note field went to the window's "Close polygon" shortcut, so the
+    note stayed unsaved until the field lost focus, and a power cut lost it."""
+    from liverview.annotations.document import Roi
+
+    z = window.viewer.views[0].slice_index
+    lesion = window.store.add_lesion(Roi(z, [(95.0, 95.0), (120.0, 95.0), (120.0, 118.0)],
+                                         sop_instance_uid=window.volume.sop_instance_uids[z]), label="hcc")
+    window.jump_to_lesion(lesion.id)
+    note = window.lesion_panel.note
+    qtbot.waitUntil(note.isEnabled)
+    note.setFocus()
+    qtbot.keyClicks(note, "rim enhancement")
+    qtbot.keyClick(note, Qt.Key_Return)
+    assert window.store.document.lesion(lesion.id).note == "rim enhancement"
