@@ -80,6 +80,9 @@ class OpenReport:
     recovered_after_crash: bool = False
     damaged_copy: Path | None = None
     problem: str = ""
+    #: The process of another liverview session that has the series open (its lock is alive): whichever
+    #: of the two saves last overwrites the other's changes.
+    open_elsewhere_pid: int | None = None
 
 
 class Autosaver:
@@ -188,7 +191,9 @@ class AnnotationStore:
         path = path or annotation_path(study_uid, series_uid)
         lock = path.with_suffix(".lock")
         crashed = lock.exists() and not _lock_alive(lock)
-        report = OpenReport(path=path, existed=path.exists(), recovered_after_crash=crashed and path.exists())
+        elsewhere = None if crashed else _lock_owner(lock)
+        report = OpenReport(path=path, existed=path.exists(), recovered_after_crash=crashed and path.exists(),
+                            open_elsewhere_pid=elsewhere)
         document = AnnotationDocument(study_uid, series_uid, frame_of_reference_uid)
         if path.exists():
             try:
@@ -204,7 +209,8 @@ class AnnotationStore:
             path.parent.mkdir(parents=True, exist_ok=True)
             for stale in path.parent.glob(f".{path.name}.*.tmp"):
                 stale.unlink(missing_ok=True)  # half-written temp of a killed session; the real file is intact
-            lock.write_text(str(os.getpid()))
+            if elsewhere is None:  # the other session keeps its lock: its crash must still be noticed
+                lock.write_text(str(os.getpid()))
         except OSError as exc:
             # A full disk: the series still opens; every save will fail and say so until there is room.
             problem = (f"the annotations folder {path.parent} cannot be written ({exc.strerror or exc}): outlines "
@@ -217,7 +223,7 @@ class AnnotationStore:
         """Write everything now and release the session lock. Whatever could not be written is lost
         then: callers that can ask the user first check `flush()` and `save_error`."""
         self.flush()
-        if self.path is not None:
+        if self.path is not None and _lock_owner(self.path.with_suffix(".lock")) is None:
             try:
                 self.path.with_suffix(".lock").unlink(missing_ok=True)
             except OSError:  # its folder could not be written when the series opened: there is no lock
@@ -479,6 +485,16 @@ class MergeResult:
         if self.adjudications:
             parts.append(f"{self.adjudications} adjudication(s)")
         return ", ".join(parts)
+
+
+def _lock_owner(lock: Path) -> int | None:
+    """The process of another session holding `lock` while it still runs; None when it is ours, stale
+    or absent."""
+    try:
+        pid = int(lock.read_text().strip())
+    except (OSError, ValueError):
+        return None
+    return pid if pid != os.getpid() and pid_alive(pid) else None
 
 
 def _lock_alive(lock: Path) -> bool:

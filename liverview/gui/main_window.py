@@ -617,6 +617,12 @@ class MainWindow(QMainWindow):
         self._refresh_lesions()
         if report.damaged_copy is not None:
             self.show_failure("Annotation file damaged", report.problem)
+        elif report.open_elsewhere_pid is not None:
+            self.show_failure("Series open in another window",
+                              f"This series is also open in another liverview window (process "
+                              f"{report.open_elsewhere_pid}). Both save their outlines to the same file, and "
+                              "the one that saves last overwrites what the other drew: close one of them "
+                              "before you draw.")
         elif report.problem:
             self.show_failure("Annotations cannot be saved", report.problem[:1].upper() + report.problem[1:] + ".")
         elif report.recovered_after_crash:

@@ -278,3 +278,24 @@ def _relabelled(lesion):
     changed = lesion.snapshot()
     changed.label, changed.modified = "metastasis", "2999-01-01T00:00:00+00:00"
     return changed
+
+
+def test_a_series_open_in_another_live_session_is_reported_and_its_lock_kept(tmp_path):
+    """Walkthrough review: two windows on one series saved over each other without a word, and the second
+    took over the first one's lock (and deleted it on close), so the first one's crash went unnoticed."""
+    import subprocess
+    import sys
+
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (tmp_path / "a.lock").write_text(str(other.pid))
+        store, report = make_store(tmp_path)
+        assert report.open_elsewhere_pid == other.pid and not report.recovered_after_crash
+        store.add_lesion(Roi(3, SQUARE))
+        store.close()
+        assert (tmp_path / "a.lock").read_text() == str(other.pid)
+    finally:
+        other.kill()
+        other.wait()
+    _, report = make_store(tmp_path)
+    assert report.open_elsewhere_pid is None and report.recovered_after_crash

@@ -686,3 +686,31 @@ def test_corner_text_stays_readable_over_white(qtbot):
     image = white.grab().toImage()
     darkest = min(image.pixelColor(x, y).value() for x in range(image.width()) for y in range(image.height()))
     assert darkest < 80
+
+
+def test_a_series_open_in_another_window_says_so(qtbot, window, crlm_dir, tmp_path, monkeypatch):
+    """Walkthrough review: a second window on the same series drew and saved over the first one's outlines
+    without a word."""
+    import subprocess
+    import sys
+
+    import liverview.annotations.store as store_module
+
+    folder = tmp_path / "annotations"
+    folder.mkdir()
+    monkeypatch.setattr(store_module, "annotation_path", lambda study, series: folder / f"{series}.json")
+    from liverview.io import scan_paths
+
+    info = scan_paths(crlm_dir).series[0]
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (folder / f"{info.series_uid}.lock").write_text(str(other.pid))
+        open_and_wait(qtbot, window, crlm_dir)
+        qtbot.waitUntil(lambda: window.store is not None, timeout=10000)
+        said = [w for w in QApplication.topLevelWidgets() if isinstance(w, QMessageBox) and w.isVisible()
+                and w.windowTitle() == "Series open in another window"]
+        assert said and f"process {other.pid}" in said[0].text()
+        said[0].grab().save(str(tmp_path / "open-elsewhere.png"))
+    finally:
+        other.kill()
+        other.wait()
