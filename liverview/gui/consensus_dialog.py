@@ -6,7 +6,7 @@ import math
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QDialog, QHBoxLayout, QHeaderView, QLabel, QLineEdit,
-                               QPushButton, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
+                               QMessageBox, QPushButton, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
 
 from liverview.annotations.consensus import ConsensusSummary, summarize_consensus
 from liverview.annotations.labels import LabelTaxonomy
@@ -123,10 +123,31 @@ class ConsensusDialog(QDialog):
         group = self.selected_group()
         if group is None or self.final_label.currentData() is None:
             return
-        self.store.adjudicate(group.lesion_ids, self.final_label.currentData(), note=self.note.text().strip())
+        chosen, me = self.final_label.currentData(), self.store.reader
+        earlier = group.adjudication
+        # Asked, not refused: liverview has no roles, and a clinic decides who may adjudicate.
+        if earlier is not None and earlier.decided_by != me and earlier.final_label != chosen:
+            reason = f" (reason: {earlier.note})" if earlier.note else ""
+            if not self.confirm("Replace another reader's decision?",
+                                f"{earlier.decided_by} decided {self._name(earlier.final_label)} on "
+                                f"{earlier.time[:10]}{reason}. Replace that decision with {self._name(chosen)}, "
+                                f"recorded as yours ({me})?"):
+                return
+        elif me in group.labels and len(set(group.labels.values())) > 1:
+            if not self.confirm("Decide a finding you outlined?",
+                                f"You outlined one of these lesions yourself (your label: "
+                                f"{self._name(group.labels[me])}). A final label is usually decided by a reader "
+                                f"who did not. Record {self._name(chosen)} as decided by you ({me})?"):
+                return
+        self.store.adjudicate(group.lesion_ids, chosen, note=self.note.text().strip())
         selected = self.table.currentRow()
         self.refresh()
         self.table.selectRow(selected)
+
+    def confirm(self, title: str, text: str) -> bool:
+        """Yes or No, No the default."""
+        return QMessageBox.question(self, title, text, QMessageBox.Yes | QMessageBox.No,
+                                    QMessageBox.No) == QMessageBox.Yes
 
     def _jump(self, row: int, _column: int) -> None:
         ids = self.table.item(row, 0).data(Qt.UserRole)

@@ -253,8 +253,12 @@ def test_consensus_of_two_readers_and_adjudication(qtbot, window):
     assert dialog.final_label.currentData() is None and not dialog.adjudicate_button.isEnabled()
     dialog.adjudicate_button.click()
     assert window.store.document.adjudications == []
+    asked: list[str] = []
+    dialog.confirm = lambda title, text: asked.append(text) or True
     dialog.final_label.setCurrentIndex(dialog.final_label.findData("metastasis"))
     dialog.adjudicate_button.click()
+    # Dr Bob outlined one of the two: asked before his decision is recorded.
+    assert len(asked) == 1 and "You outlined one of these lesions yourself" in asked[0]
     decision = window.store.document.adjudications[0]
     assert decision.final_label == "metastasis" and decision.decided_by == "Dr Bob"
     assert dialog.summary.groups[0].final_label == "metastasis"
@@ -601,3 +605,29 @@ def test_a_note_confirmed_with_enter_is_saved(qtbot, window):
     qtbot.keyClicks(note, "rim enhancement")
     qtbot.keyClick(note, Qt.Key_Return)
     assert window.store.document.lesion(lesion.id).note == "rim enhancement"
+
+
+def test_replacing_another_readers_decision_is_asked_first(qtbot, window):
+    """Walkthrough review: Dr Bob set the final label of a finding Dr Senior had decided ("biopsy"), and
+    Senior's decision and note were gone without a question."""
+    from liverview.annotations.document import Lesion, Roi
+
+    z = window.viewer.views[0].slice_index
+    points = [(80.0, 80.0), (100.0, 80.0), (100.0, 100.0), (80.0, 100.0)]
+    mine = window.store.add_lesion(Roi(z, points, sop_instance_uid=window.volume.sop_instance_uids[z]), label="hcc")
+    theirs = Lesion(reader="Dr Bob", label="metastasis", rois=[Roi(z, points, sop_instance_uid=mine.rois[0].sop_instance_uid)])
+    window.store.document.lesions.append(theirs)
+    window.store.reader = "Dr Senior"
+    window.store.adjudicate([mine.id, theirs.id], "hcc", note="biopsy")
+    window.store.reader = "Dr Bob"
+    window.show_consensus()
+    dialog = window.consensus_dialog
+    answers, asked = [False, True], []
+    dialog.confirm = lambda title, text: asked.append(text) or answers.pop(0)
+    dialog.table.selectRow(0)
+    dialog.final_label.setCurrentIndex(dialog.final_label.findData("metastasis"))
+    dialog.adjudicate_button.click()
+    assert "Dr Senior decided Hepatocellular carcinoma" in asked[0] and "biopsy" in asked[0]
+    assert [(a.final_label, a.decided_by) for a in window.store.document.adjudications] == [("hcc", "Dr Senior")]
+    dialog.adjudicate_button.click()
+    assert [(a.final_label, a.decided_by) for a in window.store.document.adjudications] == [("metastasis", "Dr Bob")]
