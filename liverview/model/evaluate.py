@@ -75,8 +75,32 @@ def evaluate_bundle(bundle: str | Path, datasets: Sequence[str | Path], out_dir:
                "bundle": str(loaded.path), "datasets": [str(Path(d).resolve()) for d in datasets],
                "subset": subset if split_path is not None else "all labelled lesions",
                "preprocessing": loaded.preprocess_config.to_dict()}
+    warning = trained_on(loaded.info, records.datasets, split_path is not None and subset != "train")
+    if warning:
+        log.warning("%s", warning)
+        context["warning"] = warning
     out = write_report(out_dir, results, history, context)
     return json.loads((out / "metrics.json").read_text(encoding="utf-8"))
 
 
-__all__ = ["evaluate_bundle"]
+def trained_on(info: dict[str, Any], evaluated: Sequence[dict[str, Any]], held_out_subset: bool) -> str:
+    """Why these datasets do not measure the model on new lesions, or "": a dataset the bundle records as
+    its training data (the same folder, or the same export moved: its creation time, to the second, and
+    its number of lesions), evaluated whole, or as a training-only dataset whose every lesion trained
+    it, even within a held-out subset of a split."""
+    trained = (info.get("training_data") or {}).get("datasets") or []
+
+    def same(a: dict[str, Any], b: dict[str, Any]) -> bool:
+        moved = bool(a.get("created")) and (a.get("created"), a.get("n_used")) == (b.get("created"), b.get("n_used"))
+        return moved or a.get("path") == b.get("path")
+
+    hits = [(e, t) for e in evaluated for t in trained if same(e, t)]
+    overlapping = [e["path"] for e, t in hits if not held_out_subset or t.get("role") == "training only"]
+    if not overlapping:
+        return ""
+    return (f"{', '.join(dict.fromkeys(overlapping))} trained this model: these figures say how well it fits "
+            "lesions it learnt from, not how it does on new ones (give the run's split.json with --split and "
+            "--subset test, or a dataset it never saw)")
+
+
+__all__ = ["evaluate_bundle", "trained_on"]

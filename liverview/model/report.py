@@ -224,6 +224,8 @@ def _render_report(results: dict[str, EvaluationResult], figures: dict[str, dict
         lines.append(f"Data: {', '.join(f'`{d}`' for d in context['datasets'])}"
                      + (f", subset **{context['subset']}**" if context.get("subset") else ""))
     lines += ["", "Research and teaching only - not a medical device.", ""]
+    if context.get("warning"):
+        lines += [f"**Warning: {context['warning']}**", ""]
     if not results:
         lines.append("No lesions to evaluate.")
     else:

@@ -171,6 +171,13 @@ def test_cli_refuses_an_existing_run_and_resumes_a_finished_one(cli_run, toy_dat
         main(["--out", str(cli_run / "x"), "--arch", "tiny_cnn", "-q"])  # no dataset
 
 
+def test_a_dataset_the_model_never_saw_gets_no_training_warning(cli_run, tiny_dataset, tmp_path):
+    from liverview.model.evaluate_cli import main
+
+    assert main([str(cli_run / "bundle"), str(tiny_dataset), "--out", str(tmp_path / "new"), "-q"]) == 0
+    assert "Warning" not in (tmp_path / "new" / "report.md").read_text()
+
+
 def test_evaluate_cli(cli_run, toy_dataset, toy_dataset_b, tmp_path):
     from liverview.model.evaluate_cli import main
 
@@ -194,6 +201,9 @@ def test_evaluate_cli(cli_run, toy_dataset, toy_dataset_b, tmp_path):
     all_out = tmp_path / "all"
     assert main([str(cli_run / "bundle"), str(toy_dataset), "--out", str(all_out), "-q"]) == 0
     assert json.loads((all_out / "metrics.json").read_text())["results"]["cnn"]["n"] == 24
+    # Walkthrough review: evaluating the very lesions the model trained on read as any evaluation.
+    assert "**Warning:" in (all_out / "report.md").read_text() and "trained this model" in (all_out / "report.md").read_text()
+    assert "Warning" not in (out / "report.md").read_text()  # the run's held-out test subset
     assert main([str(tmp_path / "no-bundle"), str(toy_dataset), "--out", str(tmp_path / "x"), "-q"]) == 1
     # --baseline fits on a run's train part: without --split it is a usage error, not a warning and success.
     with pytest.raises(SystemExit) as usage:
