@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from pathlib import Path
 from typing import NoReturn
 
 
@@ -17,6 +18,18 @@ def pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def liverview_alive(pid: int) -> bool:
+    """True when process `pid` exists and, where the system says what it runs (Linux's /proc), runs
+    liverview or Python: a lock left before a reboot may name a PID that an unrelated process has since."""
+    if not pid_alive(pid):
+        return False
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().lower()
+    except OSError:  # no /proc (macOS, Windows), or not ours to read: alive is all that is known
+        return True
+    return b"liverview" in command or b"python" in command
 
 
 def exit_without_teardown(code: int) -> NoReturn:
@@ -35,4 +48,4 @@ def exit_without_teardown(code: int) -> NoReturn:
     os._exit(code)
 
 
-__all__ = ["exit_without_teardown", "pid_alive"]
+__all__ = ["exit_without_teardown", "liverview_alive", "pid_alive"]

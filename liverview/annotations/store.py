@@ -14,7 +14,7 @@ import enum
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from liverview.processes import pid_alive
+from liverview.processes import liverview_alive
 from liverview.annotations.document import (AIResult, Adjudication, AnnotationDocument, AnnotationFormatError,
                                             Lesion, PhaseCorrection, Roi)
 from liverview.atomic_write import write_text_atomic
@@ -494,7 +494,7 @@ def _lock_owner(lock: Path) -> int | None:
         pid = int(lock.read_text().strip())
     except (OSError, ValueError):
         return None
-    return pid if pid != os.getpid() and pid_alive(pid) else None
+    return pid if pid != os.getpid() and liverview_alive(pid) else None
 
 
 def _lock_alive(lock: Path) -> bool:
@@ -503,4 +503,4 @@ def _lock_alive(lock: Path) -> bool:
         pid = int(lock.read_text().strip())
     except (OSError, ValueError):
         return False
-    return pid == os.getpid() or pid_alive(pid)
+    return pid == os.getpid() or liverview_alive(pid)

@@ -299,3 +299,21 @@ def test_a_series_open_in_another_live_session_is_reported_and_its_lock_kept(tmp
         other.wait()
     _, report = make_store(tmp_path)
     assert report.open_elsewhere_pid is None and report.recovered_after_crash
+
+
+def test_a_lock_whose_pid_now_runs_something_else_is_a_crash(tmp_path):
+    """Walkthrough review: after a reboot a stale lock's PID can belong to an unrelated process; the crash
+    was then not reported (and the series would be said to be open in another window)."""
+    import subprocess
+
+    unrelated = subprocess.Popen(["sleep", "60"])
+    try:
+        store, _ = make_store(tmp_path)
+        store.add_lesion(Roi(3, SQUARE))
+        store.flush()
+        (tmp_path / "a.lock").write_text(str(unrelated.pid))
+        _, report = make_store(tmp_path)
+        assert report.recovered_after_crash and report.open_elsewhere_pid is None
+    finally:
+        unrelated.kill()
+        unrelated.wait()
