@@ -592,19 +592,23 @@ def decide_study_phases(series: Sequence[tuple[SeriesInfo, PhaseDecision]]) -> l
     """Order in time the enhanced series of each study and Frame of Reference that only the images
     placed ("enhanced, not arterial", so far portal-venous). With their acquisition times (not all the
     same): the first is portal-venous, one acquired at least `PHASE_SEPARATION_S` later delayed.
-    Without: one whose aorta is at least `WASHOUT_MIN_HU` dimmer than the brightest is delayed."""
+    Without: one whose aorta is at least `WASHOUT_MIN_HU` dimmer than the brightest portal-venous or
+    delayed series of the study (however that one was placed: its text may name it) is delayed."""
     out = [decision for _, decision in series]
     groups: dict[tuple[str, str], list[tuple[float | None, int]]] = {}
+    after_peak: dict[tuple[str, str], list[int]] = {}
     for index, (info, decision) in enumerate(series):
+        study = (info.study_uid, info.frame_of_reference_uid)
         if decision.decided_by is DecidedBy.IMAGES and decision.phase is ContrastPhase.PORTAL_VENOUS:
-            groups.setdefault((info.study_uid, info.frame_of_reference_uid), []).append(
-                (_seconds(info.image.acquisition_time), index))
-    for members in groups.values():
+            groups.setdefault(study, []).append((_seconds(info.image.acquisition_time), index))
+        if decision.phase in (ContrastPhase.PORTAL_VENOUS, ContrastPhase.DELAYED):
+            after_peak.setdefault(study, []).append(index)
+    for study, members in groups.items():
         times = [when for when, _ in members]
         if None not in times and len(set(times)) > 1:
             _order_by_time([(when, index) for when, index in members if when is not None], out)
         else:
-            _order_by_washout([index for _, index in members], out)
+            _order_by_washout([index for _, index in members], after_peak[study], out)
     return out
 
 
@@ -619,12 +623,15 @@ def _order_by_time(members: list[tuple[float, int]], out: list[PhaseDecision]) -
                                          "study's first enhanced series: delayed")
 
 
-def _order_by_washout(members: list[int], out: list[PhaseDecision]) -> None:
-    aortas = {i: e.aorta_hu for i in members if (e := out[i].enhancement) is not None and e.aorta_hu is not None}
+def _order_by_washout(members: list[int], references: list[int], out: list[PhaseDecision]) -> None:
+    """`members` (placed by the images alone) dimmer than the brightest of `references` are delayed."""
+    aortas = {i: e.aorta_hu for i in references if (e := out[i].enhancement) is not None and e.aorta_hu is not None}
     if len(aortas) < 2:
         return
     brightest = max(aortas.values())
     for index, aorta in aortas.items():
+        if index not in members:
+            continue
         if brightest - aorta >= WASHOUT_MIN_HU:
             d = out[index]
             out[index] = replace(d, phase=ContrastPhase.DELAYED, decided_by=DecidedBy.IMAGES_OF_STUDY,

@@ -124,6 +124,33 @@ def test_without_times_the_series_the_contrast_washed_out_of_is_delayed(pacs_exp
     assert dimmer and 30 <= int(dimmer.group(1)) <= 50 and later.evidence()["decided_by"] == "images_of_the_study"
 
 
+def test_a_series_dimmer_than_one_its_text_places_is_delayed_too(pacs_export):
+    """The bench's wrong descriptions: a delayed series whose description was wrong counted as the routine
+    portal-venous phase, because the washout rule compared it only with series the images alone placed."""
+    for path in (pacs_export / "venous").glob("*.dcm"):
+        ds = pydicom.dcmread(path)
+        ds.SeriesDescription = "CT ABD DELAYED"
+        ds.save_as(path)
+    for path in (pacs_export / "arterial").glob("*.dcm"):
+        ds = pydicom.dcmread(path)
+        ds.SeriesDescription = "CT ABD"  # no phase in it
+        ds.RescaleIntercept = float(ds.RescaleIntercept) - 40
+        ds.save_as(path)
+    for folder in ("venous", "arterial"):
+        for path in (pacs_export / folder).glob("*.dcm"):
+            ds = pydicom.dcmread(path)
+            for keyword in ("AcquisitionTime", "ContentTime", "SeriesTime"):
+                if keyword in ds:
+                    delattr(ds, keyword)
+            ds.save_as(path)
+    infos = [s for s in scan_paths(pacs_export).series if s.plane == "axial"]
+    phases = detect_series_phases(infos)
+    by_desc = {info.identity.series_description: phases[info.key] for info in infos}
+    assert by_desc["CT ABD DELAYED"].phase is ContrastPhase.DELAYED
+    dimmer = by_desc["CT ABD"]
+    assert dimmer.phase is ContrastPhase.DELAYED and dimmer.decided_by is DecidedBy.IMAGES_OF_STUDY
+
+
 def test_two_reconstructions_of_one_acquisition_stay_one_phase(pacs_export):
     by_desc = _two_enhanced_series_without_times(pacs_export, 0)
     assert {d.phase for d in by_desc.values()} == {ContrastPhase.PORTAL_VENOUS}
