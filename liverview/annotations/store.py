@@ -478,7 +478,7 @@ class MergeResult:
     adjudications: int
 
     def describe(self) -> str:
-        """"3 lesion(s), 1 updated, 1 adjudication" (the parts that are not zero, lesions always)."""
+        """In words, e.g. "3 lesion(s), 1 updated, 1 adjudication(s)": lesions always, the rest when not zero."""
         parts = [f"{self.added} lesion(s)"]
         if self.updated:
             parts.append(f"{self.updated} updated")
