@@ -190,10 +190,10 @@ class AnnotationStore:
         report explains what happened; a lock left by a crashed session is reported as a recovery."""
         path = path or annotation_path(study_uid, series_uid)
         lock = path.with_suffix(".lock")
-        crashed = lock.exists() and not _lock_alive(lock)
-        elsewhere = None if crashed else _lock_owner(lock)
+        others = _other_sessions(lock)
+        crashed = lock.exists() and not others and os.getpid() not in _lock_pids(lock)
         report = OpenReport(path=path, existed=path.exists(), recovered_after_crash=crashed and path.exists(),
-                            open_elsewhere_pid=elsewhere)
+                            open_elsewhere_pid=others[0] if others else None)
         document = AnnotationDocument(study_uid, series_uid, frame_of_reference_uid)
         if path.exists():
             try:
@@ -209,8 +209,8 @@ class AnnotationStore:
             path.parent.mkdir(parents=True, exist_ok=True)
             for stale in path.parent.glob(f".{path.name}.*.tmp"):
                 stale.unlink(missing_ok=True)  # half-written temp of a killed session; the real file is intact
-            if elsewhere is None:  # the other session keeps its lock: its crash must still be noticed
-                lock.write_text(str(os.getpid()))
+            # Every live session of the series is in it: each one's crash is noticed, whichever closes first.
+            lock.write_text("\n".join(str(pid) for pid in [*others, os.getpid()]))
         except OSError as exc:
             # A full disk: the series still opens; every save will fail and say so until there is room.
             problem = (f"the annotations folder {path.parent} cannot be written ({exc.strerror or exc}): outlines "
@@ -223,9 +223,14 @@ class AnnotationStore:
         """Write everything now and release the session lock. Whatever could not be written is lost
         then: callers that can ask the user first check `flush()` and `save_error`."""
         self.flush()
-        if self.path is not None and _lock_owner(self.path.with_suffix(".lock")) is None:
+        if self.path is not None:
+            lock = self.path.with_suffix(".lock")
+            others = _other_sessions(lock)
             try:
-                self.path.with_suffix(".lock").unlink(missing_ok=True)
+                if others:
+                    lock.write_text("\n".join(map(str, others)))
+                else:
+                    lock.unlink(missing_ok=True)
             except OSError:  # its folder could not be written when the series opened: there is no lock
                 pass
 
@@ -443,7 +448,7 @@ class AnnotationStore:
         """Bring in another document's work (e.g. a colleague's file, again after they changed it): lesions
         not here yet; the newer version of another reader's lesion (this reader's own are never replaced
         by a file); and the adjudications of lesions that are all here, the later decision winning where
-        two decide the same lesions. One undoable step."""
+        two decide the same lesions unless the earlier one is this reader's. One undoable step."""
         mine = {lesion.id: lesion for lesion in self.document.lesions}
         new = [copy.deepcopy(lesion) for lesion in other.lesions if lesion.id not in mine]
         newer = {lesion.id: copy.deepcopy(lesion) for lesion in other.lesions
@@ -455,7 +460,8 @@ class AnnotationStore:
             if not set(decision.lesion_ids) <= present or decision.to_dict() in [a.to_dict() for a in self.document.adjudications]:
                 continue
             overlapping = [a for a in self.document.adjudications if set(a.lesion_ids) & set(decision.lesion_ids)]
-            if all(decision.time > a.time for a in overlapping):
+            # As with lesions, a file never replaces this reader's own decision.
+            if all(decision.time > a.time and a.decided_by != self.reader for a in overlapping):
                 decisions.append(copy.deepcopy(decision))
         touched = [lesion.id for lesion in new] + list(newer)
         if not touched and not decisions:
@@ -477,6 +483,10 @@ class MergeResult:
     updated: int
     adjudications: int
 
+    @property
+    def anything(self) -> bool:
+        return bool(self.added or self.updated or self.adjudications)
+
     def describe(self) -> str:
         """In words, e.g. "3 lesion(s), 1 updated, 1 adjudication(s)": lesions always, the rest when not zero."""
         parts = [f"{self.added} lesion(s)"]
@@ -487,20 +497,15 @@ class MergeResult:
         return ", ".join(parts)
 
 
-def _lock_owner(lock: Path) -> int | None:
-    """The process of another session holding `lock` while it still runs; None when it is ours, stale
-    or absent."""
+def _lock_pids(lock: Path) -> list[int]:
+    """The PIDs in `lock`, one per line: every session that has the series open; [] when unreadable."""
     try:
-        pid = int(lock.read_text().strip())
+        return list(dict.fromkeys(int(line) for line in lock.read_text().split()))
     except (OSError, ValueError):
-        return None
-    return pid if pid != os.getpid() and liverview_alive(pid) else None
+        return []
 
 
-def _lock_alive(lock: Path) -> bool:
-    """True when the process that wrote the lock still runs (then it is not a crash)."""
-    try:
-        pid = int(lock.read_text().strip())
-    except (OSError, ValueError):
-        return False
-    return pid == os.getpid() or liverview_alive(pid)
+def _other_sessions(lock: Path) -> list[int]:
+    """The processes of other sessions that have the series open: the PIDs in `lock` that still run
+    liverview (`liverview_alive`), not this process."""
+    return [pid for pid in _lock_pids(lock) if pid != os.getpid() and liverview_alive(pid)]

@@ -126,7 +126,8 @@ class ConsensusDialog(QDialog):
         chosen, me = self.final_label.currentData(), self.store.reader
         earlier = group.adjudication
         # Asked, not refused: liverview has no roles, and a clinic decides who may adjudicate.
-        if earlier is not None and earlier.decided_by != me and earlier.final_label != chosen:
+        # Even to the same label: the decision would become this reader's, without the other's note.
+        if earlier is not None and earlier.decided_by != me:
             reason = f" (reason: {earlier.note})" if earlier.note else ""
             if not self.confirm("Replace another reader's decision?",
                                 f"{earlier.decided_by} decided {self._name(earlier.final_label)} on "

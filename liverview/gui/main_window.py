@@ -462,7 +462,8 @@ class MainWindow(QMainWindow):
                                                     f"not to the open series {self.store.document.series_instance_uid}.")
             return 0
         merged = self.store.merge(other)
-        self.statusBar().showMessage(f"Imported {merged.describe()} from {path.name}", 6000)
+        said = f"Imported {merged.describe()}" if merged.anything else "Nothing new"
+        self.statusBar().showMessage(f"{said} from {path.name}", 6000)
         return merged.added
 
     def show_consensus(self) -> None:

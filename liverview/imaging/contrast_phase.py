@@ -608,7 +608,8 @@ def decide_study_phases(series: Sequence[tuple[SeriesInfo, PhaseDecision]]) -> l
         if None not in times and len(set(times)) > 1:
             _order_by_time([(when, index) for when, index in members if when is not None], out)
         else:
-            _order_by_washout([index for _, index in members], after_peak[study], out)
+            names = {index: series[index][0].describe() for index in after_peak[study]}
+            _order_by_washout([index for _, index in members], after_peak[study], names, out)
     return out
 
 
@@ -623,21 +624,25 @@ def _order_by_time(members: list[tuple[float, int]], out: list[PhaseDecision]) -
                                          "study's first enhanced series: delayed")
 
 
-def _order_by_washout(members: list[int], references: list[int], out: list[PhaseDecision]) -> None:
-    """`members` (placed by the images alone) dimmer than the brightest of `references` are delayed."""
+def _order_by_washout(members: list[int], references: list[int], names: Mapping[int, str],
+                      out: list[PhaseDecision]) -> None:
+    """`members` (placed by the images alone) dimmer than the brightest of `references` are delayed; the
+    summary names that series and what placed it (`names`: each reference's description)."""
     aortas = {i: e.aorta_hu for i in references if (e := out[i].enhancement) is not None and e.aorta_hu is not None}
     if len(aortas) < 2:
         return
-    brightest = max(aortas.values())
+    top = max(aortas, key=lambda i: aortas[i])
+    placed = "its images" if out[top].decided_by is DecidedBy.IMAGES else "its DICOM text"
     for index, aorta in aortas.items():
         if index not in members:
             continue
-        if brightest - aorta >= WASHOUT_MIN_HU:
+        if aortas[top] - aorta >= WASHOUT_MIN_HU:
             d = out[index]
             out[index] = replace(d, phase=ContrastPhase.DELAYED, decided_by=DecidedBy.IMAGES_OF_STUDY,
-                                 summary=f"{d.images_said}; the aorta is {brightest - aorta:.0f} HU dimmer than in "
-                                         "the study's brightest enhanced series (no acquisition times to order "
-                                         "them): contrast washed out since, delayed")
+                                 summary=f"{d.images_said}; the aorta is {aortas[top] - aorta:.0f} HU dimmer than in "
+                                         f"'{names[top]}', the study's brightest {out[top].phase.words} series "
+                                         f"(by {placed}; no acquisition times to order them): contrast washed out "
+                                         "since, delayed")
 
 
 class EnhancementSampler:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 
 import pytest
@@ -252,7 +253,14 @@ def test_importing_a_colleagues_file_brings_its_adjudications(tmp_path):
     result = ada.merge(senior.document)
     assert (result.added, result.adjudications) == (1, 1)
     assert [a.to_dict() for a in ada.document.adjudications] == [decision.to_dict()]
-    assert ada.merge(senior.document).adjudications == 0  # the same file again changes nothing
+    assert not ada.merge(senior.document).anything  # the same file again changes nothing
+    # A later decision in a file does not replace this reader's own (regression review).
+    ada.adjudicate([mine.id, theirs.id], "metastasis")
+    time.sleep(1.1)
+    senior.adjudicate([mine.id, theirs.id], "benign_cyst")
+    assert ada.merge(senior.document).adjudications == 0
+    assert [(a.final_label, a.decided_by) for a in ada.document.adjudications] == [("metastasis", "dr_ada")]
+    ada.undo()
     ada.undo()
     assert ada.document.adjudications == [] and len(ada.document.lesions) == 1
 
@@ -294,9 +302,21 @@ def test_a_series_open_in_another_live_session_is_reported_and_its_lock_kept(tmp
         store.add_lesion(Roi(3, SQUARE))
         store.close()
         assert (tmp_path / "a.lock").read_text() == str(other.pid)
+        # The other way round (regression review): this session opens again, then the other one closes
+        # first; this one is still in the lock, so a third window is warned and this one's crash noticed.
+        again, _ = make_store(tmp_path)
+        assert (tmp_path / "a.lock").read_text().split() == [str(other.pid), str(os.getpid())]
+        (tmp_path / "a.lock").write_text(str(os.getpid()))  # what the other session's close leaves
+        _, report = make_store(tmp_path)
+        assert not report.recovered_after_crash  # this process's own open session is no crash
+        again.close()
+        assert not (tmp_path / "a.lock").exists()
     finally:
         other.kill()
         other.wait()
+    _, report = make_store(tmp_path)
+    assert report.open_elsewhere_pid is None and not report.recovered_after_crash
+    (tmp_path / "a.lock").write_text(f"{other.pid}\n")
     _, report = make_store(tmp_path)
     assert report.open_elsewhere_pid is None and report.recovered_after_crash
 

@@ -631,3 +631,11 @@ def test_replacing_another_readers_decision_is_asked_first(qtbot, window):
     assert [(a.final_label, a.decided_by) for a in window.store.document.adjudications] == [("hcc", "Dr Senior")]
     dialog.adjudicate_button.click()
     assert [(a.final_label, a.decided_by) for a in window.store.document.adjudications] == [("metastasis", "Dr Bob")]
+    # The same label is asked too (regression review): the decision would become Dr Senior's, without Bob's note.
+    window.store.reader = "Dr Senior"
+    answers.append(False)
+    dialog.table.selectRow(0)
+    dialog.final_label.setCurrentIndex(dialog.final_label.findData("metastasis"))
+    dialog.adjudicate_button.click()
+    assert len(asked) == 3 and "Dr Bob decided Metastasis" in asked[2]
+    assert [(a.final_label, a.decided_by) for a in window.store.document.adjudications] == [("metastasis", "Dr Bob")]

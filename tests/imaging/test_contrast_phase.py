@@ -149,6 +149,8 @@ def test_a_series_dimmer_than_one_its_text_places_is_delayed_too(pacs_export):
     assert by_desc["CT ABD DELAYED"].phase is ContrastPhase.DELAYED
     dimmer = by_desc["CT ABD"]
     assert dimmer.phase is ContrastPhase.DELAYED and dimmer.decided_by is DecidedBy.IMAGES_OF_STUDY
+    # It names the series it was compared with and what placed that one (regression review).
+    assert "'CT ABD DELAYED', the study's brightest delayed series (by its DICOM text" in dimmer.summary
 
 
 def test_two_reconstructions_of_one_acquisition_stay_one_phase(pacs_export):
