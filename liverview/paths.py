@@ -67,5 +67,6 @@ def demo_study_dir() -> Path:
 
 
 def multiphase_demo_dir() -> Path:
-    """Where the generated four-phase demo study lives (DIR/dicom/<phase> + DIR/ground-truth.json)."""
-    return user_data_dir() / "demo-multiphase"
+    """Where the generated four-phase demo study lives (DIR/dicom/<phase> + DIR/ground-truth.json); the
+    folder of its first version (a slab around the liver, other UIDs), "demo-multiphase", is left alone."""
+    return user_data_dir() / "demo-multiphase-2"

@@ -686,7 +686,9 @@ def simulate_patient(
         check_stop(should_stop)
         others[phase] = _render_phase(phase, index, seed, anatomy_seq, (shape, spacing, centre_xy, top_s),
                                       (liver_hu, blood_hu), lesions, config, texture)
-    identity = make_series_placement([GENERATOR, GENERATOR_VERSION, "phantom", str(seed)], STUDY_DATETIME)
+    # Another field of view is another series: outlines saved on one must not land on the other's pixels.
+    view = [] if centre_xy_mm is None else [f"field of view {centre_xy} {config.matrix_yx_px}"]
+    identity = make_series_placement([GENERATOR, GENERATOR_VERSION, "phantom", str(seed), *view], STUDY_DATETIME)
     acquisition = {
         "spacing_mm_zyx": [dz, pixel, pixel],
         "shape_zyx": list(shape),

@@ -348,3 +348,16 @@ def test_the_multiphase_demo_phases_are_read_from_its_images_too(tmp_path: Path)
     assert {name: d.phase.value for name, d in decided.items()} == {name: name for name in decided}
     assert all(d.enhancement is not None and d.enhancement.aorta_hu is not None for d in decided.values())
     assert decided["non_contrast"].decided_by is DecidedBy.IMAGES and decided["arterial"].decided_by is DecidedBy.IMAGES
+
+
+def test_the_whole_abdomen_demo_is_other_series_than_the_slab_it_replaces(tmp_path: Path) -> None:
+    """Outlines a reader saved on the first four-phase demo (a slab around the liver, 208 x 240) are keyed
+    by its series UIDs: the whole-abdomen demo must not take those UIDs, or the outlines land on other pixels."""
+    from liverview.annotations.labels import LesionClass
+    from liverview.synth.simulator import SimulatorConfig, simulate_patient
+
+    config = SimulatorConfig(phases=demo_module.MULTIPHASE_PHASES, diameter_mm=(15.0, 30.0))
+    slab = simulate_patient(demo_module.MULTIPHASE_SEED, list(LesionClass), config)
+    demo = demo_module.write_multiphase_demo(tmp_path / "mp")
+    truth = json.loads(demo.ground_truth_path.read_text())
+    assert truth["series_instance_uid"] != slab.series_uid
