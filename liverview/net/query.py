@@ -135,10 +135,17 @@ def run_find(node: PacsNode, identifier: Dataset, on_match: Callable[[Dataset], 
             raise refusal(node, "search", status)
 
 
+#: (0008,0005) of every query: ISO IR 192, UTF-8.
+UTF8 = "ISO_IR 192"
+
+
 def find_studies(node: PacsNode, query: StudyQuery, should_stop: ShouldStop | None = None,
                  on_match: Callable[[StudyMatch], None] | None = None) -> list[StudyMatch]:
     """Studies matching `query`; `on_match` sees each as it arrives."""
     ds = Dataset()
+    # UTF-8, so that a name the default repertoire cannot hold (Иванов, Łukasz) is sent as written, not
+    # as "??????", whose wildcards matched every patient, and answers come back with their letters.
+    ds.SpecificCharacterSet = UTF8
     ds.QueryRetrieveLevel = "STUDY"
     ds.StudyInstanceUID = ""
     ds.PatientName = query.patient_name
@@ -175,6 +182,7 @@ def find_series(node: PacsNode, study_uid: str, should_stop: ShouldStop | None =
     (one C-FIND per such series), so a retrieve never proposes a SOP class blindly.
     """
     ds = Dataset()
+    ds.SpecificCharacterSet = UTF8  # series descriptions in any script
     ds.QueryRetrieveLevel = "SERIES"
     ds.StudyInstanceUID = study_uid
     ds.SeriesInstanceUID = ""

@@ -70,3 +70,39 @@ def test_cli_says_why_it_failed(pacs, capsys):
     assert "does not answer to the AE title 'NOT-ORTHANC'" in err and "Traceback" not in err
     assert main(["--pacs", "127.0.0.1:x", "echo"]) == 1
     assert "is not HOST:PORT" in capsys.readouterr().err
+
+
+def test_a_name_beyond_latin_1_finds_its_patient_only_and_comes_back_whole(crlm_dir, hcc_dir, tmp_path):
+    """PACS review: the query had no character set, so "Иван*" went out as "????*", whose wildcards matched
+    every patient. (A PACS answers in its own encoding: this Orthanc is set to UTF-8, as its default
+    Latin-1 would drop the Cyrillic letters from the answer whatever the query asked.)"""
+    import pydicom
+    from orthanc_server import node_for, start_orthanc
+
+    folder = tmp_path / "cyrillic"
+    folder.mkdir()
+    study = pydicom.uid.generate_uid()
+    series = pydicom.uid.generate_uid()
+    for path in sorted(crlm_dir.glob("*.dcm"))[:3]:
+        ds = pydicom.dcmread(path)
+        ds.SpecificCharacterSet = "ISO_IR 192"
+        ds.PatientName, ds.PatientID = "Иванов^Łukasz", "CYR-1"
+        ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series
+        ds.SeriesDescription = "Печень"
+        ds.SOPInstanceUID = pydicom.uid.generate_uid()
+        ds.save_as(folder / path.name)
+    own_pacs = start_orthanc(tmp_path / "orthanc", DefaultEncoding="Utf8")
+    try:
+        own_pacs.upload(sorted(folder.glob("*.dcm")) + sorted(hcc_dir.glob("*.dcm"))[:2])
+        _find_cyrillic(node_for(own_pacs), study)
+    finally:
+        own_pacs.stop(graceful=False)
+
+
+def _find_cyrillic(node, study):
+    from liverview.net.query import find_series
+
+    found = find_studies(node, StudyQuery(patient_name="Иван*"))
+    assert [(s.study_uid, s.patient_name) for s in found] == [(study, "Иванов^Łukasz")]
+    assert len(find_studies(node, StudyQuery())) == 2  # the arterial study is there too
+    assert [s.series_description for s in find_series(node, study)] == ["Печень"]
