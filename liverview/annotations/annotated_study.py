@@ -119,6 +119,7 @@ def open_annotated_study(study: str | Path, annotations: str | Path, series_uid:
     elif document is not None and document.series_instance_uid and document.series_instance_uid != volume.series_uid:
         raise AnnotatedStudyError(f"the annotations belong to series {document.series_instance_uid}, "
                                   f"not {volume.series_uid}")
+    result.notes += place_outlines_by_image(volume, result.document)
     result.notes += outlines_outside(volume, result.document)
     result.notes += unknown_labels(result.document, taxonomy or LabelTaxonomy())
     if not result.document.lesions:
@@ -132,6 +133,36 @@ def unknown_labels(document: AnnotationDocument, taxonomy: LabelTaxonomy) -> lis
     return [f"lesion {numbers[lesion.id]}'s label {lesion.label!r} is none of the classes "
             f"({', '.join(taxonomy.ids())}): it is kept as written" for lesion in document.lesions
             if lesion.label is not None and lesion.label not in taxonomy]
+
+
+def place_outlines_by_image(volume: Volume, document: AnnotationDocument) -> list[str]:
+    """Put each outline on the slice of the image it names (its SOP Instance UID), not on its slice number
+    alone: a series that lost images since it was outlined (every other slice left out) shows other
+    anatomy at that number. Outlines on images the series no longer holds are left out, with a note;
+    when none of the named images is in the series, nothing can be told and the numbers stay."""
+    index_of = {uid: z for z, uid in enumerate(volume.sop_instance_uids)}
+    rois = [roi for lesion in document.lesions for roi in lesion.rois if roi.sop_instance_uid]
+    if not any(roi.sop_instance_uid in index_of for roi in rois):
+        return []
+    numbers = document.lesion_numbers()
+    notes, moved = [], 0
+    for lesion in document.lesions:
+        gone = [roi for roi in lesion.rois if roi.sop_instance_uid and roi.sop_instance_uid not in index_of]
+        for roi in lesion.rois:
+            if roi.sop_instance_uid in index_of and index_of[roi.sop_instance_uid] != roi.slice_index:
+                roi.slice_index, moved = index_of[roi.sop_instance_uid], moved + 1
+        if gone:
+            lesion.rois = [roi for roi in lesion.rois if roi not in gone]
+            notes.append(f"lesion {numbers.get(lesion.id, lesion.id)}: {len(gone)} outline(s) lie on images this "
+                         f"series does not hold (slice {', '.join(str(r.slice_index) for r in gone[:5])} when "
+                         "outlined): " + ("left out" if lesion.rois else "the lesion is left out"))
+    kept = [lesion for lesion in document.lesions if lesion.rois]
+    if len(kept) < len(document.lesions):
+        document.lesions = kept
+    if moved:
+        notes.append(f"{moved} outline(s) placed on the slice of the image they were drawn on, not on their "
+                     "slice number: this series' slices are numbered differently from when they were outlined")
+    return notes
 
 
 def outlines_outside(volume: Volume, document: AnnotationDocument) -> list[str]:

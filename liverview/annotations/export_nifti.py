@@ -189,6 +189,7 @@ CSV_COLUMNS = (
     "label_name", "code_value", "code_scheme", "code_meaning", "confidence", "label_source", "slices", "n_slices",
     "long_axis_mm", "short_axis_mm", "area_mm2", "volume_ml", "n_voxels", "is_hu", "mean_hu", "sd_hu", "min_hu",
     "max_hu", "ai_model", "ai_predicted", "ai_probability", "ai_accepted_by", "ai_outdated", "readers", "decided_by",
+    "ai_uncertainty", "ai_outside_training", "ai_phases_read",
 )
 #: CSV column -> `LesionMeasurement` field, written with the lesion table's rounding.
 MEASURED_COLUMNS = {"long_axis_mm": "long_axis_mm", "short_axis_mm": "short_axis_mm", "area_mm2": "area_mm2",
@@ -234,11 +235,16 @@ def lesion_rows(volume: Volume, document: AnnotationDocument, taxonomy: LabelTax
             **{column: format_measurement(m, name) for column, name in MEASURED_COLUMNS.items()},
             "n_voxels": str(m.n_voxels), "is_hu": "yes" if volume.is_hu else "no",
             "ai_model": _text(ai.model_id if ai else ""), "ai_predicted": _text(ai.predicted if ai else ""),
-            "ai_probability": _number(ai.probabilities.get(ai.predicted, float("nan")), 4) if ai else "",
+            # Outside the training data a probability means nothing: left out, as the panel leaves it out.
+            "ai_probability": _number(ai.probabilities.get(ai.predicted, float("nan")), 4)
+            if ai and not ai.outside_training else "",
             "ai_accepted_by": _text(identity.reader_of(ai.accepted_by) if ai and ai.accepted_by else ""),
             "ai_outdated": "yes" if lesion.ai is not None and ai is None else "",
             "readers": _text(";".join(identity.reader_of(r) for r in origin.readers) if origin else ""),
             "decided_by": _text(identity.reader_of(origin.decided_by) if origin and origin.decided_by else ""),
+            "ai_uncertainty": _text(ai.uncertainty if ai and ai.uncertainty else ""),
+            "ai_outside_training": _text("; ".join(ai.outside_training) if ai else ""),
+            "ai_phases_read": ";".join(ai.phases_read) if ai else "",
         })
     return rows
 

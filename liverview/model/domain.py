@@ -21,6 +21,9 @@ OUTSIDE = "outside training data"
 #: Inputs this far beyond a trained range still count as inside (a 5 mm range is not broken by 5.2 mm).
 RANGE_MARGIN = 0.1
 LIVER_MARGIN_HU = 10.0
+#: The largest lesion `liverview-synth` draws (`SimulatorConfig.diameter_mm`; a test checks they agree):
+#: the bound of a model trained on simulated lesions whose bundle does not record its own.
+SIMULATED_MAX_DIAMETER_MM = 80.0
 
 
 @dataclass(frozen=True)
@@ -37,13 +40,16 @@ class TrainingDomain:
     #: The liver's HU per phase, where the training data give it (the liver enhances with the phase);
     #: `liver_hu` for a phase not listed.
     liver_hu_by_phase: Mapping[str, tuple[float, float]] = field(default_factory=dict)
+    max_lesion_diameter_mm: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"phases": [p.value for p in self.phases], "liver_hu": self.liver_hu, "pixel_mm": self.pixel_mm,
                 "slice_thickness_mm": self.slice_thickness_mm, "min_lesion_diameter_mm": self.min_lesion_diameter_mm,
                 "noise_hu": self.noise_hu,
                 **({"liver_hu_by_phase": {k: list(v) for k, v in self.liver_hu_by_phase.items()}}
-                   if self.liver_hu_by_phase else {})}
+                   if self.liver_hu_by_phase else {}),
+                **({"max_lesion_diameter_mm": self.max_lesion_diameter_mm}
+                   if self.max_lesion_diameter_mm is not None else {})}
 
     @classmethod
     def from_model_info(cls, info: Mapping[str, Any]) -> TrainingDomain:
@@ -58,12 +64,18 @@ class TrainingDomain:
             return (float(value[0]), float(value[1])) if value else None
 
         diameter = raw.get("min_lesion_diameter_mm")
+        largest = raw.get("max_lesion_diameter_mm")
+        # Bundles written before the largest lesion was recorded: a simulated one's is the simulator's.
+        simulated = bool(info.get("simulated") or (info.get("training_data") or {}).get("simulated"))
+        if largest is None and simulated:
+            largest = SIMULATED_MAX_DIAMETER_MM
         return cls(phases=tuple(ContrastPhase(p) for p in raw.get("phases", [])), liver_hu=pair("liver_hu"),
                    pixel_mm=pair("pixel_mm"), slice_thickness_mm=pair("slice_thickness_mm"),
                    min_lesion_diameter_mm=None if diameter is None else float(diameter), noise_hu=pair("noise_hu"),
                    source="model.json",
                    liver_hu_by_phase={str(k): (float(v[0]), float(v[1]))
-                                      for k, v in (raw.get("liver_hu_by_phase") or {}).items()})
+                                      for k, v in (raw.get("liver_hu_by_phase") or {}).items()},
+                   max_lesion_diameter_mm=None if largest is None else float(largest))
 
     def check(self, volume: Volume, phase: PhaseDecision | None, long_axis_mm: float | None) -> list[str]:
         """The reasons `volume` (with its phase) and a lesion of `long_axis_mm` lie outside; [] inside."""
@@ -92,13 +104,23 @@ class TrainingDomain:
             reasons.append(f"pixels are {pixel:.2f} mm; the training images had {self.pixel_mm[0]:.2f}-"
                            f"{self.pixel_mm[1]:.2f} mm")
         thickness = volume.info.slice_thickness_mm or volume.spacing_mm[0]
-        if self.slice_thickness_mm is not None and not _within(thickness, self.slice_thickness_mm):
-            reasons.append(f"slices are {thickness:g} mm thick; the training images had {self.slice_thickness_mm[0]:g}-"
-                           f"{self.slice_thickness_mm[1]:g} mm")
+        gap = volume.spacing_mm[0]
+        if self.slice_thickness_mm is not None:
+            lo, hi = self.slice_thickness_mm
+            if not _within(thickness, self.slice_thickness_mm):
+                reasons.append(f"slices are {thickness:g} mm thick; the training images had {lo:g}-{hi:g} mm")
+            # The training slices lay one thickness apart; a series with every other slice left out, whose
+            # tag still says 5 mm, puts its neighbours 10 mm from the key slice.
+            if abs(gap - thickness) > 0.01 and not _within(gap, self.slice_thickness_mm):
+                reasons.append(f"slices are {gap:g} mm apart; the training images had theirs {lo:g}-{hi:g} mm apart")
         if self.min_lesion_diameter_mm is not None and long_axis_mm is not None \
                 and long_axis_mm < self.min_lesion_diameter_mm * (1 - RANGE_MARGIN):
             reasons.append(f"the lesion measures {long_axis_mm:.0f} mm; the smallest training lesions were "
                            f"{self.min_lesion_diameter_mm:.0f} mm")
+        if self.max_lesion_diameter_mm is not None and long_axis_mm is not None \
+                and long_axis_mm > self.max_lesion_diameter_mm * (1 + RANGE_MARGIN):
+            reasons.append(f"the lesion measures {long_axis_mm:.0f} mm; the largest training lesions were "
+                           f"{self.max_lesion_diameter_mm:.0f} mm")
         return reasons
 
 
@@ -139,7 +161,7 @@ def domain_from_records(records: Sequence[Any], read_phases: Sequence[str] = ())
         slice_thickness_mm=(min(slices), max(slices)) if slices else None,
         min_lesion_diameter_mm=min(sizes) if sizes else None,
         noise_hu=(min(noises), max(noises)) if noises and len(noises) == len(records) else None,
-        source="training records")
+        source="training records", max_lesion_diameter_mm=max(sizes) if sizes else None)
 
 
 def _within(value: float, bounds: tuple[float, float]) -> bool:
@@ -152,6 +174,7 @@ def _within(value: float, bounds: tuple[float, float]) -> bool:
 SIMULATED_PORTAL_VENOUS = TrainingDomain(
     phases=(ContrastPhase.PORTAL_VENOUS,), liver_hu=(92.0, 135.0), pixel_mm=(0.66, 0.9),
     slice_thickness_mm=(2.5, 5.0), min_lesion_diameter_mm=8.0, noise_hu=(7.0, 20.0),
-    source="assumed: bundles without training_domain were trained on liverview-synth's portal-venous lesions")
+    source="assumed: bundles without training_domain were trained on liverview-synth's portal-venous lesions",
+    max_lesion_diameter_mm=SIMULATED_MAX_DIAMETER_MM)
 
 __all__ = ["OUTSIDE", "SIMULATED_PORTAL_VENOUS", "TrainingDomain", "domain_from_records"]

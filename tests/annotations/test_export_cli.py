@@ -169,6 +169,7 @@ def test_an_outline_outside_the_series_is_said_not_dropped_silently(identified_d
     no word."""
     data = json.loads(annotation_file.read_text())
     data["lesions"][0]["rois"][0]["slice_index"] = 999
+    data["lesions"][0]["rois"][0]["sop_instance_uid"] = ""  # with its image's UID it would be put back on it
     edited = tmp_path / "edited.json"
     edited.write_text(json.dumps(data))
     assert main([str(identified_dir), "--annotations", str(edited), "--to", "csv", "--out", str(tmp_path / "out"),

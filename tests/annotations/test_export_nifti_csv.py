@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 
 import nibabel as nib
@@ -123,7 +124,15 @@ def test_the_model_opinion_travels_with_the_lesion(identified_volume, document, 
     assert rows[0]["ai_model"] == "tiny 1.0 (abcdef123456)" and rows[0]["ai_predicted"] == "metastasis"
     assert float(rows[0]["ai_probability"]) == pytest.approx(0.8)
     assert rows[0]["ai_accepted_by"] and rows[0]["ai_accepted_by"] != "Dr Ada"  # pseudonymised like readers
+    assert rows[0]["ai_uncertainty"] == "low" and rows[0]["ai_outside_training"] == ""
     assert rows[1]["ai_model"] == ""
+    # Review of real CT: an answer outside the training data lost that in the CSV and kept its percentage.
+    lesion.ai = dataclasses.replace(lesion.ai, uncertainty="outside training data", phases_read=["arterial"],
+                                    outside_training=["the image noise is 25 HU; the training images had 7-20 HU"])
+    row = list(csv.DictReader(export_csv(identified_volume, document, tmp_path / "out.csv",
+                                         pseudonymizer=pseudonymizer).open(encoding="utf-8")))[0]
+    assert row["ai_probability"] == "" and row["ai_uncertainty"] == "outside training data"
+    assert row["ai_outside_training"].startswith("the image noise is 25 HU") and row["ai_phases_read"] == "arterial"
 
     folder = tmp_path / "dataset"
     assert export_dataset(identified_volume, document, folder, pseudonymizer=pseudonymizer, labelled_only=False) == 3

@@ -206,3 +206,62 @@ def test_the_liver_is_compared_with_the_training_livers_of_its_phase(crlm_dir):
     again = TrainingDomain.from_model_info({"training_domain": domain.to_dict()})
     assert again.liver_hu_by_phase == {"arterial": (55.0, 95.0)} and again.check(volume, as_arterial, None) == reasons
     assert replace(domain, liver_hu_by_phase={}).check(volume, as_arterial, None) == []
+
+
+def test_a_lesion_larger_than_any_training_lesion_is_outside(crlm_dir):
+    """Review of real CT: a 120 mm circle over normal liver came back "hcc >99 %, low uncertainty": only the
+    smallest training lesion was checked. A bundle of simulated lesions without its own bound gets the
+    simulator's largest, which is the simulator's setting."""
+    from liverview.model.domain import SIMULATED_MAX_DIAMETER_MM
+    from liverview.synth.simulator import SimulatorConfig
+
+    assert SIMULATED_MAX_DIAMETER_MM == SimulatorConfig().diameter_mm[1]
+    volume = load_series(crlm_dir)
+    domain = loaded_domain(load_bundle(default_model_path()))
+    assert domain.max_lesion_diameter_mm == SIMULATED_MAX_DIAMETER_MM
+    phase = series_phase(volume)
+    assert domain.check(volume, phase, 85.0) == []
+    assert domain.check(volume, phase, 120.0) == ["the lesion measures 120 mm; the largest training lesions were 80 mm"]
+
+
+def test_slices_further_apart_than_the_training_slices_are_outside(crlm_dir, tmp_path):
+    """Review of real CT: every other slice of crlm-ct-1004 (10 mm apart, the tag still saying 5 mm thick)
+    read "benign cyst 99 %, low uncertainty": the check read the Slice Thickness tag only."""
+    import pydicom
+
+    thinned = tmp_path / "every-other"
+    thinned.mkdir()
+    for path in sorted(crlm_dir.glob("*.dcm"), key=lambda p: float(pydicom.dcmread(p, stop_before_pixels=True)
+                                                                    .ImagePositionPatient[2]))[::2]:
+        shutil.copy(path, thinned / path.name)
+    volume = load_series(thinned)
+    assert volume.spacing_mm[0] == pytest.approx(10.0) and volume.info.slice_thickness_mm == pytest.approx(5.0)
+    reasons = loaded_domain(load_bundle(default_model_path())).check(volume, series_phase(volume), 20.0)
+    assert reasons == ["slices are 10 mm apart; the training images had theirs 2.5-5 mm apart"]
+
+
+def test_outlines_go_to_the_images_they_were_drawn_on(crlm_dir, tmp_path):
+    """Review of real CT: on a copy with every other slice left out, the outlines were read at their old
+    slice numbers (other anatomy, "benign cyst >99 %, low"): the image UIDs they carry were ignored."""
+    import pydicom
+
+    from liverview.annotations.annotated_study import open_annotated_study
+
+    thinned = tmp_path / "every-other"
+    thinned.mkdir()
+    ordered = sorted(crlm_dir.glob("*.dcm"), key=lambda p: float(pydicom.dcmread(p, stop_before_pixels=True)
+                                                                  .ImagePositionPatient[2]))
+    for path in ordered[::2]:
+        shutil.copy(path, thinned / path.name)
+    opened = open_annotated_study(thinned, CRLM_ANNOTATIONS)
+    (lesion,) = opened.document.lesions
+    original = AnnotationDocument.from_dict(json.loads(open(CRLM_ANNOTATIONS).read())).lesions[0]
+    kept = [roi for roi in original.rois if roi.slice_index % 2 == 0]
+    assert [roi.slice_index for roi in lesion.rois] == [roi.slice_index // 2 for roi in kept]
+    assert all(opened.volume.sop_instance_uids[roi.slice_index] == roi.sop_instance_uid for roi in lesion.rois)
+    assert any("lie on images this series does not hold" in note for note in opened.notes)
+    assert any("placed on the slice of the image they were drawn on" in note for note in opened.notes)
+    # The series as outlined: nothing moves, nothing is said.
+    whole = open_annotated_study(crlm_dir, CRLM_ANNOTATIONS)
+    assert [r.slice_index for r in whole.document.lesions[0].rois] == [r.slice_index for r in original.rois]
+    assert not any("image" in note for note in whole.notes)
