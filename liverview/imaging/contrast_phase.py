@@ -396,10 +396,13 @@ class _Outliner:
         rows, cols = self.shape
         return cv2.resize(mask.astype(np.uint8), (cols, rows), interpolation=cv2.INTER_NEAREST).astype(bool)
 
+    def _coarse(self, hu: np.ndarray) -> np.ndarray:
+        return hu if self.small == self.shape else cv2.resize(hu.astype(np.float32), self.small[::-1],
+                                                               interpolation=cv2.INTER_AREA)
+
     def outline(self, hu: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(body, liver) of one HU slice."""
-        coarse = hu if self.small == self.shape else cv2.resize(hu.astype(np.float32), self.small[::-1],
-                                                                 interpolation=cv2.INTER_AREA)
+        coarse = self._coarse(hu)
         body = _body(coarse)
         return self._full(body), self._full(find_liver(coarse, self.small_mm, self.small_frame, body))
 
@@ -432,6 +435,32 @@ class _Outliner:
         return Enhancement(aorta, liver, tuple(sorted(int(indices[i]) for i in best)),
                            "" if aortas else "no aorta found in front of the spine", noise_hu=noise,
                            portal_vein_hu=float(np.median(veins)) if len(veins) >= MIN_VEINS else None)
+
+
+def share_on_liver(hu: np.ndarray, mask: np.ndarray, pixel_mm: tuple[float, float], row_direction: Sequence[float],
+                   column_direction: Sequence[float]) -> float | None:
+    """How much of the outline `mask` on this axial slice lies on the liver: 0 outside the body; the share
+    of it on the liver `find_liver` finds (with what that encloses, lesions and vessels, filled in). None
+    where nothing can be told: no liver found on the slice (the dome, the tip), or an outline centred in
+    front of the body's centre on the patient's left, where the left lobe lies and `find_liver`, which
+    measures parenchyma on the right, does not look."""
+    outliner = _Outliner(hu.shape, pixel_mm, row_direction, column_direction)
+    body, liver = outliner.outline(hu)
+    rows, cols = np.nonzero(mask)
+    if rows.size == 0:
+        return None
+    r, c = int(round(rows.mean())), int(round(cols.mean()))
+    if not body[r, c]:
+        return 0.0
+    if not liver.any():
+        return None
+    filled = liver.astype(np.uint8)
+    contours, _ = cv2.findContours(filled, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    cv2.drawContours(filled, contours, -1, 1, thickness=cv2.FILLED)
+    frame = outliner.frame
+    if frame.left_mm[r, c] > float(frame.left_mm[body].mean()) and frame.back_mm[r, c] < float(frame.back_mm[body].mean()):
+        return None
+    return float((filled.astype(bool) & mask).sum() / rows.size)
 
 
 def measure_enhancement(slices: np.ndarray, indices: Sequence[int], pixel_mm: tuple[float, float],
@@ -745,4 +774,4 @@ def reader_decision(phase: ContrastPhase, reader: str, previous: PhaseDecision |
 __all__ = ["ContrastPhase", "DecidedBy", "Enhancement", "EnhancementSampler", "ImagePattern", "PhaseDecision",
            "decide_contrast_phase", "decide_study_phases", "delay_after_bolus_s", "detect_series_phases", "find_aorta",
            "find_liver", "measure_enhancement", "measure_series", "pattern_from_enhancement", "phase_from_text",
-           "reader_decision", "sample_indices"]
+           "reader_decision", "sample_indices", "share_on_liver"]

@@ -25,7 +25,8 @@ from liverview.annotations.export_dataset import PhaseSource, read_on_phase
 from liverview.annotations.transfer import TransferError
 from liverview.annotations.measurements import measure_lesion, slice_masks
 from liverview.annotations.storage import now_iso
-from liverview.imaging.contrast_phase import ContrastPhase, PhaseDecision, detect_series_phases
+from liverview.imaging.contrast_phase import (ContrastPhase, PhaseDecision, detect_series_phases,
+                                              share_on_liver as outline_share_on_liver)
 from liverview.imaging.lesion_enhancement import measure_lesion_enhancement
 from liverview.imaging.orientation import slice_number
 from liverview.io.volume import Volume
@@ -328,7 +329,8 @@ def classify_lesion(loaded: LoadedModel, volume: Volume, lesion: Lesion, *, heat
         heatmap=cam, timings_ms=timings, phase=phase.phase.value, phases_read=read, heatmap_inside=inside,
         phase_crops=input_crops(loaded, tensor, read),
         phase_cams=phase_heatmaps(loaded, tensor, read, top) if heatmap else {},
-        outside_training=loaded_domain(loaded).check(volume, phase, measure_lesion(volume, lesion).long_axis_mm))
+        outside_training=loaded_domain(loaded).check(volume, phase, measure_lesion(volume, lesion).long_axis_mm,
+                                                     share_on_liver(volume, z, masks[z])))
 
 
 def read_phases(loaded: LoadedModel, volume: Volume, lesion: Lesion, z: int, mask: np.ndarray, phase: PhaseDecision,
@@ -382,7 +384,8 @@ def read_phases(loaded: LoadedModel, volume: Volume, lesion: Lesion, z: int, mas
         phase_cams=cams,
         enhancement_hu={p: {"lesion_hu": round(float(features[p][0]), 1), "liver_hu": round(float(features[p][1]), 1)}
                         for p in sub.phases},
-        outside_training=domain.check(volume, phase, measure_lesion(volume, lesion).long_axis_mm))
+        outside_training=domain.check(volume, phase, measure_lesion(volume, lesion).long_axis_mm,
+                                      share_on_liver(volume, z, mask)))
 
 
 def input_crops(loaded: LoadedModel, tensor: torch.Tensor, read: Sequence[str]) -> dict[str, np.ndarray]:
@@ -429,6 +432,15 @@ def phases_read_by(loaded: LoadedModel) -> tuple[str, ...]:
     if loaded.preprocess_config.phases:
         return tuple(loaded.preprocess_config.phases)
     return loaded.phase_reader.phases if loaded.phase_reader is not None else ()
+
+
+def share_on_liver(volume: Volume, z: int, mask: np.ndarray) -> float | None:
+    """How much of the outline `mask` on slice `z` lies on the liver (`contrast_phase.share_on_liver`);
+    None where nothing can be told, also for a series that is not axial HU."""
+    if not volume.is_hu or abs(volume.normal[2]) < 0.9:
+        return None
+    return outline_share_on_liver(volume.array[z], mask, (volume.spacing_mm[1], volume.spacing_mm[2]),
+                                  volume.row_direction, volume.column_direction)
 
 
 def loaded_domain(loaded: LoadedModel) -> TrainingDomain:

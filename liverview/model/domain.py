@@ -24,6 +24,9 @@ LIVER_MARGIN_HU = 10.0
 #: The largest lesion `liverview-synth` draws (`SimulatorConfig.diameter_mm`; a test checks they agree):
 #: the bound of a model trained on simulated lesions whose bundle does not record its own.
 SIMULATED_MAX_DIAMETER_MM = 80.0
+#: Training lesions lie in the liver: an outline less than this share of which lies on the liver liverview
+#: finds on its slice is something else (the spleen, a kidney, muscle, air); exophytic lesions keep more.
+MIN_SHARE_ON_LIVER = 0.25
 
 
 @dataclass(frozen=True)
@@ -77,9 +80,14 @@ class TrainingDomain:
                                       for k, v in (raw.get("liver_hu_by_phase") or {}).items()},
                    max_lesion_diameter_mm=None if largest is None else float(largest))
 
-    def check(self, volume: Volume, phase: PhaseDecision | None, long_axis_mm: float | None) -> list[str]:
-        """The reasons `volume` (with its phase) and a lesion of `long_axis_mm` lie outside; [] inside."""
+    def check(self, volume: Volume, phase: PhaseDecision | None, long_axis_mm: float | None,
+              share_on_liver: float | None = None) -> list[str]:
+        """The reasons `volume` (with its phase) and a lesion of `long_axis_mm`, `share_on_liver` of whose
+        outline lies on the liver (None: not known), lie outside; [] inside."""
         reasons: list[str] = []
+        if share_on_liver is not None and share_on_liver < MIN_SHARE_ON_LIVER:
+            reasons.append(f"{share_on_liver:.0%} of the outline lies on the liver liverview finds on its slice; the "
+                           "model was trained on lesions in the liver")
         # Training data that did not record its phases leaves nothing to compare the phase with.
         if self.phases:
             trained = ", ".join(p.words for p in self.phases)

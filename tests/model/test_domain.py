@@ -265,3 +265,32 @@ def test_outlines_go_to_the_images_they_were_drawn_on(crlm_dir, tmp_path):
     whole = open_annotated_study(crlm_dir, CRLM_ANNOTATIONS)
     assert [r.slice_index for r in whole.document.lesions[0].rois] == [r.slice_index for r in original.rois]
     assert not any("image" in note for note in whole.notes)
+
+
+def test_an_outline_off_the_liver_is_outside_the_training_data(crlm_dir):
+    """Review of real CT: outlines on the spleen ("hcc 99 %, low uncertainty"), a kidney, the aorta, muscle
+    or the air outside the patient got answers as if they were liver lesions."""
+    volume = load_series(crlm_dir)
+    loaded = load_bundle(default_model_path())
+    places = {"spleen": (24, 365.0, 290.0), "air": (24, 40.0, 40.0), "kidney": (10, 175.0, 265.0),
+              "muscle": (24, 200.0, 370.0), "liver": (24, 150.0, 230.0)}
+    lesions = [Lesion(id=name, reader="R1", rois=[Roi(z, _circle(x, y, 12.5), sop_instance_uid=volume.sop_instance_uids[z])])
+               for name, (z, x, y) in places.items()]
+    batch = classify_lesions(loaded, volume, lesions, heatmap=False)
+    said = {p.lesion_id: p.outside_training for p in batch.predictions}
+    for name in ("spleen", "air", "kidney", "muscle"):
+        assert any("of the outline lies on the liver" in r for r in said[name]), name
+    assert said["liver"] == []
+
+
+def test_a_left_lobe_lesion_is_not_taken_for_one_off_the_liver(demo_study):
+    """The liver finder measures parenchyma on the patient's right; the demo's cyst in the left lobe lies
+    off it, in front on the left, where nothing is concluded."""
+    from liverview.annotations.measurements import lesion_key_slice, slice_masks
+    from liverview.model.classify import share_on_liver
+
+    volume = load_series(demo_study.dicom_dir)
+    document = AnnotationDocument.from_dict(json.loads(demo_study.ground_truth_path.read_text()))
+    shares = [share_on_liver(volume, z, slice_masks(volume, lesion)[z])
+              for lesion in document.lesions for z in [lesion_key_slice(volume, lesion)]]
+    assert None in shares and all(s is None or s > 0.9 for s in shares)
