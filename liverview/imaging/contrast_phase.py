@@ -189,12 +189,16 @@ def _patient_frame(shape: tuple[int, int], pixel_mm: tuple[float, float], row_di
     return _Frame(left, back)
 
 
-def _body(hu: np.ndarray) -> np.ndarray:
-    body = _largest_component(hu > -500)
-    filled = body.astype(np.uint8)
+def _filled(mask: np.ndarray) -> np.ndarray:
+    """`mask` with every hole it encloses filled."""
+    filled = mask.astype(np.uint8)
     contours, _ = cv2.findContours(filled, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     cv2.drawContours(filled, contours, -1, 1, thickness=cv2.FILLED)
     return filled.astype(bool)
+
+
+def _body(hu: np.ndarray) -> np.ndarray:
+    return _filled(_largest_component(hu > -500))
 
 
 def find_liver(hu: np.ndarray, pixel_mm: tuple[float, float], frame: _Frame,
@@ -452,15 +456,12 @@ def share_on_liver(hu: np.ndarray, mask: np.ndarray, pixel_mm: tuple[float, floa
     r, c = int(round(rows.mean())), int(round(cols.mean()))
     if not body[r, c]:
         return 0.0
-    if not liver.any():
-        return None
-    filled = liver.astype(np.uint8)
-    contours, _ = cv2.findContours(filled, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-    cv2.drawContours(filled, contours, -1, 1, thickness=cv2.FILLED)
     frame = outliner.frame
-    if frame.left_mm[r, c] > float(frame.left_mm[body].mean()) and frame.back_mm[r, c] < float(frame.back_mm[body].mean()):
+    left_front = (frame.left_mm[r, c] > float(frame.left_mm[body].mean())
+                  and frame.back_mm[r, c] < float(frame.back_mm[body].mean()))
+    if not liver.any() or left_front:
         return None
-    return float((filled.astype(bool) & mask).sum() / rows.size)
+    return float((_filled(liver) & mask).sum() / rows.size)
 
 
 def measure_enhancement(slices: np.ndarray, indices: Sequence[int], pixel_mm: tuple[float, float],
