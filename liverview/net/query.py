@@ -154,7 +154,7 @@ def find_studies(node: PacsNode, query: StudyQuery, should_stop: ShouldStop | No
     ds.StudyDate = query.study_date
     ds.StudyTime = ""
     ds.StudyDescription = query.study_description
-    ds.ModalitiesInStudy = query.modality
+    ds.ModalitiesInStudy = query.modality.upper()  # a code string: "ct" matched nothing
     ds.NumberOfStudyRelatedSeries = ""
     ds.NumberOfStudyRelatedInstances = ""
     found: list[StudyMatch] = []

@@ -29,6 +29,7 @@ def test_find_by_name_with_wildcards_date_range_and_modality(node, demo_study):
     assert find_studies(node, StudyQuery(study_date="19950101-")) == [demo]
     assert {s.study_uid for s in find_studies(node, StudyQuery(modality="CT"))} == {CRLM_STUDY, demo.study_uid}
     assert find_studies(node, StudyQuery(modality="MR")) == []
+    assert find_studies(node, StudyQuery(modality="ct")) == find_studies(node, StudyQuery(modality="CT"))
     assert [s.patient_id for s in find_studies(node, StudyQuery(patient_id="CRLM-CT-1004"))] == ["CRLM-CT-1004"]
     crlm = find_studies(node, StudyQuery(patient_name="crlm*"))  # Orthanc matches names case-insensitively
     assert [s.study_description for s in crlm] == ["CT CH/ABD/PEL W/ CONTRAST"]
