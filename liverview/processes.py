@@ -29,7 +29,8 @@ def liverview_alive(pid: int) -> bool:
         command = Path(f"/proc/{pid}/cmdline").read_bytes().lower()
     except OSError:  # no /proc (macOS, Windows), or not ours to read: alive is all that is known
         return True
-    return b"liverview" in command or b"python" in command
+    # Empty while the process is between fork and exec (or a zombie): nothing is known either.
+    return not command or b"liverview" in command or b"python" in command
 
 
 def exit_without_teardown(code: int) -> NoReturn:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from pathlib import Path
 
 import pytest
 
@@ -294,8 +295,10 @@ def test_a_series_open_in_another_live_session_is_reported_and_its_lock_kept(tmp
     import subprocess
     import sys
 
-    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    other = subprocess.Popen([sys.executable, "-c", "print('ready', flush=True); import time; time.sleep(60)"],
+                             stdout=subprocess.PIPE)
     try:
+        assert other.stdout.readline().strip() == b"ready"  # started: past its exec
         (tmp_path / "a.lock").write_text(str(other.pid))
         store, report = make_store(tmp_path)
         assert report.open_elsewhere_pid == other.pid and not report.recovered_after_crash
@@ -328,6 +331,10 @@ def test_a_lock_whose_pid_now_runs_something_else_is_a_crash(tmp_path):
 
     unrelated = subprocess.Popen(["sleep", "60"])
     try:
+        command = Path(f"/proc/{unrelated.pid}/cmdline")
+        deadline = time.monotonic() + 10
+        while not command.read_bytes().startswith(b"sleep") and time.monotonic() < deadline:
+            time.sleep(0.01)  # past its exec: until then it still shows this Python's command line
         store, _ = make_store(tmp_path)
         store.add_lesion(Roi(3, SQUARE))
         store.flush()

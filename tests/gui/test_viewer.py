@@ -702,8 +702,10 @@ def test_a_series_open_in_another_window_says_so(qtbot, window, crlm_dir, tmp_pa
     from liverview.io import scan_paths
 
     info = scan_paths(crlm_dir).series[0]
-    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    other = subprocess.Popen([sys.executable, "-c", "print('ready', flush=True); import time; time.sleep(60)"],
+                             stdout=subprocess.PIPE)
     try:
+        assert other.stdout.readline().strip() == b"ready"  # started: past its exec
         (folder / f"{info.series_uid}.lock").write_text(str(other.pid))
         open_and_wait(qtbot, window, crlm_dir)
         qtbot.waitUntil(lambda: window.store is not None, timeout=10000)
