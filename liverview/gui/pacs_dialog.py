@@ -291,8 +291,9 @@ class QueryDialog(QDialog):
         task.partial.connect(lambda update: self._on_series_progress(study_uid, update))
         task.progress.connect(lambda _fraction, message: self.status.setText(message))
         task.finished.connect(lambda result: self._retrieved(study_uid, result))
-        task.failed.connect(lambda message: self._retrieve_failed(message))
-        task.cancelled.connect(lambda: self.status.setText("Retrieve cancelled; incomplete series were not kept."))
+        task.failed.connect(lambda message: (self._retrieve_failed(message), self._mark_unkept(study_uid, "failed")))
+        task.cancelled.connect(lambda: (self.status.setText("Retrieve cancelled; incomplete series were not kept."),
+                                        self._mark_unkept(study_uid, "cancelled")))
         task.done.connect(self._retrieve_done)
         self.retrieve_task = task
         self.cancel_button.setEnabled(True)
@@ -322,6 +323,15 @@ class QueryDialog(QDialog):
                 folder = str(self.cache.study_dir(study_uid))
                 self.open_paths([folder])
                 self.study_opened.emit(folder)
+
+    def _mark_unkept(self, study_uid: str, how: str) -> None:
+        """Series rows left at "4 of 109" when a retrieve stopped: those images were not kept."""
+        study = self._study_item(study_uid)
+        column = COLUMNS.index("Retrieve")
+        for i in range(study.childCount() if study is not None else 0):
+            text = study.child(i).text(column)
+            if text and text != "complete":
+                study.child(i).setText(column, f"{how}, not kept")
 
     def _retrieved(self, study_uid: str, result) -> None:
         self.status.setText(f"{len(result.series)} series, {result.n_images} images retrieved.")

@@ -93,6 +93,26 @@ def test_every_series_of_a_retrieved_study_joins_the_browser(qtbot, tmp_path, pa
         server.stop(graceful=False)
 
 
+def test_a_cancelled_retrieve_does_not_leave_a_count_that_reads_as_kept(qtbot, tmp_path, pacs):
+    """PACS review: after Cancel the series row kept "4 of 109", as if those images had been kept."""
+    window = make_window(qtbot, tmp_path, [node_for(pacs)])
+    dialog = window.pacs.show_query()
+    search(qtbot, dialog, "CRLM*")
+    study = dialog.tree.topLevelItem(0)
+    study.setExpanded(True)
+    qtbot.waitUntil(lambda: study.childCount() == 1, timeout=20000)
+    task = dialog.retrieve(study)
+    task.cancel()
+    qtbot.waitUntil(lambda: not task.is_running(), timeout=20000)
+    column = COLUMNS.index("Retrieve")
+    study.child(0).setText(column, "4 of 41")  # where a retrieve stopped part-way (here it may be at 0 or done)
+    task.cancelled.emit()
+    assert study.child(0).text(column) == "cancelled, not kept"
+    study.child(0).setText(column, "complete")
+    task.cancelled.emit()
+    assert study.child(0).text(column) == "complete"  # a series that was kept stays so
+
+
 def test_the_beginning_of_a_name_finds_the_patient(qtbot, tmp_path, pacs):
     """Walkthrough 3b: "find today's liver CT by patient name" - a reader types the name's beginning,
     without DICOM's wildcard."""
