@@ -10,7 +10,7 @@ from PySide6.QtGui import QIcon, QImage, QPixmap
 from PySide6.QtWidgets import (QDialog, QDialogButtonBox, QHeaderView, QLabel, QMenu, QPushButton, QTableWidget,
                                QTableWidgetItem, QTreeWidget, QTreeWidgetItem, QVBoxLayout, QWidget)
 
-from liverview.imaging.contrast_phase import ContrastPhase, DecidedBy, PhaseDecision
+from liverview.imaging.contrast_phase import ContrastPhase, PhaseDecision
 from liverview.io.series import ScanResult, SeriesInfo
 from liverview.io.sources import SkippedFile
 
@@ -44,14 +44,8 @@ def series_label(info: SeriesInfo, phase: PhaseDecision | None = None) -> str:
 
 
 def phase_caption(decision: PhaseDecision) -> str:
-    """"Portal-venous (images)": the phase and, in brief, what decided it (the tooltip says more)."""
-    # IMAGES_AND_TEXT: the text named the phase and the images do not contradict it; "images + text" read
-    # as if the images had confirmed it.
-    how = {DecidedBy.IMAGES: "images", DecidedBy.IMAGES_AND_TEXT: "text, images fit",
-           DecidedBy.IMAGES_AND_ORDER: "images + timing", DecidedBy.IMAGES_OF_STUDY: "images of the study",
-           DecidedBy.DESCRIPTION: "text only",
-           DecidedBy.READER: f"set by {decision.reader}", DecidedBy.NOTHING: "undetermined"}[decision.decided_by]
-    return f"{decision.phase.words.capitalize()} ({how})"
+    """"Portal-venous (images)" (`PhaseDecision.caption`; the tooltip says more)."""
+    return decision.caption()
 
 
 class SkippedFilesDialog(QDialog):

@@ -71,6 +71,16 @@ class DecidedBy(str, Enum):
     NOTHING = "nothing"
 
 
+def how_decided(decided_by: DecidedBy, reader: str = "") -> str:
+    """What decided a phase, in brief ("text, images fit")."""
+    # IMAGES_AND_TEXT: the text named the phase and the images do not contradict it; "images + text" read
+    # as if the images had confirmed it.
+    return {DecidedBy.IMAGES: "images", DecidedBy.IMAGES_AND_TEXT: "text, images fit",
+            DecidedBy.IMAGES_AND_ORDER: "images + timing", DecidedBy.IMAGES_OF_STUDY: "images of the study",
+            DecidedBy.DESCRIPTION: "text only", DecidedBy.READER: f"set by {reader}",
+            DecidedBy.NOTHING: "undetermined"}[decided_by]
+
+
 # Decision boundaries on the aorta (A) and liver (L) attenuation, from the table above: blood below
 # 90 HU is unenhanced; A - L of 130 HU or more is an arterial blood pool over a liver that has not yet
 # taken up portal contrast.
@@ -136,6 +146,10 @@ class PhaseDecision:
     reader: str = ""
     #: What the images alone said ("images: ..."), the start of `summary` where they were read.
     images_said: str = ""
+
+    def caption(self) -> str:
+        """"Portal-venous (images)": the phase and, in brief, what decided it (the evidence says more)."""
+        return f"{self.phase.words.capitalize()} ({how_decided(self.decided_by, self.reader)})"
 
     def evidence(self) -> dict:
         e = self.enhancement
@@ -775,4 +789,4 @@ def reader_decision(phase: ContrastPhase, reader: str, previous: PhaseDecision |
 __all__ = ["ContrastPhase", "DecidedBy", "Enhancement", "EnhancementSampler", "ImagePattern", "PhaseDecision",
            "decide_contrast_phase", "decide_study_phases", "delay_after_bolus_s", "detect_series_phases", "find_aorta",
            "find_liver", "measure_enhancement", "measure_series", "pattern_from_enhancement", "phase_from_text",
-           "reader_decision", "sample_indices", "share_on_liver"]
+           "how_decided", "reader_decision", "sample_indices", "share_on_liver"]

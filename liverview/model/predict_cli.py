@@ -34,7 +34,7 @@ from liverview.annotations.annotated_study import (AnnotatedStudyError, open_ann
                                                    study_phases)
 from liverview.annotations.measurements import slice_masks
 from liverview.annotations.transfer import TransferError, transfer_lesion
-from liverview.imaging.contrast_phase import PhaseDecision
+from liverview.imaging.contrast_phase import DecidedBy, PhaseDecision, how_decided
 from liverview.imaging.orientation import slice_number
 from liverview.imaging.window import CT_PRESETS, apply_window
 from liverview.io import SeriesInfo
@@ -214,7 +214,10 @@ def print_table(output: dict[str, Any]) -> None:
     model = output["model"]
     tested = "" if model["tested"] else "; untested: no held-out test lesions, nobody knows how often it is right"
     print(f"model {model['id']} on {model['device']} — research use only, not for diagnosis{tested}")
-    print(f"series: {output['series']['description']}, contrast phase {output['series']['contrast_phase']}")
+    series = output["series"]
+    evidence = series["contrast_phase_evidence"]
+    how = how_decided(DecidedBy(evidence["decided_by"]), evidence.get("reader", ""))
+    print(f"series: {series['description']}, contrast phase {series['contrast_phase']} ({how})")
     for entry in output["lesions"]:
         agreement = ("" if entry["label"] is None else f"  (label: {entry['label']})" if entry["refusal"]
                      or entry["label"] != entry["predicted"] else "  (agrees with the label)")

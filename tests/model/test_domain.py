@@ -108,7 +108,7 @@ def test_predict_cli_prints_the_phase_and_the_reason(hcc_dir, tmp_path, capsys):
     assert lesion["uncertainty"] == OUTSIDE and lesion["phases_read"] == ["arterial"] and lesion["outside_training"]
     assert predict_main([str(hcc_dir), "--annotations", str(path)]) == 0
     text = capsys.readouterr().out
-    assert "contrast phase arterial" in text and "outside the model's training data: the image noise is 25 HU" in text
+    assert "contrast phase arterial (text only)" in text and "outside the model's training data: the image noise is 25 HU" in text
 
 
 def test_a_readers_phase_in_the_annotations_is_what_liverview_predict_reads(crlm_dir, tmp_path, capsys):
