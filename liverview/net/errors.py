@@ -31,7 +31,12 @@ class MoveDestinationUnknown(PacsError):
 
 
 class PacsTimeout(PacsError):
-    """The PACS stopped answering for longer than the configured timeout."""
+    """The PACS stopped answering for longer than the configured timeout; `received`: the images of the
+    series that had arrived by then (not kept)."""
+
+    def __init__(self, message: str, received: int = 0) -> None:
+        super().__init__(message)
+        self.received = received
 
 
 class PartialRetrieve(PacsError):

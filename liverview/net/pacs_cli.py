@@ -21,7 +21,7 @@ from pathlib import Path
 from liverview.io.sources import SourceError, collect_files
 from liverview.log_setup import setup_cli_logging
 from liverview.net.cache import RetrieveCache
-from liverview.net.errors import PacsError, PartialRetrieve
+from liverview.net.errors import PacsError, PacsTimeout, PartialRetrieve
 from liverview.net.node import DEFAULT_CALLING_AE, PacsNode, RetrieveMethod, parse_pacs_address
 from liverview.net.query import StudyQuery, find_series, find_studies
 from liverview.net.retrieve import retrieve_study
@@ -100,7 +100,7 @@ def run_get(node: PacsNode, args: argparse.Namespace) -> int:
         result = retrieve_study(node, args.study_uid, cache, series=series)
     except PacsError as exc:
         stored = sum(len(list(p.iterdir())) for p in _published(cache, args.study_uid, series))
-        received = exc.received if isinstance(exc, PartialRetrieve) else 0
+        received = exc.received if isinstance(exc, (PartialRetrieve, PacsTimeout)) else 0
         print(f"stored {stored} of {expected} images ({received} more arrived but their series was incomplete)",
               file=sys.stderr)
         raise

@@ -132,7 +132,7 @@ def _incomplete(node: PacsNode, series: SeriesMatch, receiver: _Receiver, expect
     if watch.idle_s() >= 0.9 * min(node.timeouts.dimse_s, node.timeouts.network_s):
         return PacsTimeout(f"The PACS {node.name} stopped sending {_describe(series)} for "
                            f"{watch.idle_s():.0f} s after {n} of {m} images; nothing of the series was kept. "
-                           "Try again later, or ask the PACS administrator whether the PACS is overloaded.")
+                           "Try again later, or ask the PACS administrator whether the PACS is overloaded.", n)
     if n == 0:
         return no_answer(node, operation, watch)
     return PartialRetrieve(f"Only {n} of {m} images of {_describe(series)} arrived: the PACS {node.name} closed the "
