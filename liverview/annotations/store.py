@@ -139,7 +139,7 @@ class Autosaver:
             if snapshot is None:
                 return
             try:
-                write_text_atomic(self.path, json.dumps(snapshot, indent=1, ensure_ascii=False))
+                write_text_atomic(self.path, _encode(snapshot))
                 self.saves += 1
                 self.last_error = self.last_reason = ""
             except OSError as exc:
@@ -190,8 +190,9 @@ class AnnotationStore:
         report explains what happened; a lock left by a crashed session is reported as a recovery."""
         path = path or annotation_path(study_uid, series_uid)
         lock = path.with_suffix(".lock")
-        others = _other_sessions(lock)
-        crashed = lock.exists() and not others and os.getpid() not in _lock_pids(lock)
+        pids = _lock_pids(lock)
+        others = _other_sessions(pids)
+        crashed = lock.exists() and not others and os.getpid() not in pids
         report = OpenReport(path=path, existed=path.exists(), recovered_after_crash=crashed and path.exists(),
                             open_elsewhere_pid=others[0] if others else None)
         document = AnnotationDocument(study_uid, series_uid, frame_of_reference_uid)
@@ -225,7 +226,7 @@ class AnnotationStore:
         self.flush()
         if self.path is not None:
             lock = self.path.with_suffix(".lock")
-            others = _other_sessions(lock)
+            others = _other_sessions(_lock_pids(lock))
             try:
                 if others:
                     lock.write_text("\n".join(map(str, others)))
@@ -269,7 +270,7 @@ class AnnotationStore:
     def save_copy(self, path: Path) -> None:
         """Write the annotations to `path` as well (somewhere else when their own folder cannot be
         written); raises OSError."""
-        write_text_atomic(Path(path), json.dumps(self.document.to_dict(), indent=1, ensure_ascii=False))
+        write_text_atomic(Path(path), _encode(self.document.to_dict()))
 
     # -- events ----------------------------------------------------------------------------------
     def subscribe(self, listener: Listener) -> None:
@@ -505,7 +506,12 @@ def _lock_pids(lock: Path) -> list[int]:
         return []
 
 
-def _other_sessions(lock: Path) -> list[int]:
-    """The processes of other sessions that have the series open: the PIDs in `lock` that still run
+def _other_sessions(pids: list[int]) -> list[int]:
+    """The processes of other sessions that have the series open: the lock's `pids` that still run
     liverview (`liverview_alive`), not this process."""
-    return [pid for pid in _lock_pids(lock) if pid != os.getpid() and liverview_alive(pid)]
+    return [pid for pid in pids if pid != os.getpid() and liverview_alive(pid)]
+
+
+def _encode(snapshot: dict) -> str:
+    """An annotation document's dict as its file's text."""
+    return json.dumps(snapshot, indent=1, ensure_ascii=False)

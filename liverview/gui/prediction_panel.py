@@ -52,7 +52,6 @@ def crop_pixmap(crop: np.ndarray, cam: np.ndarray | None, size: int = CROP_PX) -
     return QPixmap.fromImage(qimage.copy())
 
 
-
 def _local_time(stamp: str) -> str:
     """An answer's ISO time stamp (stored in UTC) as this computer's local date and minute."""
     try:
@@ -60,11 +59,12 @@ def _local_time(stamp: str) -> str:
     except ValueError:
         return stamp
 
+
 #: The probability axis' marks.
 PERCENT_TICKS = [[(v, f"{v:.0%}") for v in (0, 0.25, 0.5, 0.75, 1.0)]]
-
 #: What Accept as label does, shown while it can.
 ACCEPT_TIP = "Take the model's top class as this lesion's label (recorded as AI-suggested)"
+
 
 class PredictionPanel(QWidget):
     classify_requested = Signal()

@@ -329,8 +329,7 @@ def classify_lesion(loaded: LoadedModel, volume: Volume, lesion: Lesion, *, heat
         heatmap=cam, timings_ms=timings, phase=phase.phase.value, phases_read=read, heatmap_inside=inside,
         phase_crops=input_crops(loaded, tensor, read),
         phase_cams=phase_heatmaps(loaded, tensor, read, top) if heatmap else {},
-        outside_training=loaded_domain(loaded).check(volume, phase, measure_lesion(volume, lesion).long_axis_mm,
-                                                     share_on_liver(volume, z, masks[z])))
+        outside_training=outside_domain(loaded_domain(loaded), volume, phase, lesion, z, masks[z]))
 
 
 def read_phases(loaded: LoadedModel, volume: Volume, lesion: Lesion, z: int, mask: np.ndarray, phase: PhaseDecision,
@@ -384,8 +383,7 @@ def read_phases(loaded: LoadedModel, volume: Volume, lesion: Lesion, z: int, mas
         phase_cams=cams,
         enhancement_hu={p: {"lesion_hu": round(float(features[p][0]), 1), "liver_hu": round(float(features[p][1]), 1)}
                         for p in sub.phases},
-        outside_training=domain.check(volume, phase, measure_lesion(volume, lesion).long_axis_mm,
-                                      share_on_liver(volume, z, mask)))
+        outside_training=outside_domain(domain, volume, phase, lesion, z, mask))
 
 
 def input_crops(loaded: LoadedModel, tensor: torch.Tensor, read: Sequence[str]) -> dict[str, np.ndarray]:
@@ -432,6 +430,12 @@ def phases_read_by(loaded: LoadedModel) -> tuple[str, ...]:
     if loaded.preprocess_config.phases:
         return tuple(loaded.preprocess_config.phases)
     return loaded.phase_reader.phases if loaded.phase_reader is not None else ()
+
+
+def outside_domain(domain: TrainingDomain, volume: Volume, phase: PhaseDecision, lesion: Lesion, z: int,
+                   mask: np.ndarray) -> list[str]:
+    """Why `lesion`, read on its key slice `z` (outline `mask`), lies outside `domain`; [] inside."""
+    return domain.check(volume, phase, measure_lesion(volume, lesion).long_axis_mm, share_on_liver(volume, z, mask))
 
 
 def share_on_liver(volume: Volume, z: int, mask: np.ndarray) -> float | None:
