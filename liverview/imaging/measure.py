@@ -69,6 +69,14 @@ def diameters_mm(points_xy: Sequence[Sequence[float]], spacing_yx: tuple[float, 
     return longest, float(projection.max() - projection.min())
 
 
+def mask_long_axis_mm(mask: np.ndarray, spacing_yx: tuple[float, float]) -> float:
+    """Longest diameter (mm) of a bool (y, x) mask, between the centres of its outermost pixels; 0 when empty."""
+    contours, _ = cv2.findContours(np.asarray(mask, dtype=np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    if not contours:
+        return 0.0
+    return diameters_mm(np.concatenate(contours).reshape(-1, 2).tolist(), spacing_yx)[0]
+
+
 @dataclass(frozen=True)
 class RegionStats:
     """Voxel statistics of a region (HU for CT)."""

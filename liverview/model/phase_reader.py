@@ -187,12 +187,25 @@ def reader_uncertainty(probabilities: np.ndarray) -> str:
     return uncertainty_level(normalised_entropy(probabilities))
 
 
+#: LI-RADS sizes observations below and from 20 mm apart (a major feature of its diagnostic table): the
+#: held-out scores are also given per band, since what the reader misses lies mostly in the smaller one.
+SIZE_BAND_MM = 20.0
+
+
+def size_band(long_axis_mm: float) -> str:
+    """The size band (`SIZE_BAND_MM`) of a lesion whose long axis on its key slice is `long_axis_mm`."""
+    return f"under {SIZE_BAND_MM:.0f} mm" if long_axis_mm < SIZE_BAND_MM else f"{SIZE_BAND_MM:.0f} mm and over"
+
+
 def score_phase_reader(reader: PhaseReader, features: Sequence[Mapping[str, np.ndarray]], cnn: Sequence[CnnAnswers],
-                       labels: Sequence[str], groups: Sequence[str] | None = None) -> dict[str, Any]:
+                       labels: Sequence[str], groups: Sequence[str] | None = None,
+                       long_axes_mm: Sequence[float] | None = None) -> dict[str, Any]:
     """Per subset name: the metrics (`metrics.metrics_from_confusion`) on the lesions measured in all of
     its phases, each read on that subset alone; with `groups` (each lesion's patient), also the 95 %
-    bootstrap interval of the macro-F1 over patients."""
+    bootstrap interval of the macro-F1 over patients; with `long_axes_mm`, also `by_size`: n, accuracy
+    and macro-F1 (with its interval where `groups` are given) per `size_band`."""
     out: dict[str, Any] = {}
+    n_classes = len(reader.classes)
     for subset, sub in reader.readers.items():
         rows = [i for i in range(len(features)) if _readable(subset, features[i], cnn[i])]
         if not rows:
@@ -200,14 +213,26 @@ def score_phase_reader(reader: PhaseReader, features: Sequence[Mapping[str, np.n
         answers = [sub.probabilities(features[i], cnn[i]) for i in rows]
         predicted = [int(np.argmax(p)) for p in answers]
         truth = [reader.classes.index(labels[i]) for i in rows]
-        metrics = metrics_from_confusion(confusion_matrix(truth, predicted, len(reader.classes)), reader.classes)
+        metrics = metrics_from_confusion(confusion_matrix(truth, predicted, n_classes), reader.classes)
         levels = [reader_uncertainty(p) for p in answers]
-        out[subset_name(subset)] = {"n": len(rows), "accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"],
-                                    "per_class": metrics["per_class"], "confusion_matrix": metrics["confusion_matrix"],
-                                    "by_uncertainty": metrics_by_uncertainty(truth, predicted, levels, reader.classes)}
+        scores: dict[str, Any] = {"n": len(rows), "accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"],
+                                  "per_class": metrics["per_class"], "confusion_matrix": metrics["confusion_matrix"],
+                                  "by_uncertainty": metrics_by_uncertainty(truth, predicted, levels, reader.classes)}
         if groups is not None:
-            out[subset_name(subset)]["macro_f1_interval"] = list(macro_f1_interval(
-                truth, predicted, [groups[i] for i in rows], len(reader.classes)))
+            scores["macro_f1_interval"] = list(macro_f1_interval(truth, predicted, [groups[i] for i in rows], n_classes))
+        if long_axes_mm is not None:
+            scores["by_size"] = {}
+            for band in (size_band(0.0), size_band(SIZE_BAND_MM)):
+                ks = [k for k, i in enumerate(rows) if size_band(long_axes_mm[i]) == band]
+                if not ks:
+                    continue
+                part = metrics_from_confusion(confusion_matrix([truth[k] for k in ks], [predicted[k] for k in ks],
+                                                               n_classes), reader.classes)
+                scores["by_size"][band] = {"n": len(ks), "accuracy": part["accuracy"], "macro_f1": part["macro_f1"]}
+                if groups is not None:
+                    scores["by_size"][band]["macro_f1_interval"] = list(macro_f1_interval(
+                        [truth[k] for k in ks], [predicted[k] for k in ks], [groups[rows[k]] for k in ks], n_classes))
+        out[subset_name(subset)] = scores
     return out
 
 
@@ -232,6 +257,6 @@ def reader_by_uncertainty(reader: PhaseReader | None) -> dict[str, list[dict]]:
     return {subset: list(quoted_scores(scores).get("by_uncertainty") or []) for subset, scores in reader.metrics.items()}
 
 
-__all__ = ["CnnAnswers", "FORMAT", "PHASE_READER_FILE", "PhaseReader", "PhaseReaderError", "SubsetReader", "answer_id",
-           "answered_by_reader", "fit_phase_reader", "phase_subsets", "quoted_scores", "reader_by_uncertainty",
-           "reader_macro_f1", "reader_uncertainty", "score_phase_reader", "subset_name"]
+__all__ = ["CnnAnswers", "FORMAT", "PHASE_READER_FILE", "SIZE_BAND_MM", "PhaseReader", "PhaseReaderError", "SubsetReader",
+           "answer_id", "answered_by_reader", "fit_phase_reader", "phase_subsets", "quoted_scores", "reader_by_uncertainty",
+           "reader_macro_f1", "reader_uncertainty", "score_phase_reader", "size_band", "subset_name"]

@@ -17,7 +17,7 @@ import json
 import logging
 import sys
 from collections.abc import Iterable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -27,13 +27,14 @@ import torch
 from liverview.annotations.dataset_format import read_patch
 from liverview.atomic_write import write_text_atomic
 from liverview.imaging.lesion_enhancement import measure_lesion_enhancement
+from liverview.imaging.measure import mask_long_axis_mm
 from liverview.model.data import LesionRecord, load_records
 from liverview.model.domain import domain_from_records
 from liverview.model.inference import LoadedModel, load_bundle, predict_flips
 from liverview.model.metrics import confusion_matrix, macro_f1_interval, metrics_from_confusion
 from liverview.model.number_format import format_number
-from liverview.model.phase_reader import (PHASE_READER_CARD, PhaseReader, fit_phase_reader, score_phase_reader,
-                                         subset_name)
+from liverview.model.phase_reader import (PHASE_READER_CARD, SIZE_BAND_MM, PhaseReader, fit_phase_reader,
+                                         score_phase_reader, size_band, subset_name)
 from liverview.model.split import Split, check_split_matches, split_records
 from liverview.model.transforms import PHASE_NAMES, select_key_slice, select_slab
 from liverview.model.uncertainty import answer_from_copies
@@ -41,12 +42,25 @@ from liverview.model.uncertainty import answer_from_copies
 log = logging.getLogger("liverview.model.phase_reader_cli")
 
 
+@dataclass
+class ReadLesions:
+    """What `read_records` measured, one entry per record."""
+
+    #: Per phase: the enhancement numbers on the key slice.
+    features: list[dict[str, np.ndarray]]
+    #: Per phase: the CNN's answer (class probabilities).
+    answers: list[dict[str, np.ndarray]]
+    #: The outline's long axis on the key slice (mm).
+    long_axes_mm: list[float]
+
+
 def read_records(loaded: LoadedModel, records: Sequence[LesionRecord], phases: Sequence[str],
-                 batch_size: int = 32) -> tuple[list[dict[str, np.ndarray]], list[dict[str, np.ndarray]]]:
+                 batch_size: int = 32) -> ReadLesions:
     """Per record, on the key slice of each of `phases` its patch holds: the enhancement numbers, and the
     CNN's answer (class probabilities) on that phase's slab through the CNN's own preprocessing,
-    averaged over the flips as the app does. Each patch is read once."""
+    averaged over the flips as the app does; and the outline's long axis. Each patch is read once."""
     features: list[dict[str, np.ndarray]] = []
+    long_axes: list[float] = []
     answers: list[dict[str, np.ndarray]] = [{} for _ in records]
     pending: list[tuple[int, str, torch.Tensor]] = []
 
@@ -62,6 +76,7 @@ def read_records(loaded: LoadedModel, records: Sequence[LesionRecord], phases: S
         spacing = (float(patch.spacing_mm[-2]), float(patch.spacing_mm[-1]))
         held = [p for p in patch.phase_names if p in phases]
         features.append({p: measure_lesion_enhancement(patch.hu_of(p)[z], patch.mask[z], spacing) for p in held})
+        long_axes.append(mask_long_axis_mm(patch.mask[z], spacing))
         for phase in held:
             slab = select_slab(patch.hu_of(phase), z, loaded.preprocess_config.neighbour_slices)
             pending.append((index, phase, loaded.preprocess(slab, patch.mask[z], spacing)))
@@ -71,7 +86,7 @@ def read_records(loaded: LoadedModel, records: Sequence[LesionRecord], phases: S
             log.info("read %d of %d lesions", index, len(records))
     if pending:
         answer()
-    return features, answers
+    return ReadLesions(features, answers, long_axes)
 
 
 def fit_for_bundle(bundle: Path, datasets: Sequence[Path], split_path: Path | None = None,
@@ -88,7 +103,8 @@ def fit_for_bundle(bundle: Path, datasets: Sequence[Path], split_path: Path | No
         problems = check_split_matches(split, records)
         if problems:
             raise ValueError(f"{split_path} does not fit these datasets: {'; '.join(problems)}")
-    features, answers = read_records(loaded, records, phases)
+    read = read_records(loaded, records, phases)
+    features, answers = read.features, read.answers
     labels = [r.label for r in records]
     index = {r.uid: i for i, r in enumerate(records)}
 
@@ -150,11 +166,11 @@ def evaluate_bundle_reader(bundle: Path, datasets: Sequence[Path], phases: Seque
     if reused:
         raise ValueError(f"the reader was fitted on {', '.join(reused)}: a held-out test needs other lesions")
     records = load_records(datasets, loaded.classes).records
-    features, answers = read_records(loaded, records, phases)
+    read = read_records(loaded, records, phases)
     labels = [r.label for r in records]
     groups = [r.group for r in records]
-    subsets = score_phase_reader(reader, features, answers, labels, groups)
-    cnn = score_cnn_alone(loaded.classes, answers, labels, range(len(records)), reader.cnn_phase, groups)
+    subsets = score_phase_reader(reader, read.features, read.answers, labels, groups, read.long_axes_mm)
+    cnn = score_cnn_alone(loaded.classes, read.answers, labels, range(len(records)), reader.cnn_phase, groups)
     return {
         "bundle": str(bundle), "cnn": f"{loaded.name} {loaded.version}", "cnn_sha256": reader.cnn_sha256,
         "reader_fitted": reader.training.get("fitted"), "datasets": [str(d) for d in datasets],
@@ -162,7 +178,7 @@ def evaluate_bundle_reader(bundle: Path, datasets: Sequence[Path], phases: Seque
         "cnn_alone": {"phase": reader.cnn_phase, **{key: cnn[key] for key in ("n", "accuracy", "macro_f1",
                                                                               "macro_f1_interval")}},
         "subsets": {name: {key: scores[key] for key in ("n", "accuracy", "macro_f1", "macro_f1_interval", "per_class",
-                                                  "confusion_matrix", "by_uncertainty")}
+                                                  "confusion_matrix", "by_uncertainty", "by_size")}
                     for name, scores in subsets.items()},
     }
 
@@ -175,7 +191,7 @@ def store_heldout_scores(bundle: Path, result: dict) -> PhaseReader:
         raise ValueError(f"{bundle}'s phase reader is not the one these scores are of")
     for subset, scores in result["subsets"].items():
         reader.metrics.setdefault(subset, {})["heldout"] = {key: scores[key] for key in (
-            "n", "accuracy", "macro_f1", "macro_f1_interval", "by_uncertainty")}
+            "n", "accuracy", "macro_f1", "macro_f1_interval", "by_uncertainty", "by_size")}
     reader.training["heldout"] = {key: result[key] for key in ("datasets", "n_lesions", "n_patients", "evaluated",
                                                                "cnn_alone")}
     reader.save(bundle)
@@ -221,10 +237,33 @@ def render_reader_card(reader: PhaseReader) -> str:
             low, high = held.get("macro_f1_interval") or (None, None)
             row += f" {format_number(held.get('macro_f1'))} ({format_number(low)}-{format_number(high)}) |"
         lines.append(row)
+    lines += _size_table(reader)
     lines += ["", f"The {reader.cnn_phase.replace('_', '-')} row is the reader's own reading of that phase alone, "
                   "for comparison; the app answers that phase alone with the CNN.", "",
               "Measured on simulated lesions only; real lesions are measured independently.", ""]
     return "\n".join(lines)
+
+
+def _size_table(reader: PhaseReader) -> list[str]:
+    """The held-out scores per size band (`phase_reader.size_band`), where they were stored."""
+    held = {subset_name(phases): (reader.metrics.get(subset_name(phases), {}).get("heldout") or {}).get("by_size")
+            for phases in reader.readers}
+    if not any(held.values()):
+        return []
+    bands = (size_band(0.0), size_band(SIZE_BAND_MM))
+    lines = ["", "Held out, by the outline's long axis on the key slice (the LI-RADS size bands):", "",
+             "| phases read | " + " | ".join(f"{band}: lesions | macro-F1 (95 %)" for band in bands) + " |",
+             "|---|" + "---|---|" * len(bands)]
+    for phases in reader.readers:
+        by_size = held[subset_name(phases)] or {}
+        cells = []
+        for band in bands:
+            scores = by_size.get(band) or {}
+            low, high = scores.get("macro_f1_interval") or (None, None)
+            cells += [str(scores.get("n", 0)),
+                      f"{format_number(scores.get('macro_f1'))} ({format_number(low)}-{format_number(high)})"]
+        lines.append(f"| {subset_name(p.replace('_', '-') for p in phases)} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -272,6 +311,9 @@ def _evaluate(bundle: Path, datasets: Sequence[Path], out: Path, store: bool) ->
     for subset, scores in result["subsets"].items():
         log.info("%-55s macro-F1 %.3f [%.3f, %.3f] on %d lesions", subset, scores["macro_f1"],
                  *scores["macro_f1_interval"], scores["n"])
+        for band, part in scores["by_size"].items():
+            log.info("%-55s macro-F1 %.3f [%.3f, %.3f] on %d lesions", f"  {band}", part["macro_f1"],
+                     *part["macro_f1_interval"], part["n"])
     return 0
 
 

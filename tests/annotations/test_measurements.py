@@ -8,8 +8,18 @@ import pytest
 
 from liverview.annotations.document import Lesion, Roi
 from liverview.annotations.measurements import measure_lesion, measure_roi
-from liverview.imaging.measure import diameters_mm, polygon_area_mm2, polygon_mask
+from liverview.imaging.measure import diameters_mm, mask_long_axis_mm, polygon_area_mm2, polygon_mask
 from liverview.io import load_series
+
+
+def test_long_axis_of_a_mask_between_its_outermost_pixel_centres():
+    mask = np.zeros((40, 60), dtype=bool)
+    mask[10:21, 5:46] = True  # 41 x 11 pixels: centres 40 columns and 10 rows apart
+    assert mask_long_axis_mm(mask, (0.5, 0.8)) == pytest.approx(math.hypot(40 * 0.8, 10 * 0.5))
+    two = mask.copy()
+    two[30:33, 50:53] = True  # a second piece counts: it lengthens the longest diameter
+    assert mask_long_axis_mm(two, (1.0, 1.0)) > mask_long_axis_mm(mask, (1.0, 1.0))
+    assert mask_long_axis_mm(np.zeros((5, 5), dtype=bool), (1.0, 1.0)) == 0.0
 
 
 def test_rectangle_area_and_diameters():

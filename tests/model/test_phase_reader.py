@@ -52,15 +52,16 @@ def fitted(multiphase_dataset, tmp_path_factory):
                          classes=CLASSES, preprocess_config=config, metrics={"macro_f1": 0.3})
     loaded = load_bundle(bundle)
     records = load_records([multiphase_dataset]).records
-    features, answers = read_records(loaded, records, PHASES)
+    read = read_records(loaded, records, PHASES)
+    features, answers = read.features, read.answers
     labels = [r.label for r in records]
     reader = fit_phase_reader(features, answers, labels, CLASSES, PHASES, "portal_venous", loaded.info["sha256"])
     reader.save(bundle)
-    return bundle, reader, features, answers, labels
+    return bundle, reader, features, answers, labels, read.long_axes_mm
 
 
 def test_one_reader_per_subset_of_phases_each_reading_only_what_is_there(fitted):
-    bundle, reader, features, answers, labels = fitted
+    bundle, reader, features, answers, labels, _ = fitted
     assert len(reader.readers) == 15 and all(len(f) == 4 and sorted(a) == sorted(PHASES) for f, a in zip(features, answers))
     every = reader.reader_for(PHASES)
     assert every.cnn_phases == PHASES and every.coef.shape == (4, 4 * len(FEATURES) + 4 * 4)
@@ -77,6 +78,26 @@ def test_one_reader_per_subset_of_phases_each_reading_only_what_is_there(fitted)
     assert set(scores) == {" + ".join(s) for s in reader.readers} and all(s["n"] == 12 for s in scores.values())
     rows = {row["uncertainty"]: row for row in scores[" + ".join(PHASES)]["by_uncertainty"]}
     assert sum(rows[level]["n"] for level in ("low", "moderate", "high")) == 12
+    assert all("by_size" not in s for s in scores.values())
+
+
+def test_held_out_scores_are_split_at_the_li_rads_size_of_20_mm(fitted):
+    """Each band is scored on its own lesions: a band's confusion is that of its lesions alone."""
+    _, reader, features, answers, labels, long_axes = fitted
+    assert min(long_axes) > 0 and len(long_axes) == len(labels)
+    sizes = [12.0] * 5 + [20.0] * 7  # 20 mm itself is in the upper band
+    groups = [f"p{i}" for i in range(12)]
+    scored = score_phase_reader(reader, features, answers, labels, groups, sizes)
+    every = scored[" + ".join(PHASES)]
+    assert list(every["by_size"]) == ["under 20 mm", "20 mm and over"]
+    assert [every["by_size"][band]["n"] for band in every["by_size"]] == [5, 7]
+    small = score_phase_reader(reader, features[:5], answers[:5], labels[:5])[" + ".join(PHASES)]
+    assert every["by_size"]["under 20 mm"]["macro_f1"] == small["macro_f1"]
+    assert every["by_size"]["under 20 mm"]["accuracy"] == small["accuracy"]
+    low, high = every["by_size"]["20 mm and over"]["macro_f1_interval"]
+    assert low <= every["by_size"]["20 mm and over"]["macro_f1"] <= high
+    only_large = score_phase_reader(reader, features, answers, labels, long_axes_mm=[30.0] * 12)[" + ".join(PHASES)]
+    assert list(only_large["by_size"]) == ["20 mm and over"]
 
 
 def test_a_reader_fitted_to_other_weights_is_refused(fitted, tmp_path):
@@ -146,6 +167,9 @@ def test_the_stored_reader_is_scored_on_held_out_lesions_only(fitted, multiphase
     every = " + ".join(PHASES)
     assert kept.metrics[every]["heldout"]["macro_f1"] == result["subsets"][every]["macro_f1"]
     assert kept.training["heldout"]["n_lesions"] == 12 and "Held out" in (stored / "PHASE_READER.md").read_text()
+    bands = result["subsets"][every]["by_size"]
+    assert kept.metrics[every]["heldout"]["by_size"] == bands and sum(b["n"] for b in bands.values()) == 12
+    assert "the LI-RADS size bands" in (stored / "PHASE_READER.md").read_text()
     # The panel quotes the held-out scores where there are some, else the fit's test split.
     from liverview.model.phase_reader import reader_by_uncertainty, reader_macro_f1
     assert reader_macro_f1(kept) == result["subsets"][every]["macro_f1"]
