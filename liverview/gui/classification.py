@@ -197,12 +197,16 @@ class ClassificationController(QObject):
         # Three decimals: 0.9455 shown as "0.95" read as meeting a target of 0.95 that it misses.
         quality = (f"{tested_on} macro-F1 {description.macro_f1:.3f}" if description.macro_f1 is not None
                    else "Untested: no held-out test lesions")
-        if description.reader_macro_f1 is not None:
+        if description.reader_macro_f1 is not None and description.reader_simulated == description.simulated:
             quality += f" on one phase, {description.reader_macro_f1:.3f} on four (phase reader)"
+        elif description.reader_macro_f1 is not None:
+            quality += (f" on one phase; phase reader {description.reader_macro_f1:.3f} on four, on "
+                        + ("simulated lesions" if description.reader_simulated else "lesions not all simulated"))
         self.panel.set_model(f"{description.name} {description.version} on {device}\n{quality}",
                              description.classes, description.class_names, model_id=description.model_id,
                              by_uncertainty=description.by_uncertainty, simulated=description.simulated,
-                             reader_by_uncertainty=description.reader_by_uncertainty)
+                             reader_by_uncertainty=description.reader_by_uncertainty,
+                             reader_simulated=description.reader_simulated)
         if description.device_note:
             self.host.show_status(description.device_note, 10000)
         elif description.macro_f1 is None:

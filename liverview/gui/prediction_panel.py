@@ -83,6 +83,7 @@ class PredictionPanel(QWidget):
         self.by_uncertainty: dict[str, dict] = {}
         self.reader_by_uncertainty: dict[str, dict[str, dict]] = {}
         self.simulated = False
+        self.reader_simulated = True
         #: The number a reader sees for a slice index (the viewer's reading order); set by the host.
         self.slice_number: Callable[[int], int] = lambda index: index + 1
         self.model_text = "No model loaded"
@@ -194,9 +195,10 @@ class PredictionPanel(QWidget):
 
     def set_model(self, text: str, classes: list[str], class_names: list[str], model_id: str = "",
                   by_uncertainty: list[dict] | None = None, simulated: bool = False,
-                  reader_by_uncertainty: dict[str, list[dict]] | None = None) -> None:
+                  reader_by_uncertainty: dict[str, list[dict]] | None = None, reader_simulated: bool = True) -> None:
         """`by_uncertainty`: the model's test metrics per uncertainty level, shown with its own answers;
-        `reader_by_uncertainty`: its phase reader's, per subset of phases, shown with the reader's answers."""
+        `reader_by_uncertainty`: its phase reader's, per subset of phases, shown with the reader's answers
+        (measured on simulated lesions only when `reader_simulated`)."""
         self.model_text = text
         self._show_model_line()
         self.model_id = model_id
@@ -204,6 +206,7 @@ class PredictionPanel(QWidget):
         self.reader_by_uncertainty = {subset: {row["uncertainty"]: row for row in rows}
                                       for subset, rows in (reader_by_uncertainty or {}).items()}
         self.simulated = simulated
+        self.reader_simulated = reader_simulated
         self.classes, self.class_names = list(classes), list(class_names)
         self.plot.getAxis("left").setTicks([[(i, name) for i, name in enumerate(self.class_names)]])
         self.plot.setYRange(-0.6, len(self.classes) - 0.4, padding=0)
@@ -355,7 +358,7 @@ class PredictionPanel(QWidget):
         if reader_phases is None:
             return describe_measured_level(level, self.by_uncertainty, self.simulated)
         return describe_measured_level(level, self.reader_by_uncertainty.get(subset_name(reader_phases), {}),
-                                       self.simulated, read_on_phases=True)
+                                       self.reader_simulated, read_on_phases=True)
 
     def show_batch(self, done: int, total: int) -> None:
         running = done < total

@@ -50,6 +50,11 @@ class LesionRecord:
     training_only: bool = False
 
     @property
+    def simulated(self) -> bool:
+        """Drawn by liverview's simulator: its label is the simulator's, not a reader's."""
+        return str(self.extra.get("label_source", "")) in ("simulator", "synth", "simulated") or "synth" in self.extra
+
+    @property
     def group(self) -> str:
         """The split unit: the patient pseudonym, else the series, else the lesion itself."""
         return (f"patient:{self.patient}" if self.patient else

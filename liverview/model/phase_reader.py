@@ -242,6 +242,18 @@ def quoted_scores(scores: Mapping[str, Any]) -> Mapping[str, Any]:
     return scores.get("heldout") or scores.get("test") or {}
 
 
+def reader_scores_simulated(reader: PhaseReader | None) -> bool:
+    """Whether the lesions of the reader's quoted scores (`quoted_scores`) were all simulated: the held-out
+    lesions' where it was scored on some, else those it was fitted and tested on (False without a reader:
+    it has no scores)."""
+    if reader is None:
+        return False
+    training = reader.training
+    fitted = bool(training.get("simulated", True))
+    heldout = training.get("heldout")
+    return bool(heldout.get("simulated", fitted)) if heldout else fitted
+
+
 def reader_macro_f1(reader: PhaseReader | None) -> float | None:
     """The reader's quoted macro-F1 with every phase read (None without a reader or a score)."""
     if reader is None:
@@ -259,4 +271,5 @@ def reader_by_uncertainty(reader: PhaseReader | None) -> dict[str, list[dict]]:
 
 __all__ = ["CnnAnswers", "FORMAT", "PHASE_READER_FILE", "SIZE_BAND_MM", "PhaseReader", "PhaseReaderError", "SubsetReader",
            "answer_id", "answered_by_reader", "fit_phase_reader", "phase_subsets", "quoted_scores", "reader_by_uncertainty",
-           "reader_macro_f1", "reader_uncertainty", "score_phase_reader", "size_band", "subset_name"]
+           "reader_macro_f1", "reader_scores_simulated", "reader_uncertainty", "score_phase_reader", "size_band",
+           "subset_name"]

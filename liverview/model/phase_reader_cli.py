@@ -34,7 +34,7 @@ from liverview.model.inference import LoadedModel, load_bundle, predict_flips
 from liverview.model.metrics import confusion_matrix, macro_f1_interval, metrics_from_confusion
 from liverview.model.number_format import format_number
 from liverview.model.phase_reader import (PHASE_READER_CARD, SIZE_BAND_MM, PhaseReader, fit_phase_reader,
-                                         score_phase_reader, size_band, subset_name)
+                                         reader_scores_simulated, score_phase_reader, size_band, subset_name)
 from liverview.model.split import Split, check_split_matches, split_records
 from liverview.model.transforms import PHASE_NAMES, select_key_slice, select_slab
 from liverview.model.uncertainty import answer_from_copies
@@ -133,7 +133,7 @@ def fit_for_bundle(bundle: Path, datasets: Sequence[Path], split_path: Path | No
                        "n_test": len(rows("test")), "cnn": f"{loaded.name} {loaded.version}",
                        "cnn_alone_test": {"n": cnn_alone["n"], "accuracy": cnn_alone["accuracy"],
                                           "macro_f1": cnn_alone["macro_f1"]},
-                       "simulated": True, "recipe": recipe,
+                       "simulated": all(r.simulated for r in records), "recipe": recipe,
                        "fitted": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     reader.save(bundle)
     write_text_atomic(bundle / PHASE_READER_CARD, render_reader_card(reader))
@@ -174,7 +174,8 @@ def evaluate_bundle_reader(bundle: Path, datasets: Sequence[Path], phases: Seque
     return {
         "bundle": str(bundle), "cnn": f"{loaded.name} {loaded.version}", "cnn_sha256": reader.cnn_sha256,
         "reader_fitted": reader.training.get("fitted"), "datasets": [str(d) for d in datasets],
-        "n_lesions": len(records), "n_patients": len(set(groups)), "simulated": True, "classes": list(loaded.classes),
+        "n_lesions": len(records), "n_patients": len(set(groups)), "simulated": all(r.simulated for r in records),
+        "classes": list(loaded.classes),
         "cnn_alone": {"phase": reader.cnn_phase, **{key: cnn[key] for key in ("n", "accuracy", "macro_f1",
                                                                               "macro_f1_interval")}},
         "subsets": {name: {key: scores[key] for key in ("n", "accuracy", "macro_f1", "macro_f1_interval", "per_class",
@@ -193,7 +194,7 @@ def store_heldout_scores(bundle: Path, result: dict) -> PhaseReader:
         reader.metrics.setdefault(subset, {})["heldout"] = {key: scores[key] for key in (
             "n", "accuracy", "macro_f1", "macro_f1_interval", "by_uncertainty", "by_size")}
     reader.training["heldout"] = {key: result[key] for key in ("datasets", "n_lesions", "n_patients", "evaluated",
-                                                               "cnn_alone")}
+                                                               "cnn_alone", "simulated")}
     reader.save(bundle)
     write_text_atomic(bundle / PHASE_READER_CARD, render_reader_card(reader))
     return reader
@@ -221,7 +222,8 @@ def render_reader_card(reader: PhaseReader) -> str:
     heldout = t.get("heldout")
     if heldout:
         cnn_held = heldout.get("cnn_alone") or {}
-        lines += [f"Held out: the reader as fitted, scored on {heldout.get('n_lesions')} further simulated lesions of "
+        kind = "simulated lesions" if reader_scores_simulated(reader) else "lesions, not all of them simulated,"
+        lines += [f"Held out: the reader as fitted, scored on {heldout.get('n_lesions')} further {kind} of "
                   f"{heldout.get('n_patients')} patients none of which it was fitted on ({', '.join(heldout.get('datasets', []))}; "
                   f"{heldout.get('evaluated')}), with 95 % bootstrap intervals over patients. The app quotes these."
                   + (f" The CNN alone on their portal-venous series: macro-F1 {format_number(cnn_held.get('macro_f1'))}."
@@ -240,7 +242,8 @@ def render_reader_card(reader: PhaseReader) -> str:
     lines += _size_table(reader)
     lines += ["", f"The {reader.cnn_phase.replace('_', '-')} row is the reader's own reading of that phase alone, "
                   "for comparison; the app answers that phase alone with the CNN.", "",
-              "Measured on simulated lesions only; real lesions are measured independently.", ""]
+              "Measured on simulated lesions only; real lesions are measured independently." if reader_scores_simulated(reader)
+              else "The quoted scores include lesions that were not simulated.", ""]
     return "\n".join(lines)
 
 

@@ -45,7 +45,7 @@ from liverview.model.bundle_format import BundleError
 from liverview.model.inference import LoadedModel, load_bundle, resolve_device
 from liverview.model.classify import (Heatmap, LesionPrediction, classify_lesions, loaded_domain, model_id,
                                       phases_read_by)
-from liverview.model.phase_reader import answered_by_reader, reader_by_uncertainty, subset_name
+from liverview.model.phase_reader import answered_by_reader, reader_by_uncertainty, reader_scores_simulated, subset_name
 from liverview.model.uncertainty import describe_measured_level, format_percent
 from liverview.paths import default_model_path
 
@@ -82,6 +82,7 @@ def model_summary(loaded: LoadedModel) -> dict[str, Any]:
             "tested": metrics.get("macro_f1") is not None,
             "by_uncertainty": metrics.get("by_uncertainty") or [],
             "reader_by_uncertainty": reader_by_uncertainty(loaded.phase_reader),
+            "reader_simulated": reader_scores_simulated(loaded.phase_reader),
             "intended_use": loaded.info.get("intended_use"),
             "simulated": bool((loaded.info.get("training_data") or {}).get("simulated"))}
 
@@ -92,7 +93,7 @@ def measured_accuracy(model: dict[str, Any], entry: dict[str, Any]) -> str:
     if answered_by_reader(entry["model_id"]):
         rows = model["reader_by_uncertainty"].get(subset_name(entry["phases_read"]), [])
         return describe_measured_level(entry["uncertainty"], {row["uncertainty"]: row for row in rows},
-                                       model["simulated"], read_on_phases=True)
+                                       model["reader_simulated"], read_on_phases=True)
     return describe_measured_level(entry["uncertainty"], {row["uncertainty"]: row for row in model["by_uncertainty"]},
                                    model["simulated"])
 

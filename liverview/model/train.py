@@ -749,8 +749,7 @@ def _write_run_json(run_dir: Path, status: str, config: TrainConfig, ctx: DistCo
 
 
 def _training_data_summary(loaded: LoadedRecords, split: Split, classes: Sequence[str]) -> dict[str, Any]:
-    simulated = all(str(r.extra.get("label_source", "")) in ("simulator", "synth", "simulated") or "synth" in r.extra
-                    for r in loaded.records)
+    simulated = all(r.simulated for r in loaded.records)
     descriptions = list(dict.fromkeys(d.get("description") for d in loaded.datasets if d.get("description")))
     return {"datasets": loaded.datasets, "n_lesions": len(loaded.records), "n_skipped": len(loaded.skipped),
             "class_counts": loaded.class_counts(classes), "split_counts": split.class_counts(),

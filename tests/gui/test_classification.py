@@ -118,6 +118,11 @@ def test_classify_selected_lesion_shows_probabilities_and_heatmap(qtbot, window)
                                                       f"{level} uncertainty were right in 48 of 50 (96%).")
     controller.panel.show_result(dataclasses.replace(read_both, phases_read=["arterial"]))
     assert controller.panel.measured_label.text() == ""
+    # A reader measured on simulated lesions says so, whatever its CNN was tested on.
+    controller.panel.reader_simulated = True
+    controller.panel.show_result(read_both)
+    assert controller.panel.measured_label.text().startswith("On its simulated test lesions read on these phases")
+    controller.panel.reader_simulated = False
     controller.panel.show_result(stored)
 
     # The heatmap is on screen, on the slice the lesion is shown on, and fades with the slider.

@@ -13,8 +13,8 @@ from liverview.model.bundle_writer import save_bundle
 from liverview.model.data import load_records
 from liverview.model.inference import load_bundle
 from liverview.model.network import build_network
-from liverview.model.phase_reader import (PHASE_READER_FILE, PhaseReader, fit_phase_reader, reader_uncertainty,
-                                         score_phase_reader)
+from liverview.model.phase_reader import (PHASE_READER_FILE, PhaseReader, fit_phase_reader, reader_scores_simulated,
+                                         reader_uncertainty, score_phase_reader)
 from liverview.model.phase_reader_cli import read_records
 from liverview.model.transforms import PreprocessConfig
 
@@ -178,8 +178,37 @@ def test_the_stored_reader_is_scored_on_held_out_lesions_only(fitted, multiphase
     fit_only.metrics = {every: {"test": {"macro_f1": 0.5, "by_uncertainty": [{"uncertainty": "low", "n": 3}]}}}
     assert reader_macro_f1(fit_only) == 0.5
     assert reader_by_uncertainty(fit_only)[every] == [{"uncertainty": "low", "n": 3}]
-    assert result["n_lesions"] == 12 and result["simulated"] and result["cnn_sha256"] == reader.cnn_sha256
+    assert result["n_lesions"] == 12 and result["simulated"] is True and result["cnn_sha256"] == reader.cnn_sha256
+    assert reader_scores_simulated(kept) and "further simulated lesions" in (stored / "PHASE_READER.md").read_text()
     assert set(result["subsets"]) == {" + ".join(s) for s in reader.readers}
     for scores in [result["cnn_alone"], *result["subsets"].values()]:
         low, high = scores["macro_f1_interval"]
         assert scores["n"] == 12 and low <= scores["macro_f1"] <= high
+
+
+def test_scores_on_a_clinics_own_lesions_are_not_called_simulated(fitted, multiphase_dataset, tmp_path):
+    """The product owner measures the reader on real lesions exported from liverview: the result, the stored
+    scores and the card must not call them simulated."""
+    import shutil
+
+    from liverview.model.phase_reader_cli import main
+
+    bundle, *_ = fitted
+    real = shutil.copytree(multiphase_dataset, tmp_path / "clinic")
+    lines = []
+    for line in (real / "lesions.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        record.pop("synth", None)
+        lines.append(json.dumps({**record, "reader": "dr-a", "label_source": "reader"}))
+    (real / "lesions.jsonl").write_text("\n".join(lines) + "\n")
+    stored = shutil.copytree(bundle, tmp_path / "stored")
+    assert reader_scores_simulated(PhaseReader.load(stored))  # fitted on simulated lesions
+    out = tmp_path / "clinic.json"
+    assert main([str(stored), str(real), "--evaluate", str(out), "--store"]) == 0
+    assert json.loads(out.read_text())["simulated"] is False
+    kept = PhaseReader.load(stored)
+    assert kept.training["heldout"]["simulated"] is False and not reader_scores_simulated(kept)
+    card = (stored / "PHASE_READER.md").read_text()
+    assert "further simulated lesions" not in card and "not all of them simulated" in card
+    assert "Measured on simulated lesions only" not in card
+

@@ -128,13 +128,19 @@ def test_a_phase_readers_answer_quotes_the_phase_readers_figures():
 
     model = {"simulated": True, "by_uncertainty": [{"uncertainty": "low", "n": 439, "accuracy": 1.0}],
              "reader_by_uncertainty": {"arterial + portal_venous": [{"uncertainty": "low", "n": 930,
-                                                                      "accuracy": 925 / 930}]}}
+                                                                      "accuracy": 925 / 930}]},
+             "reader_simulated": True}
     read = {"model_id": "m (abc) + phase reader", "phases_read": ["arterial", "portal_venous"], "uncertainty": "low"}
     assert measured_accuracy(model, read) == ("On its simulated test lesions read on these phases, answers shown "
                                               "with low uncertainty were right in 925 of 930 (99%). How often it "
                                               "is right on real CT has not been measured.")
     alone = {"model_id": "m (abc)", "phases_read": ["portal_venous"], "uncertainty": "low"}
     assert "right in 439 of 439 (100%)" in measured_accuracy(model, alone)
+    # A reader scored on a clinic's own lesions does not call them simulated, though its CNN's were.
+    clinic = {**model, "reader_simulated": False}
+    assert measured_accuracy(clinic, read) == ("On its test lesions read on these phases, answers shown with low "
+                                               "uncertainty were right in 925 of 930 (99%).")
+    assert "simulated test lesions" in measured_accuracy(clinic, alone)
 
 
 def test_errors_are_one_line_and_exit_1(demo_study, bundle, tmp_path, capsys):
