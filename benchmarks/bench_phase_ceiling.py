@@ -1,23 +1,23 @@
-"""How well could any reader of the simulated phases do? A ceiling per phase subset.
+"""What the simulator's own per-phase numbers say about telling its classes apart (no images).
 
 The phase reader misses macro-F1 >= 0.97 on several subsets of two or more phases (docs/model.md).
-This asks whether the simulated images hold enough to reach it. Each lesion is drawn as the
-simulator draws it (`sample_varied_lesion_spec`, `lesion_in_phase`, the patient's liver and blood
-pool), and a classifier is given the **parameters** the renderer paints in each phase read, with
-no noise, blur, partial volume, outline or slice choice in the way:
+This asks a narrower question: do the simulated classes overlap in the parameters the simulator
+draws them with? Each lesion is drawn as the simulator draws it (`sample_varied_lesion_spec`,
+`lesion_in_phase`, the patient's liver and blood pool), and a classifier is given parameters the
+renderer paints in each phase read, exactly, with no image in between:
 - per phase: the core's, the enhancing part's and the necrotic centre's attenuation against that
   phase's liver; the enhancing part's width where it differs from the core; the mosaic's spread;
   the blood pool against the liver;
-- with all parameters, also the shape (size, axes, lobulation, lobe and nodule counts, margin width,
-  texture grain), which every phase shows; "enhancement only" leaves the shape out; "core only"
-  keeps one number per phase, the core against the liver: the most robustly measured of them.
+- input sets: all of these plus the shape (size, axes, lobulation, lobe and nodule counts, margin
+  width, texture grain), which every phase shows; the shape alone; the enhancement numbers alone;
+  the core alone (one number per phase, the one a reader measures best); the core and the mosaic's
+  spread.
 
-The images are these parameters painted with the class's drawing (nodules, capsule, rim) under
-draws that do not depend on the class (noise, blur, position, the texture's random field). So a
-score near 1 here says the simulated classes do not overlap in what they are drawn with: a reader
-that measured these parameters exactly would separate them, and what a real reader of the images
-misses is lost in measuring them (noise, blur, pixel size, one slice), not absent from the
-simulation. A score below 0.97 would say the classes overlap there, whatever the model. Two
+It is not a ceiling for a reader of the images, in either direction: the images add noise, blur
+and partial volume that can destroy what the parameters hold, and they also show the class's own
+drawing (nodules, capsule, rim), which is not among the inputs. A score near 1 says only that the
+simulator's classes are separable given its exact parameters, so a reader's shortfall is not built
+into the class definitions; it cannot tell a weak reader from images too noisy to read. Two
 classifiers are reported (how well one learns from the drawn lesions matters). Nothing here feeds
 back into the simulator or the reader.
 
@@ -48,6 +48,12 @@ from liverview.synth.phases import TABLES, Phase, attenuation, lesion_in_phase  
 from liverview.synth.simulator import DEFAULT_CONFIG, draw_diameters  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "phase_ceiling.json"
+#: (name, with the shape, which per-phase columns of `phase_features`).
+INPUT_SETS = (("all_parameters", True, [0, 1, 2, 3, 4, 5, 6]),
+              ("shape_only", True, []),
+              ("enhancement_only", False, [0, 1, 2, 3, 4, 5, 6]),
+              ("core_only", False, [0]),
+              ("core_and_texture", False, [0, 3]))
 #: As `make phase-reader` draws its lesions (`--min-diameter 8`).
 MIN_DIAMETER_MM = 8.0
 CLASSES = tuple(LesionClass)
@@ -122,9 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         for subset in itertools.combinations(PHASES, size):
             name = subset_name(subset)
             scores: dict[str, object] = {"phases": name}
-            for inputs, with_shape, columns in (("all_parameters", True, slice(None)),
-                                                ("enhancement_only", False, slice(None)),
-                                                ("core_only", False, slice(0, 1))):
+            for inputs, with_shape, columns in INPUT_SETS:
                 x_train = subset_matrix(train[0], train[1][:, :, columns], subset, with_shape)
                 x_test = subset_matrix(test[0], test[1][:, :, columns], subset, with_shape)
                 for label, model in (
@@ -138,13 +142,12 @@ def main(argv: list[str] | None = None) -> int:
             if name in stored:
                 scores["phase_reader_heldout"] = stored[name]
             rows.append(scores)
-            print(f"{name:55s} all {scores['all_parameters_gradient_boosting']:.3f} "
-                  f"enhancement {scores['enhancement_only_gradient_boosting']:.3f} "
-                  f"core {scores['core_only_gradient_boosting']:.3f}"
+            print(f"{name:55s} " + " ".join(f"{inputs} {scores[inputs + '_gradient_boosting']:.3f}"
+                                            for inputs, _, _ in INPUT_SETS)
                   + (f"  reader {stored[name]:.3f}" if name in stored else ""), flush=True)
     result = {
         "what": "macro-F1 of classifiers given the simulator's own per-phase lesion parameters (no image): whether "
-                "the simulated classes overlap on those phases (simulated only)",
+                "the simulated classes overlap in what they are drawn with; not a bound for an image reader",
         "command": "benchmarks/bench_phase_ceiling.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "lesions_per_class": {"fit": args.lesions_per_class, "test": args.lesions_per_class // 2},
         "seed": args.seed,

@@ -69,12 +69,18 @@ def diameters_mm(points_xy: Sequence[Sequence[float]], spacing_yx: tuple[float, 
     return longest, float(projection.max() - projection.min())
 
 
+#: A pixel's corners around its centre (x, y): a mask's size is measured edge to edge, as a reader measures.
+_PIXEL_CORNERS = np.array([[-0.5, -0.5], [0.5, -0.5], [-0.5, 0.5], [0.5, 0.5]])
+
+
 def mask_long_axis_mm(mask: np.ndarray, spacing_yx: tuple[float, float]) -> float:
-    """Longest diameter (mm) of a bool (y, x) mask, between the centres of its outermost pixels; 0 when empty."""
+    """Longest diameter (mm) of a bool (y, x) mask, from the outer edge of its pixels to the outer edge;
+    0 when empty."""
     contours, _ = cv2.findContours(np.asarray(mask, dtype=np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
     if not contours:
         return 0.0
-    return diameters_mm(np.concatenate(contours).reshape(-1, 2).tolist(), spacing_yx)[0]
+    centres = np.concatenate(contours).reshape(-1, 1, 2).astype(np.float64)
+    return diameters_mm((centres + _PIXEL_CORNERS).reshape(-1, 2).tolist(), spacing_yx)[0]
 
 
 @dataclass(frozen=True)

@@ -12,10 +12,13 @@ from liverview.imaging.measure import diameters_mm, mask_long_axis_mm, polygon_a
 from liverview.io import load_series
 
 
-def test_long_axis_of_a_mask_between_its_outermost_pixel_centres():
+def test_long_axis_of_a_mask_from_edge_to_edge():
     mask = np.zeros((40, 60), dtype=bool)
-    mask[10:21, 5:46] = True  # 41 x 11 pixels: centres 40 columns and 10 rows apart
-    assert mask_long_axis_mm(mask, (0.5, 0.8)) == pytest.approx(math.hypot(40 * 0.8, 10 * 0.5))
+    mask[10:21, 5:46] = True  # 41 x 11 pixels: outer edges 41 columns and 11 rows apart
+    assert mask_long_axis_mm(mask, (0.5, 0.8)) == pytest.approx(math.hypot(41 * 0.8, 11 * 0.5))
+    one = np.zeros((5, 5), dtype=bool)
+    one[2, 2] = True
+    assert mask_long_axis_mm(one, (0.7, 0.7)) == pytest.approx(0.7 * math.sqrt(2))  # a pixel has a size
     two = mask.copy()
     two[30:33, 50:53] = True  # a second piece counts: it lengthens the longest diameter
     assert mask_long_axis_mm(two, (1.0, 1.0)) > mask_long_axis_mm(mask, (1.0, 1.0))
