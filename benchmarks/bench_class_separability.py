@@ -21,7 +21,7 @@ into the class definitions; it cannot tell a weak reader from images too noisy t
 classifiers are reported (how well one learns from the drawn lesions matters). Nothing here feeds
 back into the simulator or the reader.
 
-    .venv/bin/python benchmarks/bench_phase_ceiling.py [--lesions-per-class 10000] [--seed 5]
+    .venv/bin/python benchmarks/bench_class_separability.py [--lesions-per-class 10000] [--seed 5]
 """
 from __future__ import annotations
 
@@ -47,7 +47,7 @@ from liverview.synth.lesions import Enhancement, LesionSpec, sample_varied_lesio
 from liverview.synth.phases import TABLES, Phase, attenuation, lesion_in_phase  # noqa: E402
 from liverview.synth.simulator import DEFAULT_CONFIG, draw_diameters  # noqa: E402
 
-RESULTS = Path(__file__).resolve().parent / "results" / "phase_ceiling.json"
+RESULTS = Path(__file__).resolve().parent / "results" / "class_separability.json"
 #: (name, with the shape, which per-phase columns of `phase_features`).
 INPUT_SETS = (("all_parameters", True, [0, 1, 2, 3, 4, 5, 6]),
               ("shape_only", True, []),
@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "what": "macro-F1 of classifiers given the simulator's own per-phase lesion parameters (no image): whether "
                 "the simulated classes overlap in what they are drawn with; not a bound for an image reader",
-        "command": "benchmarks/bench_phase_ceiling.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": "benchmarks/bench_class_separability.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "lesions_per_class": {"fit": args.lesions_per_class, "test": args.lesions_per_class // 2},
         "seed": args.seed,
         "classes": [c.value for c in CLASSES],
