@@ -46,8 +46,9 @@ class ModelDescription:
     #: The phase reader's test (held-out where scored) metrics per uncertainty level, per subset of phases
     #: ("arterial + portal_venous").
     reader_by_uncertainty: dict[str, list[dict]] = field(default_factory=dict)
-    #: Whether the lesions of the reader's scores were all simulated (`phase_reader.reader_scores_simulated`).
-    reader_simulated: bool = True
+    #: Whether the lesions of the reader's scores were all simulated (`phase_reader.reader_scores_simulated`;
+    #: False without a reader, as without scores).
+    reader_simulated: bool = False
 
 
 def _describe_error(exc: BaseException) -> str:

@@ -83,7 +83,7 @@ class PredictionPanel(QWidget):
         self.by_uncertainty: dict[str, dict] = {}
         self.reader_by_uncertainty: dict[str, dict[str, dict]] = {}
         self.simulated = False
-        self.reader_simulated = True
+        self.reader_simulated = False
         #: The number a reader sees for a slice index (the viewer's reading order); set by the host.
         self.slice_number: Callable[[int], int] = lambda index: index + 1
         self.model_text = "No model loaded"
@@ -195,7 +195,7 @@ class PredictionPanel(QWidget):
 
     def set_model(self, text: str, classes: list[str], class_names: list[str], model_id: str = "",
                   by_uncertainty: list[dict] | None = None, simulated: bool = False,
-                  reader_by_uncertainty: dict[str, list[dict]] | None = None, reader_simulated: bool = True) -> None:
+                  reader_by_uncertainty: dict[str, list[dict]] | None = None, reader_simulated: bool = False) -> None:
         """`by_uncertainty`: the model's test metrics per uncertainty level, shown with its own answers;
         `reader_by_uncertainty`: its phase reader's, per subset of phases, shown with the reader's answers
         (measured on simulated lesions only when `reader_simulated`)."""
