@@ -37,15 +37,13 @@ RESULTS = Path(__file__).resolve().parent / "results" / "measured_contrast.json"
 BANDS_MM = ((8.0, 12.0), (12.0, 20.0), (20.0, 40.0), (40.0, 81.0))
 CLASSES = (LesionClass.HCC, LesionClass.METASTASIS)
 CONTRAST = FEATURES.index("lesion_minus_liver_hu")
-SPEC_FIELDS = ("seed", "centre_mm_zyx", "radii_mm_zyx", "core_hu", "rotation_deg", "lobulation", "lobe_count",
-               "margin_mm", "texture_hu", "texture_mm", "necrosis_fraction", "necrosis_hu", "enhancing_hu",
-               "enhancing_mm", "nodule_count")
+#: What a record needs besides the spec's own defaults to be redrawn (`LesionSpec.from_record`).
+SPEC_FIELDS = ("class", "seed", "centre_mm_zyx", "radii_mm_zyx", "core_hu")
 
 
 def drawn_contrast(synth: dict, phase: Phase) -> float:
     """The simulator's lesion core minus the patient's liver in `phase` (HU)."""
-    values = {k: tuple(synth[k]) if isinstance(synth[k], list) else synth[k] for k in SPEC_FIELDS}
-    spec = LesionSpec(lesion_class=LesionClass(synth["class"]), **values)
+    spec = LesionSpec.from_record(synth)
     liver, blood = float(synth["patient"]["liver_hu"]), float(synth["patient"]["blood_pool_hu"])
     scale = blood / TABLES[Phase.PORTAL_VENOUS].portal_vein
     return lesion_in_phase(spec, phase, liver, scale).core_hu - attenuation(phase, liver, 0.0, scale).liver
