@@ -26,6 +26,7 @@ back into the simulator or the reader.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import json
 import sys
@@ -83,7 +84,7 @@ def draw_lesions(n_per_class: int, seed: int) -> tuple[np.ndarray, np.ndarray, n
     rng = np.random.default_rng(seed)
     lo, hi = DEFAULT_CONFIG.liver_hu
     blo, bhi = DEFAULT_CONFIG.blood_pool_hu
-    config = DEFAULT_CONFIG.__class__(diameter_mm=(MIN_DIAMETER_MM, DEFAULT_CONFIG.diameter_mm[1]))
+    config = dataclasses.replace(DEFAULT_CONFIG, diameter_mm=(MIN_DIAMETER_MM, DEFAULT_CONFIG.diameter_mm[1]))
     shapes, phases, labels = [], [], []
     for index, lesion_class in enumerate(CLASSES):
         diameters = draw_diameters(rng, n_per_class, config)
