@@ -197,6 +197,10 @@ def size_band(long_axis_mm: float) -> str:
     return f"under {SIZE_BAND_MM:.0f} mm" if long_axis_mm < SIZE_BAND_MM else f"{SIZE_BAND_MM:.0f} mm and over"
 
 
+#: The size bands' names, smaller first.
+SIZE_BANDS = (size_band(0.0), size_band(SIZE_BAND_MM))
+
+
 def score_phase_reader(reader: PhaseReader, features: Sequence[Mapping[str, np.ndarray]], cnn: Sequence[CnnAnswers],
                        labels: Sequence[str], groups: Sequence[str] | None = None,
                        long_axes_mm: Sequence[float] | None = None) -> dict[str, Any]:
@@ -222,8 +226,9 @@ def score_phase_reader(reader: PhaseReader, features: Sequence[Mapping[str, np.n
             scores["macro_f1_interval"] = list(macro_f1_interval(truth, predicted, [groups[i] for i in rows], n_classes))
         if long_axes_mm is not None:
             scores["by_size"] = {}
-            for band in (size_band(0.0), size_band(SIZE_BAND_MM)):
-                ks = [k for k, i in enumerate(rows) if size_band(long_axes_mm[i]) == band]
+            bands = [size_band(long_axes_mm[i]) for i in rows]
+            for band in SIZE_BANDS:
+                ks = [k for k, b in enumerate(bands) if b == band]
                 if not ks:
                     continue
                 part = metrics_from_confusion(confusion_matrix([truth[k] for k in ks], [predicted[k] for k in ks],
@@ -269,7 +274,7 @@ def reader_by_uncertainty(reader: PhaseReader | None) -> dict[str, list[dict]]:
     return {subset: list(quoted_scores(scores).get("by_uncertainty") or []) for subset, scores in reader.metrics.items()}
 
 
-__all__ = ["CnnAnswers", "FORMAT", "PHASE_READER_FILE", "SIZE_BAND_MM", "PhaseReader", "PhaseReaderError", "SubsetReader",
+__all__ = ["CnnAnswers", "FORMAT", "PHASE_READER_FILE", "SIZE_BANDS", "SIZE_BAND_MM", "PhaseReader", "PhaseReaderError", "SubsetReader",
            "answer_id", "answered_by_reader", "fit_phase_reader", "phase_subsets", "quoted_scores", "reader_by_uncertainty",
            "reader_macro_f1", "reader_scores_simulated", "reader_uncertainty", "score_phase_reader", "size_band",
            "subset_name"]

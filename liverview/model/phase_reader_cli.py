@@ -33,8 +33,8 @@ from liverview.model.domain import domain_from_records
 from liverview.model.inference import LoadedModel, load_bundle, predict_flips
 from liverview.model.metrics import confusion_matrix, macro_f1_interval, metrics_from_confusion
 from liverview.model.number_format import format_number
-from liverview.model.phase_reader import (PHASE_READER_CARD, SIZE_BAND_MM, PhaseReader, fit_phase_reader,
-                                         reader_scores_simulated, score_phase_reader, size_band, subset_name)
+from liverview.model.phase_reader import (PHASE_READER_CARD, SIZE_BANDS, PhaseReader, fit_phase_reader,
+                                         reader_scores_simulated, score_phase_reader, subset_name)
 from liverview.model.split import Split, check_split_matches, split_records
 from liverview.model.transforms import PHASE_NAMES, select_key_slice, select_slab
 from liverview.model.uncertainty import answer_from_copies
@@ -253,14 +253,13 @@ def _size_table(reader: PhaseReader) -> list[str]:
             for phases in reader.readers}
     if not any(held.values()):
         return []
-    bands = (size_band(0.0), size_band(SIZE_BAND_MM))
     lines = ["", "Held out, by the outline's long axis on the key slice (the LI-RADS size bands):", "",
-             "| phases read | " + " | ".join(f"{band}: lesions | macro-F1 (95 %)" for band in bands) + " |",
-             "|---|" + "---|---|" * len(bands)]
+             "| phases read | " + " | ".join(f"{band}: lesions | macro-F1 (95 %)" for band in SIZE_BANDS) + " |",
+             "|---|" + "---|---|" * len(SIZE_BANDS)]
     for phases in reader.readers:
         by_size = held[subset_name(phases)] or {}
         cells = []
-        for band in bands:
+        for band in SIZE_BANDS:
             scores = by_size.get(band) or {}
             low, high = scores.get("macro_f1_interval") or (None, None)
             cells += [str(scores.get("n", 0)),
