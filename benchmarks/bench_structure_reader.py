@@ -34,7 +34,7 @@ from machine import describe_machine  # noqa: E402
 
 from liverview.annotations.dataset_format import read_patch  # noqa: E402
 from liverview.model.data import DEFAULT_CLASSES, LesionRecord, load_records  # noqa: E402
-from liverview.model.inference import load_bundle  # noqa: E402
+from liverview.model.inference import load_bundle, predict_flips  # noqa: E402
 from liverview.model.metrics import confusion_matrix, macro_f1_interval, metrics_from_confusion  # noqa: E402
 from liverview.model.phase_reader import SIZE_BAND_MM, size_band  # noqa: E402
 from liverview.model.phase_reader_cli import read_records  # noqa: E402
@@ -64,30 +64,36 @@ def prepare(records: Sequence[LesionRecord], cnn: np.ndarray | None = None) -> I
 def read_bundle(bundle: Path, records: Sequence[LesionRecord], cache: Path) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """The bundled CNN's answer on each phase of each record ((n, phases, classes), zeros where a phase is
     missing) and the bundled phase reader's probabilities per subset name ((n, classes)), as
-    `phase_reader_cli` computes them; cached under `cache` by the weights' hash and the records."""
+    `phase_reader_cli` computes them. Kept under `cache` per dataset, by the weights' hash and the lesions."""
     loaded = load_bundle(bundle, phase_reader=True)
-    if loaded.phase_reader is None:
+    reader = loaded.phase_reader
+    if reader is None:
         raise SystemExit(f"{bundle} holds no phase reader fitted to its CNN")
-    digest = hashlib.sha256("\n".join(r.uid for r in records).encode()).hexdigest()[:16]
-    path = cache / f"{str(loaded.info.get('sha256'))[:12]}-{digest}.npz"
-    if path.is_file():
-        with np.load(path) as stored:
-            return stored["cnn"], {k[len("reader:"):]: stored[k] for k in stored.files if k.startswith("reader:")}
-    read = read_records(loaded, records, PHASE_NAMES)
     cnn = np.zeros((len(records), len(PHASE_NAMES), len(loaded.classes)))
-    for i, answers in enumerate(read.answers):
-        for j, phase in enumerate(PHASE_NAMES):
-            if phase in answers:
-                cnn[i, j] = answers[phase]
-    reader_probabilities = {}
-    for subset in SUBSETS:
-        sub = loaded.phase_reader.reader_for(subset)
-        if sub is not None and all(set(subset) <= set(f) for f in read.features):
-            reader_probabilities[" + ".join(subset)] = np.stack(
-                [sub.probabilities(read.features[i], read.answers[i]) for i in range(len(records))])
-    cache.mkdir(parents=True, exist_ok=True)
-    np.savez(path, cnn=cnn, **{f"reader:{k}": v for k, v in reader_probabilities.items()})
-    return cnn, reader_probabilities
+    probabilities = {" + ".join(s): np.zeros((len(records), len(loaded.classes))) for s in SUBSETS}
+    for dataset in dict.fromkeys(r.dataset for r in records):
+        rows = [i for i, r in enumerate(records) if r.dataset == dataset]
+        digest = hashlib.sha256("\n".join(records[i].uid for i in rows).encode()).hexdigest()[:16]
+        path = cache / f"{str(loaded.info.get('sha256'))[:12]}-{digest}.npz"
+        if not path.is_file():
+            print(f"reading {dataset} with {bundle.name}", flush=True)
+            read = read_records(loaded, [records[i] for i in rows], PHASE_NAMES)
+            part = np.array([[answers.get(p, np.zeros(len(loaded.classes))) for p in PHASE_NAMES]
+                             for answers in read.answers])
+            readers = {}
+            for subset in SUBSETS:
+                sub = reader.reader_for(subset)
+                if sub is not None and sub.phases == subset:
+                    readers[" + ".join(subset)] = np.stack([
+                        sub.probabilities(f, a) if set(subset) <= set(f) else np.full(len(loaded.classes), np.nan)
+                        for f, a in zip(read.features, read.answers)])
+            cache.mkdir(parents=True, exist_ok=True)
+            np.savez(path, cnn=part, **{f"reader:{k}": v for k, v in readers.items()})
+        with np.load(path) as stored:
+            cnn[rows] = stored["cnn"]
+            for name in probabilities:
+                probabilities[name][rows] = stored[f"reader:{name}"]
+    return cnn, probabilities
 
 
 def score(probabilities: np.ndarray, labels: np.ndarray, groups: Sequence[str] | None = None) -> dict:
@@ -115,6 +121,39 @@ def score_subsets(predicted: dict[tuple[str, ...], np.ndarray], labels: np.ndarr
     return result
 
 
+def measure_latency(net: StructureNet, inputs: InputArrays, bundle: Path | None, record: LesionRecord,
+                    repeats: int = 21) -> dict:
+    """Median milliseconds, on one intra-op thread as the app classifies: the network reading one lesion in
+    all four phases (the eight flips and turns included), and for reference, with a bundle, its CNN
+    reading the first lesion's portal-venous phase (with its flips) as the app does."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        one = np.array([0])
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            predict_subsets(net, inputs, one, PHASES, [PHASES])
+            times.append((time.perf_counter() - start) * 1000)
+        result = {"structure_reader_four_phases": round(float(np.median(times)), 1)}
+        if bundle is not None:
+            loaded = load_bundle(bundle, phase_reader=False)
+            patch = read_patch(record.patch_path)
+            z = select_key_slice(patch.mask)
+            slab = select_slab(patch.hu_of("portal_venous"), z, loaded.preprocess_config.neighbour_slices)
+            tensor = loaded.preprocess(slab, patch.mask[z], (float(patch.spacing_mm[-2]), float(patch.spacing_mm[-1])))
+            times = []
+            for _ in range(repeats):
+                start = time.perf_counter()
+                predict_flips(loaded, tensor)
+                times.append((time.perf_counter() - start) * 1000)
+            result["cnn_one_phase"] = round(float(np.median(times)), 1)
+            result["ratio"] = round(result["structure_reader_four_phases"] / result["cnn_one_phase"], 2)
+        return result
+    finally:
+        torch.set_num_threads(threads)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("dataset", type=Path, help="multiphase dataset split 70/15/15 by patient")
@@ -122,10 +161,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--heldout", type=Path, required=True, help="dataset of other patients, scored only")
     parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--seed", type=int, default=1, help="split and training seed")
-    parser.add_argument("--bundle", type=Path, help="also give the network this bundle's CNN answer per phase, "
-                        "and score the mean of its phase reader's and this network's probabilities")
+    parser.add_argument("--bundle", type=Path, help="score this bundle's phase reader on the same held-out lesions, "
+                        "and the mean of its probabilities and the network's")
+    parser.add_argument("--cnn-inputs", action="store_true",
+                        help="give the network the bundle's CNN answer on each phase too (as the phase reader takes it)")
     parser.add_argument("--cache", type=Path, default=Path("build/structure/cache"),
                         help="where the bundle's answers are kept between runs")
+    parser.add_argument("--save", type=Path, help="keep the trained network's state_dict here (torch.save)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     if args.heldout.resolve() in {d.resolve() for d in [args.dataset, *args.train_only]}:
@@ -136,12 +178,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     split = split_records(loaded, args.seed)
     heldout = load_records([args.heldout], DEFAULT_CLASSES).records
     print(f"reading {len(loaded)} + {len(heldout)} patches", flush=True)
+    if args.cnn_inputs and not args.bundle:
+        parser.error("--cnn-inputs needs --bundle")
     cnn, cnn_heldout, reader_heldout = None, None, {}
     if args.bundle:
-        cnn, _ = read_bundle(args.bundle, loaded, args.cache)
         cnn_heldout, reader_heldout = read_bundle(args.bundle, heldout, args.cache)
+    if args.cnn_inputs:
+        cnn, _ = read_bundle(args.bundle, loaded, args.cache)
     data = prepare(loaded, cnn)
-    heldout_data = prepare(heldout, cnn_heldout)
+    heldout_data = prepare(heldout, cnn_heldout if args.cnn_inputs else None)
     prepared_s = time.perf_counter() - started
     index = {r.uid: i for i, r in enumerate(loaded)}
     rows = {name: np.array(sorted(index[u] for u in split.subset(name))) for name in ("train", "val", "test")}
@@ -150,6 +195,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     net: StructureNet = train_network(data, labels, rows["train"], len(DEFAULT_CLASSES), epochs=args.epochs,
                                       seed=args.seed, progress=lambda f, m: print(m, flush=True))
     trained_s = time.perf_counter() - started - prepared_s
+    if args.save:
+        args.save.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(net.state_dict(), args.save)
+    latency = measure_latency(net, heldout_data, args.bundle, heldout[0])
 
     def scored(inputs: InputArrays, chosen: np.ndarray, records: Sequence[LesionRecord], truth: np.ndarray,
                by_size: bool) -> tuple[dict, dict]:
@@ -177,7 +226,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "n": {"train": int(len(rows["train"])), "val": int(len(rows["val"])), "test": int(len(rows["test"])),
               "heldout": len(heldout)},
         "seconds": {"prepare": round(prepared_s, 1), "train": round(trained_s, 1)},
-        "bundle": str(args.bundle) if args.bundle else None,
+        "latency_ms": latency,
+        "bundle": str(args.bundle) if args.bundle else None, "cnn_inputs": args.cnn_inputs,
         "val": val, "test": test, "heldout": held, "heldout_mean_with_phase_reader": mean_with_reader,
         "heldout_phase_reader": reader_scores,
     }
