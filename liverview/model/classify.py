@@ -35,6 +35,7 @@ from liverview.model.inference import LoadedModel, load_bundle, predict, predict
 from liverview.model.domain import OUTSIDE, TrainingDomain
 from liverview.model.gradcam import compute_gradcam
 from liverview.model.phase_reader import answer_id
+from liverview.model.structure_reader import lesion_inputs
 from liverview.model.transforms import CropSquareResize, select_key_slice_by_area, select_slab, stack_phases
 from liverview.model.uncertainty import (HEATMAP_MARGIN_MM, answer_from_copies, copy_statistics,
                                          normalised_entropy, uncertainty_level)
@@ -229,18 +230,21 @@ def series_phase(volume: Volume) -> PhaseDecision:
 
 
 def phase_slabs(loaded: LoadedModel, volume: Volume, lesion: Lesion, z: int, mask: np.ndarray, phase: str,
-                others: Sequence[PhaseSource], phases: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+                others: Sequence[PhaseSource], phases: Sequence[str] | None = None,
+                neighbour_slices: int | None = None) -> dict[str, np.ndarray]:
     """What a multiphase model (or the phase reader, reading `phases`) reads of `lesion` (outlined on
     slice `z` of `volume`, whose phase is `phase`): per phase it reads, the slab on the outlined series'
     grid. Another series' slab is that series resampled by patient coordinates around the lesion (the
     outline's box plus the preprocessing's context, the breathing shift aligned, as the training export
     did); the rest of the slice, which the preprocessing does not look at, repeats the outlined series.
-    A series the lesion cannot be carried to is left out (and so marked missing)."""
+    A series the lesion cannot be carried to is left out (and so marked missing). `neighbour_slices`
+    overrides the CNN's own (the structure network reads one on each side)."""
     config = loaded.preprocess_config
     wanted = config.phases if phases is None else tuple(phases)
-    key = model_slab(loaded, volume, z)
+    n = config.neighbour_slices if neighbour_slices is None else neighbour_slices
+    key = select_slab(volume.array, z, n)
     slabs = {phase: key} if phase in wanted else {}
-    n, context = config.neighbour_slices, config.context_px
+    context = config.context_px
     ys, xs = np.nonzero(mask)
     y0, y1 = max(0, int(ys.min()) - context), min(volume.shape[1], int(ys.max()) + 1 + context)
     x0, x1 = max(0, int(xs.min()) - context), min(volume.shape[2], int(xs.max()) + 1 + context)
@@ -345,10 +349,16 @@ def read_phases(loaded: LoadedModel, volume: Volume, lesion: Lesion, z: int, mas
     slabs = phase_slabs(loaded, volume, lesion, z, mask, phase.phase.value, other_phases, reader.phases)
     middle = loaded.preprocess_config.neighbour_slices
     features = {p: measure_lesion_enhancement(s if s.ndim == 2 else s[middle], mask, spacing) for p, s in slabs.items()}
-    sub = reader.reader_for(features)
-    if sub is None or sub.phases == (reader.cnn_phase,):
+    subset = reader.subset_for(features)
+    if subset is None or subset == (reader.cnn_phase,):
         return None
-    tensors = {p: loaded.preprocess(slabs[p], mask, spacing) for p in sub.phases}
+    tensors = {p: loaded.preprocess(slabs[p], mask, spacing) for p in subset}
+    inputs = None
+    if reader.network is not None:
+        # The network reads the key slice and one neighbour on each side, whatever the CNN reads.
+        around = slabs if middle == 1 else phase_slabs(loaded, volume, lesion, z, mask, phase.phase.value,
+                                                       other_phases, subset, neighbour_slices=1)
+        inputs = [lesion_inputs({p: around[p] for p in subset}, mask, spacing, reader.phases)]
     timings = {"preprocess": (time.perf_counter() - start) * 1000}
     mark = time.perf_counter()
     flips = tta or loaded.flip_average
@@ -356,11 +366,11 @@ def read_phases(loaded: LoadedModel, volume: Volume, lesion: Lesion, z: int, mas
     copies = predict_flips(loaded, batch) if flips else predict(loaded, torch.stack(batch))[None]
     answers = answer_from_copies(copies, loaded.flip_average)
     cnn = dict(zip(tensors, answers))
-    probs = sub.probabilities(features, cnn)
+    probs = reader.probabilities_of(subset, [features], [cnn], inputs)[0]
     top = int(np.argmax(probs))
     timings["classify"] = (time.perf_counter() - mark) * 1000
     # The overlay lies on the outlined series: its own phase's map where it was read (all slabs share its grid).
-    shown = next(p for p in (phase.phase.value, reader.cnn_phase, *sub.phases) if p in tensors)
+    shown = next(p for p in (phase.phase.value, reader.cnn_phase, *subset) if p in tensors)
     cam, inside, cams = None, None, {}
     if heatmap:
         mark = time.perf_counter()
@@ -378,11 +388,11 @@ def read_phases(loaded: LoadedModel, volume: Volume, lesion: Lesion, z: int, mas
         probabilities={c: float(p) for c, p in zip(loaded.classes, probs)}, predicted=loaded.classes[top],
         # The reader's uncertainty is its entropy's level (`phase_reader.reader_uncertainty`), as it was scored.
         slice_index=z, entropy=normalised_entropy(probs), tta_spread=0.0, tta_agreement=1.0,
-        heatmap=cam, timings_ms=timings, phase=phase.phase.value, phases_read=list(sub.phases), heatmap_inside=inside,
+        heatmap=cam, timings_ms=timings, phase=phase.phase.value, phases_read=list(subset), heatmap_inside=inside,
         phase_crops={p: (t[middle].numpy() * 255.0).clip(0, 255).astype(np.uint8) for p, t in tensors.items()},
         phase_cams=cams,
         enhancement_hu={p: {"lesion_hu": round(float(features[p][0]), 1), "liver_hu": round(float(features[p][1]), 1)}
-                        for p in sub.phases},
+                        for p in subset},
         outside_training=outside_domain(domain, volume, phase, lesion, z, mask))
 
 

@@ -8,12 +8,20 @@ of them. The CNN was trained on portal-venous slices; on another phase its answe
 number whose meaning the regression learns from the training lesions. A missing phase is handled
 explicitly, by the reader of the subset that is there, never by zeros that look like data.
 
+A reader may instead be a structure network (`structure_reader`): one small network that reads each
+phase's crop of the lesion beside the same numbers and answers every subset of the phases. Either
+kind answers through `subset_for` and `probabilities_of`, is scored the same way, and is quoted the
+same way in the app.
+
 It is fitted to one CNN (`cnn_sha256`): the CNN's answers on lesions it never trained on are part of
-its input, so a new CNN needs a new fit (`phase_reader_cli`). Stored beside the CNN's weights in its
-bundle as `PHASE_READER_FILE`; numpy only at inference (scikit-learn fits it, the `train` extra).
+the regressions' input, and its held-out scores stand beside the CNN's, so a new CNN needs a new fit
+(`phase_reader_cli`). Stored beside the CNN's weights in its bundle as `PHASE_READER_FILE` (and a
+network's weights as `PHASE_READER_WEIGHTS`); the regressions are numpy at inference (scikit-learn
+fits them, the `train` extra).
 """
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 from collections.abc import Iterable, Mapping, Sequence
@@ -22,16 +30,23 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from liverview.atomic_write import write_text_atomic
 from liverview.imaging.lesion_enhancement import FEATURES
 from liverview.model.metrics import confusion_matrix, macro_f1_interval, metrics_from_confusion
+from liverview.model.structure_reader import (CONTEXT_MM, CROP_PX, HU_SCALE, InputArrays, LesionInputs, StructureNet,
+                                              predict_subsets, train_network)
+from liverview.progress import Progress, ShouldStop
 from liverview.model.uncertainty import metrics_by_uncertainty, normalised_entropy, uncertainty_level
 
 PHASE_READER_FILE = "phase_reader.json"
+#: A structure network's weights (its state_dict, read with torch.load(weights_only=True)).
+PHASE_READER_WEIGHTS = "phase_reader.pt"
 #: The reader's card, beside the CNN's MODEL_CARD.md.
 PHASE_READER_CARD = "PHASE_READER.md"
-FORMAT, FORMAT_VERSION = "liverview.phase-reader", 1
+#: Version 2 may hold a structure network; version 1 files (regressions only) still load.
+FORMAT, FORMAT_VERSION = "liverview.phase-reader", 2
 #: The CNN's probabilities enter as logs, clipped here (a 0 would be minus infinity).
 MIN_PROBABILITY = 1e-4
 
@@ -113,17 +128,51 @@ class PhaseReader:
     metrics: dict[str, Any] = field(default_factory=dict)
     #: The data and recipe it was fitted with.
     training: dict[str, Any] = field(default_factory=dict)
+    #: A structure network answering every subset of `phases` (`structure_reader`), instead of `readers`.
+    network: StructureNet | None = None
+
+    @property
+    def kind(self) -> str:
+        return "structure network" if self.network is not None else "logistic regressions"
+
+    def subsets(self) -> list[tuple[str, ...]]:
+        """Every subset of phases it answers, each in `phases` order."""
+        return phase_subsets(self.phases) if self.network is not None else list(self.readers)
+
+    def subset_for(self, available: Iterable[str]) -> tuple[str, ...] | None:
+        """The phases of `available` it reads (None when it answers none of them)."""
+        here = set(available)
+        subset = tuple(p for p in self.phases if p in here)
+        return subset if subset in self.subsets() else None
 
     def reader_for(self, available: Iterable[str]) -> SubsetReader | None:
-        """The reader of the phases in `available` that this reader knows (None when there are none)."""
-        here = set(available)
-        return self.readers.get(tuple(p for p in self.phases if p in here))
+        """The regression of the phases in `available` (None for a network, or when it knows none of them)."""
+        subset = self.subset_for(available)
+        return self.readers.get(subset) if subset is not None else None
+
+    def probabilities_of(self, subset: tuple[str, ...], features: Sequence[Mapping[str, np.ndarray]],
+                         cnn: Sequence[CnnAnswers], inputs: Sequence[LesionInputs] | None = None) -> np.ndarray:
+        """(n, classes): each lesion read on `subset` - from its numbers and the CNN's answers for the
+        regressions, from its `inputs` (`structure_reader.lesion_inputs`) for a network."""
+        if self.network is not None:
+            if inputs is None:
+                raise ValueError("the structure network reads each phase's crop of the lesion; none was given")
+            arrays = InputArrays.stack(inputs)
+            arrays.present &= np.array([p in subset for p in self.phases])
+            return predict_subsets(self.network, arrays, np.arange(len(inputs)), self.phases, [subset])[subset]
+        sub = self.readers[subset]
+        return np.stack([sub.probabilities(f, c) for f, c in zip(features, cnn)])
 
     def to_dict(self) -> dict[str, Any]:
-        return {"format": FORMAT, "format_version": FORMAT_VERSION, "classes": self.classes,
-                "phases": list(self.phases), "cnn_phase": self.cnn_phase, "cnn_sha256": self.cnn_sha256,
-                "features": list(FEATURES), "readers": [r.to_dict() for r in self.readers.values()],
-                "metrics": self.metrics, "training": self.training}
+        data = {"format": FORMAT, "format_version": FORMAT_VERSION if self.network is not None else 1,
+                "classes": self.classes, "phases": list(self.phases), "cnn_phase": self.cnn_phase,
+                "cnn_sha256": self.cnn_sha256, "features": list(FEATURES),
+                "readers": [r.to_dict() for r in self.readers.values()], "metrics": self.metrics,
+                "training": self.training}
+        if self.network is not None:
+            data["network"] = {"file": PHASE_READER_WEIGHTS, **self.network.shape,
+                               "crop_px": CROP_PX, "context_mm": CONTEXT_MM, "hu_scale": HU_SCALE}
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> PhaseReader:
@@ -136,17 +185,44 @@ class PhaseReader:
                    {r.phases: r for r in readers}, dict(data.get("metrics", {})), dict(data.get("training", {})))
 
     def save(self, folder: str | Path) -> Path:
-        path = Path(folder) / PHASE_READER_FILE
-        write_text_atomic(path, json.dumps(self.to_dict(), indent=1))
+        """Write the reader into `folder`: a network's weights first, with their hash in the JSON."""
+        folder = Path(folder)
+        data = self.to_dict()
+        if self.network is not None:
+            weights = folder / PHASE_READER_WEIGHTS
+            staging = weights.with_name(weights.name + ".tmp")
+            torch.save(self.network.state_dict(), staging)
+            staging.replace(weights)
+            data["network"]["sha256"] = hashlib.sha256(weights.read_bytes()).hexdigest()
+        path = folder / PHASE_READER_FILE
+        write_text_atomic(path, json.dumps(data, indent=1))
         return path
 
     @classmethod
     def load(cls, folder: str | Path) -> PhaseReader:
         path = Path(folder) / PHASE_READER_FILE
         try:
-            return cls.from_dict(json.loads(path.read_text(encoding="utf-8")))
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            reader = cls.from_dict(data)
+            if "network" in data:
+                reader.network = _load_network(Path(folder), data["network"], len(reader.classes), len(reader.phases))
+            return reader
+        except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
             raise PhaseReaderError(f"{path}: {exc}") from exc
+
+
+def _load_network(folder: Path, spec: Mapping[str, Any], n_classes: int, n_phases: int) -> StructureNet:
+    """The structure network `spec` describes, its weights checked against their recorded hash."""
+    crop = {"crop_px": CROP_PX, "context_mm": CONTEXT_MM, "hu_scale": HU_SCALE}
+    if any(spec.get(key) != value for key, value in crop.items()):
+        raise ValueError(f"its network reads crops of {[spec.get(k) for k in crop]} (crop_px, context_mm, hu_scale); "
+                         f"this liverview crops {list(crop.values())}")
+    weights = folder / str(spec.get("file", PHASE_READER_WEIGHTS))
+    if hashlib.sha256(weights.read_bytes()).hexdigest() != spec.get("sha256"):
+        raise ValueError(f"{weights.name} is not the file the reader was saved with (its sha256 differs)")
+    net = StructureNet(n_classes, int(spec["n_numbers"]), n_phases, int(spec["width"]), int(spec["embed"]))
+    net.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True), strict=True)
+    return net.eval()
 
 
 def phase_subsets(phases: Sequence[str]) -> list[tuple[str, ...]]:
@@ -154,8 +230,9 @@ def phase_subsets(phases: Sequence[str]) -> list[tuple[str, ...]]:
     return [combo for n in range(1, len(phases) + 1) for combo in itertools.combinations(phases, n)]
 
 
-def _readable(subset: Sequence[str], features: Mapping[str, np.ndarray], cnn: CnnAnswers) -> bool:
-    return all(p in features and p in cnn for p in subset)
+def _readable(subset: Sequence[str], features: Mapping[str, np.ndarray], cnn: CnnAnswers | None) -> bool:
+    """Measured in every phase of `subset`, and answered there by the CNN where `cnn` is asked about."""
+    return all(p in features and (cnn is None or p in cnn) for p in subset)
 
 
 def fit_phase_reader(features: Sequence[Mapping[str, np.ndarray]], cnn: Sequence[CnnAnswers], labels: Sequence[str],
@@ -181,6 +258,18 @@ def fit_phase_reader(features: Sequence[Mapping[str, np.ndarray]], cnn: Sequence
     return PhaseReader(list(classes), tuple(phases), cnn_phase, cnn_sha256, readers)
 
 
+def fit_structure_reader(inputs: Sequence[LesionInputs], labels: Sequence[str], classes: Sequence[str],
+                         phases: Sequence[str], cnn_phase: str, cnn_sha256: str, *, epochs: int = 40, seed: int = 1,
+                         progress: Progress | None = None, should_stop: ShouldStop | None = None) -> PhaseReader:
+    """A reader whose answers come from one structure network (`structure_reader.train_network`) trained
+    on `inputs` (read on `phases`, in that order) and `labels`."""
+    arrays = InputArrays.stack(inputs)
+    truth = np.array([list(classes).index(label) for label in labels])
+    net = train_network(arrays, truth, np.arange(len(inputs)), len(classes), epochs=epochs, seed=seed,
+                        progress=progress, should_stop=should_stop)
+    return PhaseReader(list(classes), tuple(phases), cnn_phase, cnn_sha256, {}, network=net)
+
+
 def reader_uncertainty(probabilities: np.ndarray) -> str:
     """The uncertainty shown with a reader's answer: its normalised entropy's level (the enhancement
     numbers do not change under the flips that the CNN's own uncertainty also looks at)."""
@@ -203,18 +292,21 @@ SIZE_BANDS = (size_band(0.0), size_band(SIZE_BAND_MM))
 
 def score_phase_reader(reader: PhaseReader, features: Sequence[Mapping[str, np.ndarray]], cnn: Sequence[CnnAnswers],
                        labels: Sequence[str], groups: Sequence[str] | None = None,
-                       long_axes_mm: Sequence[float] | None = None) -> dict[str, Any]:
+                       long_axes_mm: Sequence[float] | None = None,
+                       inputs: Sequence[LesionInputs] | None = None) -> dict[str, Any]:
     """Per subset name: the metrics (`metrics.metrics_from_confusion`) on the lesions measured in all of
-    its phases, each read on that subset alone; with `groups` (each lesion's patient), also the 95 %
-    bootstrap interval of the macro-F1 over patients; with `long_axes_mm`, also `by_size`: n, accuracy
-    and macro-F1 (with its interval where `groups` are given) per `size_band`."""
+    its phases, each read on that subset alone (a network from `inputs`); with `groups` (each lesion's
+    patient), also the 95 % bootstrap interval of the macro-F1 over patients; with `long_axes_mm`, also
+    `by_size`: n, accuracy and macro-F1 (with its interval where `groups` are given) per `size_band`."""
     out: dict[str, Any] = {}
     n_classes = len(reader.classes)
-    for subset, sub in reader.readers.items():
-        rows = [i for i in range(len(features)) if _readable(subset, features[i], cnn[i])]
+    needs_cnn = reader.network is None
+    for subset in reader.subsets():
+        rows = [i for i in range(len(features)) if _readable(subset, features[i], cnn[i] if needs_cnn else None)]
         if not rows:
             continue
-        answers = [sub.probabilities(features[i], cnn[i]) for i in rows]
+        answers = list(reader.probabilities_of(subset, [features[i] for i in rows], [cnn[i] for i in rows],
+                                               [inputs[i] for i in rows] if inputs is not None else None))
         predicted = [int(np.argmax(p)) for p in answers]
         truth = [reader.classes.index(labels[i]) for i in rows]
         metrics = metrics_from_confusion(confusion_matrix(truth, predicted, n_classes), reader.classes)
@@ -274,7 +366,7 @@ def reader_by_uncertainty(reader: PhaseReader | None) -> dict[str, list[dict]]:
     return {subset: list(quoted_scores(scores).get("by_uncertainty") or []) for subset, scores in reader.metrics.items()}
 
 
-__all__ = ["CnnAnswers", "FORMAT", "PHASE_READER_FILE", "SIZE_BANDS", "SIZE_BAND_MM", "PhaseReader", "PhaseReaderError", "SubsetReader",
-           "answer_id", "answered_by_reader", "fit_phase_reader", "phase_subsets", "quoted_scores", "reader_by_uncertainty",
+__all__ = ["CnnAnswers", "FORMAT", "PHASE_READER_FILE", "PHASE_READER_WEIGHTS", "SIZE_BANDS", "SIZE_BAND_MM", "PhaseReader", "PhaseReaderError", "SubsetReader",
+           "answer_id", "answered_by_reader", "fit_phase_reader", "fit_structure_reader", "phase_subsets", "quoted_scores", "reader_by_uncertainty",
            "reader_macro_f1", "reader_scores_simulated", "reader_uncertainty", "score_phase_reader", "size_band",
            "subset_name"]

@@ -2,11 +2,15 @@
 
 Measures every lesion's enhancement in each phase its patch holds (`imaging.lesion_enhancement`),
 has the bundle's CNN answer each lesion on each of those phases (as the app answers: the same
-preprocessing and flips), fits one reader per subset of phases on the split's training
-lesions (`phase_reader.fit_phase_reader`), scores each on the validation and test lesions, and writes
-`phase_reader.json` into the bundle. `make phase-reader` runs it on the simulated multiphase data.
+preprocessing and flips), crops each phase around the lesion (`structure_reader.lesion_inputs`), and
+fits on the split's training lesions either a structure network (`--kind structure`, the default:
+`phase_reader.fit_structure_reader`) or one logistic regression per subset of phases (`--kind
+logistic`: `phase_reader.fit_phase_reader`); scores it on the validation and test lesions, and writes
+`phase_reader.json` (and a network's weights) into the bundle. `make phase-reader` runs it on the
+simulated multiphase data.
 
     python -m liverview.model.phase_reader_cli BUNDLE DATASET... [--train-only DATASET...] [--split RUN/split.json]
+        [--kind structure|logistic] [--epochs N]
     python -m liverview.model.phase_reader_cli BUNDLE DATASET... --evaluate OUT.json [--store]   (score the stored reader)
 Exit status: 0 done, 1 error.
 """
@@ -34,7 +38,9 @@ from liverview.model.inference import LoadedModel, load_bundle, predict_flips
 from liverview.model.metrics import confusion_matrix, macro_f1_interval, metrics_from_confusion
 from liverview.model.number_format import format_number
 from liverview.model.phase_reader import (PHASE_READER_CARD, SIZE_BANDS, PhaseReader, fit_phase_reader,
-                                         reader_scores_simulated, score_phase_reader, subset_name)
+                                         fit_structure_reader, reader_scores_simulated, score_phase_reader,
+                                         subset_name)
+from liverview.model.structure_reader import LesionInputs, lesion_inputs
 from liverview.model.split import Split, check_split_matches, split_records
 from liverview.model.transforms import PHASE_NAMES, select_key_slice, select_slab
 from liverview.model.uncertainty import answer_from_copies
@@ -52,15 +58,20 @@ class ReadLesions:
     answers: list[dict[str, np.ndarray]]
     #: The outline's long axis on the key slice (mm).
     long_axes_mm: list[float]
+    #: What a structure network reads of each lesion (`structure_reader.lesion_inputs`).
+    inputs: list[LesionInputs]
 
 
 def read_records(loaded: LoadedModel, records: Sequence[LesionRecord], phases: Sequence[str],
-                 batch_size: int = 32) -> ReadLesions:
+                 batch_size: int = 32, cnn_phases: Sequence[str] | None = None) -> ReadLesions:
     """Per record, on the key slice of each of `phases` its patch holds: the enhancement numbers, and the
     CNN's answer (class probabilities) on that phase's slab through the CNN's own preprocessing,
-    averaged over the flips as the app does; and the outline's long axis. Each patch is read once."""
+    averaged over the flips as the app does (on `cnn_phases` only, where given: a structure network does
+    not read the CNN's answers); the outline's long axis; and a structure network's inputs. Each patch is
+    read once."""
     features: list[dict[str, np.ndarray]] = []
     long_axes: list[float] = []
+    inputs: list[LesionInputs] = []
     answers: list[dict[str, np.ndarray]] = [{} for _ in records]
     pending: list[tuple[int, str, torch.Tensor]] = []
 
@@ -77,7 +88,9 @@ def read_records(loaded: LoadedModel, records: Sequence[LesionRecord], phases: S
         held = [p for p in patch.phase_names if p in phases]
         features.append({p: measure_lesion_enhancement(patch.hu_of(p)[z], patch.mask[z], spacing) for p in held})
         long_axes.append(mask_long_axis_mm(patch.mask[z], spacing))
-        for phase in held:
+        inputs.append(lesion_inputs({p: select_slab(patch.hu_of(p), z, 1) for p in held}, patch.mask[z], spacing,
+                                    phases))
+        for phase in (p for p in held if cnn_phases is None or p in cnn_phases):
             slab = select_slab(patch.hu_of(phase), z, loaded.preprocess_config.neighbour_slices)
             pending.append((index, phase, loaded.preprocess(slab, patch.mask[z], spacing)))
         if len(pending) >= batch_size:
@@ -86,14 +99,18 @@ def read_records(loaded: LoadedModel, records: Sequence[LesionRecord], phases: S
             log.info("read %d of %d lesions", index, len(records))
     if pending:
         answer()
-    return ReadLesions(features, answers, long_axes)
+    return ReadLesions(features, answers, long_axes, inputs)
 
 
 def fit_for_bundle(bundle: Path, datasets: Sequence[Path], split_path: Path | None = None,
                    training_only: Sequence[Path] = (), seed: int = 1, phases: Sequence[str] = PHASE_NAMES,
-                   cnn_phase: str = "portal_venous", recipe: str = "") -> PhaseReader:
-    """Fit the phase reader of `bundle` on `datasets` split by `split_path` (else by patient with `seed`,
-    as `liverview-train --seed` splits), score it and write it into the bundle."""
+                   cnn_phase: str = "portal_venous", recipe: str = "", kind: str = "structure",
+                   epochs: int = 40) -> PhaseReader:
+    """Fit the phase reader of `bundle` (`kind` "structure": a network trained `epochs` epochs with `seed`;
+    "logistic": regressions) on `datasets` split by `split_path` (else by patient with `seed`, as
+    `liverview-train --seed` splits), score it and write it into the bundle."""
+    if kind not in ("structure", "logistic"):
+        raise ValueError(f"a phase reader is a structure network or logistic regressions, not {kind!r}")
     loaded = load_bundle(bundle, phase_reader=False)
     records = load_records(datasets, loaded.classes, training_only).records
     if split_path is None:
@@ -103,7 +120,7 @@ def fit_for_bundle(bundle: Path, datasets: Sequence[Path], split_path: Path | No
         problems = check_split_matches(split, records)
         if problems:
             raise ValueError(f"{split_path} does not fit these datasets: {'; '.join(problems)}")
-    read = read_records(loaded, records, phases)
+    read = read_records(loaded, records, phases, cnn_phases=(cnn_phase,) if kind == "structure" else None)
     features, answers = read.features, read.answers
     labels = [r.label for r in records]
     index = {r.uid: i for i, r in enumerate(records)}
@@ -116,13 +133,18 @@ def fit_for_bundle(bundle: Path, datasets: Sequence[Path], split_path: Path | No
 
     train = rows("train")
     sha = str(loaded.info.get("sha256") or "")
-    reader = fit_phase_reader(pick(features, train), pick(answers, train), pick(labels, train), loaded.classes,
-                              phases, cnn_phase, sha)
+    if kind == "structure":
+        reader = fit_structure_reader(pick(read.inputs, train), pick(labels, train), loaded.classes, phases, cnn_phase,
+                                      sha, epochs=epochs, seed=seed,
+                                      progress=lambda fraction, message: log.info("%s", message))
+    else:
+        reader = fit_phase_reader(pick(features, train), pick(answers, train), pick(labels, train), loaded.classes,
+                                  phases, cnn_phase, sha)
     reader.metrics = {}
     for name in ("val", "test"):
         chosen = rows(name)
         for subset, scores in score_phase_reader(reader, pick(features, chosen), pick(answers, chosen),
-                                                 pick(labels, chosen)).items():
+                                                 pick(labels, chosen), inputs=pick(read.inputs, chosen)).items():
             reader.metrics.setdefault(subset, {})[name] = scores
     cnn_alone = score_cnn_alone(loaded.classes, answers, labels, rows("test"), cnn_phase)
     domain = domain_from_records([records[i] for i in train], read_phases=phases)
@@ -133,7 +155,8 @@ def fit_for_bundle(bundle: Path, datasets: Sequence[Path], split_path: Path | No
                        "n_test": len(rows("test")), "cnn": f"{loaded.name} {loaded.version}",
                        "cnn_alone_test": {"n": cnn_alone["n"], "accuracy": cnn_alone["accuracy"],
                                           "macro_f1": cnn_alone["macro_f1"]},
-                       "simulated": all(r.simulated for r in records), "recipe": recipe,
+                       "simulated": all(r.simulated for r in records), "recipe": recipe, "kind": reader.kind,
+                       **({"epochs": epochs, "seed": seed} if kind == "structure" else {}),
                        "fitted": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     reader.save(bundle)
     write_text_atomic(bundle / PHASE_READER_CARD, render_reader_card(reader))
@@ -166,10 +189,10 @@ def evaluate_bundle_reader(bundle: Path, datasets: Sequence[Path], phases: Seque
     if reused:
         raise ValueError(f"the reader was fitted on {', '.join(reused)}: a held-out test needs other lesions")
     records = load_records(datasets, loaded.classes).records
-    read = read_records(loaded, records, phases)
+    read = read_records(loaded, records, phases, cnn_phases=(reader.cnn_phase,) if reader.network is not None else None)
     labels = [r.label for r in records]
     groups = [r.group for r in records]
-    subsets = score_phase_reader(reader, read.features, read.answers, labels, groups, read.long_axes_mm)
+    subsets = score_phase_reader(reader, read.features, read.answers, labels, groups, read.long_axes_mm, read.inputs)
     cnn = score_cnn_alone(loaded.classes, read.answers, labels, range(len(records)), reader.cnn_phase, groups)
     return {
         "bundle": str(bundle), "cnn": f"{loaded.name} {loaded.version}", "cnn_sha256": reader.cnn_sha256,
@@ -206,15 +229,12 @@ def render_reader_card(reader: PhaseReader) -> str:
     cnn = t.get("cnn_alone_test") or {}
     lines = [
         "# Phase reader", "",
-        f"Fitted to the CNN {t.get('cnn', '')} (weights sha256 {reader.cnn_sha256[:12]}) on "
+        ("Trained beside" if reader.network is not None else "Fitted to")
+        + f" the CNN {t.get('cnn', '')} (weights sha256 {reader.cnn_sha256[:12]}) on "
         + ("**simulated** " if t.get("simulated") else "") + f"multiphase lesions: {t.get('n_train')} to fit, "
         f"{t.get('n_val')} validation and {t.get('n_test')} test lesions ({t.get('split')}); datasets "
         f"{', '.join(t.get('datasets', []) + t.get('training_only', []))}. Recipe: `{t.get('recipe', '')}`.", "",
-        "For every subset of the phases a lesion is read on, one logistic regression over the lesion's "
-        "enhancement measured in those phases (lesion and liver-ring median HU, their difference, rim minus "
-        "core, spread, share above the liver, brightest tenth minus liver) and the CNN's answer on each of "
-        f"them (the CNN was trained on {reader.cnn_phase.replace('_', '-')} slices; on the other phases its answer "
-        f"is a number the regression learnt to weigh). The {reader.cnn_phase.replace('_', '-')} series alone is "
+        _reader_kind_text(reader) + f" The {reader.cnn_phase.replace('_', '-')} series alone is "
         "answered by the CNN, as without the reader.", "",
         f"The CNN alone on the same test lesions' portal-venous series: macro-F1 {format_number(cnn.get('macro_f1'))} "
         f"({cnn.get('n')} lesions).", "",
@@ -230,7 +250,7 @@ def render_reader_card(reader: PhaseReader) -> str:
                      if cnn_held else ""), ""]
     lines += ["| phases read | validation macro-F1 | test macro-F1 | test lesions |" + (" held-out macro-F1 (95 %) |" if heldout else ""),
               "|---|---|---|---|" + ("---|" if heldout else "")]
-    for phases in reader.readers:
+    for phases in reader.subsets():
         scores = reader.metrics.get(subset_name(phases), {})
         val, test, held = scores.get("val") or {}, scores.get("test") or {}, scores.get("heldout") or {}
         row = (f"| {subset_name(p.replace('_', '-') for p in phases)} | {format_number(val.get('macro_f1'))} | "
@@ -247,16 +267,33 @@ def render_reader_card(reader: PhaseReader) -> str:
     return "\n".join(lines)
 
 
+def _reader_kind_text(reader: PhaseReader) -> str:
+    """What the reader computes, in a sentence or two for its card."""
+    numbers = ("the lesion's enhancement measured in those phases (lesion and liver-ring median HU, their "
+               "difference, rim minus core, spread, share above the liver, brightest tenth minus liver)")
+    if reader.network is not None:
+        t = reader.training
+        return ("One structure network answers every subset of the phases a lesion is read on. Per phase it "
+                "reads the key slice and its two neighbours cropped around the outline (in HU against the liver "
+                f"ring), the outline, and {numbers}; one encoder is shared by the phases and a phase not read is "
+                "left out, not filled in. It does not read the CNN's answers. Trained "
+                f"{t.get('epochs', '?')} epochs with seed {t.get('seed', '?')} on random subsets of each "
+                "lesion's phases (liverview.model.structure_reader).")
+    return (f"For every subset of the phases a lesion is read on, one logistic regression over {numbers} and the "
+            f"CNN's answer on each of them (the CNN was trained on {reader.cnn_phase.replace('_', '-')} slices; on "
+            "the other phases its answer is a number the regression learnt to weigh).")
+
+
 def _size_table(reader: PhaseReader) -> list[str]:
     """The held-out scores per size band (`phase_reader.size_band`), where they were stored."""
     held = {subset_name(phases): (reader.metrics.get(subset_name(phases), {}).get("heldout") or {}).get("by_size")
-            for phases in reader.readers}
+            for phases in reader.subsets()}
     if not any(held.values()):
         return []
     lines = ["", "Held out, by the outline's long axis on the key slice (the LI-RADS size bands):", "",
              "| phases read | " + " | ".join(f"{band}: lesions | macro-F1 (95 %)" for band in SIZE_BANDS) + " |",
              "|---|" + "---|---|" * len(SIZE_BANDS)]
-    for phases in reader.readers:
+    for phases in reader.subsets():
         by_size = held[subset_name(phases)] or {}
         cells = []
         for band in SIZE_BANDS:
@@ -277,6 +314,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                                               "patient with --seed, as liverview-train does)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--recipe", default="make phase-reader", help="the command that reproduces this reader")
+    p.add_argument("--kind", choices=("structure", "logistic"), default="structure",
+                   help="a structure network reading each phase's crop (default) or one logistic regression per "
+                        "subset of phases")
+    p.add_argument("--epochs", type=int, default=40, help="a structure network's training epochs")
     p.add_argument("--evaluate", type=Path, metavar="OUT.json",
                    help="fit nothing: score the bundle's stored reader on every lesion of DATASET... (held out) "
                         "and write the scores to OUT.json")
@@ -287,7 +328,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.evaluate is not None:
         return _evaluate(args.bundle, args.datasets, args.evaluate, args.store)
     try:
-        reader = fit_for_bundle(args.bundle, args.datasets, args.split, args.train_only, args.seed, recipe=args.recipe)
+        reader = fit_for_bundle(args.bundle, args.datasets, args.split, args.train_only, args.seed, recipe=args.recipe,
+                                kind=args.kind, epochs=args.epochs)
     except (OSError, ValueError) as exc:
         log.error("%s", exc)
         return 1

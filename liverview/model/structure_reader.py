@@ -158,6 +158,8 @@ class StructureNet(nn.Module):
 
     def __init__(self, n_classes: int, n_numbers: int, n_phases: int, width: int = 16, embed: int = 32):
         super().__init__()
+        #: What it was built with, to build it again from its state_dict.
+        self.shape = {"n_numbers": n_numbers, "width": width, "embed": embed}
         self.encoder = nn.Sequential(_block(4, width), nn.MaxPool2d(2), _block(width, 2 * width), nn.MaxPool2d(2),
                                      _block(2 * width, 4 * width))
         self.project = nn.ModuleList(nn.Linear(8 * width + n_numbers, embed) for _ in range(n_phases))

@@ -212,3 +212,93 @@ def test_scores_on_a_clinics_own_lesions_are_not_called_simulated(fitted, multip
     assert "further simulated lesions" not in card and "not all of them simulated" in card
     assert "Measured on simulated lesions only" not in card
 
+
+
+@pytest.fixture(scope="module")
+def structured(multiphase_dataset, tmp_path_factory):
+    """A tiny CNN bundle (reading the key slice alone) and a structure-network reader trained beside it."""
+    from liverview.model.phase_reader_cli import main
+
+    folder = tmp_path_factory.mktemp("structure")
+    config = PreprocessConfig(size=32)
+    torch.manual_seed(5)
+    bundle = save_bundle(folder / "cnn", build_network("tiny_cnn", 4, config.channels), architecture="tiny_cnn",
+                         classes=CLASSES, preprocess_config=config, metrics={"macro_f1": 0.3})
+    assert main([str(bundle), str(multiphase_dataset), "--kind", "structure", "--epochs", "2"]) == 0
+    return bundle
+
+
+def test_a_structure_reader_answers_every_subset_from_its_crops_and_loads_only_as_saved(structured, multiphase_dataset,
+                                                                                       tmp_path):
+    import shutil
+
+    from liverview.model.phase_reader import PHASE_READER_WEIGHTS
+
+    loaded = load_bundle(structured)
+    reader = loaded.phase_reader
+    assert reader is not None and reader.network is not None and reader.readers == {}
+    assert reader.kind == "structure network" and len(reader.subsets()) == 15
+    assert reader.subset_for(["arterial", "unknown"]) == ("arterial",) and reader.reader_for(["arterial"]) is None
+    records = load_records([multiphase_dataset]).records
+    read = read_records(loaded, records, PHASES)
+    every = reader.probabilities_of(PHASES, read.features, read.answers, read.inputs)
+    assert every.shape == (12, 4) and np.allclose(every.sum(axis=1), 1.0)
+    arterial = reader.probabilities_of(("arterial",), read.features, read.answers, read.inputs)
+    assert not np.allclose(arterial, every)  # the subset is what it reads
+    with pytest.raises(ValueError, match="crop"):
+        reader.probabilities_of(PHASES, read.features, read.answers)
+    scores = score_phase_reader(reader, read.features, read.answers, [r.label for r in records], inputs=read.inputs)
+    assert len(scores) == 15 and all(s["n"] == 12 for s in scores.values())
+    saved = json.loads((structured / PHASE_READER_FILE).read_text())
+    assert saved["format_version"] == 2 and saved["network"]["file"] == PHASE_READER_WEIGHTS
+    assert saved["training"]["kind"] == "structure network" and saved["training"]["epochs"] == 2
+    assert "structure network" in (structured / "PHASE_READER.md").read_text()
+    again = PhaseReader.load(structured)
+    assert np.allclose(again.probabilities_of(PHASES, read.features, read.answers, read.inputs), every)
+
+    tampered = shutil.copytree(structured, tmp_path / "tampered")
+    weights = tampered / PHASE_READER_WEIGHTS
+    state = torch.load(weights, weights_only=True)
+    state["head.3.bias"] = state["head.3.bias"] + 1.0
+    torch.save(state, weights)
+    with pytest.raises(BundleError, match="sha256 differs"):
+        load_bundle(tampered)
+    other_crop = shutil.copytree(structured, tmp_path / "other-crop")
+    data = json.loads((other_crop / PHASE_READER_FILE).read_text())
+    data["network"]["crop_px"] = 48
+    (other_crop / PHASE_READER_FILE).write_text(json.dumps(data))
+    with pytest.raises(BundleError, match="this liverview crops"):
+        load_bundle(other_crop)
+
+
+def test_the_app_answers_with_the_structure_network_on_three_slices_whatever_the_cnn_reads(structured):
+    """The tiny CNN reads the key slice alone; the network was trained on the key slice and its neighbours,
+    and the app must give it those, carried from each phase's series as the export carries them."""
+    from liverview.annotations.export_dataset import PhaseSource
+    from liverview.imaging.contrast_phase import ContrastPhase, DecidedBy, PhaseDecision
+    from liverview.model.classify import classify_lesion, key_slice, lesion_slice_masks, phase_slabs
+    from liverview.model.structure_reader import lesion_inputs
+    from liverview.model.transforms import select_slab
+    from liverview.synth.simulator import SimulatorConfig, patient_document, patient_volume, simulate_patient
+
+    loaded = load_bundle(structured)
+    assert loaded.preprocess_config.neighbour_slices == 0
+    reader = loaded.phase_reader
+    patient = simulate_patient(9, config=SimulatorConfig(phases=PHASES, diameter_mm=(15.0, 30.0)))
+    volume = patient_volume(patient)
+    lesion = patient_document(patient, volume).lesions[0]
+    pv = PhaseDecision(ContrastPhase.PORTAL_VENOUS, DecidedBy.IMAGES, "test")
+    others = [PhaseSource("arterial", patient_volume(patient, "arterial"))]
+    answer = classify_lesion(loaded, volume, lesion, phase=pv, other_phases=others, heatmap=False)
+    assert answer.model_id.endswith("+ phase reader") and answer.phases_read == ["arterial", "portal_venous"]
+    masks = lesion_slice_masks(volume, lesion)
+    z = key_slice(masks)
+    spacing = (float(volume.spacing_mm[1]), float(volume.spacing_mm[2]))
+    slabs = phase_slabs(loaded, volume, lesion, z, masks[z], "portal_venous", others, PHASES, neighbour_slices=1)
+    assert slabs["arterial"].shape[0] == 3 and np.array_equal(slabs["portal_venous"], select_slab(volume.array, z, 1))
+    subset = ("arterial", "portal_venous")
+    expected = reader.probabilities_of(subset, [{}], [{}], [lesion_inputs(slabs, masks[z], spacing, reader.phases)])[0]
+    assert np.allclose([answer.probabilities[c] for c in CLASSES], expected, atol=1e-6)
+    flat = {p: s[1] for p, s in slabs.items()}  # the key slice alone, as the CNN reads it
+    wrong = reader.probabilities_of(subset, [{}], [{}], [lesion_inputs(flat, masks[z], spacing, reader.phases)])[0]
+    assert not np.allclose(wrong, expected, atol=1e-6)

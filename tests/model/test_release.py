@@ -7,7 +7,9 @@ import json
 import pytest
 
 from liverview.model.inference import load_bundle
+from liverview.imaging.lesion_enhancement import FEATURES
 from liverview.model.phase_reader import PhaseReader
+from liverview.model.structure_reader import StructureNet
 from liverview.model.release import PAPER, ReleaseError, main, release_model
 
 
@@ -117,10 +119,13 @@ def test_the_card_says_when_the_replaced_models_figures_come_from_other_test_les
     assert json.loads((target / "model.json").read_text())["replaces"]["same_test_lesions"] is False
     assert "they do not compare with the figures above" in card
     installed = load_bundle(target)
-    PhaseReader(list(installed.classes), ("portal_venous",), "portal_venous", installed.info["sha256"], {}).save(target)
+    network = StructureNet(len(installed.classes), len(FEATURES), 1)
+    PhaseReader(list(installed.classes), ("portal_venous",), "portal_venous", installed.info["sha256"], {},
+                network=network).save(target)
     (target / "PHASE_READER.md").write_text("# reader")
     release_model(enhanced, target, force=True)
-    assert load_bundle(target).phase_reader is not None and (target / "PHASE_READER.md").is_file()
+    kept = load_bundle(target).phase_reader
+    assert kept is not None and kept.network is not None and (target / "PHASE_READER.md").is_file()
     other = tmp_path / "other"
     release_model(plain, other)
     release_model(enhanced, other, force=True)
