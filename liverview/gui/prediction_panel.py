@@ -319,7 +319,7 @@ class PredictionPanel(QWidget):
             heat = own if own is not None else cam
             label.setPixmap(crop_pixmap(crop, heat))
             label.setToolTip(f"{phase.replace('_', '-')}: what the network read, with "
-                             + ("where it looks when it reads this phase alone" if own is not None
+                             + ("where it looked in this phase" if own is not None
                                 else "the heatmap of its input" if cam is not None else "no heatmap of this phase"))
             measured = enhancement_hu.get(phase)
             caption = QLabel(phase.replace("_", "-") + (f"\nL {measured['lesion_hu']:.0f} · liver {measured['liver_hu']:.0f}"

@@ -35,7 +35,7 @@ from liverview.model.inference import LoadedModel, load_bundle, predict, predict
 from liverview.model.domain import OUTSIDE, TrainingDomain
 from liverview.model.gradcam import compute_gradcam
 from liverview.model.phase_reader import answer_id
-from liverview.model.structure_reader import lesion_inputs
+from liverview.model.structure_reader import crop_display, crop_square, gradcam_phases, lesion_inputs
 from liverview.model.transforms import CropSquareResize, select_key_slice_by_area, select_slab, stack_phases
 from liverview.model.uncertainty import (HEATMAP_MARGIN_MM, answer_from_copies, copy_statistics,
                                          normalised_entropy, uncertainty_level)
@@ -339,9 +339,11 @@ def classify_lesion(loaded: LoadedModel, volume: Volume, lesion: Lesion, *, heat
 def read_phases(loaded: LoadedModel, volume: Volume, lesion: Lesion, z: int, mask: np.ndarray, phase: PhaseDecision,
                 other_phases: Sequence[PhaseSource], *, heatmap: bool = True, tta: bool = True) -> LesionPrediction | None:
     """The phase reader's answer (`phase_reader`): the lesion read on every phase it can be read on (the
-    outlined series and `other_phases` carried to it), each phase measured and answered by the CNN; the
-    heatmap is the CNN's on the outlined series, and one per phase. None when the reader knows none of
-    the phases, or only the CNN's own (the CNN alone answers then, as without a reader)."""
+    outlined series and `other_phases` carried to it). A structure network reads each phase's crop and
+    numbers and explains its answer with its own Grad-CAM per phase (the outlined series' map is the
+    overlay); regressions read the numbers and the CNN's answer per phase, and the heatmaps are the
+    CNN's. None when the reader knows none of the phases, or only the CNN's own (the CNN alone answers
+    then, as without a reader)."""
     reader = loaded.phase_reader
     assert reader is not None
     start = time.perf_counter()
@@ -352,32 +354,45 @@ def read_phases(loaded: LoadedModel, volume: Volume, lesion: Lesion, z: int, mas
     subset = reader.subset_for(features)
     if subset is None or subset == (reader.cnn_phase,):
         return None
-    tensors = {p: loaded.preprocess(slabs[p], mask, spacing) for p in subset}
-    inputs = None
+    # The overlay lies on the outlined series: its own phase's map where it was read (all slabs share its grid).
+    shown = next(p for p in (phase.phase.value, reader.cnn_phase, *subset) if p in subset)
+    timings: dict[str, float] = {}
+    cam, inside, cams = None, None, {}
     if reader.network is not None:
         # The network reads the key slice and one neighbour on each side, whatever the CNN reads.
         around = slabs if middle == 1 else phase_slabs(loaded, volume, lesion, z, mask, phase.phase.value,
                                                        other_phases, subset, neighbour_slices=1)
-        inputs = [lesion_inputs({p: around[p] for p in subset}, mask, spacing, reader.phases)]
-    timings = {"preprocess": (time.perf_counter() - start) * 1000}
-    mark = time.perf_counter()
-    flips = tta or loaded.flip_average
-    batch = list(tensors.values())
-    copies = predict_flips(loaded, batch) if flips else predict(loaded, torch.stack(batch))[None]
-    answers = answer_from_copies(copies, loaded.flip_average)
-    cnn = dict(zip(tensors, answers))
-    probs = reader.probabilities_of(subset, [features], [cnn], inputs)[0]
-    top = int(np.argmax(probs))
-    timings["classify"] = (time.perf_counter() - mark) * 1000
-    # The overlay lies on the outlined series: its own phase's map where it was read (all slabs share its grid).
-    shown = next(p for p in (phase.phase.value, reader.cnn_phase, *subset) if p in tensors)
-    cam, inside, cams = None, None, {}
-    if heatmap:
+        inputs = lesion_inputs({p: around[p] for p in subset}, mask, spacing, reader.phases)
+        timings["preprocess"] = (time.perf_counter() - start) * 1000
         mark = time.perf_counter()
-        cam, _ = _heatmap(loaded, volume, z, mask, tensors[shown], top)
-        inside = cam.share_inside(mask)
-        cams = {p: cam.cam if p == shown else compute_gradcam(loaded, t, top)[0] for p, t in tensors.items()}
-        timings["gradcam"] = (time.perf_counter() - mark) * 1000
+        probs = reader.probabilities_of(subset, [features], [{}], [inputs])[0]
+        top = int(np.argmax(probs))
+        timings["classify"] = (time.perf_counter() - mark) * 1000
+        crops = {p: crop_display(inputs, reader.phases.index(p)) for p in subset}
+        if heatmap:
+            mark = time.perf_counter()
+            cams = gradcam_phases(reader.network, inputs, reader.phases, subset, top)
+            cy, cx, side = crop_square(mask, spacing)
+            cam = Heatmap(z, cams[shown], (cy, cx), side, spacing, loaded.classes[top])
+            inside = cam.share_inside(mask)
+            timings["gradcam"] = (time.perf_counter() - mark) * 1000
+    else:
+        tensors = {p: loaded.preprocess(slabs[p], mask, spacing) for p in subset}
+        timings["preprocess"] = (time.perf_counter() - start) * 1000
+        mark = time.perf_counter()
+        batch = list(tensors.values())
+        copies = predict_flips(loaded, batch) if tta or loaded.flip_average else predict(loaded, torch.stack(batch))[None]
+        cnn = dict(zip(tensors, answer_from_copies(copies, loaded.flip_average)))
+        probs = reader.probabilities_of(subset, [features], [cnn])[0]
+        top = int(np.argmax(probs))
+        timings["classify"] = (time.perf_counter() - mark) * 1000
+        crops = {p: (t[middle].numpy() * 255.0).clip(0, 255).astype(np.uint8) for p, t in tensors.items()}
+        if heatmap:
+            mark = time.perf_counter()
+            cam, _ = _heatmap(loaded, volume, z, mask, tensors[shown], top)
+            inside = cam.share_inside(mask)
+            cams = {p: cam.cam if p == shown else compute_gradcam(loaded, t, top)[0] for p, t in tensors.items()}
+            timings["gradcam"] = (time.perf_counter() - mark) * 1000
     # What the reader's training lesions covered; a reader fitted without that record covers its phases
     # and otherwise what the CNN's lesions covered.
     domain = (TrainingDomain.from_model_info(reader.training) if "training_domain" in reader.training
@@ -389,8 +404,7 @@ def read_phases(loaded: LoadedModel, volume: Volume, lesion: Lesion, z: int, mas
         # The reader's uncertainty is its entropy's level (`phase_reader.reader_uncertainty`), as it was scored.
         slice_index=z, entropy=normalised_entropy(probs), tta_spread=0.0, tta_agreement=1.0,
         heatmap=cam, timings_ms=timings, phase=phase.phase.value, phases_read=list(subset), heatmap_inside=inside,
-        phase_crops={p: (t[middle].numpy() * 255.0).clip(0, 255).astype(np.uint8) for p, t in tensors.items()},
-        phase_cams=cams,
+        phase_crops=crops, phase_cams=cams,
         enhancement_hu={p: {"lesion_hu": round(float(features[p][0]), 1), "liver_hu": round(float(features[p][1]), 1)}
                         for p in subset},
         outside_training=outside_domain(domain, volume, phase, lesion, z, mask))

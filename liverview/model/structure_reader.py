@@ -47,6 +47,16 @@ def subsets_of(phases: Sequence[str]) -> list[tuple[str, ...]]:
     return [combo for n in range(1, len(phases) + 1) for combo in itertools.combinations(phases, n)]
 
 
+def crop_square(mask: np.ndarray, spacing_yx: Sequence[float]) -> tuple[float, float, float]:
+    """(centre_y_px, centre_x_px, side_mm) of the square a phase is cropped to: centred on the outline's
+    box, the lesion about two thirds of it, at least `CONTEXT_MM` of liver on every side."""
+    ys, xs = np.nonzero(mask)
+    sy, sx = float(spacing_yx[0]), float(spacing_yx[1])
+    extent_mm = max((ys.max() - ys.min() + 1) * sy, (xs.max() - xs.min() + 1) * sx)
+    half_mm = max(extent_mm / 2.0 + CONTEXT_MM, 0.75 * extent_mm)
+    return (ys.min() + ys.max()) / 2.0, (xs.min() + xs.max()) / 2.0, 2.0 * half_mm
+
+
 def crop_phase(slab: np.ndarray, mask: np.ndarray, spacing_yx: Sequence[float], liver_hu: float,
                margin_px: int = MARGIN_XY_PX) -> np.ndarray:
     """(4, CROP_PX, CROP_PX) float32: the slab (3, y, x) - or one slice (y, x), repeated - minus
@@ -62,12 +72,12 @@ def crop_phase(slab: np.ndarray, mask: np.ndarray, spacing_yx: Sequence[float], 
     y0, y1 = max(0, int(ys.min()) - margin_px), min(mask.shape[0], int(ys.max()) + 1 + margin_px)
     x0, x1 = max(0, int(xs.min()) - margin_px), min(mask.shape[1], int(xs.max()) + 1 + margin_px)
     sy, sx = float(spacing_yx[0]), float(spacing_yx[1])
-    cy, cx = (ys.min() + ys.max()) / 2.0 - y0, (xs.min() + xs.max()) / 2.0 - x0
-    extent_mm = max((ys.max() - ys.min() + 1) * sy, (xs.max() - xs.min() + 1) * sx)
-    half_mm = max(extent_mm / 2.0 + CONTEXT_MM, 0.75 * extent_mm)
-    ay, ax = 2.0 * half_mm / sy / CROP_PX, 2.0 * half_mm / sx / CROP_PX
-    to_source = np.array([[ax, 0.0, cx - half_mm / sx + 0.5 * ax - 0.5],
-                          [0.0, ay, cy - half_mm / sy + 0.5 * ay - 0.5]])
+    centre_y, centre_x, side_mm = crop_square(mask, spacing_yx)
+    ay, ax = side_mm / sy / CROP_PX, side_mm / sx / CROP_PX
+    # Output pixel i's centre lies at the square's edge plus (i + 0.5) output pixels, in source pixel
+    # indices (whose centres are integers), as `transforms.CropSquareResize` and `classify.Heatmap` place it.
+    to_source = np.array([[ax, 0.0, centre_x - x0 - side_mm / (2.0 * sx) + 0.5 * ax],
+                          [0.0, ay, centre_y - y0 - side_mm / (2.0 * sy) + 0.5 * ay]])
 
     def warp(image: np.ndarray) -> np.ndarray:
         return cv2.warpAffine(np.ascontiguousarray(image[y0:y1, x0:x1], dtype=np.float32), to_source,
@@ -166,13 +176,19 @@ class StructureNet(nn.Module):
         self.head = nn.Sequential(nn.Linear(n_phases * (embed + 1) + 1, 128), nn.ReLU(inplace=True), nn.Dropout(0.2),
                                   nn.Linear(128, n_classes))
 
-    def embed(self, crops: torch.Tensor, numbers: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
-        """(b, phases, embed): each present phase's encoding; zeros for a phase not present."""
+    def encode(self, crops: torch.Tensor, present: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(rows, maps): the flat (lesion * phases) index of each present phase, and its encoder maps."""
         b, p = present.shape
         rows = present.reshape(-1).nonzero().squeeze(1)
-        encoded = self.encoder(crops.reshape(b * p, *crops.shape[2:])[rows])
-        pooled = torch.cat([encoded.mean(dim=(2, 3)), encoded.amax(dim=(2, 3)), numbers.reshape(b * p, -1)[rows]],
-                           dim=1)
+        return rows, self.encoder(crops.reshape(b * p, *crops.shape[2:])[rows])
+
+    def embed(self, crops: torch.Tensor, numbers: torch.Tensor, present: torch.Tensor,
+              encoded: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """(b, phases, embed): each present phase's encoding (from `encoded`, `encode`'s answer, when
+        given); zeros for a phase not present."""
+        b, p = present.shape
+        rows, maps = encoded if encoded is not None else self.encode(crops, present)
+        pooled = torch.cat([maps.mean(dim=(2, 3)), maps.amax(dim=(2, 3)), numbers.reshape(b * p, -1)[rows]], dim=1)
         phase_of = rows % p
         embedded = torch.zeros(b * p, self.project[0].out_features, dtype=pooled.dtype)
         for j, project in enumerate(self.project):
@@ -190,6 +206,34 @@ class StructureNet(nn.Module):
     def forward(self, crops: torch.Tensor, numbers: torch.Tensor, present: torch.Tensor,
                 log_axis: torch.Tensor) -> torch.Tensor:
         return self.classify(self.embed(crops, numbers, present), present, log_axis)
+
+
+def gradcam_phases(net: StructureNet, lesion: LesionInputs, phases: Sequence[str], subset: Sequence[str],
+                   class_index: int) -> dict[str, np.ndarray]:
+    """Per phase of `subset` the lesion was read on: Grad-CAM of `class_index` over that phase's crop
+    (CROP_PX square, 0..1, as `crop_square` places it), the network reading `subset` as it answers.
+    Each phase's map is scaled by the largest over all of them, so a phase it hardly used stays dim."""
+    net.eval()
+    arrays = InputArrays.stack([lesion])
+    present = arrays.present & np.array([p in subset for p in phases])[None]
+    crops, numbers, held, log_axis = arrays.tensors(np.array([0]), present)
+    with torch.enable_grad():
+        rows, maps = net.encode(crops, held)
+        logits = net.classify(net.embed(crops, numbers, held, (rows, maps)), held, log_axis)
+        gradients = torch.autograd.grad(logits[0, class_index], maps)[0]
+    weights = gradients.mean(dim=(2, 3), keepdim=True)
+    cams = torch.relu((weights * maps).sum(dim=1)).detach().numpy().astype(np.float32)
+    out = {phases[row]: cv2.resize(cam, (CROP_PX, CROP_PX), interpolation=cv2.INTER_LINEAR)
+           for row, cam in zip(rows.tolist(), cams)}
+    top = max(float(cam.max()) for cam in out.values())
+    return {phase: cam / top for phase, cam in out.items()} if top > 0 else out
+
+
+def crop_display(lesion: LesionInputs, phase_index: int, window_hu: float = 170.0) -> np.ndarray:
+    """uint8 (CROP_PX, CROP_PX): the key slice of a phase's crop as the network read it, in a window of
+    `window_hu` centred on that phase's liver (the viewer's liver window is 170 HU wide)."""
+    hu = lesion.crops[phase_index, 1].astype(np.float32) * HU_SCALE
+    return (np.clip(hu / window_hu + 0.5, 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
 def _augment(crops: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -280,5 +324,5 @@ def predict_subsets(net: StructureNet, inputs: InputArrays, rows: np.ndarray, ph
     return {subset: np.concatenate(p) for subset, p in parts.items()}
 
 
-__all__ = ["CONTEXT_MM", "CROP_PX", "HU_SCALE", "InputArrays", "LesionInputs", "StructureNet", "crop_phase",
-           "lesion_inputs", "predict_subsets", "scale_numbers", "subsets_of", "train_network"]
+__all__ = ["CONTEXT_MM", "CROP_PX", "HU_SCALE", "InputArrays", "LesionInputs", "StructureNet", "crop_display",
+           "crop_phase", "crop_square", "gradcam_phases", "lesion_inputs", "predict_subsets", "scale_numbers", "subsets_of", "train_network"]

@@ -302,3 +302,20 @@ def test_the_app_answers_with_the_structure_network_on_three_slices_whatever_the
     flat = {p: s[1] for p, s in slabs.items()}  # the key slice alone, as the CNN reads it
     wrong = reader.probabilities_of(subset, [{}], [{}], [lesion_inputs(flat, masks[z], spacing, reader.phases)])[0]
     assert not np.allclose(wrong, expected, atol=1e-6)
+    # Its answer is explained by its own heatmaps: one per phase read, over the crop it read, the
+    # portal-venous one laid on the outlined series where the crop lay.
+    from liverview.model.structure_reader import CROP_PX, crop_square, gradcam_phases
+
+    explained = classify_lesion(loaded, volume, lesion, phase=pv, other_phases=others)
+    top = CLASSES.index(explained.predicted)
+    own = gradcam_phases(reader.network, lesion_inputs(slabs, masks[z], spacing, reader.phases), reader.phases,
+                         subset, top)
+    assert sorted(explained.phase_cams) == sorted(explained.phase_crops) == list(subset)
+    for phase_read in subset:
+        assert np.allclose(explained.phase_cams[phase_read], own[phase_read], atol=1e-5)
+        assert explained.phase_crops[phase_read].shape == (CROP_PX, CROP_PX)
+    assert max(float(m.max()) for m in own.values()) == pytest.approx(1.0)
+    heat = explained.heatmap
+    assert np.array_equal(heat.cam, explained.phase_cams["portal_venous"]) and heat.explained == explained.predicted
+    assert (heat.center_yx[0], heat.center_yx[1], heat.side_mm) == crop_square(masks[z], spacing)
+    assert explained.heatmap_inside == pytest.approx(heat.share_inside(masks[z]))

@@ -7,8 +7,8 @@ import torch
 
 from liverview.annotations.dataset_format import MARGIN_XY_PX
 from liverview.imaging.lesion_enhancement import FEATURES
-from liverview.model.structure_reader import (CROP_PX, HU_SCALE, InputArrays, StructureNet, crop_phase, lesion_inputs,
-                                              predict_subsets, subsets_of, train_network)
+from liverview.model.structure_reader import (CROP_PX, HU_SCALE, InputArrays, LesionInputs, StructureNet, crop_phase,
+                                              gradcam_phases, lesion_inputs, predict_subsets, subsets_of, train_network)
 from liverview.progress import Cancelled
 
 PHASES = ("non_contrast", "arterial", "portal_venous", "delayed")
@@ -34,6 +34,8 @@ def test_the_crop_centres_the_lesion_in_hu_against_the_liver_and_looks_no_furthe
     assert crop[3, middle, middle] == pytest.approx(1.0)
     assert crop[3, 0, 0] == pytest.approx(0.0)
     assert crop[1].max() == pytest.approx(0.0), "the far bright band leaked into the crop"
+    # A disc centred on a pixel comes out centred: the square is placed as the CNN's crop and its heatmap are.
+    assert np.allclose(crop[3], crop[3][::-1, ::-1], atol=1e-5)
     # The lesion fills about two thirds of the crop (a 14 mm disc: 5 mm of liver on each side wins).
     share = crop[3].mean()
     assert 0.25 < share < 0.6
@@ -91,6 +93,14 @@ def test_it_learns_a_rim_and_answers_every_subset_of_the_phases_given():
         assert np.allclose(probabilities.sum(axis=1), 1.0)
         assert (probabilities.argmax(axis=1) == labels[held]).mean() >= 0.9
     assert len(subsets_of(PHASES)) == 15
+    # Its heatmap for the rim lies on the lesion, not on the liver around it.
+    rim = next(int(i) for i in held if labels[i] == 1)
+    lesion = LesionInputs(inputs.crops[rim], inputs.numbers[rim], inputs.present[rim], float(inputs.long_axis_mm[rim]))
+    cams = gradcam_phases(net, lesion, PHASES, ("arterial",), 1)
+    assert list(cams) == ["arterial"] and cams["arterial"].max() == pytest.approx(1.0)
+    on_lesion = inputs.crops[rim, 1, 3].astype(np.float32) > 0.5
+    share = cams["arterial"][on_lesion].sum() / cams["arterial"].sum()
+    assert share > on_lesion.mean()
 
 
 def test_training_stops_when_asked():
