@@ -1,20 +1,21 @@
-"""The structure reader (`liverview.model.structure_reader`) trained and scored per subset of phases.
+"""The phase reader's structure network (`liverview.model.structure_reader`) trained and scored per subset
+of phases, for designing it.
 
-The bundled phase reader combines seven medians per phase with the portal-venous CNN's answer, and
-misses macro-F1 >= 0.97 on six of the eleven subsets of two or more phases, mostly on lesions under
-20 mm (docs/model.md "Where the remaining errors lie"). This trains the structure reader, a small
-network that reads each phase's crop of the lesion besides those numbers, on a dataset's training
-split plus training-only datasets, and scores it per subset of phases on the split's validation and
-test lesions and on a held-out dataset, with 95 % intervals over patients and per LI-RADS size band.
-With `--bundle`, the bundled CNN's answer on each phase is one more input per phase (as the phase
-reader takes it), and the mean of the network's and the bundle's phase reader's probabilities is
-scored too. Nothing is chosen on the held-out lesions: fixed epochs, no early stopping.
+Trains the network on a dataset's training split plus training-only datasets and scores it per subset
+of phases on the split's validation and test lesions and on a held-out dataset, with 95 % intervals
+over patients and per LI-RADS size band. With `--bundle`, the bundle's phase reader is scored on the
+same held-out lesions, and so is the mean of both readers' probabilities; `--cnn-inputs` also gives
+the network the CNN's answer on each phase. Nothing is chosen on the held-out lesions: fixed epochs,
+no early stopping. Give it the development lesions (seed 41, `build/phase-reader-dev`), never the
+bundled reader's held-out set (`build/phase-reader-heldout`, seed 51), or that set stops being a test.
 
-Simulated lesions only; nothing here changes the bundle.
+Simulated lesions only; nothing here changes the bundle (`make phase-reader` trains the bundled one).
 
+    .venv/bin/liverview-synth build/phase-reader-dev/dataset -n 250 --seed 41 --min-diameter 8 --workers 2 \
+        --phases non_contrast,arterial,portal_venous,delayed -q
     .venv/bin/python benchmarks/bench_structure_reader.py build/phase-reader/dataset \
-        --train-only build/phase-reader/dataset-extra --heldout build/phase-reader-heldout/dataset \
-        [--bundle resources/models/liver-lesion-classifier] [--epochs 40] [--out FILE]
+        --train-only build/phase-reader/dataset-extra --heldout build/phase-reader-dev/dataset \
+        [--bundle resources/models/liver-lesion-classifier [--cnn-inputs]] [--epochs 40] [--out FILE]
 """
 from __future__ import annotations
 
@@ -43,7 +44,7 @@ from liverview.model.structure_reader import (CONTEXT_MM, CROP_PX, InputArrays, 
                                               lesion_inputs, predict_subsets, subsets_of, train_network)
 from liverview.model.transforms import PHASE_NAMES, select_key_slice, select_slab  # noqa: E402
 
-RESULTS = Path(__file__).resolve().parent / "results" / "structure_reader.json"
+RESULTS = Path(__file__).resolve().parent / "results" / "structure_reader" / "run.json"
 PHASES = PHASE_NAMES
 SUBSETS = tuple(subsets_of(PHASES))
 

@@ -16,13 +16,12 @@ same way in the app.
 It is fitted to one CNN (`cnn_sha256`): the CNN's answers on lesions it never trained on are part of
 the regressions' input, and its held-out scores stand beside the CNN's, so a new CNN needs a new fit
 (`phase_reader_cli`). Stored beside the CNN's weights in its bundle as `PHASE_READER_FILE` (and a
-network's weights as `PHASE_READER_WEIGHTS`); the regressions are numpy at inference (scikit-learn
+network's weights beside it, `PHASE_READER_WEIGHTS_PREFIX`); the regressions are numpy at inference (scikit-learn
 fits them, the `train` extra).
 """
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -35,20 +34,20 @@ import torch
 from liverview.atomic_write import write_text_atomic
 from liverview.imaging.lesion_enhancement import FEATURES
 from liverview.model.metrics import confusion_matrix, macro_f1_interval, metrics_from_confusion
-from liverview.model.structure_reader import (CONTEXT_MM, CROP_PX, HU_SCALE, InputArrays, LesionInputs, StructureNet,
-                                              predict_subsets, train_network)
-from liverview.progress import Progress, ShouldStop
+from liverview.model.structure_reader import (CONTEXT_MM, CROP_PX, CROP_VERSION, HU_SCALE, MIN_PROBABILITY, InputArrays,
+                                              LesionInputs, StructureNet, predict_subsets, subsets_of, train_network)
 from liverview.model.uncertainty import metrics_by_uncertainty, normalised_entropy, uncertainty_level
+from liverview.progress import Progress, ShouldStop
 
 PHASE_READER_FILE = "phase_reader.json"
-#: A structure network's weights (its state_dict, read with torch.load(weights_only=True)).
-PHASE_READER_WEIGHTS = "phase_reader.pt"
+#: A structure network's weights (its state_dict, read with torch.load(weights_only=True)) are saved as
+#: phase_reader-<first 16 hex digits of their SHA-256>.pt: new weights never overwrite the ones the JSON
+#: names, so a crash between the two writes leaves the old reader whole.
+PHASE_READER_WEIGHTS_PREFIX = "phase_reader-"
 #: The reader's card, beside the CNN's MODEL_CARD.md.
 PHASE_READER_CARD = "PHASE_READER.md"
 #: Version 2 may hold a structure network; version 1 files (regressions only) still load.
 FORMAT, FORMAT_VERSION = "liverview.phase-reader", 2
-#: The CNN's probabilities enter as logs, clipped here (a 0 would be minus infinity).
-MIN_PROBABILITY = 1e-4
 
 
 class PhaseReaderError(ValueError):
@@ -170,8 +169,7 @@ class PhaseReader:
                 "readers": [r.to_dict() for r in self.readers.values()], "metrics": self.metrics,
                 "training": self.training}
         if self.network is not None:
-            data["network"] = {"file": PHASE_READER_WEIGHTS, **self.network.shape,
-                               "crop_px": CROP_PX, "context_mm": CONTEXT_MM, "hu_scale": HU_SCALE}
+            data["network"] = {**self.network.shape, **_crop_spec()}
         return data
 
     @classmethod
@@ -185,17 +183,23 @@ class PhaseReader:
                    {r.phases: r for r in readers}, dict(data.get("metrics", {})), dict(data.get("training", {})))
 
     def save(self, folder: str | Path) -> Path:
-        """Write the reader into `folder`: a network's weights first, with their hash in the JSON."""
+        """Write the reader into `folder`: a network's weights first, under a name of their own (their
+        hash), then the JSON that names them, then any weights it no longer names."""
         folder = Path(folder)
         data = self.to_dict()
         if self.network is not None:
-            weights = folder / PHASE_READER_WEIGHTS
-            staging = weights.with_name(weights.name + ".tmp")
+            staging = folder / (PHASE_READER_WEIGHTS_PREFIX + "new.pt.tmp")
             torch.save(self.network.state_dict(), staging)
+            digest = hashlib.sha256(staging.read_bytes()).hexdigest()
+            weights = folder / f"{PHASE_READER_WEIGHTS_PREFIX}{digest[:16]}.pt"
             staging.replace(weights)
-            data["network"]["sha256"] = hashlib.sha256(weights.read_bytes()).hexdigest()
+            data["network"].update({"file": weights.name, "sha256": digest})
         path = folder / PHASE_READER_FILE
         write_text_atomic(path, json.dumps(data, indent=1))
+        named = data.get("network", {}).get("file")
+        for old in folder.glob(PHASE_READER_WEIGHTS_PREFIX + "*.pt"):
+            if old.name != named:
+                old.unlink()
         return path
 
     @classmethod
@@ -211,13 +215,22 @@ class PhaseReader:
             raise PhaseReaderError(f"{path}: {exc}") from exc
 
 
+def _crop_spec() -> dict[str, Any]:
+    """How this liverview crops a phase for the network; a network saved with another crop is refused."""
+    return {"crop_px": CROP_PX, "context_mm": CONTEXT_MM, "hu_scale": HU_SCALE, "crop_version": CROP_VERSION}
+
+
 def _load_network(folder: Path, spec: Mapping[str, Any], n_classes: int, n_phases: int) -> StructureNet:
     """The structure network `spec` describes, its weights checked against their recorded hash."""
-    crop = {"crop_px": CROP_PX, "context_mm": CONTEXT_MM, "hu_scale": HU_SCALE}
-    if any(spec.get(key) != value for key, value in crop.items()):
-        raise ValueError(f"its network reads crops of {[spec.get(k) for k in crop]} (crop_px, context_mm, hu_scale); "
-                         f"this liverview crops {list(crop.values())}")
-    weights = folder / str(spec.get("file", PHASE_READER_WEIGHTS))
+    crop = _crop_spec()
+    # Readers saved before the crop had a version used the first one.
+    saved = {key: spec.get(key, 1 if key == "crop_version" else None) for key in crop}
+    if saved != crop:
+        raise ValueError(f"its network reads crops of {saved}; this liverview crops {crop}: train it again")
+    if int(spec["n_numbers"]) != len(FEATURES):
+        raise ValueError(f"its network reads {spec['n_numbers']} numbers per phase; this liverview gives it the "
+                         f"{len(FEATURES)} enhancement numbers")
+    weights = folder / str(spec["file"])
     if hashlib.sha256(weights.read_bytes()).hexdigest() != spec.get("sha256"):
         raise ValueError(f"{weights.name} is not the file the reader was saved with (its sha256 differs)")
     net = StructureNet(n_classes, int(spec["n_numbers"]), n_phases, int(spec["width"]), int(spec["embed"]))
@@ -227,7 +240,7 @@ def _load_network(folder: Path, spec: Mapping[str, Any], n_classes: int, n_phase
 
 def phase_subsets(phases: Sequence[str]) -> list[tuple[str, ...]]:
     """Every non-empty subset of `phases`, each in their order."""
-    return [combo for n in range(1, len(phases) + 1) for combo in itertools.combinations(phases, n)]
+    return subsets_of(phases)
 
 
 def _readable(subset: Sequence[str], features: Mapping[str, np.ndarray], cnn: CnnAnswers | None) -> bool:
@@ -300,13 +313,20 @@ def score_phase_reader(reader: PhaseReader, features: Sequence[Mapping[str, np.n
     `by_size`: n, accuracy and macro-F1 (with its interval where `groups` are given) per `size_band`."""
     out: dict[str, Any] = {}
     n_classes = len(reader.classes)
-    needs_cnn = reader.network is None
+    every: dict[tuple[str, ...], np.ndarray] = {}
+    if reader.network is not None:
+        if inputs is None:
+            raise ValueError("the structure network reads each phase's crop of the lesion; none was given")
+        # Every subset from one pass: each phase is encoded once per flip, only the head sees the subset.
+        every = predict_subsets(reader.network, InputArrays.stack(inputs), np.arange(len(inputs)), reader.phases,
+                                reader.subsets())
     for subset in reader.subsets():
-        rows = [i for i in range(len(features)) if _readable(subset, features[i], cnn[i] if needs_cnn else None)]
+        rows = [i for i in range(len(features))
+                if _readable(subset, features[i], cnn[i] if reader.network is None else None)]
         if not rows:
             continue
-        answers = list(reader.probabilities_of(subset, [features[i] for i in rows], [cnn[i] for i in rows],
-                                               [inputs[i] for i in rows] if inputs is not None else None))
+        answers = list(every[subset][rows] if reader.network is not None else
+                       reader.probabilities_of(subset, [features[i] for i in rows], [cnn[i] for i in rows]))
         predicted = [int(np.argmax(p)) for p in answers]
         truth = [reader.classes.index(labels[i]) for i in rows]
         metrics = metrics_from_confusion(confusion_matrix(truth, predicted, n_classes), reader.classes)
@@ -366,7 +386,7 @@ def reader_by_uncertainty(reader: PhaseReader | None) -> dict[str, list[dict]]:
     return {subset: list(quoted_scores(scores).get("by_uncertainty") or []) for subset, scores in reader.metrics.items()}
 
 
-__all__ = ["CnnAnswers", "FORMAT", "PHASE_READER_FILE", "PHASE_READER_WEIGHTS", "SIZE_BANDS", "SIZE_BAND_MM", "PhaseReader", "PhaseReaderError", "SubsetReader",
+__all__ = ["CnnAnswers", "FORMAT", "PHASE_READER_FILE", "PHASE_READER_WEIGHTS_PREFIX", "SIZE_BANDS", "SIZE_BAND_MM", "PhaseReader", "PhaseReaderError", "SubsetReader",
            "answer_id", "answered_by_reader", "fit_phase_reader", "fit_structure_reader", "phase_subsets", "quoted_scores", "reader_by_uncertainty",
            "reader_macro_f1", "reader_scores_simulated", "reader_uncertainty", "score_phase_reader", "size_band",
            "subset_name"]

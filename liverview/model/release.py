@@ -27,7 +27,7 @@ from liverview.model.bundle_format import HISTORY_FILE, MODEL_CARD, MODEL_JSON, 
 from liverview.model.inference import load_bundle
 from liverview.model.model_card import render_model_card
 from liverview.model.number_format import format_number
-from liverview.model.phase_reader import PHASE_READER_CARD, PHASE_READER_FILE, PHASE_READER_WEIGHTS
+from liverview.model.phase_reader import PHASE_READER_CARD, PHASE_READER_FILE, PHASE_READER_WEIGHTS_PREFIX
 from liverview.model.data import LesionRecord, load_records
 from liverview.model.train import load_run_config
 from liverview.synth.lesions import LesionSpec
@@ -362,9 +362,11 @@ def release_model(run: Path, target: Path, *, sanity_series: Path | None = None,
     (staging / MODEL_CARD).write_text(card, encoding="utf-8")
     if same_weights:
         # The phase reader is fitted to these weights: a new card keeps it.
-        for name in (PHASE_READER_FILE, PHASE_READER_WEIGHTS, PHASE_READER_CARD):
-            if (target / name).is_file():
-                shutil.copy2(target / name, staging / name)
+        kept = [target / PHASE_READER_FILE, target / PHASE_READER_CARD,
+                *target.glob(PHASE_READER_WEIGHTS_PREFIX + "*.pt")]
+        for path in kept:
+            if path.is_file():
+                shutil.copy2(path, staging / path.name)
     load_bundle(staging)  # the installed bundle must load and verify exactly as the app will
     if target.exists():
         shutil.rmtree(target)

@@ -38,6 +38,9 @@ CROP_PX = 40
 CONTEXT_MM = 5.0
 #: HU differences from the liver are divided by this (and clipped at +-6 of it).
 HU_SCALE = 50.0
+#: Where `crop_phase` places its square; raised whenever that changes, so that a network trained on
+#: other crops is refused. 1: centred as `transforms.CropSquareResize` centres the CNN's crop.
+CROP_VERSION = 1
 #: The CNN's probabilities enter as logs, clipped here.
 MIN_PROBABILITY = 1e-4
 
@@ -324,5 +327,5 @@ def predict_subsets(net: StructureNet, inputs: InputArrays, rows: np.ndarray, ph
     return {subset: np.concatenate(p) for subset, p in parts.items()}
 
 
-__all__ = ["CONTEXT_MM", "CROP_PX", "HU_SCALE", "InputArrays", "LesionInputs", "StructureNet", "crop_display",
+__all__ = ["CONTEXT_MM", "CROP_PX", "CROP_VERSION", "HU_SCALE", "MIN_PROBABILITY", "InputArrays", "LesionInputs", "StructureNet", "crop_display",
            "crop_phase", "crop_square", "gradcam_phases", "lesion_inputs", "predict_subsets", "scale_numbers", "subsets_of", "train_network"]

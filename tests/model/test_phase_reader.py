@@ -232,7 +232,7 @@ def test_a_structure_reader_answers_every_subset_from_its_crops_and_loads_only_a
                                                                                        tmp_path):
     import shutil
 
-    from liverview.model.phase_reader import PHASE_READER_WEIGHTS
+    from liverview.model.structure_reader import LesionInputs
 
     loaded = load_bundle(structured)
     reader = loaded.phase_reader
@@ -245,19 +245,23 @@ def test_a_structure_reader_answers_every_subset_from_its_crops_and_loads_only_a
     assert every.shape == (12, 4) and np.allclose(every.sum(axis=1), 1.0)
     arterial = reader.probabilities_of(("arterial",), read.features, read.answers, read.inputs)
     assert not np.allclose(arterial, every)  # the subset is what it reads
+    only_arterial = [LesionInputs(x.crops, x.numbers, x.present & np.array([p == "arterial" for p in PHASES]),
+                                  x.long_axis_mm) for x in read.inputs]
+    assert np.allclose(reader.probabilities_of(("arterial",), read.features, read.answers, only_arterial), arterial)
     with pytest.raises(ValueError, match="crop"):
         reader.probabilities_of(PHASES, read.features, read.answers)
     scores = score_phase_reader(reader, read.features, read.answers, [r.label for r in records], inputs=read.inputs)
     assert len(scores) == 15 and all(s["n"] == 12 for s in scores.values())
     saved = json.loads((structured / PHASE_READER_FILE).read_text())
-    assert saved["format_version"] == 2 and saved["network"]["file"] == PHASE_READER_WEIGHTS
+    assert saved["format_version"] == 2 and saved["network"]["crop_version"] == 1
+    assert [p.name for p in structured.glob("phase_reader-*.pt")] == [saved["network"]["file"]]
     assert saved["training"]["kind"] == "structure network" and saved["training"]["epochs"] == 2
     assert "structure network" in (structured / "PHASE_READER.md").read_text()
     again = PhaseReader.load(structured)
     assert np.allclose(again.probabilities_of(PHASES, read.features, read.answers, read.inputs), every)
 
     tampered = shutil.copytree(structured, tmp_path / "tampered")
-    weights = tampered / PHASE_READER_WEIGHTS
+    weights = tampered / saved["network"]["file"]
     state = torch.load(weights, weights_only=True)
     state["head.3.bias"] = state["head.3.bias"] + 1.0
     torch.save(state, weights)
@@ -269,6 +273,24 @@ def test_a_structure_reader_answers_every_subset_from_its_crops_and_loads_only_a
     (other_crop / PHASE_READER_FILE).write_text(json.dumps(data))
     with pytest.raises(BundleError, match="this liverview crops"):
         load_bundle(other_crop)
+    data["network"]["crop_px"] = saved["network"]["crop_px"]
+    data["network"]["crop_version"] = 2  # a crop placed otherwise, by a later liverview
+    (other_crop / PHASE_READER_FILE).write_text(json.dumps(data))
+    with pytest.raises(BundleError, match="train it again"):
+        load_bundle(other_crop)
+    del data["network"]["crop_version"]  # saved before the crop had a version: the first one
+    (other_crop / PHASE_READER_FILE).write_text(json.dumps(data))
+    assert load_bundle(other_crop).phase_reader.network is not None
+
+    from liverview.model.phase_reader_cli import main
+
+    scored = shutil.copytree(structured, tmp_path / "scored")
+    fitted_on = json.loads((scored / PHASE_READER_FILE).read_text())  # scored as if on other lesions
+    (scored / PHASE_READER_FILE).write_text(json.dumps({**fitted_on, "training": {"datasets": []}}))
+    assert main([str(scored), str(multiphase_dataset), "--evaluate", str(tmp_path / "held.json"), "--store"]) == 0
+    kept = PhaseReader.load(scored)
+    assert kept.metrics[" + ".join(PHASES)]["heldout"]["n"] == 12 and kept.network is not None
+    assert [p.name for p in scored.glob("phase_reader-*.pt")] == [saved["network"]["file"]]  # the same weights
 
 
 def test_the_app_answers_with_the_structure_network_on_three_slices_whatever_the_cnn_reads(structured):
