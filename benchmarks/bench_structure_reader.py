@@ -40,26 +40,31 @@ from liverview.model.metrics import confusion_matrix, macro_f1_interval, metrics
 from liverview.model.phase_reader import SIZE_BAND_MM, size_band  # noqa: E402
 from liverview.model.phase_reader_cli import read_records  # noqa: E402
 from liverview.model.split import split_records  # noqa: E402
+from liverview.model.phase_reader import MIN_PROBABILITY, phase_subsets  # noqa: E402
 from liverview.model.structure_reader import (CONTEXT_MM, CROP_PX, InputArrays, StructureNet,  # noqa: E402
-                                              lesion_inputs, predict_subsets, subsets_of, train_network)
+                                              lesion_inputs, predict_subsets, train_network)
 from liverview.model.transforms import PHASE_NAMES, select_key_slice, select_slab  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "structure_reader" / "run.json"
 PHASES = PHASE_NAMES
-SUBSETS = tuple(subsets_of(PHASES))
+SUBSETS = tuple(phase_subsets(PHASES))
 
 
 def prepare(records: Sequence[LesionRecord], cnn: np.ndarray | None = None) -> InputArrays:
-    """Every record's inputs, read from its patch as the app reads a study (`structure_reader.lesion_inputs`)."""
+    """Every record's inputs, read from its patch as the app reads a study (`structure_reader.lesion_inputs`);
+    with `cnn` ((n, phases, classes) probabilities), their logs join each phase's numbers."""
     lesions = []
-    for i, record in enumerate(records):
+    for record in records:
         patch = read_patch(record.patch_path)
         z = select_key_slice(patch.mask)
         spacing = (float(patch.spacing_mm[-2]), float(patch.spacing_mm[-1]))
         slabs = {p: select_slab(patch.hu_of(p), z, 1) for p in patch.phase_names if p in PHASES}
-        answers = None if cnn is None else {p: cnn[i, j] for j, p in enumerate(PHASES) if p in slabs}
-        lesions.append(lesion_inputs(slabs, patch.mask[z], spacing, PHASES, answers, len(DEFAULT_CLASSES)))
-    return InputArrays.stack(lesions)
+        lesions.append(lesion_inputs(slabs, patch.mask[z], spacing, PHASES))
+    arrays = InputArrays.stack(lesions)
+    if cnn is not None:
+        logs = np.log(np.clip(cnn, MIN_PROBABILITY, 1.0)) * arrays.present[..., None]
+        arrays.numbers = np.concatenate([arrays.numbers, logs.astype(np.float32)], axis=2)
+    return arrays
 
 
 def read_bundle(bundle: Path, records: Sequence[LesionRecord], cache: Path) -> tuple[np.ndarray, dict[str, np.ndarray]]:

@@ -22,28 +22,31 @@ fits them, the `train` extra).
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from liverview.atomic_write import write_text_atomic
 from liverview.imaging.lesion_enhancement import FEATURES
 from liverview.model.metrics import confusion_matrix, macro_f1_interval, metrics_from_confusion
-from liverview.model.structure_reader import (CONTEXT_MM, CROP_PX, CROP_VERSION, HU_SCALE, MIN_PROBABILITY, InputArrays,
-                                              LesionInputs, StructureNet, predict_subsets, subsets_of, train_network)
 from liverview.model.uncertainty import metrics_by_uncertainty, normalised_entropy, uncertainty_level
 from liverview.progress import Progress, ShouldStop
+
+if TYPE_CHECKING:  # torch is imported where a network is read or trained: the window opens without it
+    from liverview.model.structure_reader import LesionInputs, StructureNet
 
 PHASE_READER_FILE = "phase_reader.json"
 #: A structure network's weights (its state_dict, read with torch.load(weights_only=True)) are saved as
 #: phase_reader-<first 16 hex digits of their SHA-256>.pt: new weights never overwrite the ones the JSON
 #: names, so a crash between the two writes leaves the old reader whole.
 PHASE_READER_WEIGHTS_PREFIX = "phase_reader-"
+#: The CNN's probabilities enter as logs, clipped here (a 0 would be minus infinity).
+MIN_PROBABILITY = 1e-4
 #: The reader's card, beside the CNN's MODEL_CARD.md.
 PHASE_READER_CARD = "PHASE_READER.md"
 #: Version 2 may hold a structure network; version 1 files (regressions only) still load.
@@ -156,6 +159,8 @@ class PhaseReader:
         if self.network is not None:
             if inputs is None:
                 raise ValueError("the structure network reads each phase's crop of the lesion; none was given")
+            from liverview.model.structure_reader import InputArrays, predict_subsets
+
             arrays = InputArrays.stack(inputs)
             arrays.present &= np.array([p in subset for p in self.phases])
             return predict_subsets(self.network, arrays, np.arange(len(inputs)), self.phases, [subset])[subset]
@@ -188,6 +193,8 @@ class PhaseReader:
         folder = Path(folder)
         data = self.to_dict()
         if self.network is not None:
+            import torch
+
             staging = folder / (PHASE_READER_WEIGHTS_PREFIX + "new.pt.tmp")
             torch.save(self.network.state_dict(), staging)
             digest = hashlib.sha256(staging.read_bytes()).hexdigest()
@@ -217,13 +224,19 @@ class PhaseReader:
 
 def _crop_spec() -> dict[str, Any]:
     """How this liverview crops a phase for the network; a network saved with another crop is refused."""
+    from liverview.model.structure_reader import CONTEXT_MM, CROP_PX, CROP_VERSION, HU_SCALE
+
     return {"crop_px": CROP_PX, "context_mm": CONTEXT_MM, "hu_scale": HU_SCALE, "crop_version": CROP_VERSION}
 
 
 def _load_network(folder: Path, spec: Mapping[str, Any], n_classes: int, n_phases: int) -> StructureNet:
     """The structure network `spec` describes, its weights checked against their recorded hash."""
+    import torch
+
+    from liverview.model.structure_reader import StructureNet
+
     crop = _crop_spec()
-    # Readers saved before the crop had a version used the first one.
+    # A reader saved without a crop version is read as version 1.
     saved = {key: spec.get(key, 1 if key == "crop_version" else None) for key in crop}
     if saved != crop:
         raise ValueError(f"its network reads crops of {saved}; this liverview crops {crop}: train it again")
@@ -240,7 +253,7 @@ def _load_network(folder: Path, spec: Mapping[str, Any], n_classes: int, n_phase
 
 def phase_subsets(phases: Sequence[str]) -> list[tuple[str, ...]]:
     """Every non-empty subset of `phases`, each in their order."""
-    return subsets_of(phases)
+    return [combo for n in range(1, len(phases) + 1) for combo in itertools.combinations(phases, n)]
 
 
 def _readable(subset: Sequence[str], features: Mapping[str, np.ndarray], cnn: CnnAnswers | None) -> bool:
@@ -276,6 +289,8 @@ def fit_structure_reader(inputs: Sequence[LesionInputs], labels: Sequence[str], 
                          progress: Progress | None = None, should_stop: ShouldStop | None = None) -> PhaseReader:
     """A reader whose answers come from one structure network (`structure_reader.train_network`) trained
     on `inputs` (read on `phases`, in that order) and `labels`."""
+    from liverview.model.structure_reader import InputArrays, train_network
+
     arrays = InputArrays.stack(inputs)
     truth = np.array([list(classes).index(label) for label in labels])
     net = train_network(arrays, truth, np.arange(len(inputs)), len(classes), epochs=epochs, seed=seed,
@@ -317,6 +332,8 @@ def score_phase_reader(reader: PhaseReader, features: Sequence[Mapping[str, np.n
     if reader.network is not None:
         if inputs is None:
             raise ValueError("the structure network reads each phase's crop of the lesion; none was given")
+        from liverview.model.structure_reader import InputArrays, predict_subsets
+
         # Every subset from one pass: each phase is encoded once per flip, only the head sees the subset.
         every = predict_subsets(reader.network, InputArrays.stack(inputs), np.arange(len(inputs)), reader.phases,
                                 reader.subsets())

@@ -19,7 +19,6 @@ Only the `model` layer touches torch; inputs are numpy.
 """
 from __future__ import annotations
 
-import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -41,13 +40,6 @@ HU_SCALE = 50.0
 #: Where `crop_phase` places its square; raised whenever that changes, so that a network trained on
 #: other crops is refused. 1: centred as `transforms.CropSquareResize` centres the CNN's crop.
 CROP_VERSION = 1
-#: The CNN's probabilities enter as logs, clipped here.
-MIN_PROBABILITY = 1e-4
-
-
-def subsets_of(phases: Sequence[str]) -> list[tuple[str, ...]]:
-    """Every non-empty subset of `phases`, each in their order."""
-    return [combo for n in range(1, len(phases) + 1) for combo in itertools.combinations(phases, n)]
 
 
 def crop_square(mask: np.ndarray, spacing_yx: Sequence[float]) -> tuple[float, float, float]:
@@ -113,26 +105,20 @@ class LesionInputs:
 
 
 def lesion_inputs(slabs: Mapping[str, np.ndarray], mask: np.ndarray, spacing_yx: Sequence[float],
-                  phases: Sequence[str], cnn: Mapping[str, np.ndarray] | None = None,
-                  n_classes: int = 0) -> LesionInputs:
+                  phases: Sequence[str]) -> LesionInputs:
     """The network's inputs for a lesion outlined by `mask` on the key slice, read on the `slabs` (per
-    phase, (3, y, x) around the key slice on its grid); with `cnn` (per phase, the CNN's probabilities
-    over `n_classes`) their logs join each phase's numbers."""
-    n_numbers = len(FEATURES) + (n_classes if cnn is not None else 0)
+    phase, (3, y, x) around the key slice on its grid)."""
     crops = np.zeros((len(phases), 4, CROP_PX, CROP_PX), dtype=np.float16)
-    numbers = np.zeros((len(phases), n_numbers), dtype=np.float32)
+    numbers = np.zeros((len(phases), len(FEATURES)), dtype=np.float32)
     present = np.zeros(len(phases), dtype=bool)
     for j, phase in enumerate(phases):
-        if phase not in slabs or (cnn is not None and phase not in cnn):
+        if phase not in slabs:
             continue
         slab = np.asarray(slabs[phase])
         key = slab if slab.ndim == 2 else slab[slab.shape[0] // 2]
         measured = measure_lesion_enhancement(key, mask, spacing_yx)
         crops[j] = crop_phase(slab, mask, spacing_yx, float(measured[1]))
-        parts = [scale_numbers(measured)]
-        if cnn is not None:
-            parts.append(np.log(np.clip(np.asarray(cnn[phase], dtype=np.float64), MIN_PROBABILITY, 1.0)))
-        numbers[j] = np.concatenate(parts)
+        numbers[j] = scale_numbers(measured)
         present[j] = True
     return LesionInputs(crops, numbers, present, mask_long_axis_mm(mask, (float(spacing_yx[0]), float(spacing_yx[1]))))
 
@@ -327,5 +313,5 @@ def predict_subsets(net: StructureNet, inputs: InputArrays, rows: np.ndarray, ph
     return {subset: np.concatenate(p) for subset, p in parts.items()}
 
 
-__all__ = ["CONTEXT_MM", "CROP_PX", "CROP_VERSION", "HU_SCALE", "MIN_PROBABILITY", "InputArrays", "LesionInputs", "StructureNet", "crop_display",
-           "crop_phase", "crop_square", "gradcam_phases", "lesion_inputs", "predict_subsets", "scale_numbers", "subsets_of", "train_network"]
+__all__ = ["CONTEXT_MM", "CROP_PX", "CROP_VERSION", "HU_SCALE", "InputArrays", "LesionInputs", "StructureNet", "crop_display",
+           "crop_phase", "crop_square", "gradcam_phases", "lesion_inputs", "predict_subsets", "scale_numbers", "train_network"]

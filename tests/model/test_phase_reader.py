@@ -278,7 +278,7 @@ def test_a_structure_reader_answers_every_subset_from_its_crops_and_loads_only_a
     (other_crop / PHASE_READER_FILE).write_text(json.dumps(data))
     with pytest.raises(BundleError, match="train it again"):
         load_bundle(other_crop)
-    del data["network"]["crop_version"]  # saved before the crop had a version: the first one
+    del data["network"]["crop_version"]  # saved without one: version 1
     (other_crop / PHASE_READER_FILE).write_text(json.dumps(data))
     assert load_bundle(other_crop).phase_reader.network is not None
 
