@@ -97,7 +97,10 @@ def measure_phase_reader(loaded, args: argparse.Namespace) -> int:
     from liverview.model.classify import Heatmap, key_slice, lesion_slice_masks
     from liverview.model.structure_reader import crop_square
 
+    from liverview.imaging.contrast_phase import ContrastPhase, DecidedBy, PhaseDecision
+
     phases = ("non_contrast", "arterial", "portal_venous", "delayed")
+    venous = PhaseDecision(ContrastPhase.PORTAL_VENOUS, DecidedBy.READER, "outlined on the portal-venous series")
     config = dataclasses.replace(DEFAULT_CONFIG, phases=phases)
     overlay: dict[str, list[float]] = {}
     per_phase: dict[str, list[float]] = {p: [] for p in phases}
@@ -107,7 +110,8 @@ def measure_phase_reader(loaded, args: argparse.Namespace) -> int:
         volume = patient_volume(patient)
         others = [PhaseSource(p, patient_volume(patient, p)) for p in phases if p != "portal_venous"]
         document = patient_document(patient, volume)
-        batch = classify_lesions(loaded, volume, document.lesions, other_phases=others)
+        # The phantom's series carry no DICOM text, and the phase is not what is measured here.
+        batch = classify_lesions(loaded, volume, document.lesions, other_phases=others, phase=venous)
         for lesion, prediction in zip(document.lesions, batch.predictions):
             overlay.setdefault(lesion.label, []).append(prediction.heatmap_inside)
             right.append(prediction.predicted == lesion.label)
