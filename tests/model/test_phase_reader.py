@@ -42,14 +42,18 @@ def test_enhancement_is_read_against_the_liver_ring_with_a_bright_rim_told_from_
         measure_lesion_enhancement(hu, np.zeros_like(mask), (0.7, 0.7))
 
 
+def _tiny_cnn_bundle(folder, seed: int):
+    """A bundle of an untrained tiny CNN reading 32-pixel crops of the key slice alone."""
+    config = PreprocessConfig(size=32)
+    torch.manual_seed(seed)
+    return save_bundle(folder / "cnn", build_network("tiny_cnn", 4, config.channels), architecture="tiny_cnn",
+                       classes=CLASSES, preprocess_config=config, metrics={"macro_f1": 0.3})
+
+
 @pytest.fixture(scope="module")
 def fitted(multiphase_dataset, tmp_path_factory):
     """A tiny CNN bundle and a phase reader fitted to it on the 12-lesion multiphase dataset."""
-    folder = tmp_path_factory.mktemp("reader")
-    config = PreprocessConfig(size=32)
-    torch.manual_seed(4)
-    bundle = save_bundle(folder / "cnn", build_network("tiny_cnn", 4, config.channels), architecture="tiny_cnn",
-                         classes=CLASSES, preprocess_config=config, metrics={"macro_f1": 0.3})
+    bundle = _tiny_cnn_bundle(tmp_path_factory.mktemp("reader"), 4)
     loaded = load_bundle(bundle)
     records = load_records([multiphase_dataset]).records
     read = read_records(loaded, records, PHASES)
@@ -219,11 +223,7 @@ def structured(multiphase_dataset, tmp_path_factory):
     """A tiny CNN bundle (reading the key slice alone) and a structure-network reader trained beside it."""
     from liverview.model.phase_reader_cli import main
 
-    folder = tmp_path_factory.mktemp("structure")
-    config = PreprocessConfig(size=32)
-    torch.manual_seed(5)
-    bundle = save_bundle(folder / "cnn", build_network("tiny_cnn", 4, config.channels), architecture="tiny_cnn",
-                         classes=CLASSES, preprocess_config=config, metrics={"macro_f1": 0.3})
+    bundle = _tiny_cnn_bundle(tmp_path_factory.mktemp("structure"), 5)
     assert main([str(bundle), str(multiphase_dataset), "--kind", "structure", "--epochs", "2"]) == 0
     return bundle
 
