@@ -348,9 +348,11 @@ def read_phases(loaded: LoadedModel, volume: Volume, lesion: Lesion, z: int, mas
     assert reader is not None
     start = time.perf_counter()
     spacing = (float(volume.spacing_mm[1]), float(volume.spacing_mm[2]))
-    slabs = phase_slabs(loaded, volume, lesion, z, mask, phase.phase.value, other_phases, reader.phases)
-    middle = loaded.preprocess_config.neighbour_slices
-    features = {p: measure_lesion_enhancement(s if s.ndim == 2 else s[middle], mask, spacing) for p, s in slabs.items()}
+    # A network reads the key slice and one neighbour on each side, whatever the CNN reads.
+    slabs = phase_slabs(loaded, volume, lesion, z, mask, phase.phase.value, other_phases, reader.phases,
+                        neighbour_slices=1 if reader.network is not None else None)
+    features = {p: measure_lesion_enhancement(s if s.ndim == 2 else s[s.shape[0] // 2], mask, spacing)
+                for p, s in slabs.items()}
     subset = reader.subset_for(features)
     if subset is None or subset == (reader.cnn_phase,):
         return None
@@ -359,10 +361,7 @@ def read_phases(loaded: LoadedModel, volume: Volume, lesion: Lesion, z: int, mas
     timings: dict[str, float] = {}
     cam, inside, cams = None, None, {}
     if reader.network is not None:
-        # The network reads the key slice and one neighbour on each side, whatever the CNN reads.
-        around = slabs if middle == 1 else phase_slabs(loaded, volume, lesion, z, mask, phase.phase.value,
-                                                       other_phases, subset, neighbour_slices=1)
-        inputs = lesion_inputs({p: around[p] for p in subset}, mask, spacing, reader.phases)
+        inputs = lesion_inputs({p: slabs[p] for p in subset}, mask, spacing, reader.phases)
         timings["preprocess"] = (time.perf_counter() - start) * 1000
         mark = time.perf_counter()
         probs = reader.probabilities_of(subset, [features], [{}], [inputs])[0]
@@ -386,6 +385,7 @@ def read_phases(loaded: LoadedModel, volume: Volume, lesion: Lesion, z: int, mas
         probs = reader.probabilities_of(subset, [features], [cnn])[0]
         top = int(np.argmax(probs))
         timings["classify"] = (time.perf_counter() - mark) * 1000
+        middle = loaded.preprocess_config.neighbour_slices
         crops = {p: (t[middle].numpy() * 255.0).clip(0, 255).astype(np.uint8) for p, t in tensors.items()}
         if heatmap:
             mark = time.perf_counter()
