@@ -87,12 +87,15 @@ def read_bundle(bundle: Path, records: Sequence[LesionRecord], cache: Path) -> t
             part = np.array([[answers.get(p, np.zeros(len(loaded.classes))) for p in PHASE_NAMES]
                              for answers in read.answers])
             readers = {}
-            for subset in SUBSETS:
-                sub = reader.reader_for(subset)
-                if sub is not None and sub.phases == subset:
-                    readers[" + ".join(subset)] = np.stack([
-                        sub.probabilities(f, a) if set(subset) <= set(f) else np.full(len(loaded.classes), np.nan)
-                        for f, a in zip(read.features, read.answers)])
+            for subset in reader.subsets():
+                # Either kind of reader answers through `probabilities_of`; a lesion lacking a phase gets NaN.
+                answer = np.full((len(rows), len(loaded.classes)), np.nan)
+                held = [k for k, f in enumerate(read.features) if set(subset) <= set(f)]
+                if held:
+                    answer[held] = reader.probabilities_of(subset, [read.features[k] for k in held],
+                                                           [read.answers[k] for k in held],
+                                                           [read.inputs[k] for k in held])
+                readers[" + ".join(subset)] = answer
             cache.mkdir(parents=True, exist_ok=True)
             np.savez(path, cnn=part, **{f"reader:{k}": v for k, v in readers.items()})
         with np.load(path) as stored:
@@ -178,14 +181,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.heldout.resolve() in {d.resolve() for d in [args.dataset, *args.train_only]}:
         parser.error(f"{args.heldout} is also trained on: a held-out test needs other lesions")
+    if args.cnn_inputs and not args.bundle:
+        parser.error("--cnn-inputs needs --bundle")
     torch.set_num_threads(2)
     started = time.perf_counter()
     loaded = load_records([args.dataset], DEFAULT_CLASSES, args.train_only).records
     split = split_records(loaded, args.seed)
     heldout = load_records([args.heldout], DEFAULT_CLASSES).records
     print(f"reading {len(loaded)} + {len(heldout)} patches", flush=True)
-    if args.cnn_inputs and not args.bundle:
-        parser.error("--cnn-inputs needs --bundle")
     cnn, cnn_heldout, reader_heldout = None, None, {}
     if args.bundle:
         cnn_heldout, reader_heldout = read_bundle(args.bundle, heldout, args.cache)
