@@ -46,6 +46,7 @@ from liverview.model.transforms import PHASE_NAMES, select_key_slice, select_sla
 from liverview.model.uncertainty import answer_from_copies
 
 log = logging.getLogger("liverview.model.phase_reader_cli")
+DEFAULT_EPOCHS = 40
 
 
 @dataclass
@@ -105,7 +106,7 @@ def read_records(loaded: LoadedModel, records: Sequence[LesionRecord], phases: S
 def fit_for_bundle(bundle: Path, datasets: Sequence[Path], split_path: Path | None = None,
                    training_only: Sequence[Path] = (), seed: int = 1, phases: Sequence[str] = PHASE_NAMES,
                    cnn_phase: str = "portal_venous", recipe: str = "", kind: str = "structure",
-                   epochs: int = 40) -> PhaseReader:
+                   epochs: int = DEFAULT_EPOCHS) -> PhaseReader:
     """Fit the phase reader of `bundle` (`kind` "structure": a network trained `epochs` epochs with `seed`;
     "logistic": regressions) on `datasets` split by `split_path` (else by patient with `seed`, as
     `liverview-train --seed` splits), score it and write it into the bundle."""
@@ -317,19 +318,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--kind", choices=("structure", "logistic"), default="structure",
                    help="a structure network reading each phase's crop (default) or one logistic regression per "
                         "subset of phases")
-    p.add_argument("--epochs", type=int, default=40, help="a structure network's training epochs")
+    p.add_argument("--epochs", type=int, help=f"a structure network's training epochs (default {DEFAULT_EPOCHS})")
     p.add_argument("--evaluate", type=Path, metavar="OUT.json",
                    help="fit nothing: score the bundle's stored reader on every lesion of DATASET... (held out) "
                         "and write the scores to OUT.json")
     p.add_argument("--store", action="store_true",
                    help="with --evaluate: also keep the scores in the bundle's reader, which the app then quotes")
     args = p.parse_args(argv)
+    if args.epochs is not None and (args.kind != "structure" or args.evaluate is not None):
+        p.error("--epochs trains a structure network; it means nothing with --kind logistic or --evaluate")
+    if args.epochs is not None and args.epochs < 1:
+        p.error("--epochs must be 1 or more")
+    if args.store and args.evaluate is None:
+        p.error("--store keeps the scores of --evaluate; give --evaluate OUT.json")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.evaluate is not None:
         return _evaluate(args.bundle, args.datasets, args.evaluate, args.store)
     try:
         reader = fit_for_bundle(args.bundle, args.datasets, args.split, args.train_only, args.seed, recipe=args.recipe,
-                                kind=args.kind, epochs=args.epochs)
+                                kind=args.kind, **({} if args.epochs is None else {"epochs": args.epochs}))
     except (OSError, ValueError) as exc:
         log.error("%s", exc)
         return 1

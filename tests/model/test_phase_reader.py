@@ -341,3 +341,33 @@ def test_the_app_answers_with_the_structure_network_on_three_slices_whatever_the
     assert np.array_equal(heat.cam, explained.phase_cams["portal_venous"]) and heat.explained == explained.predicted
     assert (heat.center_yx[0], heat.center_yx[1], heat.side_mm) == crop_square(masks[z], spacing)
     assert explained.heatmap_inside == pytest.approx(heat.share_inside(masks[z]))
+
+
+def test_a_structure_reader_trained_again_with_the_same_seed_is_the_same_bit_for_bit(structured, multiphase_dataset,
+                                                                                  tmp_path):
+    """`make phase-reader` must reproduce the bundled reader: the same lesions and seed give the same weights
+    (the file is named by their hash, so the same name is the same bytes)."""
+    import shutil
+
+    from liverview.model.phase_reader_cli import main
+
+    again = shutil.copytree(structured, tmp_path / "again")
+    for old in again.glob("phase_reader*"):
+        old.unlink()
+    assert main([str(again), str(multiphase_dataset), "--kind", "structure", "--epochs", "2"]) == 0
+    first = json.loads((structured / PHASE_READER_FILE).read_text())["network"]
+    second = json.loads((again / PHASE_READER_FILE).read_text())["network"]
+    assert second["sha256"] == first["sha256"] and second["file"] == first["file"]
+    other_seed = shutil.copytree(structured, tmp_path / "other-seed")
+    assert main([str(other_seed), str(multiphase_dataset), "--epochs", "2", "--seed", "2"]) == 0
+    assert json.loads((other_seed / PHASE_READER_FILE).read_text())["network"]["sha256"] != first["sha256"]
+
+
+@pytest.mark.parametrize("argv", [["--kind", "logistic", "--epochs", "5"], ["--epochs", "0"], ["--store"],
+                                  ["--evaluate", "out.json", "--epochs", "5"]])
+def test_options_that_would_be_ignored_are_usage_errors(argv, tmp_path, capsys):
+    from liverview.model.phase_reader_cli import main
+
+    with pytest.raises(SystemExit) as stopped:
+        main([str(tmp_path / "bundle"), str(tmp_path / "data"), *argv])
+    assert stopped.value.code == 2 and "--" in capsys.readouterr().err
