@@ -44,8 +44,7 @@ class HeatmapOverlay:
         if heatmap is not None:
             self.item.setImage(heatmap.cam, levels=(0.0, 1.0), autoLevels=False)
             x0, y0, width, height = heatmap.extent_px()
-            # pixel_to_view maps a pixel centre; the square's edges sit half a pixel before it.
-            left, top = self.view.pixel_to_view(x0 - 0.5, y0 - 0.5)
+            left, top = self.view.pixel_to_view(x0, y0)
             sy, sx = heatmap.spacing_yx
             self.item.setRect(QRectF(left, top, width * sx, height * sy))
         self.update()

@@ -72,9 +72,9 @@ class Heatmap:
         this slice, bool (y, x)) grown by `margin_mm`: how much of the explanation is about the lesion."""
         x0, y0, width, height = self.extent_px()
         n = self.cam.shape[0]
-        # Each map cell's centre in slice pixel coordinates (pixel centres are integers).
-        cols = x0 + (np.arange(n) + 0.5) * width / n - 0.5
-        rows = y0 + (np.arange(n) + 0.5) * height / n - 0.5
+        # Each map cell's centre in slice pixel coordinates, where the network's input sampled it.
+        cols = x0 + (np.arange(n) + 0.5) * width / n
+        rows = y0 + (np.arange(n) + 0.5) * height / n
         radius = (max(1, int(round(margin_mm / self.spacing_yx[0]))), max(1, int(round(margin_mm / self.spacing_yx[1]))))
         kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius[1] + 1, 2 * radius[0] + 1))
         grown = cv2.dilate(mask.astype(np.uint8), kernel).astype(bool)

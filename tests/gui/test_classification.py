@@ -147,6 +147,24 @@ def test_classify_selected_lesion_shows_probabilities_and_heatmap(qtbot, window)
     assert not controller.overlay.is_visible()
 
 
+def test_the_heatmap_lies_on_the_pixels_the_network_read(qtbot, window):
+    """A map with one cell per slice pixel, centred on a pixel centre, covers exactly those pixels."""
+    from PySide6.QtCore import QRectF
+
+    from liverview.model.classify import Heatmap
+
+    view = window.viewer.views[0]
+    spacing = (float(view.volume.spacing_mm[1]), float(view.volume.spacing_mm[2]))
+    assert spacing[0] == spacing[1]
+    cam = np.linspace(0.0, 1.0, 40 * 40, dtype=np.float32).reshape(40, 40)
+    overlay = window.classification.overlay
+    overlay.set_heatmap(Heatmap(view.slice_index, cam, (59.5, 49.5), 40 * spacing[0], spacing, "hcc"))
+    drawn = overlay.item.mapRectToView(overlay.item.boundingRect())
+    pixels = view.image.mapRectToView(QRectF(30, 40, 40, 40))  # pixels 30..69 across, 40..79 down
+    assert [drawn.left(), drawn.top(), drawn.width(), drawn.height()] == pytest.approx(
+        [pixels.left(), pixels.top(), pixels.width(), pixels.height()])
+
+
 def test_an_outdated_answer_is_said_in_words_and_does_not_widen_the_panel(qtbot, window):
     """Walkthrough review: after an outline edit, the one-line notice that the answer is outdated forced
     the Model dock from 322 to 960 px and pushed the viewer aside, and the old crop stayed painted over the

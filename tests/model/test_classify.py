@@ -265,9 +265,10 @@ def test_the_heatmap_share_inside_the_grown_outline():
     band[0:2, 0:8] = 1.0  # 16 cells (as many as on the lesion) 6-10 mm above the grown outline
     half = cam + band
     assert Heatmap(0, half, (49.5, 49.5), 40.0, (1.0, 1.0), "hcc").share_inside(mask) == pytest.approx(0.5)
-    # Cell centres lie at rows 30, 32, ... (29.5 + 2 i + 0.5); the outline starts at row 40 and the 5 mm
-    # margin reaches row 35: row 36 (i = 3) counts as on the lesion, row 34 (i = 2) does not.
-    for i, expected in ((3, 1.0), (2, 0.0)):
+    # With the square's centre at row 49.7 its top edge is at 29.7 and cell i's centre at 29.7 + 2 i + 1, on
+    # the grid the network's crop was sampled on. The outline starts at row 40 and the 5 mm margin reaches
+    # row 35: cell 2 (centre 34.7, in row 35) counts as on the lesion, cell 1 (32.7) does not.
+    for i, expected in ((2, 1.0), (1, 0.0)):
         near = np.zeros((20, 20), dtype=np.float32)
         near[i, 10] = 1.0
-        assert Heatmap(0, near, (49.5, 49.5), 40.0, (1.0, 1.0), "hcc").share_inside(mask) == expected
+        assert Heatmap(0, near, (49.7, 49.5), 40.0, (1.0, 1.0), "hcc").share_inside(mask) == expected
