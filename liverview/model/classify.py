@@ -70,21 +70,26 @@ class Heatmap:
     def share_inside(self, mask: np.ndarray, margin_mm: float = HEATMAP_MARGIN_MM) -> float:
         """The fraction of the map's mass on the slice that lies inside `mask` (the lesion's outline on
         this slice, bool (y, x)) grown by `margin_mm`: how much of the explanation is about the lesion."""
-        x0, y0, width, height = self.extent_px()
-        n = self.cam.shape[0]
-        # Each map cell's centre in slice pixel coordinates, where the network's input sampled it.
-        cols = x0 + (np.arange(n) + 0.5) * width / n
-        rows = y0 + (np.arange(n) + 0.5) * height / n
+        rows, cols = self.cell_centres_px()
         radius = (max(1, int(round(margin_mm / self.spacing_yx[0]))), max(1, int(round(margin_mm / self.spacing_yx[1]))))
         kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius[1] + 1, 2 * radius[0] + 1))
         grown = cv2.dilate(mask.astype(np.uint8), kernel).astype(bool)
-        r = np.clip(np.rint(rows).astype(int), 0, mask.shape[0] - 1)
-        c = np.clip(np.rint(cols).astype(int), 0, mask.shape[1] - 1)
+        # The pixel a cell centre falls in; a centre on a pixel edge goes to the higher pixel, always
+        # (np.rint would send ties to even pixels, one cell this way and the next that way).
+        r = np.clip(np.floor(rows + 0.5).astype(int), 0, mask.shape[0] - 1)
+        c = np.clip(np.floor(cols + 0.5).astype(int), 0, mask.shape[1] - 1)
         inside_image = ((rows >= -0.5) & (rows < mask.shape[0] - 0.5))[:, None] & \
                        ((cols >= -0.5) & (cols < mask.shape[1] - 0.5))[None, :]
         inside = grown[np.ix_(r, c)] & inside_image
         total = float(self.cam.sum())
         return float(self.cam[inside].sum() / total) if total > 0 else 0.0
+
+    def cell_centres_px(self) -> tuple[np.ndarray, np.ndarray]:
+        """(rows, cols): each map cell's centre in slice pixel coordinates (pixel centres are integers),
+        where the network's input sampled the slice for that cell."""
+        x0, y0, width, height = self.extent_px()
+        n_rows, n_cols = self.cam.shape
+        return y0 + (np.arange(n_rows) + 0.5) * height / n_rows, x0 + (np.arange(n_cols) + 0.5) * width / n_cols
 
     def extent_px(self) -> tuple[float, float, float, float]:
         """(x0, y0, width, height) of the square in pixel coordinates whose pixel centres are integers,

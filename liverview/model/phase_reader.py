@@ -49,6 +49,9 @@ PHASE_READER_WEIGHTS_PREFIX = "phase_reader-"
 MIN_PROBABILITY = 1e-4
 #: The reader's card, beside the CNN's MODEL_CARD.md.
 PHASE_READER_CARD = "PHASE_READER.md"
+#: A structure network is trained this many epochs unless told otherwise (a fixed number: nothing is
+#: chosen on the test lesions).
+STRUCTURE_EPOCHS = 40
 #: Version 2 may hold a structure network; version 1 files (regressions only) still load.
 FORMAT, FORMAT_VERSION = "liverview.phase-reader", 2
 
@@ -285,7 +288,8 @@ def fit_phase_reader(features: Sequence[Mapping[str, np.ndarray]], cnn: Sequence
 
 
 def fit_structure_reader(inputs: Sequence[LesionInputs], labels: Sequence[str], classes: Sequence[str],
-                         phases: Sequence[str], cnn_phase: str, cnn_sha256: str, *, epochs: int = 40, seed: int = 1,
+                         phases: Sequence[str], cnn_phase: str, cnn_sha256: str, *, epochs: int = STRUCTURE_EPOCHS,
+                         seed: int = 1,
                          progress: Progress | None = None, should_stop: ShouldStop | None = None) -> PhaseReader:
     """A reader whose answers come from one structure network (`structure_reader.train_network`) trained
     on `inputs` (read on `phases`, in that order) and `labels`."""

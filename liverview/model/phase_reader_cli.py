@@ -12,7 +12,8 @@ simulated multiphase data.
     python -m liverview.model.phase_reader_cli BUNDLE DATASET... [--train-only DATASET...] [--split RUN/split.json]
         [--kind structure|logistic] [--epochs N]
     python -m liverview.model.phase_reader_cli BUNDLE DATASET... --evaluate OUT.json [--store]   (score the stored reader)
-Exit status: 0 done, 1 error.
+Exit status: 0 done, 1 error, 2 usage (including options that would be ignored: fitting options with
+`--evaluate`, `--epochs` with `--kind logistic`, `--store` without `--evaluate`).
 """
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ from liverview.model.domain import domain_from_records
 from liverview.model.inference import LoadedModel, load_bundle, predict_flips
 from liverview.model.metrics import confusion_matrix, macro_f1_interval, metrics_from_confusion
 from liverview.model.number_format import format_number
-from liverview.model.phase_reader import (PHASE_READER_CARD, SIZE_BANDS, PhaseReader, fit_phase_reader,
+from liverview.model.phase_reader import (PHASE_READER_CARD, SIZE_BANDS, STRUCTURE_EPOCHS, PhaseReader, fit_phase_reader,
                                          fit_structure_reader, reader_scores_simulated, score_phase_reader,
                                          subset_name)
 from liverview.model.structure_reader import LesionInputs, lesion_inputs
@@ -46,7 +47,10 @@ from liverview.model.transforms import PHASE_NAMES, select_key_slice, select_sla
 from liverview.model.uncertainty import answer_from_copies
 
 log = logging.getLogger("liverview.model.phase_reader_cli")
-DEFAULT_EPOCHS = 40
+#: The options that fit a reader, by fit_for_bundle's parameter, as the command line spells them.
+FIT_OPTIONS = {"training_only": "--train-only", "split_path": "--split", "seed": "--seed", "recipe": "--recipe",
+               "kind": "--kind", "epochs": "--epochs"}
+DEFAULT_RECIPE = "make phase-reader"
 
 
 @dataclass
@@ -106,7 +110,7 @@ def read_records(loaded: LoadedModel, records: Sequence[LesionRecord], phases: S
 def fit_for_bundle(bundle: Path, datasets: Sequence[Path], split_path: Path | None = None,
                    training_only: Sequence[Path] = (), seed: int = 1, phases: Sequence[str] = PHASE_NAMES,
                    cnn_phase: str = "portal_venous", recipe: str = "", kind: str = "structure",
-                   epochs: int = DEFAULT_EPOCHS) -> PhaseReader:
+                   epochs: int = STRUCTURE_EPOCHS) -> PhaseReader:
     """Fit the phase reader of `bundle` (`kind` "structure": a network trained `epochs` epochs with `seed`;
     "logistic": regressions) on `datasets` split by `split_path` (else by patient with `seed`, as
     `liverview-train --seed` splits), score it and write it into the bundle."""
@@ -310,33 +314,45 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m liverview.model.phase_reader_cli", description=__doc__.split("\n\n")[0])
     p.add_argument("bundle", type=Path, help="the CNN's bundle folder; phase_reader.json is written into it")
     p.add_argument("datasets", nargs="+", type=Path, help="multiphase dataset folders (liverview-synth --phases)")
-    p.add_argument("--train-only", nargs="*", type=Path, default=[], help="datasets whose lesions only train")
-    p.add_argument("--split", type=Path, help="split.json of a training run on these datasets (default: split by "
-                                              "patient with --seed, as liverview-train does)")
-    p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--recipe", default="make phase-reader", help="the command that reproduces this reader")
-    p.add_argument("--kind", choices=("structure", "logistic"), default="structure",
-                   help="a structure network reading each phase's crop (default) or one logistic regression per "
-                        "subset of phases")
-    p.add_argument("--epochs", type=int, help=f"a structure network's training epochs (default {DEFAULT_EPOCHS})")
+    # Fitting options are left out of `args` unless given, so that one given with --evaluate (which fits
+    # nothing) is refused rather than ignored, and their defaults stay those of fit_for_bundle.
+    fit = p.add_argument_group("fitting (not with --evaluate)")
+    fit.add_argument("--train-only", nargs="*", type=Path, default=argparse.SUPPRESS, dest="training_only",
+                     metavar="DATASET",
+                     help="datasets whose lesions only train")
+    fit.add_argument("--split", type=Path, default=argparse.SUPPRESS, dest="split_path",
+                     metavar="RUN/split.json",
+                     help="split.json of a training run on these datasets (default: split by patient with --seed, "
+                          "as liverview-train does)")
+    fit.add_argument("--seed", type=int, default=argparse.SUPPRESS, help="the split's and the training's seed (default 1)")
+    fit.add_argument("--recipe", default=argparse.SUPPRESS,
+                     help=f"the command that reproduces this reader (default {DEFAULT_RECIPE!r})")
+    fit.add_argument("--kind", choices=("structure", "logistic"), default=argparse.SUPPRESS,
+                     help="a structure network reading each phase's crop (default) or one logistic regression per "
+                          "subset of phases")
+    fit.add_argument("--epochs", type=int, default=argparse.SUPPRESS,
+                     help=f"a structure network's training epochs (default {STRUCTURE_EPOCHS})")
     p.add_argument("--evaluate", type=Path, metavar="OUT.json",
                    help="fit nothing: score the bundle's stored reader on every lesion of DATASET... (held out) "
                         "and write the scores to OUT.json")
     p.add_argument("--store", action="store_true",
                    help="with --evaluate: also keep the scores in the bundle's reader, which the app then quotes")
     args = p.parse_args(argv)
-    if args.epochs is not None and (args.kind != "structure" or args.evaluate is not None):
-        p.error("--epochs trains a structure network; it means nothing with --kind logistic or --evaluate")
-    if args.epochs is not None and args.epochs < 1:
-        p.error("--epochs must be 1 or more")
+    fitting = {k: v for k, v in vars(args).items() if k in FIT_OPTIONS}
+    if args.evaluate is not None and fitting:
+        p.error(f"--evaluate scores the stored reader and fits nothing; leave out "
+                f"{', '.join(flag for name, flag in FIT_OPTIONS.items() if name in fitting)}")
     if args.store and args.evaluate is None:
         p.error("--store keeps the scores of --evaluate; give --evaluate OUT.json")
+    if "epochs" in fitting and fitting.get("kind", "structure") != "structure":
+        p.error("--epochs trains a structure network; --kind logistic has no epochs")
+    if fitting.get("epochs", 1) < 1:
+        p.error("--epochs must be 1 or more")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.evaluate is not None:
         return _evaluate(args.bundle, args.datasets, args.evaluate, args.store)
     try:
-        reader = fit_for_bundle(args.bundle, args.datasets, args.split, args.train_only, args.seed, recipe=args.recipe,
-                                kind=args.kind, **({} if args.epochs is None else {"epochs": args.epochs}))
+        reader = fit_for_bundle(args.bundle, args.datasets, **{"recipe": DEFAULT_RECIPE, **fitting})
     except (OSError, ValueError) as exc:
         log.error("%s", exc)
         return 1

@@ -251,7 +251,7 @@ def _random_subsets(present: np.ndarray, rng: np.random.Generator) -> np.ndarray
     return chosen
 
 
-def train_network(inputs: InputArrays, labels: np.ndarray, rows: np.ndarray, n_classes: int, *, epochs: int = 40,
+def train_network(inputs: InputArrays, labels: np.ndarray, rows: np.ndarray, n_classes: int, *, epochs: int,
                   seed: int = 1, batch: int = 64, lr: float = 2e-3,
                   progress: Progress | None = None, should_stop: ShouldStop | None = None) -> StructureNet:
     """A `StructureNet` trained on `rows` of `inputs` (cross-entropy, AdamW, one-cycle schedule, a fixed

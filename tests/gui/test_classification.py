@@ -148,7 +148,8 @@ def test_classify_selected_lesion_shows_probabilities_and_heatmap(qtbot, window)
 
 
 def test_the_heatmap_lies_on_the_pixels_the_network_read(qtbot, window):
-    """A map with one cell per slice pixel, centred on a pixel centre, covers exactly those pixels."""
+    """A map with one cell per slice pixel, its cells' centres on the centres of pixels 30..69 across and
+    40..79 down (where `Heatmap.cell_centres_px` puts them), is drawn over exactly those pixels."""
     from PySide6.QtCore import QRectF
 
     from liverview.model.classify import Heatmap
@@ -159,6 +160,8 @@ def test_the_heatmap_lies_on_the_pixels_the_network_read(qtbot, window):
     cam = np.linspace(0.0, 1.0, 40 * 40, dtype=np.float32).reshape(40, 40)
     overlay = window.classification.overlay
     overlay.set_heatmap(Heatmap(view.slice_index, cam, (59.5, 49.5), 40 * spacing[0], spacing, "hcc"))
+    heat = overlay.heatmap
+    assert (heat.cell_centres_px()[1][0], heat.cell_centres_px()[0][0]) == (30.0, 40.0)
     drawn = overlay.item.mapRectToView(overlay.item.boundingRect())
     pixels = view.image.mapRectToView(QRectF(30, 40, 40, 40))  # pixels 30..69 across, 40..79 down
     assert [drawn.left(), drawn.top(), drawn.width(), drawn.height()] == pytest.approx(

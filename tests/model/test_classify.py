@@ -272,3 +272,32 @@ def test_the_heatmap_share_inside_the_grown_outline():
         near = np.zeros((20, 20), dtype=np.float32)
         near[i, 10] = 1.0
         assert Heatmap(0, near, (49.7, 49.5), 40.0, (1.0, 1.0), "hcc").share_inside(mask) == expected
+
+
+def test_each_heatmap_cell_lies_where_the_network_read_the_slice_for_it():
+    """One bright pixel on the slice: the crop cell that holds it - in the CNN's crop and in the structure
+    network's - is the cell the heatmap places nearest that pixel, within half a cell (cells under half a
+    pixel here, so a map laid half a pixel off fails)."""
+    from liverview.model.classify import Heatmap
+    from liverview.model.structure_reader import crop_phase, crop_square
+    from liverview.model.transforms import CropSquareResize
+
+    rng = np.random.default_rng(3)
+    yy, xx = np.mgrid[:96, :96]
+    for _ in range(12):
+        spacing = (float(rng.uniform(1.4, 1.8)), float(rng.uniform(1.4, 1.8)))
+        centre = rng.uniform(44.0, 52.0, size=2)
+        mask = np.hypot(yy - centre[0], xx - centre[1]) < rng.uniform(3.0, 4.0)
+        bright = tuple(np.argwhere(mask)[rng.integers(mask.sum())])
+        image = np.zeros((96, 96), dtype=np.float32)
+        image[bright] = 200.0  # under the structure crop's clip (6 x 50 HU over the liver)
+        cnn = CropSquareResize(size=224)
+        cy, cx, side = cnn.square_mm(mask, spacing)
+        cnn_cells = cnn({"hu": image, "mask": mask, "spacing_yx": spacing})["hu"]
+        structure_cells = crop_phase(image, mask, spacing, 0.0)[1]
+        for cells, placed in ((cnn_cells, (cy, cx, side)), (structure_cells, crop_square(mask, spacing))):
+            rows, cols = Heatmap(0, np.zeros_like(cells), placed[:2], placed[2], spacing, "hcc").cell_centres_px()
+            row, col = np.unravel_index(np.argmax(cells), cells.shape)
+            assert abs(rows[row] - bright[0]) <= (rows[1] - rows[0]) / 2 + 1e-9
+            assert abs(cols[col] - bright[1]) <= (cols[1] - cols[0]) / 2 + 1e-9
+            assert rows[1] - rows[0] < 0.5 and cols[1] - cols[0] < 0.5
