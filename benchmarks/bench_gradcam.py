@@ -12,7 +12,7 @@ phase, which the CNN answers, and is left out).
 
 Usage::
 
-    .venv/bin/python benchmarks/bench_gradcam.py [--patients 40] [--seed 900001] [--out benchmarks/results/gradcam.json]
+    .venv/bin/python benchmarks/bench_gradcam.py [--patients 40] [--seed 900001] [--out benchmarks/results/gradcam.json] [--model BUNDLE]
     .venv/bin/python benchmarks/bench_gradcam.py --phases --out benchmarks/results/gradcam_phase_reader.json
 """
 from __future__ import annotations
@@ -57,8 +57,9 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=900001)
     parser.add_argument("--phases", action="store_true", help="read each lesion on four phases with the phase reader")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--model", type=Path, help="a model bundle folder (default: the bundled model)")
     args = parser.parse_args()
-    loaded = load_bundle(default_model_path())
+    loaded = load_bundle(args.model or default_model_path())
     if args.phases:
         return measure_phase_reader(loaded, args)
     simulated: dict[str, list[float]] = {}
