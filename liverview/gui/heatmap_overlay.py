@@ -44,6 +44,7 @@ class HeatmapOverlay:
         if heatmap is not None:
             self.item.setImage(heatmap.cam, levels=(0.0, 1.0), autoLevels=False)
             x0, y0, width, height = heatmap.extent_px()
+            # x0, y0 is the square's edge in the coordinates pixel_to_view maps (pixel centres are integers).
             left, top = self.view.pixel_to_view(x0, y0)
             sy, sx = heatmap.spacing_yx
             self.item.setRect(QRectF(left, top, width * sx, height * sy))

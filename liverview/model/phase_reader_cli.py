@@ -315,7 +315,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("bundle", type=Path, help="the CNN's bundle folder; phase_reader.json is written into it")
     p.add_argument("datasets", nargs="+", type=Path, help="multiphase dataset folders (liverview-synth --phases)")
     # Fitting options are left out of `args` unless given, so that one given with --evaluate (which fits
-    # nothing) is refused rather than ignored, and their defaults stay those of fit_for_bundle.
+    # nothing) is refused rather than ignored, and their defaults stay those of fit_for_bundle (but for the
+    # recipe, which from this command is `make phase-reader`'s).
     fit = p.add_argument_group("fitting (not with --evaluate)")
     fit.add_argument("--train-only", nargs="*", type=Path, default=argparse.SUPPRESS, dest="training_only",
                      metavar="DATASET",
