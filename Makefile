@@ -78,13 +78,13 @@ model: $(STAMP)
 		--sanity-annotations tests/data/crlm-ct-1004-metastases.json
 
 ## The bundled CNN's phase reader (docs/model.md "The phase reader"): simulate multiphase lesions (1000 split
-## 70/15/15 by patient, plus 13200 that only train), crop and measure each lesion in every phase, and train
+## 70/15/15 by patient, plus 9200 that only train), crop and measure each lesion in every phase, and train
 ## the structure network that reads them (one for every subset of phases). Run again after `make model`
-## (the reader is scored beside its CNN). About 2.5 h on 2 CPU cores: simulation 7-8 min per 1000 lesions,
-## reading and training 30 min.
+## (the reader is scored beside its CNN). About 2 h on 2 CPU cores: simulation 7-8 min per 1000 lesions,
+## reading and training 23 min.
 PR_DIR    := build/phase-reader
 PR_SYNTH  := --min-diameter 8 --workers 2 --phases non_contrast,arterial,portal_venous,delayed -q
-PR_EXTRA  := 61 71 81 91 101 111 121 131 141 151 161 171
+PR_EXTRA  := 61 71 81 91 101 111 121 131
 .PHONY: phase-reader
 phase-reader: $(STAMP)
 	rm -rf $(PR_DIR) && mkdir -p $(PR_DIR)
