@@ -366,7 +366,7 @@ def read_phases(loaded: LoadedModel, volume: Volume, lesion: Lesion, z: int, mas
     timings: dict[str, float] = {}
     cam, inside, cams = None, None, {}
     if reader.network is not None:
-        inputs = lesion_inputs({p: slabs[p] for p in subset}, mask, spacing, reader.phases)
+        inputs = lesion_inputs({p: slabs[p] for p in subset}, mask, spacing, reader.phases, measured=features)
         timings["preprocess"] = (time.perf_counter() - start) * 1000
         mark = time.perf_counter()
         probs = reader.probabilities_of(subset, [features], [{}], [inputs])[0]

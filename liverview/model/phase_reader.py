@@ -160,15 +160,23 @@ class PhaseReader:
         """(n, classes): each lesion read on `subset` - from its numbers and the CNN's answers for the
         regressions, from its `inputs` (`structure_reader.lesion_inputs`) for a network."""
         if self.network is not None:
-            if inputs is None:
-                raise ValueError("the structure network reads each phase's crop of the lesion; none was given")
-            from liverview.model.structure_reader import InputArrays, predict_subsets
-
-            arrays = InputArrays.stack(inputs)
-            arrays.present &= np.array([p in subset for p in self.phases])
-            return predict_subsets(self.network, arrays, np.arange(len(inputs)), self.phases, [subset])[subset]
+            return self.network_answers(inputs, [subset])[subset]
         sub = self.readers[subset]
         return np.stack([sub.probabilities(f, c) for f, c in zip(features, cnn)])
+
+    def network_answers(self, inputs: Sequence[LesionInputs] | None,
+                        subsets: Sequence[tuple[str, ...]]) -> dict[tuple[str, ...], np.ndarray]:
+        """The network's (n, classes) answers per subset, from one pass (`structure_reader.predict_subsets`);
+        phases in none of `subsets` are not encoded."""
+        if self.network is None:
+            raise ValueError("this reader is logistic regressions, not a network")
+        if inputs is None:
+            raise ValueError("the structure network reads each phase's crop of the lesion; none was given")
+        from liverview.model.structure_reader import InputArrays, predict_subsets
+
+        arrays = InputArrays.stack(inputs)
+        arrays.present &= np.array([any(p in s for s in subsets) for p in self.phases])
+        return predict_subsets(self.network, arrays, np.arange(len(inputs)), self.phases, subsets)
 
     def to_dict(self) -> dict[str, Any]:
         data = {"format": FORMAT, "format_version": FORMAT_VERSION if self.network is not None else 1,
@@ -332,15 +340,8 @@ def score_phase_reader(reader: PhaseReader, features: Sequence[Mapping[str, np.n
     `by_size`: n, accuracy and macro-F1 (with its interval where `groups` are given) per `size_band`."""
     out: dict[str, Any] = {}
     n_classes = len(reader.classes)
-    every: dict[tuple[str, ...], np.ndarray] = {}
-    if reader.network is not None:
-        if inputs is None:
-            raise ValueError("the structure network reads each phase's crop of the lesion; none was given")
-        from liverview.model.structure_reader import InputArrays, predict_subsets
-
-        # Every subset from one pass: each phase is encoded once per flip, only the head sees the subset.
-        every = predict_subsets(reader.network, InputArrays.stack(inputs), np.arange(len(inputs)), reader.phases,
-                                reader.subsets())
+    # Every subset from one pass: each phase is encoded once per flip, only the head sees the subset.
+    every = reader.network_answers(inputs, reader.subsets()) if reader.network is not None else {}
     for subset in reader.subsets():
         rows = [i for i in range(len(features))
                 if _readable(subset, features[i], cnn[i] if reader.network is None else None)]

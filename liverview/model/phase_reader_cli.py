@@ -94,7 +94,7 @@ def read_records(loaded: LoadedModel, records: Sequence[LesionRecord], phases: S
         features.append({p: measure_lesion_enhancement(patch.hu_of(p)[z], patch.mask[z], spacing) for p in held})
         long_axes.append(mask_long_axis_mm(patch.mask[z], spacing))
         inputs.append(lesion_inputs({p: select_slab(patch.hu_of(p), z, 1) for p in held}, patch.mask[z], spacing,
-                                    phases))
+                                    phases, measured=features[-1]))
         for phase in (p for p in held if cnn_phases is None or p in cnn_phases):
             slab = select_slab(patch.hu_of(phase), z, loaded.preprocess_config.neighbour_slices)
             pending.append((index, phase, loaded.preprocess(slab, patch.mask[z], spacing)))

@@ -105,9 +105,10 @@ class LesionInputs:
 
 
 def lesion_inputs(slabs: Mapping[str, np.ndarray], mask: np.ndarray, spacing_yx: Sequence[float],
-                  phases: Sequence[str]) -> LesionInputs:
+                  phases: Sequence[str], measured: Mapping[str, np.ndarray] | None = None) -> LesionInputs:
     """The network's inputs for a lesion outlined by `mask` on the key slice, read on the `slabs` (per
-    phase, (3, y, x) around the key slice on its grid)."""
+    phase, (3, y, x) around the key slice on its grid). `measured`: the phases' enhancement numbers
+    on that key slice where the caller has them already (`measure_lesion_enhancement`)."""
     crops = np.zeros((len(phases), 4, CROP_PX, CROP_PX), dtype=np.float16)
     numbers = np.zeros((len(phases), len(FEATURES)), dtype=np.float32)
     present = np.zeros(len(phases), dtype=bool)
@@ -116,9 +117,9 @@ def lesion_inputs(slabs: Mapping[str, np.ndarray], mask: np.ndarray, spacing_yx:
             continue
         slab = np.asarray(slabs[phase])
         key = slab if slab.ndim == 2 else slab[slab.shape[0] // 2]
-        measured = measure_lesion_enhancement(key, mask, spacing_yx)
-        crops[j] = crop_phase(slab, mask, spacing_yx, float(measured[1]))
-        numbers[j] = scale_numbers(measured)
+        values = measured[phase] if measured is not None else measure_lesion_enhancement(key, mask, spacing_yx)
+        crops[j] = crop_phase(slab, mask, spacing_yx, float(values[1]))
+        numbers[j] = scale_numbers(values)
         present[j] = True
     return LesionInputs(crops, numbers, present, mask_long_axis_mm(mask, (float(spacing_yx[0]), float(spacing_yx[1]))))
 
