@@ -353,9 +353,9 @@ def read_phases(loaded: LoadedModel, volume: Volume, lesion: Lesion, z: int, mas
     assert reader is not None
     start = time.perf_counter()
     spacing = (float(volume.spacing_mm[1]), float(volume.spacing_mm[2]))
-    # A network reads the key slice and one neighbour on each side, whatever the CNN reads.
+    # A network reads the slices it was trained on around the key slice, whatever the CNN reads.
     slabs = phase_slabs(loaded, volume, lesion, z, mask, phase.phase.value, other_phases, reader.phases,
-                        neighbour_slices=1 if reader.network is not None else None)
+                        neighbour_slices=reader.network.neighbour_slices if reader.network is not None else None)
     features = {p: measure_lesion_enhancement(s if s.ndim == 2 else s[s.shape[0] // 2], mask, spacing)
                 for p, s in slabs.items()}
     subset = reader.subset_for(features)
@@ -366,7 +366,8 @@ def read_phases(loaded: LoadedModel, volume: Volume, lesion: Lesion, z: int, mas
     timings: dict[str, float] = {}
     cam, inside, cams = None, None, {}
     if reader.network is not None:
-        inputs = lesion_inputs({p: slabs[p] for p in subset}, mask, spacing, reader.phases, measured=features)
+        inputs = lesion_inputs({p: slabs[p] for p in subset}, mask, spacing, reader.phases, measured=features,
+                               neighbour_slices=reader.network.neighbour_slices)
         timings["preprocess"] = (time.perf_counter() - start) * 1000
         mark = time.perf_counter()
         probs = reader.probabilities_of(subset, [features], [{}], [inputs])[0]

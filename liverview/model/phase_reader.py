@@ -257,7 +257,9 @@ def _load_network(folder: Path, spec: Mapping[str, Any], n_classes: int, n_phase
     weights = folder / str(spec["file"])
     if hashlib.sha256(weights.read_bytes()).hexdigest() != spec.get("sha256"):
         raise ValueError(f"{weights.name} is not the file the reader was saved with (its sha256 differs)")
-    net = StructureNet(n_classes, int(spec["n_numbers"]), n_phases, int(spec["width"]), int(spec["embed"]))
+    # A network saved before the number of slices was recorded reads one on each side of the key slice.
+    net = StructureNet(n_classes, int(spec["n_numbers"]), n_phases, int(spec["width"]), int(spec["embed"]),
+                       int(spec.get("neighbour_slices", 1)))
     net.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True), strict=True)
     return net.eval()
 

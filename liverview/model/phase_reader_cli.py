@@ -10,10 +10,10 @@ logistic`: `phase_reader.fit_phase_reader`); scores it on the validation and tes
 simulated multiphase data.
 
     python -m liverview.model.phase_reader_cli BUNDLE DATASET... [--train-only DATASET...] [--split RUN/split.json]
-        [--kind structure|logistic] [--epochs N]
+        [--kind structure|logistic] [--epochs N] [--neighbour-slices N]
     python -m liverview.model.phase_reader_cli BUNDLE DATASET... --evaluate OUT.json [--store]   (score the stored reader)
 Exit status: 0 done, 1 error, 2 usage (including options that would be ignored: fitting options with
-`--evaluate`, `--epochs` with `--kind logistic`, `--store` without `--evaluate`).
+`--evaluate`, `--epochs` or `--neighbour-slices` with `--kind logistic`, `--store` without `--evaluate`).
 """
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ from liverview.model.number_format import format_number
 from liverview.model.phase_reader import (PHASE_READER_CARD, SIZE_BANDS, STRUCTURE_EPOCHS, PhaseReader, fit_phase_reader,
                                          fit_structure_reader, reader_scores_simulated, score_phase_reader,
                                          subset_name)
-from liverview.model.structure_reader import LesionInputs, lesion_inputs
+from liverview.model.structure_reader import NEIGHBOUR_SLICES, LesionInputs, lesion_inputs
 from liverview.model.split import Split, check_split_matches, split_records
 from liverview.model.transforms import PHASE_NAMES, select_key_slice, select_slab
 from liverview.model.uncertainty import answer_from_copies
@@ -49,7 +49,9 @@ from liverview.model.uncertainty import answer_from_copies
 log = logging.getLogger("liverview.model.phase_reader_cli")
 #: The options that fit a reader, by fit_for_bundle's parameter, as the command line spells them.
 FIT_OPTIONS = {"training_only": "--train-only", "split_path": "--split", "seed": "--seed", "recipe": "--recipe",
-               "kind": "--kind", "epochs": "--epochs"}
+               "kind": "--kind", "epochs": "--epochs", "neighbour_slices": "--neighbour-slices"}
+#: The fitting options only a structure network has.
+NETWORK_OPTIONS = ("epochs", "neighbour_slices")
 DEFAULT_RECIPE = "make phase-reader"
 
 
@@ -68,12 +70,13 @@ class ReadLesions:
 
 
 def read_records(loaded: LoadedModel, records: Sequence[LesionRecord], phases: Sequence[str],
-                 batch_size: int = 32, cnn_phases: Sequence[str] | None = None) -> ReadLesions:
+                 batch_size: int = 32, cnn_phases: Sequence[str] | None = None,
+                 neighbour_slices: int = NEIGHBOUR_SLICES) -> ReadLesions:
     """Per record, on the key slice of each of `phases` its patch holds: the enhancement numbers, and the
     CNN's answer (class probabilities) on that phase's slab through the CNN's own preprocessing,
     averaged over the flips as the app does (on `cnn_phases` only, where given: a structure network does
-    not read the CNN's answers); the outline's long axis; and a structure network's inputs. Each patch is
-    read once."""
+    not read the CNN's answers); the outline's long axis; and a structure network's inputs, read on
+    `neighbour_slices` slices each side of the key slice. Each patch is read once."""
     features: list[dict[str, np.ndarray]] = []
     long_axes: list[float] = []
     inputs: list[LesionInputs] = []
@@ -93,8 +96,8 @@ def read_records(loaded: LoadedModel, records: Sequence[LesionRecord], phases: S
         held = [p for p in patch.phase_names if p in phases]
         features.append({p: measure_lesion_enhancement(patch.hu_of(p)[z], patch.mask[z], spacing) for p in held})
         long_axes.append(mask_long_axis_mm(patch.mask[z], spacing))
-        inputs.append(lesion_inputs({p: select_slab(patch.hu_of(p), z, 1) for p in held}, patch.mask[z], spacing,
-                                    phases, measured=features[-1]))
+        inputs.append(lesion_inputs({p: select_slab(patch.hu_of(p), z, neighbour_slices) for p in held}, patch.mask[z],
+                                    spacing, phases, measured=features[-1], neighbour_slices=neighbour_slices))
         for phase in (p for p in held if cnn_phases is None or p in cnn_phases):
             slab = select_slab(patch.hu_of(phase), z, loaded.preprocess_config.neighbour_slices)
             pending.append((index, phase, loaded.preprocess(slab, patch.mask[z], spacing)))
@@ -110,10 +113,11 @@ def read_records(loaded: LoadedModel, records: Sequence[LesionRecord], phases: S
 def fit_for_bundle(bundle: Path, datasets: Sequence[Path], split_path: Path | None = None,
                    training_only: Sequence[Path] = (), seed: int = 1, phases: Sequence[str] = PHASE_NAMES,
                    cnn_phase: str = "portal_venous", recipe: str = "", kind: str = "structure",
-                   epochs: int = STRUCTURE_EPOCHS) -> PhaseReader:
-    """Fit the phase reader of `bundle` (`kind` "structure": a network trained `epochs` epochs with `seed`;
-    "logistic": regressions) on `datasets` split by `split_path` (else by patient with `seed`, as
-    `liverview-train --seed` splits), score it and write it into the bundle."""
+                   epochs: int = STRUCTURE_EPOCHS, neighbour_slices: int = NEIGHBOUR_SLICES) -> PhaseReader:
+    """Fit the phase reader of `bundle` (`kind` "structure": a network reading `neighbour_slices` slices on
+    each side of the key slice, trained `epochs` epochs with `seed`; "logistic": regressions) on `datasets`
+    split by `split_path` (else by patient with `seed`, as `liverview-train --seed` splits), score it and
+    write it into the bundle."""
     if kind not in ("structure", "logistic"):
         raise ValueError(f"a phase reader is a structure network or logistic regressions, not {kind!r}")
     loaded = load_bundle(bundle, phase_reader=False)
@@ -125,7 +129,8 @@ def fit_for_bundle(bundle: Path, datasets: Sequence[Path], split_path: Path | No
         problems = check_split_matches(split, records)
         if problems:
             raise ValueError(f"{split_path} does not fit these datasets: {'; '.join(problems)}")
-    read = read_records(loaded, records, phases, cnn_phases=(cnn_phase,) if kind == "structure" else None)
+    read = read_records(loaded, records, phases, cnn_phases=(cnn_phase,) if kind == "structure" else None,
+                        neighbour_slices=neighbour_slices)
     features, answers = read.features, read.answers
     labels = [r.label for r in records]
     index = {r.uid: i for i, r in enumerate(records)}
@@ -161,7 +166,8 @@ def fit_for_bundle(bundle: Path, datasets: Sequence[Path], split_path: Path | No
                        "cnn_alone_test": {"n": cnn_alone["n"], "accuracy": cnn_alone["accuracy"],
                                           "macro_f1": cnn_alone["macro_f1"]},
                        "simulated": all(r.simulated for r in records), "recipe": recipe, "kind": reader.kind,
-                       **({"epochs": epochs, "seed": seed} if kind == "structure" else {}),
+                       **({"epochs": epochs, "seed": seed, "neighbour_slices": neighbour_slices}
+                          if kind == "structure" else {}),
                        "fitted": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     reader.save(bundle)
     write_text_atomic(bundle / PHASE_READER_CARD, render_reader_card(reader))
@@ -194,7 +200,9 @@ def evaluate_bundle_reader(bundle: Path, datasets: Sequence[Path], phases: Seque
     if reused:
         raise ValueError(f"the reader was fitted on {', '.join(reused)}: a held-out test needs other lesions")
     records = load_records(datasets, loaded.classes).records
-    read = read_records(loaded, records, phases, cnn_phases=(reader.cnn_phase,) if reader.network is not None else None)
+    network = reader.network
+    read = read_records(loaded, records, phases, cnn_phases=(reader.cnn_phase,) if network is not None else None,
+                        neighbour_slices=network.neighbour_slices if network is not None else NEIGHBOUR_SLICES)
     labels = [r.label for r in records]
     groups = [r.group for r in records]
     subsets = score_phase_reader(reader, read.features, read.answers, labels, groups, read.long_axes_mm, read.inputs)
@@ -278,8 +286,9 @@ def _reader_kind_text(reader: PhaseReader) -> str:
                "difference, rim minus core, spread, share above the liver, brightest tenth minus liver)")
     if reader.network is not None:
         t = reader.training
+        n = reader.network.neighbour_slices
         return ("One structure network answers every subset of the phases a lesion is read on. Per phase it "
-                "reads the key slice and its two neighbours cropped around the outline (in HU against the liver "
+                f"reads the key slice and {n} neighbour{'s' if n > 1 else ''} on each side cropped around the outline (in HU against the liver "
                 f"ring), the outline, and {numbers}; one encoder is shared by the phases and a phase not read is "
                 "left out, not filled in. It does not read the CNN's answers. Trained "
                 f"{t.get('epochs', '?')} epochs with seed {t.get('seed', '?')} on random subsets of each "
@@ -333,6 +342,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                           "subset of phases")
     fit.add_argument("--epochs", type=int, default=argparse.SUPPRESS,
                      help=f"a structure network's training epochs (default {STRUCTURE_EPOCHS})")
+    fit.add_argument("--neighbour-slices", type=int, default=argparse.SUPPRESS, dest="neighbour_slices",
+                     help=f"slices a structure network reads on each side of the key slice (default {NEIGHBOUR_SLICES})")
     p.add_argument("--evaluate", type=Path, metavar="OUT.json",
                    help="fit nothing: score the bundle's stored reader on every lesion of DATASET... (held out) "
                         "and write the scores to OUT.json")
@@ -345,10 +356,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"{', '.join(flag for name, flag in FIT_OPTIONS.items() if name in fitting)}")
     if args.store and args.evaluate is None:
         p.error("--store keeps the scores of --evaluate; give --evaluate OUT.json")
-    if "epochs" in fitting and fitting.get("kind", "structure") != "structure":
-        p.error("--epochs trains a structure network; --kind logistic has no epochs")
+    for name in NETWORK_OPTIONS:
+        if name in fitting and fitting.get("kind", "structure") != "structure":
+            p.error(f"{FIT_OPTIONS[name]} is a structure network's; --kind logistic has none")
     if fitting.get("epochs", 1) < 1:
         p.error("--epochs must be 1 or more")
+    if fitting.get("neighbour_slices", 0) < 0:
+        p.error("--neighbour-slices must be 0 or more")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.evaluate is not None:
         return _evaluate(args.bundle, args.datasets, args.evaluate, args.store)

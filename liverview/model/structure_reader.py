@@ -3,8 +3,9 @@
 The phase reader (`phase_reader`) combines seven medians per phase with the portal-venous CNN's answer.
 What a radiologist also reads, and what a median cannot hold, is the lesion's structure in each phase:
 a rim, a capsule, a mosaic, nodules, how sharp the margin is. This network looks at it:
-- **Per phase:** the key slice and its two neighbours (on the outlined series' grid, as the dataset
-  export and the app's `classify.phase_slabs` give them), cropped around the outline so that the lesion
+- **Per phase:** the key slice and `NEIGHBOUR_SLICES` neighbours on each side (a network records how
+  many it reads; on the outlined series' grid, as the dataset export and the app's
+  `classify.phase_slabs` give them), cropped around the outline so that the lesion
   fills about two thirds of the crop with at least `CONTEXT_MM` of liver on every side, resampled to
   `CROP_PX` pixels, in HU minus that phase's liver ring median; the outline as a fourth channel; the
   phase's enhancement numbers. Not the CNN's answers: it does not depend on the CNN's weights.
@@ -34,6 +35,8 @@ from liverview.progress import Progress, ShouldStop, check_stop
 
 #: The crop's side in pixels, and the liver it keeps on every side of the outline at least.
 CROP_PX = 40
+#: Slices read on each side of the key slice unless a network is trained otherwise.
+NEIGHBOUR_SLICES = 1
 CONTEXT_MM = 5.0
 #: HU differences from the liver are divided by this (and clipped at +-6 of it).
 HU_SCALE = 50.0
@@ -53,16 +56,20 @@ def crop_square(mask: np.ndarray, spacing_yx: Sequence[float]) -> tuple[float, f
 
 
 def crop_phase(slab: np.ndarray, mask: np.ndarray, spacing_yx: Sequence[float], liver_hu: float,
-               margin_px: int = MARGIN_XY_PX) -> np.ndarray:
-    """(4, CROP_PX, CROP_PX) float32: the slab (3, y, x) - or one slice (y, x), repeated - minus
-    `liver_hu` over `HU_SCALE`, and the outline `mask` (y, x), cropped around the outline and resampled.
+               margin_px: int = MARGIN_XY_PX, neighbour_slices: int = NEIGHBOUR_SLICES) -> np.ndarray:
+    """(2 * neighbour_slices + 2, CROP_PX, CROP_PX) float32: the slab (2 * neighbour_slices + 1, y, x) -
+    or one slice (y, x), repeated - minus `liver_hu` over `HU_SCALE`, and the outline `mask` (y, x) last,
+    cropped around the outline and resampled.
     Only the outline's box plus `margin_px` is looked at, and beyond it the edge repeats: a dataset patch
     holds that much around the lesion, and the app resamples another phase that far (`phase_slabs`)."""
     mask = np.asarray(mask, dtype=bool)
     if not mask.any():
         raise ValueError("the outline covers no pixel of the slice")
     slab = np.asarray(slab)
-    slices = [slab] * 3 if slab.ndim == 2 else list(slab)
+    depth = 2 * neighbour_slices + 1
+    if slab.ndim == 3 and slab.shape[0] != depth:
+        raise ValueError(f"the network reads {depth} slices around the key slice; the slab holds {slab.shape[0]}")
+    slices = [slab] * depth if slab.ndim == 2 else list(slab)
     ys, xs = np.nonzero(mask)
     y0, y1 = max(0, int(ys.min()) - margin_px), min(mask.shape[0], int(ys.max()) + 1 + margin_px)
     x0, x1 = max(0, int(xs.min()) - margin_px), min(mask.shape[1], int(xs.max()) + 1 + margin_px)
@@ -98,18 +105,19 @@ def scale_numbers(values: np.ndarray) -> np.ndarray:
 class LesionInputs:
     """What the network reads of one lesion; phases in the reader's order, zeros where not read."""
 
-    crops: np.ndarray  # (phases, 4, CROP_PX, CROP_PX) float16
+    crops: np.ndarray  # (phases, slices + 1, CROP_PX, CROP_PX) float16
     numbers: np.ndarray  # (phases, numbers) float32
     present: np.ndarray  # (phases,) bool
     long_axis_mm: float
 
 
 def lesion_inputs(slabs: Mapping[str, np.ndarray], mask: np.ndarray, spacing_yx: Sequence[float],
-                  phases: Sequence[str], measured: Mapping[str, np.ndarray] | None = None) -> LesionInputs:
+                  phases: Sequence[str], measured: Mapping[str, np.ndarray] | None = None,
+                  neighbour_slices: int = NEIGHBOUR_SLICES) -> LesionInputs:
     """The network's inputs for a lesion outlined by `mask` on the key slice, read on the `slabs` (per
-    phase, (3, y, x) around the key slice on its grid). `measured`: the phases' enhancement numbers
-    on that key slice where the caller has them already (`measure_lesion_enhancement`)."""
-    crops = np.zeros((len(phases), 4, CROP_PX, CROP_PX), dtype=np.float16)
+    phase, (2 * neighbour_slices + 1, y, x) around the key slice on its grid). `measured`: the phases'
+    enhancement numbers on that key slice where the caller has them already (`measure_lesion_enhancement`)."""
+    crops = np.zeros((len(phases), 2 * neighbour_slices + 2, CROP_PX, CROP_PX), dtype=np.float16)
     numbers = np.zeros((len(phases), len(FEATURES)), dtype=np.float32)
     present = np.zeros(len(phases), dtype=bool)
     for j, phase in enumerate(phases):
@@ -118,7 +126,7 @@ def lesion_inputs(slabs: Mapping[str, np.ndarray], mask: np.ndarray, spacing_yx:
         slab = np.asarray(slabs[phase])
         key = slab if slab.ndim == 2 else slab[slab.shape[0] // 2]
         values = measured[phase] if measured is not None else measure_lesion_enhancement(key, mask, spacing_yx)
-        crops[j] = crop_phase(slab, mask, spacing_yx, float(values[1]))
+        crops[j] = crop_phase(slab, mask, spacing_yx, float(values[1]), neighbour_slices=neighbour_slices)
         numbers[j] = scale_numbers(values)
         present[j] = True
     return LesionInputs(crops, numbers, present, mask_long_axis_mm(mask, (float(spacing_yx[0]), float(spacing_yx[1]))))
@@ -156,11 +164,13 @@ def _block(c_in: int, c_out: int) -> nn.Sequential:
 class StructureNet(nn.Module):
     """A shared encoder per phase, a projection per phase, and a head over the phases present."""
 
-    def __init__(self, n_classes: int, n_numbers: int, n_phases: int, width: int = 16, embed: int = 32):
+    def __init__(self, n_classes: int, n_numbers: int, n_phases: int, width: int = 16, embed: int = 32,
+                 neighbour_slices: int = NEIGHBOUR_SLICES):
         super().__init__()
         #: What it was built with, to build it again from its state_dict.
-        self.shape = {"n_numbers": n_numbers, "width": width, "embed": embed}
-        self.encoder = nn.Sequential(_block(4, width), nn.MaxPool2d(2), _block(width, 2 * width), nn.MaxPool2d(2),
+        self.shape = {"n_numbers": n_numbers, "width": width, "embed": embed, "neighbour_slices": neighbour_slices}
+        self.neighbour_slices = neighbour_slices
+        self.encoder = nn.Sequential(_block(2 * neighbour_slices + 2, width), nn.MaxPool2d(2), _block(width, 2 * width), nn.MaxPool2d(2),
                                      _block(2 * width, 4 * width))
         self.project = nn.ModuleList(nn.Linear(8 * width + n_numbers, embed) for _ in range(n_phases))
         self.head = nn.Sequential(nn.Linear(n_phases * (embed + 1) + 1, 128), nn.ReLU(inplace=True), nn.Dropout(0.2),
@@ -222,7 +232,8 @@ def gradcam_phases(net: StructureNet, lesion: LesionInputs, phases: Sequence[str
 def crop_display(lesion: LesionInputs, phase_index: int, window_hu: float = 170.0) -> np.ndarray:
     """uint8 (CROP_PX, CROP_PX): the key slice of a phase's crop as the network read it, in a window of
     `window_hu` centred on that phase's liver (the viewer's liver window is 170 HU wide)."""
-    hu = lesion.crops[phase_index, 1].astype(np.float32) * HU_SCALE
+    key = (lesion.crops.shape[1] - 1) // 2
+    hu = lesion.crops[phase_index, key].astype(np.float32) * HU_SCALE
     return (np.clip(hu / window_hu + 0.5, 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
@@ -237,7 +248,7 @@ def _augment(crops: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         change = int(rng.integers(3))
         if change:
             morph = cv2.dilate if change == 1 else cv2.erode
-            out[i, :, 3] = np.stack([morph(m, kernel) for m in out[i, :, 3]])
+            out[i, :, -1] = np.stack([morph(m, kernel) for m in out[i, :, -1]])
     return out
 
 
@@ -260,7 +271,8 @@ def train_network(inputs: InputArrays, labels: np.ndarray, rows: np.ndarray, n_c
     loss; `should_stop()` is asked between batches (`progress.Cancelled`)."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    net = StructureNet(n_classes, inputs.numbers.shape[2], inputs.present.shape[1])
+    net = StructureNet(n_classes, inputs.numbers.shape[2], inputs.present.shape[1],
+                       neighbour_slices=(inputs.crops.shape[2] - 2) // 2)
     optimiser = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
     steps = epochs * int(np.ceil(len(rows) / batch))
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=lr, total_steps=steps, pct_start=0.1)
@@ -314,5 +326,6 @@ def predict_subsets(net: StructureNet, inputs: InputArrays, rows: np.ndarray, ph
     return {subset: np.concatenate(p) for subset, p in parts.items()}
 
 
-__all__ = ["CONTEXT_MM", "CROP_PX", "CROP_VERSION", "HU_SCALE", "InputArrays", "LesionInputs", "StructureNet", "crop_display",
+__all__ = ["CONTEXT_MM", "CROP_PX", "CROP_VERSION", "HU_SCALE", "NEIGHBOUR_SLICES", "InputArrays", "LesionInputs",
+           "StructureNet", "crop_display",
            "crop_phase", "crop_square", "gradcam_phases", "lesion_inputs", "predict_subsets", "scale_numbers", "train_network"]

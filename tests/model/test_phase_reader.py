@@ -13,8 +13,8 @@ from liverview.model.bundle_writer import save_bundle
 from liverview.model.data import load_records
 from liverview.model.inference import load_bundle
 from liverview.model.network import build_network
-from liverview.model.phase_reader import (PHASE_READER_FILE, PhaseReader, fit_phase_reader, reader_scores_simulated,
-                                         reader_uncertainty, score_phase_reader)
+from liverview.model.phase_reader import (PHASE_READER_CARD, PHASE_READER_FILE, PhaseReader, fit_phase_reader,
+                                         reader_scores_simulated, reader_uncertainty, score_phase_reader)
 from liverview.model.phase_reader_cli import read_records
 from liverview.model.transforms import PreprocessConfig
 
@@ -363,9 +363,47 @@ def test_a_structure_reader_trained_again_with_the_same_seed_is_the_same_bit_for
     assert json.loads((other_seed / PHASE_READER_FILE).read_text())["network"]["sha256"] != first["sha256"]
 
 
+def test_a_network_trained_on_more_slices_is_given_them_by_the_app(multiphase_dataset, tmp_path):
+    """`--neighbour-slices 2`: the network records that it reads five slices, loads so, and the app carries
+    five slices of each phase to it (a slab of three would be refused)."""
+    from liverview.annotations.export_dataset import PhaseSource
+    from liverview.imaging.contrast_phase import ContrastPhase, DecidedBy, PhaseDecision
+    from liverview.model.classify import classify_lesion, key_slice, lesion_slice_masks, phase_slabs
+    from liverview.model.phase_reader_cli import main
+    from liverview.model.structure_reader import lesion_inputs
+    from liverview.synth.simulator import SimulatorConfig, patient_document, patient_volume, simulate_patient
+
+    bundle = _tiny_cnn_bundle(tmp_path, 5)
+    assert main([str(bundle), str(multiphase_dataset), "--epochs", "1", "--neighbour-slices", "2"]) == 0
+    assert json.loads((bundle / PHASE_READER_FILE).read_text())["network"]["neighbour_slices"] == 2
+    assert "the key slice and 2 neighbours on each side" in (bundle / PHASE_READER_CARD).read_text()
+    loaded = load_bundle(bundle)
+    reader = loaded.phase_reader
+    assert reader.network.neighbour_slices == 2 and reader.training["neighbour_slices"] == 2
+    patient = simulate_patient(9, config=SimulatorConfig(phases=PHASES, diameter_mm=(15.0, 30.0)))
+    volume = patient_volume(patient)
+    lesion = patient_document(patient, volume).lesions[0]
+    pv = PhaseDecision(ContrastPhase.PORTAL_VENOUS, DecidedBy.IMAGES, "test")
+    others = [PhaseSource("arterial", patient_volume(patient, "arterial"))]
+    answer = classify_lesion(loaded, volume, lesion, phase=pv, other_phases=others, heatmap=False)
+    masks = lesion_slice_masks(volume, lesion)
+    z = key_slice(masks)
+    spacing = (float(volume.spacing_mm[1]), float(volume.spacing_mm[2]))
+    slabs = phase_slabs(loaded, volume, lesion, z, masks[z], "portal_venous", others, PHASES, neighbour_slices=2)
+    assert {p: s.shape[0] for p, s in slabs.items()} == {"portal_venous": 5, "arterial": 5}
+    subset = ("arterial", "portal_venous")
+    expected = reader.probabilities_of(subset, [{}], [{}], [lesion_inputs(slabs, masks[z], spacing, reader.phases,
+                                                                          neighbour_slices=2)])[0]
+    assert answer.phases_read == list(subset)
+    assert np.allclose([answer.probabilities[c] for c in CLASSES], expected, atol=1e-6)
+
+
 @pytest.mark.parametrize(("argv", "message"), [
-    (["--kind", "logistic", "--epochs", "5"], "--kind logistic has no epochs"),
+    (["--kind", "logistic", "--epochs", "5"], "--epochs is a structure network's; --kind logistic has none"),
+    (["--kind", "logistic", "--neighbour-slices", "2"], "--neighbour-slices is a structure network's"),
     (["--epochs", "0"], "--epochs must be 1 or more"),
+    (["--neighbour-slices", "-1"], "--neighbour-slices must be 0 or more"),
+    (["--evaluate", "out.json", "--neighbour-slices", "2"], "leave out --neighbour-slices"),
     (["--store"], "--store keeps the scores of --evaluate"),
     (["--evaluate", "out.json", "--epochs", "5"], "leave out --epochs"),
     (["--evaluate", "out.json", "--kind", "logistic", "--seed", "5"], "leave out --seed, --kind"),

@@ -7,7 +7,8 @@ import torch
 
 from liverview.annotations.dataset_format import MARGIN_XY_PX
 from liverview.imaging.lesion_enhancement import FEATURES
-from liverview.model.structure_reader import (CROP_PX, HU_SCALE, InputArrays, LesionInputs, StructureNet, crop_phase,
+from liverview.model.structure_reader import (CROP_PX, HU_SCALE, InputArrays, LesionInputs, StructureNet, crop_display,
+                                              crop_phase,
                                               gradcam_phases, lesion_inputs, predict_subsets, train_network)
 from liverview.progress import Cancelled
 
@@ -47,6 +48,24 @@ def test_a_single_slice_is_read_as_a_slab_of_three_and_an_empty_outline_is_refus
     assert np.allclose(crop_phase(hu, mask, SPACING, 100.0)[0], crop_phase(hu, mask, SPACING, 100.0)[2])
     with pytest.raises(ValueError, match="no pixel"):
         crop_phase(hu, np.zeros_like(mask), SPACING, 100.0)
+
+
+def test_a_network_reading_more_slices_gets_them_all_and_refuses_a_slab_of_another_depth():
+    mask = _disc()
+    slab = np.stack([np.where(mask, 40.0 + 10.0 * k, 100.0) for k in range(5)])
+    crop = crop_phase(slab, mask, SPACING, 100.0, neighbour_slices=2)
+    assert crop.shape == (6, CROP_PX, CROP_PX)
+    centre = CROP_PX // 2
+    assert [round(float(c[centre, centre]) * HU_SCALE) for c in crop[:5]] == [-60, -50, -40, -30, -20]
+    assert crop[5, centre, centre] == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="reads 5 slices around the key slice; the slab holds 3"):
+        crop_phase(slab[1:4], mask, SPACING, 100.0, neighbour_slices=2)
+    read = lesion_inputs({"arterial": slab}, mask, SPACING, PHASES, neighbour_slices=2)
+    assert read.crops.shape == (len(PHASES), 6, CROP_PX, CROP_PX)
+    assert crop_display(read, 1)[centre, centre] == int((0.5 - 40.0 / 170.0) * 255.0)  # the key slice, in the middle
+    net = StructureNet(4, len(FEATURES), len(PHASES), neighbour_slices=2).eval()
+    arrays = InputArrays.stack([read])
+    assert net(*arrays.tensors(np.array([0]), arrays.present)).shape == (1, 4)
 
 
 def test_a_phase_not_read_is_marked_missing_and_does_not_change_the_answer():
