@@ -40,7 +40,7 @@ from liverview.model.metrics import confusion_matrix, macro_f1_interval, metrics
 from liverview.model.phase_reader import SIZE_BAND_MM, size_band  # noqa: E402
 from liverview.model.phase_reader_cli import read_records  # noqa: E402
 from liverview.model.split import split_records  # noqa: E402
-from liverview.model.phase_reader import MIN_PROBABILITY, phase_subsets  # noqa: E402
+from liverview.model.phase_reader import MIN_PROBABILITY, PHASE_READER_FILE, phase_subsets  # noqa: E402
 from liverview.model.structure_reader import (CONTEXT_MM, CROP_PX, InputArrays, StructureNet,  # noqa: E402
                                               lesion_inputs, predict_subsets, train_network)
 from liverview.model.transforms import PHASE_NAMES, select_key_slice, select_slab  # noqa: E402
@@ -70,7 +70,8 @@ def prepare(records: Sequence[LesionRecord], cnn: np.ndarray | None = None) -> I
 def read_bundle(bundle: Path, records: Sequence[LesionRecord], cache: Path) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """The bundled CNN's answer on each phase of each record ((n, phases, classes), zeros where a phase is
     missing) and the bundled phase reader's probabilities per subset name ((n, classes)), as
-    `phase_reader_cli` computes them. Kept under `cache` per dataset, by the weights' hash and the lesions."""
+    `phase_reader_cli` computes them. Kept under `cache` per dataset, by the CNN's and the reader's files'
+    hashes and the lesions."""
     loaded = load_bundle(bundle, phase_reader=True)
     reader = loaded.phase_reader
     if reader is None:
@@ -80,10 +81,12 @@ def read_bundle(bundle: Path, records: Sequence[LesionRecord], cache: Path) -> t
     for dataset in dict.fromkeys(r.dataset for r in records):
         rows = [i for i, r in enumerate(records) if r.dataset == dataset]
         digest = hashlib.sha256("\n".join(records[i].uid for i in rows).encode()).hexdigest()[:16]
-        path = cache / f"{str(loaded.info.get('sha256'))[:12]}-{digest}.npz"
+        reader_sha = hashlib.sha256((bundle / PHASE_READER_FILE).read_bytes()).hexdigest()[:12]
+        path = cache / f"{str(loaded.info.get('sha256'))[:12]}-{reader_sha}-{digest}.npz"
         if not path.is_file():
             print(f"reading {dataset} with {bundle.name}", flush=True)
-            read = read_records(loaded, [records[i] for i in rows], PHASE_NAMES)
+            read = read_records(loaded, [records[i] for i in rows], PHASE_NAMES,
+                                neighbour_slices=reader.network.neighbour_slices if reader.network is not None else 1)
             part = np.array([[answers.get(p, np.zeros(len(loaded.classes))) for p in PHASE_NAMES]
                              for answers in read.answers])
             readers = {}

@@ -243,7 +243,7 @@ def phase_slabs(loaded: LoadedModel, volume: Volume, lesion: Lesion, z: int, mas
     outline's box plus the preprocessing's context, the breathing shift aligned, as the training export
     did); the rest of the slice, which the preprocessing does not look at, repeats the outlined series.
     A series the lesion cannot be carried to is left out (and so marked missing). `neighbour_slices`
-    overrides the CNN's own (the structure network reads one on each side)."""
+    overrides the CNN's own (a structure network reads as many as it was trained on)."""
     config = loaded.preprocess_config
     wanted = config.phases if phases is None else tuple(phases)
     n = config.neighbour_slices if neighbour_slices is None else neighbour_slices

@@ -90,6 +90,10 @@ def read_records(loaded: LoadedModel, records: Sequence[LesionRecord], phases: S
         pending.clear()
 
     for index, record in enumerate(records):
+        if neighbour_slices > record.margin_z_slices:
+            raise ValueError(f"{record.dataset} keeps {record.margin_z_slices} slice(s) around each lesion but the "
+                             f"network reads {neighbour_slices} on each side: its slab would repeat the patch's end "
+                             "slice where the app reads the real one")
         patch = read_patch(record.patch_path)
         z = select_key_slice(patch.mask)
         spacing = (float(patch.spacing_mm[-2]), float(patch.spacing_mm[-1]))
@@ -287,8 +291,10 @@ def _reader_kind_text(reader: PhaseReader) -> str:
     if reader.network is not None:
         t = reader.training
         n = reader.network.neighbour_slices
+        slices = {0: "the key slice alone", 1: "the key slice and its two neighbours"}.get(
+            n, f"the key slice and {n} neighbours on each side")
         return ("One structure network answers every subset of the phases a lesion is read on. Per phase it "
-                f"reads the key slice and {n} neighbour{'s' if n > 1 else ''} on each side cropped around the outline (in HU against the liver "
+                f"reads {slices} cropped around the outline (in HU against the liver "
                 f"ring), the outline, and {numbers}; one encoder is shared by the phases and a phase not read is "
                 "left out, not filled in. It does not read the CNN's answers. Trained "
                 f"{t.get('epochs', '?')} epochs with seed {t.get('seed', '?')} on random subsets of each "

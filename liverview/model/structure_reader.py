@@ -7,7 +7,7 @@ a rim, a capsule, a mosaic, nodules, how sharp the margin is. This network looks
   many it reads; on the outlined series' grid, as the dataset export and the app's
   `classify.phase_slabs` give them), cropped around the outline so that the lesion
   fills about two thirds of the crop with at least `CONTEXT_MM` of liver on every side, resampled to
-  `CROP_PX` pixels, in HU minus that phase's liver ring median; the outline as a fourth channel; the
+  `CROP_PX` pixels, in HU minus that phase's liver ring median; the outline as the last channel; the
   phase's enhancement numbers. Not the CNN's answers: it does not depend on the CNN's weights.
 - **Late fusion:** one encoder shared by the phases and a projection of its own per phase. A phase not
   read is left out of the encoder and is zeros with a presence flag of 0 at the head, never an image of

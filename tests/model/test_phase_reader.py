@@ -396,6 +396,10 @@ def test_a_network_trained_on_more_slices_is_given_them_by_the_app(multiphase_da
                                                                           neighbour_slices=2)])[0]
     assert answer.phases_read == list(subset)
     assert np.allclose([answer.probabilities[c] for c in CLASSES], expected, atol=1e-6)
+    # More slices than the dataset kept around each lesion would train on repeated end slices.
+    records = load_records([multiphase_dataset]).records
+    with pytest.raises(ValueError, match="keeps 2 slice\\(s\\) around each lesion but the network reads 3"):
+        read_records(loaded, records, PHASES, neighbour_slices=3)
 
 
 @pytest.mark.parametrize(("argv", "message"), [
