@@ -206,6 +206,7 @@ class ClassificationController(QObject):
                              description.classes, description.class_names, model_id=description.model_id,
                              by_uncertainty=description.by_uncertainty, simulated=description.simulated,
                              reader_by_uncertainty=description.reader_by_uncertainty,
+                             reader_scores=description.reader_scores,
                              reader_simulated=description.reader_simulated)
         if description.device_note:
             self.host.show_status(description.device_note, 10000)

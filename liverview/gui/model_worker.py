@@ -46,6 +46,8 @@ class ModelDescription:
     #: The phase reader's test (held-out where scored) metrics per uncertainty level, per subset of phases
     #: ("arterial + portal_venous").
     reader_by_uncertainty: dict[str, list[dict]] = field(default_factory=dict)
+    #: The phase reader's quoted macro-F1 per subset of phases, and per size band (`phase_reader.reader_subset_scores`).
+    reader_scores: dict[str, dict] = field(default_factory=dict)
     #: Whether the lesions of the reader's scores were all simulated (`phase_reader.reader_scores_simulated`;
     #: False without a reader, as without scores).
     reader_simulated: bool = False
@@ -87,7 +89,8 @@ class _Runner(QObject):
         self.busy.emit(True)
         try:
             from liverview.model.classify import load_model_with_fallback, model_id
-            from liverview.model.phase_reader import reader_by_uncertainty, reader_macro_f1, reader_scores_simulated
+            from liverview.model.phase_reader import (reader_by_uncertainty, reader_macro_f1, reader_scores_simulated,
+                                                      reader_subset_scores)
 
             loaded, note = load_model_with_fallback(path, device_preference, threads)
             self.loaded = loaded
@@ -101,6 +104,7 @@ class _Runner(QObject):
                 simulated=bool((loaded.info.get("training_data") or {}).get("simulated")),
                 reader_macro_f1=reader_macro_f1(loaded.phase_reader),
                 reader_by_uncertainty=reader_by_uncertainty(loaded.phase_reader),
+                reader_scores=reader_subset_scores(loaded.phase_reader),
                 reader_simulated=reader_scores_simulated(loaded.phase_reader)))
         except Exception as exc:  # noqa: BLE001 - every failure reaches the user as a message
             log.error("loading model %s failed:\n%s", path, traceback.format_exc())

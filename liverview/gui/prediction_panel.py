@@ -14,7 +14,7 @@ from PySide6.QtWidgets import (QCheckBox, QGridLayout, QHBoxLayout, QLabel, QPro
 
 from liverview.annotations.document import MIN_LEAD, AIResult
 from liverview.gui.heatmap_overlay import heatmap_lookup_table
-from liverview.model.phase_reader import answer_id, subset_name
+from liverview.model.phase_reader import answer_id, describe_subset_score, subset_name
 from liverview.model.uncertainty import HEATMAP_INSIDE_MIN, describe_measured_level, format_percent
 
 RESEARCH_NOTE = "Research use only — not for diagnosis. The model's opinion is a suggestion for the reader to check."
@@ -82,6 +82,7 @@ class PredictionPanel(QWidget):
         self.model_id = ""
         self.by_uncertainty: dict[str, dict] = {}
         self.reader_by_uncertainty: dict[str, dict[str, dict]] = {}
+        self.reader_scores: dict[str, dict] = {}
         self.simulated = False
         self.reader_simulated = False
         #: The number a reader sees for a slice index (the viewer's reading order); set by the host.
@@ -195,16 +196,19 @@ class PredictionPanel(QWidget):
 
     def set_model(self, text: str, classes: list[str], class_names: list[str], model_id: str = "",
                   by_uncertainty: list[dict] | None = None, simulated: bool = False,
-                  reader_by_uncertainty: dict[str, list[dict]] | None = None, reader_simulated: bool = False) -> None:
+                  reader_by_uncertainty: dict[str, list[dict]] | None = None, reader_simulated: bool = False,
+                  reader_scores: dict[str, dict] | None = None) -> None:
         """`by_uncertainty`: the model's test metrics per uncertainty level, shown with its own answers;
         `reader_by_uncertainty`: its phase reader's, per subset of phases, shown with the reader's answers
-        (measured on simulated lesions only when `reader_simulated`)."""
+        (measured on simulated lesions only when `reader_simulated`), with `reader_scores` (its macro-F1 per
+        subset, and per size band: `phase_reader.reader_subset_scores`)."""
         self.model_text = text
         self._show_model_line()
         self.model_id = model_id
         self.by_uncertainty = {row["uncertainty"]: row for row in by_uncertainty or []}
         self.reader_by_uncertainty = {subset: {row["uncertainty"]: row for row in rows}
                                       for subset, rows in (reader_by_uncertainty or {}).items()}
+        self.reader_scores = dict(reader_scores or {})
         self.simulated = simulated
         self.reader_simulated = reader_simulated
         self.classes, self.class_names = list(classes), list(class_names)
@@ -357,8 +361,9 @@ class PredictionPanel(QWidget):
         on its test split ("" when unmeasured)."""
         if reader_phases is None:
             return describe_measured_level(level, self.by_uncertainty, self.simulated)
-        return describe_measured_level(level, self.reader_by_uncertainty.get(subset_name(reader_phases), {}),
-                                       self.reader_simulated, read_on_phases=True)
+        subset = subset_name(reader_phases)
+        return describe_measured_level(level, self.reader_by_uncertainty.get(subset, {}), self.reader_simulated,
+                                       read_on_phases=True, also=describe_subset_score(self.reader_scores.get(subset)))
 
     def show_batch(self, done: int, total: int) -> None:
         running = done < total

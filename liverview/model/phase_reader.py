@@ -403,6 +403,32 @@ def reader_macro_f1(reader: PhaseReader | None) -> float | None:
     return float(value) if isinstance(value, (int, float)) else None
 
 
+def reader_subset_scores(reader: PhaseReader | None) -> dict[str, dict[str, Any]]:
+    """Per subset of phases (`subset_name`): the reader's quoted macro-F1 and, where it was scored by size,
+    the macro-F1 per `size_band` ({"macro_f1": .., "by_size": {band: ..}}); subsets without a score left out.
+    The subsets differ widely (non-contrast + delayed against all four phases), and so do the bands."""
+    if reader is None:
+        return {}
+    out: dict[str, dict[str, Any]] = {}
+    for subset, scores in reader.metrics.items():
+        quoted = quoted_scores(scores)
+        if not isinstance(quoted.get("macro_f1"), (int, float)):
+            continue
+        by_size = {band: float(part["macro_f1"]) for band, part in (quoted.get("by_size") or {}).items()
+                   if isinstance(part.get("macro_f1"), (int, float))}
+        out[subset] = {"macro_f1": float(quoted["macro_f1"]), "by_size": by_size}
+    return out
+
+
+def describe_subset_score(scores: Mapping[str, Any] | None) -> str:
+    """The phase reader's macro-F1 on the phases it read, and per size band: reading non-contrast +
+    delayed is not reading all four, and a 12 mm lesion is not a 40 mm one ("" without scores)."""
+    if not scores:
+        return ""
+    bands = "; ".join(f"{band}: {value:.3f}" for band, value in scores.get("by_size", {}).items())
+    return f"Its macro-F1 on them: {scores['macro_f1']:.3f}" + (f" ({bands})." if bands else ".")
+
+
 def reader_by_uncertainty(reader: PhaseReader | None) -> dict[str, list[dict]]:
     """Per subset of phases (`subset_name`), the reader's quoted `metrics_by_uncertainty` rows."""
     if reader is None:
@@ -410,7 +436,8 @@ def reader_by_uncertainty(reader: PhaseReader | None) -> dict[str, list[dict]]:
     return {subset: list(quoted_scores(scores).get("by_uncertainty") or []) for subset, scores in reader.metrics.items()}
 
 
-__all__ = ["CnnAnswers", "FORMAT", "PHASE_READER_FILE", "PHASE_READER_WEIGHTS_PREFIX", "SIZE_BANDS", "SIZE_BAND_MM", "PhaseReader", "PhaseReaderError", "SubsetReader",
-           "answer_id", "answered_by_reader", "fit_phase_reader", "fit_structure_reader", "phase_subsets", "quoted_scores", "reader_by_uncertainty",
-           "reader_macro_f1", "reader_scores_simulated", "reader_uncertainty", "score_phase_reader", "size_band",
-           "subset_name"]
+__all__ = ["CnnAnswers", "FORMAT", "PHASE_READER_FILE", "PHASE_READER_WEIGHTS_PREFIX", "SIZE_BANDS", "SIZE_BAND_MM",
+           "PhaseReader", "PhaseReaderError", "SubsetReader", "answer_id", "answered_by_reader", "describe_subset_score",
+           "fit_phase_reader", "fit_structure_reader", "phase_subsets", "quoted_scores", "reader_by_uncertainty",
+           "reader_macro_f1", "reader_scores_simulated", "reader_subset_scores", "reader_uncertainty",
+           "score_phase_reader", "size_band", "subset_name"]

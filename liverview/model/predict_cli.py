@@ -45,7 +45,8 @@ from liverview.model.bundle_format import BundleError
 from liverview.model.inference import LoadedModel, load_bundle, resolve_device
 from liverview.model.classify import (Heatmap, LesionPrediction, classify_lesions, loaded_domain, model_id,
                                       phases_read_by)
-from liverview.model.phase_reader import answered_by_reader, reader_by_uncertainty, reader_scores_simulated, subset_name
+from liverview.model.phase_reader import (answered_by_reader, describe_subset_score, reader_by_uncertainty,
+                                         reader_scores_simulated, reader_subset_scores, subset_name)
 from liverview.model.uncertainty import describe_measured_level, format_percent
 from liverview.paths import default_model_path
 
@@ -83,6 +84,7 @@ def model_summary(loaded: LoadedModel) -> dict[str, Any]:
             "by_uncertainty": metrics.get("by_uncertainty") or [],
             "reader_by_uncertainty": reader_by_uncertainty(loaded.phase_reader),
             "reader_simulated": reader_scores_simulated(loaded.phase_reader),
+            "reader_scores": reader_subset_scores(loaded.phase_reader),
             "intended_use": loaded.info.get("intended_use"),
             "simulated": bool((loaded.info.get("training_data") or {}).get("simulated"))}
 
@@ -91,9 +93,11 @@ def measured_accuracy(model: dict[str, Any], entry: dict[str, Any]) -> str:
     """What the app's Model panel says under an answer: how often the model (its phase reader, for the
     phases it read) was right on its test lesions at the answer's uncertainty ("" when unmeasured)."""
     if answered_by_reader(entry["model_id"]):
-        rows = model["reader_by_uncertainty"].get(subset_name(entry["phases_read"]), [])
+        subset = subset_name(entry["phases_read"])
+        rows = model["reader_by_uncertainty"].get(subset, [])
         return describe_measured_level(entry["uncertainty"], {row["uncertainty"]: row for row in rows},
-                                       model["reader_simulated"], read_on_phases=True)
+                                       model["reader_simulated"], read_on_phases=True,
+                                       also=describe_subset_score(model["reader_scores"].get(subset)))
     return describe_measured_level(entry["uncertainty"], {row["uncertainty"]: row for row in model["by_uncertainty"]},
                                    model["simulated"])
 

@@ -104,10 +104,10 @@ def format_percent(share: float) -> str:
 
 
 def describe_measured_level(level: str, rows: Mapping[str, Mapping[str, Any]], simulated: bool,
-                            read_on_phases: bool = False) -> str:
+                            read_on_phases: bool = False, also: str = "") -> str:
     """How often a model was right on its test split when it showed `level` ("" when unmeasured); `rows`
     are its `metrics_by_uncertainty` rows by level (a phase reader's for the phases it read when
-    `read_on_phases`)."""
+    `read_on_phases`). `also`: a further sentence about the same lesions, before the caveat on real CT."""
     row = rows.get(level)
     if not row or not row.get("n"):
         return ""
@@ -118,7 +118,7 @@ def describe_measured_level(level: str, rows: Mapping[str, Mapping[str, Any]], s
     # read as if that accuracy had been measured on real CT.
     untested = " How often it is right on real CT has not been measured." if simulated else ""
     return (f"On its {lesions}{read}, answers shown with {level} uncertainty were right in {right} of "
-            f"{row['n']} ({format_percent(right / row['n'])}).{untested}")
+            f"{row['n']} ({format_percent(right / row['n'])}).{' ' + also if also else ''}{untested}")
 
 
 __all__ = ["AGREEMENT_HIGH", "AGREEMENT_MODERATE", "ENTROPY_HIGH", "ENTROPY_MODERATE", "LEVELS", "SPREAD_HIGH",

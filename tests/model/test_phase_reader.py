@@ -175,13 +175,20 @@ def test_the_stored_reader_is_scored_on_held_out_lesions_only(fitted, multiphase
     assert kept.metrics[every]["heldout"]["by_size"] == bands and sum(b["n"] for b in bands.values()) == 12
     assert "the LI-RADS size bands" in (stored / "PHASE_READER.md").read_text()
     # The panel quotes the held-out scores where there are some, else the fit's test split.
-    from liverview.model.phase_reader import reader_by_uncertainty, reader_macro_f1
+    from liverview.model.phase_reader import reader_by_uncertainty, reader_macro_f1, reader_subset_scores
     assert reader_macro_f1(kept) == result["subsets"][every]["macro_f1"]
     assert reader_by_uncertainty(kept)[every] == result["subsets"][every]["by_uncertainty"]
+    # ... and per subset its macro-F1, for each size band apart.
+    quoted = reader_subset_scores(kept)
+    assert set(quoted) == set(result["subsets"])
+    for name, scores in result["subsets"].items():
+        assert quoted[name] == {"macro_f1": scores["macro_f1"],
+                                "by_size": {band: part["macro_f1"] for band, part in scores["by_size"].items()}}
     fit_only = PhaseReader.load(bundle)
     fit_only.metrics = {every: {"test": {"macro_f1": 0.5, "by_uncertainty": [{"uncertainty": "low", "n": 3}]}}}
     assert reader_macro_f1(fit_only) == 0.5
     assert reader_by_uncertainty(fit_only)[every] == [{"uncertainty": "low", "n": 3}]
+    assert reader_subset_scores(fit_only) == {every: {"macro_f1": 0.5, "by_size": {}}}
     assert result["n_lesions"] == 12 and result["simulated"] is True and result["cnn_sha256"] == reader.cnn_sha256
     assert reader_scores_simulated(kept) and "further simulated lesions" in (stored / "PHASE_READER.md").read_text()
     assert set(result["subsets"]) == {" + ".join(s) for s in reader.readers}

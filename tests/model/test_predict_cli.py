@@ -129,15 +129,19 @@ def test_a_phase_readers_answer_quotes_the_phase_readers_figures():
     model = {"simulated": True, "by_uncertainty": [{"uncertainty": "low", "n": 439, "accuracy": 1.0}],
              "reader_by_uncertainty": {"arterial + portal_venous": [{"uncertainty": "low", "n": 930,
                                                                       "accuracy": 925 / 930}]},
-             "reader_simulated": True}
+             "reader_simulated": True,
+             "reader_scores": {"arterial + portal_venous": {"macro_f1": 0.977, "by_size": {"under 20 mm": 0.946,
+                                                                                          "20 mm and over": 0.998}},
+                               "arterial": {"macro_f1": 0.95, "by_size": {}}}}
     read = {"model_id": "m (abc) + phase reader", "phases_read": ["arterial", "portal_venous"], "uncertainty": "low"}
     assert measured_accuracy(model, read) == ("On its simulated test lesions read on these phases, answers shown "
-                                              "with low uncertainty were right in 925 of 930 (99%). How often it "
+                                              "with low uncertainty were right in 925 of 930 (99%). Its macro-F1 on "
+                                              "them: 0.977 (under 20 mm: 0.946; 20 mm and over: 0.998). How often it "
                                               "is right on real CT has not been measured.")
     alone = {"model_id": "m (abc)", "phases_read": ["portal_venous"], "uncertainty": "low"}
     assert "right in 439 of 439 (100%)" in measured_accuracy(model, alone)
     # A reader scored on a clinic's own lesions does not call them simulated, though its CNN's were.
-    clinic = {**model, "reader_simulated": False}
+    clinic = {**model, "reader_simulated": False, "reader_scores": {}}
     assert measured_accuracy(clinic, read) == ("On its test lesions read on these phases, answers shown with low "
                                                "uncertainty were right in 925 of 930 (99%).")
     assert "simulated test lesions" in measured_accuracy(clinic, alone)
