@@ -41,8 +41,8 @@ from liverview.model.phase_reader import SIZE_BAND_MM, size_band  # noqa: E402
 from liverview.model.phase_reader_cli import read_records  # noqa: E402
 from liverview.model.split import split_records  # noqa: E402
 from liverview.model.phase_reader import MIN_PROBABILITY, PHASE_READER_FILE, phase_subsets  # noqa: E402
-from liverview.model.structure_reader import (CONTEXT_MM, CROP_PX, InputArrays, StructureNet,  # noqa: E402
-                                              lesion_inputs, predict_subsets, train_network)
+from liverview.model.structure_reader import (CONTEXT_MM, CROP_PX, NEIGHBOUR_SLICES, InputArrays,  # noqa: E402
+                                              StructureNet, lesion_inputs, predict_subsets, train_network)
 from liverview.model.transforms import PHASE_NAMES, select_key_slice, select_slab  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "structure_reader" / "run.json"
@@ -51,14 +51,15 @@ SUBSETS = tuple(phase_subsets(PHASES))
 
 
 def prepare(records: Sequence[LesionRecord], cnn: np.ndarray | None = None) -> InputArrays:
-    """Every record's inputs, read from its patch as the app reads a study (`structure_reader.lesion_inputs`);
-    with `cnn` ((n, phases, classes) probabilities), their logs join each phase's numbers."""
+    """Every record's inputs, read from its patch as the app reads a study (`structure_reader.lesion_inputs`),
+    on `NEIGHBOUR_SLICES` slices each side of the key slice (`phase_reader_cli --neighbour-slices` trains
+    on other numbers); with `cnn` ((n, phases, classes) probabilities), their logs join each phase's numbers."""
     lesions = []
     for record in records:
         patch = read_patch(record.patch_path)
         z = select_key_slice(patch.mask)
         spacing = (float(patch.spacing_mm[-2]), float(patch.spacing_mm[-1]))
-        slabs = {p: select_slab(patch.hu_of(p), z, 1) for p in patch.phase_names if p in PHASES}
+        slabs = {p: select_slab(patch.hu_of(p), z, NEIGHBOUR_SLICES) for p in patch.phase_names if p in PHASES}
         lesions.append(lesion_inputs(slabs, patch.mask[z], spacing, PHASES))
     arrays = InputArrays.stack(lesions)
     if cnn is not None:
@@ -86,7 +87,8 @@ def read_bundle(bundle: Path, records: Sequence[LesionRecord], cache: Path) -> t
         if not path.is_file():
             print(f"reading {dataset} with {bundle.name}", flush=True)
             read = read_records(loaded, [records[i] for i in rows], PHASE_NAMES,
-                                neighbour_slices=reader.network.neighbour_slices if reader.network is not None else 1)
+                                neighbour_slices=reader.network.neighbour_slices if reader.network is not None
+                                else NEIGHBOUR_SLICES)
             part = np.array([[answers.get(p, np.zeros(len(loaded.classes))) for p in PHASE_NAMES]
                              for answers in read.answers])
             readers = {}

@@ -14,7 +14,7 @@ from PySide6.QtWidgets import (QCheckBox, QGridLayout, QHBoxLayout, QLabel, QPro
 
 from liverview.annotations.document import MIN_LEAD, AIResult
 from liverview.gui.heatmap_overlay import heatmap_lookup_table
-from liverview.model.phase_reader import answer_id, describe_subset_score, subset_name
+from liverview.model.phase_reader import answer_id, format_subset_score, subset_name
 from liverview.model.uncertainty import HEATMAP_INSIDE_MIN, describe_measured_level, format_percent
 
 RESEARCH_NOTE = "Research use only — not for diagnosis. The model's opinion is a suggestion for the reader to check."
@@ -363,7 +363,7 @@ class PredictionPanel(QWidget):
             return describe_measured_level(level, self.by_uncertainty, self.simulated)
         subset = subset_name(reader_phases)
         return describe_measured_level(level, self.reader_by_uncertainty.get(subset, {}), self.reader_simulated,
-                                       read_on_phases=True, also=describe_subset_score(self.reader_scores.get(subset)))
+                                       read_on_phases=True, macro_f1=format_subset_score(self.reader_scores.get(subset)))
 
     def show_batch(self, done: int, total: int) -> None:
         running = done < total

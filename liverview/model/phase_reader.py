@@ -404,8 +404,9 @@ def reader_macro_f1(reader: PhaseReader | None) -> float | None:
 
 
 def reader_subset_scores(reader: PhaseReader | None) -> dict[str, dict[str, Any]]:
-    """Per subset of phases (`subset_name`): the reader's quoted macro-F1 and, where it was scored by size,
-    the macro-F1 per `size_band` ({"macro_f1": .., "by_size": {band: ..}}); subsets without a score left out.
+    """Per subset of phases (`subset_name`): the reader's quoted macro-F1 and, where it was scored by size
+    (held-out scores are; a fit's test split is not), the lesions and macro-F1 per `size_band`
+    ({"macro_f1": .., "by_size": {band: {"n": .., "macro_f1": ..}}}); subsets without a score left out.
     The subsets differ widely (non-contrast + delayed against all four phases), and so do the bands."""
     if reader is None:
         return {}
@@ -414,19 +415,22 @@ def reader_subset_scores(reader: PhaseReader | None) -> dict[str, dict[str, Any]
         quoted = quoted_scores(scores)
         if not isinstance(quoted.get("macro_f1"), (int, float)):
             continue
-        by_size = {band: float(part["macro_f1"]) for band, part in (quoted.get("by_size") or {}).items()
+        by_size = {band: {"n": int(part.get("n", 0)), "macro_f1": float(part["macro_f1"])}
+                   for band, part in (quoted.get("by_size") or {}).items()
                    if isinstance(part.get("macro_f1"), (int, float))}
         out[subset] = {"macro_f1": float(quoted["macro_f1"]), "by_size": by_size}
     return out
 
 
-def describe_subset_score(scores: Mapping[str, Any] | None) -> str:
-    """The phase reader's macro-F1 on the phases it read, and per size band: reading non-contrast +
-    delayed is not reading all four, and a 12 mm lesion is not a 40 mm one ("" without scores)."""
+def format_subset_score(scores: Mapping[str, Any] | None) -> str:
+    """The phase reader's macro-F1 on the phases it read (`reader_subset_scores`), and per size band, as
+    "0.954 (under 20 mm, 411 lesions: 0.903; ...)." ("" without scores): reading non-contrast + delayed
+    is not reading all four, and a 12 mm lesion is not a 40 mm one."""
     if not scores:
         return ""
-    bands = "; ".join(f"{band}: {value:.3f}" for band, value in scores.get("by_size", {}).items())
-    return f"Its macro-F1 on them: {scores['macro_f1']:.3f}" + (f" ({bands})." if bands else ".")
+    bands = "; ".join(f"{band}, {part['n']} lesions: {part['macro_f1']:.3f}"
+                      for band, part in scores.get("by_size", {}).items())
+    return f"{scores['macro_f1']:.3f}" + (f" ({bands})." if bands else ".")
 
 
 def reader_by_uncertainty(reader: PhaseReader | None) -> dict[str, list[dict]]:
@@ -437,7 +441,7 @@ def reader_by_uncertainty(reader: PhaseReader | None) -> dict[str, list[dict]]:
 
 
 __all__ = ["CnnAnswers", "FORMAT", "PHASE_READER_FILE", "PHASE_READER_WEIGHTS_PREFIX", "SIZE_BANDS", "SIZE_BAND_MM",
-           "PhaseReader", "PhaseReaderError", "SubsetReader", "answer_id", "answered_by_reader", "describe_subset_score",
+           "PhaseReader", "PhaseReaderError", "SubsetReader", "answer_id", "answered_by_reader", "format_subset_score",
            "fit_phase_reader", "fit_structure_reader", "phase_subsets", "quoted_scores", "reader_by_uncertainty",
            "reader_macro_f1", "reader_scores_simulated", "reader_subset_scores", "reader_uncertainty",
            "score_phase_reader", "size_band", "subset_name"]

@@ -23,6 +23,7 @@ import argparse
 import json
 import re
 import sys
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +46,7 @@ from liverview.model.bundle_format import BundleError
 from liverview.model.inference import LoadedModel, load_bundle, resolve_device
 from liverview.model.classify import (Heatmap, LesionPrediction, classify_lesions, loaded_domain, model_id,
                                       phases_read_by)
-from liverview.model.phase_reader import (answered_by_reader, describe_subset_score, reader_by_uncertainty,
+from liverview.model.phase_reader import (answered_by_reader, format_subset_score, reader_by_uncertainty,
                                          reader_scores_simulated, reader_subset_scores, subset_name)
 from liverview.model.uncertainty import describe_measured_level, format_percent
 from liverview.paths import default_model_path
@@ -91,13 +92,14 @@ def model_summary(loaded: LoadedModel) -> dict[str, Any]:
 
 def measured_accuracy(model: dict[str, Any], entry: dict[str, Any]) -> str:
     """What the app's Model panel says under an answer: how often the model (its phase reader, for the
-    phases it read) was right on its test lesions at the answer's uncertainty ("" when unmeasured)."""
+    phases it read) was right on its test lesions at the answer's uncertainty, and a reader's macro-F1
+    on those phases per size band ("" when unmeasured)."""
     if answered_by_reader(entry["model_id"]):
         subset = subset_name(entry["phases_read"])
         rows = model["reader_by_uncertainty"].get(subset, [])
         return describe_measured_level(entry["uncertainty"], {row["uncertainty"]: row for row in rows},
                                        model["reader_simulated"], read_on_phases=True,
-                                       also=describe_subset_score(model["reader_scores"].get(subset)))
+                                       macro_f1=format_subset_score(model["reader_scores"].get(subset)))
     return describe_measured_level(entry["uncertainty"], {row["uncertainty"]: row for row in model["by_uncertainty"]},
                                    model["simulated"])
 
@@ -243,7 +245,7 @@ def print_table(output: dict[str, Any]) -> None:
             print(f"{'':>17}  read on the {', '.join(p.replace('_', '-') for p in entry['phases_read'])} "
                   f"phase{'s' if len(entry['phases_read']) > 1 else ''}")
         if not entry["refusal"] and (measured := measured_accuracy(model, entry)):
-            print(f"{'':>17}  {measured}")
+            print(textwrap.fill(measured, width=100, initial_indent=" " * 19, subsequent_indent=" " * 19))
     for error in output["errors"]:
         print(f"{error['number']:>4} {error['id']:>12}  not classified: {error['reason']}")
 

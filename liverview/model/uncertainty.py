@@ -104,21 +104,26 @@ def format_percent(share: float) -> str:
 
 
 def describe_measured_level(level: str, rows: Mapping[str, Mapping[str, Any]], simulated: bool,
-                            read_on_phases: bool = False, also: str = "") -> str:
-    """How often a model was right on its test split when it showed `level` ("" when unmeasured); `rows`
-    are its `metrics_by_uncertainty` rows by level (a phase reader's for the phases it read when
-    `read_on_phases`). `also`: a further sentence about the same lesions, before the caveat on real CT."""
+                            read_on_phases: bool = False, macro_f1: str = "") -> str:
+    """How often a model was right on its test split when it showed `level`; `rows` are its
+    `metrics_by_uncertainty` rows by level (a phase reader's for the phases it read when `read_on_phases`).
+    `macro_f1`: its macro-F1 on all those lesions, whatever the uncertainty, as text. "" when neither
+    was measured."""
     row = rows.get(level)
-    if not row or not row.get("n"):
-        return ""
-    right = round(row["accuracy"] * row["n"])
     lesions = "simulated test lesions" if simulated else "test lesions"
     read = " read on these phases" if read_on_phases else ""
+    if row and row.get("n"):
+        right = round(row["accuracy"] * row["n"])
+        text = (f"On its {lesions}{read}, answers shown with {level} uncertainty were right in {right} of "
+                f"{row['n']} ({format_percent(right / row['n'])}).")
+        text += f" At every uncertainty together, its macro-F1 on them: {macro_f1}" if macro_f1 else ""
+    elif macro_f1:
+        text = f"On its {lesions}{read}, its macro-F1: {macro_f1}"
+    else:
+        return ""
     # A model tested only on simulated lesions says so with its figure: "79%" on a real series otherwise
     # read as if that accuracy had been measured on real CT.
-    untested = " How often it is right on real CT has not been measured." if simulated else ""
-    return (f"On its {lesions}{read}, answers shown with {level} uncertainty were right in {right} of "
-            f"{row['n']} ({format_percent(right / row['n'])}).{' ' + also if also else ''}{untested}")
+    return text + (" How often it is right on real CT has not been measured." if simulated else "")
 
 
 __all__ = ["AGREEMENT_HIGH", "AGREEMENT_MODERATE", "ENTROPY_HIGH", "ENTROPY_MODERATE", "LEVELS", "SPREAD_HIGH",

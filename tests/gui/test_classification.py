@@ -116,12 +116,6 @@ def test_classify_selected_lesion_shows_probabilities_and_heatmap(qtbot, window)
     controller.panel.show_result(read_both)
     assert controller.panel.measured_label.text() == (f"On its test lesions read on these phases, answers shown with "
                                                       f"{level} uncertainty were right in 48 of 50 (96%).")
-    # With its macro-F1 on those phases, for small and larger lesions apart.
-    controller.panel.reader_scores = {"arterial + portal_venous": {"macro_f1": 0.9, "by_size": {"under 20 mm": 0.8}}}
-    controller.panel.show_result(read_both)
-    assert controller.panel.measured_label.text().endswith("right in 48 of 50 (96%). Its macro-F1 on them: 0.900 "
-                                                           "(under 20 mm: 0.800).")
-    controller.panel.reader_scores = {}
     controller.panel.show_result(dataclasses.replace(read_both, phases_read=["arterial"]))
     assert controller.panel.measured_label.text() == ""
     # A reader measured on simulated lesions says so, whatever its CNN was tested on.
@@ -151,6 +145,14 @@ def test_classify_selected_lesion_shows_probabilities_and_heatmap(qtbot, window)
     # Off the lesion there is nothing to show.
     window.viewer.set_slice(view, max(slices) + 3)
     assert not controller.overlay.is_visible()
+
+    # With its macro-F1 on those phases, for small and larger lesions apart, as the loaded model gives it.
+    scores = {"arterial + portal_venous": {"macro_f1": 0.9, "by_size": {"under 20 mm": {"n": 7, "macro_f1": 0.8}}}}
+    rows = {"arterial + portal_venous": [{"uncertainty": level, "n": 50, "accuracy": 0.96}]}
+    controller._on_model_loaded(dataclasses.replace(controller.model, reader_scores=scores, reader_by_uncertainty=rows))
+    controller.panel.show_result(read_both)
+    assert controller.panel.measured_label.text().endswith("right in 48 of 50 (96%). At every uncertainty together, "
+                                                           "its macro-F1 on them: 0.900 (under 20 mm, 7 lesions: 0.800).")
 
 
 def test_the_heatmap_lies_on_the_pixels_the_network_read(qtbot, window):

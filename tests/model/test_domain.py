@@ -104,6 +104,18 @@ def test_predict_cli_prints_the_phase_and_the_reason(hcc_dir, tmp_path, capsys):
     assert predict_main([str(hcc_dir), "--annotations", str(path), "--json"]) == 0
     output = json.loads(capsys.readouterr().out)
     assert output["series"]["contrast_phase"] == "arterial"
+    # The reader's held-out macro-F1 per subset of phases and size band, as its file stores them.
+    from liverview.model.phase_reader import PHASE_READER_FILE
+    from liverview.paths import default_model_path
+
+    stored = json.loads((default_model_path() / PHASE_READER_FILE).read_text())["metrics"]
+    quoted = output["model"]["reader_scores"]
+    assert set(quoted) == set(stored)
+    for subset, scores in stored.items():
+        held = scores["heldout"]
+        assert quoted[subset]["macro_f1"] == held["macro_f1"]
+        assert quoted[subset]["by_size"] == {band: {"n": part["n"], "macro_f1": part["macro_f1"]}
+                                             for band, part in held["by_size"].items()}
     lesion = output["lesions"][0]
     assert lesion["uncertainty"] == OUTSIDE and lesion["phases_read"] == ["arterial"] and lesion["outside_training"]
     assert predict_main([str(hcc_dir), "--annotations", str(path)]) == 0

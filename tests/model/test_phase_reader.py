@@ -182,8 +182,8 @@ def test_the_stored_reader_is_scored_on_held_out_lesions_only(fitted, multiphase
     quoted = reader_subset_scores(kept)
     assert set(quoted) == set(result["subsets"])
     for name, scores in result["subsets"].items():
-        assert quoted[name] == {"macro_f1": scores["macro_f1"],
-                                "by_size": {band: part["macro_f1"] for band, part in scores["by_size"].items()}}
+        assert quoted[name] == {"macro_f1": scores["macro_f1"], "by_size": {
+            band: {"n": part["n"], "macro_f1": part["macro_f1"]} for band, part in scores["by_size"].items()}}
     fit_only = PhaseReader.load(bundle)
     fit_only.metrics = {every: {"test": {"macro_f1": 0.5, "by_uncertainty": [{"uncertainty": "low", "n": 3}]}}}
     assert reader_macro_f1(fit_only) == 0.5

@@ -115,7 +115,8 @@ def test_human_readable_table_says_what_the_panel_says(demo_study, bundle, tmp_p
             assert not any("right in" in line for line in lines)
         else:
             assert f"uncertainty {entry['uncertainty']}" in lines[0]
-            assert said[entry["uncertainty"]] in lines[-1]
+            assert said[entry["uncertainty"]] in " ".join(line.strip() for line in lines[1:])  # wrapped at 100
+            assert all(len(line) <= 100 for line in lines[1:])
     untested = save_bundle(tmp_path / "untested", build_network("tiny_cnn", 4), architecture="tiny_cnn",
                            classes=CLASSES, preprocess_config=PreprocessConfig(size=64), metrics={},
                            name="tiny", version="9")
@@ -130,14 +131,19 @@ def test_a_phase_readers_answer_quotes_the_phase_readers_figures():
              "reader_by_uncertainty": {"arterial + portal_venous": [{"uncertainty": "low", "n": 930,
                                                                       "accuracy": 925 / 930}]},
              "reader_simulated": True,
-             "reader_scores": {"arterial + portal_venous": {"macro_f1": 0.977, "by_size": {"under 20 mm": 0.946,
-                                                                                          "20 mm and over": 0.998}},
-                               "arterial": {"macro_f1": 0.95, "by_size": {}}}}
+             "reader_scores": {"arterial + portal_venous": {"macro_f1": 0.977, "by_size": {
+                 "under 20 mm": {"n": 40, "macro_f1": 0.946}, "20 mm and over": {"n": 60, "macro_f1": 0.998}}}}}
     read = {"model_id": "m (abc) + phase reader", "phases_read": ["arterial", "portal_venous"], "uncertainty": "low"}
     assert measured_accuracy(model, read) == ("On its simulated test lesions read on these phases, answers shown "
-                                              "with low uncertainty were right in 925 of 930 (99%). Its macro-F1 on "
-                                              "them: 0.977 (under 20 mm: 0.946; 20 mm and over: 0.998). How often it "
+                                              "with low uncertainty were right in 925 of 930 (99%). At every "
+                                              "uncertainty together, its macro-F1 on them: 0.977 (under 20 mm, 40 "
+                                              "lesions: 0.946; 20 mm and over, 60 lesions: 0.998). How often it "
                                               "is right on real CT has not been measured.")
+    # With no lesion measured at that uncertainty, the macro-F1 on these phases still stands.
+    unsure = {**read, "uncertainty": "high"}
+    assert measured_accuracy(model, unsure) == ("On its simulated test lesions read on these phases, its macro-F1: "
+                                                "0.977 (under 20 mm, 40 lesions: 0.946; 20 mm and over, 60 lesions: "
+                                                "0.998). How often it is right on real CT has not been measured.")
     alone = {"model_id": "m (abc)", "phases_read": ["portal_venous"], "uncertainty": "low"}
     assert "right in 439 of 439 (100%)" in measured_accuracy(model, alone)
     # A reader scored on a clinic's own lesions does not call them simulated, though its CNN's were.
