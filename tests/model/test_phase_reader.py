@@ -300,24 +300,31 @@ def test_a_structure_reader_answers_every_subset_from_its_crops_and_loads_only_a
     assert [p.name for p in scored.glob("phase_reader-*.pt")] == [saved["network"]["file"]]  # the same weights
 
 
-def test_the_app_answers_with_the_structure_network_on_three_slices_whatever_the_cnn_reads(structured):
-    """The tiny CNN reads the key slice alone; the network was trained on the key slice and its neighbours,
-    and the app must give it those, carried from each phase's series as the export carries them."""
+def _portal_venous_lesion_with_arterial():
+    """A simulated patient's portal-venous series, its first lesion, that series' phase, and the arterial
+    series as another phase of the study."""
     from liverview.annotations.export_dataset import PhaseSource
     from liverview.imaging.contrast_phase import ContrastPhase, DecidedBy, PhaseDecision
-    from liverview.model.classify import classify_lesion, key_slice, lesion_slice_masks, phase_slabs
-    from liverview.model.structure_reader import lesion_inputs
-    from liverview.model.transforms import select_slab
     from liverview.synth.simulator import SimulatorConfig, patient_document, patient_volume, simulate_patient
 
-    loaded = load_bundle(structured)
-    assert loaded.preprocess_config.neighbour_slices == 0
-    reader = loaded.phase_reader
     patient = simulate_patient(9, config=SimulatorConfig(phases=PHASES, diameter_mm=(15.0, 30.0)))
     volume = patient_volume(patient)
     lesion = patient_document(patient, volume).lesions[0]
     pv = PhaseDecision(ContrastPhase.PORTAL_VENOUS, DecidedBy.IMAGES, "test")
-    others = [PhaseSource("arterial", patient_volume(patient, "arterial"))]
+    return volume, lesion, pv, [PhaseSource("arterial", patient_volume(patient, "arterial"))]
+
+
+def test_the_app_answers_with_the_structure_network_on_three_slices_whatever_the_cnn_reads(structured):
+    """The tiny CNN reads the key slice alone; the network was trained on the key slice and its neighbours,
+    and the app must give it those, carried from each phase's series as the export carries them."""
+    from liverview.model.classify import classify_lesion, key_slice, lesion_slice_masks, phase_slabs
+    from liverview.model.structure_reader import lesion_inputs
+    from liverview.model.transforms import select_slab
+
+    loaded = load_bundle(structured)
+    assert loaded.preprocess_config.neighbour_slices == 0
+    reader = loaded.phase_reader
+    volume, lesion, pv, others = _portal_venous_lesion_with_arterial()
     answer = classify_lesion(loaded, volume, lesion, phase=pv, other_phases=others, heatmap=False)
     assert answer.model_id.endswith("+ phase reader") and answer.phases_read == ["arterial", "portal_venous"]
     masks = lesion_slice_masks(volume, lesion)
@@ -373,12 +380,9 @@ def test_a_structure_reader_trained_again_with_the_same_seed_is_the_same_bit_for
 def test_a_network_trained_on_more_slices_is_given_them_by_the_app(multiphase_dataset, tmp_path):
     """`--neighbour-slices 2`: the network records that it reads five slices, loads so, and the app carries
     five slices of each phase to it (a slab of three would be refused)."""
-    from liverview.annotations.export_dataset import PhaseSource
-    from liverview.imaging.contrast_phase import ContrastPhase, DecidedBy, PhaseDecision
     from liverview.model.classify import classify_lesion, key_slice, lesion_slice_masks, phase_slabs
     from liverview.model.phase_reader_cli import main
     from liverview.model.structure_reader import lesion_inputs
-    from liverview.synth.simulator import SimulatorConfig, patient_document, patient_volume, simulate_patient
 
     bundle = _tiny_cnn_bundle(tmp_path, 5)
     assert main([str(bundle), str(multiphase_dataset), "--epochs", "1", "--neighbour-slices", "2"]) == 0
@@ -387,11 +391,7 @@ def test_a_network_trained_on_more_slices_is_given_them_by_the_app(multiphase_da
     loaded = load_bundle(bundle)
     reader = loaded.phase_reader
     assert reader.network.neighbour_slices == 2 and reader.training["neighbour_slices"] == 2
-    patient = simulate_patient(9, config=SimulatorConfig(phases=PHASES, diameter_mm=(15.0, 30.0)))
-    volume = patient_volume(patient)
-    lesion = patient_document(patient, volume).lesions[0]
-    pv = PhaseDecision(ContrastPhase.PORTAL_VENOUS, DecidedBy.IMAGES, "test")
-    others = [PhaseSource("arterial", patient_volume(patient, "arterial"))]
+    volume, lesion, pv, others = _portal_venous_lesion_with_arterial()
     answer = classify_lesion(loaded, volume, lesion, phase=pv, other_phases=others, heatmap=False)
     masks = lesion_slice_masks(volume, lesion)
     z = key_slice(masks)
@@ -403,10 +403,12 @@ def test_a_network_trained_on_more_slices_is_given_them_by_the_app(multiphase_da
                                                                           neighbour_slices=2)])[0]
     assert answer.phases_read == list(subset)
     assert np.allclose([answer.probabilities[c] for c in CLASSES], expected, atol=1e-6)
-    # More slices than the dataset kept around each lesion would train on repeated end slices.
+    # More slices than the dataset kept around each lesion would train on repeated end slices; a logistic
+    # reader (the CNN answering every phase) reads none of them and is not refused.
     records = load_records([multiphase_dataset]).records
     with pytest.raises(ValueError, match="keeps 2 slice\\(s\\) around each lesion but the network reads 3"):
-        read_records(loaded, records, PHASES, neighbour_slices=3)
+        read_records(loaded, records, PHASES, cnn_phases=("portal_venous",), neighbour_slices=3)
+    assert len(read_records(loaded, records, PHASES, neighbour_slices=3).features) == len(records)
 
 
 @pytest.mark.parametrize(("argv", "message"), [
