@@ -90,7 +90,7 @@ def read_records(loaded: LoadedModel, records: Sequence[LesionRecord], phases: S
         pending.clear()
 
     for index, record in enumerate(records):
-        # A logistic reader (its CNN answering on every phase: `cnn_phases` None) reads no network inputs' slabs.
+        # Only a structure network reads the slabs; a logistic reader (`cnn_phases` None) reads the CNN's answers.
         if cnn_phases is not None and neighbour_slices > record.margin_z_slices:
             raise ValueError(f"{record.dataset} keeps {record.margin_z_slices} slice(s) around each lesion but the "
                              f"network reads {neighbour_slices} on each side: its slab would repeat the patch's end "
