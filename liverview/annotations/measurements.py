@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from liverview.annotations.document import Lesion, Roi
-from liverview.imaging.measure import diameters_mm, polygon_area_mm2, polygon_mask, region_stats
+from liverview.imaging.measure import diameters_mm, mask_long_axis_mm, polygon_area_mm2, polygon_mask, region_stats
 from liverview.io.volume import Volume
 
 
@@ -94,6 +94,15 @@ def lesion_key_slice(volume: Volume, lesion: Lesion) -> int | None:
     """`select_key_slice_by_area` of the lesion's outlines on `volume`; None when none covers a pixel."""
     areas = {z: int(m.sum()) for z, m in slice_masks(volume, lesion).items()}
     return select_key_slice_by_area(areas) if any(areas.values()) else None
+
+
+def slice_long_axis_mm(volume: Volume, lesion: Lesion, slice_index: int) -> float | None:
+    """The long axis (mm) of the lesion's outline on one slice, as the phase reader's scores measure it on
+    the key slice (`phase_reader.size_band`); None when no outline lies there. Only that slice's outlines
+    are drawn (the panel asks on every selection)."""
+    there = [roi_mask(volume, roi) for roi in lesion.rois if roi.slice_index == slice_index]
+    mask = np.logical_or.reduce(there) if there else None
+    return mask_long_axis_mm(mask, _spacing_yx(volume)) if mask is not None and mask.any() else None
 
 
 def lesion_mask(volume: Volume, lesion: Lesion) -> np.ndarray:

@@ -19,6 +19,7 @@ from PySide6.QtWidgets import QDockWidget, QFileDialog, QLabel, QMainWindow, QMe
 
 from liverview.annotations.document import Lesion
 from liverview.annotations.labels import LabelTaxonomy
+from liverview.annotations.measurements import slice_long_axis_mm
 from liverview.annotations.store import ChangeEvent, ChangeKind, Changed
 from liverview.gui.heatmap_overlay import HeatmapOverlay
 from liverview.gui.model_worker import ModelDescription, ModelWorker
@@ -385,7 +386,9 @@ class ClassificationController(QObject):
         if lesion is None:
             self.panel.show_result(None, "Select a lesion, then Classify" if self.session.store else "")
         elif answer is not None:
-            self.panel.show_result(answer)
+            volume = self.session.volume
+            self.panel.show_result(answer, long_axis_mm=slice_long_axis_mm(volume, lesion, answer.slice_index)
+                                   if volume is not None and answer.slice_index is not None else None)
         elif lesion.id in self.batch_geometry or any(key[0] == lesion.id for key in self.pending.values()):
             self.panel.show_result(None, "Classifying …")
         elif lesion.ai is not None:

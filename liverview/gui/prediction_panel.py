@@ -233,8 +233,9 @@ class PredictionPanel(QWidget):
         self.accept_button.setEnabled(lesion and has_result and not not_yours)
         self.accept_button.setToolTip(not_yours or ACCEPT_TIP)
 
-    def show_result(self, result: AIResult | None, pending: str = "") -> None:
-        """Bars for `result` (None: empty, with `pending` as the explanation)."""
+    def show_result(self, result: AIResult | None, pending: str = "", long_axis_mm: float | None = None) -> None:
+        """Bars for `result` (None: empty, with `pending` as the explanation); `long_axis_mm`: the lesion's
+        outline on the slice the model read, for the phase reader's score on lesions of its size."""
         for text in self.value_texts:
             self.plot.removeItem(text)
         self.value_texts = []
@@ -292,7 +293,7 @@ class PredictionPanel(QWidget):
             self.uncertainty_label.setText(f"Uncertainty: {level}" + (f" (entropy {result.entropy:.2f})"
                                                                      if result.entropy is not None else ""))
             self._show_measured(self.describe_level(level) if result.model_id == self.model_id else
-                                self.describe_level(level, result.phases_read)
+                                self.describe_level(level, result.phases_read, long_axis_mm)
                                 if result.model_id == answer_id(self.model_id) else "")
         self.uncertainty_label.setStyleSheet(f"color: {UNCERTAINTY_COLORS.get(level, '#c8c8c8')};")
         where = f"slice {self.slice_number(result.slice_index)}" if result.slice_index is not None else "its largest slice"
@@ -356,14 +357,17 @@ class PredictionPanel(QWidget):
                     "show why the model answered so.")
         return f"\n{inside:.0%} of the heatmap lies within 5 mm of the outline."
 
-    def describe_level(self, level: str, reader_phases: Sequence[str] | None = None) -> str:
+    def describe_level(self, level: str, reader_phases: Sequence[str] | None = None,
+                       long_axis_mm: float | None = None) -> str:
         """How often this model (its phase reader, reading `reader_phases`) was right when it showed `level`
-        on its test split ("" when unmeasured)."""
+        on its test split, and the reader's macro-F1 on those phases and on the size band of a lesion whose
+        key-slice long axis is `long_axis_mm` ("" when unmeasured)."""
         if reader_phases is None:
             return describe_measured_level(level, self.by_uncertainty, self.simulated)
         subset = subset_name(reader_phases)
         return describe_measured_level(level, self.reader_by_uncertainty.get(subset, {}), self.reader_simulated,
-                                       read_on_phases=True, macro_f1=format_subset_score(self.reader_scores.get(subset)))
+                                       read_on_phases=True,
+                                       macro_f1=format_subset_score(self.reader_scores.get(subset), long_axis_mm))
 
     def show_batch(self, done: int, total: int) -> None:
         running = done < total

@@ -422,15 +422,24 @@ def reader_subset_scores(reader: PhaseReader | None) -> dict[str, dict[str, Any]
     return out
 
 
-def format_subset_score(scores: Mapping[str, Any] | None) -> str:
-    """The phase reader's macro-F1 on the phases it read (`reader_subset_scores`), and per size band, as
-    "0.954 (under 20 mm, 411 lesions: 0.903; ...)." ("" without scores): reading non-contrast + delayed
-    is not reading all four, and a 12 mm lesion is not a 40 mm one."""
+def format_subset_score(scores: Mapping[str, Any] | None, long_axis_mm: float | None = None) -> str:
+    """The phase reader's macro-F1 on the phases it read (`reader_subset_scores`) and on the size band of a
+    lesion whose outline's long axis on its key slice is `long_axis_mm`, as "0.954; on those under 20 mm,
+    as this one is (14.2 mm): 0.903 (411 lesions)."; every band where the lesion's size is not given or its
+    band was not scored; "" without scores. Reading non-contrast + delayed is not reading all four, and a
+    12 mm lesion is not a 40 mm one."""
     if not scores:
         return ""
-    bands = "; ".join(f"{band}, {part['n']} lesions: {part['macro_f1']:.3f}"
-                      for band, part in scores.get("by_size", {}).items())
-    return f"{scores['macro_f1']:.3f}" + (f" ({bands})." if bands else ".")
+    by_size = scores.get("by_size", {})
+    overall = f"{scores['macro_f1']:.3f}"
+    if long_axis_mm is not None and size_band(long_axis_mm) in by_size:
+        band = size_band(long_axis_mm)
+        part = by_size[band]
+        # One decimal: a 19.6 mm lesion shown as "20 mm" under "under 20 mm" would read as a mistake.
+        return (f"{overall}; on those {band}, as this one is ({long_axis_mm:.1f} mm): {part['macro_f1']:.3f} "
+                f"({part['n']} lesions).")
+    bands = "; ".join(f"{band}, {part['n']} lesions: {part['macro_f1']:.3f}" for band, part in by_size.items())
+    return overall + (f" ({bands})." if bands else ".")
 
 
 def reader_by_uncertainty(reader: PhaseReader | None) -> dict[str, list[dict]]:

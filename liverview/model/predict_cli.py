@@ -33,7 +33,7 @@ import numpy as np
 from liverview.log_setup import CliFailed, run_cli_job
 from liverview.annotations.annotated_study import (AnnotatedStudyError, open_annotated_study, other_phase_sources,
                                                    study_phases)
-from liverview.annotations.measurements import slice_masks
+from liverview.annotations.measurements import slice_long_axis_mm, slice_masks
 from liverview.annotations.transfer import TransferError, transfer_lesion
 from liverview.imaging.contrast_phase import DecidedBy, PhaseDecision, how_decided
 from liverview.imaging.orientation import slice_number
@@ -93,13 +93,14 @@ def model_summary(loaded: LoadedModel) -> dict[str, Any]:
 def measured_accuracy(model: dict[str, Any], entry: dict[str, Any]) -> str:
     """What the app's Model panel says under an answer: how often the model (its phase reader, for the
     phases it read) was right on its test lesions at the answer's uncertainty, and a reader's macro-F1
-    on those phases per size band ("" when unmeasured)."""
+    on those phases and on the lesion's size band ("" when unmeasured)."""
     if answered_by_reader(entry["model_id"]):
         subset = subset_name(entry["phases_read"])
         rows = model["reader_by_uncertainty"].get(subset, [])
         return describe_measured_level(entry["uncertainty"], {row["uncertainty"]: row for row in rows},
                                        model["reader_simulated"], read_on_phases=True,
-                                       macro_f1=format_subset_score(model["reader_scores"].get(subset)))
+                                       macro_f1=format_subset_score(model["reader_scores"].get(subset),
+                                                                    entry.get("long_axis_mm")))
     return describe_measured_level(entry["uncertainty"], {row["uncertainty"]: row for row in model["by_uncertainty"]},
                                    model["simulated"])
 
@@ -177,15 +178,16 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
         prediction = by_id.get(lesion.id)
         if prediction is None:
             continue
-        on = read_volume if lesion.id in moved else volume
+        on, outline = (read_volume, moved[lesion.id].lesion) if lesion.id in moved else (volume, lesion)
+        long_axis = slice_long_axis_mm(on, outline, prediction.slice_index)
         entry = {**prediction.to_json(), "id": lesion.id, "number": numbers[lesion.id], "label": lesion.label,
                  "reader": lesion.reader, "slice": slice_number(on, prediction.slice_index),
+                 "long_axis_mm": None if long_axis is None else round(long_axis, 1),
                  "refusal": prediction.to_ai_result().refusal()}
         if lesion.id in moved:
             entry["read_on"] = {"series_uid": read_volume.series_uid, "contrast_phase": read_phase.phase.value,
                                 "breathing_shift_mm": [round(v, 1) for v in moved[lesion.id].shift_mm]}
         if args.heatmaps is not None and prediction.heatmap is not None:
-            on, outline = (read_volume, moved[lesion.id].lesion) if lesion.id in moved else (volume, lesion)
             path = args.heatmaps / f"{safe_name(lesion.id)}.png"
             render_heatmap_png(on, prediction, slice_masks(on, outline)[prediction.slice_index], path)
             entry["heatmap"] = str(path)

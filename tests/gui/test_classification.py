@@ -153,6 +153,22 @@ def test_classify_selected_lesion_shows_probabilities_and_heatmap(qtbot, window)
     controller.panel.show_result(read_both)
     assert controller.panel.measured_label.text().endswith("right in 48 of 50 (96%). At every uncertainty together, "
                                                            "its macro-F1 on them: 0.900 (under 20 mm, 7 lesions: 0.800).")
+    # Shown for the selected lesion, the score quoted is that of its own size band.
+    from liverview.annotations.measurements import slice_masks
+    from liverview.imaging.measure import mask_long_axis_mm
+    from liverview.model.phase_reader import size_band
+
+    volume = window.session.volume
+    size = mask_long_axis_mm(slice_masks(volume, lesion)[stored.slice_index],
+                             (float(volume.spacing_mm[1]), float(volume.spacing_mm[2])))
+    scores["arterial + portal_venous"]["by_size"]["20 mm and over"] = {"n": 9, "macro_f1": 0.95}
+    controller._on_model_loaded(dataclasses.replace(controller.model, reader_scores=scores, reader_by_uncertainty=rows))
+    window.store.document.lesion(lesion.id).ai = read_both
+    controller.refresh()
+    band = size_band(size)
+    expected = {"under 20 mm": "0.800 (7 lesions)", "20 mm and over": "0.950 (9 lesions)"}[band]
+    assert controller.panel.measured_label.text().endswith(
+        f"its macro-F1 on them: 0.900; on those {band}, as this one is ({size:.1f} mm): {expected}.")
 
 
 def test_the_heatmap_lies_on_the_pixels_the_network_read(qtbot, window):

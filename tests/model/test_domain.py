@@ -118,6 +118,8 @@ def test_predict_cli_prints_the_phase_and_the_reason(hcc_dir, tmp_path, capsys):
                                              for band, part in held["by_size"].items()}
     lesion = output["lesions"][0]
     assert lesion["uncertainty"] == OUTSIDE and lesion["phases_read"] == ["arterial"] and lesion["outside_training"]
+    # The outline's long axis on the slice read, which picks the size band the reader's score is quoted for.
+    assert lesion["long_axis_mm"] == pytest.approx(37 * float(volume.spacing_mm[2]), abs=2 * float(volume.spacing_mm[2]))
     assert predict_main([str(hcc_dir), "--annotations", str(path)]) == 0
     text = capsys.readouterr().out
     assert "contrast phase arterial (text only)" in text and "outside the model's training data: the image noise is 25 HU" in text

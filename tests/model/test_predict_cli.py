@@ -139,6 +139,12 @@ def test_a_phase_readers_answer_quotes_the_phase_readers_figures():
                                               "uncertainty together, its macro-F1 on them: 0.977 (under 20 mm, 40 "
                                               "lesions: 0.946; 20 mm and over, 60 lesions: 0.998). How often it "
                                               "is right on real CT has not been measured.")
+    # Where the lesion's size is known, its own size band is quoted.
+    small = {**read, "long_axis_mm": 14.2}
+    assert ("its macro-F1 on them: 0.977; on those under 20 mm, as this one is (14.2 mm): 0.946 (40 lesions). How "
+            "often") in measured_accuracy(model, small)
+    large = {**read, "long_axis_mm": 20.0}
+    assert "on those 20 mm and over, as this one is (20.0 mm): 0.998 (60 lesions)." in measured_accuracy(model, large)
     # With no lesion measured at that uncertainty, the macro-F1 on these phases still stands.
     unsure = {**read, "uncertainty": "high"}
     assert measured_accuracy(model, unsure) == ("On its simulated test lesions read on these phases, its macro-F1: "
