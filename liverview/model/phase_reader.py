@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -425,19 +426,21 @@ def reader_subset_scores(reader: PhaseReader | None) -> dict[str, dict[str, Any]
 def format_subset_score(scores: Mapping[str, Any] | None, long_axis_mm: float | None = None) -> str:
     """The phase reader's macro-F1 on the phases it read (`reader_subset_scores`) and on the size band of a
     lesion whose outline's long axis on its key slice is `long_axis_mm`, as "0.954; on those under 20 mm,
-    as this one is (14.2 mm): 0.903 (411 lesions)."; every band where the lesion's size is not given or its
-    band was not scored; "" without scores. Reading non-contrast + delayed is not reading all four, and a
-    12 mm lesion is not a 40 mm one."""
+    as this one is (14.2 mm): 0.903 (411 lesions)."; every band where the lesion's size is not given;
+    "" without scores. Reading non-contrast + delayed is not reading all four, and a 12 mm lesion is
+    not a 40 mm one."""
     if not scores:
         return ""
     by_size = scores.get("by_size", {})
     overall = f"{scores['macro_f1']:.3f}"
-    if long_axis_mm is not None and size_band(long_axis_mm) in by_size:
+    if long_axis_mm is not None and by_size:
         band = size_band(long_axis_mm)
-        part = by_size[band]
-        # One decimal: a 19.6 mm lesion shown as "20 mm" under "under 20 mm" would read as a mistake.
-        return (f"{overall}; on those {band}, as this one is ({long_axis_mm:.1f} mm): {part['macro_f1']:.3f} "
-                f"({part['n']} lesions).")
+        # Rounded down: a 19.96 mm lesion shown as "20.0 mm" under "under 20 mm" would read as a mistake.
+        shown = f"{math.floor(long_axis_mm * 10.0) / 10.0:.1f} mm"
+        part = by_size.get(band)
+        if part is None:
+            return f"{overall}; none of those was {band}, as this one is ({shown})."
+        return f"{overall}; on those {band}, as this one is ({shown}): {part['macro_f1']:.3f} ({part['n']} lesions)."
     bands = "; ".join(f"{band}, {part['n']} lesions: {part['macro_f1']:.3f}" for band, part in by_size.items())
     return overall + (f" ({bands})." if bands else ".")
 

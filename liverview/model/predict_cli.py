@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
 import sys
 import textwrap
@@ -182,7 +183,8 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
         long_axis = slice_long_axis_mm(on, outline, prediction.slice_index)
         entry = {**prediction.to_json(), "id": lesion.id, "number": numbers[lesion.id], "label": lesion.label,
                  "reader": lesion.reader, "slice": slice_number(on, prediction.slice_index),
-                 "long_axis_mm": None if long_axis is None else round(long_axis, 1),
+                 # Rounded down, so that the size band read from it stays the one the long axis is in.
+                 "long_axis_mm": None if long_axis is None else math.floor(long_axis * 10.0) / 10.0,
                  "refusal": prediction.to_ai_result().refusal()}
         if lesion.id in moved:
             entry["read_on"] = {"series_uid": read_volume.series_uid, "contrast_phase": read_phase.phase.value,

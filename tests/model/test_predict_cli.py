@@ -145,6 +145,15 @@ def test_a_phase_readers_answer_quotes_the_phase_readers_figures():
             "often") in measured_accuracy(model, small)
     large = {**read, "long_axis_mm": 20.0}
     assert "on those 20 mm and over, as this one is (20.0 mm): 0.998 (60 lesions)." in measured_accuracy(model, large)
+    # Just under 20 mm stays in its band and is not shown as 20.0.
+    just_under = {**read, "long_axis_mm": 19.96}
+    assert "on those under 20 mm, as this one is (19.9 mm): 0.946" in measured_accuracy(model, just_under)
+    # A band none of the scored lesions fell in is said so, not replaced by the other band's score.
+    only_large = {**model, "reader_scores": {"arterial + portal_venous": {"macro_f1": 0.977, "by_size": {
+        "20 mm and over": {"n": 60, "macro_f1": 0.998}}}}}
+    said = measured_accuracy(only_large, small)
+    assert "its macro-F1 on them: 0.977; none of those was under 20 mm, as this one is (14.2 mm)." in said
+    assert "0.998" not in said
     # With no lesion measured at that uncertainty, the macro-F1 on these phases still stands.
     unsure = {**read, "uncertainty": "high"}
     assert measured_accuracy(model, unsure) == ("On its simulated test lesions read on these phases, its macro-F1: "
