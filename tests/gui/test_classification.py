@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import subprocess
 import sys
 import threading
@@ -168,7 +169,7 @@ def test_classify_selected_lesion_shows_probabilities_and_heatmap(qtbot, window)
     band = size_band(size)
     expected = {"under 20 mm": "0.800 (7 lesions)", "20 mm and over": "0.950 (9 lesions)"}[band]
     assert controller.panel.measured_label.text().endswith(
-        f"its macro-F1 on them: 0.900; on those {band}, as this one is ({size:.1f} mm): {expected}.")
+        f"its macro-F1 on them: 0.900; on those {band}, as this one is ({math.floor(size * 10) / 10:.1f} mm): {expected}.")
 
 
 def test_the_heatmap_lies_on_the_pixels_the_network_read(qtbot, window):
