@@ -27,6 +27,7 @@ from liverview.gui.prediction_panel import PredictionPanel
 from liverview.gui.series_browser import phase_caption
 from liverview.gui.viewer import Viewer
 from liverview.imaging.contrast_phase import PhaseDecision
+from liverview.model.phase_reader import answered_by_reader
 from liverview.paths import default_model_path
 from liverview.session import Session
 
@@ -386,9 +387,11 @@ class ClassificationController(QObject):
         if lesion is None:
             self.panel.show_result(None, "Select a lesion, then Classify" if self.session.store else "")
         elif answer is not None:
+            # Only the phase reader's answer quotes a score by the lesion's size.
             volume = self.session.volume
+            sized = volume is not None and answer.slice_index is not None and answered_by_reader(answer.model_id)
             self.panel.show_result(answer, long_axis_mm=slice_long_axis_mm(volume, lesion, answer.slice_index)
-                                   if volume is not None and answer.slice_index is not None else None)
+                                   if sized else None)
         elif lesion.id in self.batch_geometry or any(key[0] == lesion.id for key in self.pending.values()):
             self.panel.show_result(None, "Classifying …")
         elif lesion.ai is not None:

@@ -423,6 +423,12 @@ def reader_subset_scores(reader: PhaseReader | None) -> dict[str, dict[str, Any]
     return out
 
 
+def shown_long_axis_mm(long_axis_mm: float) -> float:
+    """A long axis as shown (0.1 mm), rounded down: a 19.96 mm lesion shown as "20.0 mm" under "under 20
+    mm" would read as a mistake, and a band read from the shown value stays the lesion's own."""
+    return math.floor(long_axis_mm * 10.0) / 10.0
+
+
 def format_subset_score(scores: Mapping[str, Any] | None, long_axis_mm: float | None = None) -> str:
     """The phase reader's macro-F1 on the phases it read (`reader_subset_scores`) and on the size band of a
     lesion whose outline's long axis on its key slice is `long_axis_mm`, as "0.954; on those under 20 mm,
@@ -435,8 +441,7 @@ def format_subset_score(scores: Mapping[str, Any] | None, long_axis_mm: float | 
     overall = f"{scores['macro_f1']:.3f}"
     if long_axis_mm is not None and by_size:
         band = size_band(long_axis_mm)
-        # Rounded down: a 19.96 mm lesion shown as "20.0 mm" under "under 20 mm" would read as a mistake.
-        shown = f"{math.floor(long_axis_mm * 10.0) / 10.0:.1f} mm"
+        shown = f"{shown_long_axis_mm(long_axis_mm):.1f} mm"
         part = by_size.get(band)
         if part is None:
             return f"{overall}; none of those was {band}, as this one is ({shown})."
@@ -456,4 +461,4 @@ __all__ = ["CnnAnswers", "FORMAT", "PHASE_READER_FILE", "PHASE_READER_WEIGHTS_PR
            "PhaseReader", "PhaseReaderError", "SubsetReader", "answer_id", "answered_by_reader", "format_subset_score",
            "fit_phase_reader", "fit_structure_reader", "phase_subsets", "quoted_scores", "reader_by_uncertainty",
            "reader_macro_f1", "reader_scores_simulated", "reader_subset_scores", "reader_uncertainty",
-           "score_phase_reader", "size_band", "subset_name"]
+           "score_phase_reader", "shown_long_axis_mm", "size_band", "subset_name"]

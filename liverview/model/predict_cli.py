@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import re
 import sys
 import textwrap
@@ -48,7 +47,8 @@ from liverview.model.inference import LoadedModel, load_bundle, resolve_device
 from liverview.model.classify import (Heatmap, LesionPrediction, classify_lesions, loaded_domain, model_id,
                                       phases_read_by)
 from liverview.model.phase_reader import (answered_by_reader, format_subset_score, reader_by_uncertainty,
-                                         reader_scores_simulated, reader_subset_scores, subset_name)
+                                         reader_scores_simulated, reader_subset_scores, shown_long_axis_mm,
+                                         subset_name)
 from liverview.model.uncertainty import describe_measured_level, format_percent
 from liverview.paths import default_model_path
 
@@ -183,8 +183,7 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
         long_axis = slice_long_axis_mm(on, outline, prediction.slice_index)
         entry = {**prediction.to_json(), "id": lesion.id, "number": numbers[lesion.id], "label": lesion.label,
                  "reader": lesion.reader, "slice": slice_number(on, prediction.slice_index),
-                 # Rounded down, so that the size band read from it stays the one the long axis is in.
-                 "long_axis_mm": None if long_axis is None else math.floor(long_axis * 10.0) / 10.0,
+                 "long_axis_mm": None if long_axis is None else shown_long_axis_mm(long_axis),
                  "refusal": prediction.to_ai_result().refusal()}
         if lesion.id in moved:
             entry["read_on"] = {"series_uid": read_volume.series_uid, "contrast_phase": read_phase.phase.value,

@@ -169,12 +169,16 @@ class StructureNet(nn.Module):
         super().__init__()
         #: What it was built with, to build it again from its state_dict.
         self.shape = {"n_numbers": n_numbers, "width": width, "embed": embed, "neighbour_slices": neighbour_slices}
-        self.neighbour_slices = neighbour_slices
-        self.encoder = nn.Sequential(_block(2 * neighbour_slices + 2, width), nn.MaxPool2d(2), _block(width, 2 * width), nn.MaxPool2d(2),
-                                     _block(2 * width, 4 * width))
+        self.encoder = nn.Sequential(_block(2 * neighbour_slices + 2, width), nn.MaxPool2d(2), _block(width, 2 * width),
+                                     nn.MaxPool2d(2), _block(2 * width, 4 * width))
         self.project = nn.ModuleList(nn.Linear(8 * width + n_numbers, embed) for _ in range(n_phases))
         self.head = nn.Sequential(nn.Linear(n_phases * (embed + 1) + 1, 128), nn.ReLU(inplace=True), nn.Dropout(0.2),
                                   nn.Linear(128, n_classes))
+
+    @property
+    def neighbour_slices(self) -> int:
+        """Slices it reads on each side of the key slice."""
+        return int(self.shape["neighbour_slices"])
 
     def encode(self, crops: torch.Tensor, present: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(rows, maps): the flat (lesion * phases) index of each present phase, and its encoder maps."""
